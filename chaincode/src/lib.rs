@@ -1,1 +1,25 @@
-pub fn _x(){}
+//! medledger's event types and the EMR contract.
+//!
+//! Everything in this crate is a pure, deterministic function of its inputs: no I/O, no
+//! clock, no randomness. Identifiers and timestamps are passed in by the caller, so the
+//! same events always encode to the same bytes and hash to the same transaction hash.
+//!
+//! - [`event`]: what can happen to a medical record (the seven event types).
+//! - [`envelope`]: one event plus who submitted it and when, with its canonical bytes
+//!   (bincode 2, fixed-width little-endian integers; see docs/FORMAT.md) and its hash.
+//! - [`limits`]: the bound on every field a user can send.
+//! - [`time`]: UTC timestamps in milliseconds and their RFC 3339 text form.
+
+pub mod envelope;
+pub mod error;
+pub mod event;
+pub mod limits;
+pub mod time;
+
+pub use envelope::{tx_hash, Envelope, TxHash, TxId};
+pub use error::{DecodeError, EventError};
+pub use event::{
+    AccessGranted, AccessLogged, AccessRevoked, Event, EventKind, PayloadErased, PayloadRef,
+    RecordAmended, RecordCreated, RecordStatus, RecordStatusChanged, Sha256Digest,
+};
+pub use time::Timestamp;
