@@ -1,0 +1,376 @@
+//! The ledger: an append-only chain of blocks in segment files, indexed in RocksDB.
+//!
+//! - [`Ledger::open`] recovers: it scans what the index does not yet cover, truncates a
+//!   torn tail that was never acknowledged, stops with the block number at damage in the
+//!   middle, and re-indexes what the index lacks (see [`recovery`]).
+//! - [`Ledger::append`] checks that the block extends the tip, writes its frame and
+//!   fdatasyncs the segment (and the directory when it creates a segment) before it
+//!   returns. A failed write or sync poisons the ledger: every later append fails until
+//!   it is reopened.
+//! - Readers (by number, by hash, by tx id, from a height on) run concurrently with the
+//!   writer and see exactly the blocks that are durable and indexed.
+
+pub mod block;
+pub mod crashfs;
+pub mod fs;
+pub mod index;
+pub mod recovery;
+pub mod segment;
+pub mod verify;
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+
+use medledger_chaincode::{Envelope, TxId};
+
+use crate::error::StorageError;
+use crate::merkle::Hash;
+use block::Block;
+use fs::{FileSegmentDir, SegmentDir, SegmentFile};
+pub use index::{BlockLocation, Index, IndexEntry, TxLocation};
+pub use recovery::RecoveryReport;
+use segment::{encode_frame, FRAME_BODY_MAX};
+
+/// Ledger settings.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LedgerOptions {
+    /// A segment is closed and the next one started when a block would take it past
+    /// this size (a single larger block still gets a segment of its own).
+    pub segment_bytes_max: u64,
+}
+
+impl Default for LedgerOptions {
+    fn default() -> Self {
+        LedgerOptions {
+            segment_bytes_max: 64 * 1024 * 1024,
+        }
+    }
+}
+
+impl LedgerOptions {
+    /// Checks the options are in range (segments of 4 KiB to 4 GiB).
+    pub fn validate(&self) -> Result<(), StorageError> {
+        if !(4096..=4 << 30).contains(&self.segment_bytes_max) {
+            return Err(StorageError::InvalidOption(format!(
+                "segment_bytes_max must be between 4096 and 4 GiB, got {}",
+                self.segment_bytes_max
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// The head of the chain: blocks `0..height` exist; the last has hash `tip_hash`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ChainTip {
+    pub height: u64,
+    pub tip_hash: Hash,
+    pub tip_timestamp_ms: i64,
+}
+
+/// What `append` returns once the block is durable and indexed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AppendReceipt {
+    pub number: u64,
+    pub hash: Hash,
+    pub location: BlockLocation,
+}
+
+struct Writer {
+    segment: u32,
+    file: Arc<dyn SegmentFile>,
+    len: u64,
+    poisoned: Option<String>,
+    frame: Vec<u8>,
+    tx_ids: Vec<[u8; 16]>,
+}
+
+/// An open ledger. Share it with `Arc`; one thread appends, any number read.
+pub struct Ledger {
+    dir: Arc<dyn SegmentDir>,
+    index: Index,
+    options: LedgerOptions,
+    writer: Mutex<Writer>,
+    tip: RwLock<ChainTip>,
+    files: Mutex<HashMap<u32, Arc<dyn SegmentFile>>>,
+    fsyncs: AtomicU64,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // The guarded state is only changed by code that cannot panic midway; a poisoned
+    // mutex means a panic elsewhere, and the ledger's own poison flag covers I/O failure.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Ledger {
+    /// Opens the ledger in `data_dir` (segments in `blocks/`, index in `index/`),
+    /// creating it with a genesis block if it is empty, and recovers it.
+    pub fn open(
+        data_dir: &Path,
+        options: LedgerOptions,
+    ) -> Result<(Ledger, RecoveryReport), StorageError> {
+        let dir = FileSegmentDir::open(data_dir.join("blocks")).map_err(|e| {
+            StorageError::io(format!("creating {}", data_dir.join("blocks").display()), e)
+        })?;
+        Ledger::open_with(Arc::new(dir), &data_dir.join("index"), options)
+    }
+
+    /// Opens a ledger over any segment directory (tests pass a crash-injecting one).
+    pub fn open_with(
+        dir: Arc<dyn SegmentDir>,
+        index_path: &Path,
+        options: LedgerOptions,
+    ) -> Result<(Ledger, RecoveryReport), StorageError> {
+        options.validate()?;
+        let index = Index::open(index_path)?;
+        let rec = recovery::recover(dir.as_ref(), &index)?;
+        let ledger = Ledger {
+            dir,
+            index,
+            options,
+            writer: Mutex::new(Writer {
+                segment: rec.segment,
+                file: rec.file,
+                len: rec.segment_len,
+                poisoned: None,
+                frame: Vec::new(),
+                tx_ids: Vec::new(),
+            }),
+            tip: RwLock::new(rec.tip),
+            files: Mutex::new(HashMap::new()),
+            fsyncs: AtomicU64::new(rec.report.fsyncs),
+        };
+        let mut report = rec.report;
+        if ledger.tip().height == 0 {
+            let now_ms = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_millis() as i64)
+                .unwrap_or(0);
+            ledger.append(&Block::genesis(now_ms))?;
+            report.created = true;
+        }
+        report.height = ledger.tip().height;
+        Ok((ledger, report))
+    }
+
+    /// The current head of the chain.
+    pub fn tip(&self) -> ChainTip {
+        *self.tip.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// fdatasync calls made by this ledger (segment data and directory), since open.
+    pub fn fsyncs(&self) -> u64 {
+        self.fsyncs.load(Ordering::Relaxed)
+    }
+
+    /// Why the ledger refuses writes, if it does.
+    pub fn poisoned(&self) -> Option<String> {
+        lock(&self.writer).poisoned.clone()
+    }
+
+    /// The index (for verification and tools).
+    pub fn index(&self) -> &Index {
+        &self.index
+    }
+
+    /// The segment directory (for verification and tools).
+    pub fn segments(&self) -> &dyn SegmentDir {
+        self.dir.as_ref()
+    }
+
+    /// Appends a block that extends the tip and returns once it is durable and indexed.
+    ///
+    /// Errors: [`StorageError::OutOfOrder`] if the block's number is not the height or
+    /// its prev_hash is not the tip's hash (nothing is written); [`StorageError::Poisoned`]
+    /// if an earlier failure poisoned the ledger; an I/O error poisons it.
+    pub fn append(&self, block: &Block) -> Result<AppendReceipt, StorageError> {
+        let mut w = lock(&self.writer);
+        if let Some(why) = &w.poisoned {
+            return Err(StorageError::Poisoned(why.clone()));
+        }
+        let tip = self.tip();
+        let h = &block.header;
+        if h.number != tip.height {
+            return Err(StorageError::OutOfOrder {
+                got: h.number,
+                height: tip.height,
+                reason: "number is not the height",
+            });
+        }
+        let expected_prev = if tip.height == 0 {
+            [0; 32]
+        } else {
+            tip.tip_hash
+        };
+        if h.prev_hash != expected_prev {
+            return Err(StorageError::OutOfOrder {
+                got: h.number,
+                height: tip.height,
+                reason: "prev_hash is not the tip's hash",
+            });
+        }
+        let len = block.encoded_len() as u64;
+        if len > FRAME_BODY_MAX {
+            return Err(StorageError::BlockTooLarge {
+                len,
+                max: FRAME_BODY_MAX,
+            });
+        }
+        let mut frame = std::mem::take(&mut w.frame);
+        encode_frame(block, &mut frame);
+        let result = self.write_frame(&mut w, &frame);
+        w.frame = frame;
+        let location = match result {
+            Ok(loc) => loc,
+            Err(e) => {
+                w.poisoned = Some(e.to_string());
+                return Err(e);
+            }
+        };
+        let hash = block.hash();
+        let mut tx_ids = std::mem::take(&mut w.tx_ids);
+        tx_ids.clear();
+        tx_ids.extend(
+            block
+                .txs
+                .iter()
+                .map(|t| Envelope::tx_id_of(t).map_or([0; 16], |id| id.0)),
+        );
+        let indexed = self.index.put(&[IndexEntry {
+            number: h.number,
+            hash,
+            location,
+            tx_ids: &tx_ids,
+        }]);
+        w.tx_ids = tx_ids;
+        if let Err(e) = indexed {
+            // The block is durable but not findable; recovery on reopen re-indexes it.
+            w.poisoned = Some(e.to_string());
+            return Err(e);
+        }
+        *self.tip.write().unwrap_or_else(|p| p.into_inner()) = ChainTip {
+            height: h.number + 1,
+            tip_hash: hash,
+            tip_timestamp_ms: h.timestamp_ms,
+        };
+        Ok(AppendReceipt {
+            number: h.number,
+            hash,
+            location,
+        })
+    }
+
+    /// Writes and syncs one frame, rolling to a new segment first if needed.
+    fn write_frame(&self, w: &mut Writer, frame: &[u8]) -> Result<BlockLocation, StorageError> {
+        let frame_len = frame.len() as u64;
+        if w.len > 0 && w.len + frame_len > self.options.segment_bytes_max {
+            let next = w.segment + 1;
+            let file = self.dir.create(next).map_err(|e| {
+                StorageError::io(format!("creating {}", self.dir.describe(next)), e)
+            })?;
+            self.dir
+                .sync()
+                .map_err(|e| StorageError::io("syncing the blocks directory", e))?;
+            self.fsyncs.fetch_add(1, Ordering::Relaxed);
+            w.segment = next;
+            w.file = file;
+            w.len = 0;
+        }
+        let offset = w.len;
+        let describe = || self.dir.describe(w.segment);
+        if let Err(e) = w.file.write_all_at(frame, offset) {
+            // Best effort to drop a partial frame; the poison stands either way, and
+            // recovery truncates whatever remains.
+            let _ = w.file.set_len(offset);
+            return Err(StorageError::io(format!("writing {}", describe()), e));
+        }
+        w.file
+            .sync_data()
+            .map_err(|e| StorageError::io(format!("fdatasync of {}", describe()), e))?;
+        self.fsyncs.fetch_add(1, Ordering::Relaxed);
+        w.len += frame_len;
+        Ok(BlockLocation {
+            segment: w.segment,
+            offset,
+            len: u32::try_from(frame_len).expect("frames are at most 128 MiB"),
+        })
+    }
+
+    fn file(&self, segment: u32) -> Result<Arc<dyn SegmentFile>, StorageError> {
+        let mut files = lock(&self.files);
+        if let Some(f) = files.get(&segment) {
+            return Ok(f.clone());
+        }
+        let f = self
+            .dir
+            .open(segment)
+            .map_err(|e| StorageError::io(format!("opening {}", self.dir.describe(segment)), e))?;
+        files.insert(segment, f.clone());
+        Ok(f)
+    }
+
+    /// Reads the block at an indexed location, checking its frame and number.
+    fn read_at(&self, number: u64, loc: BlockLocation) -> Result<Block, StorageError> {
+        let file = self.file(loc.segment)?;
+        recovery::read_block_at(self.dir.as_ref(), file.as_ref(), number, loc)
+    }
+
+    /// Block `number`, if it exists.
+    pub fn block(&self, number: u64) -> Result<Option<Block>, StorageError> {
+        if number >= self.tip().height {
+            return Ok(None);
+        }
+        match self.index.location(number)? {
+            Some(loc) => self.read_at(number, loc).map(Some),
+            None => Err(StorageError::IndexMismatch {
+                number,
+                reason: "below the height but not indexed".into(),
+            }),
+        }
+    }
+
+    /// The block with this header hash, if it exists.
+    pub fn block_by_hash(&self, hash: &Hash) -> Result<Option<Block>, StorageError> {
+        match self.index.number_of_hash(hash)? {
+            Some(n) => self.block(n),
+            None => Ok(None),
+        }
+    }
+
+    /// The transaction with this id: where it is and its canonical envelope bytes.
+    pub fn tx(&self, tx_id: &TxId) -> Result<Option<(TxLocation, Vec<u8>)>, StorageError> {
+        let Some(loc) = self.index.tx(&tx_id.0)? else {
+            return Ok(None);
+        };
+        let Some(mut block) = self.block(loc.block)? else {
+            return Ok(None);
+        };
+        let pos = loc.position as usize;
+        if pos >= block.txs.len() || Envelope::tx_id_of(&block.txs[pos]) != Some(*tx_id) {
+            return Err(StorageError::IndexMismatch {
+                number: loc.block,
+                reason: format!("tx {tx_id} is not at position {pos}"),
+            });
+        }
+        Ok(Some((loc, block.txs.swap_remove(pos))))
+    }
+
+    /// Blocks from `from` up to the height at the time of the call, in order.
+    pub fn blocks_from(&self, from: u64) -> impl Iterator<Item = Result<Block, StorageError>> + '_ {
+        let end = self.tip().height;
+        (from..end).map(move |n| {
+            self.block(n)?.ok_or(StorageError::IndexMismatch {
+                number: n,
+                reason: "vanished while iterating".into(),
+            })
+        })
+    }
+
+    /// Makes the index durable so the next open has nothing to re-index. Called on a
+    /// clean shutdown; never needed for safety.
+    pub fn close(&self) -> Result<(), StorageError> {
+        self.index.flush()
+    }
+}

@@ -1,0 +1,343 @@
+//! The block: a fixed 88-byte little-endian header and the envelopes in order.
+//!
+//! ```text
+//! offset size field
+//!      0    8 number        u64 LE   (height of the chain before this block; genesis = 0)
+//!      8    8 timestamp_ms  i64 LE   (ms since the Unix epoch, UTC; never decreases)
+//!     16    4 tx_count      u32 LE
+//!     20    1 cut_reason    u8       (see CutReason)
+//!     21    1 format        u8       (= 1)
+//!     22    2 reserved      zero
+//!     24   32 prev_hash              (header hash of block number-1; zeros for genesis)
+//!     56   32 data_hash              (RFC 6962 Merkle root over the tx hashes)
+//!     88      body: tx_count × (len u32 LE ‖ canonical envelope bytes)
+//! ```
+//! The block hash is SHA-256 of the 88 header bytes. docs/FORMAT.md has the full layout
+//! and fixtures/ golden vectors.
+
+use sha2::{Digest, Sha256};
+
+use crate::merkle::{self, Hash};
+
+/// Size of the fixed block header in bytes.
+pub const BLOCK_HEADER_LEN: usize = 88;
+/// The header format this code writes and reads.
+pub const BLOCK_FORMAT: u8 = 1;
+/// Most transactions one block may hold (the cutter's MaxMessageCount is at most this).
+pub const BLOCK_TX_COUNT_MAX: u32 = 100_000;
+
+const _: () = assert!(BLOCK_HEADER_LEN == 8 + 8 + 4 + 1 + 1 + 2 + 32 + 32);
+
+/// Why a block was cut. Stored in the header as one byte: the values are part of the
+/// on-disk format and are never renumbered.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[repr(u8)]
+pub enum CutReason {
+    /// The first block of a chain, holding no transactions.
+    Genesis = 0,
+    /// MaxMessageCount was reached.
+    Count = 1,
+    /// The next message would have taken the batch past PreferredMaxBytes.
+    Bytes = 2,
+    /// One message larger than PreferredMaxBytes, alone in its block.
+    Oversize = 3,
+    /// BatchTimeout expired.
+    Timeout = 4,
+    /// Eager policy: the writer was idle and nothing else was queued.
+    Idle = 5,
+    /// Shutdown: what was pending when the orderer stopped.
+    Drain = 6,
+}
+
+impl CutReason {
+    /// Every reason, in byte order.
+    pub const ALL: [CutReason; 7] = [
+        CutReason::Genesis,
+        CutReason::Count,
+        CutReason::Bytes,
+        CutReason::Oversize,
+        CutReason::Timeout,
+        CutReason::Idle,
+        CutReason::Drain,
+    ];
+
+    /// The header byte.
+    pub fn as_u8(self) -> u8 {
+        self as u8
+    }
+
+    /// The reason for a header byte, if it names one.
+    pub fn from_u8(v: u8) -> Option<Self> {
+        CutReason::ALL.get(usize::from(v)).copied()
+    }
+
+    /// The stable lowercase name used in JSON and metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CutReason::Genesis => "genesis",
+            CutReason::Count => "count",
+            CutReason::Bytes => "bytes",
+            CutReason::Oversize => "oversize",
+            CutReason::Timeout => "timeout",
+            CutReason::Idle => "idle",
+            CutReason::Drain => "drain",
+        }
+    }
+}
+
+impl std::fmt::Display for CutReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A block header. Its hash is SHA-256 of [`BlockHeader::encode`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BlockHeader {
+    pub number: u64,
+    pub timestamp_ms: i64,
+    pub tx_count: u32,
+    pub cut_reason: CutReason,
+    pub prev_hash: Hash,
+    pub data_hash: Hash,
+}
+
+impl BlockHeader {
+    /// The fixed little-endian layout (see the module docs).
+    pub fn encode(&self) -> [u8; BLOCK_HEADER_LEN] {
+        let mut out = [0u8; BLOCK_HEADER_LEN];
+        out[0..8].copy_from_slice(&self.number.to_le_bytes());
+        out[8..16].copy_from_slice(&self.timestamp_ms.to_le_bytes());
+        out[16..20].copy_from_slice(&self.tx_count.to_le_bytes());
+        out[20] = self.cut_reason.as_u8();
+        out[21] = BLOCK_FORMAT;
+        out[24..56].copy_from_slice(&self.prev_hash);
+        out[56..88].copy_from_slice(&self.data_hash);
+        out
+    }
+
+    /// Parses the fixed layout, rejecting an unknown format, cut reason or non-zero
+    /// reserved bytes.
+    pub fn decode(bytes: &[u8]) -> Result<BlockHeader, String> {
+        let b: &[u8; BLOCK_HEADER_LEN] = bytes
+            .get(..BLOCK_HEADER_LEN)
+            .and_then(|s| s.try_into().ok())
+            .ok_or_else(|| format!("header needs {BLOCK_HEADER_LEN} bytes, got {}", bytes.len()))?;
+        if b[21] != BLOCK_FORMAT {
+            return Err(format!("unknown block format {}", b[21]));
+        }
+        if b[22] != 0 || b[23] != 0 {
+            return Err("reserved header bytes are not zero".into());
+        }
+        let cut_reason =
+            CutReason::from_u8(b[20]).ok_or_else(|| format!("unknown cut reason {}", b[20]))?;
+        let le8 = |at: usize| -> [u8; 8] { b[at..at + 8].try_into().expect("8 bytes") };
+        Ok(BlockHeader {
+            number: u64::from_le_bytes(le8(0)),
+            timestamp_ms: i64::from_le_bytes(le8(8)),
+            tx_count: u32::from_le_bytes(b[16..20].try_into().expect("4 bytes")),
+            cut_reason,
+            prev_hash: b[24..56].try_into().expect("32 bytes"),
+            data_hash: b[56..88].try_into().expect("32 bytes"),
+        })
+    }
+
+    /// The block hash: SHA-256 of the encoded header.
+    pub fn hash(&self) -> Hash {
+        Sha256::digest(self.encode()).into()
+    }
+}
+
+/// A block: header plus the canonical bytes of its envelopes, in order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Block {
+    pub header: BlockHeader,
+    pub txs: Vec<Vec<u8>>,
+}
+
+impl Block {
+    /// Builds a block whose `data_hash` is the Merkle root of `tx_hashes`, which must be
+    /// the SHA-256 of each of `txs` (the caller usually has them already; checked in
+    /// debug builds).
+    pub fn new(
+        number: u64,
+        prev_hash: Hash,
+        timestamp_ms: i64,
+        cut_reason: CutReason,
+        txs: Vec<Vec<u8>>,
+        tx_hashes: &[Hash],
+    ) -> Block {
+        assert_eq!(txs.len(), tx_hashes.len(), "one hash per transaction");
+        assert!(
+            txs.len() <= BLOCK_TX_COUNT_MAX as usize,
+            "too many transactions"
+        );
+        assert!(
+            !txs.is_empty() || cut_reason == CutReason::Genesis,
+            "only genesis is empty"
+        );
+        debug_assert!(txs
+            .iter()
+            .zip(tx_hashes)
+            .all(|(t, h)| Sha256::digest(t).as_slice() == h));
+        let header = BlockHeader {
+            number,
+            timestamp_ms,
+            tx_count: txs.len() as u32,
+            cut_reason,
+            prev_hash,
+            data_hash: merkle::root_of_hashes(tx_hashes),
+        };
+        Block { header, txs }
+    }
+
+    /// Like [`Block::new`], hashing the transactions itself.
+    pub fn from_txs(
+        number: u64,
+        prev_hash: Hash,
+        timestamp_ms: i64,
+        cut_reason: CutReason,
+        txs: Vec<Vec<u8>>,
+    ) -> Block {
+        let hashes: Vec<Hash> = txs.iter().map(|t| Sha256::digest(t).into()).collect();
+        Block::new(number, prev_hash, timestamp_ms, cut_reason, txs, &hashes)
+    }
+
+    /// The genesis block: number 0, no transactions, zero prev_hash.
+    pub fn genesis(timestamp_ms: i64) -> Block {
+        Block::new(
+            0,
+            [0; 32],
+            timestamp_ms,
+            CutReason::Genesis,
+            Vec::new(),
+            &[],
+        )
+    }
+
+    /// The block hash (of the header).
+    pub fn hash(&self) -> Hash {
+        self.header.hash()
+    }
+
+    /// SHA-256 of every transaction, in order.
+    pub fn tx_hashes(&self) -> Vec<Hash> {
+        self.txs.iter().map(|t| Sha256::digest(t).into()).collect()
+    }
+
+    /// Whether `data_hash` is the Merkle root of the transactions.
+    pub fn data_hash_matches(&self) -> bool {
+        merkle::root_of_hashes(&self.tx_hashes()) == self.header.data_hash
+    }
+
+    /// Encoded size in bytes.
+    pub fn encoded_len(&self) -> usize {
+        BLOCK_HEADER_LEN + self.txs.iter().map(|t| 4 + t.len()).sum::<usize>()
+    }
+
+    /// Appends the encoded block (header then body) to `out`.
+    pub fn encode_into(&self, out: &mut Vec<u8>) {
+        out.reserve(self.encoded_len());
+        out.extend_from_slice(&self.header.encode());
+        for tx in &self.txs {
+            let len = u32::try_from(tx.len()).expect("an envelope is far below 4 GiB");
+            out.extend_from_slice(&len.to_le_bytes());
+            out.extend_from_slice(tx);
+        }
+    }
+
+    /// Parses an encoded block. Checks the layout only (lengths, count, no trailing
+    /// bytes); chain links and the data hash are the caller's to check.
+    pub fn decode(bytes: &[u8]) -> Result<Block, String> {
+        let header = BlockHeader::decode(bytes)?;
+        if header.tx_count > BLOCK_TX_COUNT_MAX {
+            return Err(format!("tx_count {} is over the limit", header.tx_count));
+        }
+        let mut rest = &bytes[BLOCK_HEADER_LEN..];
+        let mut txs = Vec::with_capacity(header.tx_count as usize);
+        for i in 0..header.tx_count {
+            let Some((len, tail)) = rest.split_first_chunk::<4>() else {
+                return Err(format!("body ends inside the length of tx {i}"));
+            };
+            let len = u32::from_le_bytes(*len) as usize;
+            if len > tail.len() {
+                return Err(format!("tx {i} claims {len} bytes, {} remain", tail.len()));
+            }
+            txs.push(tail[..len].to_vec());
+            rest = &tail[len..];
+        }
+        if !rest.is_empty() {
+            return Err(format!("{} bytes after the last transaction", rest.len()));
+        }
+        Ok(Block { header, txs })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn header_round_trips_and_hash_is_of_the_encoding() {
+        let b = Block::from_txs(
+            7,
+            [3; 32],
+            1_000,
+            CutReason::Count,
+            vec![b"a".to_vec(), b"bc".to_vec()],
+        );
+        let enc = b.header.encode();
+        assert_eq!(BlockHeader::decode(&enc).unwrap(), b.header);
+        assert_eq!(b.hash(), <[u8; 32]>::from(Sha256::digest(enc)));
+        let mut bytes = Vec::new();
+        b.encode_into(&mut bytes);
+        assert_eq!(bytes.len(), b.encoded_len());
+        assert_eq!(Block::decode(&bytes).unwrap(), b);
+        assert!(b.data_hash_matches());
+    }
+
+    #[test]
+    fn decode_rejects_bad_layouts() {
+        let b = Block::from_txs(1, [0; 32], 5, CutReason::Idle, vec![b"xyz".to_vec()]);
+        let mut bytes = Vec::new();
+        b.encode_into(&mut bytes);
+        for cut in 0..bytes.len() {
+            assert!(Block::decode(&bytes[..cut]).is_err(), "prefix {cut}");
+        }
+        let mut extra = bytes.clone();
+        extra.push(0);
+        assert!(Block::decode(&extra).is_err());
+        let mut bad_reason = bytes.clone();
+        bad_reason[20] = 99;
+        assert!(Block::decode(&bad_reason).is_err());
+        let mut bad_format = bytes.clone();
+        bad_format[21] = 2;
+        assert!(Block::decode(&bad_format).is_err());
+        let mut reserved = bytes;
+        reserved[23] = 1;
+        assert!(Block::decode(&reserved).is_err());
+    }
+
+    #[test]
+    fn cut_reason_bytes_are_stable() {
+        let expected = [
+            (CutReason::Genesis, 0, "genesis"),
+            (CutReason::Count, 1, "count"),
+            (CutReason::Bytes, 2, "bytes"),
+            (CutReason::Oversize, 3, "oversize"),
+            (CutReason::Timeout, 4, "timeout"),
+            (CutReason::Idle, 5, "idle"),
+            (CutReason::Drain, 6, "drain"),
+        ];
+        for (reason, byte, name) in expected {
+            assert_eq!(reason.as_u8(), byte);
+            assert_eq!(CutReason::from_u8(byte), Some(reason));
+            assert_eq!(reason.as_str(), name);
+            assert_eq!(reason.to_string(), name);
+            assert_eq!(CutReason::ALL[usize::from(byte)], reason);
+        }
+        for byte in 7..=u8::MAX {
+            assert_eq!(CutReason::from_u8(byte), None);
+        }
+    }
+}

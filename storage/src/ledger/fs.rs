@@ -1,0 +1,155 @@
+//! Segment file I/O behind a small trait, so the ledger runs the same code on real files
+//! and on [`super::crashfs::CrashFs`], an in-memory file system that keeps a live and a
+//! durable image and can crash at any write or sync.
+//!
+//! Segments are numbered files in one directory; the ledger only ever appends to the
+//! last one, reads any, truncates a torn tail, and syncs data and the directory.
+
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+/// The directory of segment files.
+pub trait SegmentDir: Send + Sync + 'static {
+    /// Segment numbers present, ascending.
+    fn list(&self) -> io::Result<Vec<u32>>;
+    /// Opens an existing segment for reading and appending.
+    fn open(&self, segment: u32) -> io::Result<Arc<dyn SegmentFile>>;
+    /// Creates a new, empty segment; fails if it exists. The new name is durable only
+    /// after [`SegmentDir::sync`].
+    fn create(&self, segment: u32) -> io::Result<Arc<dyn SegmentFile>>;
+    /// Makes created names durable (fsync of the directory).
+    fn sync(&self) -> io::Result<()>;
+    /// A human-readable name for a segment, for errors.
+    fn describe(&self, segment: u32) -> String;
+}
+
+/// One segment file. Positional I/O only, so readers and the writer share it safely.
+// `len` is fallible I/O; an `is_empty` beside it would only be `len()? == 0`.
+#[allow(clippy::len_without_is_empty)]
+pub trait SegmentFile: Send + Sync {
+    /// Current length in bytes.
+    fn len(&self) -> io::Result<u64>;
+    /// Reads exactly `buf.len()` bytes at `offset`.
+    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()>;
+    /// Writes all of `buf` at `offset`. Not durable until [`SegmentFile::sync_data`].
+    fn write_all_at(&self, buf: &[u8], offset: u64) -> io::Result<()>;
+    /// fdatasync: makes written data (and the file length) durable.
+    fn sync_data(&self) -> io::Result<()>;
+    /// Truncates to `len` bytes (durable after `sync_data`).
+    fn set_len(&self, len: u64) -> io::Result<()>;
+}
+
+/// Segment file name for a number: `seg-000042.log`.
+pub fn segment_file_name(segment: u32) -> String {
+    format!("seg-{segment:06}.log")
+}
+
+fn parse_segment_file_name(name: &str) -> Option<u32> {
+    let digits = name.strip_prefix("seg-")?.strip_suffix(".log")?;
+    if digits.len() < 6 || !digits.bytes().all(|c| c.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok()
+}
+
+/// Segments as real files in a directory (`blocks/`).
+pub struct FileSegmentDir {
+    path: PathBuf,
+}
+
+impl FileSegmentDir {
+    /// Uses `path`, creating it (and its parents) if missing.
+    pub fn open(path: impl Into<PathBuf>) -> io::Result<Self> {
+        let path = path.into();
+        std::fs::create_dir_all(&path)?;
+        Ok(FileSegmentDir { path })
+    }
+}
+
+impl SegmentDir for FileSegmentDir {
+    fn list(&self) -> io::Result<Vec<u32>> {
+        let mut out = Vec::new();
+        for entry in std::fs::read_dir(&self.path)? {
+            let entry = entry?;
+            if let Some(n) = entry.file_name().to_str().and_then(parse_segment_file_name) {
+                out.push(n);
+            }
+        }
+        out.sort_unstable();
+        Ok(out)
+    }
+
+    fn open(&self, segment: u32) -> io::Result<Arc<dyn SegmentFile>> {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(self.path.join(segment_file_name(segment)))?;
+        Ok(Arc::new(RealSegment { file }))
+    }
+
+    fn create(&self, segment: u32) -> io::Result<Arc<dyn SegmentFile>> {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(self.path.join(segment_file_name(segment)))?;
+        Ok(Arc::new(RealSegment { file }))
+    }
+
+    fn sync(&self) -> io::Result<()> {
+        File::open(&self.path)?.sync_all()
+    }
+
+    fn describe(&self, segment: u32) -> String {
+        self.path
+            .join(segment_file_name(segment))
+            .display()
+            .to_string()
+    }
+}
+
+struct RealSegment {
+    file: File,
+}
+
+impl SegmentFile for RealSegment {
+    fn len(&self) -> io::Result<u64> {
+        Ok(self.file.metadata()?.len())
+    }
+    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
+        FileExt::read_exact_at(&self.file, buf, offset)
+    }
+    fn write_all_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
+        FileExt::write_all_at(&self.file, buf, offset)
+    }
+    fn sync_data(&self) -> io::Result<()> {
+        // std's sync_data is fdatasync(2) on Linux.
+        self.file.sync_data()
+    }
+    fn set_len(&self, len: u64) -> io::Result<()> {
+        self.file.set_len(len)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn segment_names_round_trip_and_strangers_are_ignored() {
+        assert_eq!(segment_file_name(42), "seg-000042.log");
+        assert_eq!(parse_segment_file_name("seg-000042.log"), Some(42));
+        assert_eq!(parse_segment_file_name("seg-1234567.log"), Some(1_234_567));
+        for bad in [
+            "seg-42.log",
+            "seg-00004x.log",
+            "seg-000042.log.tmp",
+            "x-000042.log",
+        ] {
+            assert_eq!(parse_segment_file_name(bad), None);
+        }
+    }
+}

@@ -1,0 +1,174 @@
+//! The block and transaction index in RocksDB:
+//!
+//! | column family | key | value |
+//! |---|---|---|
+//! | `block_loc`  | block number u64 BE | segment u32 LE, offset u64 LE, frame len u32 LE |
+//! | `block_hash` | block hash (32 bytes) | block number u64 LE |
+//! | `tx`         | tx id (16 bytes) | block number u64 LE, position u32 LE |
+//! | `meta`       | `indexed_height` | u64 LE: blocks 0..height are indexed |
+//!
+//! A block is indexed only after its frame is durable, in one WriteBatch with the new
+//! `indexed_height`. The WAL is written but not synced: the segment files are the truth,
+//! and on open recovery re-indexes whatever a power loss took from the index.
+
+use std::path::Path;
+
+use rocksdb::{ColumnFamilyDescriptor, Options, WriteBatch, WriteOptions, DB};
+
+use crate::error::StorageError;
+use crate::merkle::Hash;
+
+const CF_BLOCK_LOC: &str = "block_loc";
+const CF_BLOCK_HASH: &str = "block_hash";
+const CF_TX: &str = "tx";
+const CF_META: &str = "meta";
+const KEY_HEIGHT: &[u8] = b"indexed_height";
+
+/// Where a block's frame is: segment number, byte offset, frame length (header included).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct BlockLocation {
+    pub segment: u32,
+    pub offset: u64,
+    pub len: u32,
+}
+
+/// Where a transaction is: block number and position in the block.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct TxLocation {
+    pub block: u64,
+    pub position: u32,
+}
+
+/// What the index records for one block.
+pub struct IndexEntry<'a> {
+    pub number: u64,
+    pub hash: Hash,
+    pub location: BlockLocation,
+    /// The tx ids of the block's transactions, in order.
+    pub tx_ids: &'a [[u8; 16]],
+}
+
+/// The RocksDB index of one ledger.
+pub struct Index {
+    db: DB,
+    write_opts: WriteOptions,
+}
+
+impl Index {
+    /// Opens (or creates) the index at `path`.
+    pub fn open(path: &Path) -> Result<Index, StorageError> {
+        let mut opts = Options::default();
+        opts.create_if_missing(true);
+        opts.create_missing_column_families(true);
+        opts.set_max_background_jobs(2);
+        let cfs = [CF_BLOCK_LOC, CF_BLOCK_HASH, CF_TX, CF_META]
+            .into_iter()
+            .map(|name| ColumnFamilyDescriptor::new(name, Options::default()));
+        let db = DB::open_cf_descriptors(&opts, path, cfs)?;
+        let mut write_opts = WriteOptions::default();
+        write_opts.set_sync(false);
+        Ok(Index { db, write_opts })
+    }
+
+    fn cf(&self, name: &str) -> &rocksdb::ColumnFamily {
+        self.db
+            .cf_handle(name)
+            .expect("column families are created on open")
+    }
+
+    /// Blocks `0..height` are indexed.
+    pub fn height(&self) -> Result<u64, StorageError> {
+        Ok(match self.db.get_cf(self.cf(CF_META), KEY_HEIGHT)? {
+            Some(v) => u64_le(&v, "indexed_height")?,
+            None => 0,
+        })
+    }
+
+    /// The location of block `number`, if indexed.
+    pub fn location(&self, number: u64) -> Result<Option<BlockLocation>, StorageError> {
+        let Some(v) = self
+            .db
+            .get_cf(self.cf(CF_BLOCK_LOC), number.to_be_bytes())?
+        else {
+            return Ok(None);
+        };
+        if v.len() != 16 {
+            return Err(StorageError::Index(format!(
+                "bad location value for block {number}"
+            )));
+        }
+        Ok(Some(BlockLocation {
+            segment: u32::from_le_bytes(v[0..4].try_into().expect("4 bytes")),
+            offset: u64::from_le_bytes(v[4..12].try_into().expect("8 bytes")),
+            len: u32::from_le_bytes(v[12..16].try_into().expect("4 bytes")),
+        }))
+    }
+
+    /// The number of the block with this header hash, if indexed.
+    pub fn number_of_hash(&self, hash: &Hash) -> Result<Option<u64>, StorageError> {
+        self.db
+            .get_cf(self.cf(CF_BLOCK_HASH), hash)?
+            .map(|v| u64_le(&v, "block_hash"))
+            .transpose()
+    }
+
+    /// Where the transaction with this id is, if indexed.
+    pub fn tx(&self, tx_id: &[u8; 16]) -> Result<Option<TxLocation>, StorageError> {
+        let Some(v) = self.db.get_cf(self.cf(CF_TX), tx_id)? else {
+            return Ok(None);
+        };
+        if v.len() != 12 {
+            return Err(StorageError::Index("bad tx location value".into()));
+        }
+        Ok(Some(TxLocation {
+            block: u64::from_le_bytes(v[0..8].try_into().expect("8 bytes")),
+            position: u32::from_le_bytes(v[8..12].try_into().expect("4 bytes")),
+        }))
+    }
+
+    /// Indexes consecutive blocks and sets `indexed_height` past the last, atomically.
+    pub fn put(&self, entries: &[IndexEntry<'_>]) -> Result<(), StorageError> {
+        let Some(last) = entries.last() else {
+            return Ok(());
+        };
+        let (loc_cf, hash_cf, tx_cf) = (
+            self.cf(CF_BLOCK_LOC),
+            self.cf(CF_BLOCK_HASH),
+            self.cf(CF_TX),
+        );
+        let mut batch = WriteBatch::default();
+        for e in entries {
+            let mut loc = [0u8; 16];
+            loc[0..4].copy_from_slice(&e.location.segment.to_le_bytes());
+            loc[4..12].copy_from_slice(&e.location.offset.to_le_bytes());
+            loc[12..16].copy_from_slice(&e.location.len.to_le_bytes());
+            batch.put_cf(loc_cf, e.number.to_be_bytes(), loc);
+            batch.put_cf(hash_cf, e.hash, e.number.to_le_bytes());
+            let mut v = [0u8; 12];
+            v[0..8].copy_from_slice(&e.number.to_le_bytes());
+            for (pos, id) in e.tx_ids.iter().enumerate() {
+                v[8..12].copy_from_slice(&(pos as u32).to_le_bytes());
+                batch.put_cf(tx_cf, id, v);
+            }
+        }
+        batch.put_cf(
+            self.cf(CF_META),
+            KEY_HEIGHT,
+            (last.number + 1).to_le_bytes(),
+        );
+        self.db.write_opt(batch, &self.write_opts)?;
+        Ok(())
+    }
+
+    /// Flushes memtables and syncs the WAL, so a clean close needs no re-indexing.
+    pub fn flush(&self) -> Result<(), StorageError> {
+        self.db.flush_wal(true)?;
+        Ok(())
+    }
+}
+
+fn u64_le(v: &[u8], what: &str) -> Result<u64, StorageError> {
+    v.try_into()
+        .map(u64::from_le_bytes)
+        .map_err(|_| StorageError::Index(format!("bad {what} value")))
+}

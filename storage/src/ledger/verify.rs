@@ -1,0 +1,179 @@
+//! Full verification of an open ledger: every frame's CRC, every block's number, hash
+//! link and Merkle root, every envelope's canonical encoding, and every index entry
+//! (location, hash → number, tx id → block and position). Stops at the first problem and
+//! names the block.
+
+use serde::Serialize;
+
+use medledger_chaincode::Envelope;
+
+use super::block::Block;
+use super::index::{BlockLocation, TxLocation};
+use super::recovery::check_link;
+use super::segment::{read_frame, FrameRead, FRAME_HEADER_LEN};
+use super::{ChainTip, Ledger};
+use crate::error::StorageError;
+
+/// The first problem verification found.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct VerifyFailure {
+    /// The block at fault (the one expected at the damaged position).
+    pub block: u64,
+    pub segment: u32,
+    pub offset: u64,
+    pub reason: String,
+}
+
+/// What verification checked, and the first failure if any.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct VerifyReport {
+    pub ok: bool,
+    /// Blocks checked and found sound.
+    pub blocks: u64,
+    /// Transactions in those blocks.
+    pub transactions: u64,
+    pub segments: u64,
+    /// Bytes of frames checked.
+    pub bytes: u64,
+    /// The chain height the ledger reports.
+    pub height: u64,
+    /// Hash of the last sound block, lowercase hex.
+    pub tip_hash: String,
+    pub failure: Option<VerifyFailure>,
+}
+
+/// Verifies the whole ledger. I/O errors are returned as errors; damage is reported in
+/// the report (`ok: false` with the block number).
+pub fn verify(ledger: &Ledger) -> Result<VerifyReport, StorageError> {
+    let dir = ledger.segments();
+    let index = ledger.index();
+    let height = ledger.tip().height;
+    let mut report = VerifyReport {
+        ok: false,
+        blocks: 0,
+        transactions: 0,
+        segments: 0,
+        bytes: 0,
+        height,
+        tip_hash: hex::encode([0u8; 32]),
+        failure: None,
+    };
+    let mut tip = ChainTip {
+        height: 0,
+        tip_hash: [0; 32],
+        tip_timestamp_ms: i64::MIN,
+    };
+    let segments = dir
+        .list()
+        .map_err(|e| StorageError::io("listing segments", e))?;
+    let fail =
+        |report: &mut VerifyReport, number: u64, segment: u32, offset: u64, reason: String| {
+            report.failure = Some(VerifyFailure {
+                block: number,
+                segment,
+                offset,
+                reason,
+            });
+        };
+    for (i, &segment) in segments.iter().enumerate() {
+        if i > 0 && segment != segments[i - 1] + 1 {
+            fail(
+                &mut report,
+                tip.height,
+                segments[i - 1] + 1,
+                0,
+                "segment file is missing".into(),
+            );
+            return Ok(report);
+        }
+        report.segments += 1;
+        let file = dir
+            .open(segment)
+            .map_err(|e| StorageError::io(format!("opening {}", dir.describe(segment)), e))?;
+        let file_len = file
+            .len()
+            .map_err(|e| StorageError::io(format!("reading {}", dir.describe(segment)), e))?;
+        let mut offset = 0u64;
+        loop {
+            let frame = read_frame(file.as_ref(), offset, file_len)
+                .map_err(|e| StorageError::io(format!("reading {}", dir.describe(segment)), e))?;
+            let body = match frame {
+                FrameRead::End => break,
+                FrameRead::Bad(why) => {
+                    fail(&mut report, tip.height, segment, offset, why);
+                    return Ok(report);
+                }
+                FrameRead::Frame { body } => body,
+            };
+            let location = BlockLocation {
+                segment,
+                offset,
+                len: (FRAME_HEADER_LEN + body.len()) as u32,
+            };
+            if let Err(why) = check_block(ledger, &body, &tip, location) {
+                fail(&mut report, tip.height, segment, offset, why);
+                return Ok(report);
+            }
+            let block = Block::decode(&body).expect("checked above");
+            report.blocks += 1;
+            report.transactions += u64::from(block.header.tx_count);
+            report.bytes += u64::from(location.len);
+            tip = ChainTip {
+                height: tip.height + 1,
+                tip_hash: block.hash(),
+                tip_timestamp_ms: block.header.timestamp_ms,
+            };
+            report.tip_hash = hex::encode(tip.tip_hash);
+            offset += u64::from(location.len);
+        }
+    }
+    if tip.height != height || index.height()? != height {
+        let last = segments.last().copied().unwrap_or(0);
+        let reason = format!(
+            "the segments hold {} blocks, the ledger reports {height}, the index {}",
+            tip.height,
+            index.height()?
+        );
+        fail(&mut report, tip.height, last, 0, reason);
+        return Ok(report);
+    }
+    report.ok = true;
+    Ok(report)
+}
+
+/// Checks one block's bytes: layout, chain link, Merkle root, timestamps, envelopes, index.
+fn check_block(
+    ledger: &Ledger,
+    body: &[u8],
+    tip: &ChainTip,
+    location: BlockLocation,
+) -> Result<(), String> {
+    let block = Block::decode(body)?;
+    check_link(&block, tip)?;
+    let number = block.header.number;
+    if block.header.timestamp_ms < tip.tip_timestamp_ms {
+        return Err("timestamp is earlier than the previous block's".into());
+    }
+    let index = ledger.index();
+    let e = |err: StorageError| err.to_string();
+    if index.location(number).map_err(e)? != Some(location) {
+        return Err("the index has another location for this block".into());
+    }
+    if index.number_of_hash(&block.hash()).map_err(e)? != Some(number) {
+        return Err("the index does not map this block's hash to its number".into());
+    }
+    for (pos, tx) in block.txs.iter().enumerate() {
+        let env = Envelope::decode(tx).map_err(|err| format!("tx {pos}: {err}"))?;
+        let expected = TxLocation {
+            block: number,
+            position: pos as u32,
+        };
+        if index.tx(&env.tx_id.0).map_err(e)? != Some(expected) {
+            return Err(format!(
+                "the index does not point tx {} at position {pos}",
+                env.tx_id
+            ));
+        }
+    }
+    Ok(())
+}
