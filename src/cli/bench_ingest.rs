@@ -1,0 +1,162 @@
+//! `medledger bench ingest`: durable ingest through the library API.
+//!
+//! `submitters` concurrent tasks each submit one event at a time and wait for its receipt
+//! (so every event is acknowledged only after the fsync of its block), until `events`
+//! have been committed. Prints one JSON object with throughput, block statistics and
+//! per-submission latency percentiles.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+
+use medledger_storage::{CutReason, Ledger, LedgerOptions};
+
+use crate::orderer::{CutPolicy, CutterConfig, Orderer, OrdererConfig, SubmitError};
+use crate::workload::RecordGenerator;
+
+/// Parameters of one ingest run.
+#[derive(Clone, Debug)]
+pub struct IngestParams {
+    pub data_dir: PathBuf,
+    pub events: u64,
+    pub record_bytes: usize,
+    pub submitters: usize,
+    pub cutter: CutterConfig,
+    pub max_inflight_blocks: usize,
+}
+
+/// Upper bounds so a typo cannot exhaust the machine.
+pub const EVENTS_MAX: u64 = 100_000_000;
+pub const SUBMITTERS_MAX: usize = 100_000;
+pub const RECORD_BYTES_MAX: usize = 1024 * 1024;
+
+/// Runs the benchmark and returns its JSON report.
+pub fn run(p: &IngestParams) -> Result<serde_json::Value, String> {
+    if p.events == 0 || p.events > EVENTS_MAX {
+        return Err(format!("--events must be between 1 and {EVENTS_MAX}"));
+    }
+    if p.submitters == 0 || p.submitters > SUBMITTERS_MAX {
+        return Err(format!(
+            "--submitters must be between 1 and {SUBMITTERS_MAX}"
+        ));
+    }
+    if p.record_bytes > RECORD_BYTES_MAX {
+        return Err(format!("--record-bytes is at most {RECORD_BYTES_MAX}"));
+    }
+    let (ledger, recovery) = Ledger::open(&p.data_dir, LedgerOptions::default())
+        .map_err(|e| format!("cannot open the ledger in {}: {e}", p.data_dir.display()))?;
+    let ledger = Arc::new(ledger);
+    let start_height = ledger.tip().height;
+    let fsyncs_before = ledger.fsyncs();
+    let config = OrdererConfig {
+        cutter: p.cutter.clone(),
+        max_inflight_blocks: p.max_inflight_blocks,
+        queue_capacity: (p.submitters * 2).max(1024),
+    };
+    let orderer = Arc::new(Orderer::start(ledger.clone(), config)?);
+    let generator = Arc::new(RecordGenerator::new(p.record_bytes));
+    let record_bytes_actual = generator.envelope(0).encode().len();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    let next = Arc::new(AtomicU64::new(0));
+    let busy = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let latencies: Result<Vec<Vec<u32>>, String> = runtime.block_on(async {
+        let mut tasks = Vec::with_capacity(p.submitters);
+        for _ in 0..p.submitters {
+            let (orderer, generator, next, busy) = (
+                orderer.clone(),
+                generator.clone(),
+                next.clone(),
+                busy.clone(),
+            );
+            let events = p.events;
+            tasks.push(tokio::spawn(async move {
+                let mut lat_us = Vec::new();
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    if i >= events {
+                        return Ok(lat_us);
+                    }
+                    let env = generator.envelope(i);
+                    let t0 = Instant::now();
+                    loop {
+                        match orderer.submit(&env).await {
+                            Ok(_) => break,
+                            Err(SubmitError::Busy) => {
+                                busy.fetch_add(1, Ordering::Relaxed);
+                                tokio::time::sleep(Duration::from_micros(200)).await;
+                            }
+                            Err(e) => return Err(e.to_string()),
+                        }
+                    }
+                    lat_us.push(t0.elapsed().as_micros().min(u128::from(u32::MAX)) as u32);
+                }
+            }));
+        }
+        let mut all = Vec::with_capacity(tasks.len());
+        for t in tasks {
+            all.push(t.await.map_err(|e| e.to_string())??);
+        }
+        Ok(all)
+    });
+    let seconds = started.elapsed().as_secs_f64();
+    let latencies = latencies?;
+    orderer.shutdown();
+    ledger.close().map_err(|e| e.to_string())?;
+    let mut lat: Vec<u32> = latencies.into_iter().flatten().collect();
+    lat.sort_unstable();
+    let pct = |q: f64| -> f64 {
+        if lat.is_empty() {
+            return 0.0;
+        }
+        let idx = ((lat.len() as f64 * q).ceil() as usize).clamp(1, lat.len()) - 1;
+        f64::from(lat[idx]) / 1000.0
+    };
+    let stats = orderer.stats();
+    let blocks = ledger.tip().height - start_height;
+    let block_bytes = stats.block_bytes.load(Ordering::Relaxed);
+    let reasons: serde_json::Map<String, serde_json::Value> = CutReason::ALL
+        .iter()
+        .map(|r| {
+            let n = stats.blocks_by_reason[usize::from(r.as_u8())].load(Ordering::Relaxed);
+            (r.as_str().to_string(), json!(n))
+        })
+        .filter(|(_, v)| v.as_u64() != Some(0))
+        .collect();
+    let events = lat.len() as u64;
+    Ok(json!({
+        "events": events,
+        "blocks": blocks,
+        "seconds": round3(seconds),
+        "events_per_sec": (events as f64 / seconds).round(),
+        "mib_per_sec": round3(block_bytes as f64 / seconds / (1024.0 * 1024.0)),
+        "fsyncs": ledger.fsyncs() - fsyncs_before,
+        "p50_ms": round3(pct(0.50)),
+        "p99_ms": round3(pct(0.99)),
+        "p999_ms": round3(pct(0.999)),
+        "max_ms": round3(pct(1.0)),
+        "mean_block_txs": round3(events as f64 / blocks.max(1) as f64),
+        "mean_block_bytes": block_bytes / blocks.max(1),
+        "cut_reasons": reasons,
+        "busy_retries": busy.load(Ordering::Relaxed),
+        "record_bytes": record_bytes_actual,
+        "submitters": p.submitters,
+        "batch_timeout_ms": p.cutter.batch_timeout.as_millis() as u64,
+        "max_message_count": p.cutter.max_message_count,
+        "preferred_max_bytes": p.cutter.preferred_max_bytes,
+        "cut_policy": match p.cutter.policy { CutPolicy::Strict => "strict", CutPolicy::Eager => "eager" },
+        "max_inflight_blocks": p.max_inflight_blocks,
+        "recovered_blocks_on_open": recovery.reindexed_blocks,
+    }))
+}
+
+fn round3(x: f64) -> f64 {
+    (x * 1000.0).round() / 1000.0
+}

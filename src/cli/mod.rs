@@ -1,0 +1,6 @@
+//! The `medledger` subcommands. Each prints JSON on stdout and returns its exit code, so
+//! tests can run them in-process.
+
+pub mod bench_ingest;
+pub mod blocks;
+pub mod verify;

@@ -1,0 +1,508 @@
+//! The orderer: a bounded submission queue, a cutter thread and a writer thread.
+//!
+//! ```text
+//! submit() ──encode, hash, size check──▶ queue (bounded; full → Busy at once)
+//!                                           │
+//!                      cutter thread: Fabric rules + BatchTimeout timer + eager idle cut,
+//!                      builds the block (number, prev_hash, Merkle root)
+//!                                           │  at most MaxInflightBlocks cut but not durable
+//!                      writer thread: append + fdatasync, then answer every submitter
+//! ```
+//! The cutter builds block N+1 while the writer syncs block N, so under load blocks fill
+//! during the previous fsync (group commit: one fsync covers every transaction in a
+//! block). With the eager policy a lone submission is cut as soon as the writer is idle,
+//! so it waits one fsync rather than BatchTimeout.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use crossbeam_channel::{bounded, unbounded, Receiver, Select, Sender, TryRecvError};
+use tokio::sync::oneshot;
+
+use medledger_chaincode::{tx_hash, Envelope, EventError, TxHash, TxId};
+use medledger_storage::{Block, CutReason, Hash, Ledger};
+
+use super::cutter::{Batch, CutPolicy, Cutter, CutterConfig};
+
+/// Orderer settings: the cutter's knobs plus the bounds of its queues.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OrdererConfig {
+    pub cutter: CutterConfig,
+    /// Blocks cut but not yet durable; the cutter waits when this many are in flight.
+    pub max_inflight_blocks: usize,
+    /// Submissions waiting to be cut; a full queue answers [`SubmitError::Busy`].
+    pub queue_capacity: usize,
+}
+
+impl Default for OrdererConfig {
+    fn default() -> Self {
+        OrdererConfig {
+            cutter: CutterConfig::default(),
+            max_inflight_blocks: 4,
+            queue_capacity: 65_536,
+        }
+    }
+}
+
+impl OrdererConfig {
+    /// Checks every knob is in range.
+    pub fn validate(&self) -> Result<(), String> {
+        self.cutter.validate().map_err(|e| e.to_string())?;
+        if !(1..=64).contains(&self.max_inflight_blocks) {
+            return Err("max_inflight_blocks must be between 1 and 64".into());
+        }
+        if !(1..=1 << 22).contains(&self.queue_capacity) {
+            return Err("queue_capacity must be between 1 and 4,194,304".into());
+        }
+        Ok(())
+    }
+}
+
+/// Proof that a transaction is durable: where it is in the chain.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Receipt {
+    pub tx_id: TxId,
+    pub tx_hash: TxHash,
+    pub block_number: u64,
+    pub position: u32,
+}
+
+/// Why a submission was not committed.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum SubmitError {
+    /// The encoded envelope is larger than AbsoluteMaxBytes (rejected at ingress).
+    #[error("the transaction is {size} bytes, more than AbsoluteMaxBytes ({max})")]
+    TooLarge { size: usize, max: u32 },
+    /// A field breaks its limit (rejected at ingress, nothing written).
+    #[error("invalid event: {0}")]
+    Invalid(#[from] EventError),
+    /// The submission queue is full; try again shortly.
+    #[error("the orderer is busy: the submission queue is full")]
+    Busy,
+    /// Writing the block failed; the ledger refuses writes until restarted. Whether
+    /// this transaction reached the disk is unknown.
+    #[error("the ledger could not commit the block: {0}")]
+    Failed(String),
+    /// The orderer has shut down.
+    #[error("the orderer is shut down")]
+    Closed,
+}
+
+/// Counters for metrics and benchmarks.
+#[derive(Debug, Default)]
+pub struct OrdererStats {
+    pub submitted: AtomicU64,
+    pub committed: AtomicU64,
+    pub rejected_busy: AtomicU64,
+    pub blocks: AtomicU64,
+    /// Blocks by [`CutReason`] byte.
+    pub blocks_by_reason: [AtomicU64; 7],
+    pub block_bytes: AtomicU64,
+    pub inflight_blocks: AtomicUsize,
+    pub failed_blocks: AtomicU64,
+}
+
+type Reply = oneshot::Sender<Result<Receipt, SubmitError>>;
+
+struct Submission {
+    bytes: Vec<u8>,
+    hash: TxHash,
+    tx_id: TxId,
+    reply: Reply,
+}
+
+enum Msg {
+    Submit(Submission),
+    Shutdown,
+}
+
+struct Job {
+    block: Block,
+    hashes: Vec<Hash>,
+    tx_ids: Vec<TxId>,
+    replies: Vec<Reply>,
+}
+
+/// A running orderer. Cheap to share (`Arc`); [`Orderer::shutdown`] drains it.
+pub struct Orderer {
+    queue: Sender<Msg>,
+    closed: AtomicBool,
+    config: OrdererConfig,
+    stats: Arc<OrdererStats>,
+    ledger: Arc<Ledger>,
+    threads: std::sync::Mutex<Vec<JoinHandle<()>>>,
+}
+
+impl Orderer {
+    /// Starts the cutter and writer threads over an open ledger.
+    pub fn start(ledger: Arc<Ledger>, config: OrdererConfig) -> Result<Orderer, String> {
+        config.validate()?;
+        let (queue, queue_rx) = bounded(config.queue_capacity);
+        let (job_tx, job_rx) = bounded::<Job>(config.max_inflight_blocks);
+        let (done_tx, done_rx) = unbounded::<()>();
+        let stats = Arc::new(OrdererStats::default());
+        let tip = ledger.tip();
+        let cutter = CutterThread {
+            cutter: Cutter::new(config.cutter.clone()),
+            policy: config.cutter.policy,
+            queue: queue_rx,
+            jobs: job_tx,
+            done: done_rx,
+            inflight: 0,
+            max_inflight: config.max_inflight_blocks,
+            next_number: tip.height,
+            prev_hash: tip.tip_hash,
+            last_timestamp_ms: tip.tip_timestamp_ms,
+            stats: stats.clone(),
+        };
+        let writer_ledger = ledger.clone();
+        let writer_stats = stats.clone();
+        let threads = vec![
+            std::thread::Builder::new()
+                .name("medledger-cutter".into())
+                .spawn(move || cutter.run())
+                .map_err(|e| e.to_string())?,
+            std::thread::Builder::new()
+                .name("medledger-writer".into())
+                .spawn(move || write_blocks(&writer_ledger, &job_rx, &done_tx, &writer_stats))
+                .map_err(|e| e.to_string())?,
+        ];
+        Ok(Orderer {
+            queue,
+            closed: AtomicBool::new(false),
+            config,
+            stats,
+            ledger,
+            threads: std::sync::Mutex::new(threads),
+        })
+    }
+
+    /// The settings in force.
+    pub fn config(&self) -> &OrdererConfig {
+        &self.config
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> &OrdererStats {
+        &self.stats
+    }
+
+    /// Submissions waiting to be cut.
+    pub fn queue_depth(&self) -> usize {
+        self.queue.len()
+    }
+
+    /// The ledger the orderer appends to.
+    pub fn ledger(&self) -> &Arc<Ledger> {
+        &self.ledger
+    }
+
+    /// Checks, encodes and enqueues one envelope; the returned receiver yields the
+    /// receipt once the block holding it is durable. Fails at once (nothing enqueued)
+    /// when the envelope is invalid or too large, the queue is full, or the orderer is
+    /// shut down.
+    pub fn enqueue(
+        &self,
+        envelope: &Envelope,
+    ) -> Result<oneshot::Receiver<Result<Receipt, SubmitError>>, SubmitError> {
+        if self.closed.load(Ordering::Acquire) {
+            return Err(SubmitError::Closed);
+        }
+        envelope.check_limits()?;
+        let bytes = envelope.encode();
+        let max = self.config.cutter.absolute_max_bytes;
+        if bytes.len() > max as usize {
+            return Err(SubmitError::TooLarge {
+                size: bytes.len(),
+                max,
+            });
+        }
+        let (reply, rx) = oneshot::channel();
+        let submission = Submission {
+            hash: tx_hash(&bytes),
+            bytes,
+            tx_id: envelope.tx_id,
+            reply,
+        };
+        match self.queue.try_send(Msg::Submit(submission)) {
+            Ok(()) => {
+                self.stats.submitted.fetch_add(1, Ordering::Relaxed);
+                Ok(rx)
+            }
+            Err(crossbeam_channel::TrySendError::Full(_)) => {
+                self.stats.rejected_busy.fetch_add(1, Ordering::Relaxed);
+                Err(SubmitError::Busy)
+            }
+            Err(crossbeam_channel::TrySendError::Disconnected(_)) => Err(SubmitError::Closed),
+        }
+    }
+
+    /// Submits one envelope and waits until it is durable.
+    pub async fn submit(&self, envelope: &Envelope) -> Result<Receipt, SubmitError> {
+        let rx = self.enqueue(envelope)?;
+        rx.await.unwrap_or(Err(SubmitError::Closed))
+    }
+
+    /// Submits many envelopes; each gets its own outcome, in order (one may be rejected
+    /// while the others commit).
+    pub async fn submit_batch(&self, envelopes: &[Envelope]) -> Vec<Result<Receipt, SubmitError>> {
+        let pending: Vec<_> = envelopes.iter().map(|e| self.enqueue(e)).collect();
+        let mut out = Vec::with_capacity(pending.len());
+        for p in pending {
+            out.push(match p {
+                Ok(rx) => rx.await.unwrap_or(Err(SubmitError::Closed)),
+                Err(e) => Err(e),
+            });
+        }
+        out
+    }
+
+    /// Stops accepting submissions, cuts and commits everything already queued, and
+    /// waits for the threads. Idempotent.
+    pub fn shutdown(&self) {
+        if self.closed.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        // The queue may be full; the cutter drains it, so a blocking send completes.
+        let _ = self.queue.send(Msg::Shutdown);
+        let threads = std::mem::take(&mut *self.threads.lock().unwrap_or_else(|p| p.into_inner()));
+        for t in threads {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for Orderer {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+struct CutterThread {
+    cutter: Cutter<Submission>,
+    policy: CutPolicy,
+    queue: Receiver<Msg>,
+    jobs: Sender<Job>,
+    done: Receiver<()>,
+    inflight: usize,
+    max_inflight: usize,
+    next_number: u64,
+    prev_hash: Hash,
+    last_timestamp_ms: i64,
+    stats: Arc<OrdererStats>,
+}
+
+/// Messages taken from the queue in one go before the idle check, so a burst fills
+/// blocks instead of being cut one by one.
+const DRAIN_BURST_MAX: usize = 8_192;
+
+impl CutterThread {
+    fn run(mut self) {
+        // Select borrows the receivers; handles of its own leave `self` free to mutate.
+        let (queue, done) = (self.queue.clone(), self.done.clone());
+        loop {
+            if self.inflight >= self.max_inflight {
+                self.wait_done();
+                continue;
+            }
+            let mut sel = Select::new();
+            let q = sel.recv(&queue);
+            let d = sel.recv(&done);
+            let op = match self.cutter.deadline() {
+                Some(deadline) => match sel.select_deadline(deadline) {
+                    Ok(op) => op,
+                    Err(_) => {
+                        if let Some(batch) = self.cutter.on_timer(Instant::now()) {
+                            self.emit(batch);
+                        }
+                        continue;
+                    }
+                },
+                None => sel.select(),
+            };
+            if op.index() == d {
+                if op.recv(&done).is_ok() {
+                    self.finish_one();
+                }
+            } else {
+                debug_assert_eq!(op.index(), q);
+                let msg = op.recv(&queue);
+                if !self.take(msg.ok()) {
+                    return self.drain();
+                }
+                for _ in 0..DRAIN_BURST_MAX {
+                    match self.queue.try_recv() {
+                        Ok(m) => {
+                            if !self.take(Some(m)) {
+                                return self.drain();
+                            }
+                        }
+                        Err(TryRecvError::Empty) => break,
+                        Err(TryRecvError::Disconnected) => return self.drain(),
+                    }
+                }
+            }
+            if self.policy == CutPolicy::Eager && self.inflight == 0 && self.queue.is_empty() {
+                if let Some(batch) = self.cutter.on_writer_idle() {
+                    self.emit(batch);
+                }
+            }
+        }
+    }
+
+    /// Handles one message; false means shut down.
+    fn take(&mut self, msg: Option<Msg>) -> bool {
+        match msg {
+            Some(Msg::Submit(s)) => {
+                let size = s.bytes.len() as u32;
+                for batch in self.cutter.ordered(s, size, Instant::now()) {
+                    self.emit(batch);
+                }
+                true
+            }
+            Some(Msg::Shutdown) | None => false,
+        }
+    }
+
+    /// Shutdown: everything queued is cut and committed, then the writer is released.
+    fn drain(mut self) {
+        while let Ok(msg) = self.queue.try_recv() {
+            if let Msg::Submit(s) = msg {
+                let size = s.bytes.len() as u32;
+                for batch in self.cutter.ordered(s, size, Instant::now()) {
+                    self.emit(batch);
+                }
+            }
+        }
+        if let Some(batch) = self.cutter.drain() {
+            self.emit(batch);
+        }
+        while self.inflight > 0 {
+            self.wait_done();
+        }
+        // Dropping `jobs` ends the writer; dropping `queue` answers any late submitter
+        // with Closed (its reply sender is dropped unanswered).
+    }
+
+    fn wait_done(&mut self) {
+        if self.done.recv().is_ok() {
+            self.finish_one();
+        } else {
+            // The writer is gone (it only exits when `jobs` is dropped): nothing is in flight.
+            self.inflight = 0;
+        }
+    }
+
+    fn finish_one(&mut self) {
+        self.inflight -= 1;
+        self.stats
+            .inflight_blocks
+            .store(self.inflight, Ordering::Relaxed);
+    }
+
+    /// Builds the block for a cut batch and hands it to the writer.
+    fn emit(&mut self, batch: Batch<Submission>) {
+        while self.inflight >= self.max_inflight {
+            self.wait_done();
+        }
+        let n = batch.messages.len();
+        assert!(n > 0, "a cut batch is never empty");
+        let mut txs = Vec::with_capacity(n);
+        let mut hashes = Vec::with_capacity(n);
+        let mut tx_ids = Vec::with_capacity(n);
+        let mut replies = Vec::with_capacity(n);
+        for s in batch.messages {
+            txs.push(s.bytes);
+            hashes.push(s.hash);
+            tx_ids.push(s.tx_id);
+            replies.push(s.reply);
+        }
+        let now_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_millis() as i64)
+            .unwrap_or(0);
+        // Block timestamps never go backwards, even if the wall clock does.
+        let timestamp_ms = now_ms.max(self.last_timestamp_ms);
+        let block = Block::new(
+            self.next_number,
+            self.prev_hash,
+            timestamp_ms,
+            batch.reason,
+            txs,
+            &hashes,
+        );
+        self.prev_hash = block.hash();
+        self.next_number += 1;
+        self.last_timestamp_ms = timestamp_ms;
+        self.stats.blocks_by_reason[usize::from(batch.reason.as_u8())]
+            .fetch_add(1, Ordering::Relaxed);
+        self.inflight += 1;
+        self.stats
+            .inflight_blocks
+            .store(self.inflight, Ordering::Relaxed);
+        let job = Job {
+            block,
+            hashes,
+            tx_ids,
+            replies,
+        };
+        if let Err(crossbeam_channel::SendError(job)) = self.jobs.send(job) {
+            // The writer thread is gone (it panicked): nothing will be committed.
+            for r in job.replies {
+                let _ = r.send(Err(SubmitError::Failed("the block writer stopped".into())));
+            }
+            self.inflight -= 1;
+        }
+    }
+}
+
+/// The writer thread: append (write + fdatasync + index) each block, then answer its
+/// submitters. A failed append answers every submitter of the block with `Failed`, and
+/// the poisoned ledger fails every later block the same way.
+fn write_blocks(ledger: &Ledger, jobs: &Receiver<Job>, done: &Sender<()>, stats: &OrdererStats) {
+    for job in jobs {
+        let count = job.replies.len() as u64;
+        match ledger.append(&job.block) {
+            Ok(receipt) => {
+                for (pos, ((reply, tx_id), tx_hash)) in job
+                    .replies
+                    .into_iter()
+                    .zip(job.tx_ids)
+                    .zip(job.hashes)
+                    .enumerate()
+                {
+                    let _ = reply.send(Ok(Receipt {
+                        tx_id,
+                        tx_hash,
+                        block_number: receipt.number,
+                        position: pos as u32,
+                    }));
+                }
+                stats.blocks.fetch_add(1, Ordering::Relaxed);
+                stats.committed.fetch_add(count, Ordering::Relaxed);
+                stats
+                    .block_bytes
+                    .fetch_add(u64::from(receipt.location.len), Ordering::Relaxed);
+            }
+            Err(e) => {
+                tracing::error!(block = job.block.header.number, error = %e, "block append failed");
+                let why = e.to_string();
+                for reply in job.replies {
+                    let _ = reply.send(Err(SubmitError::Failed(why.clone())));
+                }
+                stats.failed_blocks.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        if done.send(()).is_err() {
+            return;
+        }
+    }
+}
+
+/// The stable name of a cut reason byte, for reports.
+pub fn cut_reason_name(byte: usize) -> &'static str {
+    CutReason::from_u8(byte as u8).map_or("unknown", CutReason::as_str)
+}
