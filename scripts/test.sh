@@ -1,0 +1,6 @@
+#!/usr/bin/env bash
+# Sets up and runs the whole test suite.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/setup.sh
+cargo test --workspace --locked
