@@ -7,9 +7,12 @@
 //! - [`event`]: what can happen to a medical record (the seven event types).
 //! - [`envelope`]: one event plus who submitted it and when, with its canonical bytes
 //!   (bincode 2, fixed-width little-endian integers; see docs/FORMAT.md) and its hash.
+//! - [`contract`]: what each event does to a record's (or a grant's) state, and which
+//!   events are invalid for the current state.
 //! - [`limits`]: the bound on every field a user can send.
 //! - [`time`]: UTC timestamps in milliseconds and their RFC 3339 text form.
 
+pub mod contract;
 pub mod envelope;
 pub mod error;
 pub mod event;
