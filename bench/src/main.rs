@@ -1,1 +1,161 @@
-fn main() {}
+//! `medledger-bench`: medledger measured beside its peers in one process, with ratios.
+//!
+//! `medledger-bench ingest` measures, in one run on one machine:
+//! - the disk itself: small-write `fdatasync` calls per second, and durable sequential
+//!   MiB/s when each write of a block's size is followed by `fdatasync` (the ceiling any
+//!   durable log on this disk can reach);
+//! - a naive durable log: one `fdatasync` per event (what an ingest path without group
+//!   commit gets);
+//! - medledger's embedded durable ingest (library API) at each record size;
+//!
+//! and prints a Markdown table with medledger's figures as ratios of the peers'.
+
+use std::fs::OpenOptions;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use clap::{Parser, Subcommand};
+use medledger::cli::bench_ingest::{self, IngestParams};
+use medledger::orderer::CutterConfig;
+
+#[derive(Parser)]
+#[command(
+    name = "medledger-bench",
+    about = "medledger beside its peers, with ratios"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Durable ingest: disk ceilings, one-fsync-per-event log, medledger embedded.
+    Ingest {
+        /// Directory for the temporary data (on the disk being measured).
+        #[arg(long, default_value = "target/bench-data")]
+        dir: PathBuf,
+        /// Events per medledger run.
+        #[arg(long, default_value_t = 2_000_000)]
+        events: u64,
+        /// Record sizes to run, bytes.
+        #[arg(long, value_delimiter = ',', default_value = "256,1024")]
+        record_bytes: Vec<usize>,
+        /// Concurrent submitters.
+        #[arg(long, default_value_t = 4096)]
+        submitters: usize,
+        /// MaxMessageCount for the medledger runs.
+        #[arg(long, default_value_t = 500)]
+        max_message_count: u32,
+        /// Seconds for each disk probe.
+        #[arg(long, default_value_t = 3)]
+        probe_seconds: u64,
+    },
+}
+
+/// Appends `chunk` and fdatasyncs, repeatedly, for `seconds`; returns (syncs/s, MiB/s).
+fn probe_durable_appends(dir: &Path, chunk: usize, seconds: u64) -> std::io::Result<(f64, f64)> {
+    let path = dir.join(format!("probe-{chunk}.bin"));
+    let mut file = OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .write(true)
+        .open(&path)?;
+    let buf = vec![0xa5u8; chunk];
+    let start = Instant::now();
+    let mut syncs = 0u64;
+    while start.elapsed() < Duration::from_secs(seconds) {
+        file.write_all(&buf)?;
+        file.sync_data()?;
+        syncs += 1;
+    }
+    let secs = start.elapsed().as_secs_f64();
+    drop(file);
+    std::fs::remove_file(&path)?;
+    Ok((
+        syncs as f64 / secs,
+        syncs as f64 * chunk as f64 / secs / (1024.0 * 1024.0),
+    ))
+}
+
+fn main() {
+    let Command::Ingest {
+        dir,
+        events,
+        record_bytes,
+        submitters,
+        max_message_count,
+        probe_seconds,
+    } = Cli::parse().command;
+    if let Err(e) = run_ingest(
+        &dir,
+        events,
+        &record_bytes,
+        submitters,
+        max_message_count,
+        probe_seconds,
+    ) {
+        eprintln!("medledger-bench: {e}");
+        std::process::exit(2);
+    }
+}
+
+fn run_ingest(
+    dir: &Path,
+    events: u64,
+    sizes: &[usize],
+    submitters: usize,
+    max_message_count: u32,
+    probe_seconds: u64,
+) -> Result<(), String> {
+    std::fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+    let scratch = tempfile::tempdir_in(dir).map_err(|e| e.to_string())?;
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    println!("# medledger-bench ingest\n");
+    println!("machine: {cores} cores; data on {}\n", dir.display());
+    let (small_syncs, _) =
+        probe_durable_appends(scratch.path(), 4096, probe_seconds).map_err(|e| e.to_string())?;
+    let mut rows = Vec::new();
+    for &bytes in sizes {
+        let block_bytes = bytes * max_message_count as usize;
+        let (_, disk_mib) = probe_durable_appends(scratch.path(), block_bytes, probe_seconds)
+            .map_err(|e| e.to_string())?;
+        // A durable log without group commit: one fdatasync per event.
+        let (naive_events, _) = probe_durable_appends(scratch.path(), bytes, probe_seconds)
+            .map_err(|e| e.to_string())?;
+        let params = IngestParams {
+            data_dir: scratch.path().join(format!("ledger-{bytes}")),
+            events,
+            record_bytes: bytes,
+            submitters,
+            cutter: CutterConfig {
+                max_message_count,
+                ..CutterConfig::default()
+            },
+            max_inflight_blocks: 4,
+        };
+        let report = bench_ingest::run(&params)?;
+        println!("{report}");
+        let eps = report["events_per_sec"].as_f64().unwrap_or(0.0);
+        let mib = report["mib_per_sec"].as_f64().unwrap_or(0.0);
+        rows.push(format!(
+            "| {bytes} | {eps:.0} | {mib:.1} | {:.1} | {:.0} | {} | {:.2} / {:.2} | {:.0} | {:.0}× | {disk_mib:.1} | {:.0}% |",
+            report["mean_block_txs"].as_f64().unwrap_or(0.0),
+            report["fsyncs"].as_f64().unwrap_or(0.0) / report["seconds"].as_f64().unwrap_or(1.0),
+            report["fsyncs"],
+            report["p50_ms"].as_f64().unwrap_or(0.0),
+            report["p99_ms"].as_f64().unwrap_or(0.0),
+            naive_events,
+            eps / naive_events.max(1.0),
+            100.0 * mib / disk_mib.max(0.001),
+        ));
+    }
+    println!("\nsmall-write fdatasync rate of this disk: {small_syncs:.0}/s\n");
+    println!("| record bytes | medledger events/s | MiB/s | txs/block | fsyncs/s | fsyncs | p50 / p99 ms | one-fsync-per-event log, events/s | medledger ÷ that | disk durable MiB/s at block size | medledger ÷ disk |");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|");
+    for r in rows {
+        println!("{r}");
+    }
+    Ok(())
+}

@@ -107,7 +107,7 @@ pub fn tx_hash(canonical_bytes: &[u8]) -> TxHash {
 impl Envelope {
     /// The canonical bytes. Deterministic: equal envelopes give equal bytes.
     pub fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(256);
+        let mut out = Vec::with_capacity(512);
         self.encode_into(&mut out);
         out
     }

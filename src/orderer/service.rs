@@ -298,6 +298,9 @@ struct CutterThread {
 /// Messages taken from the queue in one go before the idle check, so a burst fills
 /// blocks instead of being cut one by one.
 const DRAIN_BURST_MAX: usize = 8_192;
+/// While the writer is busy, how often the cutter looks at the queue. Well under one
+/// fsync, so a full block is ready when the writer is free.
+const QUEUE_POLL: std::time::Duration = std::time::Duration::from_micros(250);
 
 impl CutterThread {
     fn run(mut self) {
@@ -308,6 +311,27 @@ impl CutterThread {
                 self.wait_done();
                 continue;
             }
+            if self.inflight > 0 {
+                // The writer is busy: wait for it rather than for each submission (a
+                // parked cutter costs every submitter a futex wake-up), and look at the
+                // queue every QUEUE_POLL so count and byte cuts still happen promptly.
+                let mut wake = Instant::now() + QUEUE_POLL;
+                if let Some(deadline) = self.cutter.deadline() {
+                    wake = wake.min(deadline);
+                }
+                match done.recv_deadline(wake) {
+                    Ok(()) => self.finish_one(),
+                    Err(crossbeam_channel::RecvTimeoutError::Timeout) => {}
+                    Err(crossbeam_channel::RecvTimeoutError::Disconnected) => self.inflight = 0,
+                }
+                if !self.take_queued() {
+                    return self.drain();
+                }
+                self.fire_timer();
+                self.cut_if_idle();
+                continue;
+            }
+            // The writer is idle: wake for the first submission and cut at once (eager).
             let mut sel = Select::new();
             let q = sel.recv(&queue);
             let d = sel.recv(&done);
@@ -315,9 +339,7 @@ impl CutterThread {
                 Some(deadline) => match sel.select_deadline(deadline) {
                     Ok(op) => op,
                     Err(_) => {
-                        if let Some(batch) = self.cutter.on_timer(Instant::now()) {
-                            self.emit(batch);
-                        }
+                        self.fire_timer();
                         continue;
                     }
                 },
@@ -329,26 +351,42 @@ impl CutterThread {
                 }
             } else {
                 debug_assert_eq!(op.index(), q);
-                let msg = op.recv(&queue);
-                if !self.take(msg.ok()) {
+                if !self.take(op.recv(&queue).ok()) || !self.take_queued() {
                     return self.drain();
                 }
-                for _ in 0..DRAIN_BURST_MAX {
-                    match self.queue.try_recv() {
-                        Ok(m) => {
-                            if !self.take(Some(m)) {
-                                return self.drain();
-                            }
-                        }
-                        Err(TryRecvError::Empty) => break,
-                        Err(TryRecvError::Disconnected) => return self.drain(),
+            }
+            self.cut_if_idle();
+        }
+    }
+
+    /// Takes what is queued (up to a burst); false means shut down.
+    fn take_queued(&mut self) -> bool {
+        for _ in 0..DRAIN_BURST_MAX {
+            match self.queue.try_recv() {
+                Ok(m) => {
+                    if !self.take(Some(m)) {
+                        return false;
                     }
                 }
+                Err(TryRecvError::Empty) => return true,
+                Err(TryRecvError::Disconnected) => return false,
             }
-            if self.policy == CutPolicy::Eager && self.inflight == 0 && self.queue.is_empty() {
-                if let Some(batch) = self.cutter.on_writer_idle() {
-                    self.emit(batch);
-                }
+        }
+        true
+    }
+
+    /// Cuts the pending batch if its BatchTimeout has expired.
+    fn fire_timer(&mut self) {
+        if let Some(batch) = self.cutter.on_timer(Instant::now()) {
+            self.emit(batch);
+        }
+    }
+
+    /// Eager policy: cut what is pending when the writer is idle and nothing is queued.
+    fn cut_if_idle(&mut self) {
+        if self.policy == CutPolicy::Eager && self.inflight == 0 && self.queue.is_empty() {
+            if let Some(batch) = self.cutter.on_writer_idle() {
+                self.emit(batch);
             }
         }
     }
