@@ -71,6 +71,7 @@ pub fn run(p: &IngestParams) -> Result<serde_json::Value, String> {
         .map_err(|e| e.to_string())?;
     let next = Arc::new(AtomicU64::new(0));
     let busy = Arc::new(AtomicU64::new(0));
+    let cpu_before = process_cpu_seconds();
     let started = Instant::now();
     let latencies: Result<Vec<Vec<u32>>, String> = runtime.block_on(async {
         let mut tasks = Vec::with_capacity(p.submitters);
@@ -110,6 +111,9 @@ pub fn run(p: &IngestParams) -> Result<serde_json::Value, String> {
         Ok(all)
     });
     let seconds = started.elapsed().as_secs_f64();
+    let cpu_seconds = process_cpu_seconds()
+        .zip(cpu_before)
+        .map(|(after, before)| after - before);
     let latencies = latencies?;
     orderer.shutdown();
     ledger.close().map_err(|e| e.to_string())?;
@@ -139,6 +143,8 @@ pub fn run(p: &IngestParams) -> Result<serde_json::Value, String> {
         "blocks": blocks,
         "seconds": round3(seconds),
         "events_per_sec": (events as f64 / seconds).round(),
+        "cpu_seconds": cpu_seconds.map(round3),
+        "cpu_us_per_event": cpu_seconds.map(|c| round3(c * 1e6 / lat.len().max(1) as f64)),
         "mib_per_sec": round3(block_bytes as f64 / seconds / (1024.0 * 1024.0)),
         "fsyncs": ledger.fsyncs() - fsyncs_before,
         "p50_ms": round3(pct(0.50)),
@@ -159,6 +165,17 @@ pub fn run(p: &IngestParams) -> Result<serde_json::Value, String> {
         "recovered_blocks_on_open": recovery.reindexed_blocks,
         "note": "events generated before the timing; all library work per submission timed",
     }))
+}
+
+/// User + system CPU time of this process so far (Linux `/proc/self/stat`), if readable.
+pub fn process_cpu_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the parenthesised command name; utime and stime are the 12th and 13th.
+    let rest = stat.get(stat.rfind(')')? + 2..)?;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
+    // USER_HZ is 100 on every Linux this runs on.
+    Some(ticks / 100.0)
 }
 
 fn round3(x: f64) -> f64 {
