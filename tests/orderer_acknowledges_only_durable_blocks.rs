@@ -19,6 +19,10 @@ fn ledger_on(fs: &CrashFs, index: &std::path::Path) -> Arc<Ledger> {
     )
 }
 
+fn file_ledger(dir: &std::path::Path) -> Arc<Ledger> {
+    Arc::new(Ledger::open(dir, LedgerOptions::default()).unwrap().0)
+}
+
 fn config(policy: CutPolicy, timeout_ms: u64, count: u32) -> OrdererConfig {
     OrdererConfig {
         cutter: CutterConfig {
@@ -99,11 +103,7 @@ fn eager_cuts_a_lone_submission_when_idle_and_strict_waits_for_the_timer() {
         (CutPolicy::Strict, CutReason::Timeout),
     ] {
         let dir = tempfile::tempdir().unwrap();
-        let ledger = Arc::new(
-            Ledger::open(dir.path(), LedgerOptions::default())
-                .unwrap()
-                .0,
-        );
+        let ledger = file_ledger(dir.path());
         // A long timer makes the difference visible: strict waits for it, eager does not.
         let orderer = Orderer::start(ledger.clone(), config(policy, 300, 500)).unwrap();
         let env = RecordGenerator::new(256).envelope(1);
@@ -125,11 +125,7 @@ fn eager_cuts_a_lone_submission_when_idle_and_strict_waits_for_the_timer() {
 fn count_cuts_fill_blocks_under_load_and_receipts_match_the_chain() {
     let rt = runtime();
     let dir = tempfile::tempdir().unwrap();
-    let ledger = Arc::new(
-        Ledger::open(dir.path(), LedgerOptions::default())
-            .unwrap()
-            .0,
-    );
+    let ledger = file_ledger(dir.path());
     let orderer =
         Arc::new(Orderer::start(ledger.clone(), config(CutPolicy::Strict, 5_000, 50)).unwrap());
     let gen = RecordGenerator::new(200);
@@ -150,11 +146,7 @@ fn count_cuts_fill_blocks_under_load_and_receipts_match_the_chain() {
 #[test]
 fn bad_input_is_rejected_at_ingress_and_nothing_is_written() {
     let dir = tempfile::tempdir().unwrap();
-    let ledger = Arc::new(
-        Ledger::open(dir.path(), LedgerOptions::default())
-            .unwrap()
-            .0,
-    );
+    let ledger = file_ledger(dir.path());
     let mut cfg = config(CutPolicy::Eager, 10, 500);
     cfg.cutter.preferred_max_bytes = 2048;
     cfg.cutter.absolute_max_bytes = 4096;
@@ -248,11 +240,7 @@ fn a_failed_fsync_fails_the_block_and_everything_after() {
 #[test]
 fn shutdown_commits_everything_queued() {
     let dir = tempfile::tempdir().unwrap();
-    let ledger = Arc::new(
-        Ledger::open(dir.path(), LedgerOptions::default())
-            .unwrap()
-            .0,
-    );
+    let ledger = file_ledger(dir.path());
     let orderer =
         Orderer::start(ledger.clone(), config(CutPolicy::Strict, 60_000, 100_000)).unwrap();
     let gen = RecordGenerator::new(200);
