@@ -1,12 +1,13 @@
 //! medledger's storage layer: the block format, append-only segment files with one
 //! fdatasync per block, the RocksDB block/tx index, crash recovery, verification, and
-//! RFC 6962 Merkle trees and proofs.
+//! RFC 6962 Merkle trees and proofs, and the store of the materialized views.
 //!
 //! Nothing here knows HTTP; the only dependency inward is the chaincode's event types.
 
 pub mod error;
 pub mod ledger;
 pub mod merkle;
+pub mod views;
 
 pub use error::StorageError;
 pub use ledger::block::{Block, BlockHeader, CutReason, BLOCK_HEADER_LEN};

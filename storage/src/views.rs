@@ -1,0 +1,183 @@
+//! The materialized views' store: named views of ordered byte keys, written in atomic
+//! batches that carry the ledger height they bring the views to.
+//!
+//! The ledger is the truth; views are derived from it and can be thrown away and rebuilt.
+//! A projector turns each committed block into one [`ViewBatch`] (view rows plus the new
+//! applied height), so a crash never applies a block twice or half: after a restart the
+//! store is exactly at some block boundary and catches up from there.
+//!
+//! Every implementation must pass one conformance suite (`tests/view_store_conformance.rs`).
+//! [`rocks::RocksViewStore`] is the default: one RocksDB column family per view. A sled
+//! implementation (one tree, views as key prefixes, so a batch is one atomic
+//! `apply_batch`) is planned behind a `sled` feature that CI enables.
+
+pub mod keys;
+pub mod rocks;
+
+use std::ops::ControlFlow;
+
+/// The views. The byte values name the views on disk: never renumber.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[repr(u8)]
+pub enum View {
+    /// record id → current state.
+    Records = 1,
+    /// (record id, version) → the version's block, position and state.
+    RecordVersions = 2,
+    /// (patient id, created_at descending, record id) → record summary.
+    PatientTimeline = 3,
+    /// (author id, created_at descending, record id) → record summary.
+    AuthorTimeline = 4,
+    /// (hospital id, created_at descending, record id) → record summary.
+    HospitalTimeline = 5,
+    /// (patient id, record type, created_at descending, record id) → record summary.
+    PatientTypeTimeline = 6,
+    /// Active records only: (patient id, created_at descending, record id) → summary.
+    Active = 7,
+    /// (patient id, grantee id) → grant.
+    Grants = 8,
+    /// (record id, block, position) → access-log entry: the audit trail.
+    Audit = 9,
+}
+
+impl View {
+    /// Every view, in byte order.
+    pub const ALL: [View; 9] = [
+        View::Records,
+        View::RecordVersions,
+        View::PatientTimeline,
+        View::AuthorTimeline,
+        View::HospitalTimeline,
+        View::PatientTypeTimeline,
+        View::Active,
+        View::Grants,
+        View::Audit,
+    ];
+
+    /// The stable name (RocksDB column family, logs, digests).
+    pub fn name(self) -> &'static str {
+        match self {
+            View::Records => "records",
+            View::RecordVersions => "record_versions",
+            View::PatientTimeline => "patient_timeline",
+            View::AuthorTimeline => "author_timeline",
+            View::HospitalTimeline => "hospital_timeline",
+            View::PatientTypeTimeline => "patient_type_timeline",
+            View::Active => "active",
+            View::Grants => "grants",
+            View::Audit => "audit",
+        }
+    }
+}
+
+/// One change to a view.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ViewOp {
+    Put {
+        view: View,
+        key: Vec<u8>,
+        value: Vec<u8>,
+    },
+    Delete {
+        view: View,
+        key: Vec<u8>,
+    },
+}
+
+/// Changes applied atomically together with the new applied height: after
+/// [`ViewStore::write`] the store holds all of them and `applied_height`, or none.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ViewBatch {
+    pub ops: Vec<ViewOp>,
+    /// Blocks `0..applied_height` are reflected in the views after this batch.
+    pub applied_height: u64,
+}
+
+impl ViewBatch {
+    /// An empty batch that will set the applied height to `applied_height`.
+    pub fn new(applied_height: u64) -> Self {
+        ViewBatch {
+            ops: Vec::new(),
+            applied_height,
+        }
+    }
+
+    /// Adds a put.
+    pub fn put(&mut self, view: View, key: Vec<u8>, value: Vec<u8>) {
+        self.ops.push(ViewOp::Put { view, key, value });
+    }
+
+    /// Adds a delete.
+    pub fn delete(&mut self, view: View, key: Vec<u8>) {
+        self.ops.push(ViewOp::Delete { view, key });
+    }
+}
+
+/// What can go wrong in a view store.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ViewError {
+    /// The backend failed (I/O, corruption, lock held by another process).
+    #[error("view store error: {0}")]
+    Backend(String),
+    /// A batch would move the applied height backwards: a projector bug.
+    #[error("applied height would go from {current} back to {requested}")]
+    HeightRegression { current: u64, requested: u64 },
+    /// A stored value is not what the store wrote.
+    #[error("view store holds a malformed {what}")]
+    Malformed { what: &'static str },
+}
+
+/// Rows of one view, in key order.
+pub type Rows = Vec<(Vec<u8>, Vec<u8>)>;
+
+/// Called with each (key, value) of a streaming visit; `Break` stops the visit.
+pub type Visitor<'a> = dyn FnMut(&[u8], &[u8]) -> ControlFlow<()> + 'a;
+
+/// A store of views. Shared between the projector (the one writer) and any number of
+/// readers.
+pub trait ViewStore: Send + Sync {
+    /// Blocks `0..height` are reflected in the views (0 for a new store).
+    fn applied_height(&self) -> Result<u64, ViewError>;
+
+    /// Applies every op and sets the applied height, atomically. Fails with
+    /// [`ViewError::HeightRegression`] (writing nothing) if the height would decrease.
+    fn write(&self, batch: &ViewBatch) -> Result<(), ViewError>;
+
+    /// The value at `key` in `view`.
+    fn get(&self, view: View, key: &[u8]) -> Result<Option<Vec<u8>>, ViewError>;
+
+    /// Up to `limit` rows of `view` whose keys start with `prefix`, in ascending key
+    /// order, starting strictly after `after` when given (the pagination cursor).
+    fn scan(
+        &self,
+        view: View,
+        prefix: &[u8],
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Rows, ViewError>;
+
+    /// Visits every row of `view` whose key starts with `prefix`, in ascending key order,
+    /// in constant memory, until `visit` breaks.
+    fn for_each(&self, view: View, prefix: &[u8], visit: &mut Visitor<'_>)
+        -> Result<(), ViewError>;
+
+    /// Deletes every row of every view and resets the applied height to 0 (rebuild).
+    fn clear(&self) -> Result<(), ViewError>;
+
+    /// Makes everything written so far durable.
+    fn flush(&self) -> Result<(), ViewError>;
+}
+
+/// The smallest key greater than every key starting with `prefix`, if any (for bounded
+/// range scans).
+pub fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < u8::MAX {
+            end.push(last + 1);
+            return Some(end);
+        }
+    }
+    None
+}

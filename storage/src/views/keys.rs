@@ -1,0 +1,165 @@
+//! Key layouts of the views, designed for the queries (newest first).
+//!
+//! Identifiers are 1 to 128 bytes of `[A-Za-z0-9._:@-]` (the chaincode's limits), so they
+//! never contain 0x00: a 0x00 byte ends every id component. That keeps a patient's rows
+//! together and ahead of any id it prefixes ("p-1" then 0x00 sorts before "p-10").
+//! Timestamps are stored so that byte order is newest first.
+//!
+//! | view | key |
+//! |---|---|
+//! | records | record_id |
+//! | record_versions | record_id 0x00 version (u32 BE) |
+//! | patient / author / hospital timeline, active | owner_id 0x00 desc(created_at) record_id |
+//! | patient_type_timeline | patient_id 0x00 record_type 0x00 desc(created_at) record_id |
+//! | grants | patient_id 0x00 grantee_id |
+//! | audit | record_id 0x00 block (u64 BE) position (u32 BE) |
+//!
+//! `desc(t)` is the 8-byte big-endian complement of `t`'s order-preserving unsigned form
+//! (`!(t as u64 ^ 1 << 63)`), so a larger (later) timestamp sorts first, negative ones too.
+
+use medledger_chaincode::Timestamp;
+
+/// Ends an id component.
+pub const SEP: u8 = 0x00;
+
+/// A timestamp encoded so byte order is newest first.
+pub fn desc(t: Timestamp) -> [u8; 8] {
+    (!((t.0 as u64) ^ (1 << 63))).to_be_bytes()
+}
+
+/// The inverse of [`desc`].
+pub fn undesc(bytes: [u8; 8]) -> Timestamp {
+    Timestamp((!u64::from_be_bytes(bytes) ^ (1 << 63)) as i64)
+}
+
+fn with_sep(parts: &[&[u8]]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(parts.iter().map(|p| p.len() + 1).sum());
+    for p in parts {
+        debug_assert!(!p.contains(&SEP), "ids never contain 0x00");
+        k.extend_from_slice(p);
+        k.push(SEP);
+    }
+    k
+}
+
+/// `records` key.
+pub fn record(record_id: &str) -> Vec<u8> {
+    record_id.as_bytes().to_vec()
+}
+
+/// `record_versions` key.
+pub fn record_version(record_id: &str, version: u32) -> Vec<u8> {
+    let mut k = with_sep(&[record_id.as_bytes()]);
+    k.extend_from_slice(&version.to_be_bytes());
+    k
+}
+
+/// Prefix of every version of a record, oldest first.
+pub fn record_versions_prefix(record_id: &str) -> Vec<u8> {
+    with_sep(&[record_id.as_bytes()])
+}
+
+/// Timeline key (patient, author, hospital, active): newest first within the owner.
+pub fn timeline(owner_id: &str, created_at: Timestamp, record_id: &str) -> Vec<u8> {
+    let mut k = timeline_prefix(owner_id);
+    k.extend_from_slice(&desc(created_at));
+    k.extend_from_slice(record_id.as_bytes());
+    k
+}
+
+/// Prefix of one owner's timeline.
+pub fn timeline_prefix(owner_id: &str) -> Vec<u8> {
+    with_sep(&[owner_id.as_bytes()])
+}
+
+/// `patient_type_timeline` key.
+pub fn type_timeline(
+    patient_id: &str,
+    record_type: &str,
+    created_at: Timestamp,
+    record_id: &str,
+) -> Vec<u8> {
+    let mut k = type_timeline_prefix(patient_id, record_type);
+    k.extend_from_slice(&desc(created_at));
+    k.extend_from_slice(record_id.as_bytes());
+    k
+}
+
+/// Prefix of one patient's records of one type.
+pub fn type_timeline_prefix(patient_id: &str, record_type: &str) -> Vec<u8> {
+    with_sep(&[patient_id.as_bytes(), record_type.as_bytes()])
+}
+
+/// Splits a timeline key after its `prefix` into (created_at, record_id).
+pub fn parse_timeline(prefix: &[u8], key: &[u8]) -> Option<(Timestamp, String)> {
+    let rest = key.strip_prefix(prefix)?;
+    let (ts, id) = rest.split_first_chunk::<8>()?;
+    Some((undesc(*ts), String::from_utf8(id.to_vec()).ok()?))
+}
+
+/// `grants` key.
+pub fn grant(patient_id: &str, grantee_id: &str) -> Vec<u8> {
+    let mut k = with_sep(&[patient_id.as_bytes()]);
+    k.extend_from_slice(grantee_id.as_bytes());
+    k
+}
+
+/// `audit` key: a record's access log in ledger order.
+pub fn audit(record_id: &str, block: u64, position: u32) -> Vec<u8> {
+    let mut k = with_sep(&[record_id.as_bytes()]);
+    k.extend_from_slice(&block.to_be_bytes());
+    k.extend_from_slice(&position.to_be_bytes());
+    k
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn desc_orders_newest_first_across_the_whole_range() {
+        let ts = [i64::MIN, -1_000, -1, 0, 1, 1_795_428_000_000, i64::MAX];
+        for w in ts.windows(2) {
+            assert!(desc(Timestamp(w[0])) > desc(Timestamp(w[1])), "{w:?}");
+        }
+        for t in ts {
+            assert_eq!(undesc(desc(Timestamp(t))), Timestamp(t));
+        }
+    }
+
+    #[test]
+    fn an_owner_prefix_never_matches_a_longer_owner() {
+        let p1 = timeline("p-1", Timestamp(5), "r-9");
+        let p10 = timeline("p-10", Timestamp(5), "r-9");
+        assert!(p1.starts_with(&timeline_prefix("p-1")));
+        assert!(!p10.starts_with(&timeline_prefix("p-1")));
+        assert!(p1 < p10, "p-1's rows sort before p-10's");
+    }
+
+    #[test]
+    fn timeline_keys_sort_newest_first_then_by_record_and_parse_back() {
+        let newer = timeline("p-1", Timestamp(200), "r-1");
+        let older_a = timeline("p-1", Timestamp(100), "r-a");
+        let older_b = timeline("p-1", Timestamp(100), "r-b");
+        assert!(newer < older_a && older_a < older_b);
+        let prefix = timeline_prefix("p-1");
+        assert_eq!(
+            parse_timeline(&prefix, &older_b),
+            Some((Timestamp(100), "r-b".into()))
+        );
+        assert_eq!(parse_timeline(&timeline_prefix("p-2"), &older_b), None);
+        let typed = type_timeline("p-1", "lab_result", Timestamp(7), "r-3");
+        assert_eq!(
+            parse_timeline(&type_timeline_prefix("p-1", "lab_result"), &typed),
+            Some((Timestamp(7), "r-3".into()))
+        );
+    }
+
+    #[test]
+    fn versions_and_audit_entries_sort_in_ledger_order() {
+        assert!(record_version("r-1", 2) < record_version("r-1", 10));
+        assert!(record_version("r-1", 999).starts_with(&record_versions_prefix("r-1")));
+        assert!(audit("r-1", 1, 9) < audit("r-1", 2, 0));
+        assert!(grant("p-1", "dr-1") < grant("p-1", "dr-2"));
+    }
+}
