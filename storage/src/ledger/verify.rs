@@ -110,11 +110,13 @@ pub fn verify(ledger: &Ledger) -> Result<VerifyReport, StorageError> {
                 offset,
                 len: (FRAME_HEADER_LEN + body.len()) as u32,
             };
-            if let Err(why) = check_block(ledger, &body, &tip, location) {
-                fail(&mut report, tip.height, segment, offset, why);
-                return Ok(report);
-            }
-            let block = Block::decode(&body).expect("checked above");
+            let block = match check_block(ledger, &body, &tip, location) {
+                Ok(block) => block,
+                Err(why) => {
+                    fail(&mut report, tip.height, segment, offset, why);
+                    return Ok(report);
+                }
+            };
             report.blocks += 1;
             report.transactions += u64::from(block.header.tx_count);
             report.bytes += u64::from(location.len);
@@ -141,13 +143,14 @@ pub fn verify(ledger: &Ledger) -> Result<VerifyReport, StorageError> {
     Ok(report)
 }
 
-/// Checks one block's bytes: layout, chain link, Merkle root, timestamps, envelopes, index.
+/// Checks one block's bytes: layout, chain link, Merkle root, timestamps, envelopes,
+/// index. Returns the decoded block when it is sound.
 fn check_block(
     ledger: &Ledger,
     body: &[u8],
     tip: &ChainTip,
     location: BlockLocation,
-) -> Result<(), String> {
+) -> Result<Block, String> {
     let block = Block::decode(body)?;
     check_link(&block, tip)?;
     let number = block.header.number;
@@ -175,5 +178,5 @@ fn check_block(
             ));
         }
     }
-    Ok(())
+    Ok(block)
 }
