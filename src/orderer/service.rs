@@ -24,7 +24,7 @@ use crossbeam_channel::{bounded, unbounded, Receiver, Select, Sender, TryRecvErr
 use tokio::sync::oneshot;
 
 use medledger_chaincode::{tx_hash, Envelope, EventError, TxHash, TxId};
-use medledger_storage::{AppendReceipt, Block, CutReason, Hash, Ledger};
+use medledger_storage::{AppendReceipt, Block, Hash, Ledger};
 
 use super::cutter::{Batch, CutPolicy, Cutter, CutterConfig};
 
@@ -100,7 +100,7 @@ pub struct OrdererStats {
     pub committed: AtomicU64,
     pub rejected_busy: AtomicU64,
     pub blocks: AtomicU64,
-    /// Blocks by [`CutReason`] byte.
+    /// Blocks by [`medledger_storage::CutReason`] byte.
     pub blocks_by_reason: [AtomicU64; 7],
     pub block_bytes: AtomicU64,
     pub inflight_blocks: AtomicUsize,
@@ -402,13 +402,18 @@ impl CutterThread {
     fn take(&mut self, msg: Option<Msg>) -> bool {
         match msg {
             Some(Msg::Submit(s)) => {
-                let size = s.bytes.len() as u32;
-                for batch in self.cutter.ordered(s, size, Instant::now()) {
-                    self.emit(batch);
-                }
+                self.order(s);
                 true
             }
             Some(Msg::Shutdown) | None => false,
+        }
+    }
+
+    /// Runs one submission through the cutter's rules and emits what they cut.
+    fn order(&mut self, s: Submission) {
+        let size = s.bytes.len() as u32;
+        for batch in self.cutter.ordered(s, size, Instant::now()) {
+            self.emit(batch);
         }
     }
 
@@ -416,10 +421,7 @@ impl CutterThread {
     fn drain(mut self) {
         while let Ok(msg) = self.queue.try_recv() {
             if let Msg::Submit(s) = msg {
-                let size = s.bytes.len() as u32;
-                for batch in self.cutter.ordered(s, size, Instant::now()) {
-                    self.emit(batch);
-                }
+                self.order(s);
             }
         }
         if let Some(batch) = self.cutter.drain() {
@@ -568,9 +570,4 @@ fn acknowledge(
             return;
         }
     }
-}
-
-/// The stable name of a cut reason byte, for reports.
-pub fn cut_reason_name(byte: usize) -> &'static str {
-    CutReason::from_u8(byte as u8).map_or("unknown", CutReason::as_str)
 }

@@ -70,6 +70,15 @@ pub struct ChainTip {
     pub tip_timestamp_ms: i64,
 }
 
+impl ChainTip {
+    /// The tip of a chain with no blocks yet.
+    pub const EMPTY: ChainTip = ChainTip {
+        height: 0,
+        tip_hash: [0; 32],
+        tip_timestamp_ms: 0,
+    };
+}
+
 /// What `append` returns once the block is durable and indexed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct AppendReceipt {

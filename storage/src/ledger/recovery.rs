@@ -118,23 +118,14 @@ pub(crate) fn recover(dir: &dyn SegmentDir, index: &Index) -> Result<Recovered, 
             segment: 0,
             file,
             segment_len: 0,
-            tip: ChainTip {
-                height: 0,
-                tip_hash: [0; 32],
-                tip_timestamp_ms: 0,
-            },
+            tip: ChainTip::EMPTY,
             report,
         });
     };
 
     // Where the scan starts: just past the last indexed block.
     let (start_segment, mut start_offset, mut tip) = if indexed == 0 {
-        let tip = ChainTip {
-            height: 0,
-            tip_hash: [0; 32],
-            tip_timestamp_ms: 0,
-        };
-        (segments[0], 0, tip)
+        (segments[0], 0, ChainTip::EMPTY)
     } else {
         let n = indexed - 1;
         let loc = index
