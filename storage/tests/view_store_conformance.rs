@@ -1,11 +1,16 @@
 //! One conformance suite for every view store (as openraft runs one suite against every
-//! log store). RocksDB today; the sled store will run the same `suite`.
+//! log store): the RocksDB store and the sled store (cargo feature `sled`, on by default)
+//! run the same `suite`. A build without the feature reports the sled test as ignored
+//! rather than dropping it silently.
 
 use std::collections::BTreeMap;
 use std::ops::ControlFlow;
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use medledger_storage::views::rocks::RocksViewStore;
+#[cfg(feature = "sled")]
+use medledger_storage::views::sled::SledViewStore;
 use medledger_storage::views::{View, ViewBatch, ViewError, ViewStore};
 
 type Open = dyn Fn(&Path) -> Box<dyn ViewStore>;
@@ -32,6 +37,10 @@ fn suite(open: &Open) {
     clear_resets_everything(open);
     data_survives_reopen(open);
     random_ops_match_a_model(open);
+    keys_values_and_cursors_at_the_edges(open);
+    the_last_op_on_a_key_wins_within_a_batch(open);
+    a_clear_is_durable_and_complete(open);
+    reads_racing_clears_do_not_fail(open);
 }
 
 fn fresh(open: &Open) -> (tempfile::TempDir, Box<dyn ViewStore>) {
@@ -167,14 +176,31 @@ fn for_each_streams_and_stops(open: &Open) {
     }
     s.write(&b).unwrap();
     let mut seen = Vec::new();
-    s.for_each(View::Audit, b"r-1\0", &mut |_, v| {
+    s.for_each(View::Audit, b"r-1\0", None, &mut |_, v| {
         seen.push(u32::from_le_bytes(v.try_into().unwrap()));
         ControlFlow::Continue(())
     })
     .unwrap();
     assert_eq!(seen, (0..500).collect::<Vec<_>>());
+    // Strictly after a cursor, whether or not the cursor is a stored key.
+    let mut tail = Vec::new();
+    let cursor = [b"r-1\0".as_slice(), &489u32.to_be_bytes()].concat();
+    s.for_each(View::Audit, b"r-1\0", Some(&cursor), &mut |_, v| {
+        tail.push(u32::from_le_bytes(v.try_into().unwrap()));
+        ControlFlow::Continue(())
+    })
+    .unwrap();
+    assert_eq!(tail, (490..500).collect::<Vec<_>>());
+    let mut tail = Vec::new();
+    let between = [cursor.as_slice(), b"\xff"].concat();
+    s.for_each(View::Audit, b"r-1\0", Some(&between), &mut |_, v| {
+        tail.push(u32::from_le_bytes(v.try_into().unwrap()));
+        ControlFlow::Continue(())
+    })
+    .unwrap();
+    assert_eq!(tail, (490..500).collect::<Vec<_>>());
     let mut count = 0;
-    s.for_each(View::Audit, b"", &mut |_, _| {
+    s.for_each(View::Audit, b"", None, &mut |_, _| {
         count += 1;
         if count == 7 {
             ControlFlow::Break(())
@@ -259,11 +285,245 @@ fn random_ops_match_a_model(open: &Open) {
                 expected,
                 "{view:?} at {height}"
             );
+            // Paging through with the cursor, a few rows at a time, gives the same rows.
+            let limit = 1 + (height % 3) as usize;
+            let mut paged = Vec::new();
+            let mut cursor: Option<Vec<u8>> = None;
+            for _ in 0..=expected.len() {
+                let page = s.scan(view, &prefix, cursor.as_deref(), limit).unwrap();
+                let Some((last, _)) = page.last() else { break };
+                cursor = Some(last.clone());
+                paged.extend(page);
+            }
+            assert_eq!(paged, expected, "{view:?} at {height}, paged by {limit}");
         }
     }
+}
+
+fn keys_values_and_cursors_at_the_edges(open: &Open) {
+    let (_d, s) = fresh(open);
+    // The empty key and a long run of 0xff bytes in every view: the two ends of each view's
+    // key space, where one view's rows meet the next view's in a prefix layout, and past
+    // any fixed end bound.
+    let long_ff = vec![0xffu8; 2_000];
+    let mut b = ViewBatch::new(1);
+    for view in View::ALL {
+        b.put(view, Vec::new(), vec![view as u8]);
+        b.put(view, long_ff.clone(), vec![view as u8]);
+    }
+    let v = View::Grants;
+    b.put(v, b"p".to_vec(), Vec::new());
+    b.put(v, b"p\0a".to_vec(), b"1".to_vec());
+    b.put(v, b"p\0c".to_vec(), b"2".to_vec());
+    s.write(&b).unwrap();
+    for view in View::ALL {
+        assert_eq!(
+            s.get(view, b"").unwrap(),
+            Some(vec![view as u8]),
+            "{view:?}"
+        );
+        if view != v {
+            let rows = s.scan(view, b"", None, 10).unwrap();
+            assert_eq!(
+                rows,
+                vec![
+                    (Vec::new(), vec![view as u8]),
+                    (long_ff.clone(), vec![view as u8])
+                ],
+                "{view:?}"
+            );
+        }
+    }
+    // An empty value is a value, not an absent row.
+    assert_eq!(s.get(v, b"p").unwrap(), Some(Vec::new()));
+    assert_eq!(
+        keys(&s.scan(v, b"", None, 100).unwrap()),
+        vec![&b""[..], b"p", b"p\0a", b"p\0c", &long_ff]
+    );
+    // Strictly after the empty key: everything else.
+    assert_eq!(s.scan(v, b"", Some(b""), 100).unwrap().len(), 4);
+    // Cursors that are not stored keys, a stored key equal to the prefix, a cursor that
+    // is a prefix of the prefix.
+    assert_eq!(
+        keys(&s.scan(v, b"p", Some(b"p\0b"), 10).unwrap()),
+        vec![&b"p\0c"[..]]
+    );
+    assert_eq!(
+        keys(&s.scan(v, b"p", None, 10).unwrap()),
+        vec![&b"p"[..], b"p\0a", b"p\0c"]
+    );
+    assert_eq!(
+        keys(&s.scan(v, b"p", Some(b"p"), 10).unwrap()),
+        vec![&b"p\0a"[..], b"p\0c"]
+    );
+    assert_eq!(
+        keys(&s.scan(v, b"p\0", Some(b"p"), 10).unwrap()),
+        vec![&b"p\0a"[..], b"p\0c"]
+    );
+    // Prefixes of only 0xff bytes have no end key at all.
+    assert_eq!(keys(&s.scan(v, &[0xff], None, 10).unwrap()), vec![&long_ff]);
+    assert_eq!(
+        keys(&s.scan(v, &long_ff, None, 10).unwrap()),
+        vec![&long_ff]
+    );
+    assert!(s.scan(v, &long_ff, Some(&long_ff), 10).unwrap().is_empty());
+    let mut seen = Vec::new();
+    s.for_each(v, &[0xff; 3], Some(&[0xff; 3]), &mut |k, _| {
+        seen.push(k.to_vec());
+        ControlFlow::Continue(())
+    })
+    .unwrap();
+    assert_eq!(seen, vec![long_ff.clone()]);
+    let past_everything = [long_ff.as_slice(), &[0]].concat();
+    s.for_each(v, b"", Some(&past_everything), &mut |k, _| {
+        panic!(
+            "nothing sorts after {} bytes of 0xff and a 0, got {k:?}",
+            long_ff.len()
+        )
+    })
+    .unwrap();
+    // Clearing removes both ends of every view too.
+    s.clear().unwrap();
+    for view in View::ALL {
+        assert!(s.scan(view, b"", None, 10).unwrap().is_empty(), "{view:?}");
+        assert_eq!(s.get(view, b"").unwrap(), None, "{view:?}");
+    }
+}
+
+fn the_last_op_on_a_key_wins_within_a_batch(open: &Open) {
+    let (_d, s) = fresh(open);
+    let v = View::Records;
+    let mut b = ViewBatch::new(1);
+    b.put(v, b"a".to_vec(), b"1".to_vec());
+    b.put(v, b"a".to_vec(), b"2".to_vec());
+    b.put(v, b"b".to_vec(), b"1".to_vec());
+    b.delete(v, b"b".to_vec());
+    b.delete(v, b"c".to_vec());
+    b.put(v, b"c".to_vec(), b"3".to_vec());
+    s.write(&b).unwrap();
+    assert_eq!(s.get(v, b"a").unwrap().as_deref(), Some(&b"2"[..]));
+    assert_eq!(s.get(v, b"b").unwrap(), None);
+    assert_eq!(s.get(v, b"c").unwrap().as_deref(), Some(&b"3"[..]));
+    // A refused batch does not apply its deletes either.
+    let mut refused = ViewBatch::new(0);
+    refused.delete(v, b"a".to_vec());
+    assert!(matches!(
+        s.write(&refused),
+        Err(ViewError::HeightRegression { .. })
+    ));
+    assert_eq!(s.get(v, b"a").unwrap().as_deref(), Some(&b"2"[..]));
+}
+
+fn a_clear_is_durable_and_complete(open: &Open) {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let s = open(dir.path());
+        // Enough rows that every store spreads them over many pages and files.
+        for height in 1..=4u64 {
+            let mut b = ViewBatch::new(height);
+            for i in 0..2_000u64 {
+                let view = View::ALL[(i % View::ALL.len() as u64) as usize];
+                b.put(
+                    view,
+                    [height, i].map(u64::to_be_bytes).concat(),
+                    vec![7; 64],
+                );
+            }
+            s.write(&b).unwrap();
+        }
+        s.flush().unwrap();
+        s.clear().unwrap();
+        s.flush().unwrap();
+    }
+    {
+        let s = open(dir.path());
+        assert_eq!(s.applied_height().unwrap(), 0);
+        for view in View::ALL {
+            assert!(s.scan(view, b"", None, 10).unwrap().is_empty(), "{view:?}");
+        }
+        s.write(&batch(1, &[(View::Records, b"k", b"new")]))
+            .unwrap();
+        s.flush().unwrap();
+    }
+    let s = open(dir.path());
+    assert_eq!(s.applied_height().unwrap(), 1);
+    for view in View::ALL {
+        let expected = if view == View::Records { 1 } else { 0 };
+        assert_eq!(
+            s.scan(view, b"", None, 10).unwrap().len(),
+            expected,
+            "{view:?}"
+        );
+    }
+}
+
+/// Sets the flag when dropped, so a reader thread stops even if the writer panics.
+struct SetOnDrop<'a>(&'a AtomicBool);
+
+impl Drop for SetOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Release);
+    }
+}
+
+fn reads_racing_clears_do_not_fail(open: &Open) {
+    let (_d, s) = fresh(open);
+    let s: &dyn ViewStore = &*s;
+    let done = AtomicBool::new(false);
+    let reads = AtomicU64::new(0);
+    std::thread::scope(|scope| {
+        let reader = scope.spawn(|| {
+            while !done.load(Ordering::Acquire) {
+                s.applied_height().unwrap();
+                s.get(View::Records, b"r-0007").unwrap();
+                let page = s.scan(View::Records, b"r-", None, 50).unwrap();
+                assert!(
+                    page.windows(2).all(|w| w[0].0 < w[1].0),
+                    "scan out of order"
+                );
+                let mut last: Option<Vec<u8>> = None;
+                s.for_each(View::Records, b"r-", None, &mut |k, _| {
+                    assert!(k.starts_with(b"r-"), "for_each left its prefix");
+                    assert!(last.as_deref() < Some(k), "for_each out of order");
+                    last = Some(k.to_vec());
+                    ControlFlow::Continue(())
+                })
+                .unwrap();
+                reads.fetch_add(1, Ordering::Relaxed);
+            }
+        });
+        let _stop = SetOnDrop(&done);
+        // At least 20 clears, and on until the reader (which a loaded machine may start
+        // late) has raced a good number of them; bounded all the same.
+        for round in 0..2_000u64 {
+            let mut b = ViewBatch::new(round);
+            for i in 0..300u32 {
+                b.put(View::Records, format!("r-{i:04}").into_bytes(), vec![1; 32]);
+            }
+            s.write(&b).unwrap();
+            s.clear().unwrap();
+            if round >= 20 && reads.load(Ordering::Relaxed) >= 20 {
+                break;
+            }
+        }
+        drop(_stop);
+        reader.join().unwrap();
+        assert!(reads.load(Ordering::Relaxed) > 0, "the reader never ran");
+    });
 }
 
 #[test]
 fn rocksdb_view_store_passes_the_suite() {
     suite(&|p: &Path| Box::new(RocksViewStore::open(p).unwrap()) as Box<dyn ViewStore>);
 }
+
+#[cfg(feature = "sled")]
+#[test]
+fn sled_view_store_passes_the_suite() {
+    suite(&|p: &Path| Box::new(SledViewStore::open(p).unwrap()) as Box<dyn ViewStore>);
+}
+
+#[cfg(not(feature = "sled"))]
+#[test]
+#[ignore = "built without the `sled` feature: the sled view store is not tested"]
+fn sled_view_store_passes_the_suite() {}
