@@ -2,11 +2,16 @@
 //!
 //! - [`orderer`]: the block cutter (Hyperledger Fabric's rules, plus the eager policy)
 //!   and group commit over the ledger in `medledger-storage`.
+//! - [`projector`]: tails committed blocks into the views (`medledger-storage::views`).
+//! - [`rebuild`]: rebuilds the views from the ledger and checks live views against a
+//!   rebuild.
 //! - [`cli`]: the `medledger` command's subcommands, callable from tests.
 //! - [`workload`]: realistic synthetic record events for benchmarks and tests.
 
 pub mod cli;
 pub mod orderer;
+pub mod projector;
+pub mod rebuild;
 pub mod workload;
 
 pub use medledger_chaincode as chaincode;

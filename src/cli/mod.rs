@@ -2,5 +2,7 @@
 //! tests can run them in-process.
 
 pub mod bench_ingest;
+pub mod bench_rebuild;
 pub mod blocks;
+pub mod rebuild;
 pub mod verify;

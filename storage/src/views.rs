@@ -7,12 +7,18 @@
 //! store is exactly at some block boundary and catches up from there.
 //!
 //! Every implementation must pass one conformance suite (`tests/view_store_conformance.rs`).
-//! [`rocks::RocksViewStore`] is the default: one RocksDB column family per view. A sled
-//! implementation (one tree, views as key prefixes, so a batch is one atomic
-//! `apply_batch`) is planned behind a `sled` feature that CI enables.
+//! [`rocks::RocksViewStore`] is the default: one RocksDB column family per view.
+//! `sled::SledViewStore` (behind the `sled` feature, on by default so the suite runs
+//! against both stores) keeps every view in one sled tree, views as key prefixes, so a
+//! batch is one atomic `apply_batch`.
 
 pub mod keys;
+pub mod project;
+pub mod query;
 pub mod rocks;
+#[cfg(feature = "sled")]
+pub mod sled;
+pub mod values;
 
 use std::ops::ControlFlow;
 
@@ -38,11 +44,14 @@ pub enum View {
     Grants = 8,
     /// (record id, block, position) → access-log entry: the audit trail.
     Audit = 9,
+    /// (block, position) → why a committed transaction changed nothing (the contract
+    /// rejected it for the state it met): the validation outcome, as Fabric flags it.
+    Rejected = 10,
 }
 
 impl View {
     /// Every view, in byte order.
-    pub const ALL: [View; 9] = [
+    pub const ALL: [View; 10] = [
         View::Records,
         View::RecordVersions,
         View::PatientTimeline,
@@ -52,6 +61,7 @@ impl View {
         View::Active,
         View::Grants,
         View::Audit,
+        View::Rejected,
     ];
 
     /// The stable name (RocksDB column family, logs, digests).
@@ -66,6 +76,7 @@ impl View {
             View::Active => "active",
             View::Grants => "grants",
             View::Audit => "audit",
+            View::Rejected => "rejected",
         }
     }
 }
@@ -158,15 +169,89 @@ pub trait ViewStore: Send + Sync {
     ) -> Result<Rows, ViewError>;
 
     /// Visits every row of `view` whose key starts with `prefix`, in ascending key order,
-    /// in constant memory, until `visit` breaks.
-    fn for_each(&self, view: View, prefix: &[u8], visit: &mut Visitor<'_>)
-        -> Result<(), ViewError>;
+    /// starting strictly after `after` when given, in constant memory, until `visit`
+    /// breaks.
+    fn for_each(
+        &self,
+        view: View,
+        prefix: &[u8],
+        after: Option<&[u8]>,
+        visit: &mut Visitor<'_>,
+    ) -> Result<(), ViewError>;
 
     /// Deletes every row of every view and resets the applied height to 0 (rebuild).
     fn clear(&self) -> Result<(), ViewError>;
 
     /// Makes everything written so far durable.
     fn flush(&self) -> Result<(), ViewError>;
+}
+
+/// A view store implementation, chosen by configuration (`--backend`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    /// [`rocks::RocksViewStore`], the default.
+    RocksDb,
+    /// The sled store (cargo feature `sled`, on by default).
+    Sled,
+}
+
+impl Backend {
+    /// Every backend compiled into this build.
+    pub fn compiled() -> &'static [Backend] {
+        if cfg!(feature = "sled") {
+            &[Backend::RocksDb, Backend::Sled]
+        } else {
+            &[Backend::RocksDb]
+        }
+    }
+
+    /// The name used on the command line and in reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            Backend::RocksDb => "rocksdb",
+            Backend::Sled => "sled",
+        }
+    }
+
+    /// The directory of this backend's views inside a data dir.
+    pub fn dir_name(self) -> &'static str {
+        match self {
+            Backend::RocksDb => "views-rocksdb",
+            Backend::Sled => "views-sled",
+        }
+    }
+
+    /// Opens (or creates) a store of this backend at `path`. `bulk` tunes it for a
+    /// rebuild (no write-ahead log: the rebuild makes it durable with
+    /// [`ViewStore::flush`] before it is used).
+    pub fn open(self, path: &std::path::Path, bulk: bool) -> Result<Box<dyn ViewStore>, ViewError> {
+        match self {
+            Backend::RocksDb => Ok(Box::new(rocks::RocksViewStore::open_with(path, bulk)?)),
+            #[cfg(feature = "sled")]
+            Backend::Sled => {
+                let _ = bulk;
+                Ok(Box::new(sled::SledViewStore::open(path)?))
+            }
+            #[cfg(not(feature = "sled"))]
+            Backend::Sled => Err(ViewError::Backend(
+                "this build has no sled view store (cargo feature `sled`)".into(),
+            )),
+        }
+    }
+}
+
+impl std::str::FromStr for Backend {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "rocksdb" => Ok(Backend::RocksDb),
+            "sled" => Ok(Backend::Sled),
+            other => Err(format!(
+                "unknown view store backend `{other}` (rocksdb or sled)"
+            )),
+        }
+    }
 }
 
 /// The smallest key greater than every key starting with `prefix`, if any (for bounded

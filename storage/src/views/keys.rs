@@ -13,6 +13,7 @@
 //! | patient_type_timeline | patient_id 0x00 record_type 0x00 desc(created_at) record_id |
 //! | grants | patient_id 0x00 grantee_id |
 //! | audit | record_id 0x00 block (u64 BE) position (u32 BE) |
+//! | rejected | block (u64 BE) position (u32 BE) |
 //!
 //! `desc(t)` is the 8-byte big-endian complement of `t`'s order-preserving unsigned form
 //! (`!(t as u64 ^ 1 << 63)`), so a larger (later) timestamp sorts first, negative ones too.
@@ -107,6 +108,14 @@ pub fn grant(patient_id: &str, grantee_id: &str) -> Vec<u8> {
 /// `audit` key: a record's access log in ledger order.
 pub fn audit(record_id: &str, block: u64, position: u32) -> Vec<u8> {
     let mut k = with_sep(&[record_id.as_bytes()]);
+    k.extend_from_slice(&block.to_be_bytes());
+    k.extend_from_slice(&position.to_be_bytes());
+    k
+}
+
+/// `rejected` key: a committed transaction the contract rejected, in ledger order.
+pub fn rejected(block: u64, position: u32) -> Vec<u8> {
+    let mut k = Vec::with_capacity(12);
     k.extend_from_slice(&block.to_be_bytes());
     k.extend_from_slice(&position.to_be_bytes());
     k

@@ -7,7 +7,8 @@ use std::ops::ControlFlow;
 use std::path::Path;
 
 use rocksdb::{
-    ColumnFamilyDescriptor, Direction, IteratorMode, Options, ReadOptions, WriteBatch, DB,
+    BlockBasedOptions, ColumnFamilyDescriptor, Direction, IteratorMode, Options, ReadOptions,
+    WriteBatch, WriteOptions, DB,
 };
 
 use super::{prefix_end, Rows, View, ViewBatch, ViewError, ViewOp, ViewStore, Visitor};
@@ -18,6 +19,8 @@ const KEY_HEIGHT: &[u8] = b"applied_height";
 /// Views in RocksDB.
 pub struct RocksViewStore {
     db: DB,
+    /// Rebuild mode: writes skip the WAL; [`ViewStore::flush`] writes the memtables out.
+    bulk: bool,
 }
 
 fn backend(e: rocksdb::Error) -> ViewError {
@@ -27,6 +30,13 @@ fn backend(e: rocksdb::Error) -> ViewError {
 impl RocksViewStore {
     /// Opens (or creates) the store at `path`.
     pub fn open(path: &Path) -> Result<Self, ViewError> {
+        Self::open_with(path, false)
+    }
+
+    /// Opens (or creates) the store at `path`; `bulk` for a rebuild: writes skip the WAL
+    /// and larger memtables take them, so nothing is durable until
+    /// [`ViewStore::flush`].
+    pub fn open_with(path: &Path, bulk: bool) -> Result<Self, ViewError> {
         let mut opts = Options::default();
         opts.create_if_missing(true);
         opts.create_missing_column_families(true);
@@ -38,10 +48,20 @@ impl RocksViewStore {
             .map(|name| {
                 let mut cf = Options::default();
                 cf.set_compression_type(rocksdb::DBCompressionType::Lz4);
+                if bulk {
+                    cf.set_write_buffer_size(128 << 20);
+                }
+                if name == View::Records.name() || name == View::Grants.name() {
+                    // The projector looks up every record an event names, most often
+                    // one that does not exist yet: a bloom filter answers those misses.
+                    let mut table = BlockBasedOptions::default();
+                    table.set_bloom_filter(10.0, false);
+                    cf.set_block_based_table_factory(&table);
+                }
                 ColumnFamilyDescriptor::new(name, cf)
             });
         let db = DB::open_cf_descriptors(&opts, path, cfs).map_err(backend)?;
-        Ok(RocksViewStore { db })
+        Ok(RocksViewStore { db, bulk })
     }
 
     fn cf(&self, name: &str) -> &rocksdb::ColumnFamily {
@@ -89,7 +109,9 @@ impl ViewStore for RocksViewStore {
             KEY_HEIGHT,
             batch.applied_height.to_le_bytes(),
         );
-        self.db.write(wb).map_err(backend)
+        let mut write = WriteOptions::default();
+        write.disable_wal(self.bulk);
+        self.db.write_opt(wb, &write).map_err(backend)
     }
 
     fn get(&self, view: View, key: &[u8]) -> Result<Option<Vec<u8>>, ViewError> {
@@ -122,25 +144,50 @@ impl ViewStore for RocksViewStore {
         &self,
         view: View,
         prefix: &[u8],
+        after: Option<&[u8]>,
         visit: &mut Visitor<'_>,
     ) -> Result<(), ViewError> {
-        self.for_each_from(view, prefix, None, visit)
+        self.for_each_from(view, prefix, after, visit)
     }
 
     fn clear(&self) -> Result<(), ViewError> {
+        // One batch over every column family, the height included, so a crash leaves all
+        // or nothing cleared: never some views empty under the old height, which the
+        // projector would take as current and never refill.
+        let mut wb = WriteBatch::default();
         for name in View::ALL.iter().map(|v| v.name()).chain([CF_META]) {
             let cf = self.cf(name);
-            // Every key is shorter than this bound: views key by ids of at most 128 bytes
-            // plus fixed-width parts.
-            let mut wb = WriteBatch::default();
-            wb.delete_range_cf(cf, [0u8].as_slice(), [0xffu8; 1024].as_slice());
-            self.db.write(wb).map_err(backend)?;
+            // [empty key, last key) and then the last key: exactly the keys present,
+            // including the empty key and keys of any length (a fixed end bound such as
+            // 1024 bytes of 0xff misses longer keys). The one writer (the projector) is
+            // the one that clears, so no key lands past `last` in between.
+            let last = self.db.iterator_cf(cf, IteratorMode::End).next();
+            if let Some(item) = last {
+                let (last, _) = item.map_err(backend)?;
+                if !last.is_empty() {
+                    wb.delete_range_cf(cf, b"".as_slice(), &last);
+                }
+                wb.delete_cf(cf, &last);
+            }
         }
-        Ok(())
+        self.db.write(wb).map_err(backend)
     }
 
     fn flush(&self) -> Result<(), ViewError> {
-        self.db.flush_wal(true).map_err(backend)
+        if self.bulk {
+            // Nothing is in the WAL: write every column family's memtable to synced SSTs.
+            let cfs: Vec<_> = View::ALL
+                .iter()
+                .map(|v| v.name())
+                .chain([CF_META])
+                .map(|n| self.cf(n))
+                .collect();
+            self.db
+                .flush_cfs_opt(&cfs, &rocksdb::FlushOptions::default())
+                .map_err(backend)
+        } else {
+            self.db.flush_wal(true).map_err(backend)
+        }
     }
 }
 

@@ -1,0 +1,160 @@
+//! `medledger rebuild` and `medledger verify --views`.
+//!
+//! Both print one JSON object on stdout and progress on stderr: a bar that redraws in
+//! place on a terminal, a line every few seconds otherwise (logs, CI).
+
+use std::io::{IsTerminal, Write};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+
+use medledger_storage::views::Backend;
+use medledger_storage::{Ledger, LedgerOptions};
+
+use crate::rebuild::{self, Progress};
+
+/// Prints progress to stderr.
+pub struct ProgressPrinter {
+    label: &'static str,
+    terminal: bool,
+    started: Instant,
+    last: Instant,
+    every: Duration,
+    drew: bool,
+}
+
+impl ProgressPrinter {
+    /// A printer for `label` (e.g. "rebuild").
+    pub fn new(label: &'static str) -> Self {
+        let terminal = std::io::stderr().is_terminal();
+        let now = Instant::now();
+        ProgressPrinter {
+            label,
+            terminal,
+            started: now,
+            last: now,
+            every: if terminal {
+                Duration::from_millis(100)
+            } else {
+                Duration::from_secs(5)
+            },
+            drew: false,
+        }
+    }
+
+    /// Reports `p`, at most every so often.
+    pub fn update(&mut self, p: Progress) {
+        let now = Instant::now();
+        let done = p.blocks_done == p.blocks_total;
+        if now.duration_since(self.last) < self.every && !(done && self.drew) {
+            return;
+        }
+        self.last = now;
+        let secs = now.duration_since(self.started).as_secs_f64().max(1e-9);
+        let frac = if p.blocks_total == 0 {
+            1.0
+        } else {
+            p.blocks_done as f64 / p.blocks_total as f64
+        };
+        let rate = p.events as f64 / secs;
+        let mut err = std::io::stderr().lock();
+        if self.terminal {
+            const WIDTH: usize = 30;
+            let filled = ((frac * WIDTH as f64) as usize).min(WIDTH);
+            let _ = write!(
+                err,
+                "\r{} [{}{}] {:>5.1}%  {} / {} blocks  {} events  {:.0} events/s ",
+                self.label,
+                "#".repeat(filled),
+                " ".repeat(WIDTH - filled),
+                frac * 100.0,
+                p.blocks_done,
+                p.blocks_total,
+                p.events,
+                rate
+            );
+            if done {
+                let _ = writeln!(err);
+            }
+        } else {
+            let _ = writeln!(
+                err,
+                "{}: {:.1}% ({} / {} blocks, {} events, {:.0} events/s)",
+                self.label,
+                frac * 100.0,
+                p.blocks_done,
+                p.blocks_total,
+                p.events,
+                rate
+            );
+        }
+        self.drew = true;
+    }
+}
+
+fn open_ledger(data_dir: &Path, out: &mut dyn Write) -> Result<Ledger, i32> {
+    if !data_dir.join("blocks").is_dir() {
+        let msg = format!("no ledger in {} (no blocks/ directory)", data_dir.display());
+        let _ = writeln!(out, "{}", json!({"ok": false, "error": msg}));
+        return Err(2);
+    }
+    match Ledger::open(data_dir, LedgerOptions::default()) {
+        Ok((ledger, _)) => Ok(ledger),
+        Err(e) => {
+            let _ = writeln!(out, "{}", json!({"ok": false, "error": e.to_string()}));
+            Err(2)
+        }
+    }
+}
+
+/// `medledger rebuild`: exit 0 with `{events, blocks, seconds, events_per_sec, ...}`, or 2.
+pub fn run_rebuild(data_dir: &Path, backend: Backend, out: &mut dyn Write) -> i32 {
+    let ledger = match open_ledger(data_dir, out) {
+        Ok(l) => l,
+        Err(code) => return code,
+    };
+    let mut printer = ProgressPrinter::new("rebuild");
+    match rebuild::rebuild(data_dir, &ledger, backend, &mut |p| printer.update(p)) {
+        Ok(s) => {
+            let _ = writeln!(
+                out,
+                "{}",
+                json!({
+                    "ok": true,
+                    "backend": backend.name(),
+                    "events": s.events,
+                    "rejected": s.rejected,
+                    "blocks": s.blocks,
+                    "seconds": s.seconds,
+                    "events_per_sec": s.events_per_sec,
+                })
+            );
+            0
+        }
+        Err(e) => {
+            let _ = writeln!(out, "{}", json!({"ok": false, "error": e.to_string()}));
+            2
+        }
+    }
+}
+
+/// `medledger verify --views`: exit 0 when every view equals a rebuild, 1 naming the
+/// first differing key, 2 when it cannot run.
+pub fn run_verify_views(data_dir: &Path, backend: Backend, out: &mut dyn Write) -> i32 {
+    let ledger = match open_ledger(data_dir, out) {
+        Ok(l) => l,
+        Err(code) => return code,
+    };
+    let mut printer = ProgressPrinter::new("verify views");
+    match rebuild::verify_views(data_dir, &ledger, backend, &mut |p| printer.update(p)) {
+        Ok(report) => {
+            let _ = writeln!(out, "{}", json!(report));
+            i32::from(!report.ok)
+        }
+        Err(e) => {
+            let _ = writeln!(out, "{}", json!({"ok": false, "error": e.to_string()}));
+            2
+        }
+    }
+}

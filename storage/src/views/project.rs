@@ -1,0 +1,259 @@
+//! Projection: what committed blocks do to the views.
+//!
+//! [`Projection`] turns blocks into one [`ViewBatch`], using the chaincode's contract
+//! (the same functions the submission path uses) to decide what each event does. An event
+//! the contract rejects for the state it meets (two amendments raced for one version, say)
+//! changes no record: it gets a row in the `rejected` view with the contract's code, as
+//! Fabric marks an invalid transaction in its block. The outcome depends only on the
+//! ledger, so a rebuild writes exactly the bytes the live projector wrote.
+//!
+//! Records and grants touched by blocks not yet written are kept in an overlay, so several
+//! events on one record in one batch see each other. The live projector writes one block
+//! per batch; a rebuild writes many blocks per batch.
+
+use std::collections::HashMap;
+
+use medledger_chaincode::contract::{apply_grant_event, apply_record_event, GrantState};
+use medledger_chaincode::{Envelope, Event, RecordStatus};
+
+use super::keys;
+use super::values::{
+    self, event_kind_code, AuditEntry, Rejection, Summary, TxPosition, VersionEntry,
+};
+use super::{View, ViewBatch, ViewError, ViewStore};
+
+/// What one [`Projection::apply_block`] did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BlockOutcome {
+    /// Transactions applied.
+    pub applied: u32,
+    /// Transactions the contract rejected (each has a `rejected` row).
+    pub rejected: u32,
+}
+
+/// The contract's verdict on one event: its rejection code and message, or `Ok`.
+type Verdict = Result<(), (&'static str, String)>;
+
+/// Accumulates the view changes of consecutive blocks.
+pub struct Projection<'s> {
+    store: &'s dyn ViewStore,
+    /// Records changed since the last [`Projection::take_batch`] (`None`: known absent).
+    records: HashMap<String, Option<VersionEntry>>,
+    grants: HashMap<(String, String), Option<GrantState>>,
+    batch: ViewBatch,
+}
+
+impl<'s> Projection<'s> {
+    /// A projection continuing from `store`'s applied height.
+    pub fn new(store: &'s dyn ViewStore) -> Result<Self, ViewError> {
+        let height = store.applied_height()?;
+        Ok(Projection {
+            store,
+            records: HashMap::new(),
+            grants: HashMap::new(),
+            batch: ViewBatch::new(height),
+        })
+    }
+
+    /// The height the pending batch brings the views to.
+    pub fn height(&self) -> u64 {
+        self.batch.applied_height
+    }
+
+    /// Ops pending in the batch.
+    pub fn pending_ops(&self) -> usize {
+        self.batch.ops.len()
+    }
+
+    /// Projects block `number`, whose transactions are `txs` (canonical envelope bytes,
+    /// decoded already or not). Blocks must come in order, starting at the store's height.
+    pub fn apply_block<'t>(
+        &mut self,
+        number: u64,
+        txs: impl IntoIterator<Item = (&'t [u8], Option<Envelope>)>,
+    ) -> Result<BlockOutcome, ViewError> {
+        assert_eq!(
+            number, self.batch.applied_height,
+            "blocks are projected in order"
+        );
+        let mut outcome = BlockOutcome::default();
+        for (position, (bytes, decoded)) in txs.into_iter().enumerate() {
+            let position = u32::try_from(position).expect("a block holds < 2^32 txs");
+            let tx_id = Envelope::tx_id_of(bytes).map(|t| t.0).unwrap_or_default();
+            let at = TxPosition {
+                block: number,
+                position,
+                tx_id,
+            };
+            let envelope = match decoded {
+                Some(e) => Ok(e),
+                None => Envelope::decode(bytes),
+            };
+            let verdict = match envelope {
+                Ok(env) => self.apply_event(at, &env.event)?,
+                Err(e) => Err(("undecodable", e.to_string())),
+            };
+            match verdict {
+                Ok(()) => outcome.applied += 1,
+                Err((code, message)) => {
+                    outcome.rejected += 1;
+                    let row = Rejection {
+                        at,
+                        code: code.to_owned(),
+                        message,
+                    };
+                    self.batch.put(
+                        View::Rejected,
+                        keys::rejected(number, position),
+                        values::encode(&row),
+                    );
+                }
+            }
+        }
+        self.batch.applied_height = number + 1;
+        Ok(outcome)
+    }
+
+    /// The batch so far (ops and the new height), leaving an empty one at that height.
+    /// Write it before projecting further: the overlay is dropped with it.
+    pub fn take_batch(&mut self) -> ViewBatch {
+        self.records.clear();
+        self.grants.clear();
+        let height = self.batch.applied_height;
+        std::mem::replace(&mut self.batch, ViewBatch::new(height))
+    }
+
+    fn record(&mut self, record_id: &str) -> Result<Option<VersionEntry>, ViewError> {
+        if let Some(entry) = self.records.get(record_id) {
+            return Ok(entry.clone());
+        }
+        match self.store.get(View::Records, &keys::record(record_id))? {
+            None => Ok(None),
+            Some(bytes) => values::decode(&bytes, "record").map(Some),
+        }
+    }
+
+    fn grant(
+        &mut self,
+        patient_id: &str,
+        grantee_id: &str,
+    ) -> Result<Option<GrantState>, ViewError> {
+        if let Some(g) = self
+            .grants
+            .get(&(patient_id.to_owned(), grantee_id.to_owned()))
+        {
+            return Ok(g.clone());
+        }
+        match self
+            .store
+            .get(View::Grants, &keys::grant(patient_id, grantee_id))?
+        {
+            None => Ok(None),
+            Some(bytes) => values::decode(&bytes, "grant").map(Some),
+        }
+    }
+
+    /// Applies one event: `Ok(Err(..))` is the contract's rejection.
+    fn apply_event(&mut self, at: TxPosition, event: &Event) -> Result<Verdict, ViewError> {
+        match event {
+            Event::AccessGranted(e) => self.apply_grant(&e.patient_id, &e.grantee_id, event),
+            Event::AccessRevoked(e) => self.apply_grant(&e.patient_id, &e.grantee_id, event),
+            Event::RecordCreated(_)
+            | Event::RecordAmended(_)
+            | Event::RecordStatusChanged(_)
+            | Event::PayloadErased(_)
+            | Event::AccessLogged(_) => self.apply_record(at, event),
+        }
+    }
+
+    fn apply_grant(
+        &mut self,
+        patient_id: &str,
+        grantee_id: &str,
+        event: &Event,
+    ) -> Result<Verdict, ViewError> {
+        let current = self.grant(patient_id, grantee_id)?;
+        let next = match apply_grant_event(current.as_ref(), event) {
+            Ok(next) => next,
+            Err(e) => return Ok(Err((e.code(), e.to_string()))),
+        };
+        let key = keys::grant(patient_id, grantee_id);
+        match &next {
+            Some(g) => self.batch.put(View::Grants, key, values::encode(g)),
+            None => self.batch.delete(View::Grants, key),
+        }
+        self.grants
+            .insert((patient_id.to_owned(), grantee_id.to_owned()), next);
+        Ok(Ok(()))
+    }
+
+    fn apply_record(&mut self, at: TxPosition, event: &Event) -> Result<Verdict, ViewError> {
+        let record_id = event.record_id().expect("a record event names its record");
+        let current = self.record(record_id)?;
+        let state = match apply_record_event(current.as_ref().map(|c| &c.state), event) {
+            Ok(state) => state,
+            Err(e) => return Ok(Err((e.code(), e.to_string()))),
+        };
+
+        if let Event::AccessLogged(e) = event {
+            let entry = AuditEntry {
+                at,
+                accessor_id: e.accessor_id.clone(),
+                accessed_at: e.accessed_at,
+                purpose: e.purpose.clone(),
+            };
+            self.batch.put(
+                View::Audit,
+                keys::audit(&e.record_id, at.block, at.position),
+                values::encode(&entry),
+            );
+            return Ok(Ok(()));
+        }
+
+        let summary_changed = current
+            .as_ref()
+            .is_none_or(|c| c.state.status != state.status);
+        if summary_changed {
+            let summary = values::encode(&Summary {
+                status: state.status,
+                record_type: state.record_type.clone(),
+            });
+            let (created, rid) = (state.created_at, state.record_id.as_str());
+            for (view, owner) in [
+                (View::PatientTimeline, &state.patient_id),
+                (View::AuthorTimeline, &state.author_id),
+                (View::HospitalTimeline, &state.hospital_id),
+            ] {
+                self.batch
+                    .put(view, keys::timeline(owner, created, rid), summary.clone());
+            }
+            self.batch.put(
+                View::PatientTypeTimeline,
+                keys::type_timeline(&state.patient_id, &state.record_type, created, rid),
+                summary.clone(),
+            );
+            let active_key = keys::timeline(&state.patient_id, created, rid);
+            if state.status == RecordStatus::Active {
+                self.batch.put(View::Active, active_key, summary);
+            } else if current.is_some() {
+                self.batch.delete(View::Active, active_key);
+            }
+        }
+
+        let entry = VersionEntry {
+            at,
+            event: event_kind_code(event.kind()),
+            state,
+        };
+        let bytes = values::encode(&entry);
+        self.batch.put(
+            View::RecordVersions,
+            keys::record_version(record_id, entry.state.version),
+            bytes.clone(),
+        );
+        self.batch
+            .put(View::Records, keys::record(record_id), bytes);
+        self.records.insert(record_id.to_owned(), Some(entry));
+        Ok(Ok(()))
+    }
+}

@@ -1,0 +1,424 @@
+//! Queries over the views: what the HTTP API serves.
+//!
+//! Every list is bounded: a page holds at most [`PAGE_LIMIT_MAX`] items, and a page stops
+//! after reading [`SCAN_BUDGET`] index rows even if the filters kept fewer items (the
+//! cursor then continues from there), so no request scans a hospital's whole history.
+//! Whole timelines are read with [`Views::export_timeline`], which streams in constant
+//! memory.
+
+use std::ops::ControlFlow;
+
+use medledger_chaincode::contract::GrantState;
+use medledger_chaincode::{RecordStatus, Timestamp};
+
+use super::keys;
+use super::values::{self, AuditEntry, Rejection, Summary, VersionEntry};
+use super::{View, ViewError, ViewStore};
+
+/// The most items one page returns.
+pub const PAGE_LIMIT_MAX: usize = 1000;
+/// The most index rows one page reads.
+pub const SCAN_BUDGET: usize = 10_000;
+
+/// Whose timeline.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Owner<'a> {
+    Patient(&'a str),
+    Author(&'a str),
+    Hospital(&'a str),
+}
+
+/// Filters of a timeline query. Times bound `created_at`: `from` inclusive, `to`
+/// exclusive.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TimelineFilter {
+    pub record_type: Option<String>,
+    pub status: Option<RecordStatus>,
+    pub from: Option<Timestamp>,
+    pub to: Option<Timestamp>,
+}
+
+/// One page of a timeline, newest first.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Page {
+    pub items: Vec<VersionEntry>,
+    /// Pass back to continue; `None` when the timeline has no more rows.
+    pub next_cursor: Option<String>,
+}
+
+/// A query argument that cannot be served.
+#[derive(Debug, thiserror::Error)]
+pub enum QueryError {
+    /// The cursor was not made by this query.
+    #[error("the cursor is not valid for this query")]
+    InvalidCursor,
+    /// The limit is 0 or above [`PAGE_LIMIT_MAX`].
+    #[error("limit must be between 1 and {PAGE_LIMIT_MAX}, got {0}")]
+    InvalidLimit(usize),
+    /// `from` is not before `to`.
+    #[error("`from` must be before `to`")]
+    InvalidRange,
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] ViewError),
+}
+
+impl QueryError {
+    /// A stable machine-readable code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            QueryError::InvalidCursor => "invalid_cursor",
+            QueryError::InvalidLimit(_) => "invalid_limit",
+            QueryError::InvalidRange => "invalid_range",
+            QueryError::Store(_) => "store_error",
+        }
+    }
+}
+
+/// Read access to the views.
+#[derive(Clone, Copy)]
+pub struct Views<'s> {
+    store: &'s dyn ViewStore,
+}
+
+/// Called with each timeline key read and, when the row passes the filters, its record id.
+type RowVisitor<'a> = dyn FnMut(&[u8], Option<String>) -> ControlFlow<()> + 'a;
+
+/// Which index serves a timeline query, and the key prefix within it.
+struct Plan {
+    view: View,
+    prefix: Vec<u8>,
+}
+
+impl<'s> Views<'s> {
+    /// Queries over `store`.
+    pub fn new(store: &'s dyn ViewStore) -> Self {
+        Views { store }
+    }
+
+    /// Blocks `0..height` are reflected.
+    pub fn applied_height(&self) -> Result<u64, ViewError> {
+        self.store.applied_height()
+    }
+
+    /// The record's current version.
+    pub fn record(&self, record_id: &str) -> Result<Option<VersionEntry>, ViewError> {
+        self.store
+            .get(View::Records, &keys::record(record_id))?
+            .map(|b| values::decode(&b, "record"))
+            .transpose()
+    }
+
+    /// One version of a record.
+    pub fn record_version(
+        &self,
+        record_id: &str,
+        version: u32,
+    ) -> Result<Option<VersionEntry>, ViewError> {
+        self.store
+            .get(
+                View::RecordVersions,
+                &keys::record_version(record_id, version),
+            )?
+            .map(|b| values::decode(&b, "record version"))
+            .transpose()
+    }
+
+    /// Versions of a record oldest first, after version `after` (0 for the start), at most
+    /// `limit`.
+    pub fn record_history(
+        &self,
+        record_id: &str,
+        after: u32,
+        limit: usize,
+    ) -> Result<Vec<VersionEntry>, QueryError> {
+        check_limit(limit)?;
+        let prefix = keys::record_versions_prefix(record_id);
+        let cursor = (after > 0).then(|| keys::record_version(record_id, after));
+        self.store
+            .scan(View::RecordVersions, &prefix, cursor.as_deref(), limit)?
+            .iter()
+            .map(|(_, v)| values::decode(v, "record version").map_err(QueryError::from))
+            .collect()
+    }
+
+    /// The record as it was when the ledger had `height` blocks (blocks `0..height`):
+    /// its last version made in a block below `height`, or `None` if it did not exist yet.
+    /// A binary search over versions (their blocks only grow): O(log versions) reads.
+    pub fn record_as_of(
+        &self,
+        record_id: &str,
+        height: u64,
+    ) -> Result<Option<VersionEntry>, ViewError> {
+        let Some(current) = self.record(record_id)? else {
+            return Ok(None);
+        };
+        if current.at.block < height {
+            return Ok(Some(current));
+        }
+        // Invariant: versions below `lo` were made below `height`; versions >= `hi` not.
+        let (mut lo, mut hi) = (1u32, current.state.version);
+        let mut best = None;
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            let entry = self
+                .record_version(record_id, mid)?
+                .ok_or(ViewError::Malformed {
+                    what: "record history (a version is missing)",
+                })?;
+            if entry.at.block < height {
+                lo = mid + 1;
+                best = Some(entry);
+            } else {
+                hi = mid;
+            }
+        }
+        Ok(best)
+    }
+
+    /// A patient's grant to a grantee.
+    pub fn grant(
+        &self,
+        patient_id: &str,
+        grantee_id: &str,
+    ) -> Result<Option<GrantState>, ViewError> {
+        self.store
+            .get(View::Grants, &keys::grant(patient_id, grantee_id))?
+            .map(|b| values::decode(&b, "grant"))
+            .transpose()
+    }
+
+    /// A patient's grants in grantee order, at most `limit`, after grantee `after`.
+    pub fn grants(
+        &self,
+        patient_id: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<GrantState>, QueryError> {
+        check_limit(limit)?;
+        let prefix = keys::timeline_prefix(patient_id);
+        let cursor = after.map(|g| keys::grant(patient_id, g));
+        self.store
+            .scan(View::Grants, &prefix, cursor.as_deref(), limit)?
+            .iter()
+            .map(|(_, v)| values::decode(v, "grant").map_err(QueryError::from))
+            .collect()
+    }
+
+    /// A record's access log in ledger order, at most `limit`, after `(block, position)`.
+    pub fn audit_trail(
+        &self,
+        record_id: &str,
+        after: Option<(u64, u32)>,
+        limit: usize,
+    ) -> Result<Vec<AuditEntry>, QueryError> {
+        check_limit(limit)?;
+        let prefix = keys::record_versions_prefix(record_id);
+        let cursor = after.map(|(b, p)| keys::audit(record_id, b, p));
+        self.store
+            .scan(View::Audit, &prefix, cursor.as_deref(), limit)?
+            .iter()
+            .map(|(_, v)| values::decode(v, "audit entry").map_err(QueryError::from))
+            .collect()
+    }
+
+    /// Why the transaction at `(block, position)` was rejected, if it was.
+    pub fn rejection(&self, block: u64, position: u32) -> Result<Option<Rejection>, ViewError> {
+        self.store
+            .get(View::Rejected, &keys::rejected(block, position))?
+            .map(|b| values::decode(&b, "rejection"))
+            .transpose()
+    }
+
+    /// One page of a timeline, newest first, with the records' current versions.
+    pub fn timeline(
+        &self,
+        owner: Owner<'_>,
+        filter: &TimelineFilter,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> Result<Page, QueryError> {
+        check_limit(limit)?;
+        let plan = plan(owner, filter)?;
+        let after = match cursor {
+            None => start_after(&plan, filter),
+            Some(c) => {
+                // desc(created_at) and a record id of at most ID_LEN_MAX bytes, in hex.
+                if c.len() > 2 * (8 + medledger_chaincode::limits::ID_LEN_MAX) {
+                    return Err(QueryError::InvalidCursor);
+                }
+                let mut key = plan.prefix.clone();
+                key.extend(hex::decode(c).map_err(|_| QueryError::InvalidCursor)?);
+                if key.len() < plan.prefix.len() + 8 {
+                    return Err(QueryError::InvalidCursor);
+                }
+                Some(key)
+            }
+        };
+        let mut items = Vec::new();
+        let mut scanned = 0usize;
+        let mut last_key: Option<Vec<u8>> = None;
+        let mut exhausted = true;
+        let mut failure = None;
+        let budget = SCAN_BUDGET.max(limit);
+        self.visit(&plan, filter, after.as_deref(), &mut |key, summary_ok| {
+            scanned += 1;
+            last_key = Some(key.to_vec());
+            if let Some(record_id) = summary_ok {
+                match self.record(&record_id) {
+                    Ok(Some(entry)) => items.push(entry),
+                    Ok(None) => {
+                        failure = Some(ViewError::Malformed {
+                            what: "timeline (a row names no record)",
+                        });
+                        return ControlFlow::Break(());
+                    }
+                    Err(e) => {
+                        failure = Some(e);
+                        return ControlFlow::Break(());
+                    }
+                }
+            }
+            if items.len() >= limit || scanned >= budget {
+                exhausted = false;
+                ControlFlow::Break(())
+            } else {
+                ControlFlow::Continue(())
+            }
+        })?;
+        if let Some(e) = failure {
+            return Err(e.into());
+        }
+        let next_cursor = match (exhausted, last_key) {
+            (false, Some(k)) => Some(hex::encode(&k[plan.prefix.len()..])),
+            _ => None,
+        };
+        Ok(Page { items, next_cursor })
+    }
+
+    /// Streams a whole timeline, newest first, in constant memory: `visit` gets each
+    /// record's current version until it breaks.
+    pub fn export_timeline(
+        &self,
+        owner: Owner<'_>,
+        filter: &TimelineFilter,
+        visit: &mut dyn FnMut(VersionEntry) -> ControlFlow<()>,
+    ) -> Result<(), QueryError> {
+        let plan = plan(owner, filter)?;
+        let after = start_after(&plan, filter);
+        let mut failure = None;
+        self.visit(&plan, filter, after.as_deref(), &mut |_, matched| {
+            let Some(record_id) = matched else {
+                return ControlFlow::Continue(());
+            };
+            match self.record(&record_id) {
+                Ok(Some(entry)) => visit(entry),
+                Ok(None) => {
+                    failure = Some(ViewError::Malformed {
+                        what: "timeline (a row names no record)",
+                    });
+                    ControlFlow::Break(())
+                }
+                Err(e) => {
+                    failure = Some(e);
+                    ControlFlow::Break(())
+                }
+            }
+        })?;
+        match failure {
+            Some(e) => Err(e.into()),
+            None => Ok(()),
+        }
+    }
+
+    /// Walks the plan's rows after `after` until `from`, calling `visit` with each key and
+    /// the record id when the row passes the filters (`None` when it does not).
+    fn visit(
+        &self,
+        plan: &Plan,
+        filter: &TimelineFilter,
+        after: Option<&[u8]>,
+        visit: &mut RowVisitor<'_>,
+    ) -> Result<(), QueryError> {
+        let mut malformed = None;
+        self.store
+            .for_each(plan.view, &plan.prefix, after, &mut |key, value| {
+                let Some((created_at, record_id)) = keys::parse_timeline(&plan.prefix, key) else {
+                    malformed = Some("timeline key");
+                    return ControlFlow::Break(());
+                };
+                if filter.from.is_some_and(|from| created_at < from) {
+                    return ControlFlow::Break(());
+                }
+                let summary: Summary = match values::decode(value, "timeline summary") {
+                    Ok(s) => s,
+                    Err(_) => {
+                        malformed = Some("timeline summary");
+                        return ControlFlow::Break(());
+                    }
+                };
+                let keep = filter.status.is_none_or(|s| s == summary.status)
+                    && filter
+                        .record_type
+                        .as_deref()
+                        .is_none_or(|t| t == summary.record_type)
+                    && filter.to.is_none_or(|to| created_at < to);
+                visit(key, keep.then_some(record_id))
+            })?;
+        match malformed {
+            Some(what) => Err(ViewError::Malformed { what }.into()),
+            None => Ok(()),
+        }
+    }
+}
+
+fn check_limit(limit: usize) -> Result<(), QueryError> {
+    if limit == 0 || limit > PAGE_LIMIT_MAX {
+        return Err(QueryError::InvalidLimit(limit));
+    }
+    Ok(())
+}
+
+/// Picks the narrowest index: a patient's records of one type, a patient's active records,
+/// or the owner's whole timeline.
+fn plan(owner: Owner<'_>, filter: &TimelineFilter) -> Result<Plan, QueryError> {
+    if let (Some(from), Some(to)) = (filter.from, filter.to) {
+        if from >= to {
+            return Err(QueryError::InvalidRange);
+        }
+    }
+    Ok(match owner {
+        Owner::Patient(p) => match (&filter.record_type, filter.status) {
+            (Some(t), _) => Plan {
+                view: View::PatientTypeTimeline,
+                prefix: keys::type_timeline_prefix(p, t),
+            },
+            (None, Some(RecordStatus::Active)) => Plan {
+                view: View::Active,
+                prefix: keys::timeline_prefix(p),
+            },
+            (None, _) => Plan {
+                view: View::PatientTimeline,
+                prefix: keys::timeline_prefix(p),
+            },
+        },
+        Owner::Author(a) => Plan {
+            view: View::AuthorTimeline,
+            prefix: keys::timeline_prefix(a),
+        },
+        Owner::Hospital(h) => Plan {
+            view: View::HospitalTimeline,
+            prefix: keys::timeline_prefix(h),
+        },
+    })
+}
+
+/// With a `to` bound, the scan starts after every row at or above it: keys are newest
+/// first, so rows created before `to` follow the key `prefix ‖ desc(to) ‖ 0xff..`.
+fn start_after(plan: &Plan, filter: &TimelineFilter) -> Option<Vec<u8>> {
+    let to = filter.to?;
+    let mut key = plan.prefix.clone();
+    key.extend_from_slice(&keys::desc(to));
+    key.extend_from_slice(&[0xff; 256]);
+    Some(key)
+}

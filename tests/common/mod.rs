@@ -1,0 +1,38 @@
+//! Helpers shared by the root crate's integration tests.
+#![allow(dead_code)]
+
+use std::path::Path;
+
+use medledger_chaincode::fixtures::{FixtureConfig, Fixtures};
+use medledger_chaincode::{tx_hash, Envelope};
+use medledger_storage::{Block, CutReason, Ledger, LedgerOptions};
+
+/// `n` fixture events (seed `seed`) in a new ledger in `dir`, `per_block` per block.
+/// Returns the ledger's height.
+pub fn fixture_ledger(dir: &Path, seed: u64, n: usize, per_block: usize) -> u64 {
+    let (ledger, _) = Ledger::open(dir, LedgerOptions::default()).unwrap();
+    let events: Vec<Envelope> = Fixtures::new(FixtureConfig {
+        seed,
+        patients: 500,
+        ..FixtureConfig::default()
+    })
+    .take(n)
+    .collect();
+    for chunk in events.chunks(per_block) {
+        let txs: Vec<Vec<u8>> = chunk.iter().map(Envelope::encode).collect();
+        let hashes: Vec<_> = txs.iter().map(|t| tx_hash(t)).collect();
+        let tip = ledger.tip();
+        let block = Block::new(
+            tip.height,
+            tip.tip_hash,
+            tip.tip_timestamp_ms + 1,
+            CutReason::Count,
+            txs,
+            &hashes,
+        );
+        ledger.append(&block).unwrap();
+    }
+    let height = ledger.tip().height;
+    ledger.close().unwrap();
+    height
+}
