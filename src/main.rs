@@ -59,6 +59,17 @@ enum Command {
         #[arg(long, default_value_t = 100)]
         limit: u64,
     },
+    /// Print realistic synthetic events (hospitals, clinicians, patients, record types,
+    /// amendments, status changes, grants, erasures, access logs) as NDJSON envelopes.
+    /// Deterministic for a seed; every event is valid for the contract in order.
+    Fixtures {
+        /// Events to print (at most 100,000,000).
+        #[arg(long, default_value_t = 1000)]
+        events: u64,
+        /// Seed of the generator.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+    },
     /// Benchmarks.
     Bench {
         #[command(subcommand)]
@@ -198,6 +209,7 @@ fn main() -> ExitCode {
             views: true,
             backend,
         } => cli::rebuild::run_verify_views(&data_dir, backend.backend(), &mut stdout),
+        Command::Fixtures { events, seed } => cli::fixtures::run(events, seed, &mut stdout),
         Command::Rebuild { data_dir, backend } => {
             cli::rebuild::run_rebuild(&data_dir, backend.backend(), &mut stdout)
         }

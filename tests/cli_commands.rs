@@ -133,3 +133,29 @@ fn bench_ingest_refuses_out_of_range_parameters() {
         .unwrap_err()
         .contains("--submitters"));
 }
+
+/// `fixtures/sample/events-seed1-250.ndjson` is what `medledger fixtures --events 250
+/// --seed 1` prints, byte for byte. After a deliberate change of the generator, regenerate
+/// it with `MEDLEDGER_BLESS=1 cargo test --test cli_commands` and say why in the commit.
+#[test]
+fn the_committed_fixture_sample_is_what_the_generator_prints() {
+    let path =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/sample/events-seed1-250.ndjson");
+    let mut out = Vec::new();
+    assert_eq!(medledger::cli::fixtures::run(250, 1, &mut out), 0);
+    if std::env::var_os("MEDLEDGER_BLESS").is_some() {
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, &out).unwrap();
+    }
+    let committed = std::fs::read(&path).expect("the committed sample");
+    assert!(
+        out == committed,
+        "the generator no longer prints the committed sample"
+    );
+    let lines: Vec<&str> = std::str::from_utf8(&out).unwrap().lines().collect();
+    assert_eq!(lines.len(), 250);
+    for line in lines {
+        let env: medledger_chaincode::Envelope = serde_json::from_str(line).unwrap();
+        env.check_limits().unwrap();
+    }
+}

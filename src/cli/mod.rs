@@ -4,5 +4,6 @@
 pub mod bench_ingest;
 pub mod bench_rebuild;
 pub mod blocks;
+pub mod fixtures;
 pub mod rebuild;
 pub mod verify;
