@@ -18,13 +18,13 @@ use sha2::{Digest, Sha256};
 
 use medledger_chaincode::Envelope;
 use medledger_storage::views::project::Projection;
-use medledger_storage::views::{Backend, View, ViewError, ViewStore};
+use medledger_storage::views::{Backend, View, ViewBatch, ViewError, ViewStore};
 use medledger_storage::{Ledger, StorageError};
 
 /// Blocks read and decoded together by the rayon pool.
 const READ_CHUNK_BLOCKS: u64 = 64;
 /// Ops buffered before a rebuild writes a batch.
-const WRITE_BATCH_OPS: usize = 256 * 1024;
+pub const WRITE_BATCH_OPS: usize = 256 * 1024;
 
 /// What a rebuild did.
 #[derive(Clone, Copy, Debug, Serialize)]
@@ -93,12 +93,14 @@ pub fn open_views(data_dir: &Path, backend: Backend) -> Result<Arc<dyn ViewStore
     Ok(Arc::from(backend.open(&live, false)?))
 }
 
-/// Projects blocks `store.applied_height()..to` of `ledger` into `store` in large batches,
-/// reading and decoding blocks in parallel. Does not flush.
+/// Projects blocks `store.applied_height()..to` of `ledger` into `store` in batches of
+/// about `batch_ops` ops ([`WRITE_BATCH_OPS`] normally), reading and decoding blocks in
+/// parallel and writing each batch while the next is projected. Does not flush.
 pub fn project_range(
     ledger: &Ledger,
     store: &dyn ViewStore,
     to: u64,
+    batch_ops: usize,
     progress: &mut dyn FnMut(Progress),
 ) -> Result<RebuildSummary, RebuildError> {
     let started = Instant::now();
@@ -107,7 +109,19 @@ pub fn project_range(
     let (mut events, mut rejected) = (0u64, 0u64);
     type Decoded = Vec<(u64, Vec<(Vec<u8>, Option<Envelope>)>)>;
     let (tx, rx) = crossbeam_channel::bounded::<Result<Decoded, StorageError>>(4);
+    // The writer thread takes one batch at a time while the projection goes on; the
+    // projection takes the next batch only after the last one is written.
+    let (batch_tx, batch_rx) = crossbeam_channel::bounded::<ViewBatch>(0);
+    let (done_tx, done_rx) = crossbeam_channel::bounded::<Result<(), ViewError>>(1);
+    let mut in_flight = false;
     std::thread::scope(|scope| -> Result<(), RebuildError> {
+        scope.spawn(move || {
+            for batch in batch_rx {
+                if done_tx.send(store.write(&batch)).is_err() {
+                    return;
+                }
+            }
+        });
         scope.spawn(move || {
             let mut start = from;
             while start < to {
@@ -137,7 +151,8 @@ pub fn project_range(
                 start = end;
             }
         });
-        for chunk in rx.iter() {
+        // By value: an early return drops the receiver, which stops the reader.
+        for chunk in rx {
             for (number, mut txs) in chunk? {
                 let outcome = projection.apply_block(
                     number,
@@ -146,8 +161,14 @@ pub fn project_range(
                 )?;
                 events += u64::from(outcome.applied) + u64::from(outcome.rejected);
                 rejected += u64::from(outcome.rejected);
-                if projection.pending_ops() >= WRITE_BATCH_OPS {
-                    store.write(&projection.take_batch())?;
+                if projection.pending_ops() >= batch_ops {
+                    if in_flight {
+                        done_rx.recv().expect("the writer answers every batch")?;
+                    }
+                    batch_tx
+                        .send(projection.take_batch())
+                        .expect("the writer runs until the channel closes");
+                    in_flight = true;
                 }
                 progress(Progress {
                     blocks_done: number + 1 - from,
@@ -156,6 +177,10 @@ pub fn project_range(
                 });
             }
         }
+        if in_flight {
+            done_rx.recv().expect("the writer answers every batch")?;
+        }
+        drop(batch_tx);
         Ok(())
     })?;
     store.write(&projection.take_batch())?;
@@ -185,7 +210,13 @@ pub fn rebuild(
     }
     let summary = {
         let store = backend.open(&scratch, true)?;
-        let summary = project_range(ledger, store.as_ref(), ledger.tip().height, progress)?;
+        let summary = project_range(
+            ledger,
+            store.as_ref(),
+            ledger.tip().height,
+            WRITE_BATCH_OPS,
+            progress,
+        )?;
         store.flush()?;
         summary
     };
@@ -344,6 +375,7 @@ pub fn verify_views(
             ledger,
             rebuilt.as_ref(),
             height.min(ledger.tip().height),
+            WRITE_BATCH_OPS,
             progress,
         )?;
         let live_digests = digest_views(live.as_ref())?;

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use medledger::projector::Projector;
-use medledger::rebuild::{digest_views, open_views, project_range};
+use medledger::rebuild::{digest_views, open_views, project_range, WRITE_BATCH_OPS};
 use medledger_storage::views::Backend;
 use medledger_storage::{Ledger, LedgerOptions};
 
@@ -85,7 +85,14 @@ fn killing_the_projector_never_applies_a_block_twice_or_half() {
     let clean = Backend::RocksDb
         .open(&dir.path().join("clean"), true)
         .unwrap();
-    let summary = project_range(&ledger, clean.as_ref(), height, &mut |_| {}).unwrap();
+    let summary = project_range(
+        &ledger,
+        clean.as_ref(),
+        height,
+        WRITE_BATCH_OPS,
+        &mut |_| {},
+    )
+    .unwrap();
     assert_eq!(summary.rejected, 0, "fixtures are all valid");
     assert_eq!(
         digest_views(live.as_ref()).unwrap(),

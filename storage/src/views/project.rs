@@ -37,9 +37,12 @@ type Verdict = Result<(), (&'static str, String)>;
 /// Accumulates the view changes of consecutive blocks.
 pub struct Projection<'s> {
     store: &'s dyn ViewStore,
-    /// Records changed since the last [`Projection::take_batch`] (`None`: known absent).
-    records: HashMap<String, Option<VersionEntry>>,
+    /// Records changed in the pending batch.
+    records: HashMap<String, VersionEntry>,
     grants: HashMap<(String, String), Option<GrantState>>,
+    /// The same for the batch taken last, which may still be being written.
+    taken_records: HashMap<String, VersionEntry>,
+    taken_grants: HashMap<(String, String), Option<GrantState>>,
     batch: ViewBatch,
 }
 
@@ -51,6 +54,8 @@ impl<'s> Projection<'s> {
             store,
             records: HashMap::new(),
             grants: HashMap::new(),
+            taken_records: HashMap::new(),
+            taken_grants: HashMap::new(),
             batch: ViewBatch::new(height),
         })
     }
@@ -115,17 +120,24 @@ impl<'s> Projection<'s> {
     }
 
     /// The batch so far (ops and the new height), leaving an empty one at that height.
-    /// Write it before projecting further: the overlay is dropped with it.
+    ///
+    /// Projection may go on while the taken batch is written (its changes stay visible
+    /// here), but that batch must be in the store before the next `take_batch`: one
+    /// batch in flight at most.
     pub fn take_batch(&mut self) -> ViewBatch {
-        self.records.clear();
-        self.grants.clear();
+        self.taken_records = std::mem::take(&mut self.records);
+        self.taken_grants = std::mem::take(&mut self.grants);
         let height = self.batch.applied_height;
         std::mem::replace(&mut self.batch, ViewBatch::new(height))
     }
 
     fn record(&mut self, record_id: &str) -> Result<Option<VersionEntry>, ViewError> {
-        if let Some(entry) = self.records.get(record_id) {
-            return Ok(entry.clone());
+        if let Some(entry) = self
+            .records
+            .get(record_id)
+            .or_else(|| self.taken_records.get(record_id))
+        {
+            return Ok(Some(entry.clone()));
         }
         match self.store.get(View::Records, &keys::record(record_id))? {
             None => Ok(None),
@@ -138,9 +150,11 @@ impl<'s> Projection<'s> {
         patient_id: &str,
         grantee_id: &str,
     ) -> Result<Option<GrantState>, ViewError> {
+        let key = (patient_id.to_owned(), grantee_id.to_owned());
         if let Some(g) = self
             .grants
-            .get(&(patient_id.to_owned(), grantee_id.to_owned()))
+            .get(&key)
+            .or_else(|| self.taken_grants.get(&key))
         {
             return Ok(g.clone());
         }
@@ -253,7 +267,7 @@ impl<'s> Projection<'s> {
         );
         self.batch
             .put(View::Records, keys::record(record_id), bytes);
-        self.records.insert(record_id.to_owned(), Some(entry));
+        self.records.insert(record_id.to_owned(), entry);
         Ok(Ok(()))
     }
 }
