@@ -6,9 +6,12 @@
 //! - [`rebuild`]: rebuilds the views from the ledger and checks live views against a
 //!   rebuild.
 //! - [`cli`]: the `medledger` command's subcommands, callable from tests.
+//! - [`fixtures`]: a seeded generator of realistic events, every one valid for the
+//!   contract in order (tests, benchmarks, `medledger fixtures`).
 //! - [`workload`]: realistic synthetic record events for benchmarks and tests.
 
 pub mod cli;
+pub mod fixtures;
 pub mod orderer;
 pub mod projector;
 pub mod rebuild;

@@ -8,12 +8,12 @@ use std::ops::ControlFlow;
 use std::sync::Arc;
 use std::time::Duration;
 
+use medledger::fixtures::{FixtureConfig, Fixtures};
 use medledger::projector::Projector;
 use medledger::rebuild::{digest_views, project_range, WRITE_BATCH_OPS};
 use medledger_chaincode::contract::{
     apply_grant_event, apply_record_event, GrantState, RecordState,
 };
-use medledger_chaincode::fixtures::{FixtureConfig, Fixtures};
 use medledger_chaincode::{tx_hash, Envelope, Event, RecordStatus, Timestamp};
 use medledger_storage::views::query::{Owner, QueryError, TimelineFilter, Views};
 use medledger_storage::views::{Backend, ViewStore};

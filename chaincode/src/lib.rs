@@ -16,7 +16,6 @@ pub mod contract;
 pub mod envelope;
 pub mod error;
 pub mod event;
-pub mod fixtures;
 pub mod limits;
 pub mod time;
 

@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use serde_json::json;
 
-use medledger_chaincode::fixtures::{FixtureConfig, Fixtures};
+use crate::fixtures::{FixtureConfig, Fixtures};
 use medledger_chaincode::{tx_hash, Event};
 use medledger_storage::views::query::{Owner, TimelineFilter, Views};
 use medledger_storage::views::Backend;

@@ -1,10 +1,10 @@
 //! `medledger fixtures`: realistic synthetic events as NDJSON (one JSON envelope per
-//! line), from the seeded generator in `medledger_chaincode::fixtures`. The same seed
+//! line), from the seeded generator in `medledger::fixtures`. The same seed
 //! gives the same bytes on every machine; `fixtures/sample/` holds a committed sample.
 
 use std::io::Write;
 
-use medledger_chaincode::fixtures::{FixtureConfig, Fixtures};
+use crate::fixtures::{FixtureConfig, Fixtures};
 
 /// At most this many events per run.
 pub const EVENTS_MAX: u64 = 100_000_000;

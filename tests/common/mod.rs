@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use medledger_chaincode::fixtures::{FixtureConfig, Fixtures};
+use medledger::fixtures::{FixtureConfig, Fixtures};
 use medledger_chaincode::{tx_hash, Envelope};
 use medledger_storage::{Block, CutReason, Ledger, LedgerOptions};
 

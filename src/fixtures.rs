@@ -42,7 +42,7 @@
 //! `RecordCreated`, so creations run slightly above 70% at the very start and for tiny
 //! configs.
 //!
-//! Every event is valid for the contract ([`crate::contract`]) when the stream is applied
+//! Every event is valid for the contract ([`medledger_chaincode::contract`]) when the stream is applied
 //! in order from an empty state: amendments and status changes carry the record's
 //! current version + 1 and never touch a record entered in error; status changes change
 //! the status; erasures hit only unerased payloads; revocations name a live grant;
@@ -60,13 +60,13 @@
 
 use std::collections::HashSet;
 
-use crate::envelope::{Envelope, TxId};
-use crate::event::{
+use medledger_chaincode::envelope::{Envelope, TxId};
+use medledger_chaincode::event::{
     AccessGranted, AccessLogged, AccessRevoked, Event, PayloadErased, PayloadRef, RecordAmended,
     RecordCreated, RecordStatus, RecordStatusChanged, Sha256Digest,
 };
-use crate::limits::VERSION_MAX;
-use crate::time::Timestamp;
+use medledger_chaincode::limits::VERSION_MAX;
+use medledger_chaincode::time::Timestamp;
 
 /// What to generate. Every count must be at least 1 ([`Fixtures::new`] panics otherwise).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -1029,8 +1029,10 @@ mod tests {
     use sha2::{Digest, Sha256};
 
     use super::*;
-    use crate::contract::{apply_grant_event, apply_record_event, GrantState, RecordState};
-    use crate::event::EventKind;
+    use medledger_chaincode::contract::{
+        apply_grant_event, apply_record_event, GrantState, RecordState,
+    };
+    use medledger_chaincode::event::EventKind;
 
     /// A config so small that the ring, the grant set and the fallbacks are all busy.
     fn tiny() -> FixtureConfig {
