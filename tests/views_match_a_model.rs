@@ -367,3 +367,104 @@ fn check_against_model(store: &dyn ViewStore, model: &Model, height: u64) {
         Err(QueryError::InvalidRange)
     ));
 }
+
+#[test]
+fn tampered_or_foreign_cursors_and_empty_timelines() {
+    let dir = tempfile::tempdir().unwrap();
+    let events = events();
+    let (ledger, _) = ledger(dir.path(), &events[..3_000]);
+    let store = Backend::RocksDb.open(&dir.path().join("v"), true).unwrap();
+    project_range(
+        &ledger,
+        store.as_ref(),
+        ledger.tip().height,
+        WRITE_BATCH_OPS,
+        &mut |_| {},
+    )
+    .unwrap();
+    let views = Views::new(store.as_ref());
+    let all = TimelineFilter::default();
+
+    // The busiest patient, paged two at a time.
+    let mut counts: HashMap<String, usize> = HashMap::new();
+    for env in &events[..3_000] {
+        if let Event::RecordCreated(e) = &env.event {
+            *counts.entry(e.patient_id.clone()).or_default() += 1;
+        }
+    }
+    let (patient, n) = counts.iter().max_by_key(|(_, n)| **n).unwrap();
+    assert!(*n >= 4);
+    let page = views
+        .timeline(Owner::Patient(patient), &all, None, 2)
+        .unwrap();
+    let cursor = page.next_cursor.unwrap();
+    assert!(views
+        .timeline(Owner::Patient(patient), &all, Some(&cursor), 2)
+        .is_ok());
+
+    // Every single-character change of the cursor is refused.
+    for i in 0..cursor.len() {
+        let mut bad = cursor.clone().into_bytes();
+        bad[i] = if bad[i] == b'0' { b'1' } else { b'0' };
+        let bad = String::from_utf8(bad).unwrap();
+        assert!(
+            matches!(
+                views.timeline(Owner::Patient(patient), &all, Some(&bad), 2),
+                Err(QueryError::InvalidCursor)
+            ),
+            "changed at {i}"
+        );
+    }
+    // A cursor of another query (another patient, another filter, another owner kind).
+    let other = counts.keys().find(|p| *p != patient).unwrap();
+    for (owner, filter) in [
+        (Owner::Patient(other.as_str()), all.clone()),
+        (
+            Owner::Patient(patient),
+            TimelineFilter {
+                status: Some(RecordStatus::Active),
+                ..Default::default()
+            },
+        ),
+        (Owner::Hospital(patient), all.clone()),
+    ] {
+        assert!(matches!(
+            views.timeline(owner, &filter, Some(&cursor), 2),
+            Err(QueryError::InvalidCursor)
+        ));
+    }
+    assert!(matches!(
+        views.timeline(Owner::Patient(patient), &all, Some(&cursor[..10]), 2),
+        Err(QueryError::InvalidCursor)
+    ));
+    assert!(matches!(
+        views.timeline(Owner::Patient(patient), &all, Some(&"ab".repeat(400)), 2),
+        Err(QueryError::InvalidCursor)
+    ));
+
+    // Empty results: an unknown owner, a window with no records, a type nobody has.
+    let none = views
+        .timeline(Owner::Patient("p-nobody"), &all, None, 10)
+        .unwrap();
+    assert!(none.items.is_empty() && none.next_cursor.is_none());
+    let before_time = TimelineFilter {
+        to: Some(Timestamp(0)),
+        ..Default::default()
+    };
+    assert!(views
+        .timeline(Owner::Patient(patient), &before_time, None, 10)
+        .unwrap()
+        .items
+        .is_empty());
+    let no_type = TimelineFilter {
+        record_type: Some("no_such_type".into()),
+        ..Default::default()
+    };
+    assert!(views
+        .timeline(Owner::Patient(patient), &no_type, None, 10)
+        .unwrap()
+        .items
+        .is_empty());
+    assert!(views.record_history("r-nobody", 0, 10).unwrap().is_empty());
+    assert!(views.grants("p-nobody", None, 10).unwrap().is_empty());
+}

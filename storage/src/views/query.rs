@@ -10,6 +10,7 @@ use std::ops::ControlFlow;
 
 use medledger_chaincode::contract::GrantState;
 use medledger_chaincode::{RecordStatus, Timestamp};
+use sha2::{Digest, Sha256};
 
 use super::keys;
 use super::values::{self, AuditEntry, Rejection, Summary, VersionEntry};
@@ -242,18 +243,7 @@ impl<'s> Views<'s> {
         let plan = plan(owner, filter)?;
         let after = match cursor {
             None => start_after(&plan, filter),
-            Some(c) => {
-                // desc(created_at) and a record id of at most ID_LEN_MAX bytes, in hex.
-                if c.len() > 2 * (8 + medledger_chaincode::limits::ID_LEN_MAX) {
-                    return Err(QueryError::InvalidCursor);
-                }
-                let mut key = plan.prefix.clone();
-                key.extend(hex::decode(c).map_err(|_| QueryError::InvalidCursor)?);
-                if key.len() < plan.prefix.len() + 8 {
-                    return Err(QueryError::InvalidCursor);
-                }
-                Some(key)
-            }
+            Some(c) => Some(open_cursor(&plan, c)?),
         };
         let mut items = Vec::new();
         let mut scanned = 0usize;
@@ -290,7 +280,7 @@ impl<'s> Views<'s> {
             return Err(e.into());
         }
         let next_cursor = match (exhausted, last_key) {
-            (false, Some(k)) => Some(hex::encode(&k[plan.prefix.len()..])),
+            (false, Some(k)) => Some(seal_cursor(&plan, &k[plan.prefix.len()..])),
             _ => None,
         };
         Ok(Page { items, next_cursor })
@@ -370,6 +360,52 @@ impl<'s> Views<'s> {
             None => Ok(()),
         }
     }
+}
+
+/// Bytes of the check tag that ends a cursor.
+const CURSOR_TAG_BYTES: usize = 8;
+
+/// A cursor: hex of the last key read (after the owner prefix) and a tag binding it to
+/// the query's index and prefix, so a cursor that was altered or made for another query is
+/// refused (`invalid_cursor`) rather than silently starting somewhere else. The tag is a
+/// checksum, not a secret: a forged cursor can only start the caller's own query at
+/// another row.
+fn seal_cursor(plan: &Plan, suffix: &[u8]) -> String {
+    let mut bytes = suffix.to_vec();
+    bytes.extend_from_slice(&cursor_tag(plan, suffix));
+    hex::encode(bytes)
+}
+
+fn open_cursor(plan: &Plan, cursor: &str) -> Result<Vec<u8>, QueryError> {
+    // desc(created_at), a record id of at most ID_LEN_MAX bytes, and the tag, in hex.
+    let max = 8 + medledger_chaincode::limits::ID_LEN_MAX + CURSOR_TAG_BYTES;
+    if cursor.len() > 2 * max {
+        return Err(QueryError::InvalidCursor);
+    }
+    let bytes = hex::decode(cursor).map_err(|_| QueryError::InvalidCursor)?;
+    if bytes.len() < 8 + CURSOR_TAG_BYTES {
+        return Err(QueryError::InvalidCursor);
+    }
+    let (suffix, tag) = bytes.split_at(bytes.len() - CURSOR_TAG_BYTES);
+    if tag != cursor_tag(plan, suffix) {
+        return Err(QueryError::InvalidCursor);
+    }
+    let mut key = plan.prefix.clone();
+    key.extend_from_slice(suffix);
+    Ok(key)
+}
+
+fn cursor_tag(plan: &Plan, suffix: &[u8]) -> [u8; CURSOR_TAG_BYTES] {
+    let mut h = Sha256::new();
+    h.update(b"medledger-cursor-v1");
+    h.update([plan.view as u8]);
+    h.update((plan.prefix.len() as u32).to_le_bytes());
+    h.update(&plan.prefix);
+    h.update(suffix);
+    let digest = h.finalize();
+    let mut tag = [0u8; CURSOR_TAG_BYTES];
+    tag.copy_from_slice(&digest[..CURSOR_TAG_BYTES]);
+    tag
 }
 
 fn check_limit(limit: usize) -> Result<(), QueryError> {
