@@ -28,7 +28,7 @@ fn events(seed: u64, n: usize, patients: u32) -> Vec<Envelope> {
         let replay = matches!(
             env.event,
             Event::RecordAmended(_) | Event::RecordStatusChanged(_)
-        ) && (i as u64 ^ seed) % 3 == 0;
+        ) && (i as u64 ^ seed).is_multiple_of(3);
         out.push(env.clone());
         if replay {
             let mut again = env;
