@@ -127,3 +127,28 @@ fn no_ledger_is_a_clear_error() {
     let mut out = Vec::new();
     assert_eq!(run_verify_views(dir.path(), Backend::RocksDb, &mut out), 2);
 }
+
+#[test]
+fn bench_rebuild_reports_every_backend_and_the_big_patient() {
+    let dir = tempfile::tempdir().unwrap();
+    let params = medledger::cli::bench_rebuild::RebuildParams {
+        data_dir: dir.path().to_path_buf(),
+        events: 4_000,
+        seed: 3,
+        backends: Backend::compiled().to_vec(),
+        queries: 20,
+    };
+    let report = medledger::cli::bench_rebuild::run(&params).unwrap();
+    let backends = report["backends"].as_array().unwrap();
+    assert_eq!(backends.len(), Backend::compiled().len());
+    for b in backends {
+        assert_eq!(b["events"], 4_000, "{b}");
+        assert_eq!(b["rejected"], 0);
+        assert_eq!(b["big_patient_records"], 2_000, "half of a small run");
+        assert!(b["big_first_page_p99_us"].as_f64().unwrap() > 0.0);
+        assert!(b["peak_rss_bytes"].as_u64().unwrap() > 0);
+    }
+    let mut bad = params.clone();
+    bad.events = 0;
+    assert!(medledger::cli::bench_rebuild::run(&bad).is_err());
+}

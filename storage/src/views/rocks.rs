@@ -41,6 +41,11 @@ impl RocksViewStore {
         opts.create_if_missing(true);
         opts.create_missing_column_families(true);
         opts.set_max_background_jobs(2);
+        if bulk {
+            // Bound the memtables of all column families together, so a rebuild's memory
+            // stays flat however long the ledger is.
+            opts.set_db_write_buffer_size(256 << 20);
+        }
         let cfs = View::ALL
             .iter()
             .map(|v| v.name())
@@ -49,7 +54,7 @@ impl RocksViewStore {
                 let mut cf = Options::default();
                 cf.set_compression_type(rocksdb::DBCompressionType::Lz4);
                 if bulk {
-                    cf.set_write_buffer_size(128 << 20);
+                    cf.set_write_buffer_size(64 << 20);
                 }
                 if name == View::Records.name() || name == View::Grants.name() {
                     // The projector looks up every record an event names, most often
