@@ -6,6 +6,9 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use medledger::cli;
 use medledger::orderer::{CutPolicy, CutterConfig};
 use medledger::storage::views::Backend;
