@@ -166,7 +166,21 @@ pub trait ViewStore: Send + Sync {
         prefix: &[u8],
         after: Option<&[u8]>,
         limit: usize,
-    ) -> Result<Rows, ViewError>;
+    ) -> Result<Rows, ViewError> {
+        let mut rows = Vec::with_capacity(limit.min(1024));
+        if limit == 0 {
+            return Ok(rows);
+        }
+        self.for_each(view, prefix, after, &mut |k, v| {
+            rows.push((k.to_vec(), v.to_vec()));
+            if rows.len() >= limit {
+                ControlFlow::Break(())
+            } else {
+                ControlFlow::Continue(())
+            }
+        })?;
+        Ok(rows)
+    }
 
     /// Visits every row of `view` whose key starts with `prefix`, in ascending key order,
     /// starting strictly after `after` when given, in constant memory, until `visit`

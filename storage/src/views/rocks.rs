@@ -3,7 +3,6 @@
 //! The WAL is not synced per batch: views are derived data, and after a power loss the
 //! store comes back at an earlier block boundary and the projector catches up.
 
-use std::ops::ControlFlow;
 use std::path::Path;
 
 use rocksdb::{
@@ -11,7 +10,7 @@ use rocksdb::{
     WriteBatch, WriteOptions, DB,
 };
 
-use super::{prefix_end, Rows, View, ViewBatch, ViewError, ViewOp, ViewStore, Visitor};
+use super::{prefix_end, View, ViewBatch, ViewError, ViewOp, ViewStore, Visitor};
 
 const CF_META: &str = "view_meta";
 const KEY_HEIGHT: &[u8] = b"applied_height";
@@ -121,28 +120,6 @@ impl ViewStore for RocksViewStore {
 
     fn get(&self, view: View, key: &[u8]) -> Result<Option<Vec<u8>>, ViewError> {
         self.db.get_cf(self.cf(view.name()), key).map_err(backend)
-    }
-
-    fn scan(
-        &self,
-        view: View,
-        prefix: &[u8],
-        after: Option<&[u8]>,
-        limit: usize,
-    ) -> Result<Rows, ViewError> {
-        let mut rows = Vec::with_capacity(limit.min(1024));
-        if limit == 0 {
-            return Ok(rows);
-        }
-        self.for_each_from(view, prefix, after, &mut |k, v| {
-            rows.push((k.to_vec(), v.to_vec()));
-            if rows.len() >= limit {
-                ControlFlow::Break(())
-            } else {
-                ControlFlow::Continue(())
-            }
-        })?;
-        Ok(rows)
     }
 
     fn for_each(

@@ -46,12 +46,12 @@
 //! visited. Such a read can return rows from before the clear followed by rows written
 //! after it (a RocksDB iterator reads one snapshot instead), but never an error.
 
-use std::ops::{Bound, ControlFlow};
+use std::ops::Bound;
 use std::path::Path;
 use std::sync::{Mutex, PoisonError, RwLock};
 use std::time::Duration;
 
-use super::{prefix_end, Rows, View, ViewBatch, ViewError, ViewOp, ViewStore, Visitor};
+use super::{prefix_end, View, ViewBatch, ViewError, ViewOp, ViewStore, Visitor};
 
 /// The one tree that holds every view and the height.
 const TREE_NAME: &[u8] = b"views";
@@ -249,28 +249,6 @@ impl ViewStore for SledViewStore {
         let row = row_key(view, key);
         let value = self.read(|tree| tree.get(&row))?;
         Ok(value.map(|v| v.to_vec()))
-    }
-
-    fn scan(
-        &self,
-        view: View,
-        prefix: &[u8],
-        after: Option<&[u8]>,
-        limit: usize,
-    ) -> Result<Rows, ViewError> {
-        let mut rows = Vec::with_capacity(limit.min(1024));
-        if limit == 0 {
-            return Ok(rows);
-        }
-        self.for_each_from(view, prefix, after, &mut |k, v| {
-            rows.push((k.to_vec(), v.to_vec()));
-            if rows.len() >= limit {
-                ControlFlow::Break(())
-            } else {
-                ControlFlow::Continue(())
-            }
-        })?;
-        Ok(rows)
     }
 
     fn for_each(
