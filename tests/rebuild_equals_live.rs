@@ -3,6 +3,8 @@
 //! projector is stopped and the store closed and reopened; at the end the live views must
 //! hold exactly the bytes of a one-pass rebuild.
 
+mod common;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -11,9 +13,9 @@ use proptest::prelude::*;
 use medledger::fixtures::{FixtureConfig, Fixtures};
 use medledger::projector::Projector;
 use medledger::rebuild::{digest_views, project_range};
-use medledger_chaincode::{tx_hash, Envelope, Event};
+use medledger_chaincode::{Envelope, Event};
 use medledger_storage::views::{Backend, ViewStore};
-use medledger_storage::{Block, CutReason, Ledger, LedgerOptions};
+use medledger_storage::{Ledger, LedgerOptions};
 
 /// Fixture events with some replayed (now stale) amendments and status changes mixed in,
 /// so rejections are part of what must be reproduced.
@@ -37,21 +39,6 @@ fn events(seed: u64, n: usize, patients: u32) -> Vec<Envelope> {
         }
     }
     out
-}
-
-fn append(ledger: &Ledger, txs: &[Envelope]) {
-    let bytes: Vec<Vec<u8>> = txs.iter().map(Envelope::encode).collect();
-    let hashes: Vec<_> = bytes.iter().map(|t| tx_hash(t)).collect();
-    let tip = ledger.tip();
-    let block = Block::new(
-        tip.height,
-        tip.tip_hash,
-        tip.tip_timestamp_ms + 1,
-        CutReason::Count,
-        bytes,
-        &hashes,
-    );
-    ledger.append(&block).unwrap();
 }
 
 fn run(
@@ -86,7 +73,7 @@ fn run(
         let store: Arc<dyn ViewStore> = Arc::from(backend.open(&live_path, false).unwrap());
         let projector = Projector::start(ledger.clone(), store.clone()).unwrap();
         while appended < stop {
-            append(&ledger, blocks[appended]);
+            common::append_block(&ledger, blocks[appended]);
             projector.nudge();
             appended += 1;
         }

@@ -3,6 +3,8 @@
 //! and rebuilt in large batches into every other backend. Every query answers what an
 //! in-memory model of the same events says, and every backend holds the same bytes.
 
+mod common;
+
 use std::collections::{BTreeMap, HashMap};
 use std::ops::ControlFlow;
 use std::sync::Arc;
@@ -14,10 +16,10 @@ use medledger::rebuild::{digest_views, project_range, WRITE_BATCH_OPS};
 use medledger_chaincode::contract::{
     apply_grant_event, apply_record_event, GrantState, RecordState,
 };
-use medledger_chaincode::{tx_hash, Envelope, Event, RecordStatus, Timestamp};
+use medledger_chaincode::{Envelope, Event, RecordStatus, Timestamp};
 use medledger_storage::views::query::{Owner, QueryError, TimelineFilter, Views};
 use medledger_storage::views::{Backend, ViewStore};
-use medledger_storage::{Block, CutReason, Ledger, LedgerOptions};
+use medledger_storage::{Ledger, LedgerOptions};
 
 const EVENTS: usize = 12_000;
 
@@ -130,18 +132,7 @@ fn ledger(dir: &std::path::Path, events: &[Envelope]) -> (Ledger, Vec<Vec<Envelo
         let take = ((n * 7919) % 300 + 1).min(rest.len());
         let (head, tail) = rest.split_at(take);
         rest = tail;
-        let txs: Vec<Vec<u8>> = head.iter().map(Envelope::encode).collect();
-        let hashes: Vec<_> = txs.iter().map(|t| tx_hash(t)).collect();
-        let tip = ledger.tip();
-        let block = Block::new(
-            tip.height,
-            tip.tip_hash,
-            tip.tip_timestamp_ms + 1,
-            CutReason::Count,
-            txs,
-            &hashes,
-        );
-        ledger.append(&block).unwrap();
+        common::append_block(&ledger, head);
         blocks.push(head.to_vec());
     }
     (ledger, blocks)

@@ -19,20 +19,25 @@ pub fn fixture_ledger(dir: &Path, seed: u64, n: usize, per_block: usize) -> u64 
     .take(n)
     .collect();
     for chunk in events.chunks(per_block) {
-        let txs: Vec<Vec<u8>> = chunk.iter().map(Envelope::encode).collect();
-        let hashes: Vec<_> = txs.iter().map(|t| tx_hash(t)).collect();
-        let tip = ledger.tip();
-        let block = Block::new(
-            tip.height,
-            tip.tip_hash,
-            tip.tip_timestamp_ms + 1,
-            CutReason::Count,
-            txs,
-            &hashes,
-        );
-        ledger.append(&block).unwrap();
+        append_block(&ledger, chunk);
     }
     let height = ledger.tip().height;
     ledger.close().unwrap();
     height
+}
+
+/// Appends one block holding `txs` on top of the ledger's tip (cut reason `count`).
+pub fn append_block(ledger: &Ledger, txs: &[Envelope]) {
+    let bytes: Vec<Vec<u8>> = txs.iter().map(Envelope::encode).collect();
+    let hashes: Vec<_> = bytes.iter().map(|t| tx_hash(t)).collect();
+    let tip = ledger.tip();
+    let block = Block::new(
+        tip.height,
+        tip.tip_hash,
+        tip.tip_timestamp_ms + 1,
+        CutReason::Count,
+        bytes,
+        &hashes,
+    );
+    ledger.append(&block).unwrap();
 }
