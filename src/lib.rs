@@ -5,16 +5,19 @@
 //! - [`projector`]: tails committed blocks into the views (`medledger-storage::views`).
 //! - [`rebuild`]: rebuilds the views from the ledger and checks live views against a
 //!   rebuild.
+//! - [`api`], [`serve`]: the HTTP API (actix-web) and `medledger serve`.
 //! - [`cli`]: the `medledger` command's subcommands, callable from tests.
 //! - [`fixtures`]: a seeded generator of realistic events, every one valid for the
 //!   contract in order (tests, benchmarks, `medledger fixtures`).
 //! - [`workload`]: realistic synthetic record events for benchmarks and tests.
 
+pub mod api;
 pub mod cli;
 pub mod fixtures;
 pub mod orderer;
 pub mod projector;
 pub mod rebuild;
+pub mod serve;
 pub mod workload;
 
 pub use medledger_chaincode as chaincode;

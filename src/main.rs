@@ -62,6 +62,27 @@ enum Command {
         #[arg(long, default_value_t = 100)]
         limit: u64,
     },
+    /// Run the server: the ledger, the orderer, the views and the HTTP API, on embedded
+    /// defaults (no daemon to start by hand). Stops gracefully on SIGTERM or SIGINT.
+    Serve(ServeArgs),
+    /// Mint a bearer token (HS256, with the data dir's secret; created if missing). The
+    /// token is the last line printed.
+    Token {
+        #[arg(long, env = "MEDLEDGER_DATA_DIR", default_value = "medledger-data")]
+        data_dir: PathBuf,
+        /// patient, clinician, auditor or admin.
+        #[arg(long)]
+        role: String,
+        /// The caller's id (a patient id, a clinician id, ...).
+        #[arg(long)]
+        sub: String,
+        /// The caller's hospital (clinicians).
+        #[arg(long)]
+        hospital: Option<String>,
+        /// Hours until the token expires (at most 8,760).
+        #[arg(long, default_value_t = 12)]
+        ttl_hours: u64,
+    },
     /// Print realistic synthetic events (hospitals, clinicians, patients, record types,
     /// amendments, status changes, grants, erasures, access logs) as NDJSON envelopes.
     /// Deterministic for a seed; every event is valid for the contract in order.
@@ -87,6 +108,30 @@ enum Bench {
     /// Generate a ledger of realistic events, rebuild the views with each backend and time
     /// patient-timeline pages; prints one JSON object, backends side by side.
     Rebuild(RebuildArgs),
+}
+
+#[derive(Args)]
+struct ServeArgs {
+    #[arg(long, env = "MEDLEDGER_DATA_DIR", default_value = "medledger-data")]
+    data_dir: PathBuf,
+    /// Address to listen on (loopback by default).
+    #[arg(long, env = "MEDLEDGER_LISTEN", default_value = "127.0.0.1:8080")]
+    listen: std::net::SocketAddr,
+    /// The view store.
+    #[arg(long, env = "MEDLEDGER_VIEW_BACKEND", value_enum, default_value_t = BackendArg::Rocksdb)]
+    backend: BackendArg,
+    /// RS256: check bearer tokens with this PEM public key instead of the data dir's
+    /// HS256 secret.
+    #[arg(long, env = "MEDLEDGER_JWT_PUBLIC_KEY")]
+    jwt_public_key: Option<PathBuf>,
+    /// HTTP worker threads (0: one per core).
+    #[arg(long, env = "MEDLEDGER_WORKERS", default_value_t = 0)]
+    workers: usize,
+    /// Submissions waiting to be cut, at most; beyond it submissions get 503 busy.
+    #[arg(long, env = "MEDLEDGER_QUEUE_CAPACITY", default_value_t = 65_536)]
+    queue_capacity: usize,
+    #[command(flatten)]
+    cutter: CutterArgs,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -212,6 +257,34 @@ fn main() -> ExitCode {
             views: true,
             backend,
         } => cli::rebuild::run_verify_views(&data_dir, backend.backend(), &mut stdout),
+        Command::Serve(a) => {
+            let config = medledger::serve::ServeConfig {
+                data_dir: a.data_dir,
+                listen: a.listen,
+                backend: a.backend.backend(),
+                orderer: medledger::orderer::OrdererConfig {
+                    cutter: a.cutter.config(),
+                    max_inflight_blocks: a.cutter.max_inflight_blocks,
+                    queue_capacity: a.queue_capacity,
+                },
+                jwt_public_key: a.jwt_public_key,
+                workers: a.workers,
+            };
+            match medledger::serve::run(config) {
+                Ok(()) => 0,
+                Err(e) => {
+                    eprintln!("medledger: {e}");
+                    2
+                }
+            }
+        }
+        Command::Token {
+            data_dir,
+            role,
+            sub,
+            hospital,
+            ttl_hours,
+        } => cli::token::run(&data_dir, &role, &sub, hospital, ttl_hours, &mut stdout),
         Command::Fixtures { events, seed } => cli::fixtures::run(events, seed, &mut stdout),
         Command::Rebuild { data_dir, backend } => {
             cli::rebuild::run_rebuild(&data_dir, backend.backend(), &mut stdout)

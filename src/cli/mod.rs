@@ -6,4 +6,5 @@ pub mod bench_rebuild;
 pub mod blocks;
 pub mod fixtures;
 pub mod rebuild;
+pub mod token;
 pub mod verify;

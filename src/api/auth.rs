@@ -1,0 +1,252 @@
+//! Who is calling, and what they may do: bearer JWTs (HS256 with the data dir's secret, or
+//! RS256 with a configured public key), and every access rule in one place.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use actix_web::dev::Payload;
+use actix_web::{web, FromRequest, HttpRequest};
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use serde::{Deserialize, Serialize};
+
+use medledger_chaincode::contract::{GrantState, RecordState};
+use medledger_chaincode::Timestamp;
+
+use super::error::ApiError;
+use super::AppState;
+
+/// The file in the data dir that holds the HS256 secret (hex, mode 0600).
+pub const SECRET_FILE: &str = "jwt-secret";
+/// The longest token accepted.
+const TOKEN_BYTES_MAX: usize = 8 * 1024;
+
+/// A caller's role.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    Patient,
+    Clinician,
+    Auditor,
+    Admin,
+}
+
+impl Role {
+    pub fn parse(s: &str) -> Option<Role> {
+        match s {
+            "patient" => Some(Role::Patient),
+            "clinician" => Some(Role::Clinician),
+            "auditor" => Some(Role::Auditor),
+            "admin" => Some(Role::Admin),
+            _ => None,
+        }
+    }
+}
+
+/// The token's claims.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Claims {
+    /// The caller's id: a patient id, a clinician id, ...
+    pub sub: String,
+    pub role: Role,
+    /// The caller's hospital (clinicians).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hospital: Option<String>,
+    /// Expiry, seconds since the epoch.
+    pub exp: u64,
+}
+
+/// How tokens are checked.
+pub struct Auth {
+    key: DecodingKey,
+    validation: Validation,
+}
+
+impl Auth {
+    /// HS256 with `secret`.
+    pub fn hs256(secret: &[u8]) -> Auth {
+        let mut validation = Validation::new(Algorithm::HS256);
+        validation.leeway = 5;
+        Auth {
+            key: DecodingKey::from_secret(secret),
+            validation,
+        }
+    }
+
+    /// RS256 with a PEM public key.
+    pub fn rs256(public_key_pem: &[u8]) -> Result<Auth, String> {
+        let key = DecodingKey::from_rsa_pem(public_key_pem)
+            .map_err(|e| format!("the RS256 public key is not a PEM RSA key: {e}"))?;
+        let mut validation = Validation::new(Algorithm::RS256);
+        validation.leeway = 5;
+        Ok(Auth { key, validation })
+    }
+
+    /// The claims of a valid token.
+    pub fn check(&self, token: &str) -> Result<Claims, ApiError> {
+        if token.len() > TOKEN_BYTES_MAX {
+            return Err(ApiError::unauthorized("the bearer token is too long"));
+        }
+        jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation)
+            .map(|d| d.claims)
+            .map_err(|e| ApiError::unauthorized(format!("invalid bearer token: {e}")))
+    }
+}
+
+/// The HS256 secret of `data_dir`, created (32 random bytes, mode 0600) if missing.
+/// Returns the secret and whether it was just created.
+pub fn load_or_create_secret(data_dir: &Path) -> Result<(Vec<u8>, bool), String> {
+    let path: PathBuf = data_dir.join(SECRET_FILE);
+    match std::fs::read_to_string(&path) {
+        Ok(text) => hex::decode(text.trim())
+            .ok()
+            .filter(|s| s.len() >= 32)
+            .map(|s| (s, false))
+            .ok_or_else(|| format!("{} is not a hex secret of 32 bytes or more", path.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            std::fs::create_dir_all(data_dir)
+                .map_err(|e| format!("creating {}: {e}", data_dir.display()))?;
+            let mut secret = vec![0u8; 32];
+            getrandom::fill(&mut secret).map_err(|e| format!("no randomness: {e}"))?;
+            let mut opts = std::fs::OpenOptions::new();
+            opts.write(true).create_new(true);
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::OpenOptionsExt;
+                opts.mode(0o600);
+            }
+            let mut file = opts
+                .open(&path)
+                .map_err(|e| format!("creating {}: {e}", path.display()))?;
+            file.write_all(hex::encode(&secret).as_bytes())
+                .and_then(|()| file.sync_all())
+                .map_err(|e| format!("writing {}: {e}", path.display()))?;
+            Ok((secret, true))
+        }
+        Err(e) => Err(format!("reading {}: {e}", path.display())),
+    }
+}
+
+/// Mints an HS256 token valid for `ttl_secs`.
+pub fn mint(secret: &[u8], claims: &Claims) -> Result<String, String> {
+    jsonwebtoken::encode(
+        &Header::new(Algorithm::HS256),
+        claims,
+        &EncodingKey::from_secret(secret),
+    )
+    .map_err(|e| e.to_string())
+}
+
+/// Seconds since the epoch.
+pub fn now_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// An authenticated caller (the extractor answers 401 without a valid token).
+#[derive(Clone, Debug)]
+pub struct Caller(pub Claims);
+
+impl FromRequest for Caller {
+    type Error = ApiError;
+    type Future = std::future::Ready<Result<Caller, ApiError>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        std::future::ready(caller(req))
+    }
+}
+
+fn caller(req: &HttpRequest) -> Result<Caller, ApiError> {
+    let state = req
+        .app_data::<web::Data<AppState>>()
+        .ok_or_else(|| ApiError::internal("no application state"))?;
+    let header = req
+        .headers()
+        .get(actix_web::http::header::AUTHORIZATION)
+        .ok_or_else(|| ApiError::unauthorized("an `Authorization: Bearer <token>` header is required"))?;
+    let text = header
+        .to_str()
+        .map_err(|_| ApiError::unauthorized("the Authorization header is not text"))?;
+    let token = text
+        .strip_prefix("Bearer ")
+        .ok_or_else(|| ApiError::unauthorized("the Authorization header must be `Bearer <token>`"))?;
+    state.auth.check(token.trim()).map(Caller)
+}
+
+// ---- The rules, in one place. ----
+
+impl Caller {
+    pub fn role(&self) -> Role {
+        self.0.role
+    }
+
+    pub fn id(&self) -> &str {
+        &self.0.sub
+    }
+
+    fn hospital(&self) -> Option<&str> {
+        self.0.hospital.as_deref()
+    }
+
+    /// May create or change records of `hospital_id`: a clinician of that hospital, or an
+    /// admin.
+    pub fn may_write_records_of(&self, hospital_id: &str) -> bool {
+        match self.role() {
+            Role::Admin => true,
+            Role::Clinician => self.hospital() == Some(hospital_id),
+            Role::Patient | Role::Auditor => false,
+        }
+    }
+
+    /// May read a record's metadata: its patient; a clinician of its hospital or one the
+    /// patient granted (unexpired, in scope); an auditor; an admin.
+    pub fn may_read_record(&self, record: &RecordState, grant: Option<&GrantState>, now: Timestamp) -> bool {
+        match self.role() {
+            Role::Admin | Role::Auditor => true,
+            Role::Patient => self.id() == record.patient_id,
+            Role::Clinician => {
+                self.hospital() == Some(record.hospital_id.as_str())
+                    || grant.is_some_and(|g| g.grantee_id == self.id() && g.allows(&record.record_type, now))
+            }
+        }
+    }
+
+    /// May manage (grant, revoke, list) the grants of `patient_id`: that patient or an
+    /// admin.
+    pub fn may_manage_grants_of(&self, patient_id: &str) -> bool {
+        match self.role() {
+            Role::Admin => true,
+            Role::Patient => self.id() == patient_id,
+            Role::Clinician | Role::Auditor => false,
+        }
+    }
+
+    /// May list a patient's timeline (items are still filtered by
+    /// [`Caller::may_read_record`]): the patient, any clinician (who sees only what they
+    /// may read), an auditor, an admin.
+    pub fn may_list_patient(&self, patient_id: &str) -> bool {
+        match self.role() {
+            Role::Admin | Role::Auditor | Role::Clinician => true,
+            Role::Patient => self.id() == patient_id,
+        }
+    }
+
+    /// May list a hospital's records: its clinicians, auditors, admins.
+    pub fn may_list_hospital(&self, hospital_id: &str) -> bool {
+        match self.role() {
+            Role::Admin | Role::Auditor => true,
+            Role::Clinician => self.hospital() == Some(hospital_id),
+            Role::Patient => false,
+        }
+    }
+
+    /// May list a clinician's records: that clinician, auditors, admins.
+    pub fn may_list_clinician(&self, clinician_id: &str) -> bool {
+        match self.role() {
+            Role::Admin | Role::Auditor => true,
+            Role::Clinician => self.id() == clinician_id,
+            Role::Patient => false,
+        }
+    }
+}

@@ -1,0 +1,812 @@
+//! Record routes: submissions (create, batch, amend, change status, grant, revoke) and
+//! reads (record, history, as-of, timelines, export).
+
+use std::ops::ControlFlow;
+
+use actix_web::http::StatusCode;
+use actix_web::{web, HttpResponse};
+use serde::Deserialize;
+use serde_json::{json, Map, Value};
+
+use medledger_chaincode::contract::{apply_grant_event, apply_record_event, ContractError};
+use medledger_chaincode::{
+    AccessGranted, AccessRevoked, Envelope, Event, RecordAmended, RecordCreated, RecordStatus,
+    RecordStatusChanged, Timestamp, TxId,
+};
+use medledger_storage::views::query::{Owner, QueryError, TimelineFilter, Views, PAGE_LIMIT_MAX};
+use medledger_storage::views::values::VersionEntry;
+
+use super::auth::Caller;
+use super::error::ApiError;
+use super::{AppState, PROJECTED_WAIT};
+use crate::orderer::{Receipt, SubmitError};
+
+/// Records in one batch submission, at most.
+pub const BATCH_RECORDS_MAX: usize = 1_000;
+/// Page size when `limit` is not given.
+const DEFAULT_LIMIT: usize = 50;
+
+type Data = web::Data<AppState>;
+
+fn now() -> Timestamp {
+    let ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0);
+    Timestamp(ms)
+}
+
+fn new_tx_id() -> TxId {
+    TxId(*uuid::Uuid::now_v7().as_bytes())
+}
+
+fn envelope(caller: &Caller, event: Event) -> Envelope {
+    Envelope {
+        tx_id: new_tx_id(),
+        submitter: caller.id().to_owned(),
+        submitted_at: now(),
+        event,
+    }
+}
+
+/// The HTTP status of a contract rejection.
+fn contract_error(e: &ContractError) -> ApiError {
+    let status = match e {
+        ContractError::RecordExists { .. } | ContractError::VersionConflict { .. } => {
+            StatusCode::CONFLICT
+        }
+        ContractError::UnknownRecord { .. } | ContractError::UnknownGrant { .. } => {
+            StatusCode::NOT_FOUND
+        }
+        _ => StatusCode::UNPROCESSABLE_ENTITY,
+    };
+    ApiError::new(status, e.code(), e.to_string())
+}
+
+fn submit_error(e: SubmitError) -> ApiError {
+    match e {
+        SubmitError::TooLarge { .. } => {
+            ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "too_large", e.to_string())
+        }
+        SubmitError::Invalid(inner) => ApiError::bad_request("invalid_field", inner.to_string()),
+        SubmitError::Busy => ApiError::unavailable("busy", e.to_string(), 1),
+        SubmitError::Closed => ApiError::unavailable("shutting_down", e.to_string(), 5),
+        SubmitError::Failed(_) => ApiError::internal(e.to_string()).with_code("ledger_failed"),
+        other => ApiError::internal(other.to_string()),
+    }
+}
+
+impl ApiError {
+    fn with_code(mut self, code: &'static str) -> Self {
+        self.code = code;
+        self
+    }
+}
+
+fn store_error(e: impl std::fmt::Display) -> ApiError {
+    ApiError::internal(format!("view store: {e}")).with_code("store_error")
+}
+
+fn query_error(e: QueryError) -> ApiError {
+    match e {
+        QueryError::Store(s) => store_error(s),
+        other => ApiError::bad_request(other.code(), other.to_string()),
+    }
+}
+
+#[derive(Deserialize)]
+pub struct WaitQuery {
+    /// `projected`: also wait until the views reflect the block.
+    wait: Option<String>,
+}
+
+impl WaitQuery {
+    fn projected(&self) -> Result<bool, ApiError> {
+        match self.wait.as_deref() {
+            None | Some("durable") => Ok(false),
+            Some("projected") => Ok(true),
+            Some(other) => Err(ApiError::bad_request(
+                "invalid_query",
+                format!("wait must be `durable` or `projected`, not `{other}`"),
+            )),
+        }
+    }
+}
+
+/// Checks limits, submits and waits for durability (and the views when asked). The
+/// answer names the tx, its block and position.
+async fn commit(
+    state: &AppState,
+    env: &Envelope,
+    projected: bool,
+) -> Result<Receipt, ApiError> {
+    env.check_limits()
+        .map_err(|e| ApiError::bad_request("invalid_field", e.to_string()))?;
+    let receipt = state.orderer.submit(env).await.map_err(submit_error)?;
+    state.projector.nudge();
+    if projected {
+        wait_projected(state, &receipt).await?;
+    }
+    Ok(receipt)
+}
+
+/// Waits until the views hold the receipt's block; a tx the contract rejected there is
+/// answered with the contract's error.
+async fn wait_projected(state: &AppState, receipt: &Receipt) -> Result<(), ApiError> {
+    let projector = state.projector.clone();
+    let height = receipt.block_number + 1;
+    web::block(move || projector.wait_for_height(height, PROJECTED_WAIT))
+        .await
+        .map_err(|e| ApiError::internal(e.to_string()))?
+        .map_err(|e| ApiError::unavailable("projection_timeout", e.to_string(), 1))?;
+    let views = Views::new(state.views.as_ref());
+    if let Some(r) = views
+        .rejection(receipt.block_number, receipt.position)
+        .map_err(store_error)?
+    {
+        return Err(ApiError::new(StatusCode::CONFLICT, "rejected_at_commit", r.message)
+            .with_details(json!({"contract_code": r.code, "tx_id": receipt.tx_id.to_string(),
+                "block_number": receipt.block_number, "position": receipt.position})));
+    }
+    Ok(())
+}
+
+fn receipt_json(receipt: &Receipt, record_id: &str, version: u32) -> Value {
+    json!({
+        "tx_id": receipt.tx_id.to_string(),
+        "record_id": record_id,
+        "version": version,
+        "block_number": receipt.block_number,
+        "position": receipt.position,
+    })
+}
+
+/// A JSON object of metadata as compact text.
+fn metadata_text(metadata: Option<Map<String, Value>>) -> String {
+    Value::Object(metadata.unwrap_or_default()).to_string()
+}
+
+fn payload_unsupported() -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_IMPLEMENTED,
+        "payload_unsupported",
+        "payload uploads are not available yet (the encrypted payload pipeline is not built); submit metadata only",
+    )
+}
+
+// ---- Create ----
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewRecord {
+    patient_id: String,
+    hospital_id: String,
+    record_type: String,
+    #[serde(default)]
+    record_id: Option<String>,
+    #[serde(default)]
+    created_at: Option<Timestamp>,
+    #[serde(default)]
+    metadata: Option<Map<String, Value>>,
+    #[serde(default)]
+    payload: Option<Value>,
+}
+
+/// Authorizes and builds a creation; nothing is submitted.
+fn creation(state: &AppState, caller: &Caller, body: NewRecord) -> Result<Envelope, ApiError> {
+    if !caller.may_write_records_of(&body.hospital_id) {
+        return Err(ApiError::forbidden(format!(
+            "you may not write records of hospital `{}`",
+            body.hospital_id
+        )));
+    }
+    if body.payload.is_some() {
+        return Err(payload_unsupported());
+    }
+    let record_id = body
+        .record_id
+        .unwrap_or_else(|| format!("r-{}", uuid::Uuid::now_v7().simple()));
+    let submitted = now();
+    let event = Event::RecordCreated(RecordCreated {
+        record_id: record_id.clone(),
+        patient_id: body.patient_id,
+        author_id: caller.id().to_owned(),
+        hospital_id: body.hospital_id,
+        record_type: body.record_type,
+        created_at: body.created_at.unwrap_or(submitted),
+        version: 1,
+        metadata: metadata_text(body.metadata),
+        payload: None,
+    });
+    let env = envelope(caller, event);
+    env.check_limits()
+        .map_err(|e| ApiError::bad_request("invalid_field", e.to_string()))?;
+    let current = Views::new(state.views.as_ref())
+        .record(&record_id)
+        .map_err(store_error)?;
+    apply_record_event(current.as_ref().map(|c| &c.state), &env.event)
+        .map_err(|e| contract_error(&e))?;
+    Ok(env)
+}
+
+/// `POST /v1/records`.
+pub async fn create(
+    state: Data,
+    caller: Caller,
+    query: web::Query<WaitQuery>,
+    body: web::Json<NewRecord>,
+) -> Result<HttpResponse, ApiError> {
+    let projected = query.projected()?;
+    let env = creation(&state, &caller, body.into_inner())?;
+    let record_id = env.event.record_id().unwrap_or_default().to_owned();
+    let receipt = commit(&state, &env, projected).await?;
+    Ok(HttpResponse::Created().json(receipt_json(&receipt, &record_id, 1)))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewRecords {
+    records: Vec<Value>,
+}
+
+/// `POST /v1/records/batch`: every record gets its own outcome, in order; a rejected
+/// record does not stop the others.
+pub async fn create_batch(
+    state: Data,
+    caller: Caller,
+    query: web::Query<WaitQuery>,
+    body: web::Json<NewRecords>,
+) -> Result<HttpResponse, ApiError> {
+    let projected = query.projected()?;
+    let records = body.into_inner().records;
+    if records.is_empty() || records.len() > BATCH_RECORDS_MAX {
+        return Err(ApiError::bad_request(
+            "invalid_batch",
+            format!("a batch holds 1 to {BATCH_RECORDS_MAX} records, not {}", records.len()),
+        ));
+    }
+    let mut outcomes: Vec<Option<Value>> = vec![None; records.len()];
+    let mut pending = Vec::new();
+    for (i, raw) in records.into_iter().enumerate() {
+        let built = serde_json::from_value::<NewRecord>(raw)
+            .map_err(|e| ApiError::bad_request("invalid_body", format!("invalid record: {e}")))
+            .and_then(|r| creation(&state, &caller, r));
+        match built {
+            Ok(env) => match state.orderer.enqueue(&env) {
+                Ok(rx) => pending.push((i, env, rx)),
+                Err(e) => outcomes[i] = Some(item_error(&submit_error(e))),
+            },
+            Err(e) => outcomes[i] = Some(item_error(&e)),
+        }
+    }
+    let mut last_block = None;
+    let mut receipts = Vec::new();
+    for (i, env, rx) in pending {
+        match rx.await.unwrap_or(Err(SubmitError::Closed)) {
+            Ok(receipt) => {
+                last_block = last_block.max(Some(receipt.block_number));
+                receipts.push((i, env, receipt));
+            }
+            Err(e) => outcomes[i] = Some(item_error(&submit_error(e))),
+        }
+    }
+    state.projector.nudge();
+    for (i, env, receipt) in receipts {
+        let record_id = env.event.record_id().unwrap_or_default();
+        let outcome = if projected {
+            match wait_projected(&state, &receipt).await {
+                Ok(()) => json!({"status": 201, "result": receipt_json(&receipt, record_id, 1)}),
+                Err(e) => item_error(&e),
+            }
+        } else {
+            json!({"status": 201, "result": receipt_json(&receipt, record_id, 1)})
+        };
+        outcomes[i] = Some(outcome);
+    }
+    let items: Vec<Value> = outcomes.into_iter().map(|o| o.unwrap_or(Value::Null)).collect();
+    let failed = items.iter().filter(|o| o["status"] != 201).count();
+    Ok(HttpResponse::Ok().json(json!({"items": items, "committed": items.len() - failed, "failed": failed})))
+}
+
+fn item_error(e: &ApiError) -> Value {
+    json!({"status": e.status.as_u16(), "error": {"code": e.code, "message": e.message, "details": e.details}})
+}
+
+// ---- Amend and change status ----
+
+fn load_for_write(state: &AppState, caller: &Caller, record_id: &str) -> Result<VersionEntry, ApiError> {
+    let current = Views::new(state.views.as_ref())
+        .record(record_id)
+        .map_err(store_error)?
+        .ok_or_else(|| ApiError::not_found("record", record_id))?;
+    if !caller.may_write_records_of(&current.state.hospital_id) {
+        return Err(ApiError::forbidden(format!(
+            "you may not change records of hospital `{}`",
+            current.state.hospital_id
+        )));
+    }
+    Ok(current)
+}
+
+fn check_expected(current: &VersionEntry, expected: Option<u32>) -> Result<(), ApiError> {
+    match expected {
+        Some(v) if v != current.state.version => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "version_conflict",
+            format!(
+                "record `{}` is at version {}, not the expected {v}",
+                current.state.record_id, current.state.version
+            ),
+        )
+        .with_details(json!({"current_version": current.state.version}))),
+        _ => Ok(()),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Amendment {
+    reason: String,
+    #[serde(default)]
+    metadata: Option<Map<String, Value>>,
+    #[serde(default)]
+    payload: Option<Value>,
+    #[serde(default)]
+    expected_version: Option<u32>,
+}
+
+/// `POST /v1/records/{id}/amendments`.
+pub async fn amend(
+    state: Data,
+    caller: Caller,
+    path: web::Path<String>,
+    query: web::Query<WaitQuery>,
+    body: web::Json<Amendment>,
+) -> Result<HttpResponse, ApiError> {
+    let projected = query.projected()?;
+    let record_id = path.into_inner();
+    let body = body.into_inner();
+    if body.payload.is_some() {
+        return Err(payload_unsupported());
+    }
+    let current = load_for_write(&state, &caller, &record_id)?;
+    check_expected(&current, body.expected_version)?;
+    let version = current.state.version + 1;
+    let env = envelope(
+        &caller,
+        Event::RecordAmended(RecordAmended {
+            record_id: record_id.clone(),
+            version,
+            author_id: caller.id().to_owned(),
+            amended_at: now(),
+            reason: body.reason,
+            metadata: body.metadata.map(|m| Value::Object(m).to_string()),
+            payload: None,
+        }),
+    );
+    apply_record_event(Some(&current.state), &env.event).map_err(|e| contract_error(&e))?;
+    let receipt = commit(&state, &env, projected).await?;
+    Ok(HttpResponse::Created().json(receipt_json(&receipt, &record_id, version)))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StatusChange {
+    status: RecordStatus,
+    reason: String,
+    #[serde(default)]
+    expected_version: Option<u32>,
+}
+
+/// `POST /v1/records/{id}/status`.
+pub async fn change_status(
+    state: Data,
+    caller: Caller,
+    path: web::Path<String>,
+    query: web::Query<WaitQuery>,
+    body: web::Json<StatusChange>,
+) -> Result<HttpResponse, ApiError> {
+    let projected = query.projected()?;
+    let record_id = path.into_inner();
+    let body = body.into_inner();
+    let current = load_for_write(&state, &caller, &record_id)?;
+    check_expected(&current, body.expected_version)?;
+    let version = current.state.version + 1;
+    let env = envelope(
+        &caller,
+        Event::RecordStatusChanged(RecordStatusChanged {
+            record_id: record_id.clone(),
+            version,
+            author_id: caller.id().to_owned(),
+            changed_at: now(),
+            status: body.status,
+            reason: body.reason,
+        }),
+    );
+    apply_record_event(Some(&current.state), &env.event).map_err(|e| contract_error(&e))?;
+    let receipt = commit(&state, &env, projected).await?;
+    Ok(HttpResponse::Created().json(receipt_json(&receipt, &record_id, version)))
+}
+
+// ---- Grants ----
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewGrant {
+    grantee_id: String,
+    #[serde(default)]
+    expires_at: Option<Timestamp>,
+    #[serde(default)]
+    scope: Vec<String>,
+}
+
+/// `POST /v1/patients/{id}/grants`.
+pub async fn grant(
+    state: Data,
+    caller: Caller,
+    path: web::Path<String>,
+    query: web::Query<WaitQuery>,
+    body: web::Json<NewGrant>,
+) -> Result<HttpResponse, ApiError> {
+    let projected = query.projected()?;
+    let patient_id = path.into_inner();
+    if !caller.may_manage_grants_of(&patient_id) {
+        return Err(ApiError::forbidden(format!("you may not manage the grants of `{patient_id}`")));
+    }
+    let body = body.into_inner();
+    let env = envelope(
+        &caller,
+        Event::AccessGranted(AccessGranted {
+            patient_id: patient_id.clone(),
+            grantee_id: body.grantee_id.clone(),
+            granted_by: caller.id().to_owned(),
+            granted_at: now(),
+            expires_at: body.expires_at,
+            scope: body.scope,
+        }),
+    );
+    env.check_limits()
+        .map_err(|e| ApiError::bad_request("invalid_field", e.to_string()))?;
+    let current = Views::new(state.views.as_ref())
+        .grant(&patient_id, &body.grantee_id)
+        .map_err(store_error)?;
+    apply_grant_event(current.as_ref(), &env.event).map_err(|e| contract_error(&e))?;
+    let receipt = commit(&state, &env, projected).await?;
+    Ok(HttpResponse::Created().json(json!({
+        "tx_id": receipt.tx_id.to_string(),
+        "patient_id": patient_id,
+        "grantee_id": body.grantee_id,
+        "block_number": receipt.block_number,
+        "position": receipt.position,
+    })))
+}
+
+/// `DELETE /v1/patients/{id}/grants/{grantee}`.
+pub async fn revoke(
+    state: Data,
+    caller: Caller,
+    path: web::Path<(String, String)>,
+    query: web::Query<WaitQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let projected = query.projected()?;
+    let (patient_id, grantee_id) = path.into_inner();
+    if !caller.may_manage_grants_of(&patient_id) {
+        return Err(ApiError::forbidden(format!("you may not manage the grants of `{patient_id}`")));
+    }
+    let env = envelope(
+        &caller,
+        Event::AccessRevoked(AccessRevoked {
+            patient_id: patient_id.clone(),
+            grantee_id: grantee_id.clone(),
+            revoked_by: caller.id().to_owned(),
+            revoked_at: now(),
+        }),
+    );
+    env.check_limits()
+        .map_err(|e| ApiError::bad_request("invalid_field", e.to_string()))?;
+    let current = Views::new(state.views.as_ref())
+        .grant(&patient_id, &grantee_id)
+        .map_err(store_error)?;
+    apply_grant_event(current.as_ref(), &env.event).map_err(|e| contract_error(&e))?;
+    let receipt = commit(&state, &env, projected).await?;
+    Ok(HttpResponse::Ok().json(json!({
+        "tx_id": receipt.tx_id.to_string(),
+        "patient_id": patient_id,
+        "grantee_id": grantee_id,
+        "block_number": receipt.block_number,
+        "position": receipt.position,
+    })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GrantsQuery {
+    after: Option<String>,
+    limit: Option<usize>,
+}
+
+/// `GET /v1/patients/{id}/grants`.
+pub async fn list_grants(
+    state: Data,
+    caller: Caller,
+    path: web::Path<String>,
+    query: web::Query<GrantsQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let patient_id = path.into_inner();
+    if !caller.may_manage_grants_of(&patient_id) {
+        return Err(ApiError::forbidden(format!("you may not see the grants of `{patient_id}`")));
+    }
+    let grants = Views::new(state.views.as_ref())
+        .grants(&patient_id, query.after.as_deref(), query.limit.unwrap_or(DEFAULT_LIMIT))
+        .map_err(query_error)?;
+    Ok(HttpResponse::Ok().json(json!({"items": grants})))
+}
+
+// ---- Reads ----
+
+/// A record version as JSON: the state, metadata as an object, and where it was made.
+pub fn record_json(entry: &VersionEntry) -> Value {
+    let s = &entry.state;
+    let metadata: Value = serde_json::from_str(&s.metadata).unwrap_or(Value::Null);
+    json!({
+        "record_id": s.record_id,
+        "patient_id": s.patient_id,
+        "hospital_id": s.hospital_id,
+        "record_type": s.record_type,
+        "author_id": s.author_id,
+        "created_at": s.created_at,
+        "version": s.version,
+        "status": s.status,
+        "metadata": metadata,
+        "payload": s.payload.as_ref().map(|p| json!({
+            "cid": p.cid, "size": p.size, "sha256": p.sha256, "content_type": p.content_type,
+        })),
+        "payload_erased": s.payload_erased,
+        "updated_at": s.updated_at,
+        "updated_by": s.updated_by,
+        "event": entry.event_kind().map(|k| k.as_str()),
+        "tx_id": entry.at.tx_id().to_string(),
+        "block_number": entry.at.block,
+        "position": entry.at.position,
+    })
+}
+
+/// Whether `caller` may read `entry` (looks up the caller's grant for clinicians).
+fn may_read(state: &AppState, caller: &Caller, entry: &VersionEntry) -> Result<bool, ApiError> {
+    let grant = if caller.role() == super::auth::Role::Clinician {
+        Views::new(state.views.as_ref())
+            .grant(&entry.state.patient_id, caller.id())
+            .map_err(store_error)?
+    } else {
+        None
+    };
+    Ok(caller.may_read_record(&entry.state, grant.as_ref(), now()))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RecordQuery {
+    as_of_block: Option<u64>,
+}
+
+/// `GET /v1/records/{id}[?as_of_block=N]`: the record as of the ledger's first N blocks.
+pub async fn get(
+    state: Data,
+    caller: Caller,
+    path: web::Path<String>,
+    query: web::Query<RecordQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let record_id = path.into_inner();
+    let views = Views::new(state.views.as_ref());
+    let current = views
+        .record(&record_id)
+        .map_err(store_error)?
+        .ok_or_else(|| ApiError::not_found("record", &record_id))?;
+    if !may_read(&state, &caller, &current)? {
+        return Err(ApiError::forbidden(format!("you may not read record `{record_id}`")));
+    }
+    let entry = match query.as_of_block {
+        None => current,
+        Some(height) => views
+            .record_as_of(&record_id, height)
+            .map_err(store_error)?
+            .ok_or_else(|| {
+                ApiError::new(
+                    StatusCode::NOT_FOUND,
+                    "not_found",
+                    format!("record `{record_id}` did not exist in the first {height} blocks"),
+                )
+            })?,
+    };
+    Ok(HttpResponse::Ok().json(record_json(&entry)))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HistoryQuery {
+    after_version: Option<u32>,
+    limit: Option<usize>,
+}
+
+/// `GET /v1/records/{id}/history`: every version, oldest first, each with its block and tx.
+pub async fn history(
+    state: Data,
+    caller: Caller,
+    path: web::Path<String>,
+    query: web::Query<HistoryQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let record_id = path.into_inner();
+    let views = Views::new(state.views.as_ref());
+    let current = views
+        .record(&record_id)
+        .map_err(store_error)?
+        .ok_or_else(|| ApiError::not_found("record", &record_id))?;
+    if !may_read(&state, &caller, &current)? {
+        return Err(ApiError::forbidden(format!("you may not read record `{record_id}`")));
+    }
+    let limit = query.limit.unwrap_or(DEFAULT_LIMIT);
+    let versions = views
+        .record_history(&record_id, query.after_version.unwrap_or(0), limit)
+        .map_err(query_error)?;
+    let next = (versions.len() == limit)
+        .then(|| versions.last().map(|v| v.state.version))
+        .flatten()
+        .filter(|&v| v < current.state.version);
+    Ok(HttpResponse::Ok().json(json!({
+        "items": versions.iter().map(record_json).collect::<Vec<_>>(),
+        "next_after_version": next,
+    })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TimelineQuery {
+    #[serde(rename = "type")]
+    record_type: Option<String>,
+    status: Option<RecordStatus>,
+    from: Option<Timestamp>,
+    to: Option<Timestamp>,
+    limit: Option<usize>,
+    cursor: Option<String>,
+}
+
+impl TimelineQuery {
+    fn filter(&self) -> TimelineFilter {
+        TimelineFilter {
+            record_type: self.record_type.clone(),
+            status: self.status,
+            from: self.from,
+            to: self.to,
+        }
+    }
+}
+
+enum OwnerKind {
+    Patient,
+    Clinician,
+    Hospital,
+}
+
+async fn timeline(
+    state: Data,
+    caller: Caller,
+    kind: OwnerKind,
+    owner: String,
+    query: TimelineQuery,
+) -> Result<HttpResponse, ApiError> {
+    let allowed = match kind {
+        OwnerKind::Patient => caller.may_list_patient(&owner),
+        OwnerKind::Clinician => caller.may_list_clinician(&owner),
+        OwnerKind::Hospital => caller.may_list_hospital(&owner),
+    };
+    if !allowed {
+        return Err(ApiError::forbidden(format!("you may not list the records of `{owner}`")));
+    }
+    let limit = query.limit.unwrap_or(DEFAULT_LIMIT);
+    if limit == 0 || limit > PAGE_LIMIT_MAX {
+        return Err(ApiError::bad_request(
+            "invalid_limit",
+            format!("limit must be between 1 and {PAGE_LIMIT_MAX}"),
+        ));
+    }
+    let st = state.clone();
+    let page = web::block(move || {
+        let views = Views::new(st.views.as_ref());
+        let owner_ref = match kind {
+            OwnerKind::Patient => Owner::Patient(&owner),
+            OwnerKind::Clinician => Owner::Author(&owner),
+            OwnerKind::Hospital => Owner::Hospital(&owner),
+        };
+        views.timeline(owner_ref, &query.filter(), query.cursor.as_deref(), limit)
+    })
+    .await
+    .map_err(|e| ApiError::internal(e.to_string()))?
+    .map_err(query_error)?;
+    let mut items = Vec::with_capacity(page.items.len());
+    for entry in &page.items {
+        if may_read(&state, &caller, entry)? {
+            items.push(record_json(entry));
+        }
+    }
+    Ok(HttpResponse::Ok().json(json!({"items": items, "next_cursor": page.next_cursor})))
+}
+
+/// `GET /v1/patients/{id}/records`.
+pub async fn patient_timeline(
+    state: Data,
+    caller: Caller,
+    path: web::Path<String>,
+    query: web::Query<TimelineQuery>,
+) -> Result<HttpResponse, ApiError> {
+    timeline(state, caller, OwnerKind::Patient, path.into_inner(), query.into_inner()).await
+}
+
+/// `GET /v1/clinicians/{id}/records`.
+pub async fn clinician_timeline(
+    state: Data,
+    caller: Caller,
+    path: web::Path<String>,
+    query: web::Query<TimelineQuery>,
+) -> Result<HttpResponse, ApiError> {
+    timeline(state, caller, OwnerKind::Clinician, path.into_inner(), query.into_inner()).await
+}
+
+/// `GET /v1/hospitals/{id}/records`.
+pub async fn hospital_timeline(
+    state: Data,
+    caller: Caller,
+    path: web::Path<String>,
+    query: web::Query<TimelineQuery>,
+) -> Result<HttpResponse, ApiError> {
+    timeline(state, caller, OwnerKind::Hospital, path.into_inner(), query.into_inner()).await
+}
+
+/// `GET /v1/patients/{id}/export`: the whole timeline as NDJSON, streamed in constant
+/// memory (a bounded channel between the reading thread and the response).
+pub async fn patient_export(
+    state: Data,
+    caller: Caller,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let patient_id = path.into_inner();
+    if !caller.may_list_patient(&patient_id) {
+        return Err(ApiError::forbidden(format!("you may not export the records of `{patient_id}`")));
+    }
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<web::Bytes, ApiError>>(64);
+    let st = state.clone();
+    std::thread::Builder::new()
+        .name("export".into())
+        .spawn(move || {
+            let views = Views::new(st.views.as_ref());
+            let result = views.export_timeline(
+                Owner::Patient(&patient_id),
+                &TimelineFilter::default(),
+                &mut |entry| {
+                    match may_read(&st, &caller, &entry) {
+                        Ok(false) => return ControlFlow::Continue(()),
+                        Ok(true) => {}
+                        Err(e) => {
+                            let _ = tx.blocking_send(Err(e));
+                            return ControlFlow::Break(());
+                        }
+                    }
+                    let mut line = record_json(&entry).to_string();
+                    line.push('\n');
+                    if tx.blocking_send(Ok(web::Bytes::from(line))).is_err() {
+                        return ControlFlow::Break(()); // the client went away
+                    }
+                    ControlFlow::Continue(())
+                },
+            );
+            if let Err(e) = result {
+                let _ = tx.blocking_send(Err(query_error(e)));
+            }
+        })
+        .map_err(|e| ApiError::internal(format!("starting the export: {e}")))?;
+    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|item| (item, rx))
+    });
+    Ok(HttpResponse::Ok()
+        .content_type("application/x-ndjson")
+        .streaming(stream))
+}
