@@ -59,8 +59,8 @@ impl Core {
         let orderer = Arc::new(Orderer::start(ledger.clone(), config.orderer.clone())?);
         let auth = match &config.jwt_public_key {
             Some(path) => {
-                let pem = std::fs::read(path)
-                    .map_err(|e| format!("reading {}: {e}", path.display()))?;
+                let pem =
+                    std::fs::read(path).map_err(|e| format!("reading {}: {e}", path.display()))?;
                 Auth::rs256(&pem)?
             }
             None => {
@@ -112,9 +112,7 @@ pub fn app(
     impl actix_web::dev::ServiceFactory<
         actix_web::dev::ServiceRequest,
         Config = (),
-        Response = actix_web::dev::ServiceResponse<
-            actix_web::body::EncodingWrapper<actix_web::body::BoxBody>,
-        >,
+        Response = actix_web::dev::ServiceResponse<impl actix_web::body::MessageBody>,
         Error = actix_web::Error,
         InitError = (),
     >,

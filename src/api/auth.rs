@@ -164,13 +164,15 @@ fn caller(req: &HttpRequest) -> Result<Caller, ApiError> {
     let header = req
         .headers()
         .get(actix_web::http::header::AUTHORIZATION)
-        .ok_or_else(|| ApiError::unauthorized("an `Authorization: Bearer <token>` header is required"))?;
+        .ok_or_else(|| {
+            ApiError::unauthorized("an `Authorization: Bearer <token>` header is required")
+        })?;
     let text = header
         .to_str()
         .map_err(|_| ApiError::unauthorized("the Authorization header is not text"))?;
-    let token = text
-        .strip_prefix("Bearer ")
-        .ok_or_else(|| ApiError::unauthorized("the Authorization header must be `Bearer <token>`"))?;
+    let token = text.strip_prefix("Bearer ").ok_or_else(|| {
+        ApiError::unauthorized("the Authorization header must be `Bearer <token>`")
+    })?;
     state.auth.check(token.trim()).map(Caller)
 }
 
@@ -201,13 +203,20 @@ impl Caller {
 
     /// May read a record's metadata: its patient; a clinician of its hospital or one the
     /// patient granted (unexpired, in scope); an auditor; an admin.
-    pub fn may_read_record(&self, record: &RecordState, grant: Option<&GrantState>, now: Timestamp) -> bool {
+    pub fn may_read_record(
+        &self,
+        record: &RecordState,
+        grant: Option<&GrantState>,
+        now: Timestamp,
+    ) -> bool {
         match self.role() {
             Role::Admin | Role::Auditor => true,
             Role::Patient => self.id() == record.patient_id,
             Role::Clinician => {
                 self.hospital() == Some(record.hospital_id.as_str())
-                    || grant.is_some_and(|g| g.grantee_id == self.id() && g.allows(&record.record_type, now))
+                    || grant.is_some_and(|g| {
+                        g.grantee_id == self.id() && g.allows(&record.record_type, now)
+                    })
             }
         }
     }

@@ -1,10 +1,10 @@
 //! `/metrics` in the Prometheus text format: request latency per route, submissions,
 //! blocks by cut reason, queue depth, in-flight blocks, projector lag.
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
 use std::collections::BTreeMap;
 use std::fmt::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
 
 use actix_web::{web, HttpResponse};
 
@@ -49,16 +49,38 @@ impl Metrics {
 
     fn render_requests(&self, out: &mut String) {
         let map = self.requests.lock().unwrap_or_else(|p| p.into_inner());
-        let _ = writeln!(out, "# HELP medledger_http_request_duration_seconds HTTP request latency by route.");
-        let _ = writeln!(out, "# TYPE medledger_http_request_duration_seconds histogram");
+        let _ = writeln!(
+            out,
+            "# HELP medledger_http_request_duration_seconds HTTP request latency by route."
+        );
+        let _ = writeln!(
+            out,
+            "# TYPE medledger_http_request_duration_seconds histogram"
+        );
         for ((method, route, status), h) in map.iter() {
             let labels = format!("method=\"{method}\",route=\"{route}\",status=\"{status}\"");
             for (i, b) in BUCKETS.iter().enumerate() {
-                let _ = writeln!(out, "medledger_http_request_duration_seconds_bucket{{{labels},le=\"{b}\"}} {}", h.counts[i]);
+                let _ = writeln!(
+                    out,
+                    "medledger_http_request_duration_seconds_bucket{{{labels},le=\"{b}\"}} {}",
+                    h.counts[i]
+                );
             }
-            let _ = writeln!(out, "medledger_http_request_duration_seconds_bucket{{{labels},le=\"+Inf\"}} {}", h.count);
-            let _ = writeln!(out, "medledger_http_request_duration_seconds_sum{{{labels}}} {}", h.sum);
-            let _ = writeln!(out, "medledger_http_request_duration_seconds_count{{{labels}}} {}", h.count);
+            let _ = writeln!(
+                out,
+                "medledger_http_request_duration_seconds_bucket{{{labels},le=\"+Inf\"}} {}",
+                h.count
+            );
+            let _ = writeln!(
+                out,
+                "medledger_http_request_duration_seconds_sum{{{labels}}} {}",
+                h.sum
+            );
+            let _ = writeln!(
+                out,
+                "medledger_http_request_duration_seconds_count{{{labels}}} {}",
+                h.count
+            );
         }
     }
 }
@@ -74,28 +96,119 @@ pub async fn render(state: web::Data<AppState>) -> HttpResponse {
     let mut out = String::with_capacity(8192);
     let stats = state.orderer.stats();
     let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
-    metric(&mut out, "medledger_submissions_total", "counter", "Transactions accepted into the orderer's queue.", load(&stats.submitted));
-    metric(&mut out, "medledger_committed_total", "counter", "Transactions durable in a block.", load(&stats.committed));
-    metric(&mut out, "medledger_rejected_busy_total", "counter", "Submissions refused because the queue was full.", load(&stats.rejected_busy));
-    metric(&mut out, "medledger_failed_blocks_total", "counter", "Blocks whose write or fsync failed.", load(&stats.failed_blocks));
-    metric(&mut out, "medledger_block_bytes_total", "counter", "Bytes of blocks written.", load(&stats.block_bytes));
-    let _ = writeln!(out, "# HELP medledger_blocks_total Blocks committed, by cut reason.");
+    metric(
+        &mut out,
+        "medledger_submissions_total",
+        "counter",
+        "Transactions accepted into the orderer's queue.",
+        load(&stats.submitted),
+    );
+    metric(
+        &mut out,
+        "medledger_committed_total",
+        "counter",
+        "Transactions durable in a block.",
+        load(&stats.committed),
+    );
+    metric(
+        &mut out,
+        "medledger_rejected_busy_total",
+        "counter",
+        "Submissions refused because the queue was full.",
+        load(&stats.rejected_busy),
+    );
+    metric(
+        &mut out,
+        "medledger_failed_blocks_total",
+        "counter",
+        "Blocks whose write or fsync failed.",
+        load(&stats.failed_blocks),
+    );
+    metric(
+        &mut out,
+        "medledger_block_bytes_total",
+        "counter",
+        "Bytes of blocks written.",
+        load(&stats.block_bytes),
+    );
+    let _ = writeln!(
+        out,
+        "# HELP medledger_blocks_total Blocks committed, by cut reason."
+    );
     let _ = writeln!(out, "# TYPE medledger_blocks_total counter");
     for reason in CutReason::ALL {
         let n = load(&stats.blocks_by_reason[reason.as_u8() as usize]);
-        let _ = writeln!(out, "medledger_blocks_total{{reason=\"{}\"}} {n}", reason.as_str());
+        let _ = writeln!(
+            out,
+            "medledger_blocks_total{{reason=\"{}\"}} {n}",
+            reason.as_str()
+        );
     }
-    metric(&mut out, "medledger_queue_depth", "gauge", "Submissions waiting to be cut.", state.orderer.queue_depth());
-    metric(&mut out, "medledger_inflight_blocks", "gauge", "Blocks cut but not yet durable.", stats.inflight_blocks.load(Ordering::Relaxed));
-    metric(&mut out, "medledger_ledger_height", "gauge", "Blocks in the ledger.", state.ledger.tip().height);
-    metric(&mut out, "medledger_ledger_fsyncs_total", "counter", "fdatasync calls by the ledger.", state.ledger.fsyncs());
+    metric(
+        &mut out,
+        "medledger_queue_depth",
+        "gauge",
+        "Submissions waiting to be cut.",
+        state.orderer.queue_depth(),
+    );
+    metric(
+        &mut out,
+        "medledger_inflight_blocks",
+        "gauge",
+        "Blocks cut but not yet durable.",
+        stats.inflight_blocks.load(Ordering::Relaxed),
+    );
+    metric(
+        &mut out,
+        "medledger_ledger_height",
+        "gauge",
+        "Blocks in the ledger.",
+        state.ledger.tip().height,
+    );
+    metric(
+        &mut out,
+        "medledger_ledger_fsyncs_total",
+        "counter",
+        "fdatasync calls by the ledger.",
+        state.ledger.fsyncs(),
+    );
     let lag = state.projector.lag();
-    metric(&mut out, "medledger_views_height", "gauge", "Blocks reflected in the views.", state.projector.applied_height());
-    metric(&mut out, "medledger_projector_lag_blocks", "gauge", "Committed blocks not yet in the views.", lag.blocks);
-    metric(&mut out, "medledger_projector_lag_seconds", "gauge", "Seconds since the views were last caught up.", lag.seconds);
+    metric(
+        &mut out,
+        "medledger_views_height",
+        "gauge",
+        "Blocks reflected in the views.",
+        state.projector.applied_height(),
+    );
+    metric(
+        &mut out,
+        "medledger_projector_lag_blocks",
+        "gauge",
+        "Committed blocks not yet in the views.",
+        lag.blocks,
+    );
+    metric(
+        &mut out,
+        "medledger_projector_lag_seconds",
+        "gauge",
+        "Seconds since the views were last caught up.",
+        lag.seconds,
+    );
     let (applied, rejected) = state.projector.counts();
-    metric(&mut out, "medledger_projected_total", "counter", "Transactions applied to the views since start.", applied);
-    metric(&mut out, "medledger_projected_rejected_total", "counter", "Committed transactions the contract rejected since start.", rejected);
+    metric(
+        &mut out,
+        "medledger_projected_total",
+        "counter",
+        "Transactions applied to the views since start.",
+        applied,
+    );
+    metric(
+        &mut out,
+        "medledger_projected_rejected_total",
+        "counter",
+        "Committed transactions the contract rejected since start.",
+        rejected,
+    );
     state.metrics.render_requests(&mut out);
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4")

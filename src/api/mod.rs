@@ -64,21 +64,39 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .route("/records/{id}", web::get().to(records::get))
             .route("/records/{id}/history", web::get().to(records::history))
             .route("/records/{id}/amendments", web::post().to(records::amend))
-            .route("/records/{id}/status", web::post().to(records::change_status))
-            .route("/patients/{id}/records", web::get().to(records::patient_timeline))
-            .route("/patients/{id}/export", web::get().to(records::patient_export))
+            .route(
+                "/records/{id}/status",
+                web::post().to(records::change_status),
+            )
+            .route(
+                "/patients/{id}/records",
+                web::get().to(records::patient_timeline),
+            )
+            .route(
+                "/patients/{id}/export",
+                web::get().to(records::patient_export),
+            )
             .route("/patients/{id}/grants", web::post().to(records::grant))
             .route("/patients/{id}/grants", web::get().to(records::list_grants))
-            .route("/patients/{id}/grants/{grantee}", web::delete().to(records::revoke))
-            .route("/clinicians/{id}/records", web::get().to(records::clinician_timeline))
-            .route("/hospitals/{id}/records", web::get().to(records::hospital_timeline)),
+            .route(
+                "/patients/{id}/grants/{grantee}",
+                web::delete().to(records::revoke),
+            )
+            .route(
+                "/clinicians/{id}/records",
+                web::get().to(records::clinician_timeline),
+            )
+            .route(
+                "/hospitals/{id}/records",
+                web::get().to(records::hospital_timeline),
+            ),
     )
     .default_service(web::to(|| async {
-        ApiError::new(
+        Err::<HttpResponse, _>(ApiError::new(
             actix_web::http::StatusCode::NOT_FOUND,
             "no_route",
             "no such route",
-        )
+        ))
     }));
 }
 
@@ -95,7 +113,9 @@ fn json_error(err: actix_web::error::JsonPayloadError) -> ApiError {
             "unsupported_media_type",
             "the body must be `application/json`",
         ),
-        E::Deserialize(e) => ApiError::bad_request("invalid_body", format!("invalid JSON body: {e}")),
+        E::Deserialize(e) => {
+            ApiError::bad_request("invalid_body", format!("invalid JSON body: {e}"))
+        }
         other => ApiError::bad_request("invalid_body", format!("unreadable body: {other}")),
     }
 }
@@ -108,7 +128,8 @@ async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     let lag = state.projector.lag();
     let poisoned = state.ledger.poisoned();
     let projector_error = state.projector.error();
-    let ready = poisoned.is_none() && projector_error.is_none() && lag.blocks <= READY_LAG_BLOCKS_MAX;
+    let ready =
+        poisoned.is_none() && projector_error.is_none() && lag.blocks <= READY_LAG_BLOCKS_MAX;
     let body = json!({
         "ready": ready,
         "height": state.ledger.tip().height,

@@ -72,7 +72,6 @@ fn submit_error(e: SubmitError) -> ApiError {
         SubmitError::Busy => ApiError::unavailable("busy", e.to_string(), 1),
         SubmitError::Closed => ApiError::unavailable("shutting_down", e.to_string(), 5),
         SubmitError::Failed(_) => ApiError::internal(e.to_string()).with_code("ledger_failed"),
-        other => ApiError::internal(other.to_string()),
     }
 }
 
@@ -115,11 +114,7 @@ impl WaitQuery {
 
 /// Checks limits, submits and waits for durability (and the views when asked). The
 /// answer names the tx, its block and position.
-async fn commit(
-    state: &AppState,
-    env: &Envelope,
-    projected: bool,
-) -> Result<Receipt, ApiError> {
+async fn commit(state: &AppState, env: &Envelope, projected: bool) -> Result<Receipt, ApiError> {
     env.check_limits()
         .map_err(|e| ApiError::bad_request("invalid_field", e.to_string()))?;
     let receipt = state.orderer.submit(env).await.map_err(submit_error)?;
@@ -144,9 +139,12 @@ async fn wait_projected(state: &AppState, receipt: &Receipt) -> Result<(), ApiEr
         .rejection(receipt.block_number, receipt.position)
         .map_err(store_error)?
     {
-        return Err(ApiError::new(StatusCode::CONFLICT, "rejected_at_commit", r.message)
-            .with_details(json!({"contract_code": r.code, "tx_id": receipt.tx_id.to_string(),
-                "block_number": receipt.block_number, "position": receipt.position})));
+        return Err(
+            ApiError::new(StatusCode::CONFLICT, "rejected_at_commit", r.message).with_details(
+                json!({"contract_code": r.code, "tx_id": receipt.tx_id.to_string(),
+                "block_number": receipt.block_number, "position": receipt.position}),
+            ),
+        );
     }
     Ok(())
 }
@@ -262,7 +260,10 @@ pub async fn create_batch(
     if records.is_empty() || records.len() > BATCH_RECORDS_MAX {
         return Err(ApiError::bad_request(
             "invalid_batch",
-            format!("a batch holds 1 to {BATCH_RECORDS_MAX} records, not {}", records.len()),
+            format!(
+                "a batch holds 1 to {BATCH_RECORDS_MAX} records, not {}",
+                records.len()
+            ),
         ));
     }
     let mut outcomes: Vec<Option<Value>> = vec![None; records.len()];
@@ -303,9 +304,13 @@ pub async fn create_batch(
         };
         outcomes[i] = Some(outcome);
     }
-    let items: Vec<Value> = outcomes.into_iter().map(|o| o.unwrap_or(Value::Null)).collect();
+    let items: Vec<Value> = outcomes
+        .into_iter()
+        .map(|o| o.unwrap_or(Value::Null))
+        .collect();
     let failed = items.iter().filter(|o| o["status"] != 201).count();
-    Ok(HttpResponse::Ok().json(json!({"items": items, "committed": items.len() - failed, "failed": failed})))
+    Ok(HttpResponse::Ok()
+        .json(json!({"items": items, "committed": items.len() - failed, "failed": failed})))
 }
 
 fn item_error(e: &ApiError) -> Value {
@@ -314,7 +319,11 @@ fn item_error(e: &ApiError) -> Value {
 
 // ---- Amend and change status ----
 
-fn load_for_write(state: &AppState, caller: &Caller, record_id: &str) -> Result<VersionEntry, ApiError> {
+fn load_for_write(
+    state: &AppState,
+    caller: &Caller,
+    record_id: &str,
+) -> Result<VersionEntry, ApiError> {
     let current = Views::new(state.views.as_ref())
         .record(record_id)
         .map_err(store_error)?
@@ -451,7 +460,9 @@ pub async fn grant(
     let projected = query.projected()?;
     let patient_id = path.into_inner();
     if !caller.may_manage_grants_of(&patient_id) {
-        return Err(ApiError::forbidden(format!("you may not manage the grants of `{patient_id}`")));
+        return Err(ApiError::forbidden(format!(
+            "you may not manage the grants of `{patient_id}`"
+        )));
     }
     let body = body.into_inner();
     let env = envelope(
@@ -491,7 +502,9 @@ pub async fn revoke(
     let projected = query.projected()?;
     let (patient_id, grantee_id) = path.into_inner();
     if !caller.may_manage_grants_of(&patient_id) {
-        return Err(ApiError::forbidden(format!("you may not manage the grants of `{patient_id}`")));
+        return Err(ApiError::forbidden(format!(
+            "you may not manage the grants of `{patient_id}`"
+        )));
     }
     let env = envelope(
         &caller,
@@ -534,10 +547,16 @@ pub async fn list_grants(
 ) -> Result<HttpResponse, ApiError> {
     let patient_id = path.into_inner();
     if !caller.may_manage_grants_of(&patient_id) {
-        return Err(ApiError::forbidden(format!("you may not see the grants of `{patient_id}`")));
+        return Err(ApiError::forbidden(format!(
+            "you may not see the grants of `{patient_id}`"
+        )));
     }
     let grants = Views::new(state.views.as_ref())
-        .grants(&patient_id, query.after.as_deref(), query.limit.unwrap_or(DEFAULT_LIMIT))
+        .grants(
+            &patient_id,
+            query.after.as_deref(),
+            query.limit.unwrap_or(DEFAULT_LIMIT),
+        )
         .map_err(query_error)?;
     Ok(HttpResponse::Ok().json(json!({"items": grants})))
 }
@@ -603,7 +622,9 @@ pub async fn get(
         .map_err(store_error)?
         .ok_or_else(|| ApiError::not_found("record", &record_id))?;
     if !may_read(&state, &caller, &current)? {
-        return Err(ApiError::forbidden(format!("you may not read record `{record_id}`")));
+        return Err(ApiError::forbidden(format!(
+            "you may not read record `{record_id}`"
+        )));
     }
     let entry = match query.as_of_block {
         None => current,
@@ -642,7 +663,9 @@ pub async fn history(
         .map_err(store_error)?
         .ok_or_else(|| ApiError::not_found("record", &record_id))?;
     if !may_read(&state, &caller, &current)? {
-        return Err(ApiError::forbidden(format!("you may not read record `{record_id}`")));
+        return Err(ApiError::forbidden(format!(
+            "you may not read record `{record_id}`"
+        )));
     }
     let limit = query.limit.unwrap_or(DEFAULT_LIMIT);
     let versions = views
@@ -700,7 +723,9 @@ async fn timeline(
         OwnerKind::Hospital => caller.may_list_hospital(&owner),
     };
     if !allowed {
-        return Err(ApiError::forbidden(format!("you may not list the records of `{owner}`")));
+        return Err(ApiError::forbidden(format!(
+            "you may not list the records of `{owner}`"
+        )));
     }
     let limit = query.limit.unwrap_or(DEFAULT_LIMIT);
     if limit == 0 || limit > PAGE_LIMIT_MAX {
@@ -738,7 +763,14 @@ pub async fn patient_timeline(
     path: web::Path<String>,
     query: web::Query<TimelineQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    timeline(state, caller, OwnerKind::Patient, path.into_inner(), query.into_inner()).await
+    timeline(
+        state,
+        caller,
+        OwnerKind::Patient,
+        path.into_inner(),
+        query.into_inner(),
+    )
+    .await
 }
 
 /// `GET /v1/clinicians/{id}/records`.
@@ -748,7 +780,14 @@ pub async fn clinician_timeline(
     path: web::Path<String>,
     query: web::Query<TimelineQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    timeline(state, caller, OwnerKind::Clinician, path.into_inner(), query.into_inner()).await
+    timeline(
+        state,
+        caller,
+        OwnerKind::Clinician,
+        path.into_inner(),
+        query.into_inner(),
+    )
+    .await
 }
 
 /// `GET /v1/hospitals/{id}/records`.
@@ -758,7 +797,14 @@ pub async fn hospital_timeline(
     path: web::Path<String>,
     query: web::Query<TimelineQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    timeline(state, caller, OwnerKind::Hospital, path.into_inner(), query.into_inner()).await
+    timeline(
+        state,
+        caller,
+        OwnerKind::Hospital,
+        path.into_inner(),
+        query.into_inner(),
+    )
+    .await
 }
 
 /// `GET /v1/patients/{id}/export`: the whole timeline as NDJSON, streamed in constant
@@ -770,7 +816,9 @@ pub async fn patient_export(
 ) -> Result<HttpResponse, ApiError> {
     let patient_id = path.into_inner();
     if !caller.may_list_patient(&patient_id) {
-        return Err(ApiError::forbidden(format!("you may not export the records of `{patient_id}`")));
+        return Err(ApiError::forbidden(format!(
+            "you may not export the records of `{patient_id}`"
+        )));
     }
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<web::Bytes, ApiError>>(64);
     let st = state.clone();

@@ -1,0 +1,485 @@
+//! The HTTP API through actix's test service: every route's success and error paths,
+//! with real tokens, a real ledger and real views in a temp dir.
+
+use actix_web::http::StatusCode;
+use actix_web::test;
+use serde_json::{json, Value};
+
+use medledger::api::auth::{self, Claims, Role};
+use medledger::orderer::OrdererConfig;
+use medledger::serve::{app, Core, ServeConfig};
+use medledger_storage::views::Backend;
+
+struct Env {
+    _dir: tempfile::TempDir,
+    core: Core,
+    secret: Vec<u8>,
+}
+
+fn env() -> Env {
+    let dir = tempfile::tempdir().unwrap();
+    let config = ServeConfig {
+        data_dir: dir.path().to_path_buf(),
+        listen: "127.0.0.1:0".parse().unwrap(),
+        backend: Backend::RocksDb,
+        orderer: OrdererConfig::default(),
+        jwt_public_key: None,
+        workers: 1,
+    };
+    let core = Core::open(&config).unwrap();
+    let (secret, _) = auth::load_or_create_secret(dir.path()).unwrap();
+    Env {
+        _dir: dir,
+        core,
+        secret,
+    }
+}
+
+impl Env {
+    fn token(&self, role: Role, sub: &str, hospital: Option<&str>) -> String {
+        let claims = Claims {
+            sub: sub.into(),
+            role,
+            hospital: hospital.map(Into::into),
+            exp: auth::now_secs() + 3600,
+        };
+        format!("Bearer {}", auth::mint(&self.secret, &claims).unwrap())
+    }
+}
+
+/// Sends a request; returns its status and JSON body (or the body as a JSON string).
+macro_rules! call {
+    ($svc:expr, $req:expr) => {{
+        let res = test::call_service($svc, $req.to_request()).await;
+        let status = res.status();
+        let body = test::read_body(res).await;
+        let value: Value = serde_json::from_slice(&body)
+            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&body).into()));
+        (status, value)
+    }};
+}
+
+#[actix_web::test]
+async fn records_flow_and_errors() {
+    let env = env();
+    let svc = test::init_service(app(env.core.state.clone())).await;
+    let dr1 = env.token(Role::Clinician, "dr-1", Some("h-1"));
+    let dr2 = env.token(Role::Clinician, "dr-2", Some("h-2"));
+    let p1 = env.token(Role::Patient, "p-1", None);
+    let p2 = env.token(Role::Patient, "p-2", None);
+
+    // Health.
+    let (s, _) = call!(&svc, test::TestRequest::get().uri("/healthz"));
+    assert_eq!(s, StatusCode::OK);
+    let (s, b) = call!(&svc, test::TestRequest::get().uri("/readyz"));
+    assert_eq!(s, StatusCode::OK, "{b}");
+
+    // No token, a bad token.
+    let new = json!({"patient_id": "p-1", "hospital_id": "h-1", "record_type": "lab_result",
+        "created_at": "2026-11-23T10:00:00Z", "metadata": {"title": "CBC"}});
+    let (s, b) = call!(
+        &svc,
+        test::TestRequest::post().uri("/v1/records").set_json(&new)
+    );
+    assert_eq!(
+        (s, b["error"]["code"].as_str()),
+        (StatusCode::UNAUTHORIZED, Some("unauthorized"))
+    );
+    let (s, _) = call!(
+        &svc,
+        test::TestRequest::post()
+            .uri("/v1/records")
+            .insert_header(("Authorization", "Bearer x.y.z"))
+            .set_json(&new)
+    );
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+
+    // Create, durable and projected.
+    let (s, b) = call!(
+        &svc,
+        test::TestRequest::post()
+            .uri("/v1/records?wait=projected")
+            .insert_header(("Authorization", dr1.as_str()))
+            .set_json(&new)
+    );
+    assert_eq!(s, StatusCode::CREATED, "{b}");
+    let id = b["record_id"].as_str().unwrap().to_owned();
+    assert_eq!(b["version"], 1);
+    assert!(b["block_number"].as_u64().unwrap() >= 1);
+    assert!(b["tx_id"].is_string() && b["position"].is_number());
+
+    // Another hospital's clinician may not write for h-1.
+    let (s, b) = call!(
+        &svc,
+        test::TestRequest::post()
+            .uri("/v1/records")
+            .insert_header(("Authorization", dr2.as_str()))
+            .set_json(&new)
+    );
+    assert_eq!(
+        (s, b["error"]["code"].as_str()),
+        (StatusCode::FORBIDDEN, Some("forbidden"))
+    );
+
+    // Read: author, own patient yes; another patient and another hospital no.
+    let uri = format!("/v1/records/{id}");
+    for (who, want) in [
+        (&dr1, StatusCode::OK),
+        (&p1, StatusCode::OK),
+        (&p2, StatusCode::FORBIDDEN),
+        (&dr2, StatusCode::FORBIDDEN),
+    ] {
+        let (s, b) = call!(
+            &svc,
+            test::TestRequest::get()
+                .uri(&uri)
+                .insert_header(("Authorization", who.as_str()))
+        );
+        assert_eq!(s, want, "{b}");
+    }
+    let (_, rec) = call!(
+        &svc,
+        test::TestRequest::get()
+            .uri(&uri)
+            .insert_header(("Authorization", p1.as_str()))
+    );
+    assert_eq!(rec["record_id"], id.as_str());
+    assert_eq!(rec["patient_id"], "p-1");
+    assert_eq!(rec["hospital_id"], "h-1");
+    assert_eq!(rec["record_type"], "lab_result");
+    assert_eq!(rec["created_at"], "2026-11-23T10:00:00.000Z");
+    assert_eq!(rec["status"], "active");
+    assert_eq!(rec["metadata"]["title"], "CBC");
+    let (s, b) = call!(
+        &svc,
+        test::TestRequest::get()
+            .uri("/v1/records/r-missing")
+            .insert_header(("Authorization", dr1.as_str()))
+    );
+    assert_eq!(
+        (s, b["error"]["code"].as_str()),
+        (StatusCode::NOT_FOUND, Some("not_found"))
+    );
+
+    // Amend with optimistic concurrency.
+    let amend = format!("/v1/records/{id}/amendments?wait=projected");
+    let (s, b) = call!(&svc, test::TestRequest::post().uri(&amend).insert_header(("Authorization", dr1.as_str()))
+        .set_json(json!({"reason": "corrected", "metadata": {"title": "CBC v2"}, "expected_version": 1})));
+    assert_eq!((s, &b["version"]), (StatusCode::CREATED, &json!(2)), "{b}");
+    let (s, b) = call!(
+        &svc,
+        test::TestRequest::post()
+            .uri(&amend)
+            .insert_header(("Authorization", dr1.as_str()))
+            .set_json(json!({"reason": "stale", "expected_version": 1}))
+    );
+    assert_eq!(
+        (s, b["error"]["code"].as_str()),
+        (StatusCode::CONFLICT, Some("version_conflict"))
+    );
+
+    // Status: archive, then archiving again is invalid for the state.
+    let status = format!("/v1/records/{id}/status?wait=projected");
+    let (s, _) = call!(
+        &svc,
+        test::TestRequest::post()
+            .uri(&status)
+            .insert_header(("Authorization", dr1.as_str()))
+            .set_json(json!({"status": "archived", "reason": "done"}))
+    );
+    assert_eq!(s, StatusCode::CREATED);
+    let (s, b) = call!(
+        &svc,
+        test::TestRequest::post()
+            .uri(&status)
+            .insert_header(("Authorization", dr1.as_str()))
+            .set_json(json!({"status": "archived", "reason": "again"}))
+    );
+    assert_eq!(
+        (s, b["error"]["code"].as_str()),
+        (StatusCode::UNPROCESSABLE_ENTITY, Some("status_unchanged"))
+    );
+
+    // History and time travel.
+    let (s, h) = call!(
+        &svc,
+        test::TestRequest::get()
+            .uri(&format!("/v1/records/{id}/history"))
+            .insert_header(("Authorization", dr1.as_str()))
+    );
+    assert_eq!(s, StatusCode::OK);
+    let versions: Vec<u64> = h["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["version"].as_u64().unwrap())
+        .collect();
+    assert_eq!(versions, [1, 2, 3]);
+    let first_block = h["items"][0]["block_number"].as_u64().unwrap();
+    let (s, old) = call!(
+        &svc,
+        test::TestRequest::get()
+            .uri(&format!("/v1/records/{id}?as_of_block={}", first_block + 1))
+            .insert_header(("Authorization", dr1.as_str()))
+    );
+    assert_eq!((s, &old["version"]), (StatusCode::OK, &json!(1)));
+    let (s, _) = call!(
+        &svc,
+        test::TestRequest::get()
+            .uri(&format!("/v1/records/{id}?as_of_block={first_block}"))
+            .insert_header(("Authorization", dr1.as_str()))
+    );
+    assert_eq!(s, StatusCode::NOT_FOUND);
+
+    // More records, then timelines newest first with a cursor.
+    for i in 0..5 {
+        let body = json!({"patient_id": "p-1", "hospital_id": "h-1", "record_type": "clinical_note",
+            "created_at": format!("2026-11-1{i}T09:00:00Z")});
+        let (s, _) = call!(
+            &svc,
+            test::TestRequest::post()
+                .uri("/v1/records?wait=projected")
+                .insert_header(("Authorization", dr1.as_str()))
+                .set_json(body)
+        );
+        assert_eq!(s, StatusCode::CREATED);
+    }
+    let (s, page) = call!(
+        &svc,
+        test::TestRequest::get()
+            .uri("/v1/patients/p-1/records?limit=4")
+            .insert_header(("Authorization", p1.as_str()))
+    );
+    assert_eq!(s, StatusCode::OK, "{page}");
+    let items = page["items"].as_array().unwrap();
+    assert_eq!(items.len(), 4);
+    assert_eq!(
+        items[0]["record_id"],
+        id.as_str(),
+        "2026-11-23 is the newest"
+    );
+    let cursor = page["next_cursor"].as_str().unwrap();
+    let (_, rest) = call!(
+        &svc,
+        test::TestRequest::get()
+            .uri(&format!("/v1/patients/p-1/records?limit=4&cursor={cursor}"))
+            .insert_header(("Authorization", p1.as_str()))
+    );
+    assert_eq!(rest["items"].as_array().unwrap().len(), 2);
+    assert!(rest["next_cursor"].is_null());
+    let (_, typed) = call!(
+        &svc,
+        test::TestRequest::get()
+            .uri("/v1/patients/p-1/records?type=clinical_note")
+            .insert_header(("Authorization", p1.as_str()))
+    );
+    assert_eq!(typed["items"].as_array().unwrap().len(), 5);
+    let (s, b) = call!(
+        &svc,
+        test::TestRequest::get()
+            .uri("/v1/patients/p-1/records?cursor=00ff")
+            .insert_header(("Authorization", p1.as_str()))
+    );
+    assert_eq!(
+        (s, b["error"]["code"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("invalid_cursor"))
+    );
+    let (s, b) = call!(
+        &svc,
+        test::TestRequest::get()
+            .uri("/v1/patients/p-1/records?limit=100000")
+            .insert_header(("Authorization", p1.as_str()))
+    );
+    assert_eq!(
+        (s, b["error"]["code"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("invalid_limit"))
+    );
+    let (s, _) = call!(
+        &svc,
+        test::TestRequest::get()
+            .uri("/v1/patients/p-2/records")
+            .insert_header(("Authorization", p1.as_str()))
+    );
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    let (s, _) = call!(
+        &svc,
+        test::TestRequest::get()
+            .uri("/v1/hospitals/h-1/records")
+            .insert_header(("Authorization", dr2.as_str()))
+    );
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    let (s, h1) = call!(
+        &svc,
+        test::TestRequest::get()
+            .uri("/v1/hospitals/h-1/records")
+            .insert_header(("Authorization", dr1.as_str()))
+    );
+    assert_eq!(
+        (s, h1["items"].as_array().unwrap().len()),
+        (StatusCode::OK, 6)
+    );
+
+    // Grants: p-1 lets dr-2 (another hospital) read; then revokes.
+    let (s, b) = call!(
+        &svc,
+        test::TestRequest::post()
+            .uri("/v1/patients/p-1/grants?wait=projected")
+            .insert_header(("Authorization", p1.as_str()))
+            .set_json(json!({"grantee_id": "dr-2"}))
+    );
+    assert_eq!(s, StatusCode::CREATED, "{b}");
+    let (s, _) = call!(
+        &svc,
+        test::TestRequest::get()
+            .uri(&uri)
+            .insert_header(("Authorization", dr2.as_str()))
+    );
+    assert_eq!(s, StatusCode::OK);
+    let (s, _) = call!(
+        &svc,
+        test::TestRequest::post()
+            .uri("/v1/patients/p-1/grants")
+            .insert_header(("Authorization", p2.as_str()))
+            .set_json(json!({"grantee_id": "dr-2"}))
+    );
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    let (s, b) = call!(
+        &svc,
+        test::TestRequest::post()
+            .uri("/v1/patients/p-1/grants")
+            .insert_header(("Authorization", p1.as_str()))
+            .set_json(json!({"grantee_id": "p-1"}))
+    );
+    assert_eq!(
+        (s, b["error"]["code"].as_str()),
+        (StatusCode::UNPROCESSABLE_ENTITY, Some("grant_to_self"))
+    );
+    let (s, _) = call!(
+        &svc,
+        test::TestRequest::delete()
+            .uri("/v1/patients/p-1/grants/dr-2?wait=projected")
+            .insert_header(("Authorization", p1.as_str()))
+    );
+    assert_eq!(s, StatusCode::OK);
+    let (s, _) = call!(
+        &svc,
+        test::TestRequest::get()
+            .uri(&uri)
+            .insert_header(("Authorization", dr2.as_str()))
+    );
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    let (s, b) = call!(
+        &svc,
+        test::TestRequest::delete()
+            .uri("/v1/patients/p-1/grants/dr-2")
+            .insert_header(("Authorization", p1.as_str()))
+    );
+    assert_eq!(
+        (s, b["error"]["code"].as_str()),
+        (StatusCode::NOT_FOUND, Some("unknown_grant"))
+    );
+
+    // Export: NDJSON, one line per record.
+    let res = test::call_service(
+        &svc,
+        test::TestRequest::get()
+            .uri("/v1/patients/p-1/export")
+            .insert_header(("Authorization", p1.as_str()))
+            .to_request(),
+    )
+    .await;
+    assert_eq!(res.status(), StatusCode::OK);
+    let body = test::read_body(res).await;
+    let lines: Vec<Value> = std::str::from_utf8(&body)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 6);
+
+    // Bad bodies: malformed, unknown field, wrong type, too large, a payload (not yet).
+    let post = |body: &str| {
+        test::TestRequest::post()
+            .uri("/v1/records")
+            .insert_header(("Authorization", dr1.as_str()))
+            .insert_header(("Content-Type", "application/json"))
+            .set_payload(body.to_owned())
+    };
+    let (s, b) = call!(&svc, post("{not json"));
+    assert_eq!(
+        (s, b["error"]["code"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("invalid_body"))
+    );
+    let (s, _) = call!(
+        &svc,
+        post(r#"{"patient_id":"p-1","hospital_id":"h-1","record_type":"x","surprise":1}"#)
+    );
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    let (s, b) = call!(
+        &svc,
+        post(&format!(
+            r#"{{"patient_id":"p-1","hospital_id":"h-1","record_type":"x","metadata":{{"t":"{}"}}}}"#,
+            "a".repeat(100_000)
+        ))
+    );
+    assert_eq!(
+        (s, b["error"]["code"].as_str()),
+        (StatusCode::PAYLOAD_TOO_LARGE, Some("body_too_large"))
+    );
+    let (s, b) = call!(
+        &svc,
+        post(r#"{"patient_id":"p 1","hospital_id":"h-1","record_type":"x"}"#)
+    );
+    assert_eq!(
+        (s, b["error"]["code"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("invalid_field"))
+    );
+    let (s, b) = call!(
+        &svc,
+        test::TestRequest::post()
+            .uri("/v1/records")
+            .insert_header(("Authorization", dr1.as_str()))
+            .insert_header(("Content-Type", "text/plain"))
+            .set_payload("hi")
+    );
+    assert_eq!(
+        (s, b["error"]["code"].as_str()),
+        (
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Some("unsupported_media_type")
+        )
+    );
+    let (s, b) = call!(
+        &svc,
+        post(
+            r#"{"patient_id":"p-1","hospital_id":"h-1","record_type":"x","payload":{"content_type":"text/plain","base64":"aGk="}}"#
+        )
+    );
+    assert_eq!(
+        (s, b["error"]["code"].as_str()),
+        (StatusCode::NOT_IMPLEMENTED, Some("payload_unsupported"))
+    );
+    let (s, b) = call!(&svc, test::TestRequest::get().uri("/v1/nothing"));
+    assert_eq!(
+        (s, b["error"]["code"].as_str()),
+        (StatusCode::NOT_FOUND, Some("no_route"))
+    );
+
+    // Batch: per-item outcomes.
+    let (s, b) = call!(&svc, test::TestRequest::post().uri("/v1/records/batch").insert_header(("Authorization", dr1.as_str()))
+        .set_json(json!({"records": [new, {"patient_id": "p-1", "hospital_id": "h-2", "record_type": "x"}, {"bad": true}]})));
+    assert_eq!(s, StatusCode::OK, "{b}");
+    assert_eq!(
+        (b["committed"].as_u64(), b["failed"].as_u64()),
+        (Some(1), Some(2))
+    );
+    assert_eq!(b["items"][1]["status"], 403);
+    assert_eq!(b["items"][2]["status"], 400);
+
+    // Metrics name what happened.
+    let res = test::call_service(&svc, test::TestRequest::get().uri("/metrics").to_request()).await;
+    let text = String::from_utf8(test::read_body(res).await.to_vec()).unwrap();
+    assert!(text.contains("medledger_committed_total"));
+    assert!(text.contains("route=\"/v1/records\""));
+    env.core.close();
+}
