@@ -15,7 +15,7 @@ fn free_port() -> SocketAddr {
 }
 
 fn start(dir: &Path, addr: SocketAddr) -> Child {
-    let child = Command::new(env!("CARGO_BIN_EXE_medledger"))
+    let mut child = Command::new(env!("CARGO_BIN_EXE_medledger"))
         .args(["serve", "--data-dir"])
         .arg(dir)
         .args(["--listen", &addr.to_string(), "--workers", "2"])
@@ -30,6 +30,8 @@ fn start(dir: &Path, addr: SocketAddr) -> Child {
         }
         std::thread::sleep(Duration::from_millis(50));
     }
+    let _ = child.kill();
+    let _ = child.wait();
     panic!("the server did not come up");
 }
 
