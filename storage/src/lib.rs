@@ -6,7 +6,9 @@
 
 pub mod error;
 pub mod ledger;
-pub mod merkle;
+/// RFC 6962 Merkle trees and proofs; they live in `medledger-proof` so a verifier can
+/// build without RocksDB, and keep this path for storage's users.
+pub use medledger_proof::merkle;
 pub mod views;
 
 pub use error::StorageError;

@@ -17,7 +17,7 @@ use sha2::{Digest, Sha256};
 /// A SHA-256 digest: a leaf hash, an interior node hash or a tree root.
 pub type Hash = [u8; 32];
 
-/// The length in bytes of a [`Hash`].
+/// The length in bytes of a [`Hash`](type@Hash).
 pub const HASH_LEN: usize = 32;
 
 /// Domain-separation prefix of a leaf hash (RFC 6962 §2.1).

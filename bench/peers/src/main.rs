@@ -1,0 +1,182 @@
+//! `peers-bench`: runs the peers alone, printing one JSON line for the machine, one for
+//! the parameters, then one per (peer, body size, workload).
+//!
+//! For each peer and body size: a fresh peer ingests N records one per write call; a
+//! second fresh peer ingests them `--batch` per write call, then serves timeline pages,
+//! the 80/20 mixed run and the reindex. Each peer is stopped and its data removed before
+//! the next starts, so the peers never compete for the 2 cores.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+use medledger_bench_peers::{
+    measure_machine, Figures, GenConfig, IngestOptions, MixedOptions, PeerKind, PeerRecord,
+    ReadOptions, RecordGen, Result,
+};
+
+#[derive(Parser, Debug, serde::Serialize)]
+#[command(about = "PostgreSQL, SQLite, Redis and NATS JetStream under medledger's workloads")]
+struct Args {
+    /// Records ingested one per write call (a fresh peer per body size).
+    #[arg(long, default_value_t = 10_000)]
+    records: usize,
+    /// Records ingested `--batch` per write call (another fresh peer), then read.
+    #[arg(long, default_value_t = 100_000)]
+    batched_records: usize,
+    /// Concurrent clients (one thread and connection each).
+    #[arg(long, default_value_t = 64)]
+    clients: usize,
+    /// Body sizes in bytes, comma-separated.
+    #[arg(long, value_delimiter = ',', default_values_t = [1024usize, 256])]
+    body_bytes: Vec<usize>,
+    /// Records per write call in the batched ingest.
+    #[arg(long, default_value_t = 50)]
+    batch: usize,
+    /// Timeline pages read after the batched ingest.
+    #[arg(long, default_value_t = 20_000)]
+    pages: usize,
+    /// Records per timeline page.
+    #[arg(long, default_value_t = 50)]
+    page_limit: usize,
+    /// Operations in the mixed 80/20 run.
+    #[arg(long, default_value_t = 20_000)]
+    mixed_operations: usize,
+    /// Time limit of the mixed run, seconds.
+    #[arg(long, default_value_t = 15)]
+    mixed_seconds: u64,
+    /// Time limit of the timeline reads, seconds.
+    #[arg(long, default_value_t = 15)]
+    read_seconds: u64,
+    /// Patients the records are spread over.
+    #[arg(long, default_value_t = 10_000)]
+    patients: u32,
+    /// Generator seed.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Peers to run, comma-separated (postgresql, postgresql-unchained, sqlite, redis,
+    /// nats-jetstream).
+    #[arg(long, value_delimiter = ',', default_values_t = PeerKind::ALL.map(|k| k.name().to_string()))]
+    peers: Vec<String>,
+    /// Where the peers' temp data dirs go (the disk being measured).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// CI smoke mode: 1,000 + 5,000 records, 1,000 pages, 1,000 mixed operations, 16
+    /// clients, 256 B only; finishes in well under a minute.
+    #[arg(long)]
+    quick: bool,
+}
+
+impl Args {
+    fn apply_quick(&mut self) {
+        if self.quick {
+            self.records = 1_000;
+            self.batched_records = 5_000;
+            self.pages = 1_000;
+            self.mixed_operations = 1_000;
+            self.mixed_seconds = 5;
+            self.read_seconds = 5;
+            self.patients = 1_000;
+            self.clients = self.clients.min(16);
+            self.body_bytes = vec![256];
+        }
+    }
+}
+
+fn print(f: &Figures) {
+    println!("{}", serde_json::to_string(f).expect("figures serialise"));
+}
+
+fn run_peer(kind: PeerKind, args: &Args, body_bytes: usize, base: &std::path::Path) -> Result<()> {
+    let mut gen = RecordGen::new(GenConfig {
+        seed: args.seed,
+        patients: args.patients,
+        body_bytes,
+        ..GenConfig::default()
+    });
+    let records = gen.take_records(args.records.max(args.batched_records));
+    let mixed_writes: Vec<PeerRecord> = gen.take_records(args.mixed_operations / 4 + 1);
+    let patients: Vec<String> = (0..args.pages.clamp(1, 100_000))
+        .map(|_| gen.patient())
+        .collect();
+
+    {
+        let single = &records[..args.records];
+        let options = IngestOptions {
+            clients: args.clients,
+            batch: 1,
+        };
+        let peer = kind.start(base)?;
+        print(&peer.ingest(single, &options)?);
+    }
+    let batched = &records[..args.batched_records];
+    let options = IngestOptions {
+        clients: args.clients,
+        batch: args.batch,
+    };
+    let peer = kind.start(base)?;
+    print(&peer.ingest(batched, &options)?);
+    let read = ReadOptions {
+        clients: args.clients,
+        pages: args.pages,
+        limit: args.page_limit,
+        seconds_max: args.read_seconds,
+    };
+    print(&peer.timeline_reads(&patients, &read)?);
+    let mixed = MixedOptions {
+        clients: args.clients,
+        operations: args.mixed_operations,
+        seconds_max: args.mixed_seconds,
+        write_percent: 20,
+        limit: args.page_limit,
+        seed: args.seed,
+    };
+    let mut stored = batched.len() as u64;
+    for f in peer.mixed(&mixed_writes, &patients, &mixed)? {
+        if f.workload == "mixed_write" {
+            stored += f.records;
+        }
+        print(&f);
+    }
+    if let Some(f) = peer.reindex(stored)? {
+        print(&f);
+    }
+    if let Some(rows) = peer.verify_chain()? {
+        let line = serde_json::json!({ "peer": kind.name(), "body_bytes": body_bytes, "chain_verified_rows": rows });
+        println!("{line}");
+    }
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let mut args = Args::parse();
+    args.apply_quick();
+    let base = args.data_dir.clone().unwrap_or_else(std::env::temp_dir);
+    let mut kinds = Vec::new();
+    for name in &args.peers {
+        match PeerKind::parse(name) {
+            Some(k) => kinds.push(k),
+            None => {
+                eprintln!("peers-bench: unknown peer {name:?}");
+                return ExitCode::from(2);
+            }
+        }
+    }
+    match measure_machine(&base) {
+        Ok(m) => println!("{}", serde_json::json!({ "machine": m })),
+        Err(e) => {
+            eprintln!("peers-bench: measuring the machine: {e}");
+            return ExitCode::FAILURE;
+        }
+    }
+    println!("{}", serde_json::json!({ "parameters": &args }));
+    for body_bytes in args.body_bytes.clone() {
+        for &kind in &kinds {
+            if let Err(e) = run_peer(kind, &args, body_bytes, &base) {
+                eprintln!("peers-bench: {} ({body_bytes} B): {e}", kind.name());
+                return ExitCode::FAILURE;
+            }
+        }
+    }
+    ExitCode::SUCCESS
+}

@@ -1,0 +1,321 @@
+//! The replication outbox: a durable queue of pins and unpins still to be applied to the
+//! Kubo replica, and the task that drains it with exponential backoff and jitter.
+//!
+//! File `<data_dir>/outbox.log`, one text line per event, fsynced before `push` returns:
+//! `<seq> pin <cid>`, `<seq> unpin <cid>`, `<seq> done`. Replay keeps the entries without
+//! a `done`; a torn last line is ignored (it was never acknowledged). When the queue
+//! empties, the file is truncated.
+
+use std::collections::VecDeque;
+use std::fs::{File, OpenOptions};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::{Notify, Semaphore};
+use tokio::task::JoinSet;
+
+use crate::cid::{Cid, Codec};
+use crate::dagpb::decode_node;
+use crate::pinstore::{PinStore, PinStoreError};
+use crate::unixfs::Block;
+
+/// A change to apply to the replica.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OutboxOp {
+    /// Copy the DAG under the root to the replica and pin it.
+    Pin(Cid),
+    /// Unpin the root on the replica.
+    Unpin(Cid),
+}
+
+struct State {
+    file: File,
+    pending: VecDeque<(u64, OutboxOp)>,
+    next_seq: u64,
+}
+
+/// The durable outbox.
+pub struct Outbox {
+    path: PathBuf,
+    state: Mutex<State>,
+    notify: Notify,
+    failures: AtomicU64,
+    replicated: AtomicU64,
+}
+
+fn parse_line(line: &str) -> Option<(u64, Option<OutboxOp>)> {
+    let mut fields = line.split(' ');
+    let seq = fields.next()?.parse().ok()?;
+    let op = match (fields.next()?, fields.next()) {
+        ("done", None) => None,
+        ("pin", Some(cid)) => Some(OutboxOp::Pin(cid.parse().ok()?)),
+        ("unpin", Some(cid)) => Some(OutboxOp::Unpin(cid.parse().ok()?)),
+        _ => return None,
+    };
+    Some((seq, op))
+}
+
+impl Outbox {
+    /// Opens or creates the outbox at `path`, replaying it.
+    pub fn open(path: &Path) -> io::Result<Outbox> {
+        let text = match std::fs::read(path) {
+            Ok(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => String::new(),
+            Err(e) => return Err(e),
+        };
+        let mut pending: VecDeque<(u64, OutboxOp)> = VecDeque::new();
+        let mut next_seq = 0;
+        let mut good_len = 0;
+        for line in text.split_inclusive('\n') {
+            let Some(event) = line.strip_suffix('\n').and_then(parse_line) else {
+                break; // A torn tail: never acknowledged.
+            };
+            good_len += line.len();
+            match event {
+                (seq, Some(op)) => {
+                    pending.push_back((seq, op));
+                    next_seq = next_seq.max(seq + 1);
+                }
+                (seq, None) => pending.retain(|(s, _)| *s != seq),
+            }
+        }
+        let file = OpenOptions::new().create(true).append(true).open(path)?;
+        if good_len < text.len() {
+            file.set_len(good_len as u64)?;
+        }
+        file.sync_all()?;
+        crate::fsutil::sync_parent_dir(path)?;
+        Ok(Outbox {
+            path: path.to_path_buf(),
+            state: Mutex::new(State {
+                file,
+                pending,
+                next_seq,
+            }),
+            notify: Notify::new(),
+            failures: AtomicU64::new(0),
+            replicated: AtomicU64::new(0),
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Queues `op`; durable when it returns.
+    pub fn push(&self, op: OutboxOp) -> io::Result<()> {
+        let mut state = self.lock();
+        let seq = state.next_seq;
+        let line = match op {
+            OutboxOp::Pin(cid) => format!("{seq} pin {cid}\n"),
+            OutboxOp::Unpin(cid) => format!("{seq} unpin {cid}\n"),
+        };
+        state.file.write_all(line.as_bytes())?;
+        state.file.sync_data()?;
+        state.next_seq += 1;
+        state.pending.push_back((seq, op));
+        drop(state);
+        self.notify.notify_one();
+        Ok(())
+    }
+
+    fn front(&self) -> Option<(u64, OutboxOp)> {
+        self.lock().pending.front().copied()
+    }
+
+    fn complete(&self, seq: u64) -> io::Result<()> {
+        let mut state = self.lock();
+        state.pending.retain(|(s, _)| *s != seq);
+        if state.pending.is_empty() {
+            state.file.set_len(0)?;
+        } else {
+            state.file.write_all(format!("{seq} done\n").as_bytes())?;
+        }
+        state.file.sync_data()?;
+        self.replicated.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Entries not yet applied to the replica.
+    pub fn depth(&self) -> usize {
+        self.lock().pending.len()
+    }
+
+    /// Failed replication attempts since start.
+    pub fn failures(&self) -> u64 {
+        self.failures.load(Ordering::Relaxed)
+    }
+
+    /// Entries applied since start.
+    pub fn replicated(&self) -> u64 {
+        self.replicated.load(Ordering::Relaxed)
+    }
+
+    /// The outbox file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+/// Backoff after `failures` consecutive failures: 250 ms doubling to 30 s, with ±50 %
+/// jitter so many replicas do not retry in step.
+fn backoff(failures: u32) -> Duration {
+    let base_ms = 250u64.saturating_mul(1u64 << failures.min(7)).min(30_000);
+    let mut random = [0u8; 2];
+    let jitter = if getrandom::fill(&mut random).is_ok() {
+        u64::from(u16::from_le_bytes(random)) % (base_ms + 1)
+    } else {
+        base_ms / 2
+    };
+    Duration::from_millis(base_ms / 2 + jitter)
+}
+
+/// Drains `outbox` into `remote` forever (the caller aborts the task to stop it).
+pub(crate) async fn replicate(
+    outbox: Arc<Outbox>,
+    local: Arc<dyn PinStore>,
+    remote: Arc<dyn PinStore>,
+    concurrency: usize,
+) {
+    let mut consecutive_failures = 0u32;
+    loop {
+        let Some((seq, op)) = outbox.front() else {
+            outbox.notify.notified().await;
+            continue;
+        };
+        let result = match op {
+            OutboxOp::Pin(root) => copy_dag(&*local, &remote, root, concurrency).await,
+            OutboxOp::Unpin(root) => remote.unpin(&root).await,
+        };
+        match result
+            .map_err(|e| e.to_string())
+            .and_then(|()| outbox.complete(seq).map_err(|e| e.to_string()))
+        {
+            Ok(()) => consecutive_failures = 0,
+            Err(error) => {
+                outbox.failures.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(%error, ?op, "replication to the IPFS node failed; will retry");
+                consecutive_failures = consecutive_failures.saturating_add(1);
+                tokio::time::sleep(backoff(consecutive_failures)).await;
+            }
+        }
+    }
+}
+
+/// Copies every block under `root` from `local` to `remote` through `concurrency`
+/// workers, then pins the root on `remote`.
+async fn copy_dag(
+    local: &dyn PinStore,
+    remote: &Arc<dyn PinStore>,
+    root: Cid,
+    concurrency: usize,
+) -> Result<(), PinStoreError> {
+    let mut uploads = BoundedUploads::new(Arc::clone(remote), concurrency);
+    let mut stack = vec![root];
+    while let Some(cid) = stack.pop() {
+        let data = local
+            .get_block(&cid)
+            .await?
+            .ok_or(PinStoreError::Missing(cid))?;
+        if cid.codec() == Codec::DagPb {
+            let node = decode_node(&data).map_err(|e| PinStoreError::InvalidBlock {
+                cid,
+                reason: e.to_string(),
+            })?;
+            stack.extend(node.links.iter().rev());
+        }
+        uploads.submit(Block { cid, data }).await?;
+    }
+    uploads.finish().await?;
+    remote.pin(&root).await
+}
+
+/// At most `concurrency` `put_block` calls in flight; `submit` waits for a free worker
+/// (back-pressure), so blocks never pile up in memory.
+pub(crate) struct BoundedUploads {
+    store: Arc<dyn PinStore>,
+    workers: Arc<Semaphore>,
+    tasks: JoinSet<Result<(), PinStoreError>>,
+}
+
+impl BoundedUploads {
+    pub(crate) fn new(store: Arc<dyn PinStore>, concurrency: usize) -> BoundedUploads {
+        assert!(concurrency > 0, "at least one upload worker");
+        BoundedUploads {
+            store,
+            workers: Arc::new(Semaphore::new(concurrency)),
+            tasks: JoinSet::new(),
+        }
+    }
+
+    /// Waits for a free worker, then uploads `block` on it. Reports an earlier worker's
+    /// failure, if any.
+    pub(crate) async fn submit(&mut self, block: Block) -> Result<(), PinStoreError> {
+        let permit = Arc::clone(&self.workers)
+            .acquire_owned()
+            .await
+            .expect("the semaphore is never closed");
+        while let Some(done) = self.tasks.try_join_next() {
+            done.expect("an upload worker panicked")?;
+        }
+        let store = Arc::clone(&self.store);
+        self.tasks.spawn(async move {
+            let _permit = permit;
+            store.put_block(block).await
+        });
+        Ok(())
+    }
+
+    /// Waits for every upload; the first failure wins.
+    pub(crate) async fn finish(mut self) -> Result<(), PinStoreError> {
+        let mut result = Ok(());
+        while let Some(done) = self.tasks.join_next().await {
+            let outcome = done.expect("an upload worker panicked");
+            if result.is_ok() {
+                result = outcome;
+            }
+        }
+        result
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cid::CidVersion;
+
+    #[test]
+    fn replay_keeps_unfinished_entries_and_ignores_a_torn_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("outbox.log");
+        let a = Cid::for_block(CidVersion::V1, Codec::Raw, b"a");
+        let b = Cid::for_block(CidVersion::V1, Codec::Raw, b"b");
+        {
+            let outbox = Outbox::open(&path).unwrap();
+            outbox.push(OutboxOp::Pin(a)).unwrap();
+            outbox.push(OutboxOp::Unpin(b)).unwrap();
+            outbox.complete(0).unwrap();
+        }
+        let mut file = OpenOptions::new().append(true).open(&path).unwrap();
+        file.write_all(b"7 pin bafk").unwrap();
+        let outbox = Outbox::open(&path).unwrap();
+        assert_eq!(outbox.depth(), 1);
+        assert_eq!(outbox.front(), Some((1, OutboxOp::Unpin(b))));
+        outbox.push(OutboxOp::Pin(a)).unwrap();
+        assert_eq!(outbox.front(), Some((1, OutboxOp::Unpin(b))));
+        outbox.complete(1).unwrap();
+        outbox.complete(2).unwrap();
+        assert_eq!(outbox.depth(), 0);
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), 0);
+    }
+
+    #[test]
+    fn backoff_grows_and_is_capped() {
+        assert!(backoff(1) <= Duration::from_millis(750));
+        assert!(backoff(20) <= Duration::from_millis(45_000));
+        assert!(backoff(20) >= Duration::from_millis(15_000));
+    }
+}

@@ -1,0 +1,469 @@
+//! The payload pipeline: `put` encrypts, chunks and stores a payload; `get` streams it
+//! back decrypted and verified; `erase` destroys its key and unpins it.
+//!
+//! Data layout under `data_dir`: `master.key` (unless configured elsewhere), `keys/`
+//! (wrapped data keys), `blocks/` (the embedded blockstore), `outbox.log` (replication
+//! to Kubo, only with `kubo` set).
+
+use std::io;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures_util::stream::{self, Stream, StreamExt};
+use sha2::{Digest, Sha256};
+
+use crate::cid::{Cid, CidVersion, Codec};
+use crate::crypto::{DataKey, Decryptor, Encryptor, MasterKey};
+use crate::dagpb::decode_node;
+use crate::error::PayloadError;
+use crate::keystore::{new_key_id, KeyStore};
+use crate::outbox::{replicate, BoundedUploads, Outbox, OutboxOp};
+use crate::pinstore::{EmbeddedStore, KuboStore, PinStore};
+use crate::unixfs::{FileBuilder, CHUNK_BYTES};
+
+/// Deepest DAG `get` follows (a 174-ary tree of depth 8 exceeds any payload).
+const DAG_DEPTH_MAX: usize = 8;
+
+/// How the pipeline is set up.
+#[derive(Clone, Debug)]
+pub struct PayloadConfig {
+    /// Where keys, blocks and the outbox live.
+    pub data_dir: PathBuf,
+    /// The master key file; `None`: `<data_dir>/master.key`, created on first start.
+    pub master_key_path: Option<PathBuf>,
+    /// Blocks uploaded at once (`IPFS_UPLOAD_CONCURRENCY`), at least 1.
+    pub upload_concurrency: usize,
+    /// Blocks fetched ahead on download (`IPFS_DOWNLOAD_CONCURRENCY`), at least 1.
+    pub download_concurrency: usize,
+    /// CID form of new payloads' DAGs.
+    pub cid_version: CidVersion,
+    /// Largest plaintext accepted, in bytes.
+    pub max_payload_bytes: u64,
+    /// A Kubo RPC API URL to replicate pinned payloads to.
+    pub kubo: Option<String>,
+}
+
+impl PayloadConfig {
+    /// Defaults: uploads 4, downloads 6, CIDv0, 1 GiB limit, no Kubo.
+    pub fn new(data_dir: impl Into<PathBuf>) -> PayloadConfig {
+        PayloadConfig {
+            data_dir: data_dir.into(),
+            master_key_path: None,
+            upload_concurrency: 4,
+            download_concurrency: 6,
+            cid_version: CidVersion::V0,
+            max_payload_bytes: 1 << 30,
+            kubo: None,
+        }
+    }
+}
+
+/// What the ledger records about a stored payload; all of it is needed to read it back.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredPayload {
+    /// Root CID of the ciphertext's DAG.
+    pub cid: Cid,
+    /// Plaintext bytes.
+    pub size: u64,
+    /// SHA-256 of the plaintext.
+    pub sha256: [u8; 32],
+    /// Id of the wrapped data key.
+    pub key_id: String,
+    /// The content type given at upload (not stored by the pipeline; the record keeps it).
+    pub content_type: String,
+}
+
+/// A stream of verified plaintext pieces; a verification failure is its last item.
+pub type PlaintextStream = Pin<Box<dyn Stream<Item = Result<Bytes, PayloadError>> + Send>>;
+
+/// Replication figures for metrics and `medledger ipfs status`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ReplicationStatus {
+    /// Pins and unpins waiting for the Kubo node.
+    pub outbox_depth: usize,
+    /// Failed attempts since start.
+    pub failures: u64,
+    /// Entries applied since start.
+    pub replicated: u64,
+}
+
+/// The payload pipeline. Cheap to share behind an `Arc`.
+pub struct Payloads {
+    config: PayloadConfig,
+    store: Arc<dyn PinStore>,
+    keys: Arc<KeyStore>,
+    outbox: Option<Arc<Outbox>>,
+    replicator: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Drop for Payloads {
+    fn drop(&mut self) {
+        if let Some(task) = &self.replicator {
+            task.abort();
+        }
+    }
+}
+
+fn storage_error(error: io::Error) -> PayloadError {
+    PayloadError::Storage(error.to_string())
+}
+
+impl Payloads {
+    /// Opens the pipeline with the embedded blockstore in `<data_dir>/blocks`. With
+    /// `kubo` set, starts replication (needs a Tokio runtime).
+    pub fn open(config: PayloadConfig) -> Result<Payloads, PayloadError> {
+        let store = EmbeddedStore::open(&config.data_dir.join("blocks"))?;
+        Payloads::open_with_store(config, Arc::new(store))
+    }
+
+    /// As [`Payloads::open`], over another local store (tests count its calls).
+    pub fn open_with_store(
+        config: PayloadConfig,
+        store: Arc<dyn PinStore>,
+    ) -> Result<Payloads, PayloadError> {
+        assert!(config.upload_concurrency > 0 && config.download_concurrency > 0);
+        std::fs::create_dir_all(&config.data_dir).map_err(storage_error)?;
+        let master_path = config
+            .master_key_path
+            .clone()
+            .unwrap_or_else(|| config.data_dir.join("master.key"));
+        let master = MasterKey::load_or_create(&master_path)?;
+        let keys = Arc::new(KeyStore::open(&config.data_dir.join("keys"), master)?);
+        let (outbox, replicator) = match &config.kubo {
+            None => (None, None),
+            Some(url) => {
+                let remote: Arc<dyn PinStore> = Arc::new(KuboStore::new(url)?);
+                let outbox = Arc::new(
+                    Outbox::open(&config.data_dir.join("outbox.log")).map_err(storage_error)?,
+                );
+                let task = tokio::spawn(replicate(
+                    Arc::clone(&outbox),
+                    Arc::clone(&store),
+                    remote,
+                    config.upload_concurrency,
+                ));
+                (Some(outbox), Some(task))
+            }
+        };
+        Ok(Payloads {
+            config,
+            store,
+            keys,
+            outbox,
+            replicator,
+        })
+    }
+
+    /// Stores a payload: encrypts it under a new data key, chunks the ciphertext into a
+    /// UnixFS DAG, uploads its blocks through `upload_concurrency` workers, and returns
+    /// once blocks, pin and wrapped key are durable (and, with Kubo, the replication is
+    /// queued durably). Memory stays bounded whatever the payload's size: pieces of the
+    /// body are cut to 256 KiB and each block waits for a free worker.
+    pub async fn put<S>(&self, body: S, content_type: &str) -> Result<StoredPayload, PayloadError>
+    where
+        S: Stream<Item = Result<Bytes, io::Error>> + Send,
+    {
+        let key = DataKey::generate()?;
+        let key_id = new_key_id()?;
+        let mut encryptor = Encryptor::new(&key)?;
+        let mut builder = FileBuilder::new(self.config.cid_version);
+        let mut uploads =
+            BoundedUploads::new(Arc::clone(&self.store), self.config.upload_concurrency);
+        let mut hasher = Sha256::new();
+        let mut size = 0u64;
+        let mut body = std::pin::pin!(body);
+        while let Some(piece) = body.next().await {
+            let piece = piece.map_err(PayloadError::Body)?;
+            for slice in piece.chunks(CHUNK_BYTES) {
+                size += slice.len() as u64;
+                if size > self.config.max_payload_bytes {
+                    // The blocks already stored are never pinned; GC takes them after a restart.
+                    return Err(PayloadError::TooLarge {
+                        max_bytes: self.config.max_payload_bytes,
+                    });
+                }
+                hasher.update(slice);
+                let ciphertext = encryptor.push(slice)?;
+                for block in builder.push(&ciphertext) {
+                    uploads.submit(block).await?;
+                }
+            }
+        }
+        let ciphertext = encryptor.finish()?;
+        let mut blocks = builder.push(&ciphertext);
+        let (rest, summary) = builder.finish();
+        blocks.extend(rest);
+        for block in blocks {
+            uploads.submit(block).await?;
+        }
+        uploads.finish().await?;
+        self.store.sync().await?;
+        let keys = Arc::clone(&self.keys);
+        let id = key_id.clone();
+        tokio::task::spawn_blocking(move || keys.store(&id, &key))
+            .await
+            .expect("key store panicked")?;
+        self.store.pin(&summary.root).await?;
+        if let Some(outbox) = &self.outbox {
+            outbox
+                .push(OutboxOp::Pin(summary.root))
+                .map_err(storage_error)?;
+        }
+        Ok(StoredPayload {
+            cid: summary.root,
+            size,
+            sha256: hasher.finalize().into(),
+            key_id,
+            content_type: content_type.to_string(),
+        })
+    }
+
+    /// Streams a payload's plaintext, fetching up to `download_concurrency` blocks ahead
+    /// in order. Every block is checked against its CID and every segment authenticated
+    /// before its bytes are yielded; the size and SHA-256 are checked at the end, and a
+    /// mismatch is the stream's last item.
+    pub async fn get(&self, payload: &StoredPayload) -> Result<PlaintextStream, PayloadError> {
+        let keys = Arc::clone(&self.keys);
+        let key_id = payload.key_id.clone();
+        let key = tokio::task::spawn_blocking(move || keys.load(&key_id))
+            .await
+            .expect("key store panicked")?;
+        let depth = leaf_depth(&*self.store, payload.cid).await?;
+        let store = Arc::clone(&self.store);
+        let leaves = leaf_cids(Arc::clone(&store), payload.cid, depth);
+        let fetched = leaves
+            .map(move |leaf| {
+                let store = Arc::clone(&store);
+                async move {
+                    let cid = leaf?;
+                    let block = store
+                        .get_block(&cid)
+                        .await?
+                        .ok_or_else(|| PayloadError::NotFound(format!("block {cid} is missing")))?;
+                    leaf_data(cid, block)
+                }
+            })
+            .buffered(self.config.download_concurrency);
+        Ok(decrypt_and_verify(
+            Box::pin(fetched),
+            key,
+            payload.size,
+            payload.sha256,
+        ))
+    }
+
+    /// Erases a payload: destroys its key (durably, first: from then on it is unreadable),
+    /// then unpins it locally and, with Kubo, queues the unpin there. Idempotent.
+    pub async fn erase(&self, key_id: &str, cid: &Cid) -> Result<(), PayloadError> {
+        let keys = Arc::clone(&self.keys);
+        let id = key_id.to_string();
+        tokio::task::spawn_blocking(move || keys.destroy(&id))
+            .await
+            .expect("key store panicked")?;
+        self.store.unpin(cid).await?;
+        if let Some(outbox) = &self.outbox {
+            outbox.push(OutboxOp::Unpin(*cid)).map_err(storage_error)?;
+        }
+        Ok(())
+    }
+
+    /// Bytes of block data in the local store (pinned payloads plus garbage not yet
+    /// collected).
+    pub async fn bytes_stored(&self) -> Result<u64, PayloadError> {
+        Ok(self.store.stored_bytes().await?)
+    }
+
+    /// Roots pinned in the local store. A crash after `put` pinned a payload but before
+    /// its record was committed leaves a pinned root no record names; the caller unpins
+    /// those (with [`Payloads::unpin_orphan`]) after comparing with the ledger.
+    pub async fn pinned_roots(&self) -> Result<Vec<Cid>, PayloadError> {
+        Ok(self.store.pinned_roots().await?)
+    }
+
+    /// Unpins a root no record refers to (see [`Payloads::pinned_roots`]); its blocks go
+    /// at the next GC. Its key, if stored, stays: the caller destroys it if it knows it.
+    pub async fn unpin_orphan(&self, root: &Cid) -> Result<(), PayloadError> {
+        self.store.unpin(root).await?;
+        if let Some(outbox) = &self.outbox {
+            outbox.push(OutboxOp::Unpin(*root)).map_err(storage_error)?;
+        }
+        Ok(())
+    }
+
+    /// Runs garbage collection on the local store.
+    pub async fn gc(&self) -> Result<crate::pinstore::GcStats, PayloadError> {
+        Ok(self.store.gc().await?)
+    }
+
+    /// Replication figures; `None` without a Kubo node.
+    pub fn replication(&self) -> Option<ReplicationStatus> {
+        self.outbox.as_ref().map(|outbox| ReplicationStatus {
+            outbox_depth: outbox.depth(),
+            failures: outbox.failures(),
+            replicated: outbox.replicated(),
+        })
+    }
+}
+
+/// Depth of the leaves below `root` (0: the root is the only leaf), following first
+/// children. Balanced DAGs have every leaf at this depth.
+async fn leaf_depth(store: &dyn PinStore, root: Cid) -> Result<usize, PayloadError> {
+    let mut cid = root;
+    for depth in 0..=DAG_DEPTH_MAX {
+        if cid.codec() == Codec::Raw {
+            return Ok(depth);
+        }
+        let block = store.get_block(&cid).await?.ok_or_else(|| {
+            if depth == 0 {
+                PayloadError::NotFound(format!("payload {root}"))
+            } else {
+                PayloadError::NotFound(format!("block {cid} is missing"))
+            }
+        })?;
+        let node = decode_node(&block).map_err(|e| PayloadError::Corrupt(e.to_string()))?;
+        match node.links.first() {
+            None => return Ok(depth),
+            Some(child) => cid = *child,
+        }
+    }
+    Err(PayloadError::Corrupt(format!(
+        "DAG under {root} is deeper than {DAG_DEPTH_MAX}"
+    )))
+}
+
+/// The leaves under `root`, left to right. Fetches only parent nodes (small); leaves are
+/// fetched by the caller, so it can fetch several ahead.
+fn leaf_cids(
+    store: Arc<dyn PinStore>,
+    root: Cid,
+    leaf_depth: usize,
+) -> impl Stream<Item = Result<Cid, PayloadError>> + Send {
+    let stack = vec![(root, 0usize)];
+    stream::unfold((store, stack), move |(store, mut stack)| async move {
+        loop {
+            let (cid, depth) = stack.pop()?;
+            if depth == leaf_depth {
+                return Some((Ok(cid), (store, stack)));
+            }
+            let parent = match store.get_block(&cid).await {
+                Ok(Some(block)) => block,
+                Ok(None) => {
+                    let error = PayloadError::NotFound(format!("block {cid} is missing"));
+                    return Some((Err(error), (store, Vec::new())));
+                }
+                Err(error) => return Some((Err(error.into()), (store, Vec::new()))),
+            };
+            match decode_node(&parent) {
+                Ok(node) if !node.links.is_empty() => {
+                    stack.extend(node.links.iter().rev().map(|child| (*child, depth + 1)));
+                }
+                _ => {
+                    let error = PayloadError::Corrupt(format!(
+                        "node {cid} is not a parent at depth {depth}"
+                    ));
+                    return Some((Err(error), (store, Vec::new())));
+                }
+            }
+        }
+    })
+}
+
+/// The file bytes of a leaf: a raw block itself, or a dag-pb leaf's UnixFS data.
+fn leaf_data(cid: Cid, block: Bytes) -> Result<Bytes, PayloadError> {
+    match cid.codec() {
+        Codec::Raw => Ok(block),
+        Codec::DagPb => {
+            let node = decode_node(&block).map_err(|e| PayloadError::Corrupt(e.to_string()))?;
+            if !node.links.is_empty() {
+                return Err(PayloadError::Corrupt(format!("leaf {cid} has links")));
+            }
+            Ok(block.slice_ref(node.data))
+        }
+    }
+}
+
+struct DecryptState {
+    ciphertext: Pin<Box<dyn Stream<Item = Result<Bytes, PayloadError>> + Send>>,
+    decryptor: Option<Decryptor>,
+    hasher: Sha256,
+    size: u64,
+    expected_size: u64,
+    expected_sha256: [u8; 32],
+}
+
+fn decrypt_and_verify(
+    ciphertext: Pin<Box<dyn Stream<Item = Result<Bytes, PayloadError>> + Send>>,
+    key: DataKey,
+    expected_size: u64,
+    expected_sha256: [u8; 32],
+) -> PlaintextStream {
+    let state = DecryptState {
+        ciphertext,
+        decryptor: Some(Decryptor::new(&key)),
+        hasher: Sha256::new(),
+        size: 0,
+        expected_size,
+        expected_sha256,
+    };
+    Box::pin(stream::unfold(state, |mut state| async move {
+        // `decryptor` is `None` once the stream ended or failed: nothing more is yielded.
+        loop {
+            let decryptor = state.decryptor.as_mut()?;
+            let step = match state.ciphertext.next().await {
+                Some(Ok(piece)) => decryptor.push(&piece).map_err(PayloadError::from),
+                Some(Err(error)) => Err(error),
+                None => {
+                    let decryptor = state.decryptor.take().expect("checked above");
+                    let last = decryptor
+                        .finish()
+                        .map_err(PayloadError::from)
+                        .and_then(|plain| state.account(&plain).map(|()| plain))
+                        .and_then(|plain| state.verify_end().map(|()| plain));
+                    return match last {
+                        Ok(plain) if plain.is_empty() => None,
+                        Ok(plain) => Some((Ok(Bytes::from(plain)), state)),
+                        Err(error) => Some((Err(error), state)),
+                    };
+                }
+            };
+            match step.and_then(|plain| state.account(&plain).map(|()| plain)) {
+                Ok(plain) if plain.is_empty() => continue,
+                Ok(plain) => return Some((Ok(Bytes::from(plain)), state)),
+                Err(error) => {
+                    state.decryptor = None;
+                    return Some((Err(error), state));
+                }
+            }
+        }
+    }))
+}
+
+impl DecryptState {
+    fn account(&mut self, plain: &[u8]) -> Result<(), PayloadError> {
+        self.size += plain.len() as u64;
+        if self.size > self.expected_size {
+            return Err(PayloadError::Corrupt(
+                "payload is longer than recorded".into(),
+            ));
+        }
+        self.hasher.update(plain);
+        Ok(())
+    }
+
+    fn verify_end(&mut self) -> Result<(), PayloadError> {
+        if self.size != self.expected_size {
+            return Err(PayloadError::Corrupt(
+                "payload size differs from the record".into(),
+            ));
+        }
+        let digest: [u8; 32] = std::mem::take(&mut self.hasher).finalize().into();
+        if digest != self.expected_sha256 {
+            return Err(PayloadError::Corrupt(
+                "payload SHA-256 differs from the record".into(),
+            ));
+        }
+        Ok(())
+    }
+}

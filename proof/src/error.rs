@@ -1,0 +1,153 @@
+//! Errors: why a proof was rejected ([`VerifyError`]) and why the checkpoint key could not
+//! be loaded ([`KeyError`]).
+
+use std::path::PathBuf;
+
+use crate::merkle::ProofError;
+
+/// Why a proof document, checkpoint or public key was rejected.
+///
+/// Any `Err` means the document must not be trusted; the variant names the first check
+/// that failed, and its message is meant to be shown to the auditor as it is.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum VerifyError {
+    /// The input is not JSON of the expected shape.
+    #[error("malformed JSON: {0}")]
+    MalformedJson(String),
+    /// The JSON is none of the documents this crate verifies.
+    #[error(
+        "unknown document: expected a tx proof (has \"tx_hash\"), a consistency proof \
+         (has \"from\" and \"proof\") or a checkpoint (has \"signature\")"
+    )]
+    UnknownDocument,
+    /// A hex field does not hold what it must.
+    #[error("field `{field}`: {reason}")]
+    MalformedHex {
+        /// The JSON path of the field, e.g. `chain.audit_path[2]`.
+        field: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A list of hashes is longer than any valid proof over a `u64`-sized tree.
+    #[error("field `{field}` has {len} hashes, more than the {max} any valid proof has")]
+    TooManyHashes {
+        /// The JSON path of the list.
+        field: String,
+        /// Its length.
+        len: usize,
+        /// The bound.
+        max: usize,
+    },
+    /// The public key given to the verifier is not an Ed25519 public key in a known form.
+    #[error("public key: {0}")]
+    MalformedPublicKey(String),
+    /// The checkpoint names another key than the one the verifier was given.
+    #[error(
+        "checkpoint was signed by key {checkpoint_key_id}, but the given key is {given_key_id}"
+    )]
+    WrongKey {
+        /// `key_id` in the checkpoint.
+        checkpoint_key_id: String,
+        /// `key_id` of the key given to the verifier.
+        given_key_id: String,
+    },
+    /// The Ed25519 signature does not verify over the checkpoint's signed bytes.
+    #[error("checkpoint signature does not verify with the given key")]
+    BadSignature,
+    /// A checkpoint's `tree_size` and `height` differ (the chain tree has one leaf per block).
+    #[error("checkpoint tree_size {tree_size} differs from its height {height}")]
+    CheckpointSizeMismatch {
+        /// `tree_size` in the checkpoint.
+        tree_size: u64,
+        /// `height` in the checkpoint.
+        height: u64,
+    },
+    /// A checkpoint of an empty chain (every chain has its genesis block).
+    #[error("checkpoint covers no blocks (tree_size 0)")]
+    EmptyCheckpoint,
+    /// A field of the proof disagrees with the signed checkpoint or with another field.
+    #[error("`{field}` is {got}, but {expected_from} is {expected}")]
+    Mismatch {
+        /// The field that disagrees, e.g. `chain.root`.
+        field: &'static str,
+        /// Its value.
+        got: String,
+        /// Where the expected value comes from, e.g. `checkpoint.root`.
+        expected_from: &'static str,
+        /// The expected value.
+        expected: String,
+    },
+    /// `block_header` is not 88 bytes.
+    #[error("block_header is {got} bytes, a header is 88")]
+    HeaderLength {
+        /// Its length in bytes.
+        got: usize,
+    },
+    /// A field of `block_header` is invalid.
+    #[error("block_header field `{field}` {detail}")]
+    HeaderField {
+        /// The header field.
+        field: &'static str,
+        /// What is wrong with it.
+        detail: String,
+    },
+    /// The tx audit path does not prove `tx_hash` under `data_hash`.
+    #[error("transaction inclusion (audit_path into data_hash): {0}")]
+    TxInclusion(ProofError),
+    /// The chain audit path does not prove `block_hash` under the checkpoint's root.
+    #[error("block inclusion (chain.audit_path into chain.root): {0}")]
+    ChainInclusion(ProofError),
+    /// The consistency proof does not link the two roots.
+    #[error("consistency (proof from from_root to to_root): {0}")]
+    Consistency(ProofError),
+    /// A consistency proof was given without the signed checkpoints it links.
+    #[error(
+        "a consistency proof alone proves nothing: add the two signed checkpoints as \
+         \"from_checkpoint\" and \"to_checkpoint\" (e.g. the one you kept and a new one \
+         from GET /v1/checkpoint)"
+    )]
+    MissingCheckpoints,
+}
+
+/// Why the checkpoint signing key could not be loaded or created.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum KeyError {
+    /// Reading, writing or inspecting the key file failed.
+    #[error("checkpoint key {path}: {source}")]
+    Io {
+        /// The key file (or its temporary sibling).
+        path: PathBuf,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+    /// The key file can be read by others than its owner.
+    #[error(
+        "checkpoint key {path} has mode {mode:o}; it must not be readable by group or others \
+         (chmod 600 it, and check nobody copied it)"
+    )]
+    Permissions {
+        /// The key file.
+        path: PathBuf,
+        /// Its permission bits.
+        mode: u32,
+    },
+    /// The key file is not a 32-byte Ed25519 seed.
+    #[error("checkpoint key {path} is {len} bytes, expected a 32-byte Ed25519 seed")]
+    BadLength {
+        /// The key file.
+        path: PathBuf,
+        /// Its length in bytes.
+        len: u64,
+    },
+    /// The key path exists but is not a regular file.
+    #[error("checkpoint key {path} is not a regular file")]
+    NotAFile {
+        /// The key path.
+        path: PathBuf,
+    },
+    /// The operating system's random number generator failed.
+    #[error("no randomness for a new checkpoint key: {0}")]
+    Random(String),
+}

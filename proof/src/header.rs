@@ -1,0 +1,179 @@
+//! The 88-byte block header (block format 1), as far as a proof needs it.
+//!
+//! This is a second reading of the layout that `medledger-storage` writes
+//! (`storage/src/ledger/block.rs`, docs/FORMAT.md), kept here so a verifier needs no
+//! storage crate. The tests check it against the golden chain in `fixtures/golden/`, so
+//! the two readings cannot drift apart silently.
+//!
+//! ```text
+//! offset size field
+//!      0    8 number        u64 LE   (genesis = 0; also the block's leaf index in the chain tree)
+//!      8    8 timestamp_ms  i64 LE
+//!     16    4 tx_count      u32 LE   (the size of the block's transaction tree)
+//!     20    1 cut_reason    u8
+//!     21    1 format        u8       (= 1)
+//!     22    2 reserved      zero
+//!     24   32 prev_hash
+//!     56   32 data_hash              (RFC 6962 root over the block's tx hashes)
+//! ```
+//! The block hash is SHA-256 of these 88 bytes.
+
+use sha2::{Digest, Sha256};
+
+use crate::error::VerifyError;
+use crate::merkle::Hash;
+
+/// Size of a block header in bytes.
+pub const BLOCK_HEADER_LEN: usize = 88;
+/// The only header format this crate reads.
+pub const BLOCK_FORMAT: u8 = 1;
+
+/// Byte offset of `number` (u64 LE).
+pub const NUMBER_OFFSET: usize = 0;
+/// Byte offset of `timestamp_ms` (i64 LE).
+pub const TIMESTAMP_OFFSET: usize = 8;
+/// Byte offset of `tx_count` (u32 LE).
+pub const TX_COUNT_OFFSET: usize = 16;
+/// Byte offset of `cut_reason` (u8).
+pub const CUT_REASON_OFFSET: usize = 20;
+/// Byte offset of `format` (u8).
+pub const FORMAT_OFFSET: usize = 21;
+/// Byte offset of the two reserved (zero) bytes.
+pub const RESERVED_OFFSET: usize = 22;
+/// Byte offset of `prev_hash` (32 bytes).
+pub const PREV_HASH_OFFSET: usize = 24;
+/// Byte offset of `data_hash` (32 bytes).
+pub const DATA_HASH_OFFSET: usize = 56;
+
+const _: () = assert!(DATA_HASH_OFFSET + 32 == BLOCK_HEADER_LEN);
+const _: () = assert!(PREV_HASH_OFFSET + 32 == DATA_HASH_OFFSET);
+
+/// The fields of a block header.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HeaderFields {
+    /// The block number; block `n` is leaf `n` of the chain tree.
+    pub number: u64,
+    /// Milliseconds since the Unix epoch, UTC.
+    pub timestamp_ms: i64,
+    /// Number of transactions, i.e. leaves of the tree whose root is `data_hash`.
+    pub tx_count: u32,
+    /// Why the block was cut (0 genesis … 6 drain; see docs/FORMAT.md).
+    pub cut_reason: u8,
+    /// Header hash of block `number - 1` (zeros for genesis).
+    pub prev_hash: Hash,
+    /// RFC 6962 root over the block's transaction hashes.
+    pub data_hash: Hash,
+}
+
+impl HeaderFields {
+    /// Reads a header. Accepts exactly [`BLOCK_HEADER_LEN`] bytes of format
+    /// [`BLOCK_FORMAT`] with zero reserved bytes; the cut reason is not interpreted.
+    ///
+    /// # Errors
+    /// [`VerifyError::HeaderLength`] or [`VerifyError::HeaderField`] naming the field.
+    pub fn parse(bytes: &[u8]) -> Result<HeaderFields, VerifyError> {
+        let b: &[u8; BLOCK_HEADER_LEN] = bytes
+            .try_into()
+            .map_err(|_| VerifyError::HeaderLength { got: bytes.len() })?;
+        if b[FORMAT_OFFSET] != BLOCK_FORMAT {
+            return Err(VerifyError::HeaderField {
+                field: "format",
+                detail: format!(
+                    "is {}, only format {BLOCK_FORMAT} is known",
+                    b[FORMAT_OFFSET]
+                ),
+            });
+        }
+        if b[RESERVED_OFFSET..PREV_HASH_OFFSET] != [0, 0] {
+            return Err(VerifyError::HeaderField {
+                field: "reserved",
+                detail: "is not zero".into(),
+            });
+        }
+        Ok(HeaderFields {
+            number: u64::from_le_bytes(array(b, NUMBER_OFFSET)),
+            timestamp_ms: i64::from_le_bytes(array(b, TIMESTAMP_OFFSET)),
+            tx_count: u32::from_le_bytes(array(b, TX_COUNT_OFFSET)),
+            cut_reason: b[CUT_REASON_OFFSET],
+            prev_hash: array(b, PREV_HASH_OFFSET),
+            data_hash: array(b, DATA_HASH_OFFSET),
+        })
+    }
+
+    /// The header bytes, laid out exactly as storage's `BlockHeader::encode`.
+    #[must_use]
+    pub fn encode(&self) -> [u8; BLOCK_HEADER_LEN] {
+        let mut out = [0u8; BLOCK_HEADER_LEN];
+        out[NUMBER_OFFSET..TIMESTAMP_OFFSET].copy_from_slice(&self.number.to_le_bytes());
+        out[TIMESTAMP_OFFSET..TX_COUNT_OFFSET].copy_from_slice(&self.timestamp_ms.to_le_bytes());
+        out[TX_COUNT_OFFSET..CUT_REASON_OFFSET].copy_from_slice(&self.tx_count.to_le_bytes());
+        out[CUT_REASON_OFFSET] = self.cut_reason;
+        out[FORMAT_OFFSET] = BLOCK_FORMAT;
+        out[PREV_HASH_OFFSET..DATA_HASH_OFFSET].copy_from_slice(&self.prev_hash);
+        out[DATA_HASH_OFFSET..].copy_from_slice(&self.data_hash);
+        out
+    }
+}
+
+/// The block hash: SHA-256 of the header bytes.
+#[must_use]
+pub fn header_hash(header: &[u8; BLOCK_HEADER_LEN]) -> Hash {
+    Sha256::digest(header).into()
+}
+
+/// `N` bytes of `b` from `at`; the offsets are constants inside the header.
+fn array<const N: usize>(b: &[u8; BLOCK_HEADER_LEN], at: usize) -> [u8; N] {
+    let mut out = [0u8; N];
+    out.copy_from_slice(&b[at..at + N]);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> HeaderFields {
+        HeaderFields {
+            number: 7,
+            timestamp_ms: -3,
+            tx_count: 0x0102_0304,
+            cut_reason: 5,
+            prev_hash: [0xaa; 32],
+            data_hash: [0xbb; 32],
+        }
+    }
+
+    #[test]
+    fn round_trips_and_rejects_bad_layouts() {
+        let h = sample();
+        let bytes = h.encode();
+        assert_eq!(HeaderFields::parse(&bytes), Ok(h));
+        assert_eq!(&bytes[16..20], &[4, 3, 2, 1]);
+        for len in [0, 87, 89] {
+            let mut v = bytes.to_vec();
+            v.resize(len, 0);
+            assert_eq!(
+                HeaderFields::parse(&v),
+                Err(VerifyError::HeaderLength { got: len })
+            );
+        }
+        let mut bad = bytes;
+        bad[FORMAT_OFFSET] = 2;
+        assert!(matches!(
+            HeaderFields::parse(&bad),
+            Err(VerifyError::HeaderField {
+                field: "format",
+                ..
+            })
+        ));
+        let mut bad = bytes;
+        bad[RESERVED_OFFSET + 1] = 1;
+        assert!(matches!(
+            HeaderFields::parse(&bad),
+            Err(VerifyError::HeaderField {
+                field: "reserved",
+                ..
+            })
+        ));
+    }
+}
