@@ -6,6 +6,8 @@
 //! - [`rebuild`]: rebuilds the views from the ledger and checks live views against a
 //!   rebuild.
 //! - [`api`], [`serve`]: the HTTP API (actix-web) and `medledger serve`.
+//! - [`explorer`]: the chain tree over block header hashes, activity and totals, for
+//!   the block explorer's routes and checkpoints.
 //! - [`cli`]: the `medledger` command's subcommands, callable from tests.
 //! - [`fixtures`]: a seeded generator of realistic events, every one valid for the
 //!   contract in order (tests, benchmarks, `medledger fixtures`).
@@ -13,6 +15,7 @@
 
 pub mod api;
 pub mod cli;
+pub mod explorer;
 pub mod fixtures;
 pub mod orderer;
 pub mod projector;

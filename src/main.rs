@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
 
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -94,10 +94,50 @@ enum Command {
         #[arg(long, default_value_t = 1)]
         seed: u64,
     },
+    /// IPFS helpers.
+    Ipfs {
+        #[command(subcommand)]
+        ipfs: IpfsCommand,
+    },
+    /// Offline proof checks (no server, no data dir).
+    Proof {
+        #[command(subcommand)]
+        proof: ProofCommand,
+    },
     /// Benchmarks.
     Bench {
         #[command(subcommand)]
         bench: Bench,
+    },
+}
+
+#[derive(Subcommand)]
+enum IpfsCommand {
+    /// Print the CID of FILE as Kubo computes it (`ipfs add --only-hash`): 256 KiB chunks,
+    /// balanced DAG, 174 links per node; CIDv0 by default, CIDv1 with raw leaves with
+    /// `--cid-version 1`. Nothing is stored.
+    Add {
+        /// Only compute the CID (the only mode: medledger never adds plaintext files).
+        #[arg(long, required = true)]
+        only_hash: bool,
+        #[arg(long, default_value_t = 0)]
+        cid_version: u8,
+        file: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum ProofCommand {
+    /// Check a tx proof (`GET /v1/tx/{id}/proof`), a consistency proof with its two
+    /// checkpoints (`GET /v1/checkpoint/consistency`) or a checkpoint, against the
+    /// server's public key. Exit 0 when it verifies, 1 with the reason when not.
+    Verify {
+        /// The checkpoint public key: 64 hex digits, the JSON of `GET /v1/checkpoint/key`,
+        /// or a file holding either.
+        #[arg(long)]
+        key: String,
+        /// The proof document (JSON).
+        file: PathBuf,
     },
 }
 
@@ -112,6 +152,10 @@ enum Bench {
 
 #[derive(Args)]
 struct ServeArgs {
+    /// A TOML file of settings (keys are these flags' names, e.g. `listen`,
+    /// `batch_timeout_ms`); flags and environment variables override it.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
     #[arg(long, env = "MEDLEDGER_DATA_DIR", default_value = "medledger-data")]
     data_dir: PathBuf,
     /// Address to listen on (loopback by default).
@@ -127,6 +171,27 @@ struct ServeArgs {
     /// HTTP worker threads (0: one per core).
     #[arg(long, env = "MEDLEDGER_WORKERS", default_value_t = 0)]
     workers: usize,
+    /// Requests per second per client address (burst: twice that); 0 turns the limit
+    /// off (benchmarks). Over the limit: 429 with Retry-After.
+    #[arg(long, env = "MEDLEDGER_RATE_LIMIT_PER_SEC", default_value_t = medledger::serve::DEFAULT_RATE_LIMIT_PER_SEC)]
+    rate_limit_per_sec: u32,
+    /// Chunk workers uploading a payload's blocks at once.
+    #[arg(long, env = "IPFS_UPLOAD_CONCURRENCY", default_value_t = 4)]
+    ipfs_upload_concurrency: usize,
+    /// Blocks fetched ahead while a payload is read.
+    #[arg(long, env = "IPFS_DOWNLOAD_CONCURRENCY", default_value_t = 6)]
+    ipfs_download_concurrency: usize,
+    /// A Kubo node's RPC API (e.g. http://127.0.0.1:5001) to replicate encrypted payloads
+    /// to, from a durable outbox; without it payloads stay in the embedded store only.
+    #[arg(long, env = "MEDLEDGER_IPFS_API")]
+    ipfs_api: Option<String>,
+    /// CID version of new payloads: 0 (Kubo's default) or 1 (raw leaves).
+    #[arg(long, env = "MEDLEDGER_CID_VERSION", default_value_t = 0)]
+    cid_version: u8,
+    /// The master key that wraps payload keys (32 bytes, mode 0600); default
+    /// DATA_DIR/payloads/master.key, created on first start.
+    #[arg(long, env = "MEDLEDGER_MASTER_KEY")]
+    master_key: Option<PathBuf>,
     /// Submissions waiting to be cut, at most; beyond it submissions get 503 busy.
     #[arg(long, env = "MEDLEDGER_QUEUE_CAPACITY", default_value_t = 65_536)]
     queue_capacity: usize,
@@ -244,6 +309,17 @@ fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
+    // The config file is the lowest layer under flags and environment variables: it is
+    // applied (as environment variables) before the command line is parsed.
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if args.get(1).is_some_and(|a| a == "serve") {
+        let cmd = Cli::command();
+        let serve = cmd.find_subcommand("serve").expect("the serve subcommand");
+        if let Err(e) = cli::config_file::apply(serve, &args) {
+            eprintln!("medledger: {e}");
+            return ExitCode::from(2);
+        }
+    }
     let cli = Cli::parse();
     let mut stdout = std::io::stdout().lock();
     let code = match cli.command {
@@ -269,6 +345,14 @@ fn main() -> ExitCode {
                 },
                 jwt_public_key: a.jwt_public_key,
                 workers: a.workers,
+                rate_limit_per_sec: a.rate_limit_per_sec,
+                payloads: medledger::serve::PayloadSettings {
+                    upload_concurrency: a.ipfs_upload_concurrency,
+                    download_concurrency: a.ipfs_download_concurrency,
+                    cid_version: a.cid_version,
+                    ipfs_api: a.ipfs_api,
+                    master_key: a.master_key,
+                },
             };
             match medledger::serve::run(config) {
                 Ok(()) => 0,
@@ -285,6 +369,14 @@ fn main() -> ExitCode {
             hospital,
             ttl_hours,
         } => cli::token::run(&data_dir, &role, &sub, hospital, ttl_hours, &mut stdout),
+        Command::Ipfs {
+            ipfs: IpfsCommand::Add {
+                cid_version, file, ..
+            },
+        } => cli::ipfs::run_only_hash(&file, cid_version, &mut stdout),
+        Command::Proof {
+            proof: ProofCommand::Verify { key, file },
+        } => cli::proof::run_verify(&key, &file, &mut stdout),
         Command::Fixtures { events, seed } => cli::fixtures::run(events, seed, &mut stdout),
         Command::Rebuild { data_dir, backend } => {
             cli::rebuild::run_rebuild(&data_dir, backend.backend(), &mut stdout)

@@ -14,10 +14,13 @@ use actix_web::dev::Service;
 use actix_web::middleware::Compress;
 use actix_web::{web, App, HttpServer};
 
+use medledger_payload::{CidVersion, PayloadConfig, Payloads};
 use medledger_storage::views::Backend;
 use medledger_storage::{Ledger, LedgerOptions};
 
 use crate::api::auth::{self, Auth};
+use crate::api::error::ApiError;
+use crate::api::limits::{client_key, RateLimiter};
 use crate::api::{self, AppState};
 use crate::orderer::{Orderer, OrdererConfig};
 use crate::projector::Projector;
@@ -34,11 +37,127 @@ pub struct ServeConfig {
     pub jwt_public_key: Option<PathBuf>,
     /// HTTP worker threads (0: one per core).
     pub workers: usize,
+    /// Requests per second per client address (burst: twice that); 0 turns it off.
+    pub rate_limit_per_sec: u32,
+    /// The payload pipeline.
+    pub payloads: PayloadSettings,
+}
+
+/// The payload pipeline's knobs (the data dir and the size limit come from the rest of
+/// the config: payloads live in `<data_dir>/payloads`, and are at most AbsoluteMaxBytes).
+#[derive(Clone, Debug)]
+pub struct PayloadSettings {
+    /// Blocks uploaded at once (`IPFS_UPLOAD_CONCURRENCY`).
+    pub upload_concurrency: usize,
+    /// Blocks fetched ahead on reads (`IPFS_DOWNLOAD_CONCURRENCY`).
+    pub download_concurrency: usize,
+    /// CID version of new payloads (0: Kubo's default; 1: raw leaves).
+    pub cid_version: u8,
+    /// A Kubo node's RPC API to replicate pinned payloads to (none: embedded only).
+    pub ipfs_api: Option<String>,
+    /// The master key file (none: `<data_dir>/payloads/master.key`, created on first start).
+    pub master_key: Option<PathBuf>,
+}
+
+impl Default for PayloadSettings {
+    fn default() -> Self {
+        PayloadSettings {
+            upload_concurrency: 4,
+            download_concurrency: 6,
+            cid_version: 0,
+            ipfs_api: None,
+            master_key: None,
+        }
+    }
+}
+
+/// The most chunk workers either pool may have.
+pub const PAYLOAD_CONCURRENCY_MAX: usize = 64;
+
+/// The file in the data dir holding the Ed25519 key that signs checkpoints (mode 0600).
+pub const CHECKPOINT_KEY_FILE: &str = "checkpoint.key";
+
+/// The default per-client rate limit (requests per second).
+pub const DEFAULT_RATE_LIMIT_PER_SEC: u32 = 1_000;
+
+impl ServeConfig {
+    /// The embedded defaults for `data_dir`: 127.0.0.1:8080, RocksDB views, the default
+    /// cutter, the data dir's HS256 secret, one worker per core, the default rate limit.
+    pub fn new(data_dir: PathBuf) -> ServeConfig {
+        ServeConfig {
+            data_dir,
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            backend: Backend::RocksDb,
+            orderer: OrdererConfig::default(),
+            jwt_public_key: None,
+            workers: 0,
+            rate_limit_per_sec: DEFAULT_RATE_LIMIT_PER_SEC,
+            payloads: PayloadSettings::default(),
+        }
+    }
 }
 
 /// The running parts behind the HTTP layer.
 pub struct Core {
     pub state: web::Data<AppState>,
+    /// The runtime of the payload pipeline's background replication (Kubo), if any.
+    replication: Option<tokio::runtime::Runtime>,
+}
+
+impl Drop for Core {
+    fn drop(&mut self) {
+        // Not a blocking drop: a Core may be dropped inside an async test.
+        if let Some(rt) = self.replication.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
+/// Opens the payload pipeline; with a Kubo node, on a runtime of its own, so replication
+/// runs whatever runtime the HTTP workers use.
+fn open_payloads(
+    config: &ServeConfig,
+) -> Result<(Arc<Payloads>, Option<tokio::runtime::Runtime>), String> {
+    let s = &config.payloads;
+    for (name, n) in [
+        ("upload", s.upload_concurrency),
+        ("download", s.download_concurrency),
+    ] {
+        if !(1..=PAYLOAD_CONCURRENCY_MAX).contains(&n) {
+            return Err(format!(
+                "the IPFS {name} concurrency must be between 1 and {PAYLOAD_CONCURRENCY_MAX}, not {n}"
+            ));
+        }
+    }
+    let cid_version = match s.cid_version {
+        0 => CidVersion::V0,
+        1 => CidVersion::V1,
+        other => return Err(format!("the CID version must be 0 or 1, not {other}")),
+    };
+    let mut pc = PayloadConfig::new(config.data_dir.join("payloads"));
+    pc.master_key_path = s.master_key.clone();
+    pc.upload_concurrency = s.upload_concurrency;
+    pc.download_concurrency = s.download_concurrency;
+    pc.cid_version = cid_version;
+    pc.max_payload_bytes = u64::from(config.orderer.cutter.absolute_max_bytes);
+    pc.kubo = s.ipfs_api.clone();
+    let open = |pc| Payloads::open(pc).map_err(|e| format!("opening the payload store: {e}"));
+    match &s.ipfs_api {
+        None => Ok((Arc::new(open(pc)?), None)),
+        Some(_) => {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .thread_name("medledger-ipfs")
+                .enable_all()
+                .build()
+                .map_err(|e| format!("starting the replication runtime: {e}"))?;
+            let payloads = {
+                let _guard = rt.enter();
+                open(pc)?
+            };
+            Ok((Arc::new(payloads), Some(rt)))
+        }
+    }
 }
 
 impl Core {
@@ -75,15 +194,23 @@ impl Core {
                 Auth::hs256(&secret)
             }
         };
+        let (payloads, replication) = open_payloads(config)?;
+        let key_path = config.data_dir.join(CHECKPOINT_KEY_FILE);
+        let checkpoint_key = medledger_proof::CheckpointKey::load_or_create(&key_path)
+            .map_err(|e| format!("the checkpoint key {}: {e}", key_path.display()))?;
         let state = web::Data::new(AppState {
+            explorer: crate::explorer::Explorer::new(ledger.clone(), checkpoint_key),
+            payloads,
             ledger,
             orderer,
             views,
             projector,
             auth,
+            rate_limit: (config.rate_limit_per_sec > 0)
+                .then(|| RateLimiter::new(config.rate_limit_per_sec)),
             metrics: api::metrics::Metrics::default(),
         });
-        Ok(Core { state })
+        Ok(Core { state, replication })
     }
 
     /// Drains and closes everything, in order.
@@ -123,22 +250,51 @@ pub fn app(
             let started = Instant::now();
             let method = req.method().to_string();
             let state = req.app_data::<web::Data<AppState>>().cloned();
-            let fut = srv.call(req);
+            let limited = state
+                .as_ref()
+                .and_then(|s| s.rate_limit.as_ref())
+                .and_then(|rl| rl.check(&client_key(&req), started).err());
+            // Either the service's future, or the 429 answered without calling it.
+            let call = match limited {
+                None => Ok(srv.call(req)),
+                Some(retry_after) => {
+                    let mut e = ApiError::new(
+                        actix_web::http::StatusCode::TOO_MANY_REQUESTS,
+                        "rate_limited",
+                        "too many requests from this address; slow down",
+                    );
+                    e.retry_after = Some(retry_after);
+                    Err(req.into_response(actix_web::ResponseError::error_response(&e)))
+                }
+            };
             async move {
-                let res = fut.await?;
+                let res = match call {
+                    Ok(fut) => fut.await?.map_into_boxed_body(),
+                    Err(res) => res,
+                };
                 if let Some(state) = state {
                     let route = res
                         .request()
                         .match_pattern()
                         .unwrap_or_else(|| "unmatched".into());
+                    let elapsed = started.elapsed();
                     state.metrics.observe(
                         &method,
                         &route,
                         res.status().as_u16(),
-                        started.elapsed().as_secs_f64(),
+                        elapsed.as_secs_f64(),
+                    );
+                    // Structured access log (RUST_LOG=medledger=debug); the path's ids are
+                    // not logged, only the route pattern.
+                    tracing::debug!(
+                        method = %method,
+                        route = %route,
+                        status = res.status().as_u16(),
+                        micros = elapsed.as_micros() as u64,
+                        "http request"
                     );
                 }
-                Ok(res.map_into_boxed_body())
+                Ok(res)
             }
         })
         .wrap(Compress::default())

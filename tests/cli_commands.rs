@@ -159,3 +159,35 @@ fn the_committed_fixture_sample_is_what_the_generator_prints() {
         env.check_limits().unwrap();
     }
 }
+
+/// `medledger ipfs add --only-hash` prints Kubo's CIDs (goldens from `ipfs add
+/// --only-hash`, issue 5), for v0 and v1 (raw leaves); a bad version is refused.
+#[test]
+fn ipfs_add_only_hash_prints_kubos_cids() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("hello.txt");
+    std::fs::write(&file, b"hello world\n").unwrap();
+    let run = |version: &str| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_medledger"))
+            .args(["ipfs", "add", "--only-hash", "--cid-version", version])
+            .arg(&file)
+            .output()
+            .unwrap();
+        (out.status.code(), String::from_utf8(out.stdout).unwrap())
+    };
+    assert_eq!(
+        run("0"),
+        (
+            Some(0),
+            "QmT78zSuBmuS4z925WZfrqQ1qHaJ56DQaTfyMUF7F8ff5o\n".into()
+        )
+    );
+    assert_eq!(
+        run("1"),
+        (
+            Some(0),
+            "bafkreifjjcie6lypi6ny7amxnfftagclbuxndqonfipmb64f2km2devei4\n".into()
+        )
+    );
+    assert_eq!(run("2").0, Some(2));
+}

@@ -1,87 +1,15 @@
 //! A real `medledger serve` process on a free loopback port: submit records, SIGKILL it,
 //! restart it, and every acknowledged record is there.
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
-
-fn free_port() -> SocketAddr {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap()
-}
-
-fn start(dir: &Path, addr: SocketAddr) -> Child {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_medledger"))
-        .args(["serve", "--data-dir"])
-        .arg(dir)
-        .args(["--listen", &addr.to_string(), "--workers", "2"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while Instant::now() < deadline {
-        if let Ok((200, _)) = request(addr, "GET", "/healthz", None, None) {
-            return child;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let _ = child.kill();
-    let _ = child.wait();
-    panic!("the server did not come up");
-}
-
-/// One HTTP/1.1 request with `Connection: close`; returns (status, JSON body).
-fn request(
-    addr: SocketAddr,
-    method: &str,
-    path: &str,
-    token: Option<&str>,
-    body: Option<&str>,
-) -> std::io::Result<(u16, Value)> {
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
-    s.set_read_timeout(Some(Duration::from_secs(10)))?;
-    let body = body.unwrap_or("");
-    let auth = token
-        .map(|t| format!("Authorization: Bearer {t}\r\n"))
-        .unwrap_or_default();
-    write!(s, "{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}", body.len())?;
-    let mut raw = Vec::new();
-    s.read_to_end(&mut raw)?;
-    let text = String::from_utf8_lossy(&raw);
-    let status: u16 = text
-        .split(' ')
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let json = text
-        .split("\r\n\r\n")
-        .nth(1)
-        .and_then(|b| serde_json::from_str(b).ok())
-        .unwrap_or(Value::Null);
-    Ok((status, json))
-}
+mod common;
+use common::server::{free_port, request, start, token};
 
 #[test]
 fn every_acknowledged_record_survives_sigkill() {
     let dir = tempfile::tempdir().unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_medledger"))
-        .args(["token", "--data-dir"])
-        .arg(dir.path())
-        .args(["--role", "clinician", "--sub", "dr-1", "--hospital", "h-1"])
-        .output()
-        .unwrap();
-    assert!(out.status.success());
-    let token = String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .last()
-        .unwrap()
-        .to_owned();
+    let token = token(dir.path(), "clinician", "dr-1", Some("h-1"));
 
     let addr = free_port();
     let mut server = start(dir.path(), addr);

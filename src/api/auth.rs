@@ -250,6 +250,12 @@ impl Caller {
         }
     }
 
+    /// May use the block explorer (chain, blocks, transactions, proofs, checkpoints):
+    /// auditors and admins.
+    pub fn may_explore(&self) -> bool {
+        matches!(self.role(), Role::Admin | Role::Auditor)
+    }
+
     /// May list a clinician's records: that clinician, auditors, admins.
     pub fn may_list_clinician(&self, clinician_id: &str) -> bool {
         match self.role() {

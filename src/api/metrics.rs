@@ -24,6 +24,27 @@ struct Histogram {
     sum: f64,
 }
 
+/// `medledger_block_append_seconds`: write + fdatasync + index of each block.
+fn render_append_histogram(out: &mut String, h: &crate::orderer::service::AppendHistogram) {
+    use crate::orderer::service::APPEND_BUCKETS;
+    let name = "medledger_block_append_seconds";
+    let _ = writeln!(
+        out,
+        "# HELP {name} Time to append one block: write, fdatasync and index."
+    );
+    let _ = writeln!(out, "# TYPE {name} histogram");
+    let mut cumulative = 0;
+    for (i, b) in APPEND_BUCKETS.iter().enumerate() {
+        cumulative += h.buckets[i].load(Ordering::Relaxed);
+        let _ = writeln!(out, "{name}_bucket{{le=\"{b}\"}} {cumulative}");
+    }
+    let count = h.count.load(Ordering::Relaxed);
+    let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {count}");
+    let sum = h.sum_micros.load(Ordering::Relaxed) as f64 / 1e6;
+    let _ = writeln!(out, "{name}_sum {sum}");
+    let _ = writeln!(out, "{name}_count {count}");
+}
+
 /// Request metrics, keyed by (method, route pattern, status class).
 #[derive(Default)]
 pub struct Metrics {
@@ -208,6 +229,30 @@ pub async fn render(state: web::Data<AppState>) -> HttpResponse {
         "counter",
         "Committed transactions the contract rejected since start.",
         rejected,
+    );
+    render_append_histogram(&mut out, &state.orderer.stats().append_seconds);
+    let pinned = state.payloads.bytes_stored().await.unwrap_or(0);
+    metric(
+        &mut out,
+        "medledger_payload_bytes_pinned",
+        "gauge",
+        "Bytes in the embedded payload store (encrypted blocks, before garbage collection).",
+        pinned,
+    );
+    let replication = state.payloads.replication().unwrap_or_default();
+    metric(
+        &mut out,
+        "medledger_ipfs_outbox_depth",
+        "gauge",
+        "Pins and unpins waiting to replicate to the IPFS node (0 without one).",
+        replication.outbox_depth as u64,
+    );
+    metric(
+        &mut out,
+        "medledger_ipfs_replication_failures_total",
+        "counter",
+        "Failed replication attempts to the IPFS node since start.",
+        replication.failures,
     );
     state.metrics.render_requests(&mut out);
     HttpResponse::Ok()

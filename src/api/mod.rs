@@ -7,7 +7,11 @@
 
 pub mod auth;
 pub mod error;
+pub mod explorer;
+pub mod limits;
 pub mod metrics;
+pub mod openapi;
+pub mod payloads;
 pub mod records;
 
 use std::sync::Arc;
@@ -19,6 +23,7 @@ use serde_json::json;
 use medledger_storage::views::ViewStore;
 use medledger_storage::Ledger;
 
+use crate::explorer::Explorer;
 use crate::orderer::Orderer;
 use crate::projector::Projector;
 use auth::Auth;
@@ -37,61 +42,98 @@ pub struct AppState {
     pub orderer: Arc<Orderer>,
     pub views: Arc<dyn ViewStore>,
     pub projector: Arc<Projector>,
+    pub explorer: Explorer,
+    /// The encrypted payload pipeline.
+    pub payloads: Arc<medledger_payload::Payloads>,
     pub auth: Auth,
+    /// The per-client rate limit (none: off).
+    pub rate_limit: Option<limits::RateLimiter>,
     pub metrics: metrics::Metrics,
 }
 
-/// Registers every route.
+/// One route: how it is registered and how `/v1/openapi.json` describes it.
+#[derive(Clone, Copy, Debug)]
+pub struct RouteDoc {
+    /// `get`, `post` or `delete`.
+    pub method: &'static str,
+    /// The path, with `{name}` parameters (the syntax actix and OpenAPI share).
+    pub path: &'static str,
+    pub summary: &'static str,
+    /// Group in the OpenAPI document.
+    pub tag: &'static str,
+    /// Whether a bearer token is required.
+    pub auth: bool,
+    /// The JSON Schema of the request body, a file under `schemas/`.
+    pub body: Option<&'static str>,
+}
+
+/// Declares every route once: the registration and [`ROUTES`] come from this one table,
+/// so the OpenAPI document cannot drift from what the server serves.
+macro_rules! routes {
+    ($( $method:ident $path:literal => $handler:path, $tag:literal, auth: $auth:literal, body: $body:expr, $summary:literal; )*) => {
+        /// Every route the server serves (`/v1/openapi.json` is built from it).
+        pub const ROUTES: &[RouteDoc] = &[ $( RouteDoc {
+            method: stringify!($method),
+            path: $path,
+            summary: $summary,
+            tag: $tag,
+            auth: $auth,
+            body: $body,
+        } ),* ];
+
+        fn register_routes(cfg: &mut web::ServiceConfig) {
+            $( cfg.route($path, web::$method().to($handler)); )*
+        }
+    };
+}
+
+routes! {
+    get "/healthz" => healthz, "ops", auth: false, body: None, "The process answers.";
+    get "/readyz" => readyz, "ops", auth: false, body: None, "Ready: the ledger is healthy and the views are within 1,000 blocks.";
+    get "/metrics" => metrics::render, "ops", auth: false, body: None, "Prometheus metrics.";
+    get "/explorer" => explorer_page, "explorer", auth: false, body: None, "The block explorer web page.";
+    get "/v1/openapi.json" => openapi::serve, "ops", auth: false, body: None, "This document.";
+    post "/v1/records" => records::create, "records", auth: true, body: Some("new_record.json"), "Create a record; answered once its block is durable.";
+    post "/v1/records/batch" => records::create_batch, "records", auth: true, body: Some("new_records.json"), "Create up to 1,000 records; each item gets its own outcome.";
+    get "/v1/records/{id}" => records::get, "records", auth: true, body: None, "A record now, or as of the first N blocks (`as_of_block`).";
+    get "/v1/records/{id}/history" => records::history, "records", auth: true, body: None, "Every version of a record with its block and tx.";
+    get "/v1/records/{id}/payload" => payloads::read, "payloads", auth: true, body: None, "The record's payload, decrypted and streamed; the read is audited (AccessLogged).";
+    post "/v1/records/{id}/erase" => payloads::erase, "payloads", auth: true, body: Some("erasure.json"), "Crypto-shred the record's payload (admins).";
+    post "/v1/records/{id}/amendments" => records::amend, "records", auth: true, body: Some("amendment.json"), "Amend a record (409 on a stale `expected_version`).";
+    post "/v1/records/{id}/status" => records::change_status, "records", auth: true, body: Some("status_change.json"), "Change a record's status.";
+    get "/v1/patients/{id}/records" => records::patient_timeline, "records", auth: true, body: None, "A patient's records, newest first, filtered and paged.";
+    get "/v1/patients/{id}/export" => records::patient_export, "records", auth: true, body: None, "A patient's whole timeline as NDJSON, or CSV with `Accept: text/csv`.";
+    post "/v1/patients/{id}/grants" => records::grant, "grants", auth: true, body: Some("grant.json"), "Grant a clinician access to a patient's records.";
+    get "/v1/patients/{id}/grants" => records::list_grants, "grants", auth: true, body: None, "A patient's grants.";
+    delete "/v1/patients/{id}/grants/{grantee}" => records::revoke, "grants", auth: true, body: None, "Revoke a grant.";
+    get "/v1/clinicians/{id}/records" => records::clinician_timeline, "records", auth: true, body: None, "A clinician's records, newest first.";
+    get "/v1/hospitals/{id}/records" => records::hospital_timeline, "records", auth: true, body: None, "A hospital's records, newest first.";
+    get "/v1/chain" => explorer::chain, "explorer", auth: true, body: None, "Height, tip, genesis, totals and the cutter's settings.";
+    get "/v1/blocks" => explorer::blocks, "explorer", auth: true, body: None, "Block headers, newest first by default.";
+    get "/v1/blocks/by-hash/{hash}" => explorer::block_by_hash, "explorer", auth: true, body: None, "A block by its header hash.";
+    get "/v1/blocks/{number}" => explorer::block, "explorer", auth: true, body: None, "A block by number, with its transaction list.";
+    get "/v1/tx/{id}" => explorer::tx, "explorer", auth: true, body: None, "A transaction, where it is, and the contract's verdict.";
+    get "/v1/tx/{id}/proof" => explorer::tx_proof, "explorer", auth: true, body: None, "Inclusion proof of a transaction up to a signed checkpoint.";
+    get "/v1/checkpoint" => explorer::checkpoint, "explorer", auth: true, body: None, "The latest signed checkpoint.";
+    get "/v1/checkpoint/key" => explorer::checkpoint_key, "explorer", auth: false, body: None, "The checkpoint signing key (Ed25519).";
+    get "/v1/checkpoint/consistency" => explorer::consistency, "explorer", auth: true, body: None, "Consistency proof between two checkpoints.";
+    get "/v1/activity" => explorer::activity, "explorer", auth: true, body: None, "Blocks and transactions per minute or hour.";
+}
+
+/// The JSON body limit of the batch route (1,000 records of about 1 KiB).
+pub const BATCH_BODY_BYTES_MAX: usize = 2 * 1024 * 1024;
+
+/// Registers every route, the extractors' limits and error bodies, and the 404 body.
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.app_data(
-        web::JsonConfig::default()
-            .limit(JSON_BODY_BYTES_MAX)
-            .error_handler(|err, _| json_error(err).into()),
-    )
-    .app_data(web::QueryConfig::default().error_handler(|err, _| {
-        ApiError::bad_request("invalid_query", format!("invalid query string: {err}")).into()
-    }))
-    .app_data(web::PathConfig::default().error_handler(|err, _| {
-        ApiError::bad_request("invalid_path", format!("invalid path: {err}")).into()
-    }))
-    .route("/healthz", web::get().to(healthz))
-    .route("/readyz", web::get().to(readyz))
-    .route("/metrics", web::get().to(metrics::render))
-    .service(
-        web::scope("/v1")
-            .route("/records", web::post().to(records::create))
-            .route("/records/batch", web::post().to(records::create_batch))
-            .route("/records/{id}", web::get().to(records::get))
-            .route("/records/{id}/history", web::get().to(records::history))
-            .route("/records/{id}/amendments", web::post().to(records::amend))
-            .route(
-                "/records/{id}/status",
-                web::post().to(records::change_status),
-            )
-            .route(
-                "/patients/{id}/records",
-                web::get().to(records::patient_timeline),
-            )
-            .route(
-                "/patients/{id}/export",
-                web::get().to(records::patient_export),
-            )
-            .route("/patients/{id}/grants", web::post().to(records::grant))
-            .route("/patients/{id}/grants", web::get().to(records::list_grants))
-            .route(
-                "/patients/{id}/grants/{grantee}",
-                web::delete().to(records::revoke),
-            )
-            .route(
-                "/clinicians/{id}/records",
-                web::get().to(records::clinician_timeline),
-            )
-            .route(
-                "/hospitals/{id}/records",
-                web::get().to(records::hospital_timeline),
-            ),
-    )
-    .default_service(web::to(|| async {
+    cfg.app_data(json_config(JSON_BODY_BYTES_MAX))
+        .app_data(web::QueryConfig::default().error_handler(|err, _| {
+            ApiError::bad_request("invalid_query", format!("invalid query string: {err}")).into()
+        }))
+        .app_data(web::PathConfig::default().error_handler(|err, _| {
+            ApiError::bad_request("invalid_path", format!("invalid path: {err}")).into()
+        }));
+    register_routes(cfg);
+    cfg.default_service(web::to(|| async {
         Err::<HttpResponse, _>(ApiError::new(
             actix_web::http::StatusCode::NOT_FOUND,
             "no_route",
@@ -100,7 +142,36 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     }));
 }
 
-fn json_error(err: actix_web::error::JsonPayloadError) -> ApiError {
+/// The JSON extractor's settings: a body limit and this API's error bodies.
+pub fn json_config(limit: usize) -> web::JsonConfig {
+    web::JsonConfig::default()
+        .limit(limit)
+        .error_handler(|err, _| json_error(err).into())
+}
+
+/// For handlers that read their JSON body themselves: the body must be declared JSON
+/// (`application/json` or a `+json` type), as the `web::Json` extractor requires.
+pub(crate) fn require_json(req: &actix_web::HttpRequest) -> Result<(), ApiError> {
+    let json = req
+        .headers()
+        .get(actix_web::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| {
+            v.split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_ascii_lowercase()
+        })
+        .is_some_and(|m| m == "application/json" || m.ends_with("+json"));
+    if json {
+        Ok(())
+    } else {
+        Err(json_error(actix_web::error::JsonPayloadError::ContentType))
+    }
+}
+
+pub(crate) fn json_error(err: actix_web::error::JsonPayloadError) -> ApiError {
     use actix_web::error::JsonPayloadError as E;
     match err {
         E::Overflow { limit } | E::OverflowKnownLength { limit, .. } => ApiError::new(
@@ -118,6 +189,19 @@ fn json_error(err: actix_web::error::JsonPayloadError) -> ApiError {
         }
         other => ApiError::bad_request("invalid_body", format!("unreadable body: {other}")),
     }
+}
+
+/// The block explorer's page: one self-contained file, embedded in the binary. It asks
+/// for a token and calls the JSON routes; nothing it shows is served without one.
+async fn explorer_page() -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/html; charset=utf-8")
+        .insert_header((
+            "Content-Security-Policy",
+            "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self'; img-src 'self'",
+        ))
+        .insert_header(("X-Content-Type-Options", "nosniff"))
+        .body(include_str!("explorer.html"))
 }
 
 async fn healthz() -> HttpResponse {

@@ -16,8 +16,11 @@ use medledger_chaincode::{
 use medledger_storage::views::query::{Owner, QueryError, TimelineFilter, Views, PAGE_LIMIT_MAX};
 use medledger_storage::views::values::VersionEntry;
 
+use medledger_payload::StoredPayload;
+
 use super::auth::Caller;
 use super::error::ApiError;
+use super::payloads;
 use super::{AppState, PROJECTED_WAIT};
 use crate::orderer::{Receipt, SubmitError};
 
@@ -50,7 +53,7 @@ fn envelope(caller: &Caller, event: Event) -> Envelope {
 }
 
 /// The HTTP status of a contract rejection.
-fn contract_error(e: &ContractError) -> ApiError {
+pub(crate) fn contract_error(e: &ContractError) -> ApiError {
     let status = match e {
         ContractError::RecordExists { .. } | ContractError::VersionConflict { .. } => {
             StatusCode::CONFLICT
@@ -114,7 +117,11 @@ impl WaitQuery {
 
 /// Checks limits, submits and waits for durability (and the views when asked). The
 /// answer names the tx, its block and position.
-async fn commit(state: &AppState, env: &Envelope, projected: bool) -> Result<Receipt, ApiError> {
+pub(crate) async fn commit(
+    state: &AppState,
+    env: &Envelope,
+    projected: bool,
+) -> Result<Receipt, ApiError> {
     env.check_limits()
         .map_err(|e| ApiError::bad_request("invalid_field", e.to_string()))?;
     let receipt = state.orderer.submit(env).await.map_err(submit_error)?;
@@ -164,11 +171,10 @@ fn metadata_text(metadata: Option<Map<String, Value>>) -> String {
     Value::Object(metadata.unwrap_or_default()).to_string()
 }
 
-fn payload_unsupported() -> ApiError {
-    ApiError::new(
-        StatusCode::NOT_IMPLEMENTED,
-        "payload_unsupported",
-        "payload uploads are not available yet (the encrypted payload pipeline is not built); submit metadata only",
+fn payload_in_batch() -> ApiError {
+    ApiError::bad_request(
+        "payload_in_batch",
+        "a record with a payload is submitted on its own (POST /v1/records), not in a batch",
     )
 }
 
@@ -190,17 +196,27 @@ pub struct NewRecord {
     payload: Option<Value>,
 }
 
-/// Authorizes and builds a creation; nothing is submitted.
-fn creation(state: &AppState, caller: &Caller, body: NewRecord) -> Result<Envelope, ApiError> {
-    if !caller.may_write_records_of(&body.hospital_id) {
-        return Err(ApiError::forbidden(format!(
+/// Who may create `body`: a clinician of its hospital, or an admin.
+fn check_create(caller: &Caller, body: &NewRecord) -> Result<(), ApiError> {
+    if caller.may_write_records_of(&body.hospital_id) {
+        Ok(())
+    } else {
+        Err(ApiError::forbidden(format!(
             "you may not write records of hospital `{}`",
             body.hospital_id
-        )));
+        )))
     }
-    if body.payload.is_some() {
-        return Err(payload_unsupported());
-    }
+}
+
+/// Authorizes and builds a creation, checked against the contract; nothing is stored or
+/// submitted. The inline payload, if any, is parsed and returned for storing.
+fn creation(
+    state: &AppState,
+    caller: &Caller,
+    body: NewRecord,
+) -> Result<(Envelope, Option<payloads::InlinePayload>), ApiError> {
+    check_create(caller, &body)?;
+    let inline = body.payload.map(payloads::parse_inline).transpose()?;
     let record_id = body
         .record_id
         .unwrap_or_else(|| format!("r-{}", uuid::Uuid::now_v7().simple()));
@@ -224,20 +240,85 @@ fn creation(state: &AppState, caller: &Caller, body: NewRecord) -> Result<Envelo
         .map_err(store_error)?;
     apply_record_event(current.as_ref().map(|c| &c.state), &env.event)
         .map_err(|e| contract_error(&e))?;
-    Ok(env)
+    Ok((env, inline))
 }
 
-/// `POST /v1/records`.
+/// Commits an envelope whose payload (if any) is stored; a submission refused before the
+/// ledger abandons the payload.
+async fn commit_with_payload(
+    state: &AppState,
+    mut env: Envelope,
+    stored: Option<StoredPayload>,
+    projected: bool,
+) -> Result<(Envelope, Receipt), ApiError> {
+    if let Some(stored) = &stored {
+        payloads::attach(&mut env, stored);
+    }
+    env.check_limits()
+        .map_err(|e| ApiError::bad_request("invalid_field", e.to_string()))?;
+    match state.orderer.submit(&env).await {
+        Ok(receipt) => {
+            state.projector.nudge();
+            if projected {
+                wait_projected(state, &receipt).await?;
+            }
+            Ok((env, receipt))
+        }
+        Err(e) => {
+            if let Some(stored) = &stored {
+                payloads::abandon_if_refused(state, stored, &e).await;
+            }
+            Err(submit_error(e))
+        }
+    }
+}
+
+/// `POST /v1/records`: a JSON body (metadata, optionally an inline payload), or
+/// `multipart/form-data` with a `record` part (the same JSON, without `payload`) and a
+/// `file` part streamed into the encrypted payload store (up to AbsoluteMaxBytes).
 pub async fn create(
+    req: actix_web::HttpRequest,
+    body: web::Payload,
     state: Data,
     caller: Caller,
     query: web::Query<WaitQuery>,
-    body: web::Json<NewRecord>,
 ) -> Result<HttpResponse, ApiError> {
     let projected = query.projected()?;
-    let env = creation(&state, &caller, body.into_inner())?;
+    let (env, stored) = if payloads::is_multipart(&req) {
+        let (record, stored) = payloads::read_multipart::<NewRecord, _>(&req, body, &state, |r| {
+            check_create(&caller, r)?;
+            if r.payload.is_some() {
+                return Err(ApiError::bad_request(
+                    "invalid_body",
+                    "with a multipart upload the payload is the `file` part, not `payload`",
+                ));
+            }
+            Ok(())
+        })
+        .await?;
+        match creation(&state, &caller, record) {
+            Ok((env, _)) => (env, Some(stored)),
+            Err(e) => {
+                let _ = state.payloads.erase(&stored.key_id, &stored.cid).await;
+                return Err(e);
+            }
+        }
+    } else {
+        super::require_json(&req)?;
+        let mut payload = body.into_inner();
+        let record: NewRecord = web::JsonBody::new(&req, &mut payload, None, false)
+            .limit(super::JSON_BODY_BYTES_MAX)
+            .await
+            .map_err(super::json_error)?;
+        let (env, inline) = creation(&state, &caller, record)?;
+        let stored = match inline {
+            Some(inline) => Some(payloads::store_inline(&state, inline).await?),
+            None => None,
+        };
+        (env, stored)
+    };
     let record_id = env.event.record_id().unwrap_or_default().to_owned();
-    let receipt = commit(&state, &env, projected).await?;
+    let (_, receipt) = commit_with_payload(&state, env, stored, projected).await?;
     Ok(HttpResponse::Created().json(receipt_json(&receipt, &record_id, 1)))
 }
 
@@ -250,13 +331,21 @@ pub struct NewRecords {
 /// `POST /v1/records/batch`: every record gets its own outcome, in order; a rejected
 /// record does not stop the others.
 pub async fn create_batch(
+    req: actix_web::HttpRequest,
+    payload: web::Payload,
     state: Data,
     caller: Caller,
     query: web::Query<WaitQuery>,
-    body: web::Json<NewRecords>,
 ) -> Result<HttpResponse, ApiError> {
     let projected = query.projected()?;
-    let records = body.into_inner().records;
+    // A batch has its own body limit, above the other JSON routes' 64 KiB.
+    super::require_json(&req)?;
+    let mut payload = payload.into_inner();
+    let body: NewRecords = web::JsonBody::new(&req, &mut payload, None, false)
+        .limit(super::BATCH_BODY_BYTES_MAX)
+        .await
+        .map_err(super::json_error)?;
+    let records = body.records;
     if records.is_empty() || records.len() > BATCH_RECORDS_MAX {
         return Err(ApiError::bad_request(
             "invalid_batch",
@@ -271,7 +360,12 @@ pub async fn create_batch(
     for (i, raw) in records.into_iter().enumerate() {
         let built = serde_json::from_value::<NewRecord>(raw)
             .map_err(|e| ApiError::bad_request("invalid_body", format!("invalid record: {e}")))
-            .and_then(|r| creation(&state, &caller, r));
+            .and_then(|r| {
+                if r.payload.is_some() {
+                    return Err(payload_in_batch());
+                }
+                creation(&state, &caller, r).map(|(env, _)| env)
+            });
         match built {
             Ok(env) => match state.orderer.enqueue(&env) {
                 Ok(rx) => pending.push((i, env, rx)),
@@ -375,11 +469,9 @@ pub async fn amend(
     let projected = query.projected()?;
     let record_id = path.into_inner();
     let body = body.into_inner();
-    if body.payload.is_some() {
-        return Err(payload_unsupported());
-    }
     let current = load_for_write(&state, &caller, &record_id)?;
     check_expected(&current, body.expected_version)?;
+    let inline = body.payload.map(payloads::parse_inline).transpose()?;
     let version = current.state.version + 1;
     let env = envelope(
         &caller,
@@ -394,7 +486,11 @@ pub async fn amend(
         }),
     );
     apply_record_event(Some(&current.state), &env.event).map_err(|e| contract_error(&e))?;
-    let receipt = commit(&state, &env, projected).await?;
+    let stored = match inline {
+        Some(inline) => Some(payloads::store_inline(&state, inline).await?),
+        None => None,
+    };
+    let (_, receipt) = commit_with_payload(&state, env, stored, projected).await?;
     Ok(HttpResponse::Created().json(receipt_json(&receipt, &record_id, version)))
 }
 
@@ -591,7 +687,11 @@ pub fn record_json(entry: &VersionEntry) -> Value {
 }
 
 /// Whether `caller` may read `entry` (looks up the caller's grant for clinicians).
-fn may_read(state: &AppState, caller: &Caller, entry: &VersionEntry) -> Result<bool, ApiError> {
+pub(crate) fn may_read(
+    state: &AppState,
+    caller: &Caller,
+    entry: &VersionEntry,
+) -> Result<bool, ApiError> {
     let grant = if caller.role() == super::auth::Role::Clinician {
         Views::new(state.views.as_ref())
             .grant(&entry.state.patient_id, caller.id())
@@ -807,9 +907,117 @@ pub async fn hospital_timeline(
     .await
 }
 
-/// `GET /v1/patients/{id}/export`: the whole timeline as NDJSON, streamed in constant
-/// memory (a bounded channel between the reading thread and the response).
+/// Exports running at once, at most; more get 503 `busy` (each holds a reading thread).
+pub const EXPORTS_MAX: usize = 8;
+static EXPORTS_RUNNING: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// One running export; dropping it frees its slot.
+struct ExportSlot;
+
+impl ExportSlot {
+    fn take() -> Option<ExportSlot> {
+        use std::sync::atomic::Ordering;
+        EXPORTS_RUNNING
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < EXPORTS_MAX).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| ExportSlot)
+    }
+}
+
+impl Drop for ExportSlot {
+    fn drop(&mut self) {
+        EXPORTS_RUNNING.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+    }
+}
+
+/// The columns of a CSV export, in order.
+pub const CSV_COLUMNS: [&str; 15] = [
+    "record_id",
+    "patient_id",
+    "hospital_id",
+    "record_type",
+    "author_id",
+    "created_at",
+    "version",
+    "status",
+    "updated_at",
+    "payload_cid",
+    "payload_erased",
+    "tx_id",
+    "block_number",
+    "position",
+    "metadata",
+];
+
+/// One CSV field (RFC 4180): quoted when it holds a comma, quote or line break. A field
+/// a spreadsheet would run as a formula (`=`, `+`, `-`, `@`, tab, CR first) gets a `'`
+/// in front, so opening an export cannot execute anything.
+fn csv_field(out: &mut String, text: &str) {
+    let formula = text.starts_with(['=', '+', '-', '@', '\t', '\r']);
+    let quote = formula || text.contains([',', '"', '\n', '\r']);
+    if quote {
+        out.push('"');
+    }
+    if formula {
+        out.push('\'');
+    }
+    for c in text.chars() {
+        if c == '"' {
+            out.push('"');
+        }
+        out.push(c);
+    }
+    if quote {
+        out.push('"');
+    }
+}
+
+fn csv_line(fields: &[String]) -> String {
+    let mut line = String::new();
+    for (i, f) in fields.iter().enumerate() {
+        if i > 0 {
+            line.push(',');
+        }
+        csv_field(&mut line, f);
+    }
+    line.push_str("\r\n");
+    line
+}
+
+fn csv_record(entry: &VersionEntry) -> String {
+    let s = &entry.state;
+    csv_line(&[
+        s.record_id.clone(),
+        s.patient_id.clone(),
+        s.hospital_id.clone(),
+        s.record_type.clone(),
+        s.author_id.clone(),
+        s.created_at.to_string(),
+        s.version.to_string(),
+        serde_json::to_value(s.status)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_default(),
+        s.updated_at.to_string(),
+        s.payload
+            .as_ref()
+            .map(|p| p.cid.clone())
+            .unwrap_or_default(),
+        s.payload_erased.to_string(),
+        entry.at.tx_id().to_string(),
+        entry.at.block.to_string(),
+        entry.at.position.to_string(),
+        s.metadata.clone(),
+    ])
+}
+
+/// `GET /v1/patients/{id}/export`: the whole timeline as NDJSON (or CSV with
+/// `Accept: text/csv`), streamed in constant memory (a bounded channel between the
+/// reading thread and the response). At most [`EXPORTS_MAX`] run at once.
 pub async fn patient_export(
+    req: actix_web::HttpRequest,
     state: Data,
     caller: Caller,
     path: web::Path<String>,
@@ -820,11 +1028,30 @@ pub async fn patient_export(
             "you may not export the records of `{patient_id}`"
         )));
     }
+    let csv = req
+        .headers()
+        .get(actix_web::http::header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("text/csv"));
+    let slot = ExportSlot::take().ok_or_else(|| {
+        ApiError::unavailable(
+            "busy",
+            format!("{EXPORTS_MAX} exports are running; try again shortly"),
+            1,
+        )
+    })?;
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<web::Bytes, ApiError>>(64);
     let st = state.clone();
     std::thread::Builder::new()
         .name("export".into())
         .spawn(move || {
+            let _slot = slot;
+            if csv {
+                let header = csv_line(&CSV_COLUMNS.map(String::from));
+                if tx.blocking_send(Ok(web::Bytes::from(header))).is_err() {
+                    return;
+                }
+            }
             let views = Views::new(st.views.as_ref());
             let result = views.export_timeline(
                 Owner::Patient(&patient_id),
@@ -838,8 +1065,13 @@ pub async fn patient_export(
                             return ControlFlow::Break(());
                         }
                     }
-                    let mut line = record_json(&entry).to_string();
-                    line.push('\n');
+                    let line = if csv {
+                        csv_record(&entry)
+                    } else {
+                        let mut line = record_json(&entry).to_string();
+                        line.push('\n');
+                        line
+                    };
                     if tx.blocking_send(Ok(web::Bytes::from(line))).is_err() {
                         return ControlFlow::Break(()); // the client went away
                     }
@@ -855,6 +1087,35 @@ pub async fn patient_export(
         rx.recv().await.map(|item| (item, rx))
     });
     Ok(HttpResponse::Ok()
-        .content_type("application/x-ndjson")
+        .content_type(if csv {
+            "text/csv; charset=utf-8"
+        } else {
+            "application/x-ndjson"
+        })
         .streaming(stream))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn field(text: &str) -> String {
+        let mut out = String::new();
+        csv_field(&mut out, text);
+        out
+    }
+
+    #[test]
+    fn csv_fields_are_quoted_escaped_and_defused() {
+        assert_eq!(field("plain"), "plain");
+        assert_eq!(field("a,b"), "\"a,b\"");
+        assert_eq!(field("say \"hi\""), "\"say \"\"hi\"\"\"");
+        assert_eq!(field("two\nlines"), "\"two\nlines\"");
+        assert_eq!(field("=HYPERLINK(\"x\")"), "\"'=HYPERLINK(\"\"x\"\")\"");
+        assert_eq!(field("+1"), "\"'+1\"");
+        assert_eq!(field("-1"), "\"'-1\"");
+        assert_eq!(field("@SUM(A1)"), "\"'@SUM(A1)\"");
+        assert_eq!(field(""), "");
+        assert_eq!(csv_line(&["a".into(), "b,c".into()]), "a,\"b,c\"\r\n");
+    }
 }

@@ -4,7 +4,10 @@
 pub mod bench_ingest;
 pub mod bench_rebuild;
 pub mod blocks;
+pub mod config_file;
 pub mod fixtures;
+pub mod ipfs;
+pub mod proof;
 pub mod rebuild;
 pub mod token;
 pub mod verify;

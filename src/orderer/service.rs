@@ -105,6 +105,34 @@ pub struct OrdererStats {
     pub block_bytes: AtomicU64,
     pub inflight_blocks: AtomicUsize,
     pub failed_blocks: AtomicU64,
+    /// Time of each block append: write, fdatasync and index.
+    pub append_seconds: AppendHistogram,
+}
+
+/// Upper bounds (seconds) of [`AppendHistogram`]'s buckets.
+pub const APPEND_BUCKETS: [f64; 12] = [
+    0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 2.0,
+];
+
+/// A lock-free latency histogram (non-cumulative counts per bucket, plus an overflow
+/// count, the total count and the sum in microseconds).
+#[derive(Debug, Default)]
+pub struct AppendHistogram {
+    pub buckets: [AtomicU64; APPEND_BUCKETS.len()],
+    pub count: AtomicU64,
+    pub sum_micros: AtomicU64,
+}
+
+impl AppendHistogram {
+    pub fn observe(&self, elapsed: std::time::Duration) {
+        let secs = elapsed.as_secs_f64();
+        if let Some(i) = APPEND_BUCKETS.iter().position(|b| secs <= *b) {
+            self.buckets[i].fetch_add(1, Ordering::Relaxed);
+        }
+        self.count.fetch_add(1, Ordering::Relaxed);
+        self.sum_micros
+            .fetch_add(elapsed.as_micros() as u64, Ordering::Relaxed);
+    }
 }
 
 type Reply = oneshot::Sender<Result<Receipt, SubmitError>>;
@@ -163,6 +191,7 @@ impl Orderer {
         let (ack_tx, ack_rx) = unbounded::<(Job, Result<AppendReceipt, String>)>();
         let writer_ledger = ledger.clone();
         let acker_stats = stats.clone();
+        let writer_stats = stats.clone();
         let threads = vec![
             std::thread::Builder::new()
                 .name("medledger-cutter".into())
@@ -170,7 +199,7 @@ impl Orderer {
                 .map_err(|e| e.to_string())?,
             std::thread::Builder::new()
                 .name("medledger-writer".into())
-                .spawn(move || write_blocks(&writer_ledger, &job_rx, &ack_tx))
+                .spawn(move || write_blocks(&writer_ledger, &job_rx, &ack_tx, &writer_stats))
                 .map_err(|e| e.to_string())?,
             std::thread::Builder::new()
                 .name("medledger-acker".into())
@@ -514,9 +543,13 @@ fn write_blocks(
     ledger: &Ledger,
     jobs: &Receiver<Job>,
     acks: &Sender<(Job, Result<AppendReceipt, String>)>,
+    stats: &OrdererStats,
 ) {
     for job in jobs {
-        let outcome = ledger.append(&job.block).map_err(|e| {
+        let started = std::time::Instant::now();
+        let outcome = ledger.append(&job.block);
+        stats.append_seconds.observe(started.elapsed());
+        let outcome = outcome.map_err(|e| {
             tracing::error!(block = job.block.header.number, error = %e, "block append failed");
             e.to_string()
         });

@@ -1,6 +1,8 @@
 //! Helpers shared by the root crate's integration tests.
 #![allow(dead_code)]
 
+pub mod server;
+
 use std::path::Path;
 
 use medledger::fixtures::{FixtureConfig, Fixtures};

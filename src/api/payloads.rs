@@ -1,0 +1,475 @@
+//! Payload routes and the glue between records and the payload pipeline
+//! (`medledger-payload`): inline JSON payloads and multipart uploads on creation and
+//! amendment, the streamed and decrypted read (which appends `AccessLogged`), and erasure
+//! by crypto-shredding.
+//!
+//! Order of durability on a submission: the payload's blocks, pin and wrapped key are
+//! durable first; then the event naming its CID is committed. A submission refused before
+//! it reaches the ledger (busy, too large, invalid) destroys the payload's key again, so a
+//! refused upload leaves nothing readable behind.
+
+use std::io;
+
+use actix_web::http::StatusCode;
+use actix_web::{web, HttpRequest, HttpResponse};
+use base64::Engine as _;
+use futures_util::StreamExt;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use medledger_chaincode::contract::apply_record_event;
+use medledger_chaincode::{AccessLogged, Envelope, Event, PayloadErased, PayloadRef, Sha256Digest};
+use medledger_payload::{Cid, PayloadError, StoredPayload};
+use medledger_storage::views::query::Views;
+
+use super::auth::{Caller, Role};
+use super::error::ApiError;
+use super::AppState;
+use crate::orderer::SubmitError;
+
+type Data = web::Data<AppState>;
+
+/// The longest content type accepted.
+const CONTENT_TYPE_BYTES_MAX: usize = 127;
+/// The JSON part of a multipart upload, at most.
+const MULTIPART_RECORD_BYTES_MAX: usize = 64 * 1024;
+/// Chunks in flight between a multipart reader and the pipeline.
+const UPLOAD_CHANNEL_CHUNKS: usize = 4;
+
+/// The HTTP answer for a pipeline error; never payload bytes in the message.
+pub fn payload_error(e: PayloadError) -> ApiError {
+    let status = match &e {
+        PayloadError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+        PayloadError::NotFound(_) => StatusCode::NOT_FOUND,
+        PayloadError::Erased(_) => StatusCode::GONE,
+        PayloadError::InvalidKeyId | PayloadError::Body(_) => StatusCode::BAD_REQUEST,
+        PayloadError::IpfsUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+        _ => StatusCode::INTERNAL_SERVER_ERROR,
+    };
+    if status.is_server_error() {
+        tracing::error!(code = e.code(), error = %e, "payload pipeline");
+    }
+    let mut err = ApiError::new(status, e.code(), e.to_string());
+    if status == StatusCode::SERVICE_UNAVAILABLE {
+        err.retry_after = Some(5);
+    }
+    err
+}
+
+/// A MIME type: `type/subtype`, token characters, optional parameters; bounded.
+fn check_content_type(ct: &str) -> Result<(), ApiError> {
+    let essence = ct.split(';').next().unwrap_or("").trim();
+    let token = |s: &str| {
+        !s.is_empty()
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"!#$&^_.+-".contains(&b))
+    };
+    let ok = ct.len() <= CONTENT_TYPE_BYTES_MAX
+        && ct.is_ascii()
+        && !ct.bytes().any(|b| b.is_ascii_control())
+        && essence
+            .split_once('/')
+            .is_some_and(|(t, s)| token(t) && token(s));
+    if ok {
+        Ok(())
+    } else {
+        Err(ApiError::bad_request(
+            "invalid_content_type",
+            format!("a payload's content_type is a MIME type (type/subtype) of at most {CONTENT_TYPE_BYTES_MAX} ASCII characters"),
+        ))
+    }
+}
+
+/// An inline payload from a JSON body: `{"content_type", "data": <JSON>}` or
+/// `{"content_type", "base64": "..."}`.
+pub struct InlinePayload {
+    pub content_type: String,
+    pub bytes: web::Bytes,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct InlineBody {
+    content_type: String,
+    #[serde(default)]
+    data: Option<Value>,
+    #[serde(default)]
+    base64: Option<String>,
+}
+
+pub fn parse_inline(value: Value) -> Result<InlinePayload, ApiError> {
+    let body: InlineBody = serde_json::from_value(value)
+        .map_err(|e| ApiError::bad_request("invalid_payload", format!("invalid payload: {e}")))?;
+    check_content_type(&body.content_type)?;
+    let bytes = match (body.data, body.base64) {
+        (Some(data), None) => web::Bytes::from(data.to_string()),
+        (None, Some(b64)) => base64::engine::general_purpose::STANDARD
+            .decode(b64.as_bytes())
+            .map(web::Bytes::from)
+            .map_err(|_| {
+                ApiError::bad_request("invalid_payload", "payload.base64 is not valid base64")
+            })?,
+        _ => {
+            return Err(ApiError::bad_request(
+                "invalid_payload",
+                "a payload has exactly one of `data` (JSON) and `base64` (bytes)",
+            ))
+        }
+    };
+    Ok(InlinePayload {
+        content_type: body.content_type,
+        bytes,
+    })
+}
+
+/// What the ledger records about a stored payload.
+pub fn payload_ref(stored: &StoredPayload) -> PayloadRef {
+    PayloadRef {
+        cid: stored.cid.to_string(),
+        size: stored.size,
+        sha256: Sha256Digest(stored.sha256),
+        key_id: stored.key_id.clone(),
+        content_type: stored.content_type.clone(),
+    }
+}
+
+/// Stores bytes already in memory (an inline payload).
+pub async fn store_inline(
+    state: &AppState,
+    inline: InlinePayload,
+) -> Result<StoredPayload, ApiError> {
+    let body = futures_util::stream::once(async move { Ok::<_, io::Error>(inline.bytes) });
+    state
+        .payloads
+        .put(body, &inline.content_type)
+        .await
+        .map_err(payload_error)
+}
+
+/// Sets the payload of a creation or an amendment.
+pub fn attach(env: &mut Envelope, stored: &StoredPayload) {
+    match &mut env.event {
+        Event::RecordCreated(e) => e.payload = Some(payload_ref(stored)),
+        Event::RecordAmended(e) => e.payload = Some(payload_ref(stored)),
+        _ => unreachable!("only creations and amendments carry payloads"),
+    }
+}
+
+/// After a submission that never reached the ledger: destroy the payload's key (so its
+/// blocks are unreadable) and unpin it.
+pub async fn abandon_if_refused(state: &AppState, stored: &StoredPayload, error: &SubmitError) {
+    let refused = matches!(
+        error,
+        SubmitError::Busy
+            | SubmitError::TooLarge { .. }
+            | SubmitError::Invalid(_)
+            | SubmitError::Closed
+    );
+    if refused {
+        if let Err(e) = state.payloads.erase(&stored.key_id, &stored.cid).await {
+            tracing::warn!(error = %e, "could not abandon the payload of a refused submission");
+        }
+    }
+}
+
+/// Reads a `multipart/form-data` upload: a `record` part (the JSON body, first), then a
+/// `file` part streamed into the pipeline (its Content-Type is the payload's). Returns
+/// the JSON and the stored payload. `check` sees the JSON before any payload byte is
+/// stored, so an unauthorized or invalid record stores nothing.
+pub async fn read_multipart<T, F>(
+    req: &HttpRequest,
+    body: web::Payload,
+    state: &AppState,
+    check: F,
+) -> Result<(T, StoredPayload), ApiError>
+where
+    T: serde::de::DeserializeOwned,
+    F: FnOnce(&T) -> Result<(), ApiError>,
+{
+    let mut multipart = actix_multipart::Multipart::new(req.headers(), body.into_inner());
+    let bad = |m: String| ApiError::bad_request("invalid_multipart", m);
+    // 1. The record.
+    let mut field = multipart
+        .next()
+        .await
+        .ok_or_else(|| bad("the upload has no parts; expected `record` then `file`".into()))?
+        .map_err(|e| bad(format!("unreadable multipart body: {e}")))?;
+    if field.name() != Some("record") {
+        return Err(bad("the first part must be `record` (the JSON body)".into()));
+    }
+    let mut json = Vec::new();
+    while let Some(chunk) = field.next().await {
+        let chunk = chunk.map_err(|e| bad(format!("reading the record part: {e}")))?;
+        if json.len() + chunk.len() > MULTIPART_RECORD_BYTES_MAX {
+            return Err(ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "body_too_large",
+                format!("the record part is larger than {MULTIPART_RECORD_BYTES_MAX} bytes"),
+            ));
+        }
+        json.extend_from_slice(&chunk);
+    }
+    // The next part is produced only once this one is dropped.
+    drop(field);
+    let record: T = serde_json::from_slice(&json)
+        .map_err(|e| ApiError::bad_request("invalid_body", format!("invalid record part: {e}")))?;
+    check(&record)?;
+    // 2. The file, streamed: a bounded channel between the multipart reader (not Send)
+    // and the pipeline, so at most a few chunks are in memory.
+    let mut field = multipart
+        .next()
+        .await
+        .ok_or_else(|| bad("the upload has no `file` part".into()))?
+        .map_err(|e| bad(format!("unreadable multipart body: {e}")))?;
+    if field.name() != Some("file") {
+        return Err(bad("the second part must be `file` (the payload)".into()));
+    }
+    let content_type = field
+        .content_type()
+        .map(|m| m.to_string())
+        .unwrap_or_else(|| "application/octet-stream".into());
+    check_content_type(&content_type)?;
+    let (tx, rx) =
+        tokio::sync::mpsc::channel::<Result<web::Bytes, io::Error>>(UPLOAD_CHANNEL_CHUNKS);
+    let reader = async move {
+        while let Some(chunk) = field.next().await {
+            let item = chunk.map_err(|e| io::Error::other(e.to_string()));
+            let failed = item.is_err();
+            if tx.send(item).await.is_err() || failed {
+                break;
+            }
+        }
+    };
+    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|item| (item, rx))
+    });
+    let (stored, ()) = futures_util::join!(state.payloads.put(stream, &content_type), reader);
+    let stored = stored.map_err(payload_error)?;
+    // Nothing may follow the file.
+    if let Some(extra) = multipart.next().await {
+        let _ = extra;
+        let _ = state.payloads.erase(&stored.key_id, &stored.cid).await;
+        return Err(bad("nothing may follow the `file` part".into()));
+    }
+    Ok((record, stored))
+}
+
+/// Whether a request body is multipart.
+pub fn is_multipart(req: &HttpRequest) -> bool {
+    req.headers()
+        .get(actix_web::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| {
+            v.trim_start()
+                .to_ascii_lowercase()
+                .starts_with("multipart/form-data")
+        })
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReadQuery {
+    /// Why the payload is read (recorded in the audit trail).
+    purpose: Option<String>,
+}
+
+fn now() -> medledger_chaincode::Timestamp {
+    let ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0);
+    medledger_chaincode::Timestamp(ms)
+}
+
+fn new_envelope(caller: &Caller, event: Event) -> Envelope {
+    Envelope {
+        tx_id: medledger_chaincode::TxId(*uuid::Uuid::now_v7().as_bytes()),
+        submitter: caller.id().to_owned(),
+        submitted_at: now(),
+        event,
+    }
+}
+
+fn stored_of(p: &PayloadRef) -> Result<StoredPayload, ApiError> {
+    let cid: Cid = p
+        .cid
+        .parse()
+        .map_err(|_| ApiError::internal("a record names an unreadable CID"))?;
+    Ok(StoredPayload {
+        cid,
+        size: p.size,
+        sha256: p.sha256.0,
+        key_id: p.key_id.clone(),
+        content_type: p.content_type.clone(),
+    })
+}
+
+/// `GET /v1/records/{id}/payload[?purpose=...]`: the current version's payload,
+/// decrypted and streamed (checked against its size and SHA-256 at the end). Auditors
+/// may not read payloads. Every read appends `AccessLogged` (batched through the cutter,
+/// not waited on); if that cannot be queued, the read is refused: no read goes
+/// unaudited.
+pub async fn read(
+    state: Data,
+    caller: Caller,
+    path: web::Path<String>,
+    query: web::Query<ReadQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let record_id = path.into_inner();
+    let views = Views::new(state.views.as_ref());
+    let entry = views
+        .record(&record_id)
+        .map_err(|e| ApiError::internal(format!("view store: {e}")))?
+        .ok_or_else(|| ApiError::not_found("record", &record_id))?;
+    if caller.role() == Role::Auditor || !super::records::may_read(&state, &caller, &entry)? {
+        return Err(ApiError::forbidden(format!(
+            "you may not read the payload of record `{record_id}`"
+        )));
+    }
+    let s = &entry.state;
+    if s.payload_erased {
+        return Err(ApiError::new(
+            StatusCode::GONE,
+            "payload_erased",
+            format!("the payload of record `{record_id}` was erased"),
+        ));
+    }
+    let Some(p) = &s.payload else {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "no_payload",
+            format!("record `{record_id}` has no payload"),
+        ));
+    };
+    let stored = stored_of(p)?;
+    let stream = state.payloads.get(&stored).await.map_err(payload_error)?;
+    let audit = new_envelope(
+        &caller,
+        Event::AccessLogged(AccessLogged {
+            record_id: record_id.clone(),
+            patient_id: s.patient_id.clone(),
+            accessor_id: caller.id().to_owned(),
+            accessed_at: now(),
+            purpose: query.purpose.clone().unwrap_or_else(|| "treatment".into()),
+        }),
+    );
+    audit
+        .check_limits()
+        .map_err(|e| ApiError::bad_request("invalid_field", e.to_string()))?;
+    // Queued, not awaited: the receipt is dropped and the event commits with its block.
+    state.orderer.enqueue(&audit).map_err(|e| {
+        ApiError::unavailable("busy", format!("the read could not be audited: {e}"), 1)
+    })?;
+    state.projector.nudge();
+    // A failure mid-stream (a corrupt block, a size or SHA-256 mismatch at the end) cuts
+    // the connection short of Content-Length, so the client can tell.
+    let body = stream.map(|item| {
+        item.map_err(|e| {
+            tracing::error!(code = e.code(), "payload stream failed");
+            io::Error::other(e.code())
+        })
+    });
+    Ok(HttpResponse::Ok()
+        .content_type(stored.content_type.clone())
+        .insert_header(("X-Payload-Sha256", hex::encode(stored.sha256)))
+        .insert_header(("X-Payload-Cid", stored.cid.to_string()))
+        .no_chunking(stored.size)
+        .streaming(body))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Erasure {
+    reason: String,
+    #[serde(default)]
+    expected_version: Option<u32>,
+}
+
+/// `POST /v1/records/{id}/erase` (admins): crypto-shred the payload. The `PayloadErased`
+/// event is committed first (durable), then the wrapped key is destroyed and the payload
+/// unpinned. Repeating the call on an erased record finishes a destruction that failed
+/// half way (it is idempotent) and answers 200.
+pub async fn erase(
+    state: Data,
+    caller: Caller,
+    path: web::Path<String>,
+    body: web::Json<Erasure>,
+) -> Result<HttpResponse, ApiError> {
+    let record_id = path.into_inner();
+    if caller.role() != Role::Admin {
+        return Err(ApiError::forbidden(
+            "erasing a payload is for the admin role",
+        ));
+    }
+    let views = Views::new(state.views.as_ref());
+    let current = views
+        .record(&record_id)
+        .map_err(|e| ApiError::internal(format!("view store: {e}")))?
+        .ok_or_else(|| ApiError::not_found("record", &record_id))?;
+    let Some(p) = current.state.payload.clone() else {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "no_payload",
+            format!("record `{record_id}` has no payload"),
+        ));
+    };
+    let stored = stored_of(&p)?;
+    if current.state.payload_erased {
+        state
+            .payloads
+            .erase(&stored.key_id, &stored.cid)
+            .await
+            .map_err(payload_error)?;
+        return Ok(HttpResponse::Ok().json(json!({
+            "record_id": record_id, "version": current.state.version, "already_erased": true,
+        })));
+    }
+    if let Some(v) = body.expected_version {
+        if v != current.state.version {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "version_conflict",
+                format!(
+                    "record `{record_id}` is at version {}, not {v}",
+                    current.state.version
+                ),
+            ));
+        }
+    }
+    let version = current.state.version + 1;
+    let env = new_envelope(
+        &caller,
+        Event::PayloadErased(PayloadErased {
+            record_id: record_id.clone(),
+            version,
+            erased_by: caller.id().to_owned(),
+            erased_at: now(),
+            reason: body.into_inner().reason,
+        }),
+    );
+    env.check_limits()
+        .map_err(|e| ApiError::bad_request("invalid_field", e.to_string()))?;
+    apply_record_event(Some(&current.state), &env.event)
+        .map_err(|e| super::records::contract_error(&e))?;
+    let receipt = super::records::commit(&state, &env, true).await?;
+    state
+        .payloads
+        .erase(&stored.key_id, &stored.cid)
+        .await
+        .map_err(|e| {
+            let mut err = payload_error(e);
+            err.code = "erase_incomplete";
+            err.message = format!(
+                "the ledger records the erasure (block {}), but the key could not be destroyed yet; repeat the request",
+                receipt.block_number
+            );
+            err
+        })?;
+    Ok(HttpResponse::Ok().json(json!({
+        "tx_id": receipt.tx_id.to_string(),
+        "record_id": record_id,
+        "version": version,
+        "block_number": receipt.block_number,
+        "position": receipt.position,
+    })))
+}

@@ -1,0 +1,436 @@
+//! The authorization matrix: every role × route × ownership cell, asserted.
+//!
+//! Ownership: a patient's own record or another's; a clinician of the record's hospital,
+//! one the patient granted (unexpired, in scope), one whose grant expired, one whose grant
+//! covers other record types, one of another hospital; an auditor; an admin; nobody (no
+//! token). Each cell states the status, and for lists whether the record is visible.
+
+use actix_web::http::StatusCode;
+use actix_web::test;
+use serde_json::{json, Value};
+
+use medledger::api::auth::{self, Claims, Role};
+use medledger::serve::{app, Core, ServeConfig};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Who {
+    /// Patient p-1, whose record r-1 is.
+    OwnPatient,
+    /// Patient p-2.
+    OtherPatient,
+    /// dr-1 of h-1, the record's hospital.
+    SameHospital,
+    /// dr-g of h-2, granted by p-1 (no expiry, every type).
+    Granted,
+    /// dr-x of h-2, whose grant from p-1 has expired.
+    ExpiredGrant,
+    /// dr-s of h-2, granted by p-1 for `imaging` only (r-1 is a `lab_result`).
+    OutOfScopeGrant,
+    /// dr-2 of h-2, no grant.
+    OtherHospital,
+    Auditor,
+    Admin,
+    Nobody,
+}
+
+const EVERYONE: [Who; 10] = [
+    Who::OwnPatient,
+    Who::OtherPatient,
+    Who::SameHospital,
+    Who::Granted,
+    Who::ExpiredGrant,
+    Who::OutOfScopeGrant,
+    Who::OtherHospital,
+    Who::Auditor,
+    Who::Admin,
+    Who::Nobody,
+];
+
+struct Env {
+    _dir: tempfile::TempDir,
+    core: Core,
+    secret: Vec<u8>,
+}
+
+impl Env {
+    fn new() -> Env {
+        let dir = tempfile::tempdir().unwrap();
+        let config = ServeConfig {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            workers: 1,
+            ..ServeConfig::new(dir.path().to_path_buf())
+        };
+        let core = Core::open(&config).unwrap();
+        let (secret, _) = auth::load_or_create_secret(dir.path()).unwrap();
+        Env {
+            _dir: dir,
+            core,
+            secret,
+        }
+    }
+
+    fn token(&self, who: Who) -> Option<String> {
+        let (role, sub, hospital) = match who {
+            Who::OwnPatient => (Role::Patient, "p-1", None),
+            Who::OtherPatient => (Role::Patient, "p-2", None),
+            Who::SameHospital => (Role::Clinician, "dr-1", Some("h-1")),
+            Who::Granted => (Role::Clinician, "dr-g", Some("h-2")),
+            Who::ExpiredGrant => (Role::Clinician, "dr-x", Some("h-2")),
+            Who::OutOfScopeGrant => (Role::Clinician, "dr-s", Some("h-2")),
+            Who::OtherHospital => (Role::Clinician, "dr-2", Some("h-2")),
+            Who::Auditor => (Role::Auditor, "au-1", None),
+            Who::Admin => (Role::Admin, "admin-1", None),
+            Who::Nobody => return None,
+        };
+        let claims = Claims {
+            sub: sub.into(),
+            role,
+            hospital: hospital.map(Into::into),
+            exp: auth::now_secs() + 3600,
+        };
+        Some(format!(
+            "Bearer {}",
+            auth::mint(&self.secret, &claims).unwrap()
+        ))
+    }
+}
+
+macro_rules! send {
+    ($svc:expr, $env:expr, $who:expr, $req:expr) => {{
+        let mut req = $req;
+        if let Some(t) = $env.token($who) {
+            req = req.insert_header(("Authorization", t));
+        }
+        let res = test::call_service($svc, req.to_request()).await;
+        let status = res.status();
+        let body = test::read_body(res).await;
+        let text = String::from_utf8_lossy(&body).into_owned();
+        (status, text)
+    }};
+}
+
+fn code_of(text: &str) -> String {
+    serde_json::from_str::<Value>(text)
+        .ok()
+        .and_then(|v| v["error"]["code"].as_str().map(str::to_owned))
+        .unwrap_or_default()
+}
+
+/// What a cell expects: a status, and for lists whether r-1 is in the answer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Cell {
+    Ok,
+    OkWithout,
+    Created,
+    Forbidden,
+    Unauthorized,
+}
+
+fn check(route: &str, who: Who, expected: Cell, status: StatusCode, body: &str) {
+    let shows_r1 = body.contains("\"r-1\"");
+    let got = match status {
+        StatusCode::OK if shows_r1 => Cell::Ok,
+        StatusCode::OK => Cell::OkWithout,
+        StatusCode::CREATED => Cell::Created,
+        StatusCode::FORBIDDEN if code_of(body) == "forbidden" => Cell::Forbidden,
+        StatusCode::UNAUTHORIZED if code_of(body) == "unauthorized" => Cell::Unauthorized,
+        other => panic!("{route} as {who:?}: unexpected {other}: {body}"),
+    };
+    assert_eq!(got, expected, "{route} as {who:?}: {status} {body}");
+}
+
+#[actix_web::test]
+async fn every_role_route_and_ownership_cell() {
+    let env = Env::new();
+    let svc = test::init_service(app(env.core.state.clone())).await;
+    let admin = Who::Admin;
+
+    // Setup, as the admin and the patient: r-1 (p-1, h-1, lab_result, by dr-1 as
+    // admin), grants from p-1 to dr-g (open), dr-s (imaging only), dr-x (expires in 1.5 s),
+    // and one record per writer for amendment and status cells.
+    let (s, b) = send!(
+        &svc,
+        env,
+        admin,
+        test::TestRequest::post()
+            .uri("/v1/records?wait=projected")
+            .set_json(
+                json!({"record_id": "r-1", "patient_id": "p-1", "hospital_id": "h-1",
+                "record_type": "lab_result", "metadata": {"title": "CBC"}})
+            )
+    );
+    assert_eq!(s, StatusCode::CREATED, "{b}");
+    let soon = chrono_like_rfc3339(auth::now_secs() * 1000 + 1_500);
+    for (grantee, extra) in [
+        ("dr-g", json!({})),
+        ("dr-s", json!({"scope": ["imaging"]})),
+        ("dr-x", json!({"expires_at": soon})),
+        ("dr-r1", json!({})),
+        ("dr-r2", json!({})),
+    ] {
+        let mut body = json!({"grantee_id": grantee});
+        body.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        let (s, b) = send!(
+            &svc,
+            env,
+            Who::OwnPatient,
+            test::TestRequest::post()
+                .uri("/v1/patients/p-1/grants?wait=projected")
+                .set_json(&body)
+        );
+        assert_eq!(s, StatusCode::CREATED, "grant to {grantee}: {b}");
+    }
+    for who in EVERYONE {
+        let id = format!("r-w-{who:?}");
+        let (s, b) = send!(
+            &svc,
+            env,
+            admin,
+            test::TestRequest::post()
+                .uri("/v1/records?wait=projected")
+                .set_json(
+                    json!({"record_id": id, "patient_id": "p-1", "hospital_id": "h-1",
+                    "record_type": "lab_result"})
+                )
+        );
+        assert_eq!(s, StatusCode::CREATED, "{b}");
+    }
+    // Let dr-x's grant expire.
+    std::thread::sleep(std::time::Duration::from_millis(1_700));
+
+    use Cell::*;
+    use Who::*;
+    // Reads of r-1 and lists that may contain it. Columns follow EVERYONE's order.
+    let reads: [(&str, [Cell; 10]); 8] = [
+        (
+            "/v1/records/r-1",
+            [
+                Ok,
+                Forbidden,
+                Ok,
+                Ok,
+                Forbidden,
+                Forbidden,
+                Forbidden,
+                Ok,
+                Ok,
+                Unauthorized,
+            ],
+        ),
+        (
+            "/v1/records/r-1/history",
+            [
+                Ok,
+                Forbidden,
+                Ok,
+                Ok,
+                Forbidden,
+                Forbidden,
+                Forbidden,
+                Ok,
+                Ok,
+                Unauthorized,
+            ],
+        ),
+        (
+            "/v1/patients/p-1/records?limit=100",
+            [
+                Ok,
+                Forbidden,
+                Ok,
+                Ok,
+                OkWithout,
+                OkWithout,
+                OkWithout,
+                Ok,
+                Ok,
+                Unauthorized,
+            ],
+        ),
+        (
+            "/v1/patients/p-1/export",
+            [
+                Ok,
+                Forbidden,
+                Ok,
+                Ok,
+                OkWithout,
+                OkWithout,
+                OkWithout,
+                Ok,
+                Ok,
+                Unauthorized,
+            ],
+        ),
+        (
+            "/v1/patients/p-1/grants",
+            [
+                OkWithout,
+                Forbidden,
+                Forbidden,
+                Forbidden,
+                Forbidden,
+                Forbidden,
+                Forbidden,
+                Forbidden,
+                OkWithout,
+                Unauthorized,
+            ],
+        ),
+        (
+            "/v1/hospitals/h-1/records?limit=100",
+            [
+                Forbidden,
+                Forbidden,
+                Ok,
+                Forbidden,
+                Forbidden,
+                Forbidden,
+                Forbidden,
+                Ok,
+                Ok,
+                Unauthorized,
+            ],
+        ),
+        (
+            "/v1/clinicians/admin-1/records?limit=100",
+            [
+                Forbidden,
+                Forbidden,
+                Forbidden,
+                Forbidden,
+                Forbidden,
+                Forbidden,
+                Forbidden,
+                Ok,
+                Ok,
+                Unauthorized,
+            ],
+        ),
+        (
+            "/v1/chain",
+            [
+                Forbidden,
+                Forbidden,
+                Forbidden,
+                Forbidden,
+                Forbidden,
+                Forbidden,
+                Forbidden,
+                OkWithout,
+                OkWithout,
+                Unauthorized,
+            ],
+        ),
+    ];
+    for (route, cells) in reads {
+        for (who, expected) in EVERYONE.into_iter().zip(cells) {
+            let (s, b) = send!(&svc, env, who, test::TestRequest::get().uri(route));
+            check(route, who, expected, s, &b);
+        }
+    }
+    // dr-1's own list: only dr-1 (and auditors, admins) may read it.
+    for who in EVERYONE {
+        let (s, b) = send!(
+            &svc,
+            env,
+            who,
+            test::TestRequest::get().uri("/v1/clinicians/dr-1/records")
+        );
+        let expected = match who {
+            SameHospital | Auditor | Admin => OkWithout,
+            Nobody => Unauthorized,
+            _ => Forbidden,
+        };
+        check("/v1/clinicians/dr-1/records", who, expected, s, &b);
+    }
+
+    // Writes. Creating for h-1: its clinicians and admins.
+    for who in EVERYONE {
+        let (s, b) = send!(
+            &svc,
+            env,
+            who,
+            test::TestRequest::post().uri("/v1/records").set_json(
+                json!({"record_id": format!("r-new-{who:?}"), "patient_id": "p-1",
+                    "hospital_id": "h-1", "record_type": "lab_result"})
+            )
+        );
+        let expected = match who {
+            SameHospital | Admin => Created,
+            Nobody => Unauthorized,
+            _ => Forbidden,
+        };
+        check("POST /v1/records", who, expected, s, &b);
+    }
+    // Amending and changing the status of an h-1 record: the same; a grant is for reading.
+    for who in EVERYONE {
+        let id = format!("r-w-{who:?}");
+        let (s, b) = send!(
+            &svc,
+            env,
+            who,
+            test::TestRequest::post()
+                .uri(&format!("/v1/records/{id}/amendments?wait=projected"))
+                .set_json(json!({"reason": "typo", "metadata": {"title": "fixed"}}))
+        );
+        let expected = match who {
+            SameHospital | Admin => Created,
+            Nobody => Unauthorized,
+            _ => Forbidden,
+        };
+        check("POST amendments", who, expected, s, &b);
+        let (s, b) = send!(
+            &svc,
+            env,
+            who,
+            test::TestRequest::post()
+                .uri(&format!("/v1/records/{id}/status"))
+                .set_json(json!({"status": "archived", "reason": "done"}))
+        );
+        check("POST status", who, expected, s, &b);
+    }
+    // Granting and revoking p-1's access: p-1 and admins.
+    for who in EVERYONE {
+        let (s, b) = send!(
+            &svc,
+            env,
+            who,
+            test::TestRequest::post()
+                .uri("/v1/patients/p-1/grants")
+                .set_json(json!({"grantee_id": format!("dr-new-{who:?}")}))
+        );
+        let expected = match who {
+            OwnPatient | Admin => Created,
+            Nobody => Unauthorized,
+            _ => Forbidden,
+        };
+        check("POST grants", who, expected, s, &b);
+        let grantee = match who {
+            OwnPatient => "dr-r1",
+            Admin => "dr-r2",
+            _ => "dr-g",
+        };
+        let (s, b) = send!(
+            &svc,
+            env,
+            who,
+            test::TestRequest::delete().uri(&format!("/v1/patients/p-1/grants/{grantee}"))
+        );
+        let expected = match who {
+            OwnPatient | Admin => OkWithout,
+            Nobody => Unauthorized,
+            _ => Forbidden,
+        };
+        check("DELETE grant", who, expected, s, &b);
+    }
+    drop(svc);
+    env.core.close();
+}
+
+/// RFC 3339 UTC text of `ms` since the epoch, as the API reads timestamps.
+fn chrono_like_rfc3339(ms: u64) -> String {
+    medledger::chaincode::Timestamp(ms as i64).to_string()
+}

@@ -1,0 +1,103 @@
+//! A real `medledger serve` child process on a free loopback port, and a minimal
+//! HTTP/1.1 client for it (`Connection: close`, JSON bodies with a Content-Length).
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+pub fn free_port() -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap()
+}
+
+/// Starts `medledger serve` on `addr` over `dir` (no rate limit: tests send bursts) and
+/// waits until `/healthz` answers.
+pub fn start(dir: &Path, addr: SocketAddr) -> Child {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_medledger"))
+        .args(["serve", "--data-dir"])
+        .arg(dir)
+        .args(["--listen", &addr.to_string(), "--workers", "2"])
+        .args(["--rate-limit-per-sec", "0"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        if let Ok((200, _)) = request(addr, "GET", "/healthz", None, None) {
+            return child;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    panic!("the server did not come up");
+}
+
+/// Mints a token with `medledger token` over `dir`'s secret.
+pub fn token(dir: &Path, role: &str, sub: &str, hospital: Option<&str>) -> String {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_medledger"));
+    cmd.args(["token", "--data-dir"])
+        .arg(dir)
+        .args(["--role", role, "--sub", sub]);
+    if let Some(h) = hospital {
+        cmd.args(["--hospital", h]);
+    }
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .last()
+        .unwrap()
+        .to_owned()
+}
+
+/// One HTTP/1.1 request with `Connection: close`; returns (status, JSON body).
+pub fn request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Option<&str>,
+) -> std::io::Result<(u16, Value)> {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))?;
+    let body = body.unwrap_or("");
+    let auth = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    write!(s, "{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}", body.len())?;
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw)?;
+    let text = String::from_utf8_lossy(&raw);
+    let status: u16 = text
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let json = text
+        .split("\r\n\r\n")
+        .nth(1)
+        .and_then(|b| serde_json::from_str(b).ok())
+        .unwrap_or(Value::Null);
+    Ok((status, json))
+}
+
+/// A server child that is killed (and reaped) when dropped, also when a test panics.
+pub struct Running(pub Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}

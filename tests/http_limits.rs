@@ -1,0 +1,206 @@
+//! Limits and formats at the HTTP edge: the per-client rate limit (429 with Retry-After),
+//! the batch route's larger body limit, the CSV export, and `serve --config`.
+
+use actix_web::http::StatusCode;
+use actix_web::test;
+use serde_json::{json, Value};
+
+use medledger::api::auth::{self, Claims, Role};
+use medledger::serve::{app, Core, ServeConfig};
+
+fn core(dir: &std::path::Path, rate_limit_per_sec: u32) -> Core {
+    let config = ServeConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        workers: 1,
+        rate_limit_per_sec,
+        ..ServeConfig::new(dir.to_path_buf())
+    };
+    Core::open(&config).unwrap()
+}
+
+fn token(dir: &std::path::Path, role: Role, sub: &str, hospital: Option<&str>) -> String {
+    let (secret, _) = auth::load_or_create_secret(dir).unwrap();
+    let claims = Claims {
+        sub: sub.into(),
+        role,
+        hospital: hospital.map(Into::into),
+        exp: auth::now_secs() + 3600,
+    };
+    format!("Bearer {}", auth::mint(&secret, &claims).unwrap())
+}
+
+#[actix_web::test]
+async fn the_rate_limit_answers_429_with_retry_after() {
+    let dir = tempfile::tempdir().unwrap();
+    let core = core(dir.path(), 5);
+    let svc = test::init_service(app(core.state.clone())).await;
+    let peer: std::net::SocketAddr = "127.0.0.1:40000".parse().unwrap();
+    // A burst of twice the rate passes, then 429.
+    let mut statuses = Vec::new();
+    for _ in 0..12 {
+        let res = test::call_service(
+            &svc,
+            test::TestRequest::get()
+                .uri("/healthz")
+                .peer_addr(peer)
+                .to_request(),
+        )
+        .await;
+        let retry = res
+            .headers()
+            .get("retry-after")
+            .map(|v| v.to_str().unwrap().to_owned());
+        let status = res.status();
+        let body: Value = serde_json::from_slice(&test::read_body(res).await).unwrap();
+        if status == StatusCode::TOO_MANY_REQUESTS {
+            assert_eq!(body["error"]["code"], "rate_limited");
+            assert_eq!(retry.as_deref(), Some("1"));
+        }
+        statuses.push(status.as_u16());
+    }
+    assert_eq!(&statuses[..10], &[200; 10]);
+    assert_eq!(&statuses[10..], &[429, 429]);
+    // Another address has its own budget.
+    let res = test::call_service(
+        &svc,
+        test::TestRequest::get()
+            .uri("/healthz")
+            .peer_addr("127.0.0.2:40000".parse().unwrap())
+            .to_request(),
+    )
+    .await;
+    assert_eq!(res.status(), StatusCode::OK);
+    drop(svc);
+    core.close();
+}
+
+#[actix_web::test]
+async fn batches_may_exceed_the_json_limit_and_exports_speak_csv() {
+    let dir = tempfile::tempdir().unwrap();
+    let core = core(dir.path(), 0);
+    let svc = test::init_service(app(core.state.clone())).await;
+    let dr = token(dir.path(), Role::Clinician, "dr-1", Some("h-1"));
+
+    // 300 records of ~600 bytes: ~180 KiB, over the 64 KiB of the other JSON routes.
+    let filler = "x".repeat(500);
+    let records: Vec<Value> = (0..300)
+        .map(|i| {
+            json!({"patient_id": "p-1", "hospital_id": "h-1", "record_type": "lab_result",
+                "record_id": format!("r-{i:04}"),
+                "metadata": {"title": format!("=cmd|' /C calc'!A{i}"), "note": filler}})
+        })
+        .collect();
+    let body = json!({ "records": records });
+    assert!(body.to_string().len() > 64 * 1024);
+    let res = test::call_service(
+        &svc,
+        test::TestRequest::post()
+            .uri("/v1/records/batch?wait=projected")
+            .insert_header(("Authorization", dr.as_str()))
+            .set_json(&body)
+            .to_request(),
+    )
+    .await;
+    let status = res.status();
+    let answer: Value = serde_json::from_slice(&test::read_body(res).await).unwrap();
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    // The same batch with a single record of 40 KiB metadata each, beyond 2 MiB: 413.
+    let big = "y".repeat(10 * 1024);
+    let huge: Vec<Value> = (0..300)
+        .map(|i| {
+            json!({"patient_id": "p-1", "hospital_id": "h-1", "record_type": "x",
+            "record_id": format!("q-{i}"), "metadata": {"a": big}})
+        })
+        .collect();
+    let res = test::call_service(
+        &svc,
+        test::TestRequest::post()
+            .uri("/v1/records/batch")
+            .insert_header(("Authorization", dr.as_str()))
+            .set_json(json!({ "records": huge }))
+            .to_request(),
+    )
+    .await;
+    assert_eq!(res.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    let answer: Value = serde_json::from_slice(&test::read_body(res).await).unwrap();
+    assert_eq!(answer["error"]["code"], "body_too_large");
+
+    // CSV: a header, one line per record, newest first, formulas defused.
+    let res = test::call_service(
+        &svc,
+        test::TestRequest::get()
+            .uri("/v1/patients/p-1/export")
+            .insert_header(("Authorization", dr.as_str()))
+            .insert_header(("Accept", "text/csv"))
+            .to_request(),
+    )
+    .await;
+    assert_eq!(res.status(), StatusCode::OK);
+    assert!(res
+        .headers()
+        .get("content-type")
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .starts_with("text/csv"));
+    let text = String::from_utf8(test::read_body(res).await.to_vec()).unwrap();
+    let lines: Vec<&str> = text.split("\r\n").filter(|l| !l.is_empty()).collect();
+    assert_eq!(lines.len(), 301, "header + 300 records");
+    assert!(lines[0].starts_with("record_id,patient_id,hospital_id,record_type"));
+    assert!(lines[1].starts_with("r-"));
+    // The metadata column is quoted JSON; the formula inside it is text, not a formula
+    // (the field starts with `{`), and no field starts with `=`.
+    assert!(lines
+        .iter()
+        .all(|l| !l.starts_with('=') && !l.contains(",=")));
+    // NDJSON stays the default.
+    let res = test::call_service(
+        &svc,
+        test::TestRequest::get()
+            .uri("/v1/patients/p-1/export")
+            .insert_header(("Authorization", dr.as_str()))
+            .to_request(),
+    )
+    .await;
+    let text = String::from_utf8(test::read_body(res).await.to_vec()).unwrap();
+    assert_eq!(text.lines().count(), 300);
+    for line in text.lines() {
+        let v: Value = serde_json::from_str(line).unwrap();
+        assert_eq!(v["patient_id"], "p-1");
+    }
+    drop(svc);
+    core.close();
+}
+
+/// `serve --config FILE`: an unknown key stops the server with the known keys listed;
+/// flags beat the file.
+#[::core::prelude::v1::test]
+fn serve_config_file_is_checked() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("medledger.toml");
+    std::fs::write(&file, "lisen = \"127.0.0.1:1\"\n").unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_medledger"))
+        .args(["serve", "--config"])
+        .arg(&file)
+        .arg("--data-dir")
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("unknown key `lisen`") && err.contains("listen"),
+        "{err}"
+    );
+
+    // A bad value from the file is reported by the flag's own parser.
+    std::fs::write(&file, "batch_timeout_ms = \"soon\"\n").unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_medledger"))
+        .args(["serve", "--config"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("soon"), "{err}");
+}
