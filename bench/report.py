@@ -1,0 +1,77 @@
+#!/usr/bin/env python3
+"""Turns one bench/compare.sh run (its JSON lines) into a Markdown report with ratios.
+
+    bench/report.py RUN_DIR > report.md
+
+RUN_DIR holds peers.jsonl (peers-bench), embedded.json (medledger bench ingest) and
+http.jsonl (bench/http.sh). Every figure printed comes from those files; nothing is
+typed in by hand.
+"""
+import json
+import sys
+from pathlib import Path
+
+run = Path(sys.argv[1])
+peers = [json.loads(l) for l in (run / "peers.jsonl").read_text().splitlines() if l.strip()]
+machine = next(p["machine"] for p in peers if "machine" in p)
+params = next(p["parameters"] for p in peers if "parameters" in p)
+rows = [p for p in peers if "workload" in p]
+embedded = json.loads((run / "embedded.json").read_text())
+http = {j["run"]: j for j in (json.loads(l) for l in (run / "http.jsonl").read_text().splitlines() if l.strip())}
+body = int((run / "body_bytes").read_text())
+
+
+def find(peer, workload, batch=None):
+    for r in rows:
+        if r["peer"] == peer and r["workload"] == workload and (batch is None or r["batch"] == batch) \
+                and (workload != "ingest" or r["body_bytes"] == body):
+            return r
+    return None
+
+
+def fmt(x, digits=0):
+    return "—" if x is None else f"{x:,.{digits}f}"
+
+
+print(f"Machine: {machine['cores']} cores ({machine.get('cpu_model', '?')}), "
+      f"{machine['memory_bytes'] / 2**30:.0f} GiB, disk {machine['fdatasync_per_second']:,.0f} "
+      f"fdatasync/s measured at the start, load average {machine.get('load_average_1m', '?')}. "
+      "The load generators and every server share these cores.")
+print()
+print(f"Records: {body} B bodies, {params['records']:,} single-record writes with "
+      f"{params['clients']} clients; {params['batched_records']:,} records in batches of "
+      f"{params['batch']}; timeline pages of {params['page_limit']}.")
+print()
+print("| system | durability | ingest, 1 record per call: rec/s (p99 ms) | ingest, batched: rec/s (p99 ms) | timeline pages/s (p99 ms) |")
+print("|---|---|---:|---:|---:|")
+ml_ingest = embedded["events_per_sec"]
+print(f"| medledger embedded (library, {embedded['submitters']} submitters) | fdatasync per block, ack after | "
+      f"{fmt(ml_ingest)} ({embedded['p99_ms']:.1f}) | (the cutter batches) | — |")
+hs = http.get("submit-eager")
+ht = http.get("timeline-pages")
+print(f"| medledger over HTTP ({hs['connections'] if hs else '?'} connections, wrk) | fdatasync per block, ack after | "
+      f"{fmt(hs and hs['rps'])} ({fmt(hs and hs['p99_ms'], 1)}) | (the cutter batches) | "
+      f"{fmt(ht and ht['rps'])} ({fmt(ht and ht['p99_ms'], 1)}) |")
+peer_names = []
+for r in rows:
+    if r["peer"] not in peer_names:
+        peer_names.append(r["peer"])
+for name in peer_names:
+    one, batched, tl = find(name, "ingest", 1), find(name, "ingest", params["batch"]), find(name, "timeline")
+    durable = one["acknowledged_after_disk"] if one else True
+    dur = (one or batched or tl)["durability"]
+    label = "" if durable else " **(acknowledges before disk: not comparable)**"
+    cell = lambda r, per="records_per_second": "—" if r is None else f"{r[per]:,.0f} ({r['latency']['p99_us'] / 1000:.1f})"
+    print(f"| {name}{label} | {dur} | {cell(one)} | {cell(batched)} | {cell(tl, 'operations_per_second')} |")
+print()
+print("Ratios, medledger ÷ peer (durable peers only; > 1 means medledger is faster):")
+print()
+print("| peer | embedded ingest ÷ peer 1-per-call | HTTP ingest ÷ peer 1-per-call | HTTP ingest ÷ peer batched | HTTP timeline ÷ peer timeline |")
+print("|---|---:|---:|---:|---:|")
+for name in peer_names:
+    one, batched, tl = find(name, "ingest", 1), find(name, "ingest", params["batch"]), find(name, "timeline")
+    if one and not one["acknowledged_after_disk"]:
+        continue
+    ratio = lambda a, r, per="records_per_second": "—" if (a is None or r is None or not r[per]) else f"{a / r[per]:.1f}×"
+    print(f"| {name} | {ratio(ml_ingest, one)} | {ratio(hs and hs['rps'], one)} | {ratio(hs and hs['rps'], batched)} | "
+          f"{ratio(ht and ht['rps'], tl, 'operations_per_second')} |")
