@@ -356,6 +356,26 @@ async fn payloads_round_trip_are_audited_limited_and_erased() {
         );
     }
 
+    // The store's status: three payloads pinned, no Kubo node configured.
+    let (s, _, b) = call!(
+        &svc,
+        test::TestRequest::get()
+            .uri("/v1/ipfs/status")
+            .insert_header(("Authorization", auditor.as_str()))
+    );
+    assert_eq!(s, StatusCode::OK);
+    let st = json_of(&b);
+    assert_eq!(st["embedded"]["pinned_payloads"], 3, "{st}");
+    assert!(st["embedded"]["bytes_stored"].as_u64().unwrap() > 1_500_000);
+    assert!(st["kubo"].is_null());
+    let (s, _, _) = call!(
+        &svc,
+        test::TestRequest::get()
+            .uri("/v1/ipfs/status")
+            .insert_header(("Authorization", dr.as_str()))
+    );
+    assert_eq!(s, StatusCode::FORBIDDEN);
+
     // 7. Erasure: admins only; afterwards the payload is gone for everyone, the record and
     // the ledger remain, and a repeat is harmless.
     let (s, _, _) = call!(

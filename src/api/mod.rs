@@ -98,6 +98,7 @@ routes! {
     get "/v1/records/{id}" => records::get, "records", auth: true, body: None, "A record now, or as of the first N blocks (`as_of_block`).";
     get "/v1/records/{id}/history" => records::history, "records", auth: true, body: None, "Every version of a record with its block and tx.";
     get "/v1/records/{id}/payload" => payloads::read, "payloads", auth: true, body: None, "The record's payload, decrypted and streamed; the read is audited (AccessLogged).";
+    get "/v1/ipfs/status" => payloads::status, "payloads", auth: true, body: None, "The payload store and the IPFS replication outbox.";
     post "/v1/records/{id}/erase" => payloads::erase, "payloads", auth: true, body: Some("erasure.json"), "Crypto-shred the record's payload (admins).";
     post "/v1/records/{id}/amendments" => records::amend, "records", auth: true, body: Some("amendment.json"), "Amend a record (409 on a stale `expected_version`).";
     post "/v1/records/{id}/status" => records::change_status, "records", auth: true, body: Some("status_change.json"), "Change a record's status.";

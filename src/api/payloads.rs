@@ -473,3 +473,31 @@ pub async fn erase(
         "position": receipt.position,
     })))
 }
+
+/// `GET /v1/ipfs/status` (auditors and admins): the payload store and the replication
+/// outbox (depth, failures, entries replicated since start).
+pub async fn status(state: Data, caller: Caller) -> Result<HttpResponse, ApiError> {
+    if !matches!(caller.role(), Role::Admin | Role::Auditor) {
+        return Err(ApiError::forbidden(
+            "the payload store's status is for the auditor and admin roles",
+        ));
+    }
+    let bytes = state.payloads.bytes_stored().await.map_err(payload_error)?;
+    let pinned = state
+        .payloads
+        .pinned_roots()
+        .await
+        .map_err(payload_error)?
+        .len();
+    let replication = state.payloads.replication().map(|r| {
+        json!({
+            "outbox_depth": r.outbox_depth,
+            "failures": r.failures,
+            "replicated": r.replicated,
+        })
+    });
+    Ok(HttpResponse::Ok().json(json!({
+        "embedded": {"bytes_stored": bytes, "pinned_payloads": pinned},
+        "kubo": replication,
+    })))
+}
