@@ -20,7 +20,7 @@ use crate::dagpb::decode_node;
 use crate::error::PayloadError;
 use crate::keystore::{new_key_id, KeyStore};
 use crate::outbox::{replicate, BoundedUploads, Outbox, OutboxOp};
-use crate::pinstore::{EmbeddedStore, KuboStore, PinStore};
+use crate::pinstore::{EmbeddedStore, KuboStore, PinStore, ReadFallback};
 use crate::unixfs::{FileBuilder, CHUNK_BYTES};
 
 /// Deepest DAG `get` follows (a 174-ary tree of depth 8 exceeds any payload).
@@ -93,6 +93,8 @@ pub struct ReplicationStatus {
 pub struct Payloads {
     config: PayloadConfig,
     store: Arc<dyn PinStore>,
+    /// What reads go through: the store, or with Kubo the store falling back to it.
+    reader: Arc<dyn PinStore>,
     keys: Arc<KeyStore>,
     outbox: Option<Arc<Outbox>>,
     replicator: Option<tokio::task::JoinHandle<()>>,
@@ -131,10 +133,15 @@ impl Payloads {
             .unwrap_or_else(|| config.data_dir.join("master.key"));
         let master = MasterKey::load_or_create(&master_path)?;
         let keys = Arc::new(KeyStore::open(&config.data_dir.join("keys"), master)?);
-        let (outbox, replicator) = match &config.kubo {
-            None => (None, None),
+        let (outbox, replicator, reader) = match &config.kubo {
+            None => (None, None, Arc::clone(&store)),
             Some(url) => {
                 let remote: Arc<dyn PinStore> = Arc::new(KuboStore::new(url)?);
+                // Reads fall back to the node for a block missing or corrupt locally.
+                let reader: Arc<dyn PinStore> = Arc::new(ReadFallback {
+                    local: Arc::clone(&store),
+                    remote: Arc::clone(&remote),
+                });
                 let outbox = Arc::new(
                     Outbox::open(&config.data_dir.join("outbox.log")).map_err(storage_error)?,
                 );
@@ -144,12 +151,13 @@ impl Payloads {
                     remote,
                     config.upload_concurrency,
                 ));
-                (Some(outbox), Some(task))
+                (Some(outbox), Some(task), reader)
             }
         };
         Ok(Payloads {
             config,
             store,
+            reader,
             keys,
             outbox,
             replicator,
@@ -230,8 +238,8 @@ impl Payloads {
         let key = tokio::task::spawn_blocking(move || keys.load(&key_id))
             .await
             .expect("key store panicked")?;
-        let depth = leaf_depth(&*self.store, payload.cid).await?;
-        let store = Arc::clone(&self.store);
+        let depth = leaf_depth(&*self.reader, payload.cid).await?;
+        let store = Arc::clone(&self.reader);
         let leaves = leaf_cids(Arc::clone(&store), payload.cid, depth);
         let fetched = leaves
             .map(move |leaf| {

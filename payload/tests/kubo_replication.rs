@@ -156,3 +156,42 @@ async fn an_ipfs_outage_delays_replication_and_loses_nothing() {
     wait_for_replication(&payloads, Duration::from_secs(60)).await;
     assert!(!kubo.is_pinned(&payload.cid).await.unwrap());
 }
+
+/// A payload whose local blocks are lost is still read, from the node, every block
+/// checked against its CID; without the node it is not found.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_fall_back_to_the_node_when_local_blocks_are_lost() {
+    let node = common::TestNode::start();
+    let dir = tempfile::tempdir().unwrap();
+    let data: Vec<u8> = (0..700_000u32).map(|i| (i % 251) as u8).collect();
+    let mut config = PayloadConfig::new(dir.path());
+    config.kubo = Some(node.api.clone());
+    let payload = {
+        let payloads = Payloads::open(config.clone()).unwrap();
+        let payload = payloads
+            .put(body(data.clone()), "application/octet-stream")
+            .await
+            .unwrap();
+        wait_for_replication(&payloads, Duration::from_secs(60)).await;
+        payload
+    };
+    // Lose every local block (the keys stay).
+    std::fs::remove_dir_all(dir.path().join("blocks")).unwrap();
+    let payloads = Payloads::open(config.clone()).unwrap();
+    assert_eq!(read_all(&payloads, &payload).await, data);
+    drop(payloads);
+    // Without the node there is nowhere to fall back to.
+    config.kubo = None;
+    let payloads = Payloads::open(config).unwrap();
+    let failed = match payloads.get(&payload).await {
+        Err(_) => true,
+        Ok(mut stream) => {
+            let mut failed = false;
+            while let Some(piece) = futures_util::StreamExt::next(&mut stream).await {
+                failed |= piece.is_err();
+            }
+            failed
+        }
+    };
+    assert!(failed, "a payload with no blocks anywhere cannot be read");
+}

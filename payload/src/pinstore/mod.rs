@@ -2,6 +2,7 @@
 //! blockstore ([`EmbeddedStore`]) and a Kubo node over its RPC API ([`KuboStore`]).
 
 mod embedded;
+mod fallback;
 mod kubo;
 
 use async_trait::async_trait;
@@ -11,6 +12,7 @@ use crate::cid::Cid;
 use crate::unixfs::Block;
 
 pub use embedded::EmbeddedStore;
+pub use fallback::ReadFallback;
 pub use kubo::KuboStore;
 
 /// What a garbage collection removed.

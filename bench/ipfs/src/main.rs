@@ -1,0 +1,141 @@
+//! `ipfs-bench [--api URL] [--mib N] [--concurrency 1,2,4,8]`: one N MiB payload (64 by
+//! default) through the payload pipeline with a real IPFS node (Kubo's RPC API) as the
+//! store, for each upload / download concurrency, and the speedup of the default (4 up,
+//! 6 down) over 1. Without `--api` it starts the test node (tests/ipfs-test-node/start.sh)
+//! on a free loopback port and stops it afterwards.
+//!
+//! Prints one JSON line per concurrency and a summary line. Each put is encrypt, chunk,
+//! hash and `block/put` of every block, then `pin/add` of the root; each get fetches,
+//! verifies every block against its CID and decrypts.
+
+use std::process::Command;
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use futures_util::StreamExt;
+use medledger_payload::pinstore::{KuboStore, PinStore};
+use medledger_payload::{PayloadConfig, Payloads};
+
+struct Node {
+    state: Option<String>,
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        if let Some(state) = &self.state {
+            let root = env!("CARGO_MANIFEST_DIR");
+            let _ = Command::new("bash")
+                .arg(format!("{root}/../../tests/ipfs-test-node/stop.sh"))
+                .arg(state)
+                .status();
+        }
+    }
+}
+
+fn start_node() -> (String, Node) {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let root = env!("CARGO_MANIFEST_DIR");
+    let out = Command::new("bash")
+        .arg(format!("{root}/../../tests/ipfs-test-node/start.sh"))
+        .arg(port.to_string())
+        .output()
+        .expect("bash runs");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "the IPFS test node did not start: {text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let field = |k: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(k))
+            .map(str::to_owned)
+            .unwrap_or_else(|| panic!("start.sh printed no {k}: {text}"))
+    };
+    (
+        field("API="),
+        Node {
+            state: Some(field("STATE=")),
+        },
+    )
+}
+
+fn arg(args: &[String], name: &str) -> Option<String> {
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1).cloned())
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let mib: usize = arg(&args, "--mib").map_or(64, |v| v.parse().expect("--mib N"));
+    assert!((1..=1024).contains(&mib), "--mib is 1 to 1024");
+    let levels: Vec<usize> = arg(&args, "--concurrency")
+        .unwrap_or_else(|| "1,2,4,8".into())
+        .split(',')
+        .map(|v| v.parse().expect("--concurrency 1,2,4,8"))
+        .collect();
+    let (api, _node) = match arg(&args, "--api") {
+        Some(api) => (api, Node { state: None }),
+        None => start_node(),
+    };
+    let payload: Vec<u8> = (0..mib * 1024 * 1024)
+        .map(|i| (i as u32).wrapping_mul(2_654_435_761).to_le_bytes()[3])
+        .collect();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let mut results = Vec::new();
+    for &c in &levels {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = PayloadConfig::new(dir.path());
+        config.upload_concurrency = c;
+        config.download_concurrency = c;
+        config.max_payload_bytes = (mib as u64) << 20;
+        let (put_s, get_s) = rt.block_on(async {
+            let store: Arc<dyn PinStore> = Arc::new(KuboStore::new(&api).expect("node URL"));
+            let payloads = Payloads::open_with_store(config, store).unwrap();
+            let pieces: Vec<Result<Bytes, std::io::Error>> = payload
+                .chunks(1 << 20)
+                .map(|c| Ok(Bytes::copy_from_slice(c)))
+                .collect();
+            let body = futures_util::stream::iter(pieces);
+            let t = Instant::now();
+            let stored = payloads
+                .put(body, "application/octet-stream")
+                .await
+                .unwrap();
+            let put_s = t.elapsed().as_secs_f64();
+            let t = Instant::now();
+            let mut stream = payloads.get(&stored).await.unwrap();
+            let mut n = 0usize;
+            while let Some(piece) = stream.next().await {
+                n += piece.unwrap().len();
+            }
+            assert_eq!(n, mib << 20, "read back whole");
+            (put_s, t.elapsed().as_secs_f64())
+        });
+        let line = serde_json::json!({
+            "concurrency": c, "mib": mib,
+            "put_mib_per_sec": mib as f64 / put_s, "get_mib_per_sec": mib as f64 / get_s,
+            "put_seconds": put_s, "get_seconds": get_s,
+        });
+        println!("{line}");
+        results.push((c, mib as f64 / put_s, mib as f64 / get_s));
+    }
+    let at = |c: usize| results.iter().find(|r| r.0 == c).copied();
+    if let (Some(one), Some(up)) = (at(1), at(4)) {
+        let down = at(6).or(at(8)).unwrap_or(up);
+        println!(
+            "{}",
+            serde_json::json!({
+                "speedup_put_default_4_over_1": up.1 / one.1,
+                "speedup_get_over_1": down.2 / one.2,
+                "get_speedup_measured_at": if at(6).is_some() { 6 } else if at(8).is_some() { 8 } else { 4 },
+            })
+        );
+    }
+}
