@@ -124,6 +124,16 @@ enum IpfsCommand {
         cid_version: u8,
         file: PathBuf,
     },
+    /// Ask the running server for the payload store and the IPFS replication outbox
+    /// (depth, failures, replicated); prints JSON.
+    Status {
+        /// The server's address.
+        #[arg(long, default_value = "http://127.0.0.1:8080")]
+        url: String,
+        /// The server's data dir (its secret mints the request's token).
+        #[arg(long, env = "MEDLEDGER_DATA_DIR", default_value = "medledger-data")]
+        data_dir: PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
@@ -374,6 +384,9 @@ fn main() -> ExitCode {
                 cid_version, file, ..
             },
         } => cli::ipfs::run_only_hash(&file, cid_version, &mut stdout),
+        Command::Ipfs {
+            ipfs: IpfsCommand::Status { url, data_dir },
+        } => cli::ipfs::run_status(&url, &data_dir, &mut stdout),
         Command::Proof {
             proof: ProofCommand::Verify { key, file },
         } => cli::proof::run_verify(&key, &file, &mut stdout),

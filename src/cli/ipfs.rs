@@ -35,3 +35,59 @@ pub fn run_only_hash(file: &Path, cid_version: u8, out: &mut dyn Write) -> i32 {
         }
     }
 }
+
+/// `medledger ipfs status`: asks the running server (`GET /v1/ipfs/status`, with an
+/// auditor token minted from the data dir's secret) for the payload store and the
+/// replication outbox, and prints its JSON. The stores are never opened here: the server
+/// owns them while it runs. Returns 0, or 2 with the reason.
+pub fn run_status(url: &str, data_dir: &Path, out: &mut dyn Write) -> i32 {
+    use std::io::Read;
+    let Some(authority) = url.strip_prefix("http://").map(|r| r.trim_end_matches('/')) else {
+        eprintln!("medledger: --url must be http://HOST:PORT (the server's own listener)");
+        return 2;
+    };
+    let secret = match crate::api::auth::load_or_create_secret(data_dir) {
+        Ok((s, _)) => s,
+        Err(e) => {
+            eprintln!("medledger: {e}");
+            return 2;
+        }
+    };
+    let claims = crate::api::auth::Claims {
+        sub: "medledger-cli".into(),
+        role: crate::api::auth::Role::Auditor,
+        hospital: None,
+        exp: crate::api::auth::now_secs() + 60,
+    };
+    let token = match crate::api::auth::mint(&secret, &claims) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("medledger: minting a token: {e}");
+            return 2;
+        }
+    };
+    let request = format!(
+        "GET /v1/ipfs/status HTTP/1.1\r\nHost: {authority}\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n"
+    );
+    let mut raw = Vec::new();
+    let result = std::net::TcpStream::connect(authority).and_then(|mut s| {
+        s.set_read_timeout(Some(std::time::Duration::from_secs(10)))?;
+        s.write_all(request.as_bytes())?;
+        s.take(1 << 20).read_to_end(&mut raw)
+    });
+    if let Err(e) = result {
+        eprintln!("medledger: no server answers at {url}: {e}");
+        return 2;
+    }
+    let text = String::from_utf8_lossy(&raw);
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    if !head.starts_with("HTTP/1.1 200") {
+        eprintln!(
+            "medledger: the server answered {}: {body}",
+            head.lines().next().unwrap_or("")
+        );
+        return 2;
+    }
+    let _ = writeln!(out, "{}", body.trim());
+    0
+}

@@ -4,6 +4,10 @@
 //! 6 down) over 1. Without `--api` it starts the test node (tests/ipfs-test-node/start.sh)
 //! on a free loopback port and stops it afterwards.
 //!
+//! `ipfs-bench --embedded [--dir DIR] [--runs 3]`: the same payload through the default
+//! pipeline into the embedded blockstore (durable: fsynced before `put` returns), in DIR
+//! (on the disk being measured; a temp dir by default).
+//!
 //! Prints one JSON line per concurrency and a summary line. Each put is encrypt, chunk,
 //! hash and `block/put` of every block, then `pin/add` of the root; each get fetches,
 //! verifies every block against its CID and decrypts.
@@ -75,6 +79,10 @@ fn main() {
     let args: Vec<String> = std::env::args().collect();
     let mib: usize = arg(&args, "--mib").map_or(64, |v| v.parse().expect("--mib N"));
     assert!((1..=1024).contains(&mib), "--mib is 1 to 1024");
+    if args.iter().any(|a| a == "--embedded") {
+        embedded(&args, mib);
+        return;
+    }
     let levels: Vec<usize> = arg(&args, "--concurrency")
         .unwrap_or_else(|| "1,2,4,8".into())
         .split(',')
@@ -84,9 +92,7 @@ fn main() {
         Some(api) => (api, Node { state: None }),
         None => start_node(),
     };
-    let payload: Vec<u8> = (0..mib * 1024 * 1024)
-        .map(|i| (i as u32).wrapping_mul(2_654_435_761).to_le_bytes()[3])
-        .collect();
+    let payload = test_payload(mib);
     let rt = tokio::runtime::Runtime::new().unwrap();
     let mut results = Vec::new();
     for &c in &levels {
@@ -98,25 +104,7 @@ fn main() {
         let (put_s, get_s) = rt.block_on(async {
             let store: Arc<dyn PinStore> = Arc::new(KuboStore::new(&api).expect("node URL"));
             let payloads = Payloads::open_with_store(config, store).unwrap();
-            let pieces: Vec<Result<Bytes, std::io::Error>> = payload
-                .chunks(1 << 20)
-                .map(|c| Ok(Bytes::copy_from_slice(c)))
-                .collect();
-            let body = futures_util::stream::iter(pieces);
-            let t = Instant::now();
-            let stored = payloads
-                .put(body, "application/octet-stream")
-                .await
-                .unwrap();
-            let put_s = t.elapsed().as_secs_f64();
-            let t = Instant::now();
-            let mut stream = payloads.get(&stored).await.unwrap();
-            let mut n = 0usize;
-            while let Some(piece) = stream.next().await {
-                n += piece.unwrap().len();
-            }
-            assert_eq!(n, mib << 20, "read back whole");
-            (put_s, t.elapsed().as_secs_f64())
+            put_get(&payloads, &payload).await
         });
         let line = serde_json::json!({
             "concurrency": c, "mib": mib,
@@ -135,6 +123,64 @@ fn main() {
                 "speedup_put_default_4_over_1": up.1 / one.1,
                 "speedup_get_over_1": down.2 / one.2,
                 "get_speedup_measured_at": if at(6).is_some() { 6 } else if at(8).is_some() { 8 } else { 4 },
+            })
+        );
+    }
+}
+
+fn test_payload(mib: usize) -> Vec<u8> {
+    (0..mib * 1024 * 1024)
+        .map(|i| (i as u32).wrapping_mul(2_654_435_761).to_le_bytes()[3])
+        .collect()
+}
+
+/// Put then get through `payloads`; (put seconds, get seconds).
+async fn put_get(payloads: &Payloads, payload: &[u8]) -> (f64, f64) {
+    let pieces: Vec<Result<Bytes, std::io::Error>> = payload
+        .chunks(1 << 20)
+        .map(|c| Ok(Bytes::copy_from_slice(c)))
+        .collect();
+    let t = Instant::now();
+    let stored = payloads
+        .put(
+            futures_util::stream::iter(pieces),
+            "application/octet-stream",
+        )
+        .await
+        .unwrap();
+    let put_s = t.elapsed().as_secs_f64();
+    let t = Instant::now();
+    let mut stream = payloads.get(&stored).await.unwrap();
+    let mut n = 0usize;
+    while let Some(piece) = stream.next().await {
+        n += piece.unwrap().len();
+    }
+    assert_eq!(n, payload.len(), "read back whole");
+    (put_s, t.elapsed().as_secs_f64())
+}
+
+fn embedded(args: &[String], mib: usize) {
+    let runs: usize = arg(args, "--runs").map_or(3, |v| v.parse().expect("--runs N"));
+    let base = arg(args, "--dir").map(std::path::PathBuf::from);
+    let payload = test_payload(mib);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    for run in 1..=runs {
+        let dir = match &base {
+            Some(b) => tempfile::tempdir_in(b).unwrap(),
+            None => tempfile::tempdir().unwrap(),
+        };
+        let mut config = PayloadConfig::new(dir.path());
+        config.max_payload_bytes = (mib as u64) << 20;
+        let (put_s, get_s) = rt.block_on(async {
+            let payloads = Payloads::open(config).unwrap();
+            put_get(&payloads, &payload).await
+        });
+        println!(
+            "{}",
+            serde_json::json!({
+                "store": "embedded", "run": run, "mib": mib,
+                "put_mib_per_sec_durable": mib as f64 / put_s,
+                "get_mib_per_sec_verified": mib as f64 / get_s,
             })
         );
     }
