@@ -4,6 +4,10 @@
 //! 6 down) over 1. Without `--api` it starts the test node (tests/ipfs-test-node/start.sh)
 //! on a free loopback port and stops it afterwards.
 //!
+//! `ipfs-bench --connection-cost [--api URL]`: the cost of ipfs-api-backend-hyper opening
+//! a new connection per request (`pool_max_idle_per_host(0)`): 500 `version` calls
+//! through `KuboStore::health`, against 500 over one kept-alive connection.
+//!
 //! `ipfs-bench --embedded [--dir DIR] [--runs 3]`: the same payload through the default
 //! pipeline into the embedded blockstore (durable: fsynced before `put` returns), in DIR
 //! (on the disk being measured; a temp dir by default).
@@ -81,6 +85,14 @@ fn main() {
     assert!((1..=1024).contains(&mib), "--mib is 1 to 1024");
     if args.iter().any(|a| a == "--embedded") {
         embedded(&args, mib);
+        return;
+    }
+    if args.iter().any(|a| a == "--connection-cost") {
+        let (api, _node) = match arg(&args, "--api") {
+            Some(api) => (api, Node { state: None }),
+            None => start_node(),
+        };
+        connection_cost(&api);
         return;
     }
     let levels: Vec<usize> = arg(&args, "--concurrency")
@@ -184,4 +196,76 @@ fn embedded(args: &[String], mib: usize) {
             })
         );
     }
+}
+
+/// Mean µs per `version` call: through the crate (a connection each), and over one
+/// kept-alive connection (HTTP/1.1 written by hand).
+fn connection_cost(api: &str) {
+    use std::io::{BufRead, BufReader, Read, Write};
+    const CALLS: u32 = 500;
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let store = KuboStore::new(api).unwrap();
+    rt.block_on(store.health()).unwrap();
+    let t = Instant::now();
+    for _ in 0..CALLS {
+        rt.block_on(store.health()).unwrap();
+    }
+    let crate_us = t.elapsed().as_secs_f64() * 1e6 / f64::from(CALLS);
+
+    let authority = api.trim_start_matches("http://").trim_end_matches('/');
+    let stream = std::net::TcpStream::connect(authority).unwrap();
+    stream.set_nodelay(true).unwrap();
+    let mut writer = stream.try_clone().unwrap();
+    let mut reader = BufReader::new(stream);
+    let mut call = || {
+        write!(
+            writer,
+            "POST /api/v0/version HTTP/1.1\r\nHost: {authority}\r\nContent-Length: 0\r\n\r\n"
+        )
+        .unwrap();
+        let mut length = None;
+        let mut chunked = false;
+        loop {
+            let mut line = String::new();
+            reader.read_line(&mut line).unwrap();
+            let l = line.trim_end().to_ascii_lowercase();
+            if l.is_empty() {
+                break;
+            }
+            if let Some(v) = l.strip_prefix("content-length:") {
+                length = v.trim().parse::<usize>().ok();
+            }
+            chunked |= l == "transfer-encoding: chunked";
+        }
+        if let Some(n) = length {
+            let mut body = vec![0u8; n];
+            reader.read_exact(&mut body).unwrap();
+        } else if chunked {
+            loop {
+                let mut size = String::new();
+                reader.read_line(&mut size).unwrap();
+                let n = usize::from_str_radix(size.trim(), 16).unwrap();
+                let mut chunk = vec![0u8; n + 2];
+                reader.read_exact(&mut chunk).unwrap();
+                if n == 0 {
+                    break;
+                }
+            }
+        }
+    };
+    call();
+    let t = Instant::now();
+    for _ in 0..CALLS {
+        call();
+    }
+    let kept_us = t.elapsed().as_secs_f64() * 1e6 / f64::from(CALLS);
+    println!(
+        "{}",
+        serde_json::json!({
+            "calls": CALLS,
+            "crate_new_connection_each_us": crate_us,
+            "kept_alive_connection_us": kept_us,
+            "cost_per_request_us": crate_us - kept_us,
+        })
+    );
 }
