@@ -7,9 +7,11 @@
 #     for its durability setting, loaded with the generated records, stopped;
 #  2. medledger embedded: `medledger bench ingest`, the same record size and clients;
 #  3. medledger over HTTP: bench/http.sh (wrk, keep-alive connections);
-#  4. bench/report.py: the Markdown table and the ratios, from the files of this run only.
+#  4. bench/report.py: the Markdown table and the ratios, bench/charts.py the PNG charts,
+#     from the files of this run only.
 #
-# Output: target/bench-compare/<timestamp>/ (the JSON lines and report.md). --quick is the
+# Output: target/bench-compare/<timestamp>/ (the JSON lines, report.md, ingest.png and
+# timeline.png; docs/bench/ holds the charts of the run docs/BENCHMARKS.md records). --quick is the
 # CI smoke size (about a minute); the default takes about 10 minutes here.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -44,5 +46,7 @@ MEDLEDGER_BIN="$target/release/medledger" "$here/http.sh" "${quick[@]}" | grep '
 cat "$out/http.jsonl" >&2
 
 python3 "$here/report.py" "$out" > "$out/report.md"
+python3 -c 'import matplotlib' 2>/dev/null || python3 -m pip install -q matplotlib >&2
+python3 "$here/charts.py" "$out" "$out" >&2
 cat "$out/report.md"
 echo "(files in $out)" >&2
