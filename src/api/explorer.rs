@@ -241,10 +241,20 @@ pub async fn block_by_hash(
     }
 }
 
-pub(super) fn parse_tx_id(text: &str) -> Result<TxId, ApiError> {
-    TxId::parse(text).ok_or_else(|| {
+/// The transaction named by a path: where it is, and its block (read once); 400 for a
+/// malformed id, 404 for an unknown one.
+fn find_tx(
+    state: &AppState,
+    text: &str,
+) -> Result<(medledger_storage::TxLocation, Block), ApiError> {
+    let id = TxId::parse(text).ok_or_else(|| {
         ApiError::bad_request("invalid_tx_id", "a tx id is a UUID (8-4-4-4-12 hex digits)")
-    })
+    })?;
+    state
+        .ledger
+        .tx_with_block(&id)
+        .map_err(storage_error)?
+        .ok_or_else(|| ApiError::not_found("transaction", text))
 }
 
 /// `GET /v1/tx/{tx_id}`: the envelope, where it is, and what the contract made of it.
@@ -254,12 +264,9 @@ pub async fn tx(
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     require_explorer(&caller)?;
-    let text = path.into_inner();
-    let id = parse_tx_id(&text)?;
-    let Some((loc, bytes)) = state.ledger.tx(&id).map_err(storage_error)? else {
-        return Err(ApiError::not_found("transaction", &text));
-    };
-    let envelope = Envelope::decode(&bytes).map_err(storage_error)?;
+    let (loc, block) = find_tx(&state, &path.into_inner())?;
+    let bytes = &block.txs[loc.position as usize];
+    let envelope = Envelope::decode(bytes).map_err(storage_error)?;
     let validation = if state.projector.applied_height() <= loc.block {
         json!({"status": "pending", "reason": "the views have not reached this block yet"})
     } else {
@@ -274,7 +281,7 @@ pub async fn tx(
     };
     Ok(HttpResponse::Ok().json(json!({
         "tx_id": envelope.tx_id.to_string(),
-        "tx_hash": hex32(&tx_hash(&bytes)),
+        "tx_hash": hex32(&tx_hash(bytes)),
         "block_number": loc.block,
         "position": loc.position,
         "size": bytes.len(),
@@ -429,16 +436,7 @@ pub async fn tx_proof(
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     require_explorer(&caller)?;
-    let text = path.into_inner();
-    let id = parse_tx_id(&text)?;
-    let Some((loc, _)) = state.ledger.tx(&id).map_err(storage_error)? else {
-        return Err(ApiError::not_found("transaction", &text));
-    };
-    let block = state
-        .ledger
-        .block(loc.block)
-        .map_err(storage_error)?
-        .ok_or_else(|| ApiError::internal("an indexed block is missing"))?;
+    let (loc, block) = find_tx(&state, &path.into_inner())?;
     let snapshot = state.explorer.snapshot().map_err(storage_error)?;
     let checkpoint = state
         .explorer

@@ -20,10 +20,12 @@ use serde_json::{json, Value};
 use medledger_chaincode::contract::apply_record_event;
 use medledger_chaincode::{AccessLogged, Envelope, Event, PayloadErased, PayloadRef, Sha256Digest};
 use medledger_payload::{Cid, PayloadError, StoredPayload};
-use medledger_storage::views::query::Views;
 
 use super::auth::{Caller, Role};
 use super::error::ApiError;
+use super::records::{
+    check_expected, commit, contract_error, envelope, load_record, may_read, now,
+};
 use super::AppState;
 use crate::orderer::SubmitError;
 
@@ -273,23 +275,6 @@ pub struct ReadQuery {
     purpose: Option<String>,
 }
 
-fn now() -> medledger_chaincode::Timestamp {
-    let ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0);
-    medledger_chaincode::Timestamp(ms)
-}
-
-fn new_envelope(caller: &Caller, event: Event) -> Envelope {
-    Envelope {
-        tx_id: medledger_chaincode::TxId(*uuid::Uuid::now_v7().as_bytes()),
-        submitter: caller.id().to_owned(),
-        submitted_at: now(),
-        event,
-    }
-}
-
 fn stored_of(p: &PayloadRef) -> Result<StoredPayload, ApiError> {
     let cid: Cid = p
         .cid
@@ -316,12 +301,8 @@ pub async fn read(
     query: web::Query<ReadQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let record_id = path.into_inner();
-    let views = Views::new(state.views.as_ref());
-    let entry = views
-        .record(&record_id)
-        .map_err(|e| ApiError::internal(format!("view store: {e}")))?
-        .ok_or_else(|| ApiError::not_found("record", &record_id))?;
-    if caller.role() == Role::Auditor || !super::records::may_read(&state, &caller, &entry)? {
+    let entry = load_record(&state, &record_id)?;
+    if caller.role() == Role::Auditor || !may_read(&state, &caller, &entry)? {
         return Err(ApiError::forbidden(format!(
             "you may not read the payload of record `{record_id}`"
         )));
@@ -343,7 +324,7 @@ pub async fn read(
     };
     let stored = stored_of(p)?;
     let stream = state.payloads.get(&stored).await.map_err(payload_error)?;
-    let audit = new_envelope(
+    let audit = envelope(
         &caller,
         Event::AccessLogged(AccessLogged {
             record_id: record_id.clone(),
@@ -401,11 +382,7 @@ pub async fn erase(
             "erasing a payload is for the admin role",
         ));
     }
-    let views = Views::new(state.views.as_ref());
-    let current = views
-        .record(&record_id)
-        .map_err(|e| ApiError::internal(format!("view store: {e}")))?
-        .ok_or_else(|| ApiError::not_found("record", &record_id))?;
+    let current = load_record(&state, &record_id)?;
     let Some(p) = current.state.payload.clone() else {
         return Err(ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
@@ -424,20 +401,9 @@ pub async fn erase(
             "record_id": record_id, "version": current.state.version, "already_erased": true,
         })));
     }
-    if let Some(v) = body.expected_version {
-        if v != current.state.version {
-            return Err(ApiError::new(
-                StatusCode::CONFLICT,
-                "version_conflict",
-                format!(
-                    "record `{record_id}` is at version {}, not {v}",
-                    current.state.version
-                ),
-            ));
-        }
-    }
+    check_expected(&current, body.expected_version)?;
     let version = current.state.version + 1;
-    let env = new_envelope(
+    let env = envelope(
         &caller,
         Event::PayloadErased(PayloadErased {
             record_id: record_id.clone(),
@@ -449,9 +415,8 @@ pub async fn erase(
     );
     env.check_limits()
         .map_err(|e| ApiError::bad_request("invalid_field", e.to_string()))?;
-    apply_record_event(Some(&current.state), &env.event)
-        .map_err(|e| super::records::contract_error(&e))?;
-    let receipt = super::records::commit(&state, &env, true).await?;
+    apply_record_event(Some(&current.state), &env.event).map_err(|e| contract_error(&e))?;
+    let receipt = commit(&state, &env, true).await?;
     state
         .payloads
         .erase(&stored.key_id, &stored.cid)

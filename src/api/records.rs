@@ -31,7 +31,7 @@ const DEFAULT_LIMIT: usize = 50;
 
 type Data = web::Data<AppState>;
 
-fn now() -> Timestamp {
+pub(crate) fn now() -> Timestamp {
     let ms = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
@@ -43,7 +43,7 @@ fn new_tx_id() -> TxId {
     TxId(*uuid::Uuid::now_v7().as_bytes())
 }
 
-fn envelope(caller: &Caller, event: Event) -> Envelope {
+pub(crate) fn envelope(caller: &Caller, event: Event) -> Envelope {
     Envelope {
         tx_id: new_tx_id(),
         submitter: caller.id().to_owned(),
@@ -85,7 +85,7 @@ impl ApiError {
     }
 }
 
-fn store_error(e: impl std::fmt::Display) -> ApiError {
+pub(crate) fn store_error(e: impl std::fmt::Display) -> ApiError {
     ApiError::internal(format!("view store: {e}")).with_code("store_error")
 }
 
@@ -413,15 +413,35 @@ fn item_error(e: &ApiError) -> Value {
 
 // ---- Amend and change status ----
 
+/// The record's current version, or 404.
+pub(crate) fn load_record(state: &AppState, record_id: &str) -> Result<VersionEntry, ApiError> {
+    Views::new(state.views.as_ref())
+        .record(record_id)
+        .map_err(store_error)?
+        .ok_or_else(|| ApiError::not_found("record", record_id))
+}
+
+/// The record's current version, if `caller` may read it (404, else 403).
+fn load_for_read(
+    state: &AppState,
+    caller: &Caller,
+    record_id: &str,
+) -> Result<VersionEntry, ApiError> {
+    let current = load_record(state, record_id)?;
+    if !may_read(state, caller, &current)? {
+        return Err(ApiError::forbidden(format!(
+            "you may not read record `{record_id}`"
+        )));
+    }
+    Ok(current)
+}
+
 fn load_for_write(
     state: &AppState,
     caller: &Caller,
     record_id: &str,
 ) -> Result<VersionEntry, ApiError> {
-    let current = Views::new(state.views.as_ref())
-        .record(record_id)
-        .map_err(store_error)?
-        .ok_or_else(|| ApiError::not_found("record", record_id))?;
+    let current = load_record(state, record_id)?;
     if !caller.may_write_records_of(&current.state.hospital_id) {
         return Err(ApiError::forbidden(format!(
             "you may not change records of hospital `{}`",
@@ -431,7 +451,10 @@ fn load_for_write(
     Ok(current)
 }
 
-fn check_expected(current: &VersionEntry, expected: Option<u32>) -> Result<(), ApiError> {
+pub(crate) fn check_expected(
+    current: &VersionEntry,
+    expected: Option<u32>,
+) -> Result<(), ApiError> {
     match expected {
         Some(v) if v != current.state.version => Err(ApiError::new(
             StatusCode::CONFLICT,
@@ -716,16 +739,8 @@ pub async fn get(
     query: web::Query<RecordQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let record_id = path.into_inner();
+    let current = load_for_read(&state, &caller, &record_id)?;
     let views = Views::new(state.views.as_ref());
-    let current = views
-        .record(&record_id)
-        .map_err(store_error)?
-        .ok_or_else(|| ApiError::not_found("record", &record_id))?;
-    if !may_read(&state, &caller, &current)? {
-        return Err(ApiError::forbidden(format!(
-            "you may not read record `{record_id}`"
-        )));
-    }
     let entry = match query.as_of_block {
         None => current,
         Some(height) => views
@@ -757,16 +772,8 @@ pub async fn history(
     query: web::Query<HistoryQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let record_id = path.into_inner();
+    let current = load_for_read(&state, &caller, &record_id)?;
     let views = Views::new(state.views.as_ref());
-    let current = views
-        .record(&record_id)
-        .map_err(store_error)?
-        .ok_or_else(|| ApiError::not_found("record", &record_id))?;
-    if !may_read(&state, &caller, &current)? {
-        return Err(ApiError::forbidden(format!(
-            "you may not read record `{record_id}`"
-        )));
-    }
     let limit = query.limit.unwrap_or(DEFAULT_LIMIT);
     let versions = views
         .record_history(&record_id, query.after_version.unwrap_or(0), limit)

@@ -350,10 +350,18 @@ impl Ledger {
 
     /// The transaction with this id: where it is and its canonical envelope bytes.
     pub fn tx(&self, tx_id: &TxId) -> Result<Option<(TxLocation, Vec<u8>)>, StorageError> {
+        Ok(self
+            .tx_with_block(tx_id)?
+            .map(|(loc, mut block)| (loc, block.txs.swap_remove(loc.position as usize))))
+    }
+
+    /// The transaction with this id: where it is and the whole block holding it (read
+    /// once), checked to hold the tx at that position.
+    pub fn tx_with_block(&self, tx_id: &TxId) -> Result<Option<(TxLocation, Block)>, StorageError> {
         let Some(loc) = self.index.tx(&tx_id.0)? else {
             return Ok(None);
         };
-        let Some(mut block) = self.block(loc.block)? else {
+        let Some(block) = self.block(loc.block)? else {
             return Ok(None);
         };
         let pos = loc.position as usize;
@@ -363,7 +371,7 @@ impl Ledger {
                 reason: format!("tx {tx_id} is not at position {pos}"),
             });
         }
-        Ok(Some((loc, block.txs.swap_remove(pos))))
+        Ok(Some((loc, block)))
     }
 
     /// Blocks from `from` up to the height at the time of the call, in order.
