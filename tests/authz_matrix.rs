@@ -9,8 +9,11 @@ use actix_web::http::StatusCode;
 use actix_web::test;
 use serde_json::{json, Value};
 
-use medledger::api::auth::{self, Claims, Role};
-use medledger::serve::{app, Core, ServeConfig};
+use medledger::api::auth::{self, Role};
+use medledger::serve::app;
+
+mod common;
+use common::api::Env;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Who {
@@ -46,59 +49,27 @@ const EVERYONE: [Who; 10] = [
     Who::Nobody,
 ];
 
-struct Env {
-    _dir: tempfile::TempDir,
-    core: Core,
-    secret: Vec<u8>,
-}
-
-impl Env {
-    fn new() -> Env {
-        let dir = tempfile::tempdir().unwrap();
-        let config = ServeConfig {
-            listen: "127.0.0.1:0".parse().unwrap(),
-            workers: 1,
-            ..ServeConfig::new(dir.path().to_path_buf())
-        };
-        let core = Core::open(&config).unwrap();
-        let (secret, _) = auth::load_or_create_secret(dir.path()).unwrap();
-        Env {
-            _dir: dir,
-            core,
-            secret,
-        }
-    }
-
-    fn token(&self, who: Who) -> Option<String> {
-        let (role, sub, hospital) = match who {
-            Who::OwnPatient => (Role::Patient, "p-1", None),
-            Who::OtherPatient => (Role::Patient, "p-2", None),
-            Who::SameHospital => (Role::Clinician, "dr-1", Some("h-1")),
-            Who::Granted => (Role::Clinician, "dr-g", Some("h-2")),
-            Who::ExpiredGrant => (Role::Clinician, "dr-x", Some("h-2")),
-            Who::OutOfScopeGrant => (Role::Clinician, "dr-s", Some("h-2")),
-            Who::OtherHospital => (Role::Clinician, "dr-2", Some("h-2")),
-            Who::Auditor => (Role::Auditor, "au-1", None),
-            Who::Admin => (Role::Admin, "admin-1", None),
-            Who::Nobody => return None,
-        };
-        let claims = Claims {
-            sub: sub.into(),
-            role,
-            hospital: hospital.map(Into::into),
-            exp: auth::now_secs() + 3600,
-        };
-        Some(format!(
-            "Bearer {}",
-            auth::mint(&self.secret, &claims).unwrap()
-        ))
-    }
+/// The bearer token of each caller (none for `Nobody`).
+fn token(env: &Env, who: Who) -> Option<String> {
+    let (role, sub, hospital) = match who {
+        Who::OwnPatient => (Role::Patient, "p-1", None),
+        Who::OtherPatient => (Role::Patient, "p-2", None),
+        Who::SameHospital => (Role::Clinician, "dr-1", Some("h-1")),
+        Who::Granted => (Role::Clinician, "dr-g", Some("h-2")),
+        Who::ExpiredGrant => (Role::Clinician, "dr-x", Some("h-2")),
+        Who::OutOfScopeGrant => (Role::Clinician, "dr-s", Some("h-2")),
+        Who::OtherHospital => (Role::Clinician, "dr-2", Some("h-2")),
+        Who::Auditor => (Role::Auditor, "au-1", None),
+        Who::Admin => (Role::Admin, "admin-1", None),
+        Who::Nobody => return None,
+    };
+    Some(env.token(role, sub, hospital))
 }
 
 macro_rules! send {
     ($svc:expr, $env:expr, $who:expr, $req:expr) => {{
         let mut req = $req;
-        if let Some(t) = $env.token($who) {
+        if let Some(t) = token(&$env, $who) {
             req = req.insert_header(("Authorization", t));
         }
         let res = test::call_service($svc, req.to_request()).await;

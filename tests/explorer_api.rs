@@ -7,39 +7,16 @@ use actix_web::test;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
-use medledger::api::auth::{self, Claims, Role};
+use medledger::api::auth::Role;
 use medledger::serve::{app, Core, ServeConfig};
-use medledger_storage::merkle;
 
-struct Env {
-    dir: tempfile::TempDir,
-    core: Core,
-    secret: Vec<u8>,
-}
+mod common;
+use common::api::Env;
 
 fn env() -> Env {
-    let dir = tempfile::tempdir().unwrap();
-    let config = ServeConfig {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        workers: 1,
-        ..ServeConfig::new(dir.path().to_path_buf())
-    };
-    let core = Core::open(&config).unwrap();
-    let (secret, _) = auth::load_or_create_secret(dir.path()).unwrap();
-    Env { dir, core, secret }
+    Env::new()
 }
-
-impl Env {
-    fn token(&self, role: Role, sub: &str, hospital: Option<&str>) -> String {
-        let claims = Claims {
-            sub: sub.into(),
-            role,
-            hospital: hospital.map(Into::into),
-            exp: auth::now_secs() + 3600,
-        };
-        format!("Bearer {}", auth::mint(&self.secret, &claims).unwrap())
-    }
-}
+use medledger_storage::merkle;
 
 macro_rules! call {
     ($svc:expr, $req:expr) => {{

@@ -5,35 +5,16 @@ use actix_web::http::StatusCode;
 use actix_web::test;
 use serde_json::{json, Value};
 
-use medledger::api::auth::{self, Claims, Role};
-use medledger::serve::{app, Core, ServeConfig};
+use medledger::api::auth::Role;
+use medledger::serve::app;
 
-fn core(dir: &std::path::Path, rate_limit_per_sec: u32) -> Core {
-    let config = ServeConfig {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        workers: 1,
-        rate_limit_per_sec,
-        ..ServeConfig::new(dir.to_path_buf())
-    };
-    Core::open(&config).unwrap()
-}
-
-fn token(dir: &std::path::Path, role: Role, sub: &str, hospital: Option<&str>) -> String {
-    let (secret, _) = auth::load_or_create_secret(dir).unwrap();
-    let claims = Claims {
-        sub: sub.into(),
-        role,
-        hospital: hospital.map(Into::into),
-        exp: auth::now_secs() + 3600,
-    };
-    format!("Bearer {}", auth::mint(&secret, &claims).unwrap())
-}
+mod common;
+use common::api::Env;
 
 #[actix_web::test]
 async fn the_rate_limit_answers_429_with_retry_after() {
-    let dir = tempfile::tempdir().unwrap();
-    let core = core(dir.path(), 5);
-    let svc = test::init_service(app(core.state.clone())).await;
+    let env = Env::with(|c| c.rate_limit_per_sec = 5);
+    let svc = test::init_service(app(env.core.state.clone())).await;
     let peer: std::net::SocketAddr = "127.0.0.1:40000".parse().unwrap();
     // A burst of twice the rate passes, then 429.
     let mut statuses = Vec::new();
@@ -71,15 +52,14 @@ async fn the_rate_limit_answers_429_with_retry_after() {
     .await;
     assert_eq!(res.status(), StatusCode::OK);
     drop(svc);
-    core.close();
+    env.core.close();
 }
 
 #[actix_web::test]
 async fn batches_may_exceed_the_json_limit_and_exports_speak_csv() {
-    let dir = tempfile::tempdir().unwrap();
-    let core = core(dir.path(), 0);
-    let svc = test::init_service(app(core.state.clone())).await;
-    let dr = token(dir.path(), Role::Clinician, "dr-1", Some("h-1"));
+    let env = Env::with(|c| c.rate_limit_per_sec = 0);
+    let svc = test::init_service(app(env.core.state.clone())).await;
+    let dr = env.token(Role::Clinician, "dr-1", Some("h-1"));
 
     // 300 records of ~600 bytes: ~180 KiB, over the 64 KiB of the other JSON routes.
     let filler = "x".repeat(500);
@@ -169,7 +149,7 @@ async fn batches_may_exceed_the_json_limit_and_exports_speak_csv() {
         assert_eq!(v["patient_id"], "p-1");
     }
     drop(svc);
-    core.close();
+    env.core.close();
 }
 
 /// `serve --config FILE`: an unknown key stops the server with the known keys listed;

@@ -6,42 +6,20 @@ use actix_web::http::StatusCode;
 use actix_web::test;
 use serde_json::{json, Value};
 
-use medledger::api::auth::{self, Claims, Role};
-use medledger::serve::{app, Core, ServeConfig};
-use medledger_storage::views::query::Views;
+use medledger::api::auth::Role;
+use medledger::serve::app;
 
-struct Env {
-    dir: tempfile::TempDir,
-    core: Core,
-    secret: Vec<u8>,
-}
+mod common;
+use common::api::Env;
 
 fn env(absolute_max_bytes: u32) -> Env {
-    let dir = tempfile::tempdir().unwrap();
-    let mut config = ServeConfig {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        workers: 1,
-        rate_limit_per_sec: 0,
-        ..ServeConfig::new(dir.path().to_path_buf())
-    };
-    config.orderer.cutter.absolute_max_bytes = absolute_max_bytes;
-    config.orderer.cutter.preferred_max_bytes = absolute_max_bytes.min(2 * 1024 * 1024);
-    let core = Core::open(&config).unwrap();
-    let (secret, _) = auth::load_or_create_secret(dir.path()).unwrap();
-    Env { dir, core, secret }
+    Env::with(|config| {
+        config.rate_limit_per_sec = 0;
+        config.orderer.cutter.absolute_max_bytes = absolute_max_bytes;
+        config.orderer.cutter.preferred_max_bytes = absolute_max_bytes.min(2 * 1024 * 1024);
+    })
 }
-
-impl Env {
-    fn token(&self, role: Role, sub: &str, hospital: Option<&str>) -> String {
-        let claims = Claims {
-            sub: sub.into(),
-            role,
-            hospital: hospital.map(Into::into),
-            exp: auth::now_secs() + 3600,
-        };
-        format!("Bearer {}", auth::mint(&self.secret, &claims).unwrap())
-    }
-}
+use medledger_storage::views::query::Views;
 
 macro_rules! call {
     ($svc:expr, $req:expr) => {{

@@ -1,6 +1,7 @@
 //! Helpers shared by the root crate's integration tests.
 #![allow(dead_code)]
 
+pub mod api;
 pub mod server;
 
 use std::path::Path;
