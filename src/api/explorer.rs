@@ -10,7 +10,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use medledger_chaincode::{tx_hash, Envelope, Timestamp, TxId};
-use medledger_storage::{Block, CutReason};
+use medledger_storage::Block;
 
 use super::auth::Caller;
 use super::error::ApiError;
@@ -338,11 +338,6 @@ pub async fn activity(
         .map(|b| json!({"start": time_text(b.start_ms), "blocks": b.blocks, "tx": b.txs}))
         .collect();
     Ok(HttpResponse::Ok().json(json!({"bucket": bucket, "series": series})))
-}
-
-/// Cut reasons as the explorer names them (for the web page's legend).
-pub fn cut_reasons() -> Vec<&'static str> {
-    CutReason::ALL.iter().map(|r| r.as_str()).collect()
 }
 
 fn explorer_error(e: crate::explorer::ExplorerError) -> ApiError {
