@@ -7,6 +7,11 @@
 //! block is durable (a poll every [`POLL`] covers a missed nudge). Readers that need
 //! their own write reflected (read-your-writes) call [`Projector::wait_for_height`].
 //!
+//! The views are derived data, so their writes skip a write-ahead log: the projector makes
+//! them durable with [`ViewStore::flush`] at most every [`FLUSH_EVERY`] (and the server at
+//! shutdown). After a crash the store comes back at the height of its last flush, with
+//! every view at that same height, and the projector replays the blocks since.
+//!
 //! [`nudges`]: Projector::nudge
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -22,6 +27,9 @@ use medledger_storage::Ledger;
 pub const POLL: Duration = Duration::from_millis(20);
 /// How long the projector waits before retrying after a store or ledger error.
 const RETRY: Duration = Duration::from_millis(500);
+/// How often the projector makes the views durable while it applies blocks: what a crash
+/// can make it replay (about a second of blocks).
+pub const FLUSH_EVERY: Duration = Duration::from_secs(1);
 
 /// How far the views trail the ledger.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -39,11 +47,12 @@ struct State {
     caught_up_at: Instant,
     /// The last error, cleared by the next successful block.
     error: Option<String>,
-    nudged: bool,
 }
 
 struct Shared {
     state: Mutex<State>,
+    /// Set by [`Projector::nudge`], taken by the thread before it looks at the ledger.
+    nudged: AtomicBool,
     /// Signalled when `applied` grows (waiters) and on a nudge or stop (the thread).
     changed: Condvar,
     stop: AtomicBool,
@@ -71,8 +80,19 @@ pub struct Projector {
 }
 
 impl Projector {
-    /// Starts projecting `ledger` into `store` from the store's applied height.
+    /// Starts projecting `ledger` into `store` from the store's applied height, flushing
+    /// the views every [`FLUSH_EVERY`].
     pub fn start(ledger: Arc<Ledger>, store: Arc<dyn ViewStore>) -> Result<Projector, String> {
+        Self::start_with(ledger, store, FLUSH_EVERY)
+    }
+
+    /// [`Projector::start`] with another flush interval (tests that kill the process
+    /// within a second use a shorter one).
+    pub fn start_with(
+        ledger: Arc<Ledger>,
+        store: Arc<dyn ViewStore>,
+        flush_every: Duration,
+    ) -> Result<Projector, String> {
         let applied = store
             .applied_height()
             .map_err(|e| format!("reading the views' height: {e}"))?;
@@ -88,8 +108,8 @@ impl Projector {
                 applied,
                 caught_up_at: Instant::now(),
                 error: None,
-                nudged: false,
             }),
+            nudged: AtomicBool::new(false),
             changed: Condvar::new(),
             stop: AtomicBool::new(false),
             events: AtomicU64::new(0),
@@ -99,7 +119,7 @@ impl Projector {
             let (ledger, shared) = (ledger.clone(), shared.clone());
             std::thread::Builder::new()
                 .name("projector".into())
-                .spawn(move || run(&ledger, store.as_ref(), &shared))
+                .spawn(move || run(&ledger, store.as_ref(), &shared, flush_every))
                 .map_err(|e| format!("starting the projector thread: {e}"))?
         };
         Ok(Projector {
@@ -109,10 +129,14 @@ impl Projector {
         })
     }
 
-    /// Tells the projector a block was committed (cheap; call after every receipt).
+    /// Tells the projector a block was committed (cheap; call after every receipt: only
+    /// the first nudge since the thread last looked takes the lock and wakes it).
     pub fn nudge(&self) {
-        lock(&self.shared.state).nudged = true;
-        self.shared.changed.notify_all();
+        if !self.shared.nudged.swap(true, Ordering::AcqRel) {
+            // Taking the lock orders this wake-up after the thread's check of `nudged`.
+            drop(lock(&self.shared.state));
+            self.shared.changed.notify_all();
+        }
     }
 
     /// Blocks `0..applied_height` are in the views.
@@ -186,13 +210,29 @@ impl Drop for Projector {
     }
 }
 
-fn run(ledger: &Ledger, store: &dyn ViewStore, shared: &Shared) {
+fn run(ledger: &Ledger, store: &dyn ViewStore, shared: &Shared, flush_every: Duration) {
+    // Blocks applied since the last flush, and when that was.
+    let mut unflushed = false;
+    let mut flushed_at = Instant::now();
     while !shared.stop.load(Ordering::Acquire) {
+        shared.nudged.store(false, Ordering::Release);
+        if unflushed && flushed_at.elapsed() >= flush_every {
+            if let Err(e) = store.flush() {
+                tracing::error!(error = %e, "projector: cannot flush the views; retrying");
+                let mut state = lock(&shared.state);
+                state.error = Some(format!("flushing the views: {e}"));
+                let _ = shared.changed.wait_timeout(state, RETRY);
+                continue;
+            }
+            unflushed = false;
+            flushed_at = Instant::now();
+        }
         let applied = lock(&shared.state).applied;
         let tip = ledger.tip().height;
         if applied < tip {
             match apply(ledger, store, applied) {
                 Ok((events, rejected)) => {
+                    unflushed = true;
                     shared.events.fetch_add(events, Ordering::Relaxed);
                     shared.rejected.fetch_add(rejected, Ordering::Relaxed);
                     let mut state = lock(&shared.state);
@@ -215,14 +255,20 @@ fn run(ledger: &Ledger, store: &dyn ViewStore, shared: &Shared) {
         }
         let mut state = lock(&shared.state);
         state.caught_up_at = Instant::now();
-        if !state.nudged && !shared.stop.load(Ordering::Acquire) {
-            state = shared
-                .changed
-                .wait_timeout(state, POLL)
-                .unwrap_or_else(|p| p.into_inner())
-                .0;
+        if !shared.nudged.load(Ordering::Acquire) && !shared.stop.load(Ordering::Acquire) {
+            // Idle: wake for a nudge, the poll, or the flush that is due.
+            let wait = if unflushed {
+                flush_every.saturating_sub(flushed_at.elapsed()).min(POLL)
+            } else {
+                POLL
+            };
+            drop(shared.changed.wait_timeout(state, wait));
         }
-        state.nudged = false;
+    }
+    if unflushed {
+        if let Err(e) = store.flush() {
+            tracing::error!(error = %e, "projector: cannot flush the views at shutdown");
+        }
     }
 }
 
@@ -242,8 +288,8 @@ fn apply(ledger: &Ledger, store: &dyn ViewStore, number: u64) -> Result<(u64, u6
     let outcome = projection
         .apply_block(number, block.txs.iter().map(|t| (t.as_slice(), None)))
         .map_err(|e| e.to_string())?;
-    store
-        .write(&projection.take_batch())
-        .map_err(|e| e.to_string())?;
+    let mut batch = projection.take_batch();
+    batch.sort_by_key();
+    store.write(&batch).map_err(|e| e.to_string())?;
     Ok((u64::from(outcome.applied), u64::from(outcome.rejected)))
 }

@@ -18,7 +18,7 @@ use sha2::{Digest, Sha256};
 
 use medledger_chaincode::Envelope;
 use medledger_storage::views::project::Projection;
-use medledger_storage::views::{Backend, View, ViewBatch, ViewError, ViewOp, ViewStore};
+use medledger_storage::views::{Backend, View, ViewBatch, ViewError, ViewStore};
 use medledger_storage::{Ledger, StorageError};
 
 /// Blocks read and decoded together by the rayon pool.
@@ -117,10 +117,7 @@ pub fn project_range(
     std::thread::scope(|scope| -> Result<(), RebuildError> {
         scope.spawn(move || {
             for mut batch in batch_rx {
-                // Keys in order make the stores' inserts sequential (RocksDB's memtable
-                // skiplist reuses its insertion point; sled its leaf). A stable sort keeps
-                // the ops on one key in order, so the last one still wins.
-                batch.ops.sort_by(|a, b| op_key(a).cmp(&op_key(b)));
+                batch.sort_by_key();
                 if done_tx.send(store.write(&batch)).is_err() {
                     return;
                 }
@@ -196,12 +193,6 @@ pub fn project_range(
         seconds,
         events_per_sec: events as f64 / seconds.max(1e-9),
     })
-}
-
-fn op_key(op: &ViewOp) -> (View, &[u8]) {
-    match op {
-        ViewOp::Put { view, key, .. } | ViewOp::Delete { view, key } => (*view, key),
-    }
 }
 
 /// Drops the `backend` views of `data_dir` and rebuilds them from block 0 (see the module

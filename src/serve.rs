@@ -248,7 +248,7 @@ pub fn app(
         .app_data(state)
         .wrap_fn(|req, srv| {
             let started = Instant::now();
-            let method = req.method().to_string();
+            let method = req.method().clone();
             let state = req.app_data::<web::Data<AppState>>().cloned();
             let limited = state
                 .as_ref()
@@ -273,14 +273,12 @@ pub fn app(
                     Err(res) => res,
                 };
                 if let Some(state) = state {
-                    let route = res
-                        .request()
-                        .match_pattern()
-                        .unwrap_or_else(|| "unmatched".into());
+                    let pattern = res.request().match_pattern();
+                    let route = pattern.as_deref().unwrap_or("unmatched");
                     let elapsed = started.elapsed();
                     state.metrics.observe(
                         &method,
-                        &route,
+                        route,
                         res.status().as_u16(),
                         elapsed.as_secs_f64(),
                     );

@@ -1,7 +1,7 @@
 //! `/metrics` in the Prometheus text format: request latency per route, submissions,
 //! blocks by cut reason, queue depth, in-flight blocks, projector lag.
 
-use std::collections::BTreeMap;
+use std::collections::HashMap;
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
@@ -45,20 +45,43 @@ fn render_append_histogram(out: &mut String, h: &crate::orderer::service::Append
     let _ = writeln!(out, "{name}_count {count}");
 }
 
-/// Request metrics, keyed by (method, route pattern, status class).
+/// The histograms of one route pattern, one per (method, status).
+type RouteSeries = Vec<(actix_web::http::Method, u16, Histogram)>;
+
+/// Request metrics: per route pattern, one histogram per (method, status).
 #[derive(Default)]
 pub struct Metrics {
-    requests: Mutex<BTreeMap<(String, String, u16), Histogram>>,
+    /// Looked up by `&str` and scanned, so a request allocates nothing here once its
+    /// series exists.
+    requests: Mutex<HashMap<String, RouteSeries>>,
     pub submissions_rejected: AtomicU64,
 }
 
 impl Metrics {
     /// Records one request.
-    pub fn observe(&self, method: &str, route: &str, status: u16, seconds: f64) {
+    pub fn observe(
+        &self,
+        method: &actix_web::http::Method,
+        route: &str,
+        status: u16,
+        seconds: f64,
+    ) {
         let mut map = self.requests.lock().unwrap_or_else(|p| p.into_inner());
-        let h = map
-            .entry((method.to_owned(), route.to_owned(), status))
-            .or_default();
+        if !map.contains_key(route) {
+            map.insert(route.to_owned(), Vec::new());
+        }
+        let series = map.get_mut(route).expect("inserted above");
+        let at = match series
+            .iter()
+            .position(|(m, st, _)| m == method && *st == status)
+        {
+            Some(at) => at,
+            None => {
+                series.push((method.clone(), status, Histogram::default()));
+                series.len() - 1
+            }
+        };
+        let h = &mut series[at].2;
         for (i, b) in BUCKETS.iter().enumerate() {
             if seconds <= *b {
                 h.counts[i] += 1;
@@ -78,7 +101,12 @@ impl Metrics {
             out,
             "# TYPE medledger_http_request_duration_seconds histogram"
         );
-        for ((method, route, status), h) in map.iter() {
+        let mut series: Vec<_> = map
+            .iter()
+            .flat_map(|(route, s)| s.iter().map(move |(m, st, h)| (m.as_str(), route, *st, h)))
+            .collect();
+        series.sort_by(|a, b| (a.1, a.0, a.2).cmp(&(b.1, b.0, b.2)));
+        for (method, route, status, h) in series {
             let labels = format!("method=\"{method}\",route=\"{route}\",status=\"{status}\"");
             for (i, b) in BUCKETS.iter().enumerate() {
                 let _ = writeln!(
@@ -258,4 +286,49 @@ pub async fn render(state: web::Data<AppState>) -> HttpResponse {
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4")
         .body(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use actix_web::http::Method;
+
+    #[test]
+    fn one_series_per_route_method_and_status_with_cumulative_buckets() {
+        let m = Metrics::default();
+        m.observe(&Method::POST, "/v1/records", 201, 0.002);
+        m.observe(&Method::POST, "/v1/records", 201, 0.2);
+        m.observe(&Method::POST, "/v1/records", 400, 0.0001);
+        m.observe(&Method::GET, "/v1/records/{id}", 200, 7.0);
+        let mut out = String::new();
+        m.render_requests(&mut out);
+        let line = |labels: &str, suffix: &str| {
+            let prefix = format!("medledger_http_request_duration_seconds{suffix}{{{labels}");
+            out.lines()
+                .find(|l| l.starts_with(&prefix))
+                .unwrap_or_else(|| panic!("no {prefix} in\n{out}"))
+                .rsplit(' ')
+                .next()
+                .unwrap()
+                .to_owned()
+        };
+        let created = "method=\"POST\",route=\"/v1/records\",status=\"201\"";
+        assert_eq!(line(created, "_count"), "2");
+        assert_eq!(line(&format!("{created},le=\"0.0025\""), "_bucket"), "1");
+        assert_eq!(line(&format!("{created},le=\"0.25\""), "_bucket"), "2");
+        assert_eq!(line(&format!("{created},le=\"+Inf\""), "_bucket"), "2");
+        let bad = "method=\"POST\",route=\"/v1/records\",status=\"400\"";
+        assert_eq!(line(&format!("{bad},le=\"0.0005\""), "_bucket"), "1");
+        // Slower than the last bucket: only +Inf counts it.
+        let slow = "method=\"GET\",route=\"/v1/records/{id}\",status=\"200\"";
+        assert_eq!(line(&format!("{slow},le=\"5\""), "_bucket"), "0");
+        assert_eq!(line(&format!("{slow},le=\"+Inf\""), "_bucket"), "1");
+        // Series come out sorted by route, then method and status.
+        let order: Vec<_> = out
+            .lines()
+            .filter_map(|l| l.strip_prefix("medledger_http_request_duration_seconds_count{"))
+            .map(|l| l.rsplit_once("} ").unwrap().0)
+            .collect();
+        assert_eq!(order, [created, bad, slow]);
+    }
 }

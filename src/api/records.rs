@@ -217,6 +217,9 @@ fn creation(
 ) -> Result<(Envelope, Option<payloads::InlinePayload>), ApiError> {
     check_create(caller, &body)?;
     let inline = body.payload.map(payloads::parse_inline).transpose()?;
+    // A client may name the record (idempotent imports); otherwise the id is a fresh
+    // UUIDv7, which no record has, so the views need not be asked.
+    let named = body.record_id.is_some();
     let record_id = body
         .record_id
         .unwrap_or_else(|| format!("r-{}", uuid::Uuid::now_v7().simple()));
@@ -235,9 +238,13 @@ fn creation(
     let env = envelope(caller, event);
     env.check_limits()
         .map_err(|e| ApiError::bad_request("invalid_field", e.to_string()))?;
-    let current = Views::new(state.views.as_ref())
-        .record(&record_id)
-        .map_err(store_error)?;
+    let current = if named {
+        Views::new(state.views.as_ref())
+            .record(&record_id)
+            .map_err(store_error)?
+    } else {
+        None
+    };
     apply_record_event(current.as_ref().map(|c| &c.state), &env.event)
         .map_err(|e| contract_error(&e))?;
     Ok((env, inline))

@@ -122,6 +122,23 @@ impl ViewBatch {
     pub fn delete(&mut self, view: View, key: Vec<u8>) {
         self.ops.push(ViewOp::Delete { view, key });
     }
+
+    /// Orders the ops by (view, key), keeping the ops on one key in their order (a stable
+    /// sort), so the last one still wins. The result the store holds is the same; the
+    /// inserts become sequential, which the stores do much faster (RocksDB's memtable
+    /// skiplist reuses its insertion point; sled stays in one leaf).
+    pub fn sort_by_key(&mut self) {
+        self.ops.sort_by(|a, b| a.view_key().cmp(&b.view_key()));
+    }
+}
+
+impl ViewOp {
+    /// The view and key the op changes.
+    pub fn view_key(&self) -> (View, &[u8]) {
+        match self {
+            ViewOp::Put { view, key, .. } | ViewOp::Delete { view, key } => (*view, key),
+        }
+    }
 }
 
 /// What can go wrong in a view store.
