@@ -12,6 +12,7 @@
 //! - [`fixtures`]: a seeded generator of realistic events, every one valid for the
 //!   contract in order (tests, benchmarks, `medledger fixtures`).
 //! - [`workload`]: realistic synthetic record events for benchmarks and tests.
+//! - [`telemetry`]: logs, and the optional OTLP trace export.
 
 pub mod api;
 pub mod cli;
@@ -21,6 +22,7 @@ pub mod orderer;
 pub mod projector;
 pub mod rebuild;
 pub mod serve;
+pub mod telemetry;
 pub mod workload;
 
 pub use medledger_chaincode as chaincode;

@@ -202,6 +202,13 @@ struct ServeArgs {
     /// DATA_DIR/payloads/master.key, created on first start.
     #[arg(long, env = "MEDLEDGER_MASTER_KEY")]
     master_key: Option<PathBuf>,
+    /// Export traces over OTLP/HTTP (protobuf) to --otlp-endpoint: a span per request,
+    /// with the wait for the block's fsync inside (`true`/`false`, `1`/`0`).
+    #[arg(long, env = "OTEL_ENABLED", value_parser = clap::builder::BoolishValueParser::new(), default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    otel_enabled: bool,
+    /// The OTLP collector's base URL; traces go to its `/v1/traces`.
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT", default_value = medledger::telemetry::OTLP_ENDPOINT_DEFAULT)]
+    otlp_endpoint: String,
     /// Submissions waiting to be cut, at most; beyond it submissions get 503 busy.
     #[arg(long, env = "MEDLEDGER_QUEUE_CAPACITY", default_value_t = 65_536)]
     queue_capacity: usize,
@@ -312,13 +319,6 @@ impl CutterArgs {
 }
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
     // The config file is the lowest layer under flags and environment variables: it is
     // applied (as environment variables) before the command line is parsed.
     let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
@@ -331,6 +331,17 @@ fn main() -> ExitCode {
         }
     }
     let cli = Cli::parse();
+    let otlp_endpoint = match &cli.command {
+        Command::Serve(a) if a.otel_enabled => Some(a.otlp_endpoint.as_str()),
+        _ => None,
+    };
+    let telemetry = match medledger::telemetry::init(otlp_endpoint) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("medledger: {e}");
+            return ExitCode::from(2);
+        }
+    };
     let mut stdout = std::io::stdout().lock();
     let code = match cli.command {
         Command::Verify {
@@ -448,5 +459,6 @@ fn main() -> ExitCode {
             }
         }
     };
+    telemetry.shutdown();
     ExitCode::from(u8::try_from(code).unwrap_or(2))
 }

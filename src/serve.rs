@@ -249,6 +249,16 @@ pub fn app(
         .wrap_fn(|req, srv| {
             let started = Instant::now();
             let method = req.method().clone();
+            // One span per request (exported when OTLP is on; free when it is off). The
+            // route is known after routing; no path, id or body goes into it.
+            let span = tracing::info_span!(
+                "http.request",
+                otel.kind = "server",
+                http.request.method = %method,
+                http.route = tracing::field::Empty,
+                http.response.status_code = tracing::field::Empty,
+            );
+            crate::telemetry::join_remote_trace(&span, req.headers());
             let state = req.app_data::<web::Data<AppState>>().cloned();
             let limited = state
                 .as_ref()
@@ -256,7 +266,7 @@ pub fn app(
                 .and_then(|rl| rl.check(&client_key(&req), started).err());
             // Either the service's future, or the 429 answered without calling it.
             let call = match limited {
-                None => Ok(srv.call(req)),
+                None => Ok(span.in_scope(|| srv.call(req))),
                 Some(retry_after) => {
                     let mut e = ApiError::new(
                         actix_web::http::StatusCode::TOO_MANY_REQUESTS,
@@ -267,7 +277,8 @@ pub fn app(
                     Err(req.into_response(actix_web::ResponseError::error_response(&e)))
                 }
             };
-            async move {
+            let request_span = span.clone();
+            let handled = async move {
                 let res = match call {
                     Ok(fut) => fut.await?.map_into_boxed_body(),
                     Err(res) => res,
@@ -276,6 +287,13 @@ pub fn app(
                     let pattern = res.request().match_pattern();
                     let route = pattern.as_deref().unwrap_or("unmatched");
                     let elapsed = started.elapsed();
+                    if !span.is_disabled() {
+                        // OpenTelemetry has no unsigned integers: i64, or it exports text.
+                        let status = i64::from(res.status().as_u16());
+                        crate::telemetry::rename(&span, format!("{method} {route}"));
+                        span.record("http.route", route);
+                        span.record("http.response.status_code", status);
+                    }
                     state.metrics.observe(
                         &method,
                         route,
@@ -293,7 +311,8 @@ pub fn app(
                     );
                 }
                 Ok(res)
-            }
+            };
+            tracing::Instrument::instrument(handled, request_span)
         })
         .wrap(Compress::default())
         .configure(api::configure)

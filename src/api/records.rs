@@ -5,7 +5,7 @@ use std::ops::ControlFlow;
 
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpResponse};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
 use medledger_chaincode::contract::{apply_grant_event, apply_record_event, ContractError};
@@ -263,7 +263,19 @@ async fn commit_with_payload(
     }
     env.check_limits()
         .map_err(|e| ApiError::bad_request("invalid_field", e.to_string()))?;
-    match state.orderer.submit(&env).await {
+    let span = tracing::info_span!("ledger.commit", block = tracing::field::Empty);
+    let submitted = {
+        use tracing::Instrument as _;
+        state.orderer.submit(&env).instrument(span.clone()).await
+    };
+    if let Ok(receipt) = &submitted {
+        // i64: OpenTelemetry has no unsigned integers.
+        span.record(
+            "block",
+            i64::try_from(receipt.block_number).unwrap_or(i64::MAX),
+        );
+    }
+    match submitted {
         Ok(receipt) => {
             state.projector.nudge();
             if projected {
@@ -689,31 +701,66 @@ pub async fn list_grants(
 
 // ---- Reads ----
 
-/// A record version as JSON: the state, metadata as an object, and where it was made.
-pub fn record_json(entry: &VersionEntry) -> Value {
+/// A record as the API shows it: its current state, where that version is in the ledger,
+/// and its metadata as stored (canonical JSON, written out as is: never parsed and
+/// re-serialised per read).
+#[derive(Serialize)]
+pub struct RecordJson<'a> {
+    record_id: &'a str,
+    patient_id: &'a str,
+    hospital_id: &'a str,
+    record_type: &'a str,
+    author_id: &'a str,
+    created_at: medledger_chaincode::Timestamp,
+    version: u32,
+    status: medledger_chaincode::RecordStatus,
+    /// `null` if the stored text is not JSON (no record the API wrote).
+    metadata: Option<&'a serde_json::value::RawValue>,
+    payload: Option<PayloadJson<'a>>,
+    payload_erased: bool,
+    updated_at: medledger_chaincode::Timestamp,
+    updated_by: &'a str,
+    event: Option<&'static str>,
+    tx_id: String,
+    block_number: u64,
+    position: u32,
+}
+
+#[derive(Serialize)]
+struct PayloadJson<'a> {
+    cid: &'a str,
+    size: u64,
+    sha256: &'a medledger_chaincode::Sha256Digest,
+    content_type: &'a str,
+}
+
+/// The record `entry` as the API shows it.
+pub fn record_json(entry: &VersionEntry) -> RecordJson<'_> {
     let s = &entry.state;
-    let metadata: Value = serde_json::from_str(&s.metadata).unwrap_or(Value::Null);
-    json!({
-        "record_id": s.record_id,
-        "patient_id": s.patient_id,
-        "hospital_id": s.hospital_id,
-        "record_type": s.record_type,
-        "author_id": s.author_id,
-        "created_at": s.created_at,
-        "version": s.version,
-        "status": s.status,
-        "metadata": metadata,
-        "payload": s.payload.as_ref().map(|p| json!({
-            "cid": p.cid, "size": p.size, "sha256": p.sha256, "content_type": p.content_type,
-        })),
-        "payload_erased": s.payload_erased,
-        "updated_at": s.updated_at,
-        "updated_by": s.updated_by,
-        "event": entry.event_kind().map(|k| k.as_str()),
-        "tx_id": entry.at.tx_id().to_string(),
-        "block_number": entry.at.block,
-        "position": entry.at.position,
-    })
+    RecordJson {
+        record_id: &s.record_id,
+        patient_id: &s.patient_id,
+        hospital_id: &s.hospital_id,
+        record_type: &s.record_type,
+        author_id: &s.author_id,
+        created_at: s.created_at,
+        version: s.version,
+        status: s.status,
+        metadata: serde_json::from_str(&s.metadata).ok(),
+        payload: s.payload.as_ref().map(|p| PayloadJson {
+            cid: &p.cid,
+            size: p.size,
+            sha256: &p.sha256,
+            content_type: &p.content_type,
+        }),
+        payload_erased: s.payload_erased,
+        updated_at: s.updated_at,
+        updated_by: &s.updated_by,
+        event: entry.event_kind().map(|k| k.as_str()),
+        tx_id: entry.at.tx_id().to_string(),
+        block_number: entry.at.block,
+        position: entry.at.position,
+    }
 }
 
 /// Whether `caller` may read `entry` (looks up the caller's grant for clinicians).
@@ -861,13 +908,21 @@ async fn timeline(
     .await
     .map_err(|e| ApiError::internal(e.to_string()))?
     .map_err(query_error)?;
+    #[derive(Serialize)]
+    struct Page<'a> {
+        items: Vec<RecordJson<'a>>,
+        next_cursor: Option<&'a str>,
+    }
     let mut items = Vec::with_capacity(page.items.len());
     for entry in &page.items {
         if may_read(&state, &caller, entry)? {
             items.push(record_json(entry));
         }
     }
-    Ok(HttpResponse::Ok().json(json!({"items": items, "next_cursor": page.next_cursor})))
+    Ok(HttpResponse::Ok().json(Page {
+        items,
+        next_cursor: page.next_cursor.as_deref(),
+    }))
 }
 
 /// `GET /v1/patients/{id}/records`.
@@ -1082,7 +1137,8 @@ pub async fn patient_export(
                     let line = if csv {
                         csv_record(&entry)
                     } else {
-                        let mut line = record_json(&entry).to_string();
+                        let mut line = serde_json::to_string(&record_json(&entry))
+                            .expect("a record serialises");
                         line.push('\n');
                         line
                     };

@@ -547,7 +547,13 @@ fn write_blocks(
 ) {
     for job in jobs {
         let started = std::time::Instant::now();
-        let outcome = ledger.append(&job.block);
+        // i64: OpenTelemetry has no unsigned integers.
+        let span = tracing::info_span!(
+            "block.append",
+            block = i64::try_from(job.block.header.number).unwrap_or(i64::MAX),
+            txs = i64::try_from(job.block.txs.len()).unwrap_or(i64::MAX)
+        );
+        let outcome = span.in_scope(|| ledger.append(&job.block));
         stats.append_seconds.observe(started.elapsed());
         let outcome = outcome.map_err(|e| {
             tracing::error!(block = job.block.header.number, error = %e, "block append failed");

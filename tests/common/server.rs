@@ -17,11 +17,17 @@ pub fn free_port() -> SocketAddr {
 /// Starts `medledger serve` on `addr` over `dir` (no rate limit: tests send bursts) and
 /// waits until `/healthz` answers.
 pub fn start(dir: &Path, addr: SocketAddr) -> Child {
+    start_with_env(dir, addr, &[])
+}
+
+/// [`start`] with these environment variables set for the server.
+pub fn start_with_env(dir: &Path, addr: SocketAddr, env: &[(&str, &str)]) -> Child {
     let mut child = Command::new(env!("CARGO_BIN_EXE_medledger"))
         .args(["serve", "--data-dir"])
         .arg(dir)
         .args(["--listen", &addr.to_string(), "--workers", "2"])
         .args(["--rate-limit-per-sec", "0"])
+        .envs(env.iter().copied())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -69,12 +75,27 @@ pub fn request(
     token: Option<&str>,
     body: Option<&str>,
 ) -> std::io::Result<(u16, Value)> {
+    request_with_headers(addr, method, path, token, body, &[])
+}
+
+/// [`request`] with extra headers.
+pub fn request_with_headers(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Option<&str>,
+    headers: &[(&str, &str)],
+) -> std::io::Result<(u16, Value)> {
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
     s.set_read_timeout(Some(Duration::from_secs(10)))?;
     let body = body.unwrap_or("");
-    let auth = token
+    let mut auth = token
         .map(|t| format!("Authorization: Bearer {t}\r\n"))
         .unwrap_or_default();
+    for (name, value) in headers {
+        auth.push_str(&format!("{name}: {value}\r\n"));
+    }
     write!(s, "{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}", body.len())?;
     let mut raw = Vec::new();
     s.read_to_end(&mut raw)?;
