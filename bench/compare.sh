@@ -5,8 +5,11 @@
 #  1. peers-bench (bench/peers): each peer installed from Debian's packages
 #     (scripts/install-peers.sh), started on 127.0.0.1 with its data in a temp dir, asked
 #     for its durability setting, loaded with the generated records, stopped;
-#  2. medledger embedded: `medledger bench ingest`, the same record size and clients;
-#  3. medledger over HTTP: bench/http.sh (wrk, keep-alive connections);
+#  2. medledger embedded: `medledger bench ingest`, the same record size and clients,
+#     with its CPU seconds, peak RSS and bytes on disk per record;
+#  3. medledger over HTTP: bench/http.sh (wrk, keep-alive connections) sending the
+#     peers' own records and reading the peers' patients (`peers-bench --requests-out`):
+#     ingest, timeline pages, the mixed 80/20 run, bytes on disk, and a rebuild;
 #  4. bench/report.py: the Markdown table and the ratios, bench/charts.py the PNG charts,
 #     from the files of this run only.
 #
@@ -23,7 +26,12 @@ if [ "${1:-}" = "--quick" ]; then quick=(--quick); records=1000; clients=16; bod
 target=${CARGO_TARGET_DIR:-$root/target}
 # Two builds, each with its own package's features (a workspace build would unify them
 # and change RocksDB's build, which takes well over 10 minutes here).
-(cd "$root" && cargo build --release --locked -p medledger --bin medledger >&2)
+# MEDLEDGER_BIN measures that medledger binary instead of building one.
+medledger=${MEDLEDGER_BIN:-}
+if [ -z "$medledger" ]; then
+  (cd "$root" && cargo build --release --locked -p medledger --bin medledger >&2)
+  medledger="$target/release/medledger"
+fi
 (cd "$root" && cargo build --release --locked -p medledger-bench-peers --bin peers-bench >&2)
 out="$root/target/bench-compare/$(date -u +%Y%m%dT%H%M%SZ)"
 mkdir -p "$out"
@@ -37,12 +45,26 @@ data=$(mktemp -d -t medledger-compare.XXXXXX)
 trap 'rm -rf "$data"' EXIT
 # Ten times the peers' single-record count: at medledger's rate the peers' 10,000 would
 # be over in a tenth of a second, too short to time.
-"$target/release/medledger" bench ingest --data-dir "$data" --events "$((records * 10))" \
-  --record-bytes "$body" --submitters "$clients" > "$out/embedded.json"
+/usr/bin/time -o "$data/time" -f '%U %S %M' "$medledger" bench ingest \
+  --data-dir "$data/embedded" --events "$((records * 10))" \
+  --record-bytes "$body" --submitters "$clients" > "$data/embedded.json"
+read -r user sys peak_kib < "$data/time"
+bytes=$(du -sb "$data/embedded" | cut -f1)
+python3 - "$data/embedded.json" "$user" "$sys" "$peak_kib" "$bytes" > "$out/embedded.json" <<'PY'
+import json, sys
+j = json.loads(open(sys.argv[1]).read())
+j["process_cpu_seconds"] = round(float(sys.argv[2]) + float(sys.argv[3]), 2)
+j["peak_rss_bytes"] = int(sys.argv[4]) * 1024
+j["bytes_on_disk"] = int(sys.argv[5])
+j["bytes_on_disk_per_record"] = int(sys.argv[5]) // j["events"]
+print(json.dumps(j))
+PY
 cat "$out/embedded.json" >&2
 
 echo "== medledger over HTTP" >&2
-MEDLEDGER_BIN="$target/release/medledger" "$here/http.sh" "${quick[@]}" | grep '^{' > "$out/http.jsonl"
+"$target/release/peers-bench" "${quick[@]}" --body-bytes "$body" --requests-out "$data/requests"
+REQUESTS_DIR="$data/requests" MEDLEDGER_BIN="$medledger" "$here/http.sh" "${quick[@]}" \
+  | grep '^{' > "$out/http.jsonl"
 cat "$out/http.jsonl" >&2
 
 python3 "$here/report.py" "$out" > "$out/report.md"

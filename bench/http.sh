@@ -1,27 +1,34 @@
 #!/usr/bin/env bash
 # `bench/http.sh [--quick]`: medledger over HTTP, measured with wrk on this machine.
 #
-#   1. durable submissions: POST /v1/records, ~1 KiB JSON records, 256 keep-alive
-#      connections, default server settings (eager cut policy) but no rate limit;
-#   2. patient timeline pages (limit 50) over the patients just written, 64 connections;
-#   3. latency at low load (one connection): eager policy, then `--cut-policy strict`.
+#   1. durable submissions: POST /v1/records of the peers' records (~1 KiB JSON each),
+#      256 keep-alive connections, default server settings (eager cut policy) but no
+#      rate limit; the server's CPU seconds, peak RSS and bytes on disk per record;
+#   2. patient timeline pages (limit 50) of the peers' patients, 64 connections;
+#   3. the peers' mixed run: 80% timeline pages, 20% submissions, 64 connections;
+#   4. latency at low load (one connection): eager policy, then `--cut-policy strict`;
+#   5. `medledger rebuild` of the views from the ledger those runs wrote.
 #
-# Every run prints a WRKJSON line (requests/s, p50/p99/p99.9 ms, non-2xx count) and the
-# script ends with a Markdown table for docs/BENCHMARKS.md. The server and wrk share the
-# machine's cores. The server binds 127.0.0.1 only, its data is in a temp dir, and it is
-# stopped (SIGTERM) when the script exits, also on failure.
+# The records and patients come from `peers-bench --requests-out` (the same generator,
+# seed and order the peers are loaded with); REQUESTS_DIR names a directory that already
+# holds them (bench/compare.sh passes its run's). Every run prints a WRKJSON line
+# (requests/s, p50/p99/p99.9 ms, non-2xx count) and the script ends with a Markdown table
+# for docs/BENCHMARKS.md. The server and wrk share the machine's cores. The server binds
+# 127.0.0.1 only, its data is in a temp dir, and it is stopped (SIGTERM) when the script
+# exits, also on failure.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/.." && pwd)
 quick=0
 [ "${1:-}" = "--quick" ] && quick=1
-if [ $quick = 1 ]; then submit_s=5; read_s=5; low_s=3; else submit_s=30; read_s=20; low_s=10; fi
+if [ $quick = 1 ]; then submit_s=5; read_s=5; mixed_s=5; low_s=3; else submit_s=30; read_s=20; mixed_s=15; low_s=10; fi
 
 command -v wrk >/dev/null || { apt-get install -y -q wrk >/dev/null || { echo "bench/http.sh: install wrk (apt-get install wrk)" >&2; exit 1; }; }
+target=${CARGO_TARGET_DIR:-$root/target}
 bin=${MEDLEDGER_BIN:-}
 if [ -z "$bin" ]; then
-  (cd "$root" && cargo build --release --locked --bin medledger >&2)
-  bin="${CARGO_TARGET_DIR:-$root/target}/release/medledger"
+  (cd "$root" && cargo build --release --locked -p medledger --bin medledger >&2)
+  bin="$target/release/medledger"
 fi
 
 data=$(mktemp -d -t medledger-bench-http.XXXXXX)
@@ -32,10 +39,19 @@ stop() {
 }
 trap 'stop; rm -rf "$data"' EXIT
 
+requests=${REQUESTS_DIR:-}
+if [ -z "$requests" ]; then
+  (cd "$root" && cargo build --release --locked -p medledger-bench-peers --bin peers-bench >&2)
+  requests="$data/requests"
+  q=(); [ $quick = 1 ] && q=(--quick)
+  "$target/release/peers-bench" "${q[@]}" --body-bytes 1024 --requests-out "$requests"
+fi
+export REQUESTS_DIR=$requests SCRIPTS=$here/http
+
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 url="http://127.0.0.1:$port"
 start() {
-  "$bin" serve --data-dir "$data" --listen "127.0.0.1:$port" --rate-limit-per-sec 0 "$@" 2>>"$data/serve.log" &
+  "$bin" serve --data-dir "$data/server" --listen "127.0.0.1:$port" --rate-limit-per-sec 0 "$@" 2>>"$data/serve.log" &
   pid=$!
   for _ in $(seq 1 200); do
     curl -fsS "$url/healthz" >/dev/null 2>&1 && return 0
@@ -43,40 +59,57 @@ start() {
   done
   echo "bench/http.sh: the server did not start; log:" >&2; cat "$data/serve.log" >&2; exit 1
 }
+cpu_seconds() { awk '{ printf "%.2f", ($14 + $15) / 100 }' "/proc/$pid/stat"; }
+peak_rss_bytes() { awk '/^VmHWM:/ { print $2 * 1024 }' "/proc/$pid/status"; }
+metric() { curl -fsS "$url/metrics" | awk -v m="$1" '$1 == m { print $2 }'; }
 
 start
-clinician=$("$bin" token --data-dir "$data" --role clinician --sub dr-1 --hospital h-1 | tail -1)
-auditor=$("$bin" token --data-dir "$data" --role auditor --sub au-1 | tail -1)
+admin=$("$bin" token --data-dir "$data/server" --role admin --sub admin-1 | tail -1)
 
 results=()
-run() { # name, connections, threads, seconds, script, token
-  local name=$1 conns=$2 threads=$3 secs=$4 script=$5 token=$6 out
-  out=$(TOKEN=$token wrk -t"$threads" -c"$conns" -d"${secs}s" --timeout 10s -s "$here/http/$script" "$url" 2>&1)
-  local json
+run() { # name, connections, threads, seconds, script
+  local name=$1 conns=$2 threads=$3 secs=$4 script=$5 out json cpu0 cpu1
+  cpu0=$(cpu_seconds)
+  out=$(TOKEN=$admin wrk -t"$threads" -c"$conns" -d"${secs}s" --timeout 10s -s "$here/http/$script" "$url" 2>&1)
+  cpu1=$(cpu_seconds)
   json=$(printf '%s\n' "$out" | sed -n 's/^WRKJSON //p')
   [ -n "$json" ] || { echo "bench/http.sh: wrk failed: $out" >&2; exit 1; }
-  echo "{\"run\":\"$name\",\"connections\":$conns,$(printf '%s' "$json" | cut -c2-)"
+  json="{\"run\":\"$name\",\"connections\":$conns,\"server_cpu_seconds\":$(python3 -c "print(round($cpu1 - $cpu0, 2))"),\"server_peak_rss_bytes\":$(peak_rss_bytes),$(printf '%s' "$json" | cut -c2-)"
+  echo "$json"
   results+=("$name|$conns|$json")
 }
 
-run submit-eager 256 2 "$submit_s" submit.lua "$clinician"
-curl -fsS -o /dev/null "$url/v1/chain" -H "Authorization: Bearer $auditor"
-run timeline-pages 64 2 "$read_s" read.lua "$auditor"
-run low-load-eager 1 1 "$low_s" submit.lua "$clinician"
+run submit-eager 256 2 "$submit_s" submit.lua
+# Reads start once the views have caught up with the submissions.
+for _ in $(seq 1 600); do [ "$(metric medledger_projector_lag_blocks)" = 0 ] && break; sleep 0.1; done
+run timeline-pages 64 2 "$read_s" read.lua
+run mixed-80-20 64 2 "$mixed_s" mixed.lua
+run low-load-eager 1 1 "$low_s" submit.lua
+# Bytes on disk per committed record: the whole data dir (ledger, index, views, keys,
+# token secret) after a clean stop, over the records the server committed.
+committed=$(metric medledger_committed_total)
 stop
+bytes=$(du -sb "$data/server" | cut -f1)
+echo "{\"run\":\"disk\",\"records\":$committed,\"bytes_on_disk\":$bytes,\"bytes_on_disk_per_record\":$((bytes / committed))}"
+
+# Rebuild every view from the ledger the runs above wrote (the peers' reindex).
+rebuild=$(/usr/bin/time -f 'PEAKRSS %M' "$bin" rebuild --data-dir "$data/server" 2>"$data/rebuild.err" | tail -1)
+peak_kib=$(sed -n 's/^PEAKRSS //p' "$data/rebuild.err")
+echo "{\"run\":\"rebuild\",\"peak_rss_bytes\":$((peak_kib * 1024)),$(printf '%s' "$rebuild" | cut -c2-)"
+
 start --cut-policy strict
-run low-load-strict 1 1 "$low_s" submit.lua "$clinician"
+run low-load-strict 1 1 "$low_s" submit.lua
 stop
 
 echo
-echo "| run | connections | requests/s | p50 ms | p99 ms | p99.9 ms | non-2xx | socket errors |"
-echo "|---|---:|---:|---:|---:|---:|---:|---:|"
+echo "| run | connections | requests/s | p50 ms | p99 ms | p99.9 ms | non-2xx | socket errors | server CPU s |"
+echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|"
 for r in "${results[@]}"; do
   IFS='|' read -r name conns json <<<"$r"
   python3 - "$name" "$conns" "$json" <<'PY'
 import json, sys
 name, conns, j = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
 sock = j["errors_connect"] + j["errors_read"] + j["errors_write"] + j["errors_timeout"]
-print(f"| {name} | {conns} | {j['rps']:,.0f} | {j['p50_ms']:.2f} | {j['p99_ms']:.2f} | {j['p999_ms']:.2f} | {j['errors_status']} | {sock} |")
+print(f"| {name} | {conns} | {j['rps']:,.0f} | {j['p50_ms']:.2f} | {j['p99_ms']:.2f} | {j['p999_ms']:.2f} | {j['errors_status']} | {sock} | {j['server_cpu_seconds']} |")
 PY
 done

@@ -75,3 +75,58 @@ for name in peer_names:
     ratio = lambda a, r, per="records_per_second": "—" if (a is None or r is None or not r[per]) else f"{a / r[per]:.1f}×"
     print(f"| {name} | {ratio(ml_ingest, one)} | {ratio(hs and hs['rps'], one)} | {ratio(hs and hs['rps'], batched)} | "
           f"{ratio(ht and ht['rps'], tl, 'operations_per_second')} |")
+
+# Second table: the mixed run, rebuild, and what each system spends per record.
+print()
+print("Mixed 80% reads / 20% writes, rebuild, and resources (server processes only; the "
+      "load generators' CPU is not counted):")
+print()
+print("| system | mixed 80/20: operations/s (p99 ms) | rebuild or reindex: records/s | server CPU per record ingested, 1 per call | peak RSS | bytes on disk per record |")
+print("|---|---:|---:|---:|---:|---:|")
+
+
+def mib(b):
+    return "—" if b is None else f"{b / 2**20:,.0f} MiB"
+
+
+hm, hr, hd = http.get("mixed-80-20"), http.get("rebuild"), http.get("disk")
+http_runs = [j for j in http.values() if "server_peak_rss_bytes" in j]
+http_rss = max((j["server_peak_rss_bytes"] for j in http_runs), default=None)
+print(f"| medledger embedded | — | (as over HTTP) | "
+      f"{fmt(embedded.get('process_cpu_seconds') and embedded['process_cpu_seconds'] / embedded['events'] * 1e6, 1)} µs² | "
+      f"{mib(embedded.get('peak_rss_bytes'))} | {fmt(embedded.get('bytes_on_disk_per_record'))}³ |")
+print(f"| medledger over HTTP | {fmt(hm and hm['rps'])} ({fmt(hm and hm['p99_ms'], 1)}) | "
+      f"{fmt(hr and hr['events_per_sec'])} | "
+      f"{fmt(hs and hs['server_cpu_seconds'] / hs['requests'] * 1e6, 1)} µs | {mib(http_rss)} | "
+      f"{fmt(hd and hd['bytes_on_disk_per_record'])} |")
+peer_extra = {}
+for name in peer_names:
+    one, mr, mw, ri = find(name, "ingest", 1), find(name, "mixed_read"), find(name, "mixed_write"), find(name, "reindex")
+    rows_of = [r for r in rows if r["peer"] == name]
+    rss = max((r["server_peak_memory_bytes"] or 0 for r in rows_of), default=0) or None
+    mixed_ops = (mr["operations_per_second"] + mw["operations_per_second"]) if mr and mw else None
+    mixed_p99 = max(mr["latency"]["p99_us"], mw["latency"]["p99_us"]) / 1000 if mr and mw else None
+    per_record = next((r["bytes_on_disk_per_record"] for r in (ri, find(name, "ingest", params["batch"]))
+                       if r and r.get("bytes_on_disk_per_record")), None)
+    cpu = one["server_cpu_seconds"] / one["records"] * 1e6 if one and one.get("server_cpu_seconds") else None
+    peer_extra[name] = (mixed_ops, ri and ri["records_per_second"])
+    durable = one["acknowledged_after_disk"] if one else True
+    label = "" if durable else " (not durable)"
+    print(f"| {name}{label} | {fmt(mixed_ops)} ({fmt(mixed_p99, 1)}) | {fmt(ri and ri['records_per_second'])} | "
+          f"{fmt(cpu, 1)} µs | {mib(rss)} | {fmt(per_record)} |")
+print()
+print("² the whole `bench ingest` process, generating its events included. "
+      "³ the ledger alone: `bench ingest` projects no views.")
+print("The mixed run's p99 is over both kinds for medledger (wrk keeps one distribution) and "
+      "the worse of reads and writes for the peers. medledger rebuilds every view from the "
+      "ledger (`medledger rebuild`); the peers rebuild their indexes.")
+print()
+print("| peer | HTTP mixed ÷ peer mixed | rebuild ÷ peer reindex |")
+print("|---|---:|---:|")
+for name in peer_names:
+    one = find(name, "ingest", 1)
+    if one and not one["acknowledged_after_disk"]:
+        continue
+    mixed_ops, reindex = peer_extra[name]
+    r = lambda a, b: "—" if not a or not b else f"{a / b:.1f}×"
+    print(f"| {name} | {r(hm and hm['rps'], mixed_ops)} | {r(hr and hr['events_per_sec'], reindex)} |")

@@ -61,6 +61,12 @@ struct Args {
     /// Where the peers' temp data dirs go (the disk being measured).
     #[arg(long)]
     data_dir: Option<PathBuf>,
+    /// Write the run's records as medledger `POST /v1/records` bodies
+    /// (DIR/records.ndjson, the single-record writes of the first body size) and the
+    /// patients whose timelines are read (DIR/patients.txt), then exit: bench/http.sh
+    /// sends these, so medledger is loaded with the same records as the peers.
+    #[arg(long, value_name = "DIR")]
+    requests_out: Option<PathBuf>,
     /// CI smoke mode: 1,000 + 5,000 records, 1,000 pages, 1,000 mixed operations, 16
     /// clients, 256 B only; finishes in well under a minute.
     #[arg(long)]
@@ -88,12 +94,7 @@ fn print(f: &Figures) {
 }
 
 fn run_peer(kind: PeerKind, args: &Args, body_bytes: usize, base: &std::path::Path) -> Result<()> {
-    let mut gen = RecordGen::new(GenConfig {
-        seed: args.seed,
-        patients: args.patients,
-        body_bytes,
-        ..GenConfig::default()
-    });
+    let mut gen = generator(args, body_bytes);
     let records = gen.take_records(args.records.max(args.batched_records));
     let mixed_writes: Vec<PeerRecord> = gen.take_records(args.mixed_operations / 4 + 1);
     let patients: Vec<String> = (0..args.pages.clamp(1, 100_000))
@@ -148,9 +149,51 @@ fn run_peer(kind: PeerKind, args: &Args, body_bytes: usize, base: &std::path::Pa
     Ok(())
 }
 
+/// The stream `run_peer` draws from for `body_bytes`: its records, then its patients.
+fn generator(args: &Args, body_bytes: usize) -> RecordGen {
+    RecordGen::new(GenConfig {
+        seed: args.seed,
+        patients: args.patients,
+        body_bytes,
+        ..GenConfig::default()
+    })
+}
+
+/// `--requests-out DIR`: the records and patients of [`run_peer`], for medledger's HTTP run.
+fn write_requests(args: &Args, dir: &std::path::Path) -> std::io::Result<()> {
+    use std::io::Write;
+    let body_bytes = args.body_bytes[0];
+    let mut gen = generator(args, body_bytes);
+    let records = gen.take_records(args.records.max(args.batched_records));
+    let _mixed_writes = gen.take_records(args.mixed_operations / 4 + 1);
+    let patients: Vec<String> = (0..args.pages.clamp(1, 100_000))
+        .map(|_| gen.patient())
+        .collect();
+    std::fs::create_dir_all(dir)?;
+    let mut out = std::io::BufWriter::new(std::fs::File::create(dir.join("records.ndjson"))?);
+    for r in &records[..args.records] {
+        writeln!(
+            out,
+            "{}",
+            medledger_bench_peers::record::medledger_request(r)
+        )?;
+    }
+    out.flush()?;
+    std::fs::write(dir.join("patients.txt"), patients.join("\n") + "\n")
+}
+
 fn main() -> ExitCode {
     let mut args = Args::parse();
     args.apply_quick();
+    if let Some(dir) = args.requests_out.clone() {
+        return match write_requests(&args, &dir) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("peers-bench: writing requests to {}: {e}", dir.display());
+                ExitCode::FAILURE
+            }
+        };
+    }
     let base = args.data_dir.clone().unwrap_or_else(std::env::temp_dir);
     let mut kinds = Vec::new();
     for name in &args.peers {

@@ -159,6 +159,44 @@ impl<'a> Cursor<'a> {
     }
 }
 
+/// The record as a medledger `POST /v1/records` body (one JSON line): the same ids, type
+/// and clinical time, the body as the record's metadata. medledger creates every record
+/// `active` (a status is a later event), and the author is the caller's token.
+pub fn medledger_request(r: &PeerRecord) -> String {
+    let text = |t: &str| serde_json::to_string(t).expect("a string serialises");
+    format!(
+        r#"{{"patient_id":{},"hospital_id":{},"record_type":{},"created_at":"{}","metadata":{}}}"#,
+        text(&r.patient_id),
+        text(&r.hospital_id),
+        text(&r.record_type),
+        rfc3339_micros(r.created_at_micros),
+        String::from_utf8_lossy(&r.body)
+    )
+}
+
+/// `2026-01-01T00:00:00.000000Z` for microseconds since the Unix epoch (UTC; the
+/// proleptic Gregorian calendar, Howard Hinnant's days-to-civil).
+pub fn rfc3339_micros(micros: i64) -> String {
+    let secs = micros.div_euclid(1_000_000);
+    let frac = micros.rem_euclid(1_000_000);
+    let (days, day_secs) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{frac:06}Z",
+        day_secs / 3_600,
+        day_secs % 3_600 / 60,
+        day_secs % 60
+    )
+}
+
 /// What [`RecordGen`] generates.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct GenConfig {
@@ -376,6 +414,39 @@ mod tests {
             assert_eq!(PeerRecord::decode(&bytes).expect("decodes"), record);
             assert!(PeerRecord::decode(&bytes[..bytes.len() - 1]).is_err());
         }
+    }
+
+    #[test]
+    fn rfc3339_matches_known_instants() {
+        assert_eq!(rfc3339_micros(0), "1970-01-01T00:00:00.000000Z");
+        assert_eq!(rfc3339_micros(START_MICROS), "2026-01-01T00:00:00.000000Z");
+        // 2024-02-29T23:59:59.999999Z, a leap day.
+        assert_eq!(
+            rfc3339_micros(1_709_251_199_999_999),
+            "2024-02-29T23:59:59.999999Z"
+        );
+        assert_eq!(rfc3339_micros(-1), "1969-12-31T23:59:59.999999Z");
+    }
+
+    #[test]
+    fn medledger_requests_carry_the_record() {
+        let mut gen = RecordGen::new(GenConfig::default());
+        let r = gen.take_records(1).remove(0);
+        let req: serde_json::Value = serde_json::from_str(&medledger_request(&r)).unwrap();
+        assert_eq!(req["patient_id"], r.patient_id.as_str());
+        assert_eq!(req["hospital_id"], r.hospital_id.as_str());
+        assert_eq!(req["record_type"], r.record_type.as_str());
+        let body: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+        assert_eq!(req["metadata"], body);
+        let line = medledger_request(&r);
+        assert!(
+            line.contains(std::str::from_utf8(&r.body).unwrap()),
+            "the body verbatim"
+        );
+        assert_eq!(
+            req["created_at"],
+            rfc3339_micros(r.created_at_micros).as_str()
+        );
     }
 
     #[test]

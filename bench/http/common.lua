@@ -1,0 +1,29 @@
+-- Shared by the wrk scripts: the run's records and patients (written by
+-- `peers-bench --requests-out DIR`, the same stream the peers are loaded with), and the
+-- WRKJSON line bench/http.sh parses.
+local M = {}
+
+function M.lines(path)
+  local out = {}
+  local f = assert(io.open(path, "r"), "cannot open " .. path)
+  for line in f:lines() do
+    if #line > 0 then out[#out + 1] = line end
+  end
+  f:close()
+  assert(#out > 0, path .. " is empty")
+  return out
+end
+
+function M.records() return M.lines(os.getenv("REQUESTS_DIR") .. "/records.ndjson") end
+function M.patients() return M.lines(os.getenv("REQUESTS_DIR") .. "/patients.txt") end
+
+function M.done(summary, latency)
+  io.write(string.format('WRKJSON {"requests":%d,"seconds":%.3f,"rps":%.1f,"p50_ms":%.3f,"p99_ms":%.3f,"p999_ms":%.3f,"max_ms":%.3f,"errors_connect":%d,"errors_read":%d,"errors_write":%d,"errors_status":%d,"errors_timeout":%d}\n',
+    summary.requests, summary.duration / 1e6, summary.requests / (summary.duration / 1e6),
+    latency:percentile(50) / 1000.0, latency:percentile(99) / 1000.0,
+    latency:percentile(99.9) / 1000.0, latency.max / 1000.0,
+    summary.errors.connect, summary.errors.read, summary.errors.write, summary.errors.status,
+    summary.errors.timeout))
+end
+
+return M

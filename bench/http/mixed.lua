@@ -1,0 +1,32 @@
+-- wrk script: the peers' mixed run, 80% timeline pages and 20% durable submissions, in a
+-- fixed interleaving (4 reads, then 1 write). TOKEN is an admin's; REQUESTS_DIR holds
+-- the records and patients. wrk reports one latency distribution for both kinds.
+package.path = os.getenv("SCRIPTS") .. "/?.lua;" .. package.path
+local common = require("common")
+local records, patients, n = nil, nil, 0
+local thread_id = 0
+
+function setup(thread)
+  thread:set("thread_id", thread_id)
+  thread_id = thread_id + 1
+end
+
+function init(args)
+  records = common.records()
+  patients = common.patients()
+  n = thread_id * 7919
+end
+
+local auth = "Bearer " .. os.getenv("TOKEN")
+local read_headers = { ["Authorization"] = auth }
+local write_headers = { ["Authorization"] = auth, ["Content-Type"] = "application/json" }
+
+function request()
+  n = n + 1
+  if n % 5 == 0 then
+    return wrk.format("POST", "/v1/records", write_headers, records[math.floor(n / 5) % #records + 1])
+  end
+  return wrk.format("GET", "/v1/patients/" .. patients[n % #patients + 1] .. "/records?limit=50", read_headers)
+end
+
+done = common.done
