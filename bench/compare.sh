@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# `bench/compare.sh [--quick]`: medledger beside PostgreSQL, SQLite, Redis and NATS
+# `bench/compare.sh [--quick] [--write-docs]`: medledger beside PostgreSQL, SQLite, Redis and NATS
 # JetStream in one run on this machine, with ratios (issue 7).
 #
 #  1. peers-bench (bench/peers): each peer installed from Debian's packages
@@ -14,14 +14,21 @@
 #     from the files of this run only.
 #
 # Output: target/bench-compare/<timestamp>/ (the JSON lines, report.md, ingest.png and
-# timeline.png; docs/bench/ holds the charts of the run docs/BENCHMARKS.md records). --quick is the
-# CI smoke size (about a minute); the default takes about 10 minutes here.
+# timeline.png). --write-docs puts the report between the markers in docs/BENCHMARKS.md and
+# the charts in docs/bench/. --quick is the CI smoke size (about a minute); the default
+# takes about 10 minutes here.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/.." && pwd)
-quick=()
+quick=(); write_docs=0
 records=10000; clients=64; body=1024
-if [ "${1:-}" = "--quick" ]; then quick=(--quick); records=1000; clients=16; body=256; fi
+for arg in "$@"; do
+  case $arg in
+    --quick) quick=(--quick); records=1000; clients=16; body=256 ;;
+    --write-docs) write_docs=1 ;;
+    *) echo "usage: bench/compare.sh [--quick] [--write-docs]" >&2; exit 2 ;;
+  esac
+done
 "$root/scripts/install-peers.sh"
 target=${CARGO_TARGET_DIR:-$root/target}
 # Two builds, each with its own package's features (a workspace build would unify them
@@ -72,3 +79,20 @@ python3 -c 'import matplotlib' 2>/dev/null || python3 -m pip install -q matplotl
 python3 "$here/charts.py" "$out" "$out" >&2
 cat "$out/report.md"
 echo "(files in $out)" >&2
+if [ $write_docs = 1 ]; then
+  # The run's tables into docs/BENCHMARKS.md between its markers, its charts into docs/bench/.
+  python3 - "$root/docs/BENCHMARKS.md" "$out" "${out#"$root/"}" <<'PY'
+import sys
+from pathlib import Path
+doc, run, name = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3]
+begin = "<!-- compare.sh --write-docs: begin (generated from the run's files; do not edit) -->"
+end = "<!-- compare.sh --write-docs: end -->"
+text = doc.read_text()
+head, rest = text.split(begin, 1)
+_, tail = rest.split(end, 1)
+body = f"Run: `{name}`.\n\n" + (run / "report.md").read_text().strip() + "\n"
+doc.write_text(head + begin + "\n" + body + end + tail)
+PY
+  cp "$out/ingest.png" "$out/timeline.png" "$root/docs/bench/"
+  echo "docs/BENCHMARKS.md and docs/bench/ updated from $out" >&2
+fi
