@@ -93,7 +93,7 @@ hm, hr, hd = http.get("mixed-80-20"), http.get("rebuild"), http.get("disk")
 http_runs = [j for j in http.values() if "server_peak_rss_bytes" in j]
 http_rss = max((j["server_peak_rss_bytes"] for j in http_runs), default=None)
 print(f"| medledger embedded | — | (as over HTTP) | "
-      f"{fmt(embedded.get('process_cpu_seconds') and embedded['process_cpu_seconds'] / embedded['events'] * 1e6, 1)} µs² | "
+      f"{fmt(embedded['cpu_seconds'] / embedded['events'] * 1e6, 1)} µs² | "
       f"{mib(embedded.get('peak_rss_bytes'))} | {fmt(embedded.get('bytes_on_disk_per_record'))}³ |")
 print(f"| medledger over HTTP | {fmt(hm and hm['rps'])} ({fmt(hm and hm['p99_ms'], 1)}) | "
       f"{fmt(hr and hr['events_per_sec'])} | "
@@ -115,8 +115,8 @@ for name in peer_names:
     print(f"| {name}{label} | {fmt(mixed_ops)} ({fmt(mixed_p99, 1)}) | {fmt(ri and ri['records_per_second'])} | "
           f"{fmt(cpu, 1)} µs | {mib(rss)} | {fmt(per_record)} |")
 print()
-print("² the whole `bench ingest` process, generating its events included. "
-      "³ the ledger alone: `bench ingest` projects no views.")
+print("² the library's CPU during the timed ingest (the process's, generating the events "
+      "excluded). ³ the ledger alone: `bench ingest` projects no views.")
 print("The mixed run's p99 is over both kinds for medledger (wrk keeps one distribution) and "
       "the worse of reads and writes for the peers. medledger rebuilds every view from the "
       "ledger (`medledger rebuild`); the peers rebuild their indexes.")
@@ -130,3 +130,24 @@ for name in peer_names:
     mixed_ops, reindex = peer_extra[name]
     r = lambda a, b: "—" if not a or not b else f"{a / b:.1f}×"
     print(f"| {name} | {r(hm and hm['rps'], mixed_ops)} | {r(hr and hr['events_per_sec'], reindex)} |")
+
+# Third table: every workload's latency distribution, from the same files.
+print()
+print("Latency of every workload (ms), as each load generator measured it:")
+print()
+print("| system | workload | operations/s | p50 | p99 | p99.9 |")
+print("|---|---|---:|---:|---:|---:|")
+print(f"| medledger embedded | ingest, 1 per call | {fmt(embedded['events_per_sec'])} | "
+      f"{embedded['p50_ms']:.2f} | {embedded['p99_ms']:.2f} | {embedded['p999_ms']:.2f} |")
+for name in ("submit-eager", "timeline-pages", "mixed-80-20", "low-load-eager", "low-load-strict"):
+    j = http.get(name)
+    if j:
+        print(f"| medledger over HTTP | {name} ({j['connections']} conn.) | {fmt(j['rps'])} | "
+              f"{j['p50_ms']:.2f} | {j['p99_ms']:.2f} | {j['p999_ms']:.2f} |")
+for r in rows:
+    if r["workload"] == "reindex" or (r["workload"] == "ingest" and r["body_bytes"] != body):
+        continue
+    lat = r["latency"]
+    label = r["workload"] + (f", {r['batch']} per call" if r["workload"] == "ingest" else "")
+    print(f"| {r['peer']} | {label} | {fmt(r['operations_per_second'])} | {lat['p50_us'] / 1000:.2f} | "
+          f"{lat['p99_us'] / 1000:.2f} | {lat['p999_us'] / 1000:.2f} |")
