@@ -31,13 +31,19 @@ pub struct Telemetry {
 }
 
 /// The OTLP trace endpoint for a collector base URL: `{base}/v1/traces`, as the
-/// `OTEL_EXPORTER_OTLP_ENDPOINT` convention has it.
+/// `OTEL_EXPORTER_OTLP_ENDPOINT` convention has it. Plain `http://` only: the exporter is
+/// built without TLS (a collector on loopback or a local network forwards further).
 pub fn traces_url(base: &str) -> Result<String, String> {
     let base = base.trim().trim_end_matches('/');
+    if base.starts_with("https://") {
+        return Err(format!(
+            "the OTLP endpoint `{base}` is https://, but the exporter has no TLS: \
+             send to a local collector over http://"
+        ));
+    }
     let rest = base
         .strip_prefix("http://")
-        .or_else(|| base.strip_prefix("https://"))
-        .ok_or_else(|| format!("the OTLP endpoint `{base}` must be an http:// or https:// URL"))?;
+        .ok_or_else(|| format!("the OTLP endpoint `{base}` must be an http:// URL"))?;
     if rest.is_empty() || rest.starts_with('/') {
         return Err(format!("the OTLP endpoint `{base}` names no host"));
     }
@@ -143,9 +149,12 @@ mod tests {
             "http://127.0.0.1:4318/v1/traces"
         );
         assert_eq!(
-            traces_url(" https://collector.local:4318/ ").unwrap(),
-            "https://collector.local:4318/v1/traces"
+            traces_url(" http://collector.local:4318/ ").unwrap(),
+            "http://collector.local:4318/v1/traces"
         );
+        assert!(traces_url("https://collector.local:4318")
+            .unwrap_err()
+            .contains("no TLS"));
         for bad in ["127.0.0.1:4318", "ftp://x", "http://", "http:///v1", ""] {
             assert!(traces_url(bad).is_err(), "{bad} accepted");
         }
