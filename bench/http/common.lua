@@ -14,6 +14,16 @@ function M.lines(path)
   return out
 end
 
+-- wrk's setup(): numbers the threads, so each can start at its own place in the lists.
+local next_thread = 0
+function M.setup(thread)
+  thread:set("thread_id", next_thread)
+  next_thread = next_thread + 1
+end
+
+-- Where this thread starts in a list of n (after M.setup gave it thread_id).
+function M.offset(n) return (thread_id * 7919) % n end
+
 function M.records() return M.lines(os.getenv("REQUESTS_DIR") .. "/records.ndjson") end
 function M.patients() return M.lines(os.getenv("REQUESTS_DIR") .. "/patients.txt") end
 

@@ -4,17 +4,12 @@
 package.path = os.getenv("SCRIPTS") .. "/?.lua;" .. package.path
 local common = require("common")
 local records, patients, n = nil, nil, 0
-local thread_id = 0
-
-function setup(thread)
-  thread:set("thread_id", thread_id)
-  thread_id = thread_id + 1
-end
+setup = common.setup
 
 function init(args)
   records = common.records()
   patients = common.patients()
-  n = thread_id * 7919
+  n = common.offset(#records * #patients)
 end
 
 local auth = "Bearer " .. os.getenv("TOKEN")

@@ -4,16 +4,11 @@
 package.path = os.getenv("SCRIPTS") .. "/?.lua;" .. package.path
 local common = require("common")
 local patients, at = nil, 0
-local thread_id = 0
-
-function setup(thread)
-  thread:set("thread_id", thread_id)
-  thread_id = thread_id + 1
-end
+setup = common.setup
 
 function init(args)
   patients = common.patients()
-  at = (thread_id * 7919) % #patients
+  at = common.offset(#patients)
 end
 
 wrk.headers["Authorization"] = "Bearer " .. os.getenv("TOKEN")

@@ -169,32 +169,15 @@ pub fn medledger_request(r: &PeerRecord) -> String {
         text(&r.patient_id),
         text(&r.hospital_id),
         text(&r.record_type),
-        rfc3339_micros(r.created_at_micros),
+        medledger_created_at(r.created_at_micros),
         String::from_utf8_lossy(&r.body)
     )
 }
 
-/// `2026-01-01T00:00:00.000000Z` for microseconds since the Unix epoch (UTC; the
-/// proleptic Gregorian calendar, Howard Hinnant's days-to-civil).
-pub fn rfc3339_micros(micros: i64) -> String {
-    let secs = micros.div_euclid(1_000_000);
-    let frac = micros.rem_euclid(1_000_000);
-    let (days, day_secs) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{frac:06}Z",
-        day_secs / 3_600,
-        day_secs % 3_600 / 60,
-        day_secs % 60
-    )
+/// A clinical time (microseconds since the Unix epoch) as medledger's RFC 3339 text:
+/// whole milliseconds, floored, which is what medledger keeps of any finer fraction.
+pub fn medledger_created_at(micros: i64) -> String {
+    medledger_chaincode::Timestamp::from_unix_ms(micros.div_euclid(1_000)).to_string()
 }
 
 /// What [`RecordGen`] generates.
@@ -417,15 +400,18 @@ mod tests {
     }
 
     #[test]
-    fn rfc3339_matches_known_instants() {
-        assert_eq!(rfc3339_micros(0), "1970-01-01T00:00:00.000000Z");
-        assert_eq!(rfc3339_micros(START_MICROS), "2026-01-01T00:00:00.000000Z");
+    fn created_at_is_medledger_text_of_the_floored_millisecond() {
+        assert_eq!(medledger_created_at(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(
+            medledger_created_at(START_MICROS + 999),
+            "2026-01-01T00:00:00.000Z"
+        );
         // 2024-02-29T23:59:59.999999Z, a leap day.
         assert_eq!(
-            rfc3339_micros(1_709_251_199_999_999),
-            "2024-02-29T23:59:59.999999Z"
+            medledger_created_at(1_709_251_199_999_999),
+            "2024-02-29T23:59:59.999Z"
         );
-        assert_eq!(rfc3339_micros(-1), "1969-12-31T23:59:59.999999Z");
+        assert_eq!(medledger_created_at(-1), "1969-12-31T23:59:59.999Z");
     }
 
     #[test]
@@ -445,8 +431,12 @@ mod tests {
         );
         assert_eq!(
             req["created_at"],
-            rfc3339_micros(r.created_at_micros).as_str()
+            medledger_created_at(r.created_at_micros).as_str()
         );
+        let parsed =
+            medledger_chaincode::Timestamp::parse_rfc3339(req["created_at"].as_str().unwrap())
+                .unwrap();
+        assert_eq!(parsed.unix_ms(), r.created_at_micros.div_euclid(1_000));
     }
 
     #[test]
