@@ -256,13 +256,8 @@ fn run(ledger: &Ledger, store: &dyn ViewStore, shared: &Shared, flush_every: Dur
         let mut state = lock(&shared.state);
         state.caught_up_at = Instant::now();
         if !shared.nudged.load(Ordering::Acquire) && !shared.stop.load(Ordering::Acquire) {
-            // Idle: wake for a nudge, the poll, or the flush that is due.
-            let wait = if unflushed {
-                flush_every.saturating_sub(flushed_at.elapsed()).min(POLL)
-            } else {
-                POLL
-            };
-            drop(shared.changed.wait_timeout(state, wait));
+            // Idle: wake for a nudge or the poll (which also looks for a flush due).
+            drop(shared.changed.wait_timeout(state, POLL));
         }
     }
     if unflushed {

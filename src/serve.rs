@@ -288,8 +288,7 @@ pub fn app(
                     let route = pattern.as_deref().unwrap_or("unmatched");
                     let elapsed = started.elapsed();
                     if !span.is_disabled() {
-                        // OpenTelemetry has no unsigned integers: i64, or it exports text.
-                        let status = i64::from(res.status().as_u16());
+                        let status = crate::telemetry::otel_int(res.status().as_u16().into());
                         crate::telemetry::rename(&span, format!("{method} {route}"));
                         span.record("http.route", route);
                         span.record("http.response.status_code", status);

@@ -105,6 +105,12 @@ impl Telemetry {
     }
 }
 
+/// A count or number as a span attribute: OpenTelemetry has no unsigned integers, and a
+/// `u64` field is exported as text, so numbers go in as `i64` (saturating).
+pub fn otel_int(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
 /// Names an exported span once what names it is known (a request's route is known only
 /// after routing, when the OpenTelemetry span has started and `otel.name` no longer
 /// applies).

@@ -269,11 +269,7 @@ async fn commit_with_payload(
         state.orderer.submit(&env).instrument(span.clone()).await
     };
     if let Ok(receipt) = &submitted {
-        // i64: OpenTelemetry has no unsigned integers.
-        span.record(
-            "block",
-            i64::try_from(receipt.block_number).unwrap_or(i64::MAX),
-        );
+        span.record("block", crate::telemetry::otel_int(receipt.block_number));
     }
     match submitted {
         Ok(receipt) => {

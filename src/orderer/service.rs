@@ -547,11 +547,10 @@ fn write_blocks(
 ) {
     for job in jobs {
         let started = std::time::Instant::now();
-        // i64: OpenTelemetry has no unsigned integers.
         let span = tracing::info_span!(
             "block.append",
-            block = i64::try_from(job.block.header.number).unwrap_or(i64::MAX),
-            txs = i64::try_from(job.block.txs.len()).unwrap_or(i64::MAX)
+            block = crate::telemetry::otel_int(job.block.header.number),
+            txs = crate::telemetry::otel_int(job.block.txs.len() as u64)
         );
         let outcome = span.in_scope(|| ledger.append(&job.block));
         stats.append_seconds.observe(started.elapsed());

@@ -49,25 +49,21 @@ impl RocksViewStore {
             // stays flat however long the ledger is.
             opts.set_db_write_buffer_size(256 << 20);
         }
-        let cfs = View::ALL
-            .iter()
-            .map(|v| v.name())
-            .chain([CF_META])
-            .map(|name| {
-                let mut cf = Options::default();
-                cf.set_compression_type(rocksdb::DBCompressionType::Lz4);
-                if bulk {
-                    cf.set_write_buffer_size(64 << 20);
-                }
-                if name == View::Records.name() || name == View::Grants.name() {
-                    // The projector looks up every record an event names, most often
-                    // one that does not exist yet: a bloom filter answers those misses.
-                    let mut table = BlockBasedOptions::default();
-                    table.set_bloom_filter(10.0, false);
-                    cf.set_block_based_table_factory(&table);
-                }
-                ColumnFamilyDescriptor::new(name, cf)
-            });
+        let cfs = column_families().map(|name| {
+            let mut cf = Options::default();
+            cf.set_compression_type(rocksdb::DBCompressionType::Lz4);
+            if bulk {
+                cf.set_write_buffer_size(64 << 20);
+            }
+            if name == View::Records.name() || name == View::Grants.name() {
+                // The projector looks up every record an event names, most often
+                // one that does not exist yet: a bloom filter answers those misses.
+                let mut table = BlockBasedOptions::default();
+                table.set_bloom_filter(10.0, false);
+                cf.set_block_based_table_factory(&table);
+            }
+            ColumnFamilyDescriptor::new(name, cf)
+        });
         let db = DB::open_cf_descriptors(&opts, path, cfs).map_err(backend)?;
         Ok(RocksViewStore { db })
     }
@@ -139,7 +135,7 @@ impl ViewStore for RocksViewStore {
         // or nothing cleared: never some views empty under the old height, which the
         // projector would take as current and never refill.
         let mut wb = WriteBatch::default();
-        for name in View::ALL.iter().map(|v| v.name()).chain([CF_META]) {
+        for name in column_families() {
             let cf = self.cf(name);
             // [empty key, last key) and then the last key: exactly the keys present,
             // including the empty key and keys of any length (a fixed end bound such as
@@ -159,16 +155,16 @@ impl ViewStore for RocksViewStore {
 
     fn flush(&self) -> Result<(), ViewError> {
         // Every column family's memtable to synced SSTs, together (`atomic_flush`).
-        let cfs: Vec<_> = View::ALL
-            .iter()
-            .map(|v| v.name())
-            .chain([CF_META])
-            .map(|n| self.cf(n))
-            .collect();
+        let cfs: Vec<_> = column_families().map(|n| self.cf(n)).collect();
         self.db
             .flush_cfs_opt(&cfs, &rocksdb::FlushOptions::default())
             .map_err(backend)
     }
+}
+
+/// Every column family: one per view, then `view_meta`.
+fn column_families() -> impl Iterator<Item = &'static str> {
+    View::ALL.iter().map(|v| v.name()).chain([CF_META])
 }
 
 fn no_wal() -> WriteOptions {
