@@ -10,6 +10,7 @@ use sha2::{Digest, Sha256};
 use medledger::api::auth::Role;
 use medledger::serve::{app, Core, ServeConfig};
 
+#[macro_use]
 mod common;
 use common::api::Env;
 
@@ -17,17 +18,6 @@ fn env() -> Env {
     Env::new()
 }
 use medledger_storage::merkle;
-
-macro_rules! call {
-    ($svc:expr, $req:expr) => {{
-        let res = test::call_service($svc, $req.to_request()).await;
-        let status = res.status();
-        let body = test::read_body(res).await;
-        let value: Value = serde_json::from_slice(&body)
-            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&body).into()));
-        (status, value)
-    }};
-}
 
 macro_rules! get {
     ($svc:expr, $uri:expr, $token:expr) => {

@@ -8,23 +8,12 @@ use serde_json::{json, Value};
 use medledger::api::auth::Role;
 use medledger::serve::app;
 
+#[macro_use]
 mod common;
 use common::api::Env;
 
 fn env() -> Env {
     Env::new()
-}
-
-/// Sends a request; returns its status and JSON body (or the body as a JSON string).
-macro_rules! call {
-    ($svc:expr, $req:expr) => {{
-        let res = test::call_service($svc, $req.to_request()).await;
-        let status = res.status();
-        let body = test::read_body(res).await;
-        let value: Value = serde_json::from_slice(&body)
-            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&body).into()));
-        (status, value)
-    }};
 }
 
 #[actix_web::test]

@@ -1,6 +1,20 @@
 //! Helpers shared by the root crate's integration tests.
 #![allow(dead_code)]
 
+/// Sends a request to an actix test service; returns its status and JSON body (or the
+/// body as a JSON string). For test files that declare `#[macro_use] mod common;`.
+#[allow(unused_macros)]
+macro_rules! call {
+    ($svc:expr, $req:expr) => {{
+        let res = actix_web::test::call_service($svc, $req.to_request()).await;
+        let status = res.status();
+        let body = actix_web::test::read_body(res).await;
+        let value: serde_json::Value = serde_json::from_slice(&body)
+            .unwrap_or_else(|_| serde_json::Value::String(String::from_utf8_lossy(&body).into()));
+        (status, value)
+    }};
+}
+
 pub mod api;
 pub mod server;
 
