@@ -15,7 +15,7 @@ use actix_web::middleware::Compress;
 use actix_web::{web, App, HttpServer};
 
 use medledger_payload::{CidVersion, PayloadConfig, Payloads};
-use medledger_storage::views::Backend;
+use medledger_storage::views::{Backend, ViewError};
 use medledger_storage::{Ledger, LedgerOptions};
 
 use crate::api::auth::{self, Auth};
@@ -24,7 +24,7 @@ use crate::api::limits::{client_key, RateLimiter};
 use crate::api::{self, AppState};
 use crate::orderer::{Orderer, OrdererConfig};
 use crate::projector::Projector;
-use crate::rebuild::open_views;
+use crate::rebuild::{open_views, rebuild, RebuildError};
 
 /// Everything `serve` needs.
 #[derive(Clone, Debug)]
@@ -173,7 +173,27 @@ impl Core {
             tracing::warn!(?t, "recovered an unacknowledged torn tail");
         }
         let ledger = Arc::new(ledger);
-        let views = open_views(&config.data_dir, config.backend).map_err(|e| e.to_string())?;
+        let views = match open_views(&config.data_dir, config.backend) {
+            Err(RebuildError::Views(ViewError::Layout { found, expected })) => {
+                // Views are derived data: views of an older layout are rebuilt from the
+                // ledger, as `medledger rebuild` would, before anything is served.
+                tracing::warn!(
+                    found,
+                    expected,
+                    "the views were written in another layout; rebuilding them from the ledger"
+                );
+                let summary = rebuild(&config.data_dir, &ledger, config.backend, &mut |_| {})
+                    .map_err(|e| format!("rebuilding the views: {e}"))?;
+                tracing::info!(
+                    events = summary.events,
+                    seconds = summary.seconds,
+                    "rebuilt the views"
+                );
+                open_views(&config.data_dir, config.backend)
+            }
+            other => other,
+        }
+        .map_err(|e| e.to_string())?;
         let projector = Arc::new(Projector::start(ledger.clone(), views.clone())?);
         let orderer = Arc::new(Orderer::start(ledger.clone(), config.orderer.clone())?);
         let auth = match &config.jwt_public_key {

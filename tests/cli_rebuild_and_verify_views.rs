@@ -7,6 +7,7 @@ mod common;
 
 use medledger::cli::rebuild::{run_rebuild, run_verify_views};
 use medledger::rebuild::{open_views, views_dir};
+use medledger::serve::{Core, ServeConfig};
 use medledger_storage::views::{keys, Backend, View, ViewBatch};
 use serde_json::Value;
 
@@ -151,4 +152,48 @@ fn bench_rebuild_reports_every_backend_and_the_big_patient() {
     let mut bad = params.clone();
     bad.events = 0;
     assert!(medledger::cli::bench_rebuild::run(&bad).is_err());
+}
+
+/// Views written in an older layout (version 1 kept the current state in
+/// `record_versions` too) are refused by `verify --views` with the command that fixes
+/// them, and `serve` rebuilds them from the ledger before it serves.
+#[test]
+fn views_of_an_older_layout_are_refused_then_rebuilt_by_serve() {
+    let dir = tempfile::tempdir().unwrap();
+    let height = common::fixture_ledger(dir.path(), 11, 1_000, 100);
+    assert_eq!(
+        run_rebuild(dir.path(), Backend::RocksDb, &mut Vec::new()),
+        0
+    );
+    {
+        // What layout 1 stored beside the views: the height alone.
+        let path = views_dir(dir.path(), Backend::RocksDb);
+        let cfs = rocksdb::DB::list_cf(&rocksdb::Options::default(), &path).unwrap();
+        let db = rocksdb::DB::open_cf(&rocksdb::Options::default(), &path, &cfs).unwrap();
+        let meta = db.cf_handle("view_meta").unwrap();
+        db.put_cf(meta, b"applied_height", height.to_le_bytes())
+            .unwrap();
+        db.flush_cf(meta).unwrap();
+    }
+
+    let mut out = Vec::new();
+    assert_eq!(run_verify_views(dir.path(), Backend::RocksDb, &mut out), 2);
+    let report = json(&out);
+    let error = report["error"].as_str().unwrap();
+    assert!(
+        error.contains("layout 1") && error.contains("medledger rebuild"),
+        "{error}"
+    );
+
+    let config = ServeConfig::new(dir.path().to_path_buf());
+    let core = Core::open(&config).unwrap();
+    assert_eq!(core.state.views.applied_height().unwrap(), height);
+    drop(core);
+    let mut out = Vec::new();
+    assert_eq!(
+        run_verify_views(dir.path(), Backend::RocksDb, &mut out),
+        0,
+        "{}",
+        String::from_utf8_lossy(&out)
+    );
 }

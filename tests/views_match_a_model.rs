@@ -209,6 +209,26 @@ fn check_against_model(store: &dyn ViewStore, model: &Model, height: u64) {
         for (h, (b, p, s)) in history.iter().zip(versions) {
             assert_eq!((h.at.block, h.at.position, &h.state), (*b, *p, s));
         }
+        // Paged one and two at a time, across the superseded versions and the current
+        // one (stored in different views), every version comes once, in order; and each
+        // version reads alone.
+        for page in [1, 2] {
+            let (mut paged, mut after) = (Vec::new(), 0);
+            loop {
+                let got = views.record_history(id, after, page).unwrap();
+                assert!(got.len() <= page);
+                let Some(last) = got.last() else { break };
+                after = last.state.version;
+                paged.extend(got);
+            }
+            assert_eq!(paged, history, "{id} in pages of {page}");
+        }
+        for h in &history {
+            let alone = views.record_version(id, h.state.version).unwrap();
+            assert_eq!(alone.as_ref(), Some(h), "{id} v{}", h.state.version);
+        }
+        let next = versions.len() as u32 + 1;
+        assert_eq!(views.record_version(id, next).unwrap(), None);
         for (b, _, _) in versions {
             // The last version made in a block up to b (one block may hold several).
             let want = &versions.iter().rev().find(|v| v.0 <= *b).unwrap().2;

@@ -28,7 +28,8 @@ use std::ops::ControlFlow;
 pub enum View {
     /// record id → current state.
     Records = 1,
-    /// (record id, version) → the version's block, position and state.
+    /// (record id, version) → the block, position and state of each version a later
+    /// one superseded (the current version is in `records` only).
     RecordVersions = 2,
     /// (patient id, created_at descending, record id) → record summary.
     PatientTimeline = 3,
@@ -78,6 +79,52 @@ impl View {
             View::Audit => "audit",
             View::Rejected => "rejected",
         }
+    }
+}
+
+/// What the views' rows mean. A store keeps the layout it was written in beside its
+/// applied height, and refuses to open ([`ViewError::Layout`]) when that is not this
+/// one: views from another layout must be rebuilt from the ledger (`medledger rebuild`;
+/// `medledger serve` does it by itself).
+///
+/// - 1: `record_versions` held every version of a record, the current one too.
+/// - 2: `record_versions` holds the superseded versions; the current one is only in
+///   `records` (each record's state is stored once until it is amended).
+pub const LAYOUT: u32 = 2;
+
+/// The stored applied height and layout: height (u64 LE) then layout (u32 LE).
+pub(crate) fn encode_meta(applied_height: u64) -> [u8; 12] {
+    let mut meta = [0u8; 12];
+    meta[..8].copy_from_slice(&applied_height.to_le_bytes());
+    meta[8..].copy_from_slice(&LAYOUT.to_le_bytes());
+    meta
+}
+
+/// The applied height and layout from [`encode_meta`]'s bytes; 8 bytes are a height
+/// written before layouts were recorded (layout 1).
+pub(crate) fn decode_meta(bytes: &[u8]) -> Result<(u64, u32), ViewError> {
+    let height = |b: &[u8]| u64::from_le_bytes(b[..8].try_into().expect("8 bytes"));
+    match bytes.len() {
+        8 => Ok((height(bytes), 1)),
+        12 => {
+            let layout = u32::from_le_bytes(bytes[8..].try_into().expect("4 bytes"));
+            Ok((height(bytes), layout))
+        }
+        _ => Err(ViewError::Malformed {
+            what: "applied height",
+        }),
+    }
+}
+
+/// Refuses a store that holds views of another [`LAYOUT`] (a store at height 0 holds
+/// none yet, and takes this layout with its first batch).
+pub(crate) fn check_layout(meta: Option<(u64, u32)>) -> Result<(), ViewError> {
+    match meta {
+        Some((height, found)) if height > 0 && found != LAYOUT => Err(ViewError::Layout {
+            found,
+            expected: LAYOUT,
+        }),
+        _ => Ok(()),
     }
 }
 
@@ -154,6 +201,12 @@ pub enum ViewError {
     /// A stored value is not what the store wrote.
     #[error("view store holds a malformed {what}")]
     Malformed { what: &'static str },
+    /// The store was written in another [`LAYOUT`].
+    #[error(
+        "the views were written in layout {found} and this build reads layout {expected}: \
+         rebuild them from the ledger (`medledger rebuild`)"
+    )]
+    Layout { found: u32, expected: u32 },
 }
 
 /// Rows of one view, in key order.

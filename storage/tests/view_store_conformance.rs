@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use medledger_storage::views::rocks::RocksViewStore;
 #[cfg(feature = "sled")]
 use medledger_storage::views::sled::SledViewStore;
-use medledger_storage::views::{View, ViewBatch, ViewError, ViewStore};
+use medledger_storage::views::{View, ViewBatch, ViewError, ViewStore, LAYOUT};
 
 type Open = dyn Fn(&Path) -> Box<dyn ViewStore>;
 
@@ -512,15 +512,96 @@ fn reads_racing_clears_do_not_fail(open: &Open) {
     });
 }
 
+type TryOpen = dyn Fn(&Path) -> Result<Box<dyn ViewStore>, ViewError>;
+/// Overwrites a closed store's stored height-and-layout bytes, as an older build wrote
+/// them.
+type StampMeta = dyn Fn(&Path, &[u8]);
+
+/// The store records the layout beside the height, refuses views of another layout, and
+/// takes any layout's empty store.
+fn another_layout_is_refused(try_open: &TryOpen, stamp: &StampMeta) {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let s = try_open(dir.path()).unwrap();
+        s.write(&batch(5, &[(View::Records, b"r-1", b"v")]))
+            .unwrap();
+        s.flush().unwrap();
+    }
+    // Layout 1 wrote the height alone, 8 bytes.
+    stamp(dir.path(), &5u64.to_le_bytes());
+    match try_open(dir.path()) {
+        Err(e @ ViewError::Layout { found: 1, expected }) => {
+            assert_eq!(expected, LAYOUT);
+            assert!(e.to_string().contains("medledger rebuild"), "{e}");
+        }
+        Err(e) => panic!("expected a layout error, got {e}"),
+        Ok(_) => panic!("views of layout 1 opened"),
+    }
+    // A future layout is refused the same way.
+    let mut meta = 5u64.to_le_bytes().to_vec();
+    meta.extend_from_slice(&(LAYOUT + 1).to_le_bytes());
+    stamp(dir.path(), &meta);
+    assert!(matches!(
+        try_open(dir.path()),
+        Err(ViewError::Layout { found, .. }) if found == LAYOUT + 1
+    ));
+    // At height 0 no views are stored yet: any layout opens, and the next batch stamps
+    // this one.
+    stamp(dir.path(), &0u64.to_le_bytes());
+    {
+        let s = try_open(dir.path()).unwrap();
+        assert_eq!(s.applied_height().unwrap(), 0);
+        s.write(&batch(1, &[])).unwrap();
+        s.flush().unwrap();
+    }
+    let s = try_open(dir.path()).unwrap();
+    assert_eq!(s.applied_height().unwrap(), 1);
+    drop(s);
+    // A height of another length is malformed, not a layout.
+    stamp(dir.path(), &[1, 2, 3]);
+    assert!(matches!(
+        try_open(dir.path()),
+        Err(ViewError::Malformed { .. })
+    ));
+}
+
 #[test]
 fn rocksdb_view_store_passes_the_suite() {
     suite(&|p: &Path| Box::new(RocksViewStore::open(p).unwrap()) as Box<dyn ViewStore>);
+    another_layout_is_refused(
+        &|p: &Path| RocksViewStore::open(p).map(|s| Box::new(s) as Box<dyn ViewStore>),
+        &|p: &Path, meta: &[u8]| {
+            let cfs = rocksdb::DB::list_cf(&rocksdb::Options::default(), p).unwrap();
+            let db = rocksdb::DB::open_cf(&rocksdb::Options::default(), p, &cfs).unwrap();
+            let cf = db.cf_handle("view_meta").unwrap();
+            db.put_cf(cf, b"applied_height", meta).unwrap();
+            db.flush_cf(cf).unwrap();
+        },
+    );
 }
 
 #[cfg(feature = "sled")]
 #[test]
 fn sled_view_store_passes_the_suite() {
     suite(&|p: &Path| Box::new(SledViewStore::open(p).unwrap()) as Box<dyn ViewStore>);
+    another_layout_is_refused(
+        &|p: &Path| SledViewStore::open(p).map(|s| Box::new(s) as Box<dyn ViewStore>),
+        &|p: &Path, meta: &[u8]| {
+            // sled's lock outlives a dropped store briefly (see `SledViewStore::open`).
+            let db = (0..200)
+                .find_map(|_| {
+                    let db = sled::open(p).ok();
+                    if db.is_none() {
+                        std::thread::sleep(std::time::Duration::from_millis(10));
+                    }
+                    db
+                })
+                .expect("sled's lock is released within two seconds");
+            let tree = db.open_tree(b"views").unwrap();
+            tree.insert([0x00], meta).unwrap();
+            db.flush().unwrap();
+        },
+    );
 }
 
 #[cfg(not(feature = "sled"))]

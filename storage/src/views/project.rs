@@ -259,14 +259,20 @@ impl<'s> Projection<'s> {
             event: event_kind_code(event.kind()),
             state,
         };
-        let bytes = values::encode(&entry);
+        // Each state is stored once while it is current (`records`), and moves to
+        // `record_versions` when a later version supersedes it.
+        if let Some(previous) = &current {
+            self.batch.put(
+                View::RecordVersions,
+                keys::record_version(record_id, previous.state.version),
+                values::encode(previous),
+            );
+        }
         self.batch.put(
-            View::RecordVersions,
-            keys::record_version(record_id, entry.state.version),
-            bytes.clone(),
+            View::Records,
+            keys::record(record_id),
+            values::encode(&entry),
         );
-        self.batch
-            .put(View::Records, keys::record(record_id), bytes);
         self.records.insert(record_id.to_owned(), entry);
         Ok(Ok(()))
     }

@@ -116,13 +116,17 @@ impl<'s> Views<'s> {
         record_id: &str,
         version: u32,
     ) -> Result<Option<VersionEntry>, ViewError> {
-        self.store
-            .get(
-                View::RecordVersions,
-                &keys::record_version(record_id, version),
-            )?
-            .map(|b| values::decode(&b, "record version"))
-            .transpose()
+        // `record_versions` holds the superseded versions; the current one is in
+        // `records`.
+        if let Some(bytes) = self.store.get(
+            View::RecordVersions,
+            &keys::record_version(record_id, version),
+        )? {
+            return values::decode(&bytes, "record version").map(Some);
+        }
+        Ok(self
+            .record(record_id)?
+            .filter(|current| current.state.version == version))
     }
 
     /// Versions of a record oldest first, after version `after` (0 for the start), at most
@@ -134,13 +138,24 @@ impl<'s> Views<'s> {
         limit: usize,
     ) -> Result<Vec<VersionEntry>, QueryError> {
         check_limit(limit)?;
+        // The current version is read first: if the projector supersedes it during the
+        // scan, the scan finds it in `record_versions` and it is not added twice.
+        let current = self.record(record_id)?;
         let prefix = keys::record_versions_prefix(record_id);
         let cursor = (after > 0).then(|| keys::record_version(record_id, after));
-        self.store
+        let mut versions = self
+            .store
             .scan(View::RecordVersions, &prefix, cursor.as_deref(), limit)?
             .iter()
-            .map(|(_, v)| values::decode(v, "record version").map_err(QueryError::from))
-            .collect()
+            .map(|(_, v)| values::decode(v, "record version"))
+            .collect::<Result<Vec<VersionEntry>, ViewError>>()?;
+        // When the superseded versions ran out, the current one comes last.
+        let last = versions.last().map_or(after, |v| v.state.version);
+        if let Some(current) = current.filter(|c| versions.len() < limit && c.state.version > last)
+        {
+            versions.push(current);
+        }
+        Ok(versions)
     }
 
     /// The record as it was when the ledger had `height` blocks (blocks `0..height`):

@@ -1,5 +1,5 @@
 //! The RocksDB view store: one column family per view, plus `view_meta` for the applied
-//! height, written in one `WriteBatch`.
+//! height and layout, written in one `WriteBatch`.
 //!
 //! Views are derived data, so writes skip RocksDB's write-ahead log (it cost the live
 //! projector a third of its time: every row written twice, with a CRC). What is durable
@@ -65,7 +65,18 @@ impl RocksViewStore {
             ColumnFamilyDescriptor::new(name, cf)
         });
         let db = DB::open_cf_descriptors(&opts, path, cfs).map_err(backend)?;
-        Ok(RocksViewStore { db })
+        let store = RocksViewStore { db };
+        super::check_layout(store.meta()?)?;
+        Ok(store)
+    }
+
+    /// The stored applied height and layout, if any.
+    fn meta(&self) -> Result<Option<(u64, u32)>, ViewError> {
+        let value = self
+            .db
+            .get_cf(self.cf(CF_META), KEY_HEIGHT)
+            .map_err(backend)?;
+        value.map(|v| super::decode_meta(&v)).transpose()
     }
 
     fn cf(&self, name: &str) -> &rocksdb::ColumnFamily {
@@ -77,20 +88,7 @@ impl RocksViewStore {
 
 impl ViewStore for RocksViewStore {
     fn applied_height(&self) -> Result<u64, ViewError> {
-        match self
-            .db
-            .get_cf(self.cf(CF_META), KEY_HEIGHT)
-            .map_err(backend)?
-        {
-            None => Ok(0),
-            Some(v) => v
-                .as_slice()
-                .try_into()
-                .map(u64::from_le_bytes)
-                .map_err(|_| ViewError::Malformed {
-                    what: "applied height",
-                }),
-        }
+        Ok(self.meta()?.map_or(0, |(height, _)| height))
     }
 
     fn write(&self, batch: &ViewBatch) -> Result<(), ViewError> {
@@ -111,7 +109,7 @@ impl ViewStore for RocksViewStore {
         wb.put_cf(
             self.cf(CF_META),
             KEY_HEIGHT,
-            batch.applied_height.to_le_bytes(),
+            super::encode_meta(batch.applied_height),
         );
         self.db.write_opt(wb, &no_wal()).map_err(backend)
     }

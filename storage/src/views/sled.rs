@@ -5,10 +5,10 @@
 //!
 //! One named tree, `views` (sled's default tree holds nothing of ours):
 //!
-//! | key                      | value                          |
-//! |--------------------------|--------------------------------|
-//! | `[0x00]`                 | the applied height, u64 LE     |
-//! | `[view as u8] ++ key`    | the view row's value           |
+//! | key                   | value                                                 |
+//! |-----------------------|-------------------------------------------------------|
+//! | `[0x00]`              | applied height (u64 LE), [`LAYOUT`](super::LAYOUT) (u32 LE) |
+//! | `[view as u8] ++ key` | the view row's value                                  |
 //!
 //! The view byte (`View as u8`, 1 to 10 today) is the first byte of every row key, so each view
 //! is one contiguous key range and rows of different views never collide. No view uses
@@ -125,17 +125,11 @@ fn open_db(path: &Path) -> Result<sled::Db, ViewError> {
 }
 
 fn decode_height(value: Option<sled::IVec>) -> Result<u64, ViewError> {
-    match value {
-        None => Ok(0),
-        Some(v) => {
-            v.as_ref()
-                .try_into()
-                .map(u64::from_le_bytes)
-                .map_err(|_| ViewError::Malformed {
-                    what: "applied height",
-                })
-        }
-    }
+    Ok(decode_meta(value)?.map_or(0, |(height, _)| height))
+}
+
+fn decode_meta(value: Option<sled::IVec>) -> Result<Option<(u64, u32)>, ViewError> {
+    value.map(|v| super::decode_meta(&v)).transpose()
 }
 
 impl SledViewStore {
@@ -145,6 +139,7 @@ impl SledViewStore {
     pub fn open(path: &Path) -> Result<Self, ViewError> {
         let db = open_db(path)?;
         let tree = db.open_tree(TREE_NAME).map_err(backend)?;
+        super::check_layout(decode_meta(tree.get(HEIGHT_KEY).map_err(backend)?)?)?;
         Ok(SledViewStore {
             db,
             tree: RwLock::new(tree),
@@ -241,7 +236,10 @@ impl ViewStore for SledViewStore {
                 ViewOp::Delete { view, key } => sled_batch.remove(row_key(*view, key)),
             }
         }
-        sled_batch.insert(&HEIGHT_KEY[..], &batch.applied_height.to_le_bytes()[..]);
+        sled_batch.insert(
+            &HEIGHT_KEY[..],
+            &super::encode_meta(batch.applied_height)[..],
+        );
         tree.apply_batch(sled_batch).map_err(backend)
     }
 

@@ -60,7 +60,8 @@ impl TxPosition {
 }
 
 /// One version of a record: the state it had after the event that made it, and where that
-/// event is in the ledger. `records` holds the latest, `record_versions` every one.
+/// event is in the ledger. `records` holds the current one, `record_versions` the ones
+/// later versions superseded.
 #[derive(Clone, Debug, PartialEq, Eq, Encode, Decode)]
 pub struct VersionEntry {
     /// The event that produced this version.
