@@ -112,13 +112,14 @@ pub fn project_range(
     // The writer thread takes one batch at a time while the projection goes on; the
     // projection takes the next batch only after the last one is written.
     let (batch_tx, batch_rx) = crossbeam_channel::bounded::<ViewBatch>(0);
-    let (done_tx, done_rx) = crossbeam_channel::bounded::<Result<(), ViewError>>(1);
+    // The writer hands each written batch back, for the projection to reuse its memory.
+    let (done_tx, done_rx) = crossbeam_channel::bounded::<Result<ViewBatch, ViewError>>(1);
     let mut in_flight = false;
     std::thread::scope(|scope| -> Result<(), RebuildError> {
         scope.spawn(move || {
             for mut batch in batch_rx {
                 batch.sort_by_key();
-                if done_tx.send(store.write(&batch)).is_err() {
+                if done_tx.send(store.write(&batch).map(|()| batch)).is_err() {
                     return;
                 }
             }
@@ -164,7 +165,8 @@ pub fn project_range(
                 rejected += u64::from(outcome.rejected);
                 if projection.pending_ops() >= batch_ops {
                     if in_flight {
-                        done_rx.recv().expect("the writer answers every batch")?;
+                        let written = done_rx.recv().expect("the writer answers every batch")?;
+                        projection.recycle(written);
                     }
                     batch_tx
                         .send(projection.take_batch())

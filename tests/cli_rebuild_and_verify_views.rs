@@ -72,11 +72,7 @@ fn rebuild_then_verify_then_tamper_on_every_backend() {
         {
             let store = open_views(dir.path(), backend).unwrap();
             let mut batch = ViewBatch::new(height);
-            batch.put(
-                View::Grants,
-                keys::grant("p-forged", "dr-forged"),
-                b"x".to_vec(),
-            );
+            batch.put(View::Grants, keys::grant("p-forged", "dr-forged"), b"x");
             store.write(&batch).unwrap();
             store.flush().unwrap();
         }

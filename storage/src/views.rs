@@ -128,25 +128,40 @@ pub(crate) fn check_layout(meta: Option<(u64, u32)>) -> Result<(), ViewError> {
     }
 }
 
-/// One change to a view.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum ViewOp {
+/// One change to a view, borrowed from the [`ViewBatch`] that holds it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ViewOp<'a> {
     Put {
         view: View,
-        key: Vec<u8>,
-        value: Vec<u8>,
+        key: &'a [u8],
+        value: &'a [u8],
     },
     Delete {
         view: View,
-        key: Vec<u8>,
+        key: &'a [u8],
     },
+}
+
+/// Where one op's key (and value, for a put) sit in [`ViewBatch`]'s byte buffer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct OpAt {
+    view: View,
+    start: usize,
+    key_len: usize,
+    /// `None` for a delete.
+    value_len: Option<usize>,
 }
 
 /// Changes applied atomically together with the new applied height: after
 /// [`ViewStore::write`] the store holds all of them and `applied_height`, or none.
+///
+/// Keys and values are copied into one buffer, so a batch of a rebuild (a quarter of a
+/// million ops) is two allocations, not two per op: the allocator's work for a batch was
+/// a third of the projection's CPU.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ViewBatch {
-    pub ops: Vec<ViewOp>,
+    bytes: Vec<u8>,
+    ops: Vec<OpAt>,
     /// Blocks `0..applied_height` are reflected in the views after this batch.
     pub applied_height: u64,
 }
@@ -155,35 +170,128 @@ impl ViewBatch {
     /// An empty batch that will set the applied height to `applied_height`.
     pub fn new(applied_height: u64) -> Self {
         ViewBatch {
+            bytes: Vec::new(),
             ops: Vec::new(),
             applied_height,
         }
     }
 
+    /// Empties the batch for reuse (its memory stays) and sets the height it will set.
+    pub fn reset(&mut self, applied_height: u64) {
+        self.bytes.clear();
+        self.ops.clear();
+        self.applied_height = applied_height;
+    }
+
     /// Adds a put.
-    pub fn put(&mut self, view: View, key: Vec<u8>, value: Vec<u8>) {
-        self.ops.push(ViewOp::Put { view, key, value });
+    pub fn put(&mut self, view: View, key: impl AsRef<[u8]>, value: impl AsRef<[u8]>) {
+        let (key, value) = (key.as_ref(), value.as_ref());
+        self.ops.push(OpAt {
+            view,
+            start: self.bytes.len(),
+            key_len: key.len(),
+            value_len: Some(value.len()),
+        });
+        self.bytes.extend_from_slice(key);
+        self.bytes.extend_from_slice(value);
     }
 
     /// Adds a delete.
-    pub fn delete(&mut self, view: View, key: Vec<u8>) {
-        self.ops.push(ViewOp::Delete { view, key });
+    pub fn delete(&mut self, view: View, key: impl AsRef<[u8]>) {
+        let key = key.as_ref();
+        self.ops.push(OpAt {
+            view,
+            start: self.bytes.len(),
+            key_len: key.len(),
+            value_len: None,
+        });
+        self.bytes.extend_from_slice(key);
     }
 
-    /// Orders the ops by (view, key), keeping the ops on one key in their order (a stable
-    /// sort), so the last one still wins. The result the store holds is the same; the
-    /// inserts become sequential, which the stores do much faster (RocksDB's memtable
-    /// skiplist reuses its insertion point; sled stays in one leaf).
+    /// Ops in the batch.
+    pub fn len(&self) -> usize {
+        self.ops.len()
+    }
+
+    /// Bytes of the ops' keys and values.
+    pub fn byte_len(&self) -> usize {
+        self.bytes.len()
+    }
+
+    /// No ops (the batch may still move the height).
+    pub fn is_empty(&self) -> bool {
+        self.ops.is_empty()
+    }
+
+    /// The ops, in order: on one key, the last one wins.
+    pub fn ops(&self) -> impl ExactSizeIterator<Item = ViewOp<'_>> + '_ {
+        self.ops.iter().map(|at| self.op(at))
+    }
+
+    fn op(&self, at: &OpAt) -> ViewOp<'_> {
+        let key = &self.bytes[at.start..at.start + at.key_len];
+        match at.value_len {
+            Some(len) => {
+                let from = at.start + at.key_len;
+                ViewOp::Put {
+                    view: at.view,
+                    key,
+                    value: &self.bytes[from..from + len],
+                }
+            }
+            None => ViewOp::Delete { view: at.view, key },
+        }
+    }
+
+    fn key_of(&self, at: &OpAt) -> &[u8] {
+        &self.bytes[at.start..at.start + at.key_len]
+    }
+
+    /// Orders the ops by (view, key), keeping the ops on one key in their order, so the
+    /// last one still wins. The result the store holds is the same; the inserts become
+    /// sequential, which the stores do much faster (RocksDB's memtable skiplist reuses
+    /// its insertion point; sled stays in one leaf).
+    ///
+    /// Ops are compared by view and their keys' first 16 bytes as one integer, and by the
+    /// whole key only when those tie: most keys differ early, and the byte-by-byte
+    /// comparisons of a plain sort were a third of a rebuild's writer thread.
     pub fn sort_by_key(&mut self) {
-        self.ops.sort_by(|a, b| a.view_key().cmp(&b.view_key()));
+        let mut order: Vec<(u8, u128, u32)> = self
+            .ops
+            .iter()
+            .enumerate()
+            .map(|(i, at)| {
+                let key = self.key_of(at);
+                let mut head = [0u8; 16];
+                let n = key.len().min(16);
+                head[..n].copy_from_slice(&key[..n]);
+                let i = u32::try_from(i).expect("a batch holds < 2^32 ops");
+                (at.view as u8, u128::from_be_bytes(head), i)
+            })
+            .collect();
+        // Zero padding keeps the order of the heads consistent with the keys' order; ties
+        // (equal heads) compare whole keys, then the position (so the sort is stable).
+        order.sort_unstable_by(|a, b| {
+            (a.0, a.1)
+                .cmp(&(b.0, b.1))
+                .then_with(|| {
+                    let (x, y) = (&self.ops[a.2 as usize], &self.ops[b.2 as usize]);
+                    self.key_of(x).cmp(self.key_of(y))
+                })
+                .then(a.2.cmp(&b.2))
+        });
+        self.ops = order
+            .iter()
+            .map(|&(_, _, i)| self.ops[i as usize])
+            .collect();
     }
 }
 
-impl ViewOp {
+impl ViewOp<'_> {
     /// The view and key the op changes.
     pub fn view_key(&self) -> (View, &[u8]) {
-        match self {
-            ViewOp::Put { view, key, .. } | ViewOp::Delete { view, key } => (*view, key),
+        match *self {
+            ViewOp::Put { view, key, .. } | ViewOp::Delete { view, key } => (view, key),
         }
     }
 }
@@ -349,4 +457,63 @@ pub fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
         }
     }
     None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn owned(batch: &ViewBatch) -> Vec<(View, Vec<u8>, Option<Vec<u8>>)> {
+        batch
+            .ops()
+            .map(|op| match op {
+                ViewOp::Put { view, key, value } => (view, key.to_vec(), Some(value.to_vec())),
+                ViewOp::Delete { view, key } => (view, key.to_vec(), None),
+            })
+            .collect()
+    }
+
+    fn arb_key() -> impl Strategy<Value = Vec<u8>> {
+        // Keys that tie on their first 16 bytes, end in zeros, or are prefixes of each
+        // other: where comparing by the head alone would go wrong.
+        let long = "p-00000001\0\u{0}\u{0}\u{0}\u{0}\u{0}\u{0}"
+            .as_bytes()
+            .to_vec();
+        prop_oneof![
+            prop::collection::vec(prop::sample::select(vec![0u8, 1, b'a', 0xff]), 0..20),
+            prop::collection::vec(prop::sample::select(vec![0u8, b'x', 0xff]), 0..6)
+                .prop_map(move |tail| [long.clone(), tail].concat()),
+        ]
+    }
+
+    proptest! {
+        /// The sort equals a stable sort by (view, key) of the ops as added, and `reset`
+        /// leaves nothing behind.
+        #[test]
+        fn sort_by_key_is_a_stable_sort_by_view_and_key(
+            ops in prop::collection::vec(
+                (prop::sample::select(View::ALL.to_vec()), arb_key(), prop::option::of(arb_key())),
+                0..200,
+            )
+        ) {
+            let mut batch = ViewBatch::new(3);
+            for (view, key, value) in &ops {
+                match value {
+                    Some(v) => batch.put(*view, key, v),
+                    None => batch.delete(*view, key),
+                }
+            }
+            let mut want = ops.clone();
+            want.sort_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)));
+            prop_assert_eq!(owned(&batch), ops);
+            batch.sort_by_key();
+            prop_assert_eq!(owned(&batch), want);
+            prop_assert_eq!(batch.applied_height, 3);
+            batch.reset(4);
+            prop_assert!(batch.is_empty());
+            prop_assert_eq!(batch.byte_len(), 0);
+            prop_assert_eq!(batch, ViewBatch::new(4));
+        }
+    }
 }

@@ -44,6 +44,8 @@ pub struct Projection<'s> {
     taken_records: HashMap<String, VersionEntry>,
     taken_grants: HashMap<(String, String), Option<GrantState>>,
     batch: ViewBatch,
+    /// A written batch handed back by [`Projection::recycle`], for the next one's memory.
+    spare: Option<ViewBatch>,
 }
 
 impl<'s> Projection<'s> {
@@ -57,6 +59,7 @@ impl<'s> Projection<'s> {
             taken_records: HashMap::new(),
             taken_grants: HashMap::new(),
             batch: ViewBatch::new(height),
+            spare: None,
         })
     }
 
@@ -67,7 +70,7 @@ impl<'s> Projection<'s> {
 
     /// Ops pending in the batch.
     pub fn pending_ops(&self) -> usize {
-        self.batch.ops.len()
+        self.batch.len()
     }
 
     /// Projects block `number`, whose transactions are `txs` (canonical envelope bytes,
@@ -127,8 +130,15 @@ impl<'s> Projection<'s> {
     pub fn take_batch(&mut self) -> ViewBatch {
         self.taken_records = std::mem::take(&mut self.records);
         self.taken_grants = std::mem::take(&mut self.grants);
-        let height = self.batch.applied_height;
-        std::mem::replace(&mut self.batch, ViewBatch::new(height))
+        let mut next = self.spare.take().unwrap_or_default();
+        next.reset(self.batch.applied_height);
+        std::mem::replace(&mut self.batch, next)
+    }
+
+    /// Hands back a batch taken earlier and written, so that a later batch reuses its
+    /// memory instead of growing a new one (a rebuild's batches are tens of MiB).
+    pub fn recycle(&mut self, batch: ViewBatch) {
+        self.spare = Some(batch);
     }
 
     fn record(&mut self, record_id: &str) -> Result<Option<VersionEntry>, ViewError> {
@@ -239,12 +249,12 @@ impl<'s> Projection<'s> {
                 (View::HospitalTimeline, &state.hospital_id),
             ] {
                 self.batch
-                    .put(view, keys::timeline(owner, created, rid), summary.clone());
+                    .put(view, keys::timeline(owner, created, rid), &summary);
             }
             self.batch.put(
                 View::PatientTypeTimeline,
                 keys::type_timeline(&state.patient_id, &state.record_type, created, rid),
-                summary.clone(),
+                &summary,
             );
             let active_key = keys::timeline(&state.patient_id, created, rid);
             if state.status == RecordStatus::Active {

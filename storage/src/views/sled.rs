@@ -228,12 +228,10 @@ impl ViewStore for SledViewStore {
             });
         }
         let mut sled_batch = sled::Batch::default();
-        for op in &batch.ops {
+        for op in batch.ops() {
             match op {
-                ViewOp::Put { view, key, value } => {
-                    sled_batch.insert(row_key(*view, key), value.as_slice())
-                }
-                ViewOp::Delete { view, key } => sled_batch.remove(row_key(*view, key)),
+                ViewOp::Put { view, key, value } => sled_batch.insert(row_key(view, key), value),
+                ViewOp::Delete { view, key } => sled_batch.remove(row_key(view, key)),
             }
         }
         sled_batch.insert(
