@@ -4,6 +4,8 @@
 #   1. durable submissions: POST /v1/records of the peers' records (~1 KiB JSON each),
 #      256 keep-alive connections, default server settings (eager cut policy) but no
 #      rate limit; the server's CPU seconds, peak RSS and bytes on disk per record;
+#      then the same records through POST /v1/records/batch: 4 per request over 256
+#      connections, and 50 per request over 64 connections (the peers' batched runs);
 #   2. patient timeline pages (limit 50) of the peers' patients, 64 connections;
 #   3. the peers' mixed run: 80% timeline pages, 20% submissions, 64 connections;
 #   4. latency at low load (one connection): eager policy, then `--cut-policy strict`;
@@ -21,7 +23,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/.." && pwd)
 quick=0
 [ "${1:-}" = "--quick" ] && quick=1
-if [ $quick = 1 ]; then submit_s=5; read_s=5; mixed_s=5; low_s=3; else submit_s=30; read_s=20; mixed_s=15; low_s=10; fi
+if [ $quick = 1 ]; then submit_s=5; batch_s=3; read_s=5; mixed_s=5; low_s=3; else submit_s=30; batch_s=15; read_s=20; mixed_s=15; low_s=10; fi
 
 command -v wrk >/dev/null || { apt-get install -y -q wrk >/dev/null || { echo "bench/http.sh: install wrk (apt-get install wrk)" >&2; exit 1; }; }
 target=${CARGO_TARGET_DIR:-$root/target}
@@ -67,10 +69,10 @@ start
 admin=$("$bin" token --data-dir "$data/server" --role admin --sub admin-1 | tail -1)
 
 results=()
-run() { # name, connections, threads, seconds, script
-  local name=$1 conns=$2 threads=$3 secs=$4 script=$5 out json cpu0 cpu1
+run() { # name, connections, threads, seconds, script[, records per batch request]
+  local name=$1 conns=$2 threads=$3 secs=$4 script=$5 batch=${6:-1} out json cpu0 cpu1
   cpu0=$(cpu_seconds)
-  out=$(TOKEN=$admin wrk -t"$threads" -c"$conns" -d"${secs}s" --timeout 10s -s "$here/http/$script" "$url" 2>&1)
+  out=$(TOKEN=$admin BATCH=$batch wrk -t"$threads" -c"$conns" -d"${secs}s" --timeout 10s -s "$here/http/$script" "$url" 2>&1)
   cpu1=$(cpu_seconds)
   json=$(printf '%s\n' "$out" | sed -n 's/^WRKJSON //p')
   [ -n "$json" ] || { echo "bench/http.sh: wrk failed: $out" >&2; exit 1; }
@@ -80,6 +82,8 @@ run() { # name, connections, threads, seconds, script
 }
 
 run submit-eager 256 2 "$submit_s" submit.lua
+run submit-batch-4 256 2 "$batch_s" batch.lua 4
+run submit-batch-50 64 2 "$batch_s" batch.lua 50
 # Reads start once the views have caught up with the submissions.
 for _ in $(seq 1 600); do [ "$(metric medledger_projector_lag_blocks)" = 0 ] && break; sleep 0.1; done
 run timeline-pages 64 2 "$read_s" read.lua
@@ -102,14 +106,16 @@ run low-load-strict 1 1 "$low_s" submit.lua
 stop
 
 echo
-echo "| run | connections | requests/s | p50 ms | p99 ms | p99.9 ms | non-2xx | socket errors | server CPU s |"
-echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|"
+echo "| run | connections | requests/s | records/s | p50 ms | p99 ms | p99.9 ms | non-2xx | batches with a failed record | socket errors | server CPU s |"
+echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
 for r in "${results[@]}"; do
   IFS='|' read -r name conns json <<<"$r"
   python3 - "$name" "$conns" "$json" <<'PY'
 import json, sys
 name, conns, j = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
 sock = j["errors_connect"] + j["errors_read"] + j["errors_write"] + j["errors_timeout"]
-print(f"| {name} | {conns} | {j['rps']:,.0f} | {j['p50_ms']:.2f} | {j['p99_ms']:.2f} | {j['p999_ms']:.2f} | {j['errors_status']} | {sock} | {j['server_cpu_seconds']} |")
+per = j.get("records_per_request", 1)
+failed = j.get("batches_with_failed_records", "—")
+print(f"| {name} | {conns} | {j['rps']:,.0f} | {j['rps'] * per:,.0f} | {j['p50_ms']:.2f} | {j['p99_ms']:.2f} | {j['p999_ms']:.2f} | {j['errors_status']} | {failed} | {sock} | {j['server_cpu_seconds']} |")
 PY
 done

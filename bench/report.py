@@ -49,8 +49,13 @@ print(f"| medledger embedded (library, {embedded['submitters']} submitters) | fd
       f"{fmt(ml_ingest)} ({embedded['p99_ms']:.1f}) | (the cutter batches) | — |")
 hs = http.get("submit-eager")
 ht = http.get("timeline-pages")
-print(f"| medledger over HTTP ({hs['connections'] if hs else '?'} connections, wrk) | fdatasync per block, ack after | "
-      f"{fmt(hs and hs['rps'])} ({fmt(hs and hs['p99_ms'], 1)}) | (the cutter batches) | "
+# POST /v1/records/batch with the peers' batch size and clients, if the run has it.
+hb = http.get(f"submit-batch-{params['batch']}")
+hb_rps = hb and hb["rps"] * hb["records_per_request"]
+conns = f"{hs['connections'] if hs else '?'} connections" + (f", batched {hb['connections']}" if hb else "")
+print(f"| medledger over HTTP (wrk, {conns}) | fdatasync per block, ack after | "
+      f"{fmt(hs and hs['rps'])} ({fmt(hs and hs['p99_ms'], 1)}) | "
+      f"{fmt(hb_rps) + ' (' + fmt(hb['p99_ms'], 1) + ')' if hb else '—'} | "
       f"{fmt(ht and ht['rps'])} ({fmt(ht and ht['p99_ms'], 1)}) |")
 peer_names = []
 for r in rows:
@@ -66,14 +71,14 @@ for name in peer_names:
 print()
 print("Ratios, medledger ÷ peer (durable peers only; > 1 means medledger is faster):")
 print()
-print("| peer | embedded ingest ÷ peer 1-per-call | HTTP ingest ÷ peer 1-per-call | HTTP ingest ÷ peer batched | HTTP timeline ÷ peer timeline |")
+print("| peer | embedded ingest ÷ peer 1-per-call | HTTP ingest ÷ peer 1-per-call | HTTP batched ÷ peer batched | HTTP timeline ÷ peer timeline |")
 print("|---|---:|---:|---:|---:|")
 for name in peer_names:
     one, batched, tl = find(name, "ingest", 1), find(name, "ingest", params["batch"]), find(name, "timeline")
     if one and not one["acknowledged_after_disk"]:
         continue
     ratio = lambda a, r, per="records_per_second": "—" if (a is None or r is None or not r[per]) else f"{a / r[per]:.1f}×"
-    print(f"| {name} | {ratio(ml_ingest, one)} | {ratio(hs and hs['rps'], one)} | {ratio(hs and hs['rps'], batched)} | "
+    print(f"| {name} | {ratio(ml_ingest, one)} | {ratio(hs and hs['rps'], one)} | {ratio(hb_rps, batched)} | "
           f"{ratio(ht and ht['rps'], tl, 'operations_per_second')} |")
 
 # Second table: the mixed run, rebuild, and what each system spends per record.
@@ -139,10 +144,13 @@ print("| system | workload | operations/s | p50 | p99 | p99.9 |")
 print("|---|---|---:|---:|---:|---:|")
 print(f"| medledger embedded | ingest, 1 per call | {fmt(embedded['events_per_sec'])} | "
       f"{embedded['p50_ms']:.2f} | {embedded['p99_ms']:.2f} | {embedded['p999_ms']:.2f} |")
-for name in ("submit-eager", "timeline-pages", "mixed-80-20", "low-load-eager", "low-load-strict"):
+for name in ("submit-eager", "submit-batch-4", f"submit-batch-{params['batch']}", "timeline-pages",
+             "mixed-80-20", "low-load-eager", "low-load-strict"):
     j = http.get(name)
-    if j:
-        print(f"| medledger over HTTP | {name} ({j['connections']} conn.) | {fmt(j['rps'])} | "
+    if j and not (name == "submit-batch-4" and params["batch"] == 4):
+        per = j.get("records_per_request", 1)
+        label = f"{name} ({j['connections']} conn.{', records/s' if per > 1 else ''})"
+        print(f"| medledger over HTTP | {label} | {fmt(j['rps'] * per)} | "
               f"{j['p50_ms']:.2f} | {j['p99_ms']:.2f} | {j['p999_ms']:.2f} |")
 for r in rows:
     if r["workload"] == "reindex" or (r["workload"] == "ingest" and r["body_bytes"] != body):

@@ -27,9 +27,12 @@ function M.offset(n) return (thread_id * 7919) % n end
 function M.records() return M.lines(os.getenv("REQUESTS_DIR") .. "/records.ndjson") end
 function M.patients() return M.lines(os.getenv("REQUESTS_DIR") .. "/patients.txt") end
 
-function M.done(summary, latency)
-  io.write(string.format('WRKJSON {"requests":%d,"seconds":%.3f,"rps":%.1f,"p50_ms":%.3f,"p99_ms":%.3f,"p999_ms":%.3f,"max_ms":%.3f,"errors_connect":%d,"errors_read":%d,"errors_write":%d,"errors_status":%d,"errors_timeout":%d}\n',
-    summary.requests, summary.duration / 1e6, summary.requests / (summary.duration / 1e6),
+-- `extra`, if given, is more JSON members for the line (without braces). (wrk itself
+-- calls done with a third argument, its per-request statistics: not a string.)
+function M.done(summary, latency, extra)
+  if type(extra) ~= "string" then extra = nil end
+  io.write(string.format('WRKJSON {%s"requests":%d,"seconds":%.3f,"rps":%.1f,"p50_ms":%.3f,"p99_ms":%.3f,"p999_ms":%.3f,"max_ms":%.3f,"errors_connect":%d,"errors_read":%d,"errors_write":%d,"errors_status":%d,"errors_timeout":%d}\n',
+    extra and (extra .. ",") or "", summary.requests, summary.duration / 1e6, summary.requests / (summary.duration / 1e6),
     latency:percentile(50) / 1000.0, latency:percentile(99) / 1000.0,
     latency:percentile(99.9) / 1000.0, latency.max / 1000.0,
     summary.errors.connect, summary.errors.read, summary.errors.write, summary.errors.status,

@@ -1,0 +1,46 @@
+-- wrk script: durable batch submissions (POST /v1/records/batch), BATCH records per
+-- request (default 50, the peers' batch size), the peers' records in their order, each
+-- thread starting at its own offset and cycling. TOKEN is an admin's; REQUESTS_DIR holds
+-- records.ndjson. A batch answers 200 with a per-record outcome, so every response is
+-- checked for `"failed":0` and the batches with a failed record are reported.
+package.path = os.getenv("SCRIPTS") .. "/?.lua;" .. package.path
+local common = require("common")
+local records, at = nil, 0
+local per = tonumber(os.getenv("BATCH") or "50")
+local threads = {}
+
+function setup(thread)
+  common.setup(thread)
+  threads[#threads + 1] = thread
+end
+
+function init(args)
+  records = common.records()
+  at = common.offset(#records)
+  failed_batches = 0
+end
+
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+wrk.headers["Authorization"] = "Bearer " .. os.getenv("TOKEN")
+
+function request()
+  local items = {}
+  for i = 1, per do
+    at = at % #records + 1
+    items[i] = records[at]
+  end
+  return wrk.format(nil, "/v1/records/batch", nil, '{"records":[' .. table.concat(items, ",") .. "]}")
+end
+
+function response(status, headers, body)
+  if status == 200 and not string.find(body, '"failed":0,', 1, true) then
+    failed_batches = failed_batches + 1
+  end
+end
+
+function done(summary, latency)
+  local failed = 0
+  for _, t in ipairs(threads) do failed = failed + t:get("failed_batches") end
+  common.done(summary, latency, string.format('"records_per_request":%d,"batches_with_failed_records":%d', per, failed))
+end
