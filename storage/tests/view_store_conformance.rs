@@ -18,7 +18,7 @@ type Open = dyn Fn(&Path) -> Box<dyn ViewStore>;
 fn batch(height: u64, puts: &[(View, &[u8], &[u8])]) -> ViewBatch {
     let mut b = ViewBatch::new(height);
     for (view, k, v) in puts {
-        b.put(*view, k.to_vec(), v.to_vec());
+        b.put(*view, k, v);
     }
     b
 }
@@ -74,8 +74,8 @@ fn a_batch_and_its_height_land_together(open: &Open) {
         Some(&b"v1"[..])
     );
     let mut b = ViewBatch::new(4);
-    b.delete(View::Records, b"r-1".to_vec());
-    b.put(View::Records, b"r-2".to_vec(), b"v2".to_vec());
+    b.delete(View::Records, b"r-1");
+    b.put(View::Records, b"r-2", b"v2");
     s.write(&b).unwrap();
     assert_eq!(s.get(View::Records, b"r-1").unwrap(), None);
     assert_eq!(
@@ -115,7 +115,7 @@ fn views_are_separate(open: &Open) {
     let puts: Vec<(View, Vec<u8>)> = View::ALL.iter().map(|v| (*v, vec![*v as u8; 3])).collect();
     let mut b = ViewBatch::new(1);
     for (v, val) in &puts {
-        b.put(*v, b"same-key".to_vec(), val.clone());
+        b.put(*v, b"same-key", val.clone());
     }
     s.write(&b).unwrap();
     for (v, val) in &puts {
@@ -171,7 +171,7 @@ fn for_each_streams_and_stops(open: &Open) {
         b.put(
             View::Audit,
             [b"r-1\0".as_slice(), &i.to_be_bytes()].concat(),
-            i.to_le_bytes().to_vec(),
+            i.to_le_bytes(),
         );
     }
     s.write(&b).unwrap();
@@ -312,9 +312,9 @@ fn keys_values_and_cursors_at_the_edges(open: &Open) {
         b.put(view, long_ff.clone(), vec![view as u8]);
     }
     let v = View::Grants;
-    b.put(v, b"p".to_vec(), Vec::new());
-    b.put(v, b"p\0a".to_vec(), b"1".to_vec());
-    b.put(v, b"p\0c".to_vec(), b"2".to_vec());
+    b.put(v, b"p", Vec::new());
+    b.put(v, b"p\0a", b"1");
+    b.put(v, b"p\0c", b"2");
     s.write(&b).unwrap();
     for view in View::ALL {
         assert_eq!(
@@ -394,19 +394,19 @@ fn the_last_op_on_a_key_wins_within_a_batch(open: &Open) {
     let (_d, s) = fresh(open);
     let v = View::Records;
     let mut b = ViewBatch::new(1);
-    b.put(v, b"a".to_vec(), b"1".to_vec());
-    b.put(v, b"a".to_vec(), b"2".to_vec());
-    b.put(v, b"b".to_vec(), b"1".to_vec());
-    b.delete(v, b"b".to_vec());
-    b.delete(v, b"c".to_vec());
-    b.put(v, b"c".to_vec(), b"3".to_vec());
+    b.put(v, b"a", b"1");
+    b.put(v, b"a", b"2");
+    b.put(v, b"b", b"1");
+    b.delete(v, b"b");
+    b.delete(v, b"c");
+    b.put(v, b"c", b"3");
     s.write(&b).unwrap();
     assert_eq!(s.get(v, b"a").unwrap().as_deref(), Some(&b"2"[..]));
     assert_eq!(s.get(v, b"b").unwrap(), None);
     assert_eq!(s.get(v, b"c").unwrap().as_deref(), Some(&b"3"[..]));
     // A refused batch does not apply its deletes either.
     let mut refused = ViewBatch::new(0);
-    refused.delete(v, b"a".to_vec());
+    refused.delete(v, b"a");
     assert!(matches!(
         s.write(&refused),
         Err(ViewError::HeightRegression { .. })
