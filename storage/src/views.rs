@@ -185,27 +185,24 @@ impl ViewBatch {
 
     /// Adds a put.
     pub fn put(&mut self, view: View, key: impl AsRef<[u8]>, value: impl AsRef<[u8]>) {
-        let (key, value) = (key.as_ref(), value.as_ref());
-        self.ops.push(OpAt {
-            view,
-            start: self.bytes.len(),
-            key_len: key.len(),
-            value_len: Some(value.len()),
-        });
-        self.bytes.extend_from_slice(key);
-        self.bytes.extend_from_slice(value);
+        self.push(view, key.as_ref(), Some(value.as_ref()));
     }
 
     /// Adds a delete.
     pub fn delete(&mut self, view: View, key: impl AsRef<[u8]>) {
-        let key = key.as_ref();
+        self.push(view, key.as_ref(), None);
+    }
+
+    /// Appends the op's key, then its value (a put's), to the buffer.
+    fn push(&mut self, view: View, key: &[u8], value: Option<&[u8]>) {
         self.ops.push(OpAt {
             view,
             start: self.bytes.len(),
             key_len: key.len(),
-            value_len: None,
+            value_len: value.map(<[u8]>::len),
         });
         self.bytes.extend_from_slice(key);
+        self.bytes.extend_from_slice(value.unwrap_or_default());
     }
 
     /// Ops in the batch.
@@ -229,7 +226,7 @@ impl ViewBatch {
     }
 
     fn op(&self, at: &OpAt) -> ViewOp<'_> {
-        let key = &self.bytes[at.start..at.start + at.key_len];
+        let key = self.key_of(at);
         match at.value_len {
             Some(len) => {
                 let from = at.start + at.key_len;
@@ -284,15 +281,6 @@ impl ViewBatch {
             .iter()
             .map(|&(_, _, i)| self.ops[i as usize])
             .collect();
-    }
-}
-
-impl ViewOp<'_> {
-    /// The view and key the op changes.
-    pub fn view_key(&self) -> (View, &[u8]) {
-        match *self {
-            ViewOp::Put { view, key, .. } | ViewOp::Delete { view, key } => (view, key),
-        }
     }
 }
 
