@@ -5,7 +5,7 @@
 -- checked for `"failed":0` and the batches with a failed record are reported.
 package.path = os.getenv("SCRIPTS") .. "/?.lua;" .. package.path
 local common = require("common")
-local records, at = nil, 0
+local next_record
 local per = tonumber(os.getenv("BATCH") or "50")
 local threads = {}
 
@@ -15,21 +15,15 @@ function setup(thread)
 end
 
 function init(args)
-  records = common.records()
-  at = common.offset(#records)
+  next_record = common.cycle(common.records())
   failed_batches = 0
 end
 
-wrk.method = "POST"
-wrk.headers["Content-Type"] = "application/json"
-wrk.headers["Authorization"] = "Bearer " .. os.getenv("TOKEN")
+common.post_json()
 
 function request()
   local items = {}
-  for i = 1, per do
-    at = at % #records + 1
-    items[i] = records[at]
-  end
+  for i = 1, per do items[i] = next_record() end
   return wrk.format(nil, "/v1/records/batch", nil, '{"records":[' .. table.concat(items, ",") .. "]}")
 end
 

@@ -24,6 +24,23 @@ end
 -- Where this thread starts in a list of n (after M.setup gave it thread_id).
 function M.offset(n) return (thread_id * 7919) % n end
 
+-- A function that returns this thread's next item of `list`: it starts at the thread's
+-- own offset and cycles. Call it from init().
+function M.cycle(list)
+  local at = M.offset(#list)
+  return function()
+    at = at % #list + 1
+    return list[at]
+  end
+end
+
+-- wrk's requests become JSON POSTs with TOKEN (an admin's).
+function M.post_json()
+  wrk.method = "POST"
+  wrk.headers["Content-Type"] = "application/json"
+  wrk.headers["Authorization"] = "Bearer " .. os.getenv("TOKEN")
+end
+
 function M.records() return M.lines(os.getenv("REQUESTS_DIR") .. "/records.ndjson") end
 function M.patients() return M.lines(os.getenv("REQUESTS_DIR") .. "/patients.txt") end
 

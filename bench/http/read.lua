@@ -3,19 +3,17 @@
 -- distribution). TOKEN is an admin's.
 package.path = os.getenv("SCRIPTS") .. "/?.lua;" .. package.path
 local common = require("common")
-local patients, at = nil, 0
+local next_patient
 setup = common.setup
 
 function init(args)
-  patients = common.patients()
-  at = common.offset(#patients)
+  next_patient = common.cycle(common.patients())
 end
 
 wrk.headers["Authorization"] = "Bearer " .. os.getenv("TOKEN")
 
 function request()
-  at = at % #patients + 1
-  return wrk.format("GET", "/v1/patients/" .. patients[at] .. "/records?limit=50")
+  return wrk.format("GET", "/v1/patients/" .. next_patient() .. "/records?limit=50")
 end
 
 done = common.done

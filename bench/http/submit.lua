@@ -3,21 +3,17 @@
 -- records span every hospital); REQUESTS_DIR holds records.ndjson.
 package.path = os.getenv("SCRIPTS") .. "/?.lua;" .. package.path
 local common = require("common")
-local records, at = nil, 0
+local next_record
 setup = common.setup
 
 function init(args)
-  records = common.records()
-  at = common.offset(#records)
+  next_record = common.cycle(common.records())
 end
 
-wrk.method = "POST"
-wrk.headers["Content-Type"] = "application/json"
-wrk.headers["Authorization"] = "Bearer " .. os.getenv("TOKEN")
+common.post_json()
 
 function request()
-  at = at % #records + 1
-  return wrk.format(nil, "/v1/records", nil, records[at])
+  return wrk.format(nil, "/v1/records", nil, next_record())
 end
 
 done = common.done
