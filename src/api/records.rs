@@ -340,7 +340,9 @@ pub async fn create(
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NewRecords {
-    records: Vec<Value>,
+    /// Each record's JSON text, parsed on its own so that one malformed record fails
+    /// alone (and without building a `Value` tree of every record first).
+    records: Vec<Box<serde_json::value::RawValue>>,
 }
 
 /// `POST /v1/records/batch`: every record gets its own outcome, in order; a rejected
@@ -373,7 +375,7 @@ pub async fn create_batch(
     let mut outcomes: Vec<Option<Value>> = vec![None; records.len()];
     let mut pending = Vec::new();
     for (i, raw) in records.into_iter().enumerate() {
-        let built = serde_json::from_value::<NewRecord>(raw)
+        let built = serde_json::from_str::<NewRecord>(raw.get())
             .map_err(|e| ApiError::bad_request("invalid_body", format!("invalid record: {e}")))
             .and_then(|r| {
                 if r.payload.is_some() {
