@@ -5,7 +5,7 @@
 -- checked for `"failed":0` and the batches with a failed record are reported.
 package.path = os.getenv("SCRIPTS") .. "/?.lua;" .. package.path
 local common = require("common")
-local next_record
+local next_request
 local per = tonumber(os.getenv("BATCH") or "50")
 local threads = {}
 
@@ -14,18 +14,20 @@ function setup(thread)
   threads[#threads + 1] = thread
 end
 
+common.post_json()
+
 function init(args)
-  next_record = common.cycle(common.records())
+  local records = common.records()
+  local next_record = common.cycle(records)
+  next_request = common.premade(math.max(1, math.floor(#records / per)), function()
+    local items = {}
+    for i = 1, per do items[i] = next_record() end
+    return wrk.format(nil, "/v1/records/batch", nil, '{"records":[' .. table.concat(items, ",") .. "]}")
+  end)
   failed_batches = 0
 end
 
-common.post_json()
-
-function request()
-  local items = {}
-  for i = 1, per do items[i] = next_record() end
-  return wrk.format(nil, "/v1/records/batch", nil, '{"records":[' .. table.concat(items, ",") .. "]}")
-end
+function request() return next_request() end
 
 function response(status, headers, body)
   if status == 200 and not string.find(body, '"failed":0,', 1, true) then

@@ -3,17 +3,19 @@
 -- records span every hospital); REQUESTS_DIR holds records.ndjson.
 package.path = os.getenv("SCRIPTS") .. "/?.lua;" .. package.path
 local common = require("common")
-local next_record
+local next_request
 setup = common.setup
-
-function init(args)
-  next_record = common.cycle(common.records())
-end
 
 common.post_json()
 
-function request()
-  return wrk.format(nil, "/v1/records", nil, next_record())
+function init(args)
+  local records = common.records()
+  local next_record = common.cycle(records)
+  next_request = common.premade(#records, function()
+    return wrk.format(nil, "/v1/records", nil, next_record())
+  end)
 end
+
+function request() return next_request() end
 
 done = common.done
