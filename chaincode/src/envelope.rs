@@ -45,17 +45,21 @@ impl TxId {
 }
 
 impl std::fmt::Display for TxId {
+    /// The UUID form, lowercase hex in groups of 8-4-4-4-12, written into one buffer (a
+    /// hex `String` and `write!` per tx id showed in timeline pages' profiles).
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let h = hex::encode(self.0);
-        write!(
-            f,
-            "{}-{}-{}-{}-{}",
-            &h[0..8],
-            &h[8..12],
-            &h[12..16],
-            &h[16..20],
-            &h[20..32]
-        )
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        let mut out = [b'-'; 36];
+        let mut at = 0;
+        for (i, byte) in self.0.iter().enumerate() {
+            if matches!(i, 4 | 6 | 8 | 10) {
+                at += 1;
+            }
+            out[at] = HEX[usize::from(byte >> 4)];
+            out[at + 1] = HEX[usize::from(byte & 0x0f)];
+            at += 2;
+        }
+        f.write_str(std::str::from_utf8(&out).expect("ASCII hex"))
     }
 }
 
@@ -247,6 +251,18 @@ mod tests {
             "zz90f3a27b1c7def8123456789abcdef",
         ] {
             assert_eq!(TxId::parse(bad), None);
+        }
+    }
+
+    proptest::proptest! {
+        /// Every id prints as its hex in 8-4-4-4-12 groups, and parses back.
+        #[test]
+        fn tx_ids_print_as_grouped_hex(bytes in proptest::prelude::any::<[u8; 16]>()) {
+            let h = hex::encode(bytes);
+            let want = format!("{}-{}-{}-{}-{}", &h[0..8], &h[8..12], &h[12..16], &h[16..20], &h[20..32]);
+            let id = TxId(bytes);
+            proptest::prop_assert_eq!(id.to_string(), want.clone());
+            proptest::prop_assert_eq!(TxId::parse(&want), Some(id));
         }
     }
 

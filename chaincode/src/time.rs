@@ -117,31 +117,54 @@ impl Timestamp {
     }
 }
 
-impl fmt::Display for Timestamp {
-    /// RFC 3339 in UTC with milliseconds; a timestamp outside years 0000..=9999 is written
-    /// as its raw millisecond count, so formatting never fails or panics.
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+impl Timestamp {
+    /// The RFC 3339 text (`YYYY-MM-DDTHH:MM:SS.mmmZ`, 24 bytes) of a timestamp in years
+    /// 0000..=9999, written digit by digit: `write!` with width specifiers was a sixth of
+    /// the CPU of serving a timeline page (two timestamps per record).
+    fn rfc3339(self) -> Option<[u8; 24]> {
         if !self.is_representable() {
-            return write!(f, "{}ms", self.0);
+            return None;
         }
         let ms = self.0.rem_euclid(1_000);
         let secs = self.0.div_euclid(1_000);
         let days = secs.div_euclid(86_400);
         let rem = secs.rem_euclid(86_400);
         let (y, m, d) = civil_from_days(days);
-        write!(
-            f,
-            "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{ms:03}Z",
-            rem / 3_600,
-            (rem % 3_600) / 60,
-            rem % 60
-        )
+        let mut out = *b"0000-00-00T00:00:00.000Z";
+        let mut put = |at: usize, width: usize, mut value: i64| {
+            for i in (at..at + width).rev() {
+                out[i] = b'0' + (value % 10) as u8;
+                value /= 10;
+            }
+        };
+        put(0, 4, y);
+        put(5, 2, m);
+        put(8, 2, d);
+        put(11, 2, rem / 3_600);
+        put(14, 2, (rem % 3_600) / 60);
+        put(17, 2, rem % 60);
+        put(20, 3, ms);
+        Some(out)
+    }
+}
+
+impl fmt::Display for Timestamp {
+    /// RFC 3339 in UTC with milliseconds; a timestamp outside years 0000..=9999 is written
+    /// as its raw millisecond count, so formatting never fails or panics.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.rfc3339() {
+            Some(text) => f.write_str(std::str::from_utf8(&text).expect("ASCII digits")),
+            None => write!(f, "{}ms", self.0),
+        }
     }
 }
 
 impl serde::Serialize for Timestamp {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(self)
+        match self.rfc3339() {
+            Some(text) => s.serialize_str(std::str::from_utf8(&text).expect("ASCII digits")),
+            None => s.collect_str(self),
+        }
     }
 }
 
@@ -262,6 +285,29 @@ mod tests {
         fn text_round_trips(ms in MS_MIN..=MS_MAX) {
             let ts = Timestamp(ms);
             prop_assert_eq!(Timestamp::parse_rfc3339(&ts.to_string()), Some(ts));
+        }
+
+        /// The digit-by-digit text is what `write!` with widths gives, and JSON holds
+        /// the same text.
+        #[test]
+        fn text_matches_the_formatted_fields(ms in MS_MIN - 10_000..=MS_MAX + 10_000) {
+            let ts = Timestamp(ms);
+            let want = if ts.is_representable() {
+                let secs = ms.div_euclid(1_000);
+                let rem = secs.rem_euclid(86_400);
+                let (y, m, d) = civil_from_days(secs.div_euclid(86_400));
+                format!(
+                    "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:03}Z",
+                    rem / 3_600,
+                    (rem % 3_600) / 60,
+                    rem % 60,
+                    ms.rem_euclid(1_000)
+                )
+            } else {
+                format!("{ms}ms")
+            };
+            prop_assert_eq!(ts.to_string(), want.clone());
+            prop_assert_eq!(serde_json::to_string(&ts).unwrap(), format!("\"{want}\""));
         }
     }
 }
