@@ -89,25 +89,24 @@ impl RocksViewStore {
             ColumnFamilyDescriptor::new(name, cf)
         });
         let db = DB::open_cf_descriptors(&opts, path, cfs).map_err(backend)?;
+        let store = RocksViewStore { db };
         if live_cache.is_some() {
             // Each flush puts the blocks it writes in the block cache too: with direct
             // I/O the page cache no longer holds them, and reads of what was just written
             // (timeline pages, records) would go to the disk. (Not in the Rust options.)
             for name in column_families() {
-                let cf = db
-                    .cf_handle(name)
-                    .expect("every view's column family is created on open");
-                db.set_options_cf(
-                    &cf,
-                    &[(
-                        "block_based_table_factory",
-                        "{prepopulate_block_cache=kFlushOnly;}",
-                    )],
-                )
-                .map_err(backend)?;
+                store
+                    .db
+                    .set_options_cf(
+                        store.cf(name),
+                        &[(
+                            "block_based_table_factory",
+                            "{prepopulate_block_cache=kFlushOnly;}",
+                        )],
+                    )
+                    .map_err(backend)?;
             }
         }
-        let store = RocksViewStore { db };
         super::check_layout(store.meta()?)?;
         Ok(store)
     }
