@@ -48,16 +48,12 @@ impl std::fmt::Display for TxId {
     /// The UUID form, lowercase hex in groups of 8-4-4-4-12, written into one buffer (a
     /// hex `String` and `write!` per tx id showed in timeline pages' profiles).
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        const HEX: &[u8; 16] = b"0123456789abcdef";
         let mut out = [b'-'; 36];
-        let mut at = 0;
-        for (i, byte) in self.0.iter().enumerate() {
-            if matches!(i, 4 | 6 | 8 | 10) {
-                at += 1;
-            }
-            out[at] = HEX[usize::from(byte >> 4)];
-            out[at + 1] = HEX[usize::from(byte & 0x0f)];
-            at += 2;
+        // (bytes of the id, where their hex starts in `out`)
+        for (bytes, at) in [(0..4, 0), (4..6, 9), (6..8, 14), (8..10, 19), (10..16, 24)] {
+            let end = at + 2 * bytes.len();
+            hex::encode_to_slice(&self.0[bytes], &mut out[at..end])
+                .expect("the group's hex fits its slot");
         }
         f.write_str(std::str::from_utf8(&out).expect("ASCII hex"))
     }
