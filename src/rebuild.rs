@@ -37,6 +37,17 @@ pub struct RebuildSummary {
     pub events_per_sec: f64,
 }
 
+impl RebuildSummary {
+    /// This summary over `seconds` (events per second follow).
+    fn timed(self, seconds: f64) -> Self {
+        RebuildSummary {
+            seconds,
+            events_per_sec: self.events as f64 / seconds.max(1e-9),
+            ..self
+        }
+    }
+}
+
 /// Progress so far, for a progress bar.
 #[derive(Clone, Copy, Debug)]
 pub struct Progress {
@@ -188,14 +199,14 @@ pub fn project_range(
         Ok(())
     })?;
     store.write(&projection.take_batch())?;
-    let seconds = started.elapsed().as_secs_f64();
     Ok(RebuildSummary {
         events,
         rejected,
         blocks: to - from,
-        seconds,
-        events_per_sec: events as f64 / seconds.max(1e-9),
-    })
+        seconds: 0.0,
+        events_per_sec: 0.0,
+    }
+    .timed(started.elapsed().as_secs_f64()))
 }
 
 /// Drops the `backend` views of `data_dir` and rebuilds them from block 0 (see the module
@@ -213,7 +224,7 @@ pub fn rebuild(
         std::fs::remove_dir_all(&scratch).map_err(io(format!("removing {}", scratch.display())))?;
     }
     let started = Instant::now();
-    let mut summary = {
+    let summary = {
         let store = backend.open(&scratch, true)?;
         let summary = project_range(
             ledger,
@@ -227,8 +238,7 @@ pub fn rebuild(
     };
     // A rebuild's time includes making the views durable (the last memtables flushed),
     // not only the projection.
-    summary.seconds = started.elapsed().as_secs_f64();
-    summary.events_per_sec = summary.events as f64 / summary.seconds.max(1e-9);
+    let summary = summary.timed(started.elapsed().as_secs_f64());
     if live.exists() {
         std::fs::rename(&live, &old).map_err(io(format!("moving {} aside", live.display())))?;
     }

@@ -120,7 +120,7 @@ impl Timestamp {
 impl Timestamp {
     /// The RFC 3339 text (`YYYY-MM-DDTHH:MM:SS.mmmZ`, 24 bytes) of a timestamp in years
     /// 0000..=9999, written digit by digit: `write!` with width specifiers was a sixth of
-    /// the CPU of serving a timeline page (two timestamps per record).
+    /// the HTTP workers' CPU for a timeline page (two timestamps per record).
     fn rfc3339(self) -> Option<[u8; 24]> {
         if !self.is_representable() {
             return None;
