@@ -185,23 +185,37 @@ impl ViewBatch {
 
     /// Adds a put.
     pub fn put(&mut self, view: View, key: impl AsRef<[u8]>, value: impl AsRef<[u8]>) {
-        self.push(view, key.as_ref(), Some(value.as_ref()));
+        let key = key.as_ref();
+        self.put_with(view, |buf| buf.extend_from_slice(key), value.as_ref());
     }
 
     /// Adds a delete.
     pub fn delete(&mut self, view: View, key: impl AsRef<[u8]>) {
-        self.push(view, key.as_ref(), None);
+        let key = key.as_ref();
+        self.delete_with(view, |buf| buf.extend_from_slice(key));
+    }
+
+    /// Adds a put whose key `write_key` appends to the batch's buffer (the `keys::write_*`
+    /// functions): no key of its own to allocate.
+    pub fn put_with(&mut self, view: View, write_key: impl FnOnce(&mut Vec<u8>), value: &[u8]) {
+        self.push(view, write_key, Some(value));
+    }
+
+    /// Adds a delete whose key `write_key` appends to the batch's buffer.
+    pub fn delete_with(&mut self, view: View, write_key: impl FnOnce(&mut Vec<u8>)) {
+        self.push(view, write_key, None);
     }
 
     /// Appends the op's key, then its value (a put's), to the buffer.
-    fn push(&mut self, view: View, key: &[u8], value: Option<&[u8]>) {
+    fn push(&mut self, view: View, write_key: impl FnOnce(&mut Vec<u8>), value: Option<&[u8]>) {
+        let start = self.bytes.len();
+        write_key(&mut self.bytes);
         self.ops.push(OpAt {
             view,
-            start: self.bytes.len(),
-            key_len: key.len(),
+            start,
+            key_len: self.bytes.len() - start,
             value_len: value.map(<[u8]>::len),
         });
-        self.bytes.extend_from_slice(key);
         self.bytes.extend_from_slice(value.unwrap_or_default());
     }
 

@@ -33,14 +33,11 @@ pub fn undesc(bytes: [u8; 8]) -> Timestamp {
     Timestamp((!u64::from_be_bytes(bytes) ^ (1 << 63)) as i64)
 }
 
-fn with_sep(parts: &[&[u8]]) -> Vec<u8> {
-    let mut k = Vec::with_capacity(parts.iter().map(|p| p.len() + 1).sum());
-    for p in parts {
-        debug_assert!(!p.contains(&SEP), "ids never contain 0x00");
-        k.extend_from_slice(p);
-        k.push(SEP);
-    }
-    k
+/// Appends `id` and the separator that ends it.
+fn push_id(k: &mut Vec<u8>, id: &str) {
+    debug_assert!(!id.as_bytes().contains(&SEP), "ids never contain 0x00");
+    k.extend_from_slice(id.as_bytes());
+    k.push(SEP);
 }
 
 /// `records` key.
@@ -48,47 +45,80 @@ pub fn record(record_id: &str) -> Vec<u8> {
     record_id.as_bytes().to_vec()
 }
 
+/// Appends a `record_versions` key to `k`.
+pub fn write_record_version(k: &mut Vec<u8>, record_id: &str, version: u32) {
+    push_id(k, record_id);
+    k.extend_from_slice(&version.to_be_bytes());
+}
+
 /// `record_versions` key.
 pub fn record_version(record_id: &str, version: u32) -> Vec<u8> {
-    let mut k = with_sep(&[record_id.as_bytes()]);
-    k.extend_from_slice(&version.to_be_bytes());
+    let mut k = Vec::with_capacity(record_id.len() + 5);
+    write_record_version(&mut k, record_id, version);
     k
 }
 
 /// Prefix of every version of a record, oldest first.
 pub fn record_versions_prefix(record_id: &str) -> Vec<u8> {
-    with_sep(&[record_id.as_bytes()])
+    let mut k = Vec::with_capacity(record_id.len() + 1);
+    push_id(&mut k, record_id);
+    k
 }
 
-/// Timeline key (patient, author, hospital, active): newest first within the owner.
-pub fn timeline(owner_id: &str, created_at: Timestamp, record_id: &str) -> Vec<u8> {
-    let mut k = timeline_prefix(owner_id);
+/// Appends a timeline key (patient, author, hospital, active) to `k`: newest first
+/// within the owner.
+pub fn write_timeline(k: &mut Vec<u8>, owner_id: &str, created_at: Timestamp, record_id: &str) {
+    push_id(k, owner_id);
     k.extend_from_slice(&desc(created_at));
     k.extend_from_slice(record_id.as_bytes());
+}
+
+/// Timeline key (see [`write_timeline`]).
+pub fn timeline(owner_id: &str, created_at: Timestamp, record_id: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(owner_id.len() + 9 + record_id.len());
+    write_timeline(&mut k, owner_id, created_at, record_id);
     k
 }
 
 /// Prefix of one owner's timeline.
 pub fn timeline_prefix(owner_id: &str) -> Vec<u8> {
-    with_sep(&[owner_id.as_bytes()])
+    let mut k = Vec::with_capacity(owner_id.len() + 1);
+    push_id(&mut k, owner_id);
+    k
 }
 
-/// `patient_type_timeline` key.
+/// Appends a `patient_type_timeline` key to `k`.
+pub fn write_type_timeline(
+    k: &mut Vec<u8>,
+    patient_id: &str,
+    record_type: &str,
+    created_at: Timestamp,
+    record_id: &str,
+) {
+    push_id(k, patient_id);
+    push_id(k, record_type);
+    k.extend_from_slice(&desc(created_at));
+    k.extend_from_slice(record_id.as_bytes());
+}
+
+/// `patient_type_timeline` key (see [`write_type_timeline`]).
 pub fn type_timeline(
     patient_id: &str,
     record_type: &str,
     created_at: Timestamp,
     record_id: &str,
 ) -> Vec<u8> {
-    let mut k = type_timeline_prefix(patient_id, record_type);
-    k.extend_from_slice(&desc(created_at));
-    k.extend_from_slice(record_id.as_bytes());
+    let mut k = Vec::new();
+    write_type_timeline(&mut k, patient_id, record_type, created_at, record_id);
     k
 }
 
 /// Prefix of one patient's records of one type.
 pub fn type_timeline_prefix(patient_id: &str, record_type: &str) -> Vec<u8> {
-    with_sep(&[patient_id.as_bytes(), record_type.as_bytes()])
+    let mut k = Vec::with_capacity(patient_id.len() + record_type.len() + 2);
+    push_id(&mut k, patient_id);
+    push_id(&mut k, record_type);
+    k
 }
 
 /// Splits a timeline key after its `prefix` into (created_at, record_id).
@@ -100,16 +130,23 @@ pub fn parse_timeline(prefix: &[u8], key: &[u8]) -> Option<(Timestamp, String)> 
 
 /// `grants` key.
 pub fn grant(patient_id: &str, grantee_id: &str) -> Vec<u8> {
-    let mut k = with_sep(&[patient_id.as_bytes()]);
+    let mut k = Vec::with_capacity(patient_id.len() + 1 + grantee_id.len());
+    push_id(&mut k, patient_id);
     k.extend_from_slice(grantee_id.as_bytes());
     k
 }
 
-/// `audit` key: a record's access log in ledger order.
-pub fn audit(record_id: &str, block: u64, position: u32) -> Vec<u8> {
-    let mut k = with_sep(&[record_id.as_bytes()]);
+/// Appends an `audit` key to `k`: a record's access log in ledger order.
+pub fn write_audit(k: &mut Vec<u8>, record_id: &str, block: u64, position: u32) {
+    push_id(k, record_id);
     k.extend_from_slice(&block.to_be_bytes());
     k.extend_from_slice(&position.to_be_bytes());
+}
+
+/// `audit` key (see [`write_audit`]).
+pub fn audit(record_id: &str, block: u64, position: u32) -> Vec<u8> {
+    let mut k = Vec::with_capacity(record_id.len() + 13);
+    write_audit(&mut k, record_id, block, position);
     k
 }
 

@@ -8,7 +8,8 @@
 //! ledger, so a rebuild writes exactly the bytes the live projector wrote.
 //!
 //! Records and grants touched by blocks not yet written are kept in an overlay, so several
-//! events on one record in one batch see each other. The live projector writes one block
+//! events on one record in one batch see each other (and a record's state is decoded
+//! from the store once per batch, not once per event). The live projector writes one block
 //! per batch; a rebuild writes many blocks per batch.
 
 use std::collections::HashMap;
@@ -37,7 +38,7 @@ type Verdict = Result<(), (&'static str, String)>;
 /// Accumulates the view changes of consecutive blocks.
 pub struct Projection<'s> {
     store: &'s dyn ViewStore,
-    /// Records changed in the pending batch.
+    /// Current versions of the records the pending batch changed (or looked up).
     records: HashMap<String, VersionEntry>,
     grants: HashMap<(String, String), Option<GrantState>>,
     /// The same for the batch taken last, which may still be being written.
@@ -128,8 +129,13 @@ impl<'s> Projection<'s> {
     /// here), but that batch must be in the store before the next `take_batch`: one
     /// batch in flight at most.
     pub fn take_batch(&mut self) -> ViewBatch {
-        self.taken_records = std::mem::take(&mut self.records);
-        self.taken_grants = std::mem::take(&mut self.grants);
+        // The maps swap roles and the older one is emptied: each keeps its memory, and
+        // a rebuild's overlay (tens of thousands of records per batch) no longer grows
+        // from nothing every batch.
+        self.taken_records.clear();
+        std::mem::swap(&mut self.records, &mut self.taken_records);
+        self.taken_grants.clear();
+        std::mem::swap(&mut self.grants, &mut self.taken_grants);
         let mut next = self.spare.take().unwrap_or_default();
         next.reset(self.batch.applied_height);
         std::mem::replace(&mut self.batch, next)
@@ -141,18 +147,33 @@ impl<'s> Projection<'s> {
         self.spare = Some(batch);
     }
 
-    fn record(&mut self, record_id: &str) -> Result<Option<VersionEntry>, ViewError> {
-        if let Some(entry) = self
+    /// Takes the current version of `record_id` out of the overlay (with its key, to
+    /// reuse), or reads it from the store: the caller puts back what it keeps
+    /// ([`Projection::keep_record`]). Taking instead of cloning spares a copy of the
+    /// record's whole state (its metadata too) for every event on it.
+    fn take_record(
+        &mut self,
+        record_id: &str,
+    ) -> Result<(Option<String>, Option<VersionEntry>), ViewError> {
+        // A record in `records` supersedes the one in `taken_records`; what is taken from
+        // `taken_records` comes back in `records`, which it then still supersedes.
+        if let Some((key, entry)) = self
             .records
-            .get(record_id)
-            .or_else(|| self.taken_records.get(record_id))
+            .remove_entry(record_id)
+            .or_else(|| self.taken_records.remove_entry(record_id))
         {
-            return Ok(Some(entry.clone()));
+            return Ok((Some(key), Some(entry)));
         }
         match self.store.get(View::Records, &keys::record(record_id))? {
-            None => Ok(None),
-            Some(bytes) => values::decode(&bytes, "record").map(Some),
+            None => Ok((None, None)),
+            Some(bytes) => Ok((None, Some(values::decode(&bytes, "record")?))),
         }
+    }
+
+    /// Keeps `entry` as the current version of `record_id` in the overlay.
+    fn keep_record(&mut self, key: Option<String>, record_id: &str, entry: VersionEntry) {
+        let key = key.unwrap_or_else(|| record_id.to_owned());
+        self.records.insert(key, entry);
     }
 
     fn grant(
@@ -213,10 +234,15 @@ impl<'s> Projection<'s> {
 
     fn apply_record(&mut self, at: TxPosition, event: &Event) -> Result<Verdict, ViewError> {
         let record_id = event.record_id().expect("a record event names its record");
-        let current = self.record(record_id)?;
+        let (key, current) = self.take_record(record_id)?;
         let state = match apply_record_event(current.as_ref().map(|c| &c.state), event) {
             Ok(state) => state,
-            Err(e) => return Ok(Err((e.code(), e.to_string()))),
+            Err(e) => {
+                if let Some(entry) = current {
+                    self.keep_record(key, record_id, entry);
+                }
+                return Ok(Err((e.code(), e.to_string())));
+            }
         };
 
         if let Event::AccessLogged(e) = event {
@@ -226,11 +252,13 @@ impl<'s> Projection<'s> {
                 accessed_at: e.accessed_at,
                 purpose: e.purpose.clone(),
             };
-            self.batch.put(
+            self.batch.put_with(
                 View::Audit,
-                keys::audit(&e.record_id, at.block, at.position),
-                values::encode(&entry),
+                |k| keys::write_audit(k, &e.record_id, at.block, at.position),
+                &values::encode(&entry),
             );
+            let current = current.expect("the contract accepts an access log of a record only");
+            self.keep_record(key, record_id, current);
             return Ok(Ok(()));
         }
 
@@ -248,19 +276,31 @@ impl<'s> Projection<'s> {
                 (View::AuthorTimeline, &state.author_id),
                 (View::HospitalTimeline, &state.hospital_id),
             ] {
-                self.batch
-                    .put(view, keys::timeline(owner, created, rid), &summary);
+                self.batch.put_with(
+                    view,
+                    |k| keys::write_timeline(k, owner, created, rid),
+                    &summary,
+                );
             }
-            self.batch.put(
+            self.batch.put_with(
                 View::PatientTypeTimeline,
-                keys::type_timeline(&state.patient_id, &state.record_type, created, rid),
+                |k| {
+                    keys::write_type_timeline(
+                        k,
+                        &state.patient_id,
+                        &state.record_type,
+                        created,
+                        rid,
+                    )
+                },
                 &summary,
             );
-            let active_key = keys::timeline(&state.patient_id, created, rid);
+            let active_key =
+                |k: &mut Vec<u8>| keys::write_timeline(k, &state.patient_id, created, rid);
             if state.status == RecordStatus::Active {
-                self.batch.put(View::Active, active_key, summary);
+                self.batch.put_with(View::Active, active_key, &summary);
             } else if current.is_some() {
-                self.batch.delete(View::Active, active_key);
+                self.batch.delete_with(View::Active, active_key);
             }
         }
 
@@ -272,18 +312,15 @@ impl<'s> Projection<'s> {
         // Each state is stored once while it is current (`records`), and moves to
         // `record_versions` when a later version supersedes it.
         if let Some(previous) = &current {
-            self.batch.put(
+            self.batch.put_with(
                 View::RecordVersions,
-                keys::record_version(record_id, previous.state.version),
-                values::encode(previous),
+                |k| keys::write_record_version(k, record_id, previous.state.version),
+                &values::encode(previous),
             );
         }
-        self.batch.put(
-            View::Records,
-            keys::record(record_id),
-            values::encode(&entry),
-        );
-        self.records.insert(record_id.to_owned(), entry);
+        self.batch
+            .put(View::Records, record_id.as_bytes(), values::encode(&entry));
+        self.keep_record(key, record_id, entry);
         Ok(Ok(()))
     }
 }
