@@ -397,6 +397,8 @@ pub fn verify_views(
             WRITE_BATCH_OPS,
             progress,
         )?;
+        // A bulk store's views are all readable once flushed.
+        rebuilt.flush()?;
         let live_digests = digest_views(live.as_ref())?;
         let rebuilt_digests = digest_views(rebuilt.as_ref())?;
         let heights_match = rebuilt.applied_height()? == height;

@@ -96,6 +96,7 @@ fn killing_the_projector_never_applies_a_block_twice_or_half() {
         &mut |_| {},
     )
     .unwrap();
+    clean.flush().unwrap();
     assert_eq!(summary.rejected, 0, "fixtures are all valid");
     assert_eq!(
         digest_views(live.as_ref()).unwrap(),

@@ -91,6 +91,7 @@ fn run(
         .unwrap();
     let height = ledger.tip().height;
     let summary = project_range(&ledger, rebuilt.as_ref(), height, 512, &mut |_| {}).unwrap();
+    rebuilt.flush().unwrap();
     assert_eq!(summary.events, events.len() as u64);
     assert_eq!(live.applied_height().unwrap(), height);
     assert_eq!(

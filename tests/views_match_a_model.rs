@@ -187,6 +187,7 @@ fn views_answer_what_the_model_says_on_every_backend() {
             let store = backend.open(&path, true).unwrap();
             let summary =
                 project_range(&ledger, store.as_ref(), height, batch_ops, &mut |_| {}).unwrap();
+            store.flush().unwrap();
             assert_eq!(summary.events, events.len() as u64);
             assert_eq!(summary.rejected, model.rejected.len() as u64);
             let digests = digest_views(store.as_ref()).unwrap();
@@ -393,6 +394,7 @@ fn tampered_or_foreign_cursors_and_empty_timelines() {
         &mut |_| {},
     )
     .unwrap();
+    store.flush().unwrap();
     let views = Views::new(store.as_ref());
     let all = TimelineFilter::default();
 

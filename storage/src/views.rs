@@ -12,6 +12,7 @@
 //! against both stores) keeps every view in one sled tree, views as key prefixes, so a
 //! batch is one atomic `apply_batch`.
 
+pub(crate) mod bulk;
 pub mod keys;
 pub mod project;
 pub mod query;
@@ -416,8 +417,9 @@ impl Backend {
     }
 
     /// Opens (or creates) a store of this backend at `path`. `bulk` tunes it for a
-    /// rebuild (no write-ahead log: the rebuild makes it durable with
-    /// [`ViewStore::flush`] before it is used).
+    /// rebuild into an empty store, which makes it durable with [`ViewStore::flush`]
+    /// before it is used: until then a RocksDB bulk store serves reads of `records` and
+    /// `grants` only (what the projection reads), and refuses the other views.
     pub fn open(self, path: &std::path::Path, bulk: bool) -> Result<Box<dyn ViewStore>, ViewError> {
         match self {
             Backend::RocksDb => Ok(Box::new(rocks::RocksViewStore::open_with(path, bulk)?)),

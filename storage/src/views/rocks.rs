@@ -7,6 +7,10 @@
 //! column family's memtable out together: after a crash every view, and the applied
 //! height, come back at the same batch boundary, and the projector replays the blocks
 //! since from the ledger.
+//!
+//! A bulk store (a rebuild's, [`RocksViewStore::open_with`]) starts empty and writes only
+//! `records` and `grants` through its memtables; the other views go through the
+//! [`bulk`](super::bulk) loader into SST files ingested at its flush.
 
 use std::path::Path;
 
@@ -15,6 +19,7 @@ use rocksdb::{
     WriteBatch, WriteOptions, DB,
 };
 
+use super::bulk::{self, BulkLoader};
 use super::{prefix_end, View, ViewBatch, ViewError, ViewOp, ViewStore, Visitor};
 
 const CF_META: &str = "view_meta";
@@ -23,6 +28,8 @@ const KEY_HEIGHT: &[u8] = b"applied_height";
 /// Views in RocksDB.
 pub struct RocksViewStore {
     db: DB,
+    /// A bulk (rebuild) store's loader of the views the projection never reads.
+    bulk: Option<BulkLoader>,
 }
 
 fn backend(e: rocksdb::Error) -> ViewError {
@@ -35,8 +42,9 @@ impl RocksViewStore {
         Self::open_with(path, false)
     }
 
-    /// Opens (or creates) the store at `path`; `bulk` for a rebuild: larger memtables,
-    /// bounded together.
+    /// Opens (or creates) the store at `path`; `bulk` for a rebuild, which must find it
+    /// empty: the views the projection never reads are loaded through sorted runs and
+    /// readable after [`ViewStore::flush`] (see [`bulk`](super::bulk)).
     pub fn open_with(path: &Path, bulk: bool) -> Result<Self, ViewError> {
         let mut opts = Options::default();
         opts.create_if_missing(true);
@@ -59,37 +67,10 @@ impl RocksViewStore {
             opts.set_use_direct_io_for_flush_and_compaction(true);
         }
         let cfs = column_families().map(|name| {
-            let mut cf = Options::default();
-            cf.set_compression_type(rocksdb::DBCompressionType::Lz4);
-            let mut table = BlockBasedOptions::default();
-            if let Some(cache) = &live_cache {
-                table.set_block_cache(cache);
-            }
-            if bulk {
-                cf.set_write_buffer_size(64 << 20);
-            } else if name == View::Records.name() {
-                // A `records` row holds the record's whole state (metadata included), so
-                // this memtable fills ~20 times faster than a timeline's, and
-                // `atomic_flush` flushes every view when it is full. Larger, it makes the
-                // timelines' L0 files fewer and larger, and so their compactions, which
-                // rewrite the level below each time (keys by patient land everywhere):
-                // ~20% less background CPU per record under sustained submissions.
-                cf.set_write_buffer_size(256 << 20);
-            }
-            if name == View::Records.name() || name == View::Grants.name() {
-                // The projector looks up every record an event names, most often
-                // one that does not exist yet: a bloom filter answers those misses.
-                table.set_bloom_filter(10.0, false);
-                // The same in the memtable, which a miss otherwise searches through
-                // (a rebuild's 64 MiB memtables made that a tenth of the projection).
-                cf.set_memtable_whole_key_filtering(true);
-                cf.set_memtable_prefix_bloom_ratio(0.02);
-            }
-            cf.set_block_based_table_factory(&table);
-            ColumnFamilyDescriptor::new(name, cf)
+            ColumnFamilyDescriptor::new(name, cf_options(name, bulk, live_cache.as_ref()))
         });
         let db = DB::open_cf_descriptors(&opts, path, cfs).map_err(backend)?;
-        let store = RocksViewStore { db };
+        let store = RocksViewStore { db, bulk: None };
         if live_cache.is_some() {
             // Each flush puts the blocks it writes in the block cache too: with direct
             // I/O the page cache no longer holds them, and reads of what was just written
@@ -107,8 +88,24 @@ impl RocksViewStore {
                     .map_err(backend)?;
             }
         }
-        super::check_layout(store.meta()?)?;
-        Ok(store)
+        let meta = store.meta()?;
+        super::check_layout(meta)?;
+        if !bulk {
+            return Ok(store);
+        }
+        // Bulk loading writes the loaded views straight into the bottom level, with no
+        // tombstones: only right for a store that holds nothing yet.
+        if let Some((height, _)) = meta.filter(|(height, _)| *height > 0) {
+            return Err(ViewError::Backend(format!(
+                "{}: a bulk store is loaded from empty, and this one holds views up to \
+                 height {height}",
+                path.display()
+            )));
+        }
+        Ok(RocksViewStore {
+            bulk: Some(BulkLoader::create(path.join(BULK_RUNS_DIR))?),
+            ..store
+        })
     }
 
     /// The stored applied height and layout, if any.
@@ -118,6 +115,19 @@ impl RocksViewStore {
             .get_cf(self.cf(CF_META), KEY_HEIGHT)
             .map_err(backend)?;
         value.map(|v| super::decode_meta(&v)).transpose()
+    }
+
+    /// Refuses a read of a view a bulk store is still loading.
+    fn readable(&self, view: View) -> Result<(), ViewError> {
+        match &self.bulk {
+            Some(loader) if bulk::is_loaded(view) && loader.pending() => {
+                Err(ViewError::Backend(format!(
+                    "the {} view of a bulk store being loaded is readable after its flush",
+                    view.name()
+                )))
+            }
+            _ => Ok(()),
+        }
     }
 
     fn cf(&self, name: &str) -> &rocksdb::ColumnFamily {
@@ -143,11 +153,28 @@ impl ViewStore for RocksViewStore {
         // Sized up front: a rebuild's batch is tens of MiB, and growing it by doubling
         // copied it over and over.
         let mut wb = WriteBatch::with_capacity_bytes(batch.byte_len() + 16 * batch.len() + 64);
+        // A bulk store's loaded views go to its loader, one run per batch.
+        let mut loaded: Vec<(View, Vec<bulk::Row<'_>>)> = View::ALL
+            .into_iter()
+            .filter(|v| self.bulk.is_some() && bulk::is_loaded(*v))
+            .map(|v| (v, Vec::new()))
+            .collect();
         for op in batch.ops() {
-            match op {
-                ViewOp::Put { view, key, value } => wb.put_cf(self.cf(view.name()), key, value),
-                ViewOp::Delete { view, key } => wb.delete_cf(self.cf(view.name()), key),
+            let (view, key, value) = match op {
+                ViewOp::Put { view, key, value } => (view, key, Some(value)),
+                ViewOp::Delete { view, key } => (view, key, None),
+            };
+            if let Some(rows) = loaded.iter_mut().find(|(v, _)| *v == view) {
+                rows.1.push((key, value));
+                continue;
             }
+            match value {
+                Some(value) => wb.put_cf(self.cf(view.name()), key, value),
+                None => wb.delete_cf(self.cf(view.name()), key),
+            }
+        }
+        if let Some(loader) = &self.bulk {
+            loader.add_run(&loaded)?;
         }
         wb.put_cf(
             self.cf(CF_META),
@@ -158,6 +185,7 @@ impl ViewStore for RocksViewStore {
     }
 
     fn get(&self, view: View, key: &[u8]) -> Result<Option<Vec<u8>>, ViewError> {
+        self.readable(view)?;
         self.db.get_cf(self.cf(view.name()), key).map_err(backend)
     }
 
@@ -168,10 +196,14 @@ impl ViewStore for RocksViewStore {
         after: Option<&[u8]>,
         visit: &mut Visitor<'_>,
     ) -> Result<(), ViewError> {
+        self.readable(view)?;
         self.for_each_from(view, prefix, after, visit)
     }
 
     fn clear(&self) -> Result<(), ViewError> {
+        if let Some(loader) = &self.bulk {
+            loader.clear()?;
+        }
         // One batch over every column family, the height included, so a crash leaves all
         // or nothing cleared: never some views empty under the old height, which the
         // projector would take as current and never refill.
@@ -195,6 +227,10 @@ impl ViewStore for RocksViewStore {
     }
 
     fn flush(&self) -> Result<(), ViewError> {
+        if let Some(loader) = &self.bulk {
+            // Ingested files are synced before RocksDB records them.
+            loader.finish(&self.db, &|view| cf_options(view.name(), true, None))?;
+        }
         // Every column family's memtable to synced SSTs, together (`atomic_flush`).
         let cfs: Vec<_> = column_families().map(|n| self.cf(n)).collect();
         self.db
@@ -224,6 +260,50 @@ fn direct_io_supported(dir: &Path) -> Result<bool, ViewError> {
     let _ = std::fs::remove_file(&probe);
     Ok(supported)
 }
+
+/// The options of column family `name`; `live_cache` is the live store's block cache.
+fn cf_options(name: &str, bulk: bool, live_cache: Option<&rocksdb::Cache>) -> Options {
+    let mut cf = Options::default();
+    cf.set_compression_type(rocksdb::DBCompressionType::Lz4);
+    let mut table = BlockBasedOptions::default();
+    if let Some(cache) = live_cache {
+        table.set_block_cache(cache);
+    }
+    if bulk {
+        // Only `records` and `grants` go through the memtables of a bulk store (see
+        // `bulk`): `records` can have most of the memtable budget, and a 1M-event
+        // rebuild flushes it 3 times instead of 6, below the 4 level-0 files that start
+        // a compaction (which rewrote ~150 MB of it).
+        let mib = if name == View::Records.name() {
+            128
+        } else {
+            16
+        };
+        cf.set_write_buffer_size(mib << 20);
+    } else if name == View::Records.name() {
+        // A `records` row holds the record's whole state (metadata included), so
+        // this memtable fills ~20 times faster than a timeline's, and
+        // `atomic_flush` flushes every view when it is full. Larger, it makes the
+        // timelines' L0 files fewer and larger, and so their compactions, which
+        // rewrite the level below each time (keys by patient land everywhere):
+        // ~20% less background CPU per record under sustained submissions.
+        cf.set_write_buffer_size(256 << 20);
+    }
+    if name == View::Records.name() || name == View::Grants.name() {
+        // The projector looks up every record an event names, most often
+        // one that does not exist yet: a bloom filter answers those misses.
+        table.set_bloom_filter(10.0, false);
+        // The same in the memtable, which a miss otherwise searches through
+        // (a rebuild's 64 MiB memtables made that a tenth of the projection).
+        cf.set_memtable_whole_key_filtering(true);
+        cf.set_memtable_prefix_bloom_ratio(0.02);
+    }
+    cf.set_block_based_table_factory(&table);
+    cf
+}
+
+/// Where a bulk store keeps its runs, inside the store's directory.
+const BULK_RUNS_DIR: &str = "bulk-runs";
 
 /// Every column family: one per view, then `view_meta`.
 fn column_families() -> impl Iterator<Item = &'static str> {

@@ -1,0 +1,368 @@
+//! Bulk loading for a rebuild's RocksDB store.
+//!
+//! A rebuild projects into an empty store and reads back only `records` and `grants`
+//! (the states the contract needs). The other views are write-only until the rebuild
+//! ends, so they skip RocksDB's write path: each batch's rows of each of those views are
+//! appended, sorted, to a run file of their own, and [`BulkLoader::finish`] merges every
+//! view's runs into sorted, non-overlapping SST files that RocksDB ingests into its
+//! bottom level. Each row is then written into an SST once and compressed once: no
+//! memtable insert, no level-0 flush, no compaction. Through the memtables those views
+//! cost a rebuild more CPU than its projection did.
+//!
+//! Runs are scratch files inside the store's directory (`bulk-runs/`), never synced: a
+//! rebuild that stops before `finish` leaves a store that is thrown away whole. Until
+//! `finish`, the store refuses reads of the loaded views rather than answer from part of
+//! them.
+//!
+//! Run file: rows in ascending key order, one row per key (the batch's last op on it),
+//! each `tag (1 put, 0 delete) | key length (u32 LE) | value length (u32 LE) | key |
+//! value`. Merging keeps, for each key, the row of the latest run; a delete that wins is
+//! dropped, since the store held nothing underneath.
+
+use std::fs::File;
+use std::io::{BufReader, BufWriter, Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use rayon::prelude::*;
+use rocksdb::{IngestExternalFileOptions, Options, SstFileWriter, DB};
+
+use super::{View, ViewError};
+
+/// The views a bulk store loads through runs: all but those the projection reads.
+pub(crate) fn is_loaded(view: View) -> bool {
+    !matches!(view, View::Records | View::Grants)
+}
+
+/// Bytes of an SST file before the merge starts the next one (RocksDB's default target
+/// file size).
+const SST_FILE_BYTES: u64 = 64 << 20;
+/// Buffer of each run file being read by a merge: a merge reads every run of a view at
+/// once (hundreds for a long ledger).
+const READ_BUFFER_BYTES: usize = 128 << 10;
+/// Buffer of a run file being written.
+const WRITE_BUFFER_BYTES: usize = 256 << 10;
+
+/// The run files of a bulk store's loaded views.
+pub(crate) struct BulkLoader {
+    dir: PathBuf,
+    /// Runs written so far: run `n` of view `v` is `run_path(n, v)` (absent when the
+    /// batch had no row of `v`).
+    runs: Mutex<u32>,
+}
+
+/// One row, borrowed from the batch that holds it: `value` is `None` for a delete.
+pub(crate) type Row<'a> = (&'a [u8], Option<&'a [u8]>);
+
+fn io(what: &Path) -> impl FnOnce(std::io::Error) -> ViewError + '_ {
+    move |e| ViewError::Backend(format!("{}: {e}", what.display()))
+}
+
+fn backend(e: rocksdb::Error) -> ViewError {
+    ViewError::Backend(e.into_string())
+}
+
+impl BulkLoader {
+    /// A loader keeping its runs in `dir` (emptied; created with the first run, removed
+    /// by [`BulkLoader::finish`]).
+    pub(crate) fn create(dir: PathBuf) -> Result<Self, ViewError> {
+        let loader = BulkLoader {
+            dir,
+            runs: Mutex::new(0),
+        };
+        loader.remove_runs()?;
+        Ok(loader)
+    }
+
+    fn run_path(&self, run: u32, view: View) -> PathBuf {
+        self.dir.join(format!("run-{run:06}-{:02}", view as u8))
+    }
+
+    /// Rows not yet in the store: reads of the loaded views must wait for [`finish`].
+    ///
+    /// [`finish`]: BulkLoader::finish
+    pub(crate) fn pending(&self) -> bool {
+        *self.runs.lock().expect("bulk loader lock") > 0
+    }
+
+    /// Writes one run: for each loaded view, its rows of one batch in the batch's order
+    /// (the last op on a key wins).
+    pub(crate) fn add_run(&self, rows: &[(View, Vec<Row<'_>>)]) -> Result<(), ViewError> {
+        let mut runs = self.runs.lock().expect("bulk loader lock");
+        if *runs == 0 {
+            std::fs::create_dir_all(&self.dir).map_err(io(&self.dir))?;
+        }
+        for (view, rows) in rows {
+            if rows.is_empty() {
+                continue;
+            }
+            // Stable: the ops on one key keep their order, so the last one is last.
+            let mut order: Vec<u32> =
+                (0..u32::try_from(rows.len()).expect("< 2^32 rows")).collect();
+            if !rows.is_sorted_by(|a, b| a.0 <= b.0) {
+                order.sort_by(|&a, &b| rows[a as usize].0.cmp(rows[b as usize].0));
+            }
+            let path = self.run_path(*runs, *view);
+            let file = File::create(&path).map_err(io(&path))?;
+            let mut out = BufWriter::with_capacity(WRITE_BUFFER_BYTES, file);
+            for (i, &at) in order.iter().enumerate() {
+                let (key, value) = rows[at as usize];
+                let superseded = order
+                    .get(i + 1)
+                    .is_some_and(|&next| rows[next as usize].0 == key);
+                if superseded {
+                    continue;
+                }
+                write_row(&mut out, key, value).map_err(io(&path))?;
+            }
+            out.flush().map_err(io(&path))?;
+        }
+        *runs += 1;
+        Ok(())
+    }
+
+    /// Merges every loaded view's runs into SST files (`options` gives each view's
+    /// column family options) and ingests them into `db`, then deletes the runs.
+    pub(crate) fn finish(
+        &self,
+        db: &DB,
+        options: &(dyn Fn(View) -> Options + Sync),
+    ) -> Result<(), ViewError> {
+        let mut runs = self.runs.lock().expect("bulk loader lock");
+        let views: Vec<View> = View::ALL.into_iter().filter(|v| is_loaded(*v)).collect();
+        let files: Vec<(View, Vec<PathBuf>)> = views
+            .par_iter()
+            .map(|&view| Ok((view, self.merge(view, *runs, &options(view))?)))
+            .collect::<Result<_, ViewError>>()?;
+        let mut ingest = IngestExternalFileOptions::default();
+        ingest.set_move_files(true);
+        for (view, paths) in files {
+            if paths.is_empty() {
+                continue;
+            }
+            let cf = db
+                .cf_handle(view.name())
+                .expect("every view's column family is created on open");
+            db.ingest_external_file_cf_opts(cf, &ingest, paths)
+                .map_err(backend)?;
+        }
+        *runs = 0;
+        self.remove_runs()
+    }
+
+    /// Forgets every run (the store is being cleared).
+    pub(crate) fn clear(&self) -> Result<(), ViewError> {
+        let mut runs = self.runs.lock().expect("bulk loader lock");
+        *runs = 0;
+        self.remove_runs()
+    }
+
+    fn remove_runs(&self) -> Result<(), ViewError> {
+        match std::fs::remove_dir_all(&self.dir) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(io(&self.dir)(e)),
+            _ => Ok(()),
+        }
+    }
+
+    /// Merges `view`'s runs `0..runs` into SST files; returns their paths.
+    fn merge(&self, view: View, runs: u32, options: &Options) -> Result<Vec<PathBuf>, ViewError> {
+        let mut readers = Vec::new();
+        for run in 0..runs {
+            let path = self.run_path(run, view);
+            match File::open(&path) {
+                Ok(file) => {
+                    let mut reader = RunReader {
+                        input: BufReader::with_capacity(READ_BUFFER_BYTES, file),
+                        run,
+                        key: Vec::new(),
+                        value: Vec::new(),
+                        put: false,
+                        done: false,
+                    };
+                    reader.advance().map_err(io(&path))?;
+                    if !reader.done {
+                        readers.push(reader);
+                    }
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(io(&path)(e)),
+            }
+        }
+        let mut heap = MergeHeap::new(readers);
+        let mut out = SstOutput {
+            options,
+            dir: &self.dir,
+            view,
+            writer: None,
+            paths: Vec::new(),
+        };
+        let mut key = Vec::new();
+        while let Some(top) = heap.top() {
+            // The heap's top holds the smallest key, from the latest run among equals.
+            let winner = &heap.readers[top];
+            if winner.put {
+                out.put(&winner.key, &winner.value)?;
+            }
+            key.clear();
+            key.extend_from_slice(&winner.key);
+            // Drop every older row of the same key, then move on.
+            while let Some(top) = heap.top() {
+                if heap.readers[top].key != key {
+                    break;
+                }
+                let run = heap.readers[top].run;
+                heap.advance_top()
+                    .map_err(|e| io(&self.run_path(run, view))(e))?;
+            }
+        }
+        out.finish()
+    }
+}
+
+fn write_row(out: &mut impl Write, key: &[u8], value: Option<&[u8]>) -> std::io::Result<()> {
+    let len = |n: usize| u32::try_from(n).expect("view keys and values are < 4 GiB");
+    let mut head = [0u8; 9];
+    head[0] = u8::from(value.is_some());
+    head[1..5].copy_from_slice(&len(key.len()).to_le_bytes());
+    head[5..9].copy_from_slice(&len(value.map_or(0, <[u8]>::len)).to_le_bytes());
+    out.write_all(&head)?;
+    out.write_all(key)?;
+    out.write_all(value.unwrap_or_default())
+}
+
+/// The current row of one run being merged.
+struct RunReader {
+    input: BufReader<File>,
+    run: u32,
+    key: Vec<u8>,
+    value: Vec<u8>,
+    put: bool,
+    done: bool,
+}
+
+impl RunReader {
+    fn advance(&mut self) -> std::io::Result<()> {
+        let mut head = [0u8; 9];
+        match self.input.read_exact(&mut head) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+                self.done = true;
+                return Ok(());
+            }
+            Err(e) => return Err(e),
+        }
+        let len = |b: &[u8]| u32::from_le_bytes(b.try_into().expect("4 bytes")) as usize;
+        self.put = head[0] == 1;
+        self.key.resize(len(&head[1..5]), 0);
+        self.input.read_exact(&mut self.key)?;
+        self.value.resize(len(&head[5..9]), 0);
+        self.input.read_exact(&mut self.value)
+    }
+
+    /// Merge order: smaller key first, and among equal keys the latest run first.
+    fn before(&self, other: &RunReader) -> bool {
+        match self.key.cmp(&other.key) {
+            std::cmp::Ordering::Equal => self.run > other.run,
+            ord => ord.is_lt(),
+        }
+    }
+}
+
+/// A binary min-heap of run readers by [`RunReader::before`].
+struct MergeHeap {
+    readers: Vec<RunReader>,
+    /// Indices into `readers`; `heap[0]` is the first in merge order.
+    heap: Vec<usize>,
+}
+
+impl MergeHeap {
+    fn new(readers: Vec<RunReader>) -> Self {
+        let mut heap = MergeHeap {
+            heap: (0..readers.len()).collect(),
+            readers,
+        };
+        for i in (0..heap.heap.len() / 2).rev() {
+            heap.sift_down(i);
+        }
+        heap
+    }
+
+    fn top(&self) -> Option<usize> {
+        self.heap.first().copied()
+    }
+
+    /// Moves the top reader to its next row (dropping it when it has none).
+    fn advance_top(&mut self) -> std::io::Result<()> {
+        let top = self.heap[0];
+        self.readers[top].advance()?;
+        if self.readers[top].done {
+            let last = self.heap.pop().expect("the heap has a top");
+            if self.heap.is_empty() {
+                return Ok(());
+            }
+            self.heap[0] = last;
+        }
+        self.sift_down(0);
+        Ok(())
+    }
+
+    fn sift_down(&mut self, mut i: usize) {
+        loop {
+            let (l, r) = (2 * i + 1, 2 * i + 2);
+            let mut first = i;
+            for c in [l, r] {
+                if c < self.heap.len()
+                    && self.readers[self.heap[c]].before(&self.readers[self.heap[first]])
+                {
+                    first = c;
+                }
+            }
+            if first == i {
+                return;
+            }
+            self.heap.swap(i, first);
+            i = first;
+        }
+    }
+}
+
+/// The SST files a merge writes, started one after the other.
+struct SstOutput<'a> {
+    options: &'a Options,
+    dir: &'a Path,
+    view: View,
+    writer: Option<SstFileWriter<'a>>,
+    paths: Vec<PathBuf>,
+}
+
+impl SstOutput<'_> {
+    fn put(&mut self, key: &[u8], value: &[u8]) -> Result<(), ViewError> {
+        if self.writer.is_none() {
+            let path = self
+                .dir
+                .join(format!("{}-{:04}.sst", self.view.name(), self.paths.len()));
+            let writer = SstFileWriter::create(self.options);
+            writer.open(&path).map_err(backend)?;
+            self.writer = Some(writer);
+            self.paths.push(path);
+        }
+        let writer = self.writer.as_mut().expect("opened above");
+        writer.put(key, value).map_err(backend)?;
+        if writer.file_size() >= SST_FILE_BYTES {
+            self.close()?;
+        }
+        Ok(())
+    }
+
+    fn close(&mut self) -> Result<(), ViewError> {
+        if let Some(mut writer) = self.writer.take() {
+            writer.finish().map_err(backend)?;
+        }
+        Ok(())
+    }
+
+    fn finish(mut self) -> Result<Vec<PathBuf>, ViewError> {
+        self.close()?;
+        Ok(self.paths)
+    }
+}
