@@ -150,15 +150,20 @@ impl ViewStore for RocksViewStore {
                 requested: batch.applied_height,
             });
         }
-        // Sized up front: a rebuild's batch is tens of MiB, and growing it by doubling
-        // copied it over and over.
-        let mut wb = WriteBatch::with_capacity_bytes(batch.byte_len() + 16 * batch.len() + 64);
         // A bulk store's loaded views go to its loader, one run per batch.
         let mut loaded: Vec<(View, Vec<bulk::Row<'_>>)> = View::ALL
             .into_iter()
             .filter(|v| self.bulk.is_some() && bulk::is_loaded(*v))
             .map(|v| (v, Vec::new()))
             .collect();
+        // Sized up front for the ops that go to the memtables: a rebuild's batch is tens
+        // of MiB, and growing it by doubling copied it over and over.
+        let memtable_bytes: usize = batch
+            .ops()
+            .filter(|op| !loaded.iter().any(|(v, _)| *v == op.view()))
+            .map(|op| op.byte_len() + 16)
+            .sum();
+        let mut wb = WriteBatch::with_capacity_bytes(memtable_bytes + 64);
         for op in batch.ops() {
             let (view, key, value) = match op {
                 ViewOp::Put { view, key, value } => (view, key, Some(value)),
