@@ -14,7 +14,9 @@
 
 use std::collections::HashMap;
 
-use medledger_chaincode::contract::{apply_grant_event, apply_record_event, GrantState};
+use medledger_chaincode::contract::{
+    apply_grant_event, apply_record_created, apply_record_event, GrantState,
+};
 use medledger_chaincode::{Envelope, Event, RecordStatus};
 
 use super::keys;
@@ -99,7 +101,7 @@ impl<'s> Projection<'s> {
                 None => Envelope::decode(bytes),
             };
             let verdict = match envelope {
-                Ok(env) => self.apply_event(at, &env.event)?,
+                Ok(env) => self.apply_event(at, env.event)?,
                 Err(e) => Err(("undecodable", e.to_string())),
             };
             match verdict {
@@ -170,9 +172,10 @@ impl<'s> Projection<'s> {
         }
     }
 
-    /// Keeps `entry` as the current version of `record_id` in the overlay.
-    fn keep_record(&mut self, key: Option<String>, record_id: &str, entry: VersionEntry) {
-        let key = key.unwrap_or_else(|| record_id.to_owned());
+    /// Keeps `entry` as the current version of its record in the overlay, under `key`
+    /// (the overlay's own key for it, from [`Projection::take_record`]) if there is one.
+    fn keep_record(&mut self, key: Option<String>, entry: VersionEntry) {
+        let key = key.unwrap_or_else(|| entry.state.record_id.clone());
         self.records.insert(key, entry);
     }
 
@@ -199,10 +202,10 @@ impl<'s> Projection<'s> {
     }
 
     /// Applies one event: `Ok(Err(..))` is the contract's rejection.
-    fn apply_event(&mut self, at: TxPosition, event: &Event) -> Result<Verdict, ViewError> {
-        match event {
-            Event::AccessGranted(e) => self.apply_grant(&e.patient_id, &e.grantee_id, event),
-            Event::AccessRevoked(e) => self.apply_grant(&e.patient_id, &e.grantee_id, event),
+    fn apply_event(&mut self, at: TxPosition, event: Event) -> Result<Verdict, ViewError> {
+        match &event {
+            Event::AccessGranted(e) => self.apply_grant(&e.patient_id, &e.grantee_id, &event),
+            Event::AccessRevoked(e) => self.apply_grant(&e.patient_id, &e.grantee_id, &event),
             Event::RecordCreated(_)
             | Event::RecordAmended(_)
             | Event::RecordStatusChanged(_)
@@ -232,25 +235,33 @@ impl<'s> Projection<'s> {
         Ok(Ok(()))
     }
 
-    fn apply_record(&mut self, at: TxPosition, event: &Event) -> Result<Verdict, ViewError> {
-        let record_id = event.record_id().expect("a record event names its record");
-        let (key, current) = self.take_record(record_id)?;
-        let state = match apply_record_event(current.as_ref().map(|c| &c.state), event) {
-            Ok(state) => state,
+    /// Applies a record event. The event is taken by value: a creation's strings move
+    /// into the new state rather than being copied.
+    fn apply_record(&mut self, at: TxPosition, event: Event) -> Result<Verdict, ViewError> {
+        let kind = event.kind();
+        let (key, current) =
+            self.take_record(event.record_id().expect("a record event names its record"))?;
+        let current_state = current.as_ref().map(|c| &c.state);
+        let applied = match event {
+            Event::RecordCreated(e) => apply_record_created(current_state, e).map(|s| (s, None)),
+            event => apply_record_event(current_state, &event).map(|s| (s, Some(event))),
+        };
+        let (state, event) = match applied {
+            Ok(applied) => applied,
             Err(e) => {
                 if let Some(entry) = current {
-                    self.keep_record(key, record_id, entry);
+                    self.keep_record(key, entry);
                 }
                 return Ok(Err((e.code(), e.to_string())));
             }
         };
 
-        if let Event::AccessLogged(e) = event {
+        if let Some(Event::AccessLogged(e)) = event {
             let entry = AuditEntry {
                 at,
-                accessor_id: e.accessor_id.clone(),
+                accessor_id: e.accessor_id,
                 accessed_at: e.accessed_at,
-                purpose: e.purpose.clone(),
+                purpose: e.purpose,
             };
             self.batch.put_with(
                 View::Audit,
@@ -258,10 +269,11 @@ impl<'s> Projection<'s> {
                 &values::encode(&entry),
             );
             let current = current.expect("the contract accepts an access log of a record only");
-            self.keep_record(key, record_id, current);
+            self.keep_record(key, current);
             return Ok(Ok(()));
         }
 
+        let record_id = state.record_id.as_str();
         let summary_changed = current
             .as_ref()
             .is_none_or(|c| c.state.status != state.status);
@@ -270,7 +282,7 @@ impl<'s> Projection<'s> {
                 status: state.status,
                 record_type: state.record_type.clone(),
             });
-            let (created, rid) = (state.created_at, state.record_id.as_str());
+            let created = state.created_at;
             for (view, owner) in [
                 (View::PatientTimeline, &state.patient_id),
                 (View::AuthorTimeline, &state.author_id),
@@ -278,7 +290,7 @@ impl<'s> Projection<'s> {
             ] {
                 self.batch.put_with(
                     view,
-                    |k| keys::write_timeline(k, owner, created, rid),
+                    |k| keys::write_timeline(k, owner, created, record_id),
                     &summary,
                 );
             }
@@ -290,13 +302,13 @@ impl<'s> Projection<'s> {
                         &state.patient_id,
                         &state.record_type,
                         created,
-                        rid,
+                        record_id,
                     )
                 },
                 &summary,
             );
             let active_key =
-                |k: &mut Vec<u8>| keys::write_timeline(k, &state.patient_id, created, rid);
+                |k: &mut Vec<u8>| keys::write_timeline(k, &state.patient_id, created, record_id);
             if state.status == RecordStatus::Active {
                 self.batch.put_with(View::Active, active_key, &summary);
             } else if current.is_some() {
@@ -304,11 +316,6 @@ impl<'s> Projection<'s> {
             }
         }
 
-        let entry = VersionEntry {
-            at,
-            event: event_kind_code(event.kind()),
-            state,
-        };
         // Each state is stored once while it is current (`records`), and moves to
         // `record_versions` when a later version supersedes it.
         if let Some(previous) = &current {
@@ -318,9 +325,17 @@ impl<'s> Projection<'s> {
                 &values::encode(previous),
             );
         }
-        self.batch
-            .put(View::Records, record_id.as_bytes(), values::encode(&entry));
-        self.keep_record(key, record_id, entry);
+        let entry = VersionEntry {
+            at,
+            event: event_kind_code(kind),
+            state,
+        };
+        self.batch.put(
+            View::Records,
+            entry.state.record_id.as_bytes(),
+            values::encode(&entry),
+        );
+        self.keep_record(key, entry);
         Ok(Ok(()))
     }
 }
