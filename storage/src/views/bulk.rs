@@ -17,7 +17,9 @@
 //! Run file: rows in ascending key order, one row per key (the batch's last op on it),
 //! each `tag (1 put, 0 delete) | key length (u32 LE) | value length (u32 LE) | key |
 //! value`. Merging keeps, for each key, the row of the latest run; a delete that wins is
-//! dropped, since the store held nothing underneath.
+//! dropped, since the store held nothing underneath. A merge reads at most
+//! [`MERGE_FAN_IN`] runs at once (one open file each); with more, the earliest runs are
+//! merged first into one.
 
 use std::fs::File;
 use std::io::{BufReader, BufWriter, Read, Write};
@@ -40,12 +42,18 @@ const SST_FILE_BYTES: u64 = 64 << 20;
 /// Buffer of each run file being read by a merge: a merge reads every run of a view at
 /// once (hundreds for a long ledger).
 const READ_BUFFER_BYTES: usize = 128 << 10;
+/// Most runs one merge reads at once: two views merge at a time, so a rebuild holds at
+/// most twice this many run files open (a process often may open only 1,024 files).
+/// 10M events make ~270 runs per view.
+const MERGE_FAN_IN: usize = 256;
 /// Buffer of a run file being written.
 const WRITE_BUFFER_BYTES: usize = 256 << 10;
 
 /// The run files of a bulk store's loaded views.
 pub(crate) struct BulkLoader {
     dir: PathBuf,
+    /// Most runs one merge reads at once ([`MERGE_FAN_IN`]; less in tests).
+    fan_in: usize,
     /// Runs written so far: run `n` of view `v` is `run_path(n, v)` (absent when the
     /// batch had no row of `v`).
     runs: Mutex<u32>,
@@ -66,8 +74,15 @@ impl BulkLoader {
     /// A loader keeping its runs in `dir` (emptied; created with the first run, removed
     /// by [`BulkLoader::finish`]).
     pub(crate) fn create(dir: PathBuf) -> Result<Self, ViewError> {
+        Self::with_fan_in(dir, MERGE_FAN_IN)
+    }
+
+    /// [`BulkLoader::create`] merging at most `fan_in` (≥ 2) runs at once.
+    pub(crate) fn with_fan_in(dir: PathBuf, fan_in: usize) -> Result<Self, ViewError> {
+        assert!(fan_in >= 2, "a merge reads at least two runs");
         let loader = BulkLoader {
             dir,
+            fan_in,
             runs: Mutex::new(0),
         };
         loader.remove_runs()?;
@@ -165,30 +180,32 @@ impl BulkLoader {
     }
 
     /// Merges `view`'s runs `0..runs` into SST files; returns their paths.
+    ///
+    /// A merge reads all its runs at once, so it merges at most `fan_in` of them (one
+    /// open file each): with more, the earliest are first merged into one run, as few as
+    /// bring the count down to `fan_in`.
     fn merge(&self, view: View, runs: u32, options: &Options) -> Result<Vec<PathBuf>, ViewError> {
-        let mut readers = Vec::new();
-        for run in 0..runs {
-            let path = self.run_path(run, view);
-            match File::open(&path) {
-                Ok(file) => {
-                    let mut reader = RunReader {
-                        input: BufReader::with_capacity(READ_BUFFER_BYTES, file),
-                        run,
-                        key: Vec::new(),
-                        value: Vec::new(),
-                        put: false,
-                        done: false,
-                    };
-                    reader.advance().map_err(io(&path))?;
-                    if !reader.done {
-                        readers.push(reader);
-                    }
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => return Err(io(&path)(e)),
+        let mut paths: Vec<PathBuf> = (0..runs)
+            .map(|run| self.run_path(run, view))
+            .filter(|path| path.exists())
+            .collect();
+        let mut merged = 0;
+        while paths.len() > self.fan_in {
+            let n = self.fan_in.min(paths.len() - self.fan_in + 1);
+            let path = self
+                .dir
+                .join(format!("merged-{:02}-{merged:06}", view as u8));
+            merged += 1;
+            let file = File::create(&path).map_err(io(&path))?;
+            let mut out = BufWriter::with_capacity(WRITE_BUFFER_BYTES, file);
+            merge_runs(&paths[..n], |key, value| {
+                write_row(&mut out, key, Some(value)).map_err(io(&path))
+            })?;
+            out.flush().map_err(io(&path))?;
+            for done in paths.splice(..n, [path.clone()]) {
+                std::fs::remove_file(&done).map_err(io(&done))?;
             }
         }
-        let mut heap = MergeHeap::new(readers);
         let mut out = SstOutput {
             options,
             dir: &self.dir,
@@ -196,27 +213,55 @@ impl BulkLoader {
             writer: None,
             paths: Vec::new(),
         };
-        let mut key = Vec::new();
-        while let Some(top) = heap.top() {
-            // The heap's top holds the smallest key, from the latest run among equals.
-            let winner = &heap.readers[top];
-            if winner.put {
-                out.put(&winner.key, &winner.value)?;
-            }
-            key.clear();
-            key.extend_from_slice(&winner.key);
-            // Drop every older row of the same key, then move on.
-            while let Some(top) = heap.top() {
-                if heap.readers[top].key != key {
-                    break;
-                }
-                let run = heap.readers[top].run;
-                heap.advance_top()
-                    .map_err(|e| io(&self.run_path(run, view))(e))?;
-            }
-        }
+        merge_runs(&paths, |key, value| out.put(key, value))?;
         out.finish()
     }
+}
+
+/// Merges the runs at `paths` (earliest first) in key order, calling `emit` with the value
+/// of each key whose row in the latest run that has it is a put. A delete that wins is
+/// dropped: the runs merged are always the earliest ones, and the store was empty, so it
+/// hides nothing.
+fn merge_runs(
+    paths: &[PathBuf],
+    mut emit: impl FnMut(&[u8], &[u8]) -> Result<(), ViewError>,
+) -> Result<(), ViewError> {
+    let mut readers = Vec::with_capacity(paths.len());
+    for (run, path) in paths.iter().enumerate() {
+        let file = File::open(path).map_err(io(path))?;
+        let mut reader = RunReader {
+            input: BufReader::with_capacity(READ_BUFFER_BYTES, file),
+            run,
+            key: Vec::new(),
+            value: Vec::new(),
+            put: false,
+            done: false,
+        };
+        reader.advance().map_err(io(path))?;
+        if !reader.done {
+            readers.push(reader);
+        }
+    }
+    let mut heap = MergeHeap::new(readers);
+    let mut key = Vec::new();
+    while let Some(top) = heap.top() {
+        // The heap's top holds the smallest key, from the latest run among equals.
+        let winner = &heap.readers[top];
+        if winner.put {
+            emit(&winner.key, &winner.value)?;
+        }
+        key.clear();
+        key.extend_from_slice(&winner.key);
+        // Drop every older row of the same key, then move on.
+        while let Some(top) = heap.top() {
+            if heap.readers[top].key != key {
+                break;
+            }
+            let run = heap.readers[top].run;
+            heap.advance_top().map_err(|e| io(&paths[run])(e))?;
+        }
+    }
+    Ok(())
 }
 
 fn write_row(out: &mut impl Write, key: &[u8], value: Option<&[u8]>) -> std::io::Result<()> {
@@ -233,7 +278,8 @@ fn write_row(out: &mut impl Write, key: &[u8], value: Option<&[u8]>) -> std::io:
 /// The current row of one run being merged.
 struct RunReader {
     input: BufReader<File>,
-    run: u32,
+    /// The run's place among those merged: a later run wins a key.
+    run: usize,
     key: Vec<u8>,
     value: Vec<u8>,
     put: bool,

@@ -357,3 +357,56 @@ impl RocksViewStore {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn all_rows(s: &RocksViewStore) -> Vec<super::super::Rows> {
+        View::ALL
+            .into_iter()
+            .map(|view| s.scan(view, b"", None, usize::MAX).unwrap())
+            .collect()
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(24))]
+
+        /// With more runs than one merge may read, the loader merges the earliest first
+        /// (keeping their deletes) until the rest fit: the store ends the same as a plain
+        /// store given the same batches.
+        #[test]
+        fn merges_in_several_passes_end_like_a_plain_store(
+            fan_in in 2usize..5,
+            batches in prop::collection::vec(
+                prop::collection::vec(
+                    (0..View::ALL.len(), 0u8..12, prop::option::weighted(0.7, 0u8..4)),
+                    0..12,
+                ),
+                1..16,
+            )
+        ) {
+            let dir = tempfile::tempdir().unwrap();
+            let plain = RocksViewStore::open(&dir.path().join("plain")).unwrap();
+            let path = dir.path().join("bulk");
+            let mut bulk = RocksViewStore::open_with(&path, true).unwrap();
+            bulk.bulk = Some(BulkLoader::with_fan_in(path.join(BULK_RUNS_DIR), fan_in).unwrap());
+            for (i, ops) in batches.iter().enumerate() {
+                let mut b = ViewBatch::new(i as u64 + 1);
+                for &(view, k, value) in ops {
+                    match value {
+                        Some(v) => b.put(View::ALL[view], [b'k', k], vec![v; usize::from(v)]),
+                        None => b.delete(View::ALL[view], [b'k', k]),
+                    }
+                }
+                plain.write(&b).unwrap();
+                bulk.write(&b).unwrap();
+            }
+            bulk.flush().unwrap();
+            prop_assert_eq!(all_rows(&bulk), all_rows(&plain));
+            prop_assert!(!path.join(BULK_RUNS_DIR).exists());
+        }
+    }
+}
