@@ -237,14 +237,7 @@ pub fn apply_record_event(
     let Some(event_record_id) = event.record_id() else {
         return Err(ContractError::NotARecordEvent { kind: event.kind() });
     };
-    if let Some(state) = current {
-        if state.record_id != event_record_id {
-            return Err(ContractError::RecordMismatch {
-                state_record_id: state.record_id.clone(),
-                event_record_id: event_record_id.to_owned(),
-            });
-        }
-    }
+    check_same_record(current, event_record_id)?;
 
     match event {
         Event::RecordCreated(e) => {
@@ -320,16 +313,20 @@ pub fn apply_record_created(
     current: Option<&RecordState>,
     event: RecordCreated,
 ) -> Result<RecordState, ContractError> {
-    if let Some(state) = current {
-        if state.record_id != event.record_id {
-            return Err(ContractError::RecordMismatch {
-                state_record_id: state.record_id.clone(),
-                event_record_id: event.record_id,
-            });
-        }
-    }
+    check_same_record(current, &event.record_id)?;
     check_created(current, &event)?;
     Ok(created_state(event))
+}
+
+/// Whether `current`, if any, is the state of record `record_id`.
+fn check_same_record(current: Option<&RecordState>, record_id: &str) -> Result<(), ContractError> {
+    match current {
+        Some(state) if state.record_id != record_id => Err(ContractError::RecordMismatch {
+            state_record_id: state.record_id.clone(),
+            event_record_id: record_id.to_owned(),
+        }),
+        _ => Ok(()),
+    }
 }
 
 /// Whether `e` may create its record, given the record's `current` state.
