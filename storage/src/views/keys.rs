@@ -40,9 +40,16 @@ fn push_id(k: &mut Vec<u8>, id: &str) {
     k.push(SEP);
 }
 
-/// `records` key.
+/// Appends a `records` key to `k`.
+pub fn write_record(k: &mut Vec<u8>, record_id: &str) {
+    k.extend_from_slice(record_id.as_bytes());
+}
+
+/// `records` key (see [`write_record`]).
 pub fn record(record_id: &str) -> Vec<u8> {
-    record_id.as_bytes().to_vec()
+    let mut k = Vec::with_capacity(record_id.len());
+    write_record(&mut k, record_id);
+    k
 }
 
 /// Appends a `record_versions` key to `k`.

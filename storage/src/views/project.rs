@@ -330,10 +330,10 @@ impl<'s> Projection<'s> {
             event: event_kind_code(kind),
             state,
         };
-        self.batch.put(
+        self.batch.put_with(
             View::Records,
-            entry.state.record_id.as_bytes(),
-            values::encode(&entry),
+            |k| keys::write_record(k, &entry.state.record_id),
+            &values::encode(&entry),
         );
         self.keep_record(key, entry);
         Ok(Ok(()))
