@@ -29,6 +29,7 @@ use std::sync::Mutex;
 use rayon::prelude::*;
 use rocksdb::{IngestExternalFileOptions, Options, SstFileWriter, DB};
 
+use super::rocks::{backend, cf_options};
 use super::{View, ViewError};
 
 /// The views a bulk store loads through runs: all but those the projection reads.
@@ -64,10 +65,6 @@ pub(crate) type Row<'a> = (&'a [u8], Option<&'a [u8]>);
 
 fn io(what: &Path) -> impl FnOnce(std::io::Error) -> ViewError + '_ {
     move |e| ViewError::Backend(format!("{}: {e}", what.display()))
-}
-
-fn backend(e: rocksdb::Error) -> ViewError {
-    ViewError::Backend(e.into_string())
 }
 
 impl BulkLoader {
@@ -136,18 +133,19 @@ impl BulkLoader {
         Ok(())
     }
 
-    /// Merges every loaded view's runs into SST files (`options` gives each view's
-    /// column family options) and ingests them into `db`, then deletes the runs.
-    pub(crate) fn finish(
-        &self,
-        db: &DB,
-        options: &(dyn Fn(View) -> Options + Sync),
-    ) -> Result<(), ViewError> {
+    /// Merges every loaded view's runs into SST files, written with the view's column
+    /// family options, and ingests them into `db`, then deletes the runs.
+    pub(crate) fn finish(&self, db: &DB) -> Result<(), ViewError> {
         let mut runs = self.runs.lock().expect("bulk loader lock");
         let views: Vec<View> = View::ALL.into_iter().filter(|v| is_loaded(*v)).collect();
         let files: Vec<(View, Vec<PathBuf>)> = views
             .par_iter()
-            .map(|&view| Ok((view, self.merge(view, *runs, &options(view))?)))
+            .map(|&view| {
+                Ok((
+                    view,
+                    self.merge(view, *runs, &cf_options(view.name(), true, None))?,
+                ))
+            })
             .collect::<Result<_, ViewError>>()?;
         let mut ingest = IngestExternalFileOptions::default();
         ingest.set_move_files(true);

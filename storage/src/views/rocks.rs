@@ -32,7 +32,7 @@ pub struct RocksViewStore {
     bulk: Option<BulkLoader>,
 }
 
-fn backend(e: rocksdb::Error) -> ViewError {
+pub(super) fn backend(e: rocksdb::Error) -> ViewError {
     ViewError::Backend(e.into_string())
 }
 
@@ -151,16 +151,17 @@ impl ViewStore for RocksViewStore {
             });
         }
         // A bulk store's loaded views go to its loader, one run per batch.
+        let loads = |view: View| self.bulk.is_some() && bulk::is_loaded(view);
         let mut loaded: Vec<(View, Vec<bulk::Row<'_>>)> = View::ALL
             .into_iter()
-            .filter(|v| self.bulk.is_some() && bulk::is_loaded(*v))
+            .filter(|v| loads(*v))
             .map(|v| (v, Vec::new()))
             .collect();
         // Sized up front for the ops that go to the memtables: a rebuild's batch is tens
         // of MiB, and growing it by doubling copied it over and over.
         let memtable_bytes: usize = batch
             .ops()
-            .filter(|op| !loaded.iter().any(|(v, _)| *v == op.view()))
+            .filter(|op| !loads(op.view()))
             .map(|op| op.byte_len() + 16)
             .sum();
         let mut wb = WriteBatch::with_capacity_bytes(memtable_bytes + 64);
@@ -234,7 +235,7 @@ impl ViewStore for RocksViewStore {
     fn flush(&self) -> Result<(), ViewError> {
         if let Some(loader) = &self.bulk {
             // Ingested files are synced before RocksDB records them.
-            loader.finish(&self.db, &|view| cf_options(view.name(), true, None))?;
+            loader.finish(&self.db)?;
         }
         // Every column family's memtable to synced SSTs, together (`atomic_flush`).
         let cfs: Vec<_> = column_families().map(|n| self.cf(n)).collect();
@@ -267,7 +268,7 @@ fn direct_io_supported(dir: &Path) -> Result<bool, ViewError> {
 }
 
 /// The options of column family `name`; `live_cache` is the live store's block cache.
-fn cf_options(name: &str, bulk: bool, live_cache: Option<&rocksdb::Cache>) -> Options {
+pub(super) fn cf_options(name: &str, bulk: bool, live_cache: Option<&rocksdb::Cache>) -> Options {
     let mut cf = Options::default();
     cf.set_compression_type(rocksdb::DBCompressionType::Lz4);
     let mut table = BlockBasedOptions::default();
@@ -375,8 +376,8 @@ mod tests {
         #![proptest_config(ProptestConfig::with_cases(24))]
 
         /// With more runs than one merge may read, the loader merges the earliest first
-        /// (keeping their deletes) until the rest fit: the store ends the same as a plain
-        /// store given the same batches.
+        /// until the rest fit: the store ends the same as a plain store given the same
+        /// batches.
         #[test]
         fn merges_in_several_passes_end_like_a_plain_store(
             fan_in in 2usize..5,
