@@ -11,14 +11,19 @@
 //! events on one record in one batch see each other (and a record's state is decoded
 //! from the store once per batch, not once per event). The live projector writes one block
 //! per batch; a rebuild writes many blocks per batch.
+//!
+//! A rebuild's projection ([`Projection::for_rebuild`]) also keeps an [`IdFilter`] of the
+//! records it created: a creation looks up its id, and on a store the projection filled
+//! from empty, an id the filter has never seen needs no read.
 
-use std::collections::HashMap;
+use foldhash::HashMap;
 
 use medledger_chaincode::contract::{
     apply_grant_event, apply_record_created, apply_record_event, GrantState,
 };
 use medledger_chaincode::{Envelope, Event, RecordStatus};
 
+use super::idfilter::IdFilter;
 use super::keys;
 use super::values::{
     self, event_kind_code, AuditEntry, Rejection, Summary, TxPosition, VersionEntry,
@@ -49,6 +54,8 @@ pub struct Projection<'s> {
     batch: ViewBatch,
     /// A written batch handed back by [`Projection::recycle`], for the next one's memory.
     spare: Option<ViewBatch>,
+    /// The ids of the records this projection created, if it began on an empty store.
+    created: Option<IdFilter>,
 }
 
 impl<'s> Projection<'s> {
@@ -57,13 +64,29 @@ impl<'s> Projection<'s> {
         let height = store.applied_height()?;
         Ok(Projection {
             store,
-            records: HashMap::new(),
-            grants: HashMap::new(),
-            taken_records: HashMap::new(),
-            taken_grants: HashMap::new(),
+            records: HashMap::default(),
+            grants: HashMap::default(),
+            taken_records: HashMap::default(),
+            taken_grants: HashMap::default(),
             batch: ViewBatch::new(height),
             spare: None,
+            created: None,
         })
+    }
+
+    /// A projection for many blocks (a rebuild's): as [`Projection::new`], and if `store`
+    /// is empty (no height, no record) it keeps a filter of the records it creates, so
+    /// that looking up a new record's id needs no read of the store. The filter grows
+    /// with the records created (~1.3 bytes each) up to [`idfilter::BYTES_MAX`]; past
+    /// that it is dropped and every lookup reads.
+    ///
+    /// [`idfilter::BYTES_MAX`]: super::idfilter::BYTES_MAX
+    pub fn for_rebuild(store: &'s dyn ViewStore) -> Result<Self, ViewError> {
+        let mut projection = Projection::new(store)?;
+        if projection.height() == 0 && store.scan(View::Records, b"", None, 1)?.is_empty() {
+            projection.created = Some(IdFilter::default());
+        }
+        Ok(projection)
     }
 
     /// The height the pending batch brings the views to.
@@ -149,34 +172,30 @@ impl<'s> Projection<'s> {
         self.spare = Some(batch);
     }
 
-    /// Takes the current version of `record_id` out of the overlay (with its key, to
-    /// reuse), or reads it from the store: the caller puts back what it keeps
-    /// ([`Projection::keep_record`]). Taking instead of cloning spares a copy of the
-    /// record's whole state (its metadata too) for every event on it.
-    fn take_record(
-        &mut self,
-        record_id: &str,
-    ) -> Result<(Option<String>, Option<VersionEntry>), ViewError> {
-        // A record in `records` supersedes the one in `taken_records`; what is taken from
-        // `taken_records` comes back in `records`, which it then still supersedes.
-        if let Some((key, entry)) = self
-            .records
-            .remove_entry(record_id)
-            .or_else(|| self.taken_records.remove_entry(record_id))
+    /// Makes sure the current version of `record_id`, if the record exists, is in
+    /// `records`: moved there from `taken_records`, or read from the store (unless the
+    /// filter of created ids says it cannot be there). The caller then updates it in
+    /// place: no copy of a record's whole state (its metadata too) per event on it.
+    fn load_record(&mut self, record_id: &str) -> Result<(), ViewError> {
+        if self.records.contains_key(record_id) {
+            return Ok(());
+        }
+        if let Some((key, entry)) = self.taken_records.remove_entry(record_id) {
+            self.records.insert(key, entry);
+            return Ok(());
+        }
+        if self
+            .created
+            .as_ref()
+            .is_some_and(|f| !f.may_contain(record_id))
         {
-            return Ok((Some(key), Some(entry)));
+            return Ok(());
         }
-        match self.store.get(View::Records, &keys::record(record_id))? {
-            None => Ok((None, None)),
-            Some(bytes) => Ok((None, Some(values::decode(&bytes, "record")?))),
+        if let Some(bytes) = self.store.get(View::Records, &keys::record(record_id))? {
+            let entry: VersionEntry = values::decode(&bytes, "record")?;
+            self.records.insert(entry.state.record_id.clone(), entry);
         }
-    }
-
-    /// Keeps `entry` as the current version of its record in the overlay, under `key`
-    /// (the overlay's own key for it, from [`Projection::take_record`]) if there is one.
-    fn keep_record(&mut self, key: Option<String>, entry: VersionEntry) {
-        let key = key.unwrap_or_else(|| entry.state.record_id.clone());
-        self.records.insert(key, entry);
+        Ok(())
     }
 
     fn grant(
@@ -239,21 +258,17 @@ impl<'s> Projection<'s> {
     /// into the new state rather than being copied.
     fn apply_record(&mut self, at: TxPosition, event: Event) -> Result<Verdict, ViewError> {
         let kind = event.kind();
-        let (key, current) =
-            self.take_record(event.record_id().expect("a record event names its record"))?;
-        let current_state = current.as_ref().map(|c| &c.state);
+        let record_id = event.record_id().expect("a record event names its record");
+        self.load_record(record_id)?;
+        let current = self.records.get_mut(record_id);
+        let current_state = current.as_deref().map(|c| &c.state);
         let applied = match event {
             Event::RecordCreated(e) => apply_record_created(current_state, e).map(|s| (s, None)),
             event => apply_record_event(current_state, &event).map(|s| (s, Some(event))),
         };
         let (state, event) = match applied {
             Ok(applied) => applied,
-            Err(e) => {
-                if let Some(entry) = current {
-                    self.keep_record(key, entry);
-                }
-                return Ok(Err((e.code(), e.to_string())));
-            }
+            Err(e) => return Ok(Err((e.code(), e.to_string()))),
         };
 
         if let Some(Event::AccessLogged(e)) = event {
@@ -268,8 +283,7 @@ impl<'s> Projection<'s> {
                 |k| keys::write_audit(k, &e.record_id, at.block, at.position),
                 &values::encode(&entry),
             );
-            let current = current.expect("the contract accepts an access log of a record only");
-            self.keep_record(key, current);
+            // The record itself is unchanged, and stays in the overlay.
             return Ok(Ok(()));
         }
 
@@ -318,7 +332,7 @@ impl<'s> Projection<'s> {
 
         // Each state is stored once while it is current (`records`), and moves to
         // `record_versions` when a later version supersedes it.
-        if let Some(previous) = &current {
+        if let Some(previous) = current.as_deref() {
             self.batch.put_with(
                 View::RecordVersions,
                 |k| keys::write_record_version(k, record_id, previous.state.version),
@@ -335,7 +349,17 @@ impl<'s> Projection<'s> {
             |k| keys::write_record(k, &entry.state.record_id),
             &values::encode(&entry),
         );
-        self.keep_record(key, entry);
+        match current {
+            Some(slot) => *slot = entry,
+            None => {
+                if let Some(filter) = &mut self.created {
+                    if !filter.insert(&entry.state.record_id) {
+                        self.created = None;
+                    }
+                }
+                self.records.insert(entry.state.record_id.clone(), entry);
+            }
+        }
         Ok(Ok(()))
     }
 }
