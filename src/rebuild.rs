@@ -18,7 +18,7 @@ use sha2::{Digest, Sha256};
 
 use medledger_storage::views::project::Projection;
 use medledger_storage::views::{Backend, View, ViewBatch, ViewError, ViewStore};
-use medledger_storage::{Ledger, StorageError};
+use medledger_storage::{BlockFrame, Ledger, StorageError};
 
 /// Blocks read and decoded together by the rayon pool.
 const READ_CHUNK_BLOCKS: u64 = 64;
@@ -123,7 +123,7 @@ pub fn project_range(
     let from = store.applied_height()?;
     let mut projection = Projection::for_rebuild(store)?;
     let (mut events, mut rejected) = (0u64, 0u64);
-    type Blocks = Vec<(u64, Vec<Vec<u8>>)>;
+    type Blocks = Vec<(u64, BlockFrame)>;
     let (tx, rx) = crossbeam_channel::bounded::<Result<Blocks, StorageError>>(4);
     // The writer thread takes one batch at a time while the projection goes on; the
     // projection takes the next batch only after the last one is written.
@@ -147,11 +147,11 @@ pub fn project_range(
                 let chunk: Result<Blocks, StorageError> = (start..end)
                     .into_par_iter()
                     .map(|n| {
-                        let block = ledger.block(n)?.ok_or(StorageError::IndexMismatch {
+                        let frame = ledger.block_frame(n)?.ok_or(StorageError::IndexMismatch {
                             number: n,
                             reason: "missing during rebuild".into(),
                         })?;
-                        Ok((n, block.txs))
+                        Ok((n, frame))
                     })
                     .collect();
                 let failed = chunk.is_err();
@@ -163,9 +163,8 @@ pub fn project_range(
         });
         // By value: an early return drops the receiver, which stops the reader.
         for chunk in rx {
-            for (number, txs) in chunk? {
-                let outcome =
-                    projection.apply_block(number, txs.iter().map(|t| (t.as_slice(), None)))?;
+            for (number, frame) in chunk? {
+                let outcome = projection.apply_block(number, frame.txs().map(|t| (t, None)))?;
                 events += u64::from(outcome.applied) + u64::from(outcome.rejected);
                 rejected += u64::from(outcome.rejected);
                 if projection.pending_ops() >= batch_ops {

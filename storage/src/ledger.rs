@@ -27,7 +27,7 @@ use medledger_chaincode::{Envelope, TxId};
 
 use crate::error::StorageError;
 use crate::merkle::Hash;
-use block::Block;
+use block::{Block, BlockFrame};
 use fs::{FileSegmentDir, SegmentDir, SegmentFile};
 pub use index::{BlockLocation, Index, IndexEntry, TxLocation};
 pub use recovery::RecoveryReport;
@@ -321,13 +321,19 @@ impl Ledger {
     }
 
     /// Reads the block at an indexed location, checking its frame and number.
-    fn read_at(&self, number: u64, loc: BlockLocation) -> Result<Block, StorageError> {
+    fn read_at(&self, number: u64, loc: BlockLocation) -> Result<BlockFrame, StorageError> {
         let file = self.file(loc.segment)?;
         recovery::read_block_at(self.dir.as_ref(), file.as_ref(), number, loc)
     }
 
     /// Block `number`, if it exists.
     pub fn block(&self, number: u64) -> Result<Option<Block>, StorageError> {
+        Ok(self.block_frame(number)?.map(BlockFrame::into_block))
+    }
+
+    /// Block `number` as read, if it exists: its transactions are slices of one buffer
+    /// (what a rebuild reads every block as).
+    pub fn block_frame(&self, number: u64) -> Result<Option<BlockFrame>, StorageError> {
         if number >= self.tip().height {
             return Ok(None);
         }

@@ -12,7 +12,7 @@ pub use medledger_proof::merkle;
 pub mod views;
 
 pub use error::StorageError;
-pub use ledger::block::{Block, BlockHeader, CutReason, BLOCK_HEADER_LEN};
+pub use ledger::block::{Block, BlockFrame, BlockHeader, CutReason, BLOCK_HEADER_LEN};
 pub use ledger::{
     AppendReceipt, BlockLocation, ChainTip, Ledger, LedgerOptions, RecoveryReport, TxLocation,
 };

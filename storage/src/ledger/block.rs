@@ -249,27 +249,96 @@ impl Block {
     /// Parses an encoded block. Checks the layout only (lengths, count, no trailing
     /// bytes); chain links and the data hash are the caller's to check.
     pub fn decode(bytes: &[u8]) -> Result<Block, String> {
-        let header = BlockHeader::decode(bytes)?;
-        if header.tx_count > BLOCK_TX_COUNT_MAX {
-            return Err(format!("tx_count {} is over the limit", header.tx_count));
+        let header = check_layout(bytes)?;
+        Ok(Block {
+            header,
+            txs: TxSlices::of(bytes).map(<[u8]>::to_vec).collect(),
+        })
+    }
+}
+
+/// Checks an encoded block's layout as [`Block::decode`] does; returns its header.
+fn check_layout(bytes: &[u8]) -> Result<BlockHeader, String> {
+    let header = BlockHeader::decode(bytes)?;
+    if header.tx_count > BLOCK_TX_COUNT_MAX {
+        return Err(format!("tx_count {} is over the limit", header.tx_count));
+    }
+    let mut rest = &bytes[BLOCK_HEADER_LEN..];
+    for i in 0..header.tx_count {
+        let Some((len, tail)) = rest.split_first_chunk::<4>() else {
+            return Err(format!("body ends inside the length of tx {i}"));
+        };
+        let len = u32::from_le_bytes(*len) as usize;
+        if len > tail.len() {
+            return Err(format!("tx {i} claims {len} bytes, {} remain", tail.len()));
         }
-        let mut rest = &bytes[BLOCK_HEADER_LEN..];
-        let mut txs = Vec::with_capacity(header.tx_count as usize);
-        for i in 0..header.tx_count {
-            let Some((len, tail)) = rest.split_first_chunk::<4>() else {
-                return Err(format!("body ends inside the length of tx {i}"));
-            };
-            let len = u32::from_le_bytes(*len) as usize;
-            if len > tail.len() {
-                return Err(format!("tx {i} claims {len} bytes, {} remain", tail.len()));
-            }
-            txs.push(tail[..len].to_vec());
-            rest = &tail[len..];
+        rest = &tail[len..];
+    }
+    if !rest.is_empty() {
+        return Err(format!("{} bytes after the last transaction", rest.len()));
+    }
+    Ok(header)
+}
+
+/// The transactions of an encoded block whose layout [`check_layout`] accepted.
+struct TxSlices<'a> {
+    rest: &'a [u8],
+}
+
+impl<'a> TxSlices<'a> {
+    fn of(checked: &'a [u8]) -> Self {
+        TxSlices {
+            rest: &checked[BLOCK_HEADER_LEN..],
         }
-        if !rest.is_empty() {
-            return Err(format!("{} bytes after the last transaction", rest.len()));
+    }
+}
+
+impl<'a> Iterator for TxSlices<'a> {
+    type Item = &'a [u8];
+
+    fn next(&mut self) -> Option<&'a [u8]> {
+        let (len, tail) = self.rest.split_first_chunk::<4>()?;
+        let (tx, rest) = tail.split_at(u32::from_le_bytes(*len) as usize);
+        self.rest = rest;
+        Some(tx)
+    }
+}
+
+/// A block as read from its segment: the encoded bytes, their layout checked, with the
+/// transactions lent out as slices of them. A rebuild reads every block this way: one
+/// allocation per block instead of one per transaction, which the projection's thread
+/// then had to free for the reader's.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BlockFrame {
+    header: BlockHeader,
+    bytes: Vec<u8>,
+}
+
+impl BlockFrame {
+    /// Takes an encoded block, checking its layout as [`Block::decode`] does.
+    pub fn parse(bytes: Vec<u8>) -> Result<BlockFrame, String> {
+        Ok(BlockFrame {
+            header: check_layout(&bytes)?,
+            bytes,
+        })
+    }
+
+    /// The block's header.
+    pub fn header(&self) -> &BlockHeader {
+        &self.header
+    }
+
+    /// The canonical bytes of each envelope, in order.
+    pub fn txs(&self) -> impl Iterator<Item = &[u8]> + '_ {
+        TxSlices::of(&self.bytes)
+    }
+
+    /// The block, each transaction copied out.
+    pub fn into_block(self) -> Block {
+        Block {
+            txs: TxSlices::of(&self.bytes).map(<[u8]>::to_vec).collect(),
+            header: self.header,
         }
-        Ok(Block { header, txs })
     }
 }
 
@@ -301,21 +370,43 @@ mod tests {
         let b = Block::from_txs(1, [0; 32], 5, CutReason::Idle, vec![b"xyz".to_vec()]);
         let mut bytes = Vec::new();
         b.encode_into(&mut bytes);
+        // A frame accepts exactly what decode accepts.
+        let rejected = |bytes: &[u8]| {
+            let decoded = Block::decode(bytes).is_err();
+            assert_eq!(decoded, BlockFrame::parse(bytes.to_vec()).is_err());
+            decoded
+        };
         for cut in 0..bytes.len() {
-            assert!(Block::decode(&bytes[..cut]).is_err(), "prefix {cut}");
+            assert!(rejected(&bytes[..cut]), "prefix {cut}");
         }
         let mut extra = bytes.clone();
         extra.push(0);
-        assert!(Block::decode(&extra).is_err());
+        assert!(rejected(&extra));
         let mut bad_reason = bytes.clone();
         bad_reason[20] = 99;
-        assert!(Block::decode(&bad_reason).is_err());
+        assert!(rejected(&bad_reason));
         let mut bad_format = bytes.clone();
         bad_format[21] = 2;
-        assert!(Block::decode(&bad_format).is_err());
+        assert!(rejected(&bad_format));
         let mut reserved = bytes;
         reserved[23] = 1;
-        assert!(Block::decode(&reserved).is_err());
+        assert!(rejected(&reserved));
+    }
+
+    #[test]
+    fn a_frame_lends_the_transactions_decode_copies() {
+        let txs: Vec<Vec<u8>> = vec![b"a".to_vec(), Vec::new(), vec![7; 300], b"xyz".to_vec()];
+        let b = Block::from_txs(4, [9; 32], 5, CutReason::Idle, txs.clone());
+        let mut bytes = Vec::new();
+        b.encode_into(&mut bytes);
+        let frame = BlockFrame::parse(bytes.clone()).unwrap();
+        assert_eq!(frame.header(), &b.header);
+        assert_eq!(frame.txs().collect::<Vec<_>>(), txs);
+        assert_eq!(frame.into_block(), Block::decode(&bytes).unwrap());
+        let genesis = Block::genesis(1);
+        let mut bytes = Vec::new();
+        genesis.encode_into(&mut bytes);
+        assert_eq!(BlockFrame::parse(bytes).unwrap().txs().count(), 0);
     }
 
     #[test]

@@ -17,7 +17,7 @@ use serde::Serialize;
 
 use medledger_chaincode::Envelope;
 
-use super::block::Block;
+use super::block::{Block, BlockFrame};
 use super::fs::{SegmentDir, SegmentFile};
 use super::index::{BlockLocation, Index, IndexEntry};
 use super::segment::{find_frame_after, read_frame, FrameRead, FRAME_HEADER_LEN};
@@ -281,7 +281,7 @@ pub(crate) fn read_indexed(
             offset: loc.offset,
             reason: format!("its segment cannot be opened: {e}"),
         })?;
-    read_block_at(dir, file.as_ref(), number, loc)
+    read_block_at(dir, file.as_ref(), number, loc).map(BlockFrame::into_block)
 }
 
 /// Reads block `number` from the frame at `loc` of an open segment, checking the frame's
@@ -291,7 +291,7 @@ pub(crate) fn read_block_at(
     file: &dyn SegmentFile,
     number: u64,
     loc: BlockLocation,
-) -> Result<Block, StorageError> {
+) -> Result<BlockFrame, StorageError> {
     let corrupt = |reason: String| StorageError::CorruptBlock {
         number,
         segment: loc.segment,
@@ -307,11 +307,11 @@ pub(crate) fn read_block_at(
     }
     match read_frame(file, loc.offset, end).map_err(io(dir, loc.segment, "reading"))? {
         FrameRead::Frame { body } if body.len() + FRAME_HEADER_LEN == loc.len as usize => {
-            let block = Block::decode(&body).map_err(corrupt)?;
-            if block.header.number != number {
-                return Err(corrupt(format!("holds block {}", block.header.number)));
+            let frame = BlockFrame::parse(body).map_err(corrupt)?;
+            if frame.header().number != number {
+                return Err(corrupt(format!("holds block {}", frame.header().number)));
             }
-            Ok(block)
+            Ok(frame)
         }
         FrameRead::Frame { .. } => Err(corrupt("frame length differs from the index".into())),
         FrameRead::End => Err(corrupt("no frame at the indexed offset".into())),
