@@ -121,7 +121,7 @@ pub fn project_range(
 ) -> Result<RebuildSummary, RebuildError> {
     let started = Instant::now();
     let from = store.applied_height()?;
-    let mut projection = Projection::for_rebuild(store)?;
+    let mut projection = Projection::for_rebuild(store, batch_ops)?;
     let (mut events, mut rejected) = (0u64, 0u64);
     type Blocks = Vec<(u64, BlockFrame)>;
     let (tx, rx) = crossbeam_channel::bounded::<Result<Blocks, StorageError>>(4);

@@ -219,25 +219,57 @@ impl ViewBatch {
     /// Adds a put whose key `write_key` appends to the batch's buffer (the `keys::write_*`
     /// functions): no key of its own to allocate.
     pub fn put_with(&mut self, view: View, write_key: impl FnOnce(&mut Vec<u8>), value: &[u8]) {
-        self.push(view, write_key, Some(value));
+        self.push(
+            view,
+            write_key,
+            Some(|buf: &mut Vec<u8>| buf.extend_from_slice(value)),
+        );
+    }
+
+    /// Adds a put whose key and value `write_key` and `write_value` append to the batch's
+    /// buffer (a value encoded in place: no value of its own to allocate either).
+    pub fn put_encoded(
+        &mut self,
+        view: View,
+        write_key: impl FnOnce(&mut Vec<u8>),
+        write_value: impl FnOnce(&mut Vec<u8>),
+    ) {
+        self.push(view, write_key, Some(write_value));
     }
 
     /// Adds a delete whose key `write_key` appends to the batch's buffer.
     pub fn delete_with(&mut self, view: View, write_key: impl FnOnce(&mut Vec<u8>)) {
-        self.push(view, write_key, None);
+        self.push(view, write_key, None::<fn(&mut Vec<u8>)>);
     }
 
     /// Appends the op's key, then its value (a put's), to the buffer.
-    fn push(&mut self, view: View, write_key: impl FnOnce(&mut Vec<u8>), value: Option<&[u8]>) {
+    fn push(
+        &mut self,
+        view: View,
+        write_key: impl FnOnce(&mut Vec<u8>),
+        write_value: Option<impl FnOnce(&mut Vec<u8>)>,
+    ) {
         let start = self.bytes.len();
         write_key(&mut self.bytes);
+        let key_len = self.bytes.len() - start;
+        let value_len = write_value.map(|write| {
+            write(&mut self.bytes);
+            self.bytes.len() - start - key_len
+        });
         self.ops.push(OpAt {
             view,
             start,
-            key_len: self.bytes.len() - start,
-            value_len: value.map(<[u8]>::len),
+            key_len,
+            value_len,
         });
-        self.bytes.extend_from_slice(value.unwrap_or_default());
+    }
+
+    /// Makes room for `ops` more ops and `bytes` more bytes of keys and values: a
+    /// rebuild's batch reserved once is not copied as it grows, and only what it uses of
+    /// that memory is ever touched.
+    pub fn reserve(&mut self, ops: usize, bytes: usize) {
+        self.ops.reserve(ops);
+        self.bytes.reserve(bytes);
     }
 
     /// Ops in the batch.
@@ -544,9 +576,15 @@ mod tests {
             )
         ) {
             let mut batch = ViewBatch::new(3);
-            for (view, key, value) in &ops {
+            for (i, (view, key, value)) in ops.iter().enumerate() {
                 match value {
-                    Some(v) => batch.put(*view, key, v),
+                    // Both ways of adding a put lay it out alike.
+                    Some(v) if i % 2 == 0 => batch.put(*view, key, v),
+                    Some(v) => batch.put_encoded(
+                        *view,
+                        |k| k.extend_from_slice(key),
+                        |b| b.extend_from_slice(v),
+                    ),
                     None => batch.delete(*view, key),
                 }
             }

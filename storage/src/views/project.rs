@@ -56,6 +56,8 @@ pub struct Projection<'s> {
     spare: Option<ViewBatch>,
     /// The ids of the records this projection created, if it began on an empty store.
     created: Option<IdFilter>,
+    /// Ops a batch is reserved for when made ([`Projection::for_rebuild`]), or 0.
+    batch_ops: usize,
 }
 
 impl<'s> Projection<'s> {
@@ -71,22 +73,38 @@ impl<'s> Projection<'s> {
             batch: ViewBatch::new(height),
             spare: None,
             created: None,
+            batch_ops: 0,
         })
     }
 
-    /// A projection for many blocks (a rebuild's): as [`Projection::new`], and if `store`
-    /// is empty (no height, no record) it keeps a filter of the records it creates, so
-    /// that looking up a new record's id needs no read of the store. The filter grows
-    /// with the records created (~1.3 bytes each) up to [`idfilter::BYTES_MAX`]; past
-    /// that it is dropped and every lookup reads.
+    /// A projection for many blocks (a rebuild's), taken in batches of about
+    /// `batch_ops` ops: as [`Projection::new`], with each batch and the overlay reserved
+    /// for that size up front (grown by doubling, they were copied over and over, and
+    /// on this VM memory first touched costs more than the copy). If `store` is empty
+    /// (no height, no record), it also keeps a filter of the records it creates, so that
+    /// looking up a new record's id needs no read of the store. The filter grows with the
+    /// records created (~1.3 bytes each) up to [`idfilter::BYTES_MAX`]; past that it is
+    /// dropped and every lookup reads.
     ///
     /// [`idfilter::BYTES_MAX`]: super::idfilter::BYTES_MAX
-    pub fn for_rebuild(store: &'s dyn ViewStore) -> Result<Self, ViewError> {
+    pub fn for_rebuild(store: &'s dyn ViewStore, batch_ops: usize) -> Result<Self, ViewError> {
         let mut projection = Projection::new(store)?;
         if projection.height() == 0 && store.scan(View::Records, b"", None, 1)?.is_empty() {
             projection.created = Some(IdFilter::default());
         }
+        projection.batch_ops = batch_ops;
+        projection.reserve_batch();
+        // A batch's events touch about one record per 8 ops (a creation writes 6 rows).
+        projection.records.reserve(batch_ops / 8);
+        projection.taken_records.reserve(batch_ops / 8);
         Ok(projection)
+    }
+
+    /// Reserves the pending batch for `batch_ops` ops and their keys and values (~130
+    /// bytes an op in the fixtures; a batch that needs more grows).
+    fn reserve_batch(&mut self) {
+        let ops = self.batch_ops + self.batch_ops / 32;
+        self.batch.reserve(ops, ops * 144);
     }
 
     /// The height the pending batch brings the views to.
@@ -161,9 +179,16 @@ impl<'s> Projection<'s> {
         std::mem::swap(&mut self.records, &mut self.taken_records);
         self.taken_grants.clear();
         std::mem::swap(&mut self.grants, &mut self.taken_grants);
-        let mut next = self.spare.take().unwrap_or_default();
+        let (mut next, fresh) = match self.spare.take() {
+            Some(spare) => (spare, false),
+            None => (ViewBatch::default(), true),
+        };
         next.reset(self.batch.applied_height);
-        std::mem::replace(&mut self.batch, next)
+        let taken = std::mem::replace(&mut self.batch, next);
+        if fresh {
+            self.reserve_batch();
+        }
+        taken
     }
 
     /// Hands back a batch taken earlier and written, so that a later batch reuses its
@@ -278,10 +303,10 @@ impl<'s> Projection<'s> {
                 accessed_at: e.accessed_at,
                 purpose: e.purpose,
             };
-            self.batch.put_with(
+            self.batch.put_encoded(
                 View::Audit,
                 |k| keys::write_audit(k, &e.record_id, at.block, at.position),
-                &values::encode(&entry),
+                |v| values::encode_into(&entry, v),
             );
             // The record itself is unchanged, and stays in the overlay.
             return Ok(Ok(()));
@@ -333,10 +358,10 @@ impl<'s> Projection<'s> {
         // Each state is stored once while it is current (`records`), and moves to
         // `record_versions` when a later version supersedes it.
         if let Some(previous) = current.as_deref() {
-            self.batch.put_with(
+            self.batch.put_encoded(
                 View::RecordVersions,
                 |k| keys::write_record_version(k, record_id, previous.state.version),
-                &values::encode(previous),
+                |v| values::encode_into(previous, v),
             );
         }
         let entry = VersionEntry {
@@ -344,10 +369,10 @@ impl<'s> Projection<'s> {
             event: event_kind_code(kind),
             state,
         };
-        self.batch.put_with(
+        self.batch.put_encoded(
             View::Records,
             |k| keys::write_record(k, &entry.state.record_id),
-            &values::encode(&entry),
+            |v| values::encode_into(&entry, v),
         );
         match current {
             Some(slot) => *slot = entry,

@@ -33,6 +33,12 @@ pub fn encode<T: Encode>(value: &T) -> Vec<u8> {
     bincode::encode_to_vec(value, config()).expect("encoding a view value into memory")
 }
 
+/// Appends the encoding of `value` to `out` (the same bytes as [`encode`]).
+pub fn encode_into<T: Encode>(value: &T, out: &mut Vec<u8>) {
+    bincode::encode_into_std_write(value, out, config())
+        .expect("encoding a view value into memory");
+}
+
 /// Decodes a view value written by [`encode`].
 pub fn decode<T: Decode<()>>(bytes: &[u8], what: &'static str) -> Result<T, ViewError> {
     match bincode::decode_from_slice(bytes, config()) {
@@ -136,6 +142,25 @@ pub fn event_kind_from_code(code: u8) -> Option<EventKind> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn encode_into_appends_what_encode_returns() {
+        let entry = AuditEntry {
+            at: TxPosition {
+                block: 7,
+                position: 3,
+                tx_id: [5; 16],
+            },
+            accessor_id: "dr-0001-002".into(),
+            accessed_at: Timestamp::from_unix_ms(1_700_000_000_000),
+            purpose: "treatment".into(),
+        };
+        let mut out = b"key".to_vec();
+        encode_into(&entry, &mut out);
+        assert_eq!(&out[..3], b"key");
+        assert_eq!(out[3..], encode(&entry));
+        assert_eq!(decode::<AuditEntry>(&out[3..], "audit").unwrap(), entry);
+    }
 
     #[test]
     fn every_event_kind_code_round_trips() {
