@@ -90,6 +90,27 @@ pub struct Envelope {
     pub event: Event,
 }
 
+/// A bincode writer that checks what is written against `expected` instead of keeping
+/// it: `matched` is the length of the equal prefix written so far, and a write that
+/// differs fails the encoding.
+struct SameBytes<'a> {
+    expected: &'a [u8],
+    matched: usize,
+}
+
+impl bincode::enc::write::Writer for SameBytes<'_> {
+    fn write(&mut self, bytes: &[u8]) -> Result<(), bincode::error::EncodeError> {
+        let end = self.matched + bytes.len();
+        if self.expected.get(self.matched..end) != Some(bytes) {
+            return Err(bincode::error::EncodeError::Other(
+                "not the canonical bytes",
+            ));
+        }
+        self.matched = end;
+        Ok(())
+    }
+}
+
 /// The bincode configuration that defines canonical bytes: little-endian, fixed-width
 /// integers, allocation bounded by the largest envelope.
 fn config() -> impl bincode::config::Config {
@@ -129,8 +150,16 @@ impl Envelope {
             return Err(DecodeError::TrailingBytes(bytes.len() - used));
         }
         // bincode's decoder rejects bad tags and bools, so only the bytes of a valid
-        // envelope reach here; re-encoding proves they are the one canonical form.
-        if env.encode() != bytes {
+        // envelope reach here; re-encoding proves they are the one canonical form. The
+        // encoding is compared as it is made, not written out (a rebuild decodes
+        // millions of envelopes).
+        let mut same = SameBytes {
+            expected: bytes,
+            matched: 0,
+        };
+        if bincode::encode_into_writer(&env, &mut same, config()).is_err()
+            || same.matched != bytes.len()
+        {
             return Err(DecodeError::NotCanonical);
         }
         Ok(env)
@@ -224,6 +253,30 @@ mod tests {
         let mut bad = bytes.clone();
         bad[tag_at] = 2;
         assert!(Envelope::decode(&bad).is_err());
+    }
+
+    #[test]
+    fn the_canonical_check_compares_every_byte() {
+        let env = sample();
+        let bytes = env.encode();
+        let same = |expected: &[u8]| {
+            let mut same = SameBytes {
+                expected,
+                matched: 0,
+            };
+            bincode::encode_into_writer(&env, &mut same, config()).is_ok()
+                && same.matched == expected.len()
+        };
+        assert!(same(&bytes));
+        for at in [0, 16, 40, bytes.len() - 1] {
+            let mut other = bytes.clone();
+            other[at] ^= 1;
+            assert!(!same(&other), "byte {at} changed");
+        }
+        assert!(!same(&bytes[..bytes.len() - 1]));
+        let mut longer = bytes.clone();
+        longer.push(0);
+        assert!(!same(&longer));
     }
 
     #[test]
