@@ -19,7 +19,7 @@
 use foldhash::HashMap;
 
 use medledger_chaincode::contract::{
-    apply_grant_event, apply_record_created, apply_record_event, GrantState,
+    apply_grant_event, change_record, check_record_event, record_created, GrantState, RecordState,
 };
 use medledger_chaincode::{Envelope, Event, RecordStatus};
 
@@ -279,112 +279,113 @@ impl<'s> Projection<'s> {
         Ok(Ok(()))
     }
 
-    /// Applies a record event. The event is taken by value: a creation's strings move
-    /// into the new state rather than being copied.
+    /// Applies a record event. The event is taken by value and a record's state is
+    /// changed where it is in the overlay: a creation's strings move into the new state,
+    /// and a change copies neither the state nor the event's strings.
     fn apply_record(&mut self, at: TxPosition, event: Event) -> Result<Verdict, ViewError> {
-        let kind = event.kind();
+        let code = event_kind_code(event.kind());
         let record_id = event.record_id().expect("a record event names its record");
         self.load_record(record_id)?;
         let current = self.records.get_mut(record_id);
-        let current_state = current.as_deref().map(|c| &c.state);
-        let applied = match event {
-            Event::RecordCreated(e) => apply_record_created(current_state, e).map(|s| (s, None)),
-            event => apply_record_event(current_state, &event).map(|s| (s, Some(event))),
-        };
-        let (state, event) = match applied {
-            Ok(applied) => applied,
-            Err(e) => return Ok(Err((e.code(), e.to_string()))),
-        };
-
-        if let Some(Event::AccessLogged(e)) = event {
-            let entry = AuditEntry {
-                at,
-                accessor_id: e.accessor_id,
-                accessed_at: e.accessed_at,
-                purpose: e.purpose,
-            };
-            self.batch.put_encoded(
-                View::Audit,
-                |k| keys::write_audit(k, &e.record_id, at.block, at.position),
-                |v| values::encode_into(&entry, v),
-            );
-            // The record itself is unchanged, and stays in the overlay.
-            return Ok(Ok(()));
+        if let Err(e) = check_record_event(current.as_deref().map(|c| &c.state), &event) {
+            return Ok(Err((e.code(), e.to_string())));
         }
-
-        let record_id = state.record_id.as_str();
-        let summary_changed = current
-            .as_ref()
-            .is_none_or(|c| c.state.status != state.status);
-        if summary_changed {
-            let summary = values::encode(&Summary {
-                status: state.status,
-                record_type: state.record_type.clone(),
-            });
-            let created = state.created_at;
-            for (view, owner) in [
-                (View::PatientTimeline, &state.patient_id),
-                (View::AuthorTimeline, &state.author_id),
-                (View::HospitalTimeline, &state.hospital_id),
-            ] {
-                self.batch.put_with(
-                    view,
-                    |k| keys::write_timeline(k, owner, created, record_id),
-                    &summary,
+        let batch = &mut self.batch;
+        let (entry, event) = match (current, event) {
+            (_, Event::AccessLogged(e)) => {
+                // The record itself is unchanged, and stays in the overlay.
+                let entry = AuditEntry {
+                    at,
+                    accessor_id: e.accessor_id,
+                    accessed_at: e.accessed_at,
+                    purpose: e.purpose,
+                };
+                batch.put_encoded(
+                    View::Audit,
+                    |k| keys::write_audit(k, &e.record_id, at.block, at.position),
+                    |v| values::encode_into(&entry, v),
                 );
+                return Ok(Ok(()));
             }
-            self.batch.put_with(
-                View::PatientTypeTimeline,
-                |k| {
-                    keys::write_type_timeline(
-                        k,
-                        &state.patient_id,
-                        &state.record_type,
-                        created,
-                        record_id,
-                    )
-                },
-                &summary,
-            );
-            let active_key =
-                |k: &mut Vec<u8>| keys::write_timeline(k, &state.patient_id, created, record_id);
-            if state.status == RecordStatus::Active {
-                self.batch.put_with(View::Active, active_key, &summary);
-            } else if current.is_some() {
-                self.batch.delete_with(View::Active, active_key);
-            }
-        }
-
-        // Each state is stored once while it is current (`records`), and moves to
-        // `record_versions` when a later version supersedes it.
-        if let Some(previous) = current.as_deref() {
-            self.batch.put_encoded(
-                View::RecordVersions,
-                |k| keys::write_record_version(k, record_id, previous.state.version),
-                |v| values::encode_into(previous, v),
-            );
-        }
-        let entry = VersionEntry {
-            at,
-            event: event_kind_code(kind),
-            state,
-        };
-        self.batch.put_encoded(
-            View::Records,
-            |k| keys::write_record(k, &entry.state.record_id),
-            |v| values::encode_into(&entry, v),
-        );
-        match current {
-            Some(slot) => *slot = entry,
-            None => {
+            (_, Event::RecordCreated(e)) => {
+                let entry = VersionEntry {
+                    at,
+                    event: code,
+                    state: record_created(e),
+                };
+                write_summary(batch, &entry.state, false);
+                put_current(batch, &entry);
                 if let Some(filter) = &mut self.created {
                     if !filter.insert(&entry.state.record_id) {
                         self.created = None;
                     }
                 }
                 self.records.insert(entry.state.record_id.clone(), entry);
+                return Ok(Ok(()));
             }
+            (Some(entry), event) => (entry, event),
+            (None, _) => {
+                unreachable!("only a creation is accepted for a record that does not exist")
+            }
+        };
+        // Each state is stored once while it is current (`records`), and moves to
+        // `record_versions` when a later version supersedes it: the superseded one is
+        // written before it changes.
+        batch.put_encoded(
+            View::RecordVersions,
+            |k| keys::write_record_version(k, &entry.state.record_id, entry.state.version),
+            |v| values::encode_into(&*entry, v),
+        );
+        let status = entry.state.status;
+        change_record(&mut entry.state, event);
+        entry.at = at;
+        entry.event = code;
+        if entry.state.status != status {
+            write_summary(batch, &entry.state, true);
         }
+        put_current(batch, entry);
         Ok(Ok(()))
     }
+}
+
+/// Writes the timeline and `active` rows of a record whose status is new (`existed`:
+/// whether it had a status before, so an `active` row may have to go).
+fn write_summary(batch: &mut ViewBatch, state: &RecordState, existed: bool) {
+    let summary = values::encode(&Summary {
+        status: state.status,
+        record_type: state.record_type.clone(),
+    });
+    let (record_id, created) = (state.record_id.as_str(), state.created_at);
+    for (view, owner) in [
+        (View::PatientTimeline, &state.patient_id),
+        (View::AuthorTimeline, &state.author_id),
+        (View::HospitalTimeline, &state.hospital_id),
+    ] {
+        batch.put_with(
+            view,
+            |k| keys::write_timeline(k, owner, created, record_id),
+            &summary,
+        );
+    }
+    batch.put_with(
+        View::PatientTypeTimeline,
+        |k| keys::write_type_timeline(k, &state.patient_id, &state.record_type, created, record_id),
+        &summary,
+    );
+    let active_key =
+        |k: &mut Vec<u8>| keys::write_timeline(k, &state.patient_id, created, record_id);
+    if state.status == RecordStatus::Active {
+        batch.put_with(View::Active, active_key, &summary);
+    } else if existed {
+        batch.delete_with(View::Active, active_key);
+    }
+}
+
+/// Writes `entry` as its record's current version.
+fn put_current(batch: &mut ViewBatch, entry: &VersionEntry) {
+    batch.put_encoded(
+        View::Records,
+        |k| keys::write_record(k, &entry.state.record_id),
+        |v| values::encode_into(entry, v),
+    );
 }
