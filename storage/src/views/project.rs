@@ -81,15 +81,20 @@ impl<'s> Projection<'s> {
     /// `batch_ops` ops: as [`Projection::new`], with each batch and the overlay reserved
     /// for that size up front (grown by doubling, they were copied over and over, and
     /// on this VM memory first touched costs more than the copy). If `store` is empty
-    /// (no height, no record), it also keeps a filter of the records it creates, so that
-    /// looking up a new record's id needs no read of the store. The filter grows with the
+    /// (no height, no record) and [skips such reads], it also keeps a filter of the
+    /// records it creates, so that looking up a new record's id needs no read of the
+    /// store. The filter grows with the
     /// records created (~1.3 bytes each) up to [`idfilter::BYTES_MAX`]; past that it is
     /// dropped and every lookup reads.
     ///
     /// [`idfilter::BYTES_MAX`]: super::idfilter::BYTES_MAX
+    /// [skips such reads]: ViewStore::skip_reads_of_new_records
     pub fn for_rebuild(store: &'s dyn ViewStore, batch_ops: usize) -> Result<Self, ViewError> {
         let mut projection = Projection::new(store)?;
-        if projection.height() == 0 && store.scan(View::Records, b"", None, 1)?.is_empty() {
+        if store.skip_reads_of_new_records()
+            && projection.height() == 0
+            && store.scan(View::Records, b"", None, 1)?.is_empty()
+        {
             projection.created = Some(IdFilter::default());
         }
         projection.batch_ops = batch_ops;
