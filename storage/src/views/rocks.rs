@@ -238,15 +238,44 @@ impl ViewStore for RocksViewStore {
     }
 
     fn flush(&self) -> Result<(), ViewError> {
+        // Every column family's memtable to synced SSTs, together (`atomic_flush`).
+        let cfs: Vec<_> = column_families().map(|n| self.cf(n)).collect();
         if let Some(loader) = &self.bulk {
+            // A bulk store's memtables (`records`, `grants`) start flushing in the
+            // background while the loader merges its runs: the flush ran after the
+            // merge, on one core, for the last ~6% of a 1M-event rebuild.
+            let mut start = rocksdb::FlushOptions::default();
+            start.set_wait(false);
+            self.db.flush_cfs_opt(&cfs, &start).map_err(backend)?;
             // Ingested files are synced before RocksDB records them.
             loader.finish(&self.db)?;
         }
-        // Every column family's memtable to synced SSTs, together (`atomic_flush`).
-        let cfs: Vec<_> = column_families().map(|n| self.cf(n)).collect();
+        // Waits for the flush started above, or flushes what was written since.
         self.db
             .flush_cfs_opt(&cfs, &rocksdb::FlushOptions::default())
-            .map_err(backend)
+            .map_err(backend)?;
+        if self.bulk.is_some() {
+            // A rebuild's views are installed only if all of them are on disk: no
+            // memtable may still hold a row.
+            for name in column_families() {
+                for property in [
+                    "rocksdb.num-entries-active-mem-table",
+                    "rocksdb.num-immutable-mem-table",
+                ] {
+                    let left = self
+                        .db
+                        .property_int_value_cf(self.cf(name), property)
+                        .map_err(backend)?
+                        .unwrap_or(0);
+                    if left != 0 {
+                        return Err(ViewError::Backend(format!(
+                            "after the flush, {name} still has {property} = {left}"
+                        )));
+                    }
+                }
+            }
+        }
+        Ok(())
     }
 }
 
