@@ -272,6 +272,13 @@ impl ViewBatch {
         self.bytes.reserve(bytes);
     }
 
+    /// The value of the last op added, if it is a put.
+    pub fn last_value(&self) -> Option<&[u8]> {
+        let at = self.ops.last()?;
+        let from = at.start + at.key_len;
+        at.value_len.map(|len| &self.bytes[from..from + len])
+    }
+
     /// Ops in the batch.
     pub fn len(&self) -> usize {
         self.ops.len()
@@ -592,6 +599,7 @@ mod tests {
                     ),
                     None => batch.delete(*view, key),
                 }
+                prop_assert_eq!(batch.last_value(), value.as_deref());
             }
             let mut want = ops.clone();
             want.sort_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)));

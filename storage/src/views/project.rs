@@ -45,11 +45,15 @@ type Verdict = Result<(), (&'static str, String)>;
 /// Accumulates the view changes of consecutive blocks.
 pub struct Projection<'s> {
     store: &'s dyn ViewStore,
-    /// Current versions of the records the pending batch changed (or looked up).
-    records: HashMap<String, VersionEntry>,
+    /// Current versions of the records the pending batch changed (or looked up), as
+    /// their `records` rows' bytes: decoded when an event needs them. Kept decoded,
+    /// every creation's strings lived on in the overlay and were freed two batches
+    /// later, from memory long cold; now they are freed as the event is done, and the
+    /// next event's decoding reuses them.
+    records: HashMap<String, Vec<u8>>,
     grants: HashMap<(String, String), Option<GrantState>>,
     /// The same for the batch taken last, which may still be being written.
-    taken_records: HashMap<String, VersionEntry>,
+    taken_records: HashMap<String, Vec<u8>>,
     taken_grants: HashMap<(String, String), Option<GrantState>>,
     batch: ViewBatch,
     /// A written batch handed back by [`Projection::recycle`], for the next one's memory.
@@ -204,8 +208,7 @@ impl<'s> Projection<'s> {
 
     /// Makes sure the current version of `record_id`, if the record exists, is in
     /// `records`: moved there from `taken_records`, or read from the store (unless the
-    /// filter of created ids says it cannot be there). The caller then updates it in
-    /// place: no copy of a record's whole state (its metadata too) per event on it.
+    /// filter of created ids says it cannot be there).
     fn load_record(&mut self, record_id: &str) -> Result<(), ViewError> {
         if self.records.contains_key(record_id) {
             return Ok(());
@@ -222,8 +225,7 @@ impl<'s> Projection<'s> {
             return Ok(());
         }
         if let Some(bytes) = self.store.get(View::Records, &keys::record(record_id))? {
-            let entry: VersionEntry = values::decode(&bytes, "record")?;
-            self.records.insert(entry.state.record_id.clone(), entry);
+            self.records.insert(record_id.to_owned(), bytes);
         }
         Ok(())
     }
@@ -284,21 +286,23 @@ impl<'s> Projection<'s> {
         Ok(Ok(()))
     }
 
-    /// Applies a record event. The event is taken by value and a record's state is
-    /// changed where it is in the overlay: a creation's strings move into the new state,
-    /// and a change copies neither the state nor the event's strings.
+    /// Applies a record event. The event is taken by value: a creation's strings move
+    /// into the new state, a change's into the changed one.
     fn apply_record(&mut self, at: TxPosition, event: Event) -> Result<Verdict, ViewError> {
         let code = event_kind_code(event.kind());
         let record_id = event.record_id().expect("a record event names its record");
         self.load_record(record_id)?;
-        let current = self.records.get_mut(record_id);
-        if let Err(e) = check_record_event(current.as_deref().map(|c| &c.state), &event) {
+        let current: Option<VersionEntry> = match self.records.get(record_id) {
+            Some(bytes) => Some(values::decode(bytes, "record")?),
+            None => None,
+        };
+        if let Err(e) = check_record_event(current.as_ref().map(|c| &c.state), &event) {
             return Ok(Err((e.code(), e.to_string())));
         }
         let batch = &mut self.batch;
-        let (entry, event) = match (current, event) {
+        let (mut entry, event) = match (current, event) {
             (_, Event::AccessLogged(e)) => {
-                // The record itself is unchanged, and stays in the overlay.
+                // The record itself is unchanged.
                 let entry = AuditEntry {
                     at,
                     accessor_id: e.accessor_id,
@@ -325,7 +329,8 @@ impl<'s> Projection<'s> {
                         self.created = None;
                     }
                 }
-                self.records.insert(entry.state.record_id.clone(), entry);
+                let row = batch.last_value().expect("the row just put").to_vec();
+                self.records.insert(entry.state.record_id, row);
                 return Ok(Ok(()));
             }
             (Some(entry), event) => (entry, event),
@@ -333,13 +338,16 @@ impl<'s> Projection<'s> {
                 unreachable!("only a creation is accepted for a record that does not exist")
             }
         };
+        let row = self
+            .records
+            .get_mut(entry.state.record_id.as_str())
+            .expect("a record decoded from the overlay is in it");
         // Each state is stored once while it is current (`records`), and moves to
-        // `record_versions` when a later version supersedes it: the superseded one is
-        // written before it changes.
-        batch.put_encoded(
+        // `record_versions` when a later version supersedes it: its row, as it is.
+        batch.put_with(
             View::RecordVersions,
             |k| keys::write_record_version(k, &entry.state.record_id, entry.state.version),
-            |v| values::encode_into(&*entry, v),
+            row,
         );
         let status = entry.state.status;
         change_record(&mut entry.state, event);
@@ -348,7 +356,9 @@ impl<'s> Projection<'s> {
         if entry.state.status != status {
             write_summary(batch, &entry.state, true);
         }
-        put_current(batch, entry);
+        put_current(batch, &entry);
+        row.clear();
+        row.extend_from_slice(batch.last_value().expect("the row just put"));
         Ok(Ok(()))
     }
 }
