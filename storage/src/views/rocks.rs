@@ -179,15 +179,30 @@ impl ViewStore for RocksViewStore {
                 None => wb.delete_cf(self.cf(view.name()), key),
             }
         }
-        if let Some(loader) = &self.bulk {
-            loader.add_run(&loaded)?;
+        let height = |wb: &mut WriteBatch| {
+            wb.put_cf(
+                self.cf(CF_META),
+                KEY_HEIGHT,
+                super::encode_meta(batch.applied_height),
+            )
+        };
+        match &self.bulk {
+            // The run and the memtable writes side by side on the rayon pool (a
+            // rebuild's projection waits for this batch to be written), and the new
+            // height only once both are done.
+            Some(loader) => {
+                let write = || self.db.write_opt(wb, &no_wal()).map_err(backend);
+                let (run, memtables) = rayon::join(|| loader.add_run(&loaded), write);
+                run.and(memtables)?;
+                let mut wb = WriteBatch::default();
+                height(&mut wb);
+                self.db.write_opt(wb, &no_wal()).map_err(backend)
+            }
+            None => {
+                height(&mut wb);
+                self.db.write_opt(wb, &no_wal()).map_err(backend)
+            }
         }
-        wb.put_cf(
-            self.cf(CF_META),
-            KEY_HEIGHT,
-            super::encode_meta(batch.applied_height),
-        );
-        self.db.write_opt(wb, &no_wal()).map_err(backend)
     }
 
     fn get(&self, view: View, key: &[u8]) -> Result<Option<Vec<u8>>, ViewError> {
