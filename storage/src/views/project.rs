@@ -8,9 +8,10 @@
 //! ledger, so a rebuild writes exactly the bytes the live projector wrote.
 //!
 //! Records and grants touched by blocks not yet written are kept in an overlay, so several
-//! events on one record in one batch see each other (and a record's state is decoded
-//! from the store once per batch, not once per event). The live projector writes one block
-//! per batch; a rebuild writes many blocks per batch.
+//! events on one record in one batch see each other (and a record is read from the store
+//! once per batch, not once per event); a record is kept as its encoded `records` row and
+//! decoded when an event needs its state. The live projector writes one block per batch;
+//! a rebuild writes many blocks per batch.
 //!
 //! A rebuild's projection ([`Projection::for_rebuild`]) also keeps an [`IdFilter`] of the
 //! records it created: a creation looks up its id, and on a store the projection filled
