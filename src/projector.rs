@@ -269,8 +269,8 @@ fn run(ledger: &Ledger, store: &dyn ViewStore, shared: &Shared, flush_every: Dur
 
 /// Applies block `number` in one batch; returns (applied, rejected) transactions.
 fn apply(ledger: &Ledger, store: &dyn ViewStore, number: u64) -> Result<(u64, u64), String> {
-    let block = ledger
-        .block(number)
+    let frame = ledger
+        .block_frame(number)
         .map_err(|e| e.to_string())?
         .ok_or_else(|| format!("block {number} is not in the ledger"))?;
     let mut projection = Projection::new(store).map_err(|e| e.to_string())?;
@@ -281,7 +281,7 @@ fn apply(ledger: &Ledger, store: &dyn ViewStore, number: u64) -> Result<(u64, u6
         ));
     }
     let outcome = projection
-        .apply_block(number, block.txs.iter().map(|t| (t.as_slice(), None)))
+        .apply_block(number, frame.txs())
         .map_err(|e| e.to_string())?;
     let mut batch = projection.take_batch();
     batch.sort_by_key();

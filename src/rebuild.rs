@@ -164,7 +164,7 @@ pub fn project_range(
         // By value: an early return drops the receiver, which stops the reader.
         for chunk in rx {
             for (number, frame) in chunk? {
-                let outcome = projection.apply_block(number, frame.txs().map(|t| (t, None)))?;
+                let outcome = projection.apply_block(number, frame.txs())?;
                 events += u64::from(outcome.applied) + u64::from(outcome.rejected);
                 rejected += u64::from(outcome.rejected);
                 if projection.pending_ops() >= batch_ops {

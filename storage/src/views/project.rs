@@ -127,19 +127,19 @@ impl<'s> Projection<'s> {
         self.batch.len()
     }
 
-    /// Projects block `number`, whose transactions are `txs` (canonical envelope bytes,
-    /// decoded already or not). Blocks must come in order, starting at the store's height.
+    /// Projects block `number`, whose transactions are `txs` (canonical envelope bytes).
+    /// Blocks must come in order, starting at the store's height.
     pub fn apply_block<'t>(
         &mut self,
         number: u64,
-        txs: impl IntoIterator<Item = (&'t [u8], Option<Envelope>)>,
+        txs: impl IntoIterator<Item = &'t [u8]>,
     ) -> Result<BlockOutcome, ViewError> {
         assert_eq!(
             number, self.batch.applied_height,
             "blocks are projected in order"
         );
         let mut outcome = BlockOutcome::default();
-        for (position, (bytes, decoded)) in txs.into_iter().enumerate() {
+        for (position, bytes) in txs.into_iter().enumerate() {
             let position = u32::try_from(position).expect("a block holds < 2^32 txs");
             let tx_id = Envelope::tx_id_of(bytes).map(|t| t.0).unwrap_or_default();
             let at = TxPosition {
@@ -147,11 +147,7 @@ impl<'s> Projection<'s> {
                 position,
                 tx_id,
             };
-            let envelope = match decoded {
-                Some(e) => Ok(e),
-                None => Envelope::decode(bytes),
-            };
-            let verdict = match envelope {
+            let verdict = match Envelope::decode(bytes) {
                 Ok(env) => self.apply_event(at, env.event)?,
                 Err(e) => Err(("undecodable", e.to_string())),
             };
