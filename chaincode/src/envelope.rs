@@ -153,16 +153,21 @@ impl Envelope {
         // envelope reach here; re-encoding proves they are the one canonical form. The
         // encoding is compared as it is made, not written out (a rebuild decodes
         // millions of envelopes).
+        if !env.encodes_to(bytes) {
+            return Err(DecodeError::NotCanonical);
+        }
+        Ok(env)
+    }
+
+    /// Whether `bytes` are exactly this envelope's canonical bytes, compared as they are
+    /// encoded.
+    fn encodes_to(&self, bytes: &[u8]) -> bool {
         let mut same = SameBytes {
             expected: bytes,
             matched: 0,
         };
-        if bincode::encode_into_writer(&env, &mut same, config()).is_err()
-            || same.matched != bytes.len()
-        {
-            return Err(DecodeError::NotCanonical);
-        }
-        Ok(env)
+        bincode::encode_into_writer(self, &mut same, config()).is_ok()
+            && same.matched == bytes.len()
     }
 
     /// The tx id of canonical envelope bytes, read from their first 16 bytes.
@@ -259,14 +264,7 @@ mod tests {
     fn the_canonical_check_compares_every_byte() {
         let env = sample();
         let bytes = env.encode();
-        let same = |expected: &[u8]| {
-            let mut same = SameBytes {
-                expected,
-                matched: 0,
-            };
-            bincode::encode_into_writer(&env, &mut same, config()).is_ok()
-                && same.matched == expected.len()
-        };
+        let same = |expected: &[u8]| env.encodes_to(expected);
         assert!(same(&bytes));
         for at in [0, 16, 40, bytes.len() - 1] {
             let mut other = bytes.clone();
