@@ -1,21 +1,28 @@
 //! Rebuilding the views from the ledger, and checking live views against a rebuild.
 //!
 //! A rebuild never touches the live views until it is complete: it projects every block
-//! into `views-<backend>.rebuild/` (blocks read and checked in parallel with rayon, views
-//! written in large batches without a WAL), makes that durable, then swaps directories:
-//! live → `.old`, `.rebuild` → live, fsync the data dir, delete `.old`. [`open_views`]
-//! finishes or undoes a swap a crash interrupted. Whatever state a crash leaves, the views
-//! opened are consistent with their applied height, and the projector catches up.
+//! into `views-<backend>.rebuild/` (see [`project_all`]: blocks read and checked in
+//! parallel with rayon, transactions partitioned by what they are about, partitions
+//! projected on every core, views written in large batches without a WAL), makes that
+//! durable, then swaps directories: live → `.old`, `.rebuild` → live, fsync the data dir,
+//! delete `.old`. [`open_views`] finishes or undoes a swap a crash interrupted. Whatever
+//! state a crash leaves, the views opened are consistent with their applied height, and
+//! the projector catches up.
 
+use std::fs::File;
+use std::hash::BuildHasher;
+use std::io::{BufReader, BufWriter, Read, Write};
 use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use rayon::prelude::*;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
+use medledger_chaincode::Envelope;
 use medledger_storage::views::project::Projection;
 use medledger_storage::views::{Backend, View, ViewBatch, ViewError, ViewStore};
 use medledger_storage::{BlockFrame, Ledger, StorageError};
@@ -24,6 +31,14 @@ use medledger_storage::{BlockFrame, Ledger, StorageError};
 const READ_CHUNK_BLOCKS: u64 = 64;
 /// Ops buffered before a rebuild writes a batch.
 pub const WRITE_BATCH_OPS: usize = 256 * 1024;
+/// Envelope bytes a rebuild's partition holds, about: a partition's records are in memory
+/// while it is projected, one partition per core.
+pub const PARTITION_BYTES: u64 = 32 << 20;
+/// Most partitions a rebuild makes (one open file each while it reads the ledger).
+/// Beyond 16 GiB of ledger, partitions grow past [`PARTITION_BYTES`].
+const PARTITIONS_MAX: u64 = 512;
+/// Buffer of each partition file being written, and read.
+const PARTITION_BUFFER_BYTES: usize = 64 << 10;
 
 /// What a rebuild did.
 #[derive(Clone, Copy, Debug, Serialize)]
@@ -50,9 +65,50 @@ impl RebuildSummary {
 /// Progress so far, for a progress bar.
 #[derive(Clone, Copy, Debug)]
 pub struct Progress {
-    pub blocks_done: u64,
-    pub blocks_total: u64,
+    pub stage: Stage,
+    /// Blocks read, or partitions projected, of `total`.
+    pub done: u64,
+    pub total: u64,
+    /// Events read, or projected.
     pub events: u64,
+}
+
+/// The two stages of [`project_all`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stage {
+    /// Reading the blocks into partitions.
+    Reading,
+    /// Projecting the partitions.
+    Projecting,
+}
+
+impl Stage {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Stage::Reading => "reading",
+            Stage::Projecting => "projecting",
+        }
+    }
+
+    /// What [`Progress::done`] counts.
+    pub fn unit(self) -> &'static str {
+        match self {
+            Stage::Reading => "blocks",
+            Stage::Projecting => "partitions",
+        }
+    }
+}
+
+/// How [`project_all`] goes: batch and partition sizes, and where its partitions are
+/// kept while it runs.
+#[derive(Clone, Copy, Debug)]
+pub struct Plan<'a> {
+    /// A scratch directory (emptied, then removed).
+    pub work_dir: &'a Path,
+    /// Ops in a batch ([`WRITE_BATCH_OPS`]).
+    pub batch_ops: usize,
+    /// Envelope bytes in a partition, about ([`PARTITION_BYTES`]).
+    pub partition_bytes: u64,
 }
 
 /// Why a rebuild or a check failed.
@@ -62,6 +118,8 @@ pub enum RebuildError {
     Ledger(#[from] StorageError),
     #[error(transparent)]
     Views(#[from] ViewError),
+    #[error("a rebuild projects into empty views, and these are at height {height}")]
+    NotEmpty { height: u64 },
     #[error("{what}: {source}")]
     Io {
         what: String,
@@ -95,7 +153,8 @@ pub fn open_views(data_dir: &Path, backend: Backend) -> Result<Arc<dyn ViewStore
         std::fs::rename(&old, &live).map_err(io(format!("restoring {}", old.display())))?;
         sync_dir(data_dir)?;
     }
-    for leftover in [old, scratch] {
+    let parts = sibling(data_dir, backend, "rebuild-parts");
+    for leftover in [old, scratch, parts] {
         if leftover.exists() {
             std::fs::remove_dir_all(&leftover)
                 .map_err(io(format!("removing {}", leftover.display())))?;
@@ -104,101 +163,284 @@ pub fn open_views(data_dir: &Path, backend: Backend) -> Result<Arc<dyn ViewStore
     Ok(Arc::from(backend.open(&live, false)?))
 }
 
-/// Projects blocks `store.applied_height()..to` of `ledger` into `store` in batches of
-/// about `batch_ops` ops ([`WRITE_BATCH_OPS`] normally), reading blocks in parallel and
-/// writing each batch while the next is projected. Does not flush.
+/// Projects blocks `0..to` of `ledger` into `store`, which must be empty, and brings it
+/// to height `to`. Does not flush.
 ///
-/// The projection decodes the transactions itself. Decoded by the readers, every
-/// event's strings were allocated on one thread and freed on another, and the allocator's
-/// cross-thread frees cost both sides more than the decoding did: decoding on the
-/// projection's thread took 10% off a rebuild's CPU.
-pub fn project_range(
+/// Two stages, each on every core:
+/// 1. *Reading*: the blocks are read and checked in parallel, and each transaction is
+///    appended to one of the partition files in `plan.work_dir`, chosen by a hash of its
+///    [`Subject`](medledger_chaincode::Subject) (the record, or the patient and grantee of
+///    a grant), read from its bytes without decoding them. A partition thus holds, in
+///    ledger order, every transaction about its subjects.
+/// 2. *Projecting*: one thread per core takes partitions one after the other and projects
+///    each with [`Projection::for_partitions`]. Subjects never affect each other, so a
+///    partition needs no state but its own: its records and grants stay in memory
+///    (about [`PARTITION_BYTES`] of envelopes each), nothing is read back from the store,
+///    and each record's current row is written once. Batches of `plan.batch_ops` ops
+///    are sorted and written as they fill; no two partitions write the same key.
+///
+/// The partitions are ~the ledger's size in temporary disk, removed as they are
+/// projected. Through one projection that read its states back from the store, a
+/// rebuild kept one core busy with the projection and the other with RocksDB's
+/// memtables, flushes and compactions of `records`.
+pub fn project_all(
     ledger: &Ledger,
     store: &dyn ViewStore,
     to: u64,
-    batch_ops: usize,
+    plan: &Plan<'_>,
     progress: &mut dyn FnMut(Progress),
 ) -> Result<RebuildSummary, RebuildError> {
     let started = Instant::now();
-    let from = store.applied_height()?;
-    let mut projection = Projection::for_rebuild(store, batch_ops)?;
-    let (mut events, mut rejected) = (0u64, 0u64);
-    type Blocks = Vec<(u64, BlockFrame)>;
-    let (tx, rx) = crossbeam_channel::bounded::<Result<Blocks, StorageError>>(4);
-    // The writer thread takes one batch at a time while the projection goes on; the
-    // projection takes the next batch only after the last one is written.
-    let (batch_tx, batch_rx) = crossbeam_channel::bounded::<ViewBatch>(0);
-    // The writer hands each written batch back, for the projection to reuse its memory.
-    let (done_tx, done_rx) = crossbeam_channel::bounded::<Result<ViewBatch, ViewError>>(1);
-    let mut in_flight = false;
-    std::thread::scope(|scope| -> Result<(), RebuildError> {
-        scope.spawn(move || {
-            for mut batch in batch_rx {
-                batch.sort_by_key();
-                if done_tx.send(store.write(&batch).map(|()| batch)).is_err() {
-                    return;
-                }
-            }
-        });
-        scope.spawn(move || {
-            let mut start = from;
-            while start < to {
-                let end = (start + READ_CHUNK_BLOCKS).min(to);
-                let chunk: Result<Blocks, StorageError> = (start..end)
-                    .into_par_iter()
-                    .map(|n| {
-                        let frame = ledger.block_frame(n)?.ok_or(StorageError::IndexMismatch {
-                            number: n,
-                            reason: "missing during rebuild".into(),
-                        })?;
-                        Ok((n, frame))
-                    })
-                    .collect();
-                let failed = chunk.is_err();
-                if tx.send(chunk).is_err() || failed {
-                    return;
-                }
-                start = end;
-            }
-        });
-        // By value: an early return drops the receiver, which stops the reader.
-        for chunk in rx {
-            for (number, frame) in chunk? {
-                let outcome = projection.apply_block(number, frame.txs())?;
-                events += u64::from(outcome.applied) + u64::from(outcome.rejected);
-                rejected += u64::from(outcome.rejected);
-                if projection.pending_ops() >= batch_ops {
-                    if in_flight {
-                        let written = done_rx.recv().expect("the writer answers every batch")?;
-                        projection.recycle(written);
-                    }
-                    batch_tx
-                        .send(projection.take_batch())
-                        .expect("the writer runs until the channel closes");
-                    in_flight = true;
-                }
-                progress(Progress {
-                    blocks_done: number + 1 - from,
-                    blocks_total: to - from,
-                    events,
-                });
-            }
-        }
-        if in_flight {
-            done_rx.recv().expect("the writer answers every batch")?;
-        }
-        drop(batch_tx);
-        Ok(())
-    })?;
-    store.write(&projection.take_batch())?;
+    let height = store.applied_height()?;
+    if height != 0 {
+        return Err(RebuildError::NotEmpty { height });
+    }
+    let bytes = ledger.approximate_bytes_below(to)?;
+    let count = bytes
+        .div_ceil(plan.partition_bytes.max(1))
+        .clamp(1, PARTITIONS_MAX);
+    let parts = Partitions {
+        dir: plan.work_dir,
+        count: usize::try_from(count).expect("at most PARTITIONS_MAX"),
+    };
+    remove_dir(parts.dir)?;
+    std::fs::create_dir_all(parts.dir).map_err(io(format!("creating {}", parts.dir.display())))?;
+    let result = parts
+        .fill(ledger, to, progress)
+        .and_then(|read| parts.project(store, plan.batch_ops, read, progress));
+    remove_dir(parts.dir)?;
+    let (events, rejected) = result?;
+    // Every partition is written: the views are at height `to`.
+    store.write(&ViewBatch::new(to))?;
     Ok(RebuildSummary {
         events,
         rejected,
-        blocks: to - from,
+        blocks: to,
         seconds: 0.0,
         events_per_sec: 0.0,
     }
     .timed(started.elapsed().as_secs_f64()))
+}
+
+fn remove_dir(dir: &Path) -> Result<(), RebuildError> {
+    match std::fs::remove_dir_all(dir) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            Err(io(format!("removing {}", dir.display()))(e))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// A rebuild's partition files: `part-NNNNN` in `dir`, each a sequence of transactions
+/// `block (u64 LE) | position (u32 LE) | length (u32 LE) | canonical envelope bytes`.
+struct Partitions<'a> {
+    dir: &'a Path,
+    count: usize,
+}
+
+impl Partitions<'_> {
+    fn path(&self, partition: usize) -> PathBuf {
+        self.dir.join(format!("part-{partition:05}"))
+    }
+
+    /// The partition of a transaction: by its subject; bytes that have none (they will
+    /// not decode, and are rejected whatever partition projects them) go to the first.
+    fn of(&self, tx: &[u8]) -> usize {
+        // Fixed: the same ledger makes the same partitions.
+        const HASH: foldhash::fast::FixedState = foldhash::fast::FixedState::with_seed(0);
+        match Envelope::subject_of(tx) {
+            Some(subject) => (HASH.hash_one(subject) % self.count as u64) as usize,
+            None => 0,
+        }
+    }
+
+    /// Stage 1: reads blocks `0..to` into the partition files; returns the transactions
+    /// read.
+    fn fill(
+        &self,
+        ledger: &Ledger,
+        to: u64,
+        progress: &mut dyn FnMut(Progress),
+    ) -> Result<u64, RebuildError> {
+        let mut files = (0..self.count)
+            .map(|p| {
+                let path = self.path(p);
+                File::create(&path)
+                    .map(|f| BufWriter::with_capacity(PARTITION_BUFFER_BYTES, f))
+                    .map_err(io(format!("creating {}", path.display())))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut events = 0u64;
+        type Blocks = Vec<(u64, BlockFrame)>;
+        let (tx, rx) = crossbeam_channel::bounded::<Result<Blocks, StorageError>>(4);
+        std::thread::scope(|scope| -> Result<(), RebuildError> {
+            scope.spawn(move || {
+                let mut start = 0;
+                while start < to {
+                    let end = (start + READ_CHUNK_BLOCKS).min(to);
+                    let chunk: Result<Blocks, StorageError> = (start..end)
+                        .into_par_iter()
+                        .map(|n| {
+                            let frame =
+                                ledger.block_frame(n)?.ok_or(StorageError::IndexMismatch {
+                                    number: n,
+                                    reason: "missing during rebuild".into(),
+                                })?;
+                            Ok((n, frame))
+                        })
+                        .collect();
+                    let failed = chunk.is_err();
+                    if tx.send(chunk).is_err() || failed {
+                        return;
+                    }
+                    start = end;
+                }
+            });
+            // By value: an early return drops the receiver, which stops the reader.
+            for chunk in rx {
+                for (number, frame) in chunk? {
+                    for (position, bytes) in frame.txs().enumerate() {
+                        let p = self.of(bytes);
+                        let mut head = [0u8; 16];
+                        head[..8].copy_from_slice(&number.to_le_bytes());
+                        let position = u32::try_from(position).expect("< 2^32 txs a block");
+                        head[8..12].copy_from_slice(&position.to_le_bytes());
+                        let len = u32::try_from(bytes.len()).expect("a block is < 4 GiB");
+                        head[12..].copy_from_slice(&len.to_le_bytes());
+                        if let Err(e) = files[p]
+                            .write_all(&head)
+                            .and_then(|()| files[p].write_all(bytes))
+                        {
+                            return Err(io(format!("writing {}", self.path(p).display()))(e));
+                        }
+                        events += 1;
+                    }
+                    progress(Progress {
+                        stage: Stage::Reading,
+                        done: number + 1,
+                        total: to,
+                        events,
+                    });
+                }
+            }
+            Ok(())
+        })?;
+        for (p, mut file) in files.into_iter().enumerate() {
+            file.flush()
+                .map_err(io(format!("writing {}", self.path(p).display())))?;
+        }
+        Ok(events)
+    }
+
+    /// Stage 2: projects every partition into `store`, one thread per core; returns the
+    /// transactions projected and those rejected. Each partition file is removed once
+    /// projected.
+    fn project(
+        &self,
+        store: &dyn ViewStore,
+        batch_ops: usize,
+        read: u64,
+        progress: &mut dyn FnMut(Progress),
+    ) -> Result<(u64, u64), RebuildError> {
+        let next = AtomicUsize::new(0);
+        let (done, events, rejected) = (AtomicU64::new(0), AtomicU64::new(0), AtomicU64::new(0));
+        let failed = AtomicBool::new(false);
+        let threads = rayon::current_num_threads().clamp(1, self.count);
+        let report = |progress: &mut dyn FnMut(Progress)| {
+            progress(Progress {
+                stage: Stage::Projecting,
+                done: done.load(Ordering::Relaxed),
+                total: self.count as u64,
+                events: events.load(Ordering::Relaxed),
+            })
+        };
+        let outcome = std::thread::scope(|scope| {
+            let workers: Vec<_> = (0..threads)
+                .map(|_| {
+                    scope.spawn(|| {
+                        let result = self.project_some(
+                            store, batch_ops, &next, &failed, &done, &events, &rejected,
+                        );
+                        if result.is_err() {
+                            failed.store(true, Ordering::Relaxed);
+                        }
+                        result
+                    })
+                })
+                .collect();
+            while !workers.iter().all(|w| w.is_finished()) {
+                report(progress);
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            workers
+                .into_iter()
+                .map(|w| w.join().expect("a partition worker panicked"))
+                .collect::<Result<Vec<()>, RebuildError>>()
+        });
+        outcome?;
+        report(progress);
+        let projected = events.into_inner();
+        assert_eq!(projected, read, "every transaction read is projected");
+        Ok((projected, rejected.into_inner()))
+    }
+
+    /// One worker of [`Partitions::project`]: projects the next partition not taken, until
+    /// none is left (or a worker failed).
+    #[allow(clippy::too_many_arguments)]
+    fn project_some(
+        &self,
+        store: &dyn ViewStore,
+        batch_ops: usize,
+        next: &AtomicUsize,
+        failed: &AtomicBool,
+        done: &AtomicU64,
+        events: &AtomicU64,
+        rejected: &AtomicU64,
+    ) -> Result<(), RebuildError> {
+        let mut projection = Projection::for_partitions(batch_ops);
+        let mut tx = Vec::new();
+        loop {
+            let p = next.fetch_add(1, Ordering::Relaxed);
+            if p >= self.count || failed.load(Ordering::Relaxed) {
+                break;
+            }
+            let path = self.path(p);
+            let file = File::open(&path).map_err(io(format!("opening {}", path.display())))?;
+            let mut input = BufReader::with_capacity(PARTITION_BUFFER_BYTES, file);
+            let (mut n, mut bad) = (0u64, 0u64);
+            loop {
+                let mut head = [0u8; 16];
+                match input.read_exact(&mut head) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => break,
+                    Err(e) => return Err(io(format!("reading {}", path.display()))(e)),
+                }
+                let number = u64::from_le_bytes(head[..8].try_into().expect("8 bytes"));
+                let position = u32::from_le_bytes(head[8..12].try_into().expect("4 bytes"));
+                let len = u32::from_le_bytes(head[12..].try_into().expect("4 bytes"));
+                tx.resize(len as usize, 0);
+                if let Err(e) = input.read_exact(&mut tx) {
+                    return Err(io(format!("reading {}", path.display()))(e));
+                }
+                if !projection.apply_tx(number, position, &tx)? {
+                    bad += 1;
+                }
+                n += 1;
+                if projection.batch_full() {
+                    projection.write_batch(store)?;
+                }
+            }
+            projection.end_partition(store)?;
+            std::fs::remove_file(&path).map_err(io(format!("removing {}", path.display())))?;
+            events.fetch_add(n, Ordering::Relaxed);
+            rejected.fetch_add(bad, Ordering::Relaxed);
+            done.fetch_add(1, Ordering::Relaxed);
+        }
+        if projection.pending_ops() > 0 {
+            projection.write_batch(store)?;
+        }
+        Ok(())
+    }
 }
 
 /// Drops the `backend` views of `data_dir` and rebuilds them from block 0 (see the module
@@ -216,20 +458,20 @@ pub fn rebuild(
         std::fs::remove_dir_all(&scratch).map_err(io(format!("removing {}", scratch.display())))?;
     }
     let started = Instant::now();
+    let parts = sibling(data_dir, backend, "rebuild-parts");
     let summary = {
         let store = backend.open(&scratch, true)?;
-        let summary = project_range(
-            ledger,
-            store.as_ref(),
-            ledger.tip().height,
-            WRITE_BATCH_OPS,
-            progress,
-        )?;
+        let plan = Plan {
+            work_dir: &parts,
+            batch_ops: WRITE_BATCH_OPS,
+            partition_bytes: PARTITION_BYTES,
+        };
+        let summary = project_all(ledger, store.as_ref(), ledger.tip().height, &plan, progress)?;
         store.flush()?;
         summary
     };
-    // A rebuild's time includes making the views durable (the last memtables flushed),
-    // not only the projection.
+    // A rebuild's time includes making the views durable (the runs merged, the SST files
+    // ingested and synced), not only the projection.
     let summary = summary.timed(started.elapsed().as_secs_f64());
     if live.exists() {
         std::fs::rename(&live, &old).map_err(io(format!("moving {} aside", live.display())))?;
@@ -382,13 +624,14 @@ pub fn verify_views(
     }
     let result = (|| {
         let rebuilt = backend.open(&scratch, true)?;
-        project_range(
-            ledger,
-            rebuilt.as_ref(),
-            height.min(ledger.tip().height),
-            WRITE_BATCH_OPS,
-            progress,
-        )?;
+        let parts = sibling(data_dir, backend, "verify-parts");
+        let plan = Plan {
+            work_dir: &parts,
+            batch_ops: WRITE_BATCH_OPS,
+            partition_bytes: PARTITION_BYTES,
+        };
+        let to = height.min(ledger.tip().height);
+        project_all(ledger, rebuilt.as_ref(), to, &plan, progress)?;
         // A bulk store's views are all readable once flushed.
         rebuilt.flush()?;
         let live_digests = digest_views(live.as_ref())?;

@@ -15,7 +15,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use medledger::projector::Projector;
-use medledger::rebuild::{digest_views, open_views, project_range, WRITE_BATCH_OPS};
+use medledger::rebuild::{
+    digest_views, open_views, project_all, Plan, PARTITION_BYTES, WRITE_BATCH_OPS,
+};
 use medledger_storage::views::Backend;
 use medledger_storage::{Ledger, LedgerOptions};
 
@@ -88,14 +90,12 @@ fn killing_the_projector_never_applies_a_block_twice_or_half() {
     let clean = Backend::RocksDb
         .open(&dir.path().join("clean"), true)
         .unwrap();
-    let summary = project_range(
-        &ledger,
-        clean.as_ref(),
-        height,
-        WRITE_BATCH_OPS,
-        &mut |_| {},
-    )
-    .unwrap();
+    let plan = Plan {
+        work_dir: &dir.path().join("parts"),
+        batch_ops: WRITE_BATCH_OPS,
+        partition_bytes: PARTITION_BYTES,
+    };
+    let summary = project_all(&ledger, clean.as_ref(), height, &plan, &mut |_| {}).unwrap();
     clean.flush().unwrap();
     assert_eq!(summary.rejected, 0, "fixtures are all valid");
     assert_eq!(

@@ -12,7 +12,7 @@ use proptest::prelude::*;
 
 use medledger::fixtures::{FixtureConfig, Fixtures};
 use medledger::projector::Projector;
-use medledger::rebuild::{digest_views, project_range};
+use medledger::rebuild::{digest_views, project_all, Plan};
 use medledger_chaincode::{Envelope, Event};
 use medledger_storage::views::{Backend, ViewStore};
 use medledger_storage::{Ledger, LedgerOptions};
@@ -90,7 +90,13 @@ fn run(
         .open(&dir.path().join("rebuilt"), true)
         .unwrap();
     let height = ledger.tip().height;
-    let summary = project_range(&ledger, rebuilt.as_ref(), height, 512, &mut |_| {}).unwrap();
+    // Small batches and partitions: many of each, batches holding several partitions.
+    let plan = Plan {
+        work_dir: &dir.path().join("parts"),
+        batch_ops: 512,
+        partition_bytes: 16 << 10,
+    };
+    let summary = project_all(&ledger, rebuilt.as_ref(), height, &plan, &mut |_| {}).unwrap();
     rebuilt.flush().unwrap();
     assert_eq!(summary.events, events.len() as u64);
     assert_eq!(live.applied_height().unwrap(), height);

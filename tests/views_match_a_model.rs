@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use medledger::fixtures::{FixtureConfig, Fixtures};
 use medledger::projector::Projector;
-use medledger::rebuild::{digest_views, project_range, WRITE_BATCH_OPS};
+use medledger::rebuild::{digest_views, project_all, Plan, PARTITION_BYTES, WRITE_BATCH_OPS};
 use medledger_chaincode::contract::{
     apply_grant_event, apply_record_event, GrantState, RecordState,
 };
@@ -178,15 +178,20 @@ fn views_answer_what_the_model_says_on_every_backend() {
 
     // Every backend rebuilt in large batches holds the same bytes as the live views.
     let live_digests = digest_views(live.as_ref()).unwrap();
-    // Small batches too, so several batches are in flight while the projection goes on.
+    // Small batches and partitions too: many of each, batches holding several partitions.
     for &backend in Backend::compiled() {
-        for batch_ops in [2_000, WRITE_BATCH_OPS] {
+        for (batch_ops, partition_bytes) in [(2_000, 64 << 10), (WRITE_BATCH_OPS, PARTITION_BYTES)]
+        {
             let path = dir
                 .path()
                 .join(format!("rebuilt-{}-{batch_ops}", backend.name()));
             let store = backend.open(&path, true).unwrap();
-            let summary =
-                project_range(&ledger, store.as_ref(), height, batch_ops, &mut |_| {}).unwrap();
+            let plan = Plan {
+                work_dir: &dir.path().join("parts"),
+                batch_ops,
+                partition_bytes,
+            };
+            let summary = project_all(&ledger, store.as_ref(), height, &plan, &mut |_| {}).unwrap();
             store.flush().unwrap();
             assert_eq!(summary.events, events.len() as u64);
             assert_eq!(summary.rejected, model.rejected.len() as u64);
@@ -386,11 +391,16 @@ fn tampered_or_foreign_cursors_and_empty_timelines() {
     let events = events();
     let (ledger, _) = ledger(dir.path(), &events[..3_000]);
     let store = Backend::RocksDb.open(&dir.path().join("v"), true).unwrap();
-    project_range(
+    let plan = Plan {
+        work_dir: &dir.path().join("parts"),
+        batch_ops: WRITE_BATCH_OPS,
+        partition_bytes: PARTITION_BYTES,
+    };
+    project_all(
         &ledger,
         store.as_ref(),
         ledger.tip().height,
-        WRITE_BATCH_OPS,
+        &plan,
         &mut |_| {},
     )
     .unwrap();

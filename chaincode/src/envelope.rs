@@ -90,6 +90,15 @@ pub struct Envelope {
     pub event: Event,
 }
 
+/// What an event is about: the one record it creates or changes, or the (patient id,
+/// grantee id) pair of a grant. Events with different subjects never affect each other
+/// (the contract's rules read only the subject's state), as UTF-8 bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Subject<'a> {
+    Record(&'a [u8]),
+    Grant(&'a [u8], &'a [u8]),
+}
+
 /// A bincode writer that checks what is written against `expected` instead of keeping
 /// it: `matched` is the length of the equal prefix written so far, and a write that
 /// differs fails the encoding.
@@ -118,6 +127,19 @@ fn config() -> impl bincode::config::Config {
         .with_little_endian()
         .with_fixed_int_encoding()
         .with_limit::<ENVELOPE_BYTES_MAX>()
+}
+
+/// The first `n` bytes of `rest`, which moves past them.
+fn take<'a>(rest: &mut &'a [u8], n: usize) -> Option<&'a [u8]> {
+    let (head, tail) = rest.split_at_checked(n)?;
+    *rest = tail;
+    Some(head)
+}
+
+/// A canonical string's bytes (u64 LE length, then the bytes) from the front of `rest`.
+fn take_string<'a>(rest: &mut &'a [u8]) -> Option<&'a [u8]> {
+    let len = u64::from_le_bytes(take(rest, 8)?.try_into().ok()?);
+    take(rest, usize::try_from(len).ok()?)
 }
 
 /// SHA-256 of canonical envelope bytes: the transaction's hash.
@@ -174,6 +196,28 @@ impl Envelope {
     pub fn tx_id_of(canonical_bytes: &[u8]) -> Option<TxId> {
         let head: [u8; 16] = canonical_bytes.get(..16)?.try_into().ok()?;
         Some(TxId(head))
+    }
+
+    /// What the event in canonical envelope bytes is about, read from the bytes without
+    /// decoding them (a rebuild sorts millions of transactions by it before projecting
+    /// them). For the canonical bytes of any envelope, this is exactly the subject of
+    /// its event; for other bytes it may be anything, and [`Envelope::decode`] says
+    /// whether they are an envelope at all.
+    pub fn subject_of(canonical_bytes: &[u8]) -> Option<Subject<'_>> {
+        let mut rest = canonical_bytes.get(16..)?;
+        take_string(&mut rest)?; // submitter
+        take(&mut rest, 8)?; // submitted_at
+        let variant = u32::from_le_bytes(take(&mut rest, 4)?.try_into().ok()?);
+        // The variants' order in docs/FORMAT.md: grants (3, 4) begin with the patient
+        // and grantee ids, every other event with its record id.
+        match variant {
+            0..=2 | 5 | 6 => Some(Subject::Record(take_string(&mut rest)?)),
+            3 | 4 => {
+                let patient_id = take_string(&mut rest)?;
+                Some(Subject::Grant(patient_id, take_string(&mut rest)?))
+            }
+            _ => None,
+        }
     }
 
     /// Checks the submitter and every field of the event against its limit.
@@ -393,6 +437,26 @@ mod tests {
             let bytes = env.encode();
             prop_assert_eq!(Envelope::decode(&bytes), Ok(env.clone()));
             prop_assert_eq!(tx_hash(&bytes), tx_hash(&env.encode()));
+        }
+
+        #[test]
+        fn the_subject_is_read_from_the_bytes(id in any::<[u8; 16]>(), sub in arb_id(), at in any::<i64>(), event in arb_event()) {
+            let expected = match &event {
+                Event::AccessGranted(e) => Subject::Grant(e.patient_id.as_bytes(), e.grantee_id.as_bytes()),
+                Event::AccessRevoked(e) => Subject::Grant(e.patient_id.as_bytes(), e.grantee_id.as_bytes()),
+                other => Subject::Record(other.record_id().expect("a record event").as_bytes()),
+            };
+            let env = Envelope { tx_id: TxId(id), submitter: sub, submitted_at: Timestamp(at), event: event.clone() };
+            let bytes = env.encode();
+            let subject = Envelope::subject_of(&bytes);
+            prop_assert_eq!(subject, Some(expected));
+            // Cut inside the subject, the bytes have none.
+            let end = match subject.expect("checked above") {
+                Subject::Record(id) | Subject::Grant(_, id) => {
+                    id.as_ptr() as usize - bytes.as_ptr() as usize + id.len()
+                }
+            };
+            prop_assert_eq!(Envelope::subject_of(&bytes[..end - 1]), None);
         }
 
         #[test]

@@ -19,7 +19,7 @@ pub mod event;
 pub mod limits;
 pub mod time;
 
-pub use envelope::{tx_hash, Envelope, TxHash, TxId};
+pub use envelope::{tx_hash, Envelope, Subject, TxHash, TxId};
 pub use error::{DecodeError, EventError};
 pub use event::{
     AccessGranted, AccessLogged, AccessRevoked, Event, EventKind, PayloadErased, PayloadRef,

@@ -12,13 +12,14 @@ use serde_json::json;
 use medledger_storage::views::Backend;
 use medledger_storage::{Ledger, LedgerOptions};
 
-use crate::rebuild::{self, Progress};
+use crate::rebuild::{self, Progress, Stage};
 
 /// Prints progress to stderr.
 pub struct ProgressPrinter {
     label: &'static str,
     terminal: bool,
-    started: Instant,
+    /// The stage shown, since when, and whether its last line (done) was printed.
+    stage: Option<(Stage, Instant, bool)>,
     last: Instant,
     every: Duration,
     drew: bool,
@@ -32,7 +33,7 @@ impl ProgressPrinter {
         ProgressPrinter {
             label,
             terminal,
-            started: now,
+            stage: None,
             last: now,
             every: if terminal {
                 Duration::from_millis(100)
@@ -46,16 +47,27 @@ impl ProgressPrinter {
     /// Reports `p`, at most every so often.
     pub fn update(&mut self, p: Progress) {
         let now = Instant::now();
-        let done = p.blocks_done == p.blocks_total;
-        if now.duration_since(self.last) < self.every && !(done && self.drew) {
-            return;
-        }
+        let done = p.done == p.total;
+        let started = match &mut self.stage {
+            Some((stage, started, finished)) if *stage == p.stage => {
+                if *finished || (now.duration_since(self.last) < self.every && !(done && self.drew))
+                {
+                    return;
+                }
+                *finished = done;
+                *started
+            }
+            _ => {
+                self.stage = Some((p.stage, now, done));
+                now
+            }
+        };
         self.last = now;
-        let secs = now.duration_since(self.started).as_secs_f64().max(1e-9);
-        let frac = if p.blocks_total == 0 {
+        let secs = now.duration_since(started).as_secs_f64().max(1e-9);
+        let frac = if p.total == 0 {
             1.0
         } else {
-            p.blocks_done as f64 / p.blocks_total as f64
+            p.done as f64 / p.total as f64
         };
         let rate = p.events as f64 / secs;
         let mut err = std::io::stderr().lock();
@@ -64,13 +76,15 @@ impl ProgressPrinter {
             let filled = ((frac * WIDTH as f64) as usize).min(WIDTH);
             let _ = write!(
                 err,
-                "\r{} [{}{}] {:>5.1}%  {} / {} blocks  {} events  {:.0} events/s ",
+                "\r{} {:<10} [{}{}] {:>5.1}%  {} / {} {}  {} events  {:.0} events/s ",
                 self.label,
+                p.stage.as_str(),
                 "#".repeat(filled),
                 " ".repeat(WIDTH - filled),
                 frac * 100.0,
-                p.blocks_done,
-                p.blocks_total,
+                p.done,
+                p.total,
+                p.stage.unit(),
                 p.events,
                 rate
             );
@@ -80,11 +94,13 @@ impl ProgressPrinter {
         } else {
             let _ = writeln!(
                 err,
-                "{}: {:.1}% ({} / {} blocks, {} events, {:.0} events/s)",
+                "{} {}: {:.1}% ({} / {} {}, {} events, {:.0} events/s)",
                 self.label,
+                p.stage.as_str(),
                 frac * 100.0,
-                p.blocks_done,
-                p.blocks_total,
+                p.done,
+                p.total,
+                p.stage.unit(),
                 p.events,
                 rate
             );

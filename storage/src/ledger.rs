@@ -346,6 +346,25 @@ impl Ledger {
         }
     }
 
+    /// About how many bytes of segments blocks `0..height` take (0 for none): where
+    /// block `height - 1` ends, counting each earlier segment as full. A size hint (a
+    /// rebuild sizes its partitions by it), not an exact figure.
+    pub fn approximate_bytes_below(&self, height: u64) -> Result<u64, StorageError> {
+        let Some(last) = height.checked_sub(1) else {
+            return Ok(0);
+        };
+        let loc = self
+            .index
+            .location(last)?
+            .ok_or_else(|| StorageError::IndexMismatch {
+                number: last,
+                reason: "below the height but not indexed".into(),
+            })?;
+        Ok(u64::from(loc.segment) * self.options.segment_bytes_max
+            + loc.offset
+            + u64::from(loc.len))
+    }
+
     /// The block with this header hash, if it exists.
     pub fn block_by_hash(&self, hash: &Hash) -> Result<Option<Block>, StorageError> {
         match self.index.number_of_hash(hash)? {

@@ -13,7 +13,6 @@
 //! batch is one atomic `apply_batch`.
 
 pub(crate) mod bulk;
-pub mod idfilter;
 pub mod keys;
 pub mod project;
 pub mod query;
@@ -271,6 +270,10 @@ impl ViewBatch {
     pub fn reserve(&mut self, ops: usize, bytes: usize) {
         self.ops.reserve(ops);
         self.bytes.reserve(bytes);
+        // And [`ViewBatch::sort_by_key`]'s buffers, which would otherwise grow by
+        // doubling through the first batches.
+        self.sort_order.reserve(self.ops.capacity());
+        self.sorted_ops.reserve(self.ops.capacity());
     }
 
     /// The value of the last op added, if it is a put.
@@ -464,11 +467,6 @@ pub trait ViewStore: Send + Sync {
 
     /// Makes everything written so far durable.
     fn flush(&self) -> Result<(), ViewError>;
-
-    /// Whether a rebuild's projection may skip reading records it knows it never
-    /// created (the filter of [`project::Projection::for_rebuild`]): a read saved is
-    /// CPU saved, unless the store does work of its own on reads.
-    fn skip_reads_of_new_records(&self) -> bool;
 }
 
 /// A view store implementation, chosen by configuration (`--backend`).

@@ -1,13 +1,12 @@
 //! Bulk loading for a rebuild's RocksDB store.
 //!
-//! A rebuild projects into an empty store and reads back only `records` and `grants`
-//! (the states the contract needs). The other views are write-only until the rebuild
-//! ends, so they skip RocksDB's write path: each batch's rows of each of those views are
-//! appended, sorted, to a run file of their own, and [`BulkLoader::finish`] merges every
-//! view's runs into sorted, non-overlapping SST files that RocksDB ingests into its
-//! bottom level. Each row is then written into an SST once and compressed once: no
-//! memtable insert, no level-0 flush, no compaction. Through the memtables those views
-//! cost a rebuild more CPU than its projection did.
+//! A rebuild projects into an empty store and reads nothing back (its partitions keep
+//! the states the contract needs), so its rows skip RocksDB's write path: each batch's
+//! rows of each view are appended, sorted, to a run file of their own, and
+//! [`BulkLoader::finish`] merges every view's runs into sorted, non-overlapping SST files
+//! that RocksDB ingests into its bottom level. Each row is then written into an SST once
+//! and compressed once: no memtable insert, no level-0 flush, no compaction. Through the
+//! memtables the views cost a rebuild more CPU than its projection did.
 //!
 //! Runs are scratch files inside the store's directory (`bulk-runs/`), never synced: a
 //! rebuild that stops before `finish` leaves a store that is thrown away whole. Until
@@ -31,11 +30,6 @@ use rocksdb::{IngestExternalFileOptions, Options, SstFileWriter, DB};
 
 use super::rocks::{backend, cf_options};
 use super::{View, ViewError};
-
-/// The views a bulk store loads through runs: all but those the projection reads.
-pub(crate) fn is_loaded(view: View) -> bool {
-    !matches!(view, View::Records | View::Grants)
-}
 
 /// Bytes of an SST file before the merge starts the next one (RocksDB's default target
 /// file size).
@@ -97,13 +91,19 @@ impl BulkLoader {
         *self.runs.lock().expect("bulk loader lock") > 0
     }
 
-    /// Writes one run: for each loaded view, its rows of one batch in the batch's order
-    /// (the last op on a key wins).
+    /// Writes one run: for each view, its rows of one batch in the batch's order (the
+    /// last op on a key wins). Runs may be written concurrently (a rebuild's partitions
+    /// are projected on every core), as long as they never hold the same key; a later
+    /// run wins a key over an earlier one.
     pub(crate) fn add_run(&self, rows: &[(View, Vec<Row<'_>>)]) -> Result<(), ViewError> {
-        let mut runs = self.runs.lock().expect("bulk loader lock");
-        if *runs == 0 {
-            std::fs::create_dir_all(&self.dir).map_err(io(&self.dir))?;
-        }
+        let run = {
+            let mut runs = self.runs.lock().expect("bulk loader lock");
+            if *runs == 0 {
+                std::fs::create_dir_all(&self.dir).map_err(io(&self.dir))?;
+            }
+            *runs += 1;
+            *runs - 1
+        };
         for (view, rows) in rows {
             if rows.is_empty() {
                 continue;
@@ -114,7 +114,7 @@ impl BulkLoader {
             if !rows.is_sorted_by(|a, b| a.0 <= b.0) {
                 order.sort_by(|&a, &b| rows[a as usize].0.cmp(rows[b as usize].0));
             }
-            let path = self.run_path(*runs, *view);
+            let path = self.run_path(run, *view);
             let file = File::create(&path).map_err(io(&path))?;
             let mut out = BufWriter::with_capacity(WRITE_BUFFER_BYTES, file);
             for (i, &at) in order.iter().enumerate() {
@@ -129,7 +129,6 @@ impl BulkLoader {
             }
             out.flush().map_err(io(&path))?;
         }
-        *runs += 1;
         Ok(())
     }
 
@@ -137,13 +136,12 @@ impl BulkLoader {
     /// family options, and ingests them into `db`, then deletes the runs.
     pub(crate) fn finish(&self, db: &DB) -> Result<(), ViewError> {
         let mut runs = self.runs.lock().expect("bulk loader lock");
-        let views: Vec<View> = View::ALL.into_iter().filter(|v| is_loaded(*v)).collect();
-        let files: Vec<(View, Vec<PathBuf>)> = views
+        let files: Vec<(View, Vec<PathBuf>)> = View::ALL
             .par_iter()
             .map(|&view| {
                 Ok((
                     view,
-                    self.merge(view, *runs, &cf_options(view.name(), true, None))?,
+                    self.merge(view, *runs, &cf_options(view.name(), None))?,
                 ))
             })
             .collect::<Result<_, ViewError>>()?;

@@ -7,15 +7,20 @@
 //! Fabric marks an invalid transaction in its block. The outcome depends only on the
 //! ledger, so a rebuild writes exactly the bytes the live projector wrote.
 //!
-//! Records and grants touched by blocks not yet written are kept in an overlay, so several
-//! events on one record in one batch see each other (and a record is read from the store
-//! once per batch, not once per event); a record is kept as its encoded `records` row and
-//! decoded when an event needs its state. The live projector writes one block per batch;
-//! a rebuild writes many blocks per batch.
+//! Records and grants the projection has met are kept in an overlay, so several events on
+//! one record see each other before their batch is written (and a record is read from the
+//! store once, not once per event); a record is kept as its encoded `records` row and
+//! decoded when an event needs its state. The live projector projects one block per
+//! batch, reading the states it needs from the store.
 //!
-//! A rebuild's projection ([`Projection::for_rebuild`]) also keeps an [`IdFilter`] of the
-//! records it created: a creation looks up its id, and on a store the projection filled
-//! from empty, an id the filter has never seen needs no read.
+//! A rebuild projects partitions instead ([`Projection::for_partitions`]): each holds
+//! every event about some records and grants, in ledger order, and the events of
+//! different subjects never affect each other (see [`Subject`]). The overlay then holds
+//! the whole state of the partition's records, so nothing is read from a store; each
+//! record's `records` row is written once, when its partition ends
+//! ([`Projection::end_partition`]).
+//!
+//! [`Subject`]: medledger_chaincode::Subject
 
 use foldhash::HashMap;
 
@@ -24,7 +29,6 @@ use medledger_chaincode::contract::{
 };
 use medledger_chaincode::{Envelope, Event, RecordStatus};
 
-use super::idfilter::IdFilter;
 use super::keys;
 use super::values::{
     self, event_kind_code, AuditEntry, Rejection, Summary, TxPosition, VersionEntry,
@@ -43,78 +47,80 @@ pub struct BlockOutcome {
 /// The contract's verdict on one event: its rejection code and message, or `Ok`.
 type Verdict = Result<(), (&'static str, String)>;
 
-/// Accumulates the view changes of consecutive blocks.
+/// Accumulates the view changes of consecutive blocks, or of a rebuild's partitions.
 pub struct Projection<'s> {
-    store: &'s dyn ViewStore,
-    /// Current versions of the records the pending batch changed (or looked up), as
-    /// their `records` rows' bytes: decoded when an event needs them. Kept decoded,
-    /// every creation's strings lived on in the overlay and were freed two batches
-    /// later, from memory long cold; now they are freed as the event is done, and the
-    /// next event's decoding reuses them.
+    /// Where states not in the overlay are read; `None` for partitions, whose overlay
+    /// holds every state their events need.
+    store: Option<&'s dyn ViewStore>,
+    /// Current versions of the records met so far, as their `records` rows' bytes:
+    /// decoded when an event needs them. Kept decoded, every creation's strings lived on
+    /// in the overlay, to be freed later from memory long cold; now they are freed as
+    /// the event is done, and the next event's decoding reuses them.
     records: HashMap<String, Vec<u8>>,
     grants: HashMap<(String, String), Option<GrantState>>,
-    /// The same for the batch taken last, which may still be being written.
-    taken_records: HashMap<String, Vec<u8>>,
-    taken_grants: HashMap<(String, String), Option<GrantState>>,
     batch: ViewBatch,
-    /// A written batch handed back by [`Projection::recycle`], for the next one's memory.
-    spare: Option<ViewBatch>,
-    /// The ids of the records this projection created, if it began on an empty store.
-    created: Option<IdFilter>,
-    /// Ops a batch is reserved for when made ([`Projection::for_rebuild`]), or 0.
+    /// Where a partition's `records` rows are encoded before they are copied into the
+    /// overlay at their exact size (encoded there, each row grew by doubling).
+    row_scratch: Vec<u8>,
+    /// Ops a partitions' batch holds before [`Projection::batch_full`], or 0.
     batch_ops: usize,
 }
+
+/// Bytes of keys and values reserved per op of a partitions' batch (~130 in the
+/// fixtures); a batch is full at that many bytes too.
+const BATCH_BYTES_PER_OP: usize = 144;
 
 impl<'s> Projection<'s> {
     /// A projection continuing from `store`'s applied height.
     pub fn new(store: &'s dyn ViewStore) -> Result<Self, ViewError> {
         let height = store.applied_height()?;
         Ok(Projection {
-            store,
+            store: Some(store),
             records: HashMap::default(),
             grants: HashMap::default(),
-            taken_records: HashMap::default(),
-            taken_grants: HashMap::default(),
             batch: ViewBatch::new(height),
-            spare: None,
-            created: None,
+            row_scratch: Vec::new(),
             batch_ops: 0,
         })
     }
 
-    /// A projection for many blocks (a rebuild's), taken in batches of about
-    /// `batch_ops` ops: as [`Projection::new`], with each batch and the overlay reserved
-    /// for that size up front (grown by doubling, they were copied over and over, and
-    /// on this VM memory first touched costs more than the copy). If `store` is empty
-    /// (no height, no record) and [skips such reads], it also keeps a filter of the
-    /// records it creates, so that looking up a new record's id needs no read of the
-    /// store. The filter grows with the
-    /// records created (~1.3 bytes each) up to [`idfilter::BYTES_MAX`]; past that it is
-    /// dropped and every lookup reads.
+    /// A projection of a rebuild's partitions ([`Projection::apply_tx`], then
+    /// [`Projection::end_partition`] for each), written in batches of about `batch_ops`
+    /// ops ([`Projection::write_batch`] when [`Projection::batch_full`]). It reads no
+    /// store: a partition's events must be all the events about its records and grants,
+    /// and the views it writes into must have been empty. Its batches bring the views to
+    /// no height (0): the caller writes the height once every partition is written.
     ///
-    /// [`idfilter::BYTES_MAX`]: super::idfilter::BYTES_MAX
-    /// [skips such reads]: ViewStore::skip_reads_of_new_records
-    pub fn for_rebuild(store: &'s dyn ViewStore, batch_ops: usize) -> Result<Self, ViewError> {
-        let mut projection = Projection::new(store)?;
-        if store.skip_reads_of_new_records()
-            && projection.height() == 0
-            && store.scan(View::Records, b"", None, 1)?.is_empty()
-        {
-            projection.created = Some(IdFilter::default());
+    /// One batch, reserved up front and reused: grown by doubling, batches were copied
+    /// over and over, and on this VM memory first touched (cleared by the kernel) costs
+    /// more than the copy.
+    pub fn for_partitions(batch_ops: usize) -> Self {
+        let mut batch = ViewBatch::new(0);
+        let ops = batch_ops + batch_ops / 32;
+        batch.reserve(ops, ops * BATCH_BYTES_PER_OP);
+        Projection {
+            store: None,
+            records: HashMap::default(),
+            grants: HashMap::default(),
+            batch,
+            row_scratch: Vec::new(),
+            batch_ops,
         }
-        projection.batch_ops = batch_ops;
-        projection.reserve_batch();
-        // A batch's events touch about one record per 8 ops (a creation writes 6 rows).
-        projection.records.reserve(batch_ops / 8);
-        projection.taken_records.reserve(batch_ops / 8);
-        Ok(projection)
     }
 
-    /// Reserves the pending batch for `batch_ops` ops and their keys and values (~130
-    /// bytes an op in the fixtures; a batch that needs more grows).
-    fn reserve_batch(&mut self) {
-        let ops = self.batch_ops + self.batch_ops / 32;
-        self.batch.reserve(ops, ops * 144);
+    /// Whether a partitions' batch holds `batch_ops` ops, or their bytes: time to
+    /// [`Projection::write_batch`].
+    pub fn batch_full(&self) -> bool {
+        self.batch.len() >= self.batch_ops
+            || self.batch.byte_len() >= self.batch_ops * BATCH_BYTES_PER_OP
+    }
+
+    /// Sorts the batch, writes it into `store` and empties it (its memory stays).
+    pub fn write_batch(&mut self, store: &dyn ViewStore) -> Result<(), ViewError> {
+        self.batch.sort_by_key();
+        store.write(&self.batch)?;
+        self.batch.reset(self.batch.applied_height);
+        Ok(())
     }
 
     /// The height the pending batch brings the views to.
@@ -141,87 +147,90 @@ impl<'s> Projection<'s> {
         let mut outcome = BlockOutcome::default();
         for (position, bytes) in txs.into_iter().enumerate() {
             let position = u32::try_from(position).expect("a block holds < 2^32 txs");
-            let tx_id = Envelope::tx_id_of(bytes).map(|t| t.0).unwrap_or_default();
-            let at = TxPosition {
-                block: number,
-                position,
-                tx_id,
-            };
-            let verdict = match Envelope::decode(bytes) {
-                Ok(env) => self.apply_event(at, env.event)?,
-                Err(e) => Err(("undecodable", e.to_string())),
-            };
-            match verdict {
-                Ok(()) => outcome.applied += 1,
-                Err((code, message)) => {
-                    outcome.rejected += 1;
-                    let row = Rejection {
-                        at,
-                        code: code.to_owned(),
-                        message,
-                    };
-                    self.batch.put(
-                        View::Rejected,
-                        keys::rejected(number, position),
-                        values::encode(&row),
-                    );
-                }
+            if self.apply_tx(number, position, bytes)? {
+                outcome.applied += 1;
+            } else {
+                outcome.rejected += 1;
             }
         }
         self.batch.applied_height = number + 1;
         Ok(outcome)
     }
 
-    /// The batch so far (ops and the new height), leaving an empty one at that height.
-    ///
-    /// Projection may go on while the taken batch is written (its changes stay visible
-    /// here), but that batch must be in the store before the next `take_batch`: one
-    /// batch in flight at most.
-    pub fn take_batch(&mut self) -> ViewBatch {
-        // The maps swap roles and the older one is emptied: each keeps its memory, and
-        // a rebuild's overlay (tens of thousands of records per batch) no longer grows
-        // from nothing every batch.
-        self.taken_records.clear();
-        std::mem::swap(&mut self.records, &mut self.taken_records);
-        self.taken_grants.clear();
-        std::mem::swap(&mut self.grants, &mut self.taken_grants);
-        let (mut next, fresh) = match self.spare.take() {
-            Some(spare) => (spare, false),
-            None => (ViewBatch::default(), true),
+    /// Projects the transaction at `position` in block `number` (canonical envelope
+    /// bytes): whether it was applied (`false`: the contract rejected it, and it has a
+    /// `rejected` row). [`Projection::apply_block`] projects a block's transactions in
+    /// order; a partition's come in ledger order.
+    pub fn apply_tx(
+        &mut self,
+        number: u64,
+        position: u32,
+        bytes: &[u8],
+    ) -> Result<bool, ViewError> {
+        let tx_id = Envelope::tx_id_of(bytes).map(|t| t.0).unwrap_or_default();
+        let at = TxPosition {
+            block: number,
+            position,
+            tx_id,
         };
-        next.reset(self.batch.applied_height);
-        let taken = std::mem::replace(&mut self.batch, next);
-        if fresh {
-            self.reserve_batch();
-        }
-        taken
+        let verdict = match Envelope::decode(bytes) {
+            Ok(env) => self.apply_event(at, env.event)?,
+            Err(e) => Err(("undecodable", e.to_string())),
+        };
+        let Err((code, message)) = verdict else {
+            return Ok(true);
+        };
+        let row = Rejection {
+            at,
+            code: code.to_owned(),
+            message,
+        };
+        self.batch.put(
+            View::Rejected,
+            keys::rejected(number, position),
+            values::encode(&row),
+        );
+        Ok(false)
     }
 
-    /// Hands back a batch taken earlier and written, so that a later batch reuses its
-    /// memory instead of growing a new one (a rebuild's batches are tens of MiB).
-    pub fn recycle(&mut self, batch: ViewBatch) {
-        self.spare = Some(batch);
+    /// Ends a partition: puts the `records` row of each of its records into the batch
+    /// (its current version: earlier ones are in `record_versions` already), writing the
+    /// batch into `store` as it fills, and forgets the partition's records and grants,
+    /// keeping the overlay's memory for the next partition.
+    pub fn end_partition(&mut self, store: &dyn ViewStore) -> Result<(), ViewError> {
+        debug_assert!(self.store.is_none(), "only partitions end");
+        let mut records = std::mem::take(&mut self.records);
+        for (record_id, row) in records.drain() {
+            self.batch
+                .put_with(View::Records, |k| keys::write_record(k, &record_id), &row);
+            if self.batch_full() {
+                self.write_batch(store)?;
+            }
+        }
+        self.records = records;
+        self.grants.clear();
+        Ok(())
+    }
+
+    /// The batch so far (ops and the new height), leaving an empty one at that height.
+    /// The overlay keeps its states: the batch taken must be in the store before the
+    /// projection's next read of it.
+    pub fn take_batch(&mut self) -> ViewBatch {
+        let height = self.batch.applied_height;
+        std::mem::replace(&mut self.batch, ViewBatch::new(height))
     }
 
     /// Makes sure the current version of `record_id`, if the record exists, is in
-    /// `records`: moved there from `taken_records`, or read from the store (unless the
-    /// filter of created ids says it cannot be there).
+    /// `records`: read from the store if it is not there yet (a partition's overlay holds
+    /// every record its events can name).
     fn load_record(&mut self, record_id: &str) -> Result<(), ViewError> {
+        let Some(store) = self.store else {
+            return Ok(());
+        };
         if self.records.contains_key(record_id) {
             return Ok(());
         }
-        if let Some((key, entry)) = self.taken_records.remove_entry(record_id) {
-            self.records.insert(key, entry);
-            return Ok(());
-        }
-        if self
-            .created
-            .as_ref()
-            .is_some_and(|f| !f.may_contain(record_id))
-        {
-            return Ok(());
-        }
-        if let Some(bytes) = self.store.get(View::Records, &keys::record(record_id))? {
+        if let Some(bytes) = store.get(View::Records, &keys::record(record_id))? {
             self.records.insert(record_id.to_owned(), bytes);
         }
         Ok(())
@@ -233,17 +242,13 @@ impl<'s> Projection<'s> {
         grantee_id: &str,
     ) -> Result<Option<GrantState>, ViewError> {
         let key = (patient_id.to_owned(), grantee_id.to_owned());
-        if let Some(g) = self
-            .grants
-            .get(&key)
-            .or_else(|| self.taken_grants.get(&key))
-        {
+        if let Some(g) = self.grants.get(&key) {
             return Ok(g.clone());
         }
-        match self
-            .store
-            .get(View::Grants, &keys::grant(patient_id, grantee_id))?
-        {
+        let Some(store) = self.store else {
+            return Ok(None);
+        };
+        match store.get(View::Grants, &keys::grant(patient_id, grantee_id))? {
             None => Ok(None),
             Some(bytes) => values::decode(&bytes, "grant").map(Some),
         }
@@ -320,13 +325,9 @@ impl<'s> Projection<'s> {
                     state: record_created(e),
                 };
                 write_summary(batch, &entry.state, false);
-                put_current(batch, &entry);
-                if let Some(filter) = &mut self.created {
-                    if !filter.insert(&entry.state.record_id) {
-                        self.created = None;
-                    }
-                }
-                let row = batch.last_value().expect("the row just put").to_vec();
+                let mut row = Vec::new();
+                let scratch = &mut self.row_scratch;
+                set_current(batch, &mut row, scratch, &entry, self.store.is_some());
                 self.records.insert(entry.state.record_id, row);
                 return Ok(Ok(()));
             }
@@ -353,9 +354,13 @@ impl<'s> Projection<'s> {
         if entry.state.status != status {
             write_summary(batch, &entry.state, true);
         }
-        put_current(batch, &entry);
-        row.clear();
-        row.extend_from_slice(batch.last_value().expect("the row just put"));
+        set_current(
+            batch,
+            row,
+            &mut self.row_scratch,
+            &entry,
+            self.store.is_some(),
+        );
         Ok(Ok(()))
     }
 }
@@ -393,11 +398,29 @@ fn write_summary(batch: &mut ViewBatch, state: &RecordState, existed: bool) {
     }
 }
 
-/// Writes `entry` as its record's current version.
-fn put_current(batch: &mut ViewBatch, entry: &VersionEntry) {
-    batch.put_encoded(
-        View::Records,
-        |k| keys::write_record(k, &entry.state.record_id),
-        |v| values::encode_into(entry, v),
-    );
+/// Makes `entry` its record's current version: its `records` row in the overlay's `row`,
+/// and in the batch if `write` (a partition writes its rows when it ends; `scratch` is
+/// where it encodes them).
+fn set_current(
+    batch: &mut ViewBatch,
+    row: &mut Vec<u8>,
+    scratch: &mut Vec<u8>,
+    entry: &VersionEntry,
+    write: bool,
+) {
+    let encoded = if write {
+        batch.put_encoded(
+            View::Records,
+            |k| keys::write_record(k, &entry.state.record_id),
+            |v| values::encode_into(entry, v),
+        );
+        batch.last_value().expect("the row just put")
+    } else {
+        scratch.clear();
+        values::encode_into(entry, scratch);
+        scratch
+    };
+    row.clear();
+    row.reserve_exact(encoded.len());
+    row.extend_from_slice(encoded);
 }

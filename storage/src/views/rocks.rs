@@ -8,9 +8,9 @@
 //! height, come back at the same batch boundary, and the projector replays the blocks
 //! since from the ledger.
 //!
-//! A bulk store (a rebuild's, [`RocksViewStore::open_with`]) starts empty and writes only
-//! `records` and `grants` through its memtables; the other views go through the
-//! [`bulk`](super::bulk) loader into SST files ingested at its flush.
+//! A bulk store (a rebuild's, [`RocksViewStore::open_with`]) starts empty and writes no
+//! view through its memtables: every row goes through the [`bulk`](super::bulk) loader
+//! into SST files ingested at its flush.
 
 use std::path::Path;
 
@@ -28,7 +28,7 @@ const KEY_HEIGHT: &[u8] = b"applied_height";
 /// Views in RocksDB.
 pub struct RocksViewStore {
     db: DB,
-    /// A bulk (rebuild) store's loader of the views the projection never reads.
+    /// A bulk (rebuild) store's loader of every view.
     bulk: Option<BulkLoader>,
 }
 
@@ -43,8 +43,8 @@ impl RocksViewStore {
     }
 
     /// Opens (or creates) the store at `path`; `bulk` for a rebuild, which must find it
-    /// empty: the views the projection never reads are loaded through sorted runs and
-    /// readable after [`ViewStore::flush`] (see [`bulk`](super::bulk)).
+    /// empty: every view is loaded through sorted runs and readable after
+    /// [`ViewStore::flush`] (see [`bulk`](super::bulk)).
     pub fn open_with(path: &Path, bulk: bool) -> Result<Self, ViewError> {
         let mut opts = Options::default();
         opts.create_if_missing(true);
@@ -52,9 +52,9 @@ impl RocksViewStore {
         opts.set_max_background_jobs(2);
         // No WAL (see the module docs): column families must flush together.
         opts.set_atomic_flush(true);
-        // Bound the memtables of all column families together: a rebuild's memory stays
-        // flat however long the ledger is, and the live store's too.
-        opts.set_db_write_buffer_size(if bulk { 256 << 20 } else { 512 << 20 });
+        // Bound the memtables of all column families together: the live store's memory
+        // stays flat however long it runs (a bulk store's hold only its height).
+        opts.set_db_write_buffer_size(512 << 20);
         // The live store writes its flushes and compactions with direct I/O, and keeps
         // what it reads, and each flush's blocks, in one block cache. Written through the
         // page cache, a flush (256 MiB of `records`) or a compaction left that much dirty
@@ -66,9 +66,8 @@ impl RocksViewStore {
         if live_cache.is_some() && direct_io_supported(path)? {
             opts.set_use_direct_io_for_flush_and_compaction(true);
         }
-        let cfs = column_families().map(|name| {
-            ColumnFamilyDescriptor::new(name, cf_options(name, bulk, live_cache.as_ref()))
-        });
+        let cfs = column_families()
+            .map(|name| ColumnFamilyDescriptor::new(name, cf_options(name, live_cache.as_ref())));
         let db = DB::open_cf_descriptors(&opts, path, cfs).map_err(backend)?;
         let store = RocksViewStore { db, bulk: None };
         if live_cache.is_some() {
@@ -120,12 +119,10 @@ impl RocksViewStore {
     /// Refuses a read of a view a bulk store is still loading.
     fn readable(&self, view: View) -> Result<(), ViewError> {
         match &self.bulk {
-            Some(loader) if bulk::is_loaded(view) && loader.pending() => {
-                Err(ViewError::Backend(format!(
-                    "the {} view of a bulk store being loaded is readable after its flush",
-                    view.name()
-                )))
-            }
+            Some(loader) if loader.pending() => Err(ViewError::Backend(format!(
+                "the {} view of a bulk store being loaded is readable after its flush",
+                view.name()
+            ))),
             _ => Ok(()),
         }
     }
@@ -150,35 +147,6 @@ impl ViewStore for RocksViewStore {
                 requested: batch.applied_height,
             });
         }
-        // A bulk store's loaded views go to its loader, one run per batch.
-        let loads = |view: View| self.bulk.is_some() && bulk::is_loaded(view);
-        let mut loaded: Vec<(View, Vec<bulk::Row<'_>>)> = View::ALL
-            .into_iter()
-            .filter(|v| loads(*v))
-            .map(|v| (v, Vec::new()))
-            .collect();
-        // Sized up front for the ops that go to the memtables: a rebuild's batch is tens
-        // of MiB, and growing it by doubling copied it over and over.
-        let memtable_bytes: usize = batch
-            .ops()
-            .filter(|op| !loads(op.view()))
-            .map(|op| op.byte_len() + 16)
-            .sum();
-        let mut wb = WriteBatch::with_capacity_bytes(memtable_bytes + 64);
-        for op in batch.ops() {
-            let (view, key, value) = match op {
-                ViewOp::Put { view, key, value } => (view, key, Some(value)),
-                ViewOp::Delete { view, key } => (view, key, None),
-            };
-            if let Some(rows) = loaded.iter_mut().find(|(v, _)| *v == view) {
-                rows.1.push((key, value));
-                continue;
-            }
-            match value {
-                Some(value) => wb.put_cf(self.cf(view.name()), key, value),
-                None => wb.delete_cf(self.cf(view.name()), key),
-            }
-        }
         let height = |wb: &mut WriteBatch| {
             wb.put_cf(
                 self.cf(CF_META),
@@ -186,23 +154,42 @@ impl ViewStore for RocksViewStore {
                 super::encode_meta(batch.applied_height),
             )
         };
-        match &self.bulk {
-            // The run and the memtable writes side by side on the rayon pool (a
-            // rebuild's projection waits for this batch to be written), and the new
-            // height only once both are done.
-            Some(loader) => {
-                let write = || self.db.write_opt(wb, &no_wal()).map_err(backend);
-                let (run, memtables) = rayon::join(|| loader.add_run(&loaded), write);
-                run.and(memtables)?;
-                let mut wb = WriteBatch::default();
-                height(&mut wb);
-                self.db.write_opt(wb, &no_wal()).map_err(backend)
+        if let Some(loader) = &self.bulk {
+            // Every row goes to the loader, one run per batch; the new height only once
+            // the run is written.
+            // `View::ALL` is in byte order, from 1.
+            let mut counts = [0; View::ALL.len()];
+            for op in batch.ops() {
+                counts[op.view() as usize - 1] += 1;
             }
-            None => {
-                height(&mut wb);
-                self.db.write_opt(wb, &no_wal()).map_err(backend)
+            let mut loaded: Vec<(View, Vec<bulk::Row<'_>>)> = View::ALL
+                .into_iter()
+                .map(|v| (v, Vec::with_capacity(counts[v as usize - 1])))
+                .collect();
+            for op in batch.ops() {
+                let (view, row) = match op {
+                    ViewOp::Put { view, key, value } => (view, (key, Some(value))),
+                    ViewOp::Delete { view, key } => (view, (key, None)),
+                };
+                loaded[view as usize - 1].1.push(row);
+            }
+            loader.add_run(&loaded)?;
+            let mut wb = WriteBatch::default();
+            height(&mut wb);
+            return self.db.write_opt(wb, &no_wal()).map_err(backend);
+        }
+        // Sized up front: a batch can be tens of MiB, and growing it by doubling copied
+        // it over and over.
+        let bytes: usize = batch.ops().map(|op| op.byte_len() + 16).sum();
+        let mut wb = WriteBatch::with_capacity_bytes(bytes + 64);
+        for op in batch.ops() {
+            match op {
+                ViewOp::Put { view, key, value } => wb.put_cf(self.cf(view.name()), key, value),
+                ViewOp::Delete { view, key } => wb.delete_cf(self.cf(view.name()), key),
             }
         }
+        height(&mut wb);
+        self.db.write_opt(wb, &no_wal()).map_err(backend)
     }
 
     fn get(&self, view: View, key: &[u8]) -> Result<Option<Vec<u8>>, ViewError> {
@@ -247,25 +234,13 @@ impl ViewStore for RocksViewStore {
         self.db.write_opt(wb, &no_wal()).map_err(backend)
     }
 
-    fn skip_reads_of_new_records(&self) -> bool {
-        // A miss costs a bloom probe per memtable and level-0 file, and changes nothing.
-        true
-    }
-
     fn flush(&self) -> Result<(), ViewError> {
         // Every column family's memtable to synced SSTs, together (`atomic_flush`).
         let cfs: Vec<_> = column_families().map(|n| self.cf(n)).collect();
         if let Some(loader) = &self.bulk {
-            // A bulk store's memtables (`records`, `grants`) start flushing in the
-            // background while the loader merges its runs: the flush ran after the
-            // merge, on one core, for the last ~6% of a 1M-event rebuild.
-            let mut start = rocksdb::FlushOptions::default();
-            start.set_wait(false);
-            self.db.flush_cfs_opt(&cfs, &start).map_err(backend)?;
             // Ingested files are synced before RocksDB records them.
             loader.finish(&self.db)?;
         }
-        // Waits for the flush started above, or flushes what was written since.
         self.db
             .flush_cfs_opt(&cfs, &rocksdb::FlushOptions::default())
             .map_err(backend)?;
@@ -317,25 +292,14 @@ fn direct_io_supported(dir: &Path) -> Result<bool, ViewError> {
 }
 
 /// The options of column family `name`; `live_cache` is the live store's block cache.
-pub(super) fn cf_options(name: &str, bulk: bool, live_cache: Option<&rocksdb::Cache>) -> Options {
+pub(super) fn cf_options(name: &str, live_cache: Option<&rocksdb::Cache>) -> Options {
     let mut cf = Options::default();
     cf.set_compression_type(rocksdb::DBCompressionType::Lz4);
     let mut table = BlockBasedOptions::default();
     if let Some(cache) = live_cache {
         table.set_block_cache(cache);
     }
-    if bulk {
-        // Only `records` and `grants` go through the memtables of a bulk store (see
-        // `bulk`): `records` can have most of the memtable budget, and a 1M-event
-        // rebuild flushes it 3 times instead of 6, below the 4 level-0 files that start
-        // a compaction (which rewrote ~150 MB of it).
-        let mib = if name == View::Records.name() {
-            128
-        } else {
-            16
-        };
-        cf.set_write_buffer_size(mib << 20);
-    } else if name == View::Records.name() {
+    if name == View::Records.name() {
         // A `records` row holds the record's whole state (metadata included), so
         // this memtable fills ~20 times faster than a timeline's, and
         // `atomic_flush` flushes every view when it is full. Larger, it makes the
@@ -348,8 +312,7 @@ pub(super) fn cf_options(name: &str, bulk: bool, live_cache: Option<&rocksdb::Ca
         // The projector looks up every record an event names, most often
         // one that does not exist yet: a bloom filter answers those misses.
         table.set_bloom_filter(10.0, false);
-        // The same in the memtable, which a miss otherwise searches through
-        // (a rebuild's 64 MiB memtables made that a tenth of the projection).
+        // The same in the memtable, which a miss otherwise searches through.
         cf.set_memtable_whole_key_filtering(true);
         cf.set_memtable_prefix_bloom_ratio(0.02);
     }
