@@ -186,6 +186,8 @@ pub struct ViewBatch {
     /// [`ViewBatch::sort_by_key`]'s buffers, empty between its calls.
     sort_order: Vec<(u128, u64, u32)>,
     sorted_ops: Vec<OpAt>,
+    /// Whether the ops are as [`ViewBatch::sort_by_key`] left them.
+    sorted_unique: bool,
 }
 
 impl ViewBatch {
@@ -262,6 +264,13 @@ impl ViewBatch {
             key_len,
             value_len,
         });
+        self.sorted_unique = false;
+    }
+
+    /// Whether the ops are in (view, key) order with one op per key, as
+    /// [`ViewBatch::sort_by_key`] leaves them (until an op is added).
+    pub fn is_sorted_unique(&self) -> bool {
+        self.sorted_unique || self.ops.is_empty()
     }
 
     /// Makes room for `ops` more ops and `bytes` more bytes of keys and values: a
@@ -322,10 +331,11 @@ impl ViewBatch {
         &self.bytes[at.start..at.start + at.key_len]
     }
 
-    /// Orders the ops by (view, key), keeping the ops on one key in their order, so the
-    /// last one still wins. The result the store holds is the same; the inserts become
-    /// sequential, which the stores do much faster (RocksDB's memtable skiplist reuses
-    /// its insertion point; sled stays in one leaf).
+    /// Orders the ops by (view, key) and keeps only the last op on each key, the one that
+    /// wins. The result the store holds is the same; the inserts become sequential, which
+    /// the stores do much faster (RocksDB's memtable skiplist reuses its insertion point;
+    /// sled stays in one leaf), and a bulk store writes the ops as they are
+    /// ([`ViewBatch::is_sorted_unique`]).
     ///
     /// Ops are compared by view and the first 15 bytes of their keys as one integer,
     /// then by the next 8 as another, and by the whole key only when those tie: most
@@ -367,11 +377,24 @@ impl ViewBatch {
         });
         let mut sorted = std::mem::take(&mut self.sorted_ops);
         sorted.clear();
-        sorted.extend(order.iter().map(|&(_, _, i)| self.ops[i as usize]));
+        // An op followed by one on the same key is superseded (the sort is stable). Equal
+        // keys have equal heads, so only equal heads need the keys compared.
+        let same_key = |a: &(u128, u64, u32), b: &(u128, u64, u32)| {
+            (a.0, a.1) == (b.0, b.1)
+                && self.key_of(&self.ops[a.2 as usize]) == self.key_of(&self.ops[b.2 as usize])
+        };
+        sorted.extend(
+            order
+                .iter()
+                .zip(order.iter().skip(1).map(Some).chain([None]))
+                .filter(|(op, next)| !next.is_some_and(|next| same_key(op, next)))
+                .map(|(&(_, _, i), _)| self.ops[i as usize]),
+        );
         self.sorted_ops = std::mem::replace(&mut self.ops, sorted);
         self.sorted_ops.clear();
         order.clear();
         self.sort_order = order;
+        self.sorted_unique = true;
     }
 }
 
@@ -582,7 +605,7 @@ mod tests {
         /// The sort equals a stable sort by (view, key) of the ops as added, and `reset`
         /// leaves nothing behind.
         #[test]
-        fn sort_by_key_is_a_stable_sort_by_view_and_key(
+        fn sort_by_key_orders_by_view_and_key_keeping_the_last_op_on_each(
             ops in prop::collection::vec(
                 (prop::sample::select(View::ALL.to_vec()), arb_key(), prop::option::of(arb_key())),
                 0..200,
@@ -602,11 +625,20 @@ mod tests {
                 }
                 prop_assert_eq!(batch.last_value(), value.as_deref());
             }
+            // A stable sort, then the last op on each key.
             let mut want = ops.clone();
             want.sort_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)));
-            prop_assert_eq!(owned(&batch), ops);
+            let want: Vec<_> = want
+                .iter()
+                .enumerate()
+                .filter(|(i, op)| want.get(i + 1).is_none_or(|next| (next.0, &next.1) != (op.0, &op.1)))
+                .map(|(_, op)| op.clone())
+                .collect();
+            prop_assert_eq!(owned(&batch), ops.clone());
+            prop_assert_eq!(batch.is_sorted_unique(), ops.is_empty());
             batch.sort_by_key();
             prop_assert_eq!(owned(&batch), want);
+            prop_assert!(batch.is_sorted_unique());
             prop_assert_eq!(batch.applied_height, 3);
             batch.reset(4);
             prop_assert!(batch.is_empty());

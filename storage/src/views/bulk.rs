@@ -29,7 +29,7 @@ use rayon::prelude::*;
 use rocksdb::{IngestExternalFileOptions, Options, SstFileWriter, DB};
 
 use super::rocks::{backend, cf_options};
-use super::{View, ViewError};
+use super::{View, ViewBatch, ViewError, ViewOp};
 
 /// Bytes of an SST file before the merge starts the next one (RocksDB's default target
 /// file size).
@@ -53,9 +53,6 @@ pub(crate) struct BulkLoader {
     /// batch had no row of `v`).
     runs: Mutex<u32>,
 }
-
-/// One row, borrowed from the batch that holds it: `value` is `None` for a delete.
-pub(crate) type Row<'a> = (&'a [u8], Option<&'a [u8]>);
 
 fn io(what: &Path) -> impl FnOnce(std::io::Error) -> ViewError + '_ {
     move |e| ViewError::Backend(format!("{}: {e}", what.display()))
@@ -91,11 +88,15 @@ impl BulkLoader {
         *self.runs.lock().expect("bulk loader lock") > 0
     }
 
-    /// Writes one run: for each view, its rows of one batch in the batch's order (the
-    /// last op on a key wins). Runs may be written concurrently (a rebuild's partitions
-    /// are projected on every core), as long as they never hold the same key; a later
-    /// run wins a key over an earlier one.
-    pub(crate) fn add_run(&self, rows: &[(View, Vec<Row<'_>>)]) -> Result<(), ViewError> {
+    /// Writes one run: the rows of `batch`, which [`ViewBatch::sort_by_key`] left in key
+    /// order with one op per key, each view's rows in a file of their own. Runs may be
+    /// written concurrently (a rebuild's partitions are projected on every core), as
+    /// long as they never hold the same key; a later run wins a key over an earlier one.
+    pub(crate) fn add_run(&self, batch: &ViewBatch) -> Result<(), ViewError> {
+        assert!(
+            batch.is_sorted_unique(),
+            "a run is written from a sorted batch"
+        );
         let run = {
             let mut runs = self.runs.lock().expect("bulk loader lock");
             if *runs == 0 {
@@ -104,27 +105,16 @@ impl BulkLoader {
             *runs += 1;
             *runs - 1
         };
-        for (view, rows) in rows {
-            if rows.is_empty() {
-                continue;
-            }
-            // Stable: the ops on one key keep their order, so the last one is last.
-            let mut order: Vec<u32> =
-                (0..u32::try_from(rows.len()).expect("< 2^32 rows")).collect();
-            if !rows.is_sorted_by(|a, b| a.0 <= b.0) {
-                order.sort_by(|&a, &b| rows[a as usize].0.cmp(rows[b as usize].0));
-            }
-            let path = self.run_path(run, *view);
+        let mut ops = batch.ops().peekable();
+        while let Some(view) = ops.peek().map(ViewOp::view) {
+            let path = self.run_path(run, view);
             let file = File::create(&path).map_err(io(&path))?;
             let mut out = BufWriter::with_capacity(WRITE_BUFFER_BYTES, file);
-            for (i, &at) in order.iter().enumerate() {
-                let (key, value) = rows[at as usize];
-                let superseded = order
-                    .get(i + 1)
-                    .is_some_and(|&next| rows[next as usize].0 == key);
-                if superseded {
-                    continue;
-                }
+            while let Some(op) = ops.next_if(|op| op.view() == view) {
+                let (key, value) = match op {
+                    ViewOp::Put { key, value, .. } => (key, Some(value)),
+                    ViewOp::Delete { key, .. } => (key, None),
+                };
                 write_row(&mut out, key, value).map_err(io(&path))?;
             }
             out.flush().map_err(io(&path))?;
@@ -175,7 +165,8 @@ impl BulkLoader {
         }
     }
 
-    /// Merges `view`'s runs `0..runs` into SST files; returns their paths.
+    /// Merges `view`'s runs `0..runs` into SST files, then deletes the runs; returns the
+    /// files' paths.
     ///
     /// A merge reads all its runs at once, so it merges at most `fan_in` of them (one
     /// open file each): with more, the earliest are first merged into one run, as few as
@@ -210,7 +201,13 @@ impl BulkLoader {
             paths: Vec::new(),
         };
         merge_runs(&paths, |key, value| out.put(key, value))?;
-        out.finish()
+        let files = out.finish()?;
+        // The view's runs go as soon as its SST files are written: a rebuild's disk
+        // holds a view's rows twice at most, not every view's.
+        for done in &paths {
+            std::fs::remove_file(done).map_err(io(done))?;
+        }
+        Ok(files)
     }
 }
 
@@ -228,6 +225,7 @@ fn merge_runs(
         let mut reader = RunReader {
             input: BufReader::with_capacity(READ_BUFFER_BYTES, file),
             run,
+            head: 0,
             key: Vec::new(),
             value: Vec::new(),
             put: false,
@@ -246,11 +244,13 @@ fn merge_runs(
         if winner.put {
             emit(&winner.key, &winner.value)?;
         }
+        let head = winner.head;
         key.clear();
         key.extend_from_slice(&winner.key);
         // Drop every older row of the same key, then move on.
         while let Some(top) = heap.top() {
-            if heap.readers[top].key != key {
+            let next = &heap.readers[top];
+            if next.head != head || next.key != key {
                 break;
             }
             let run = heap.readers[top].run;
@@ -260,13 +260,18 @@ fn merge_runs(
     Ok(())
 }
 
-fn write_row(out: &mut impl Write, key: &[u8], value: Option<&[u8]>) -> std::io::Result<()> {
+/// A run row's head: put (1) or delete (0), key length, value length.
+fn row_head(key: &[u8], value: Option<&[u8]>) -> [u8; 9] {
     let len = |n: usize| u32::try_from(n).expect("view keys and values are < 4 GiB");
     let mut head = [0u8; 9];
     head[0] = u8::from(value.is_some());
     head[1..5].copy_from_slice(&len(key.len()).to_le_bytes());
     head[5..9].copy_from_slice(&len(value.map_or(0, <[u8]>::len)).to_le_bytes());
-    out.write_all(&head)?;
+    head
+}
+
+fn write_row(out: &mut impl Write, key: &[u8], value: Option<&[u8]>) -> std::io::Result<()> {
+    out.write_all(&row_head(key, value))?;
     out.write_all(key)?;
     out.write_all(value.unwrap_or_default())
 }
@@ -276,6 +281,10 @@ struct RunReader {
     input: BufReader<File>,
     /// The run's place among those merged: a later run wins a key.
     run: usize,
+    /// The key's first 16 bytes as a big-endian integer (zero-padded): rows are compared
+    /// by it first, and by their whole keys only when it ties (memcmp of keys that share
+    /// long prefixes was a fifth of a merge).
+    head: u128,
     key: Vec<u8>,
     value: Vec<u8>,
     put: bool,
@@ -297,13 +306,21 @@ impl RunReader {
         self.put = head[0] == 1;
         self.key.resize(len(&head[1..5]), 0);
         self.input.read_exact(&mut self.key)?;
+        let mut first = [0u8; 16];
+        let n = self.key.len().min(16);
+        first[..n].copy_from_slice(&self.key[..n]);
+        self.head = u128::from_be_bytes(first);
         self.value.resize(len(&head[5..9]), 0);
         self.input.read_exact(&mut self.value)
     }
 
     /// Merge order: smaller key first, and among equal keys the latest run first.
     fn before(&self, other: &RunReader) -> bool {
-        match self.key.cmp(&other.key) {
+        match self
+            .head
+            .cmp(&other.head)
+            .then_with(|| self.key.cmp(&other.key))
+        {
             std::cmp::Ordering::Equal => self.run > other.run,
             ord => ord.is_lt(),
         }

@@ -19,7 +19,7 @@ use rocksdb::{
     WriteBatch, WriteOptions, DB,
 };
 
-use super::bulk::{self, BulkLoader};
+use super::bulk::BulkLoader;
 use super::{prefix_end, View, ViewBatch, ViewError, ViewOp, ViewStore, Visitor};
 
 const CF_META: &str = "view_meta";
@@ -155,25 +155,15 @@ impl ViewStore for RocksViewStore {
             )
         };
         if let Some(loader) = &self.bulk {
-            // Every row goes to the loader, one run per batch; the new height only once
-            // the run is written.
-            // `View::ALL` is in byte order, from 1.
-            let mut counts = [0; View::ALL.len()];
-            for op in batch.ops() {
-                counts[op.view() as usize - 1] += 1;
+            // Every row goes to the loader, one run per batch (sorted, as a rebuild's
+            // batches come); the new height only once the run is written.
+            if batch.is_sorted_unique() {
+                loader.add_run(batch)?;
+            } else {
+                let mut sorted = batch.clone();
+                sorted.sort_by_key();
+                loader.add_run(&sorted)?;
             }
-            let mut loaded: Vec<(View, Vec<bulk::Row<'_>>)> = View::ALL
-                .into_iter()
-                .map(|v| (v, Vec::with_capacity(counts[v as usize - 1])))
-                .collect();
-            for op in batch.ops() {
-                let (view, row) = match op {
-                    ViewOp::Put { view, key, value } => (view, (key, Some(value))),
-                    ViewOp::Delete { view, key } => (view, (key, None)),
-                };
-                loaded[view as usize - 1].1.push(row);
-            }
-            loader.add_run(&loaded)?;
             let mut wb = WriteBatch::default();
             height(&mut wb);
             return self.db.write_opt(wb, &no_wal()).map_err(backend);
