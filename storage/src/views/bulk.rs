@@ -23,9 +23,9 @@
 use std::fs::File;
 use std::io::{BufReader, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
-use rayon::prelude::*;
 use rocksdb::{IngestExternalFileOptions, Options, SstFileWriter, DB};
 
 use super::rocks::{backend, cf_options};
@@ -126,15 +126,42 @@ impl BulkLoader {
     /// family options, and ingests them into `db`, then deletes the runs.
     pub(crate) fn finish(&self, db: &DB) -> Result<(), ViewError> {
         let mut runs = self.runs.lock().expect("bulk loader lock");
-        let files: Vec<(View, Vec<PathBuf>)> = View::ALL
-            .par_iter()
-            .map(|&view| {
-                Ok((
-                    view,
-                    self.merge(view, *runs, &cf_options(view.name(), None))?,
-                ))
+        // The largest views first, each taken by the next free thread: the merge ends
+        // about when the largest view's does (`records` holds half a rebuild's bytes),
+        // not when a split of the views in halves left two large ones on one thread.
+        let mut order: Vec<(u64, View)> = View::ALL
+            .into_iter()
+            .map(|view| {
+                let bytes = (0..*runs)
+                    .filter_map(|run| std::fs::metadata(self.run_path(run, view)).ok())
+                    .map(|m| m.len())
+                    .sum();
+                (bytes, view)
             })
-            .collect::<Result<_, ViewError>>()?;
+            .collect();
+        order.sort_by(|a, b| b.cmp(a));
+        let next = AtomicUsize::new(0);
+        let threads = rayon::current_num_threads().clamp(1, order.len());
+        let files: Vec<(View, Vec<PathBuf>)> = std::thread::scope(|scope| {
+            let workers: Vec<_> = (0..threads)
+                .map(|_| {
+                    scope.spawn(|| {
+                        let mut done = Vec::new();
+                        while let Some(&(_, view)) = order.get(next.fetch_add(1, Ordering::Relaxed))
+                        {
+                            let options = cf_options(view.name(), None);
+                            done.push((view, self.merge(view, *runs, &options)?));
+                        }
+                        Ok::<_, ViewError>(done)
+                    })
+                })
+                .collect();
+            let mut files = Vec::new();
+            for worker in workers {
+                files.extend(worker.join().expect("a merge thread panicked")?);
+            }
+            Ok::<_, ViewError>(files)
+        })?;
         let mut ingest = IngestExternalFileOptions::default();
         ingest.set_move_files(true);
         for (view, paths) in files {
