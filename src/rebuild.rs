@@ -10,7 +10,6 @@
 //! the projector catches up.
 
 use std::fs::File;
-use std::hash::BuildHasher;
 use std::io::{BufReader, BufWriter, Read, Write};
 use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
@@ -22,7 +21,7 @@ use rayon::prelude::*;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use medledger_chaincode::Envelope;
+use medledger_chaincode::{Envelope, Subject};
 use medledger_storage::views::project::Projection;
 use medledger_storage::views::{Backend, View, ViewBatch, ViewError, ViewStore};
 use medledger_storage::{BlockFrame, Ledger, StorageError};
@@ -168,18 +167,23 @@ pub fn open_views(data_dir: &Path, backend: Backend) -> Result<Arc<dyn ViewStore
 ///
 /// Two stages, each on every core:
 /// 1. *Reading*: the blocks are read and checked in parallel, and each transaction is
-///    appended to one of the partition files in `plan.work_dir`, chosen by a hash of its
-///    [`Subject`](medledger_chaincode::Subject) (the record, or the patient and grantee of
-///    a grant), read from its bytes without decoding them. A partition thus holds, in
-///    ledger order, every transaction about its subjects.
+///    appended to one of the partition files in `plan.work_dir`, chosen by its
+///    [`Subject`] (the record, or the patient and grantee of a grant), read from its
+///    bytes without decoding them. Partitions are ranges of record ids and of grant
+///    keys, cut at quantiles of a sample of the ledger ([`SAMPLE_BLOCKS`] blocks) so
+///    that each holds about `plan.partition_bytes` of transactions. A partition thus
+///    holds, in ledger order, every transaction about its subjects.
 /// 2. *Projecting*: one thread per core takes partitions one after the other and projects
 ///    each with [`Projection::for_partitions`]. Subjects never affect each other, so a
-///    partition needs no state but its own: its records and grants stay in memory
-///    (about [`PARTITION_BYTES`] of envelopes each), nothing is read back from the store,
-///    and each record's current row is written once. Batches of `plan.batch_ops` ops
-///    are sorted and written as they fill; no two partitions write the same key.
+///    partition needs no state but its own: its records and grants stay in memory,
+///    nothing is read back from the store, and each record's current row is written
+///    once. The views keyed by record id first (`records`, `record_versions`, `audit`)
+///    and `grants` get one segment per partition ([`ViewStore::write_segment`]: for
+///    RocksDB, SST files merged with nothing); the others go in batches of
+///    `plan.batch_ops` ops, sorted and written as they fill (for RocksDB, runs merged at
+///    the flush). No two partitions write the same key.
 ///
-/// The partitions are ~the ledger's size in temporary disk, removed as they are
+/// The partitions take about the ledger's size in temporary disk, removed as they are
 /// projected. Through one projection that read its states back from the store, a
 /// rebuild kept one core busy with the projection and the other with RocksDB's
 /// memtables, flushes and compactions of `records`.
@@ -199,9 +203,13 @@ pub fn project_all(
     let count = bytes
         .div_ceil(plan.partition_bytes.max(1))
         .clamp(1, PARTITIONS_MAX);
+    let count = usize::try_from(count).expect("at most PARTITIONS_MAX");
+    let (records, grants) = sample_bounds(ledger, to, count)?;
     let parts = Partitions {
         dir: plan.work_dir,
-        count: usize::try_from(count).expect("at most PARTITIONS_MAX"),
+        count,
+        records,
+        grants,
     };
     remove_dir(parts.dir)?;
     std::fs::create_dir_all(parts.dir).map_err(io(format!("creating {}", parts.dir.display())))?;
@@ -233,9 +241,70 @@ fn remove_dir(dir: &Path) -> Result<(), RebuildError> {
 
 /// A rebuild's partition files: `part-NNNNN` in `dir`, each a sequence of transactions
 /// `block (u64 LE) | position (u32 LE) | length (u32 LE) | canonical envelope bytes`.
+///
+/// Partition `p` holds the transactions about the record ids from `records[p - 1]`
+/// (from the least for the first) up to `records[p]` (excluded; to the greatest for
+/// the last), and likewise the grants by (patient id, grantee id) in `grants`.
 struct Partitions<'a> {
     dir: &'a Path,
     count: usize,
+    records: Vec<Vec<u8>>,
+    grants: Vec<(Vec<u8>, Vec<u8>)>,
+}
+
+/// Blocks read, evenly through the ledger, to choose the partitions' boundaries.
+const SAMPLE_BLOCKS: u64 = 256;
+
+/// Boundaries that cut blocks `0..to` into about `count` partitions of about as many
+/// transactions each: quantiles of the record ids, and of the grant keys, that the
+/// transactions of [`SAMPLE_BLOCKS`] blocks spread through the ledger are about.
+#[allow(clippy::type_complexity)]
+fn sample_bounds(
+    ledger: &Ledger,
+    to: u64,
+    count: usize,
+) -> Result<(Vec<Vec<u8>>, Vec<(Vec<u8>, Vec<u8>)>), RebuildError> {
+    let step = to.div_ceil(SAMPLE_BLOCKS).max(1);
+    let blocks: Vec<u64> = (0..to)
+        .step_by(usize::try_from(step).unwrap_or(usize::MAX))
+        .collect();
+    let samples = blocks
+        .into_par_iter()
+        .map(|n| {
+            let frame = ledger.block_frame(n)?.ok_or(StorageError::IndexMismatch {
+                number: n,
+                reason: "missing during rebuild".into(),
+            })?;
+            let (mut records, mut grants) = (Vec::new(), Vec::new());
+            for tx in frame.txs() {
+                match Envelope::subject_of(tx) {
+                    Some(Subject::Record(id)) => records.push(id.to_vec()),
+                    Some(Subject::Grant(p, g)) => grants.push((p.to_vec(), g.to_vec())),
+                    None => {}
+                }
+            }
+            Ok((records, grants))
+        })
+        .collect::<Result<Vec<_>, StorageError>>()?;
+    let (records, grants): (Vec<_>, Vec<_>) = samples.into_iter().unzip();
+    Ok((
+        quantiles(records.into_iter().flatten().collect(), count),
+        quantiles(grants.into_iter().flatten().collect(), count),
+    ))
+}
+
+/// The `count - 1` values that cut sorted `sample` into `count` parts of equal size
+/// (fewer where the sample repeats itself; none for an empty sample).
+fn quantiles<T: Ord + Clone>(mut sample: Vec<T>, count: usize) -> Vec<T> {
+    sample.sort_unstable();
+    if sample.is_empty() {
+        return Vec::new();
+    }
+    let mut bounds: Vec<T> = (1..count)
+        .map(|i| sample[i * sample.len() / count].clone())
+        .collect();
+    bounds.dedup();
+    bounds
 }
 
 impl Partitions<'_> {
@@ -246,10 +315,11 @@ impl Partitions<'_> {
     /// The partition of a transaction: by its subject; bytes that have none (they will
     /// not decode, and are rejected whatever partition projects them) go to the first.
     fn of(&self, tx: &[u8]) -> usize {
-        // Fixed: the same ledger makes the same partitions.
-        const HASH: foldhash::fast::FixedState = foldhash::fast::FixedState::with_seed(0);
         match Envelope::subject_of(tx) {
-            Some(subject) => (HASH.hash_one(subject) % self.count as u64) as usize,
+            Some(Subject::Record(id)) => self.records.partition_point(|b| b.as_slice() <= id),
+            Some(Subject::Grant(patient, grantee)) => self
+                .grants
+                .partition_point(|(p, g)| (p.as_slice(), g.as_slice()) <= (patient, grantee)),
             None => 0,
         }
     }

@@ -485,6 +485,24 @@ pub trait ViewStore: Send + Sync {
         visit: &mut Visitor<'_>,
     ) -> Result<(), ViewError>;
 
+    /// Writes `rows` of `view`, in ascending key order with one row per key, as a
+    /// *segment*: they lie in a key range that no other segment's rows, and no batch's
+    /// rows, of that view enter (a rebuild's partitions are ranges of record ids, and
+    /// of grant keys). A store being loaded from empty (a rebuild's) may then store
+    /// them as they are, merged with nothing; others write them in one batch, leaving
+    /// the applied height as it is.
+    fn write_segment(
+        &self,
+        view: View,
+        rows: &mut dyn Iterator<Item = (&[u8], &[u8])>,
+    ) -> Result<(), ViewError> {
+        let mut batch = ViewBatch::new(self.applied_height()?);
+        for (key, value) in rows {
+            batch.put(view, key, value);
+        }
+        self.write(&batch)
+    }
+
     /// Deletes every row of every view and resets the applied height to 0 (rebuild).
     fn clear(&self) -> Result<(), ViewError>;
 

@@ -31,6 +31,9 @@ use rocksdb::{IngestExternalFileOptions, Options, SstFileWriter, DB};
 use super::rocks::{backend, cf_options};
 use super::{View, ViewBatch, ViewError, ViewOp};
 
+/// One SST file of a segment: its view, its path, and its first and last keys.
+type Segment = (View, PathBuf, Vec<u8>, Vec<u8>);
+
 /// Bytes of an SST file before the merge starts the next one (RocksDB's default target
 /// file size).
 const SST_FILE_BYTES: u64 = 64 << 20;
@@ -52,6 +55,11 @@ pub(crate) struct BulkLoader {
     /// Runs written so far: run `n` of view `v` is `run_path(n, v)` (absent when the
     /// batch had no row of `v`).
     runs: Mutex<u32>,
+    /// The SST files of the segments written so far ([`BulkLoader::add_segment`]), with
+    /// their first and last keys.
+    segments: Mutex<Vec<Segment>>,
+    /// The next segment's number, for its files' names.
+    next_segment: AtomicUsize,
 }
 
 fn io(what: &Path) -> impl FnOnce(std::io::Error) -> ViewError + '_ {
@@ -72,6 +80,8 @@ impl BulkLoader {
             dir,
             fan_in,
             runs: Mutex::new(0),
+            segments: Mutex::new(Vec::new()),
+            next_segment: AtomicUsize::new(0),
         };
         loader.remove_runs()?;
         Ok(loader)
@@ -86,6 +96,47 @@ impl BulkLoader {
     /// [`finish`]: BulkLoader::finish
     pub(crate) fn pending(&self) -> bool {
         *self.runs.lock().expect("bulk loader lock") > 0
+            || !self.segments.lock().expect("bulk loader lock").is_empty()
+    }
+
+    /// Writes a segment (see [`ViewStore::write_segment`]): `rows` of `view`, in key
+    /// order, into an SST file of its own, ingested by [`BulkLoader::finish`] beside the
+    /// merged runs, never merged with anything. (Segments that overlapped would still
+    /// give the right views, each key being written once, but RocksDB would put them in
+    /// level 0 and compact them: debug builds check that none do.)
+    ///
+    /// [`ViewStore::write_segment`]: super::ViewStore::write_segment
+    pub(crate) fn add_segment(
+        &self,
+        view: View,
+        rows: &mut dyn Iterator<Item = (&[u8], &[u8])>,
+    ) -> Result<(), ViewError> {
+        let mut rows = rows.peekable();
+        let Some(&(first, _)) = rows.peek() else {
+            return Ok(());
+        };
+        let first = first.to_vec();
+        let segment = self.next_segment.fetch_add(1, Ordering::Relaxed);
+        std::fs::create_dir_all(&self.dir).map_err(io(&self.dir))?;
+        let path = self
+            .dir
+            .join(format!("segment-{segment:07}-{}.sst", view.name()));
+        let options = cf_options(view.name(), None);
+        let mut writer = SstFileWriter::create(&options);
+        writer.open(&path).map_err(backend)?;
+        let mut last: &[u8] = &first;
+        for (key, value) in rows {
+            // RocksDB checks the order too, and fails the file.
+            writer.put(key, value).map_err(backend)?;
+            last = key;
+        }
+        let last = last.to_vec();
+        writer.finish().map_err(backend)?;
+        self.segments
+            .lock()
+            .expect("bulk loader lock")
+            .push((view, path, first, last));
+        Ok(())
     }
 
     /// Writes one run: the rows of `batch`, which [`ViewBatch::sort_by_key`] left in key
@@ -162,9 +213,27 @@ impl BulkLoader {
             }
             Ok::<_, ViewError>(files)
         })?;
+        let mut segments = self.segments.lock().expect("bulk loader lock");
+        let mut by_view: Vec<(View, Vec<PathBuf>)> = View::ALL
+            .into_iter()
+            .map(|view| (view, Vec::new()))
+            .collect();
+        for (view, paths) in files {
+            by_view[view as usize - 1].1.extend(paths);
+        }
+        segments.sort_by(|a, b| (a.0, &a.2).cmp(&(b.0, &b.2)));
+        debug_assert!(
+            segments
+                .windows(2)
+                .all(|w| w[0].0 != w[1].0 || w[0].3 < w[1].2),
+            "the segments of a view overlap"
+        );
+        for (view, path, _, _) in segments.drain(..) {
+            by_view[view as usize - 1].1.push(path);
+        }
         let mut ingest = IngestExternalFileOptions::default();
         ingest.set_move_files(true);
-        for (view, paths) in files {
+        for (view, paths) in by_view {
             if paths.is_empty() {
                 continue;
             }
@@ -182,6 +251,7 @@ impl BulkLoader {
     pub(crate) fn clear(&self) -> Result<(), ViewError> {
         let mut runs = self.runs.lock().expect("bulk loader lock");
         *runs = 0;
+        self.segments.lock().expect("bulk loader lock").clear();
         self.remove_runs()
     }
 

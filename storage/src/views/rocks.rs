@@ -182,6 +182,24 @@ impl ViewStore for RocksViewStore {
         self.db.write_opt(wb, &no_wal()).map_err(backend)
     }
 
+    fn write_segment(
+        &self,
+        view: View,
+        rows: &mut dyn Iterator<Item = (&[u8], &[u8])>,
+    ) -> Result<(), ViewError> {
+        match &self.bulk {
+            // An SST file of its own, ingested at the flush beside the merged runs.
+            Some(loader) => loader.add_segment(view, rows),
+            None => {
+                let mut batch = ViewBatch::new(self.applied_height()?);
+                for (key, value) in rows {
+                    batch.put(view, key, value);
+                }
+                self.write(&batch)
+            }
+        }
+    }
+
     fn get(&self, view: View, key: &[u8]) -> Result<Option<Vec<u8>>, ViewError> {
         self.readable(view)?;
         self.db.get_cf(self.cf(view.name()), key).map_err(backend)
