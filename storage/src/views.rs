@@ -553,10 +553,7 @@ impl Backend {
         match self {
             Backend::RocksDb => Ok(Box::new(rocks::RocksViewStore::open_with(path, bulk)?)),
             #[cfg(feature = "sled")]
-            Backend::Sled => {
-                let _ = bulk;
-                Ok(Box::new(sled::SledViewStore::open(path)?))
-            }
+            Backend::Sled => Ok(Box::new(sled::SledViewStore::open_with(path, bulk)?)),
             #[cfg(not(feature = "sled"))]
             Backend::Sled => Err(ViewError::Backend(
                 "this build has no sled view store (cargo feature `sled`)".into(),

@@ -173,45 +173,22 @@ impl BulkLoader {
         Ok(())
     }
 
-    /// Merges every loaded view's runs into SST files, written with the view's column
-    /// family options, and ingests them into `db`, then deletes the runs.
+    /// Merges every view's runs into SST files, written with the view's column family
+    /// options, and ingests them, and the segments' files, into `db`; then deletes the
+    /// runs.
     pub(crate) fn finish(&self, db: &DB) -> Result<(), ViewError> {
-        let mut runs = self.runs.lock().expect("bulk loader lock");
-        // The largest views first, each taken by the next free thread: the merge ends
-        // about when the largest view's does (`records` holds half a rebuild's bytes),
-        // not when a split of the views in halves left two large ones on one thread.
-        let mut order: Vec<(u64, View)> = View::ALL
+        let options: Vec<Options> = View::ALL
             .into_iter()
-            .map(|view| {
-                let bytes = (0..*runs)
-                    .filter_map(|run| std::fs::metadata(self.run_path(run, view)).ok())
-                    .map(|m| m.len())
-                    .sum();
-                (bytes, view)
-            })
+            .map(|view| cf_options(view.name(), None))
             .collect();
-        order.sort_by(|a, b| b.cmp(a));
-        let next = AtomicUsize::new(0);
-        let threads = rayon::current_num_threads().clamp(1, order.len());
-        let files: Vec<(View, Vec<PathBuf>)> = std::thread::scope(|scope| {
-            let workers: Vec<_> = (0..threads)
-                .map(|_| {
-                    scope.spawn(|| {
-                        let mut done = Vec::new();
-                        while let Some(&(_, view)) = order.get(next.fetch_add(1, Ordering::Relaxed))
-                        {
-                            let options = cf_options(view.name(), None);
-                            done.push((view, self.merge(view, *runs, &options)?));
-                        }
-                        Ok::<_, ViewError>(done)
-                    })
-                })
-                .collect();
-            let mut files = Vec::new();
-            for worker in workers {
-                files.extend(worker.join().expect("a merge thread panicked")?);
-            }
-            Ok::<_, ViewError>(files)
+        let files = self.merge_views(|view| {
+            Ok(SstOutput {
+                options: &options[view as usize - 1],
+                dir: &self.dir,
+                view,
+                writer: None,
+                paths: Vec::new(),
+            })
         })?;
         let mut segments = self.segments.lock().expect("bulk loader lock");
         let mut by_view: Vec<(View, Vec<PathBuf>)> = View::ALL
@@ -231,6 +208,7 @@ impl BulkLoader {
         for (view, path, _, _) in segments.drain(..) {
             by_view[view as usize - 1].1.push(path);
         }
+        drop(segments);
         let mut ingest = IngestExternalFileOptions::default();
         ingest.set_move_files(true);
         for (view, paths) in by_view {
@@ -243,8 +221,54 @@ impl BulkLoader {
             db.ingest_external_file_cf_opts(cf, &ingest, paths)
                 .map_err(backend)?;
         }
-        *runs = 0;
-        self.remove_runs()
+        self.clear()
+    }
+
+    /// Merges every view's runs, in key order, into the sink `sink` makes for the view,
+    /// and deletes them; returns what each view's sink finished with. The largest views
+    /// go first, each taken by the next free thread (one per core): the merge ends about
+    /// when the largest view's does, not when a split of the views in halves left two
+    /// large ones on one thread. The runs are gone once merged: [`BulkLoader::clear`]
+    /// forgets them.
+    pub(crate) fn merge_views<S: RowSink>(
+        &self,
+        sink: impl Fn(View) -> Result<S, ViewError> + Sync,
+    ) -> Result<Vec<(View, S::Done)>, ViewError> {
+        let runs = *self.runs.lock().expect("bulk loader lock");
+        let mut order: Vec<(u64, View)> = View::ALL
+            .into_iter()
+            .map(|view| {
+                let bytes = (0..runs)
+                    .filter_map(|run| std::fs::metadata(self.run_path(run, view)).ok())
+                    .map(|m| m.len())
+                    .sum();
+                (bytes, view)
+            })
+            .collect();
+        order.sort_by(|a, b| b.cmp(a));
+        let next = AtomicUsize::new(0);
+        let threads = rayon::current_num_threads().clamp(1, order.len());
+        std::thread::scope(|scope| {
+            let workers: Vec<_> = (0..threads)
+                .map(|_| {
+                    scope.spawn(|| {
+                        let mut done = Vec::new();
+                        while let Some(&(_, view)) = order.get(next.fetch_add(1, Ordering::Relaxed))
+                        {
+                            let mut out = sink(view)?;
+                            self.merge(view, runs, &mut |key, value| out.put(key, value))?;
+                            done.push((view, out.finish()?));
+                        }
+                        Ok::<_, ViewError>(done)
+                    })
+                })
+                .collect();
+            let mut merged = Vec::new();
+            for worker in workers {
+                merged.extend(worker.join().expect("a merge thread panicked")?);
+            }
+            Ok(merged)
+        })
     }
 
     /// Forgets every run (the store is being cleared).
@@ -262,13 +286,13 @@ impl BulkLoader {
         }
     }
 
-    /// Merges `view`'s runs `0..runs` into SST files, then deletes the runs; returns the
-    /// files' paths.
+    /// Merges `view`'s runs `0..runs`, calling `emit` with each row in key order, then
+    /// deletes the runs.
     ///
     /// A merge reads all its runs at once, so it merges at most `fan_in` of them (one
     /// open file each): with more, the earliest are first merged into one run, as few as
     /// bring the count down to `fan_in`.
-    fn merge(&self, view: View, runs: u32, options: &Options) -> Result<Vec<PathBuf>, ViewError> {
+    fn merge(&self, view: View, runs: u32, emit: &mut Emit<'_>) -> Result<(), ViewError> {
         let mut paths: Vec<PathBuf> = (0..runs)
             .map(|run| self.run_path(run, view))
             .filter(|path| path.exists())
@@ -290,21 +314,13 @@ impl BulkLoader {
                 std::fs::remove_file(&done).map_err(io(&done))?;
             }
         }
-        let mut out = SstOutput {
-            options,
-            dir: &self.dir,
-            view,
-            writer: None,
-            paths: Vec::new(),
-        };
-        merge_runs(&paths, |key, value| out.put(key, value))?;
-        let files = out.finish()?;
-        // The view's runs go as soon as its SST files are written: a rebuild's disk
-        // holds a view's rows twice at most, not every view's.
+        merge_runs(&paths, emit)?;
+        // The view's runs go as soon as it is merged: a rebuild's disk holds a view's
+        // rows twice at most, not every view's.
         for done in &paths {
             std::fs::remove_file(done).map_err(io(done))?;
         }
-        Ok(files)
+        Ok(())
     }
 }
 
@@ -482,6 +498,17 @@ impl MergeHeap {
     }
 }
 
+/// Takes a merge's rows, one after the other.
+type Emit<'a> = dyn FnMut(&[u8], &[u8]) -> Result<(), ViewError> + 'a;
+
+/// Where [`BulkLoader::merge_views`] writes a view's rows, in key order.
+pub(crate) trait RowSink {
+    /// What the sink ends with.
+    type Done: Send;
+    fn put(&mut self, key: &[u8], value: &[u8]) -> Result<(), ViewError>;
+    fn finish(self) -> Result<Self::Done, ViewError>;
+}
+
 /// The SST files a merge writes, started one after the other.
 struct SstOutput<'a> {
     options: &'a Options,
@@ -491,7 +518,9 @@ struct SstOutput<'a> {
     paths: Vec<PathBuf>,
 }
 
-impl SstOutput<'_> {
+impl RowSink for SstOutput<'_> {
+    type Done = Vec<PathBuf>;
+
     fn put(&mut self, key: &[u8], value: &[u8]) -> Result<(), ViewError> {
         if self.writer.is_none() {
             let path = self
@@ -510,15 +539,17 @@ impl SstOutput<'_> {
         Ok(())
     }
 
+    fn finish(mut self) -> Result<Vec<PathBuf>, ViewError> {
+        self.close()?;
+        Ok(self.paths)
+    }
+}
+
+impl SstOutput<'_> {
     fn close(&mut self) -> Result<(), ViewError> {
         if let Some(mut writer) = self.writer.take() {
             writer.finish().map_err(backend)?;
         }
         Ok(())
-    }
-
-    fn finish(mut self) -> Result<Vec<PathBuf>, ViewError> {
-        self.close()?;
-        Ok(self.paths)
     }
 }
