@@ -119,6 +119,17 @@ pub enum RebuildError {
     Views(#[from] ViewError),
     #[error("a rebuild projects into empty views, and these are at height {height}")]
     NotEmpty { height: u64 },
+    #[error(
+        "not enough free space in {dir}: rebuilding the views of a ledger of {ledger} bytes \
+         needs at least {needed} bytes (its partitions, about the ledger's size, and the \
+         new views), and {available} are free"
+    )]
+    NoSpace {
+        dir: String,
+        ledger: u64,
+        needed: u64,
+        available: u64,
+    },
     #[error("{what}: {source}")]
     Io {
         what: String,
@@ -527,9 +538,13 @@ pub fn rebuild(
     if scratch.exists() {
         std::fs::remove_dir_all(&scratch).map_err(io(format!("removing {}", scratch.display())))?;
     }
+    check_free_space(
+        data_dir,
+        ledger.approximate_bytes_below(ledger.tip().height)?,
+    )?;
     let started = Instant::now();
     let parts = sibling(data_dir, backend, "rebuild-parts");
-    let summary = {
+    let summary = (|| {
         let store = backend.open(&scratch, true)?;
         let plan = Plan {
             work_dir: &parts,
@@ -538,7 +553,16 @@ pub fn rebuild(
         };
         let summary = project_all(ledger, store.as_ref(), ledger.tip().height, &plan, progress)?;
         store.flush()?;
-        summary
+        Ok(summary)
+    })();
+    let summary = match summary {
+        Ok(summary) => summary,
+        Err(e) => {
+            // The live views are untouched; the scratch store is thrown away now rather
+            // than left taking disk until the next rebuild.
+            let _ = std::fs::remove_dir_all(&scratch);
+            return Err(e);
+        }
     };
     // A rebuild's time includes making the views durable (the runs merged, the SST files
     // ingested and synced), not only the projection.
@@ -552,6 +576,42 @@ pub fn rebuild(
         std::fs::remove_dir_all(&old).map_err(io(format!("removing {}", old.display())))?;
     }
     Ok(summary)
+}
+
+/// Refuses to start a rebuild of a ledger of `ledger_bytes` into `dir` when the
+/// filesystem has less than 1.5 times that free: the partitions take about the ledger's
+/// size, and the new views (with RocksDB) at least half as much again (with sled, four
+/// times the ledger). Below that it would surely fill the disk before it ended.
+pub fn check_free_space(dir: &Path, ledger_bytes: u64) -> Result<(), RebuildError> {
+    let needed = ledger_bytes.saturating_add(ledger_bytes / 2);
+    let available = free_bytes(dir)?;
+    if available < needed {
+        return Err(RebuildError::NoSpace {
+            dir: dir.display().to_string(),
+            ledger: ledger_bytes,
+            needed,
+            available,
+        });
+    }
+    Ok(())
+}
+
+/// Bytes an unprivileged process may still write on `dir`'s filesystem.
+fn free_bytes(dir: &Path) -> Result<u64, RebuildError> {
+    use std::os::unix::ffi::OsStrExt;
+    let what = || format!("reading the free space of {}", dir.display());
+    let path = std::ffi::CString::new(dir.as_os_str().as_bytes())
+        .map_err(|e| io(what())(std::io::Error::new(std::io::ErrorKind::InvalidInput, e)))?;
+    let mut stat: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: `path` is a NUL-terminated string and `stat` a writable statvfs, both live
+    // for the call.
+    if unsafe { libc::statvfs(path.as_ptr(), &mut stat) } != 0 {
+        return Err(io(what())(std::io::Error::last_os_error()));
+    }
+    // The fields are u64 here, narrower on some 32-bit targets.
+    #[allow(clippy::useless_conversion)]
+    let (blocks, block_bytes) = (u64::from(stat.f_bavail), u64::from(stat.f_frsize));
+    Ok(blocks.saturating_mul(block_bytes))
 }
 
 fn sync_dir(dir: &Path) -> Result<(), RebuildError> {
@@ -693,6 +753,7 @@ pub fn verify_views(
         std::fs::remove_dir_all(&scratch).map_err(io(format!("removing {}", scratch.display())))?;
     }
     let result = (|| {
+        check_free_space(data_dir, ledger.approximate_bytes_below(height)?)?;
         let rebuilt = backend.open(&scratch, true)?;
         let parts = sibling(data_dir, backend, "verify-parts");
         let plan = Plan {

@@ -6,7 +6,7 @@
 mod common;
 
 use medledger::cli::rebuild::{run_rebuild, run_verify_views};
-use medledger::rebuild::{open_views, views_dir};
+use medledger::rebuild::{check_free_space, open_views, views_dir, RebuildError};
 use medledger::serve::{Core, ServeConfig};
 use medledger_storage::views::{keys, Backend, View, ViewBatch};
 use serde_json::Value;
@@ -113,6 +113,55 @@ fn an_interrupted_swap_is_finished_or_undone_on_open() {
     let store = open_views(dir.path(), backend).unwrap();
     assert_eq!(store.applied_height().unwrap(), height);
     assert!(!old.exists());
+}
+
+/// A rebuild that would surely fill the disk is refused before it starts, with the sizes
+/// in the message; one that fits goes ahead.
+#[test]
+fn a_rebuild_that_cannot_fit_is_refused_before_it_starts() {
+    let dir = tempfile::tempdir().unwrap();
+    check_free_space(dir.path(), 1 << 20).unwrap();
+    match check_free_space(dir.path(), u64::MAX / 4) {
+        Err(
+            e @ RebuildError::NoSpace {
+                needed, available, ..
+            },
+        ) => {
+            assert!(needed > available, "{e}");
+            let message = e.to_string();
+            assert!(message.contains("not enough free space"), "{message}");
+            assert!(message.contains(&available.to_string()), "{message}");
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+/// A rebuild that fails part way leaves the live views as they were and takes its
+/// scratch store away with it.
+#[test]
+fn a_failed_rebuild_leaves_the_live_views_and_no_scratch() {
+    let dir = tempfile::tempdir().unwrap();
+    common::fixture_ledger(dir.path(), 11, 500, 100);
+    let backend = Backend::RocksDb;
+    let mut out = Vec::new();
+    assert_eq!(run_rebuild(dir.path(), backend, &mut out), 0);
+    let before =
+        medledger::rebuild::digest_views(open_views(dir.path(), backend).unwrap().as_ref())
+            .unwrap();
+    // A file where the rebuild keeps its partitions: it fails once its store is open.
+    let parts = dir
+        .path()
+        .join(format!("{}.rebuild-parts", backend.dir_name()));
+    std::fs::write(&parts, b"in the way").unwrap();
+    let mut out = Vec::new();
+    assert_ne!(run_rebuild(dir.path(), backend, &mut out), 0);
+    assert_eq!(json(&out)["ok"], false, "{}", String::from_utf8_lossy(&out));
+    let scratch = dir.path().join(format!("{}.rebuild", backend.dir_name()));
+    assert!(!scratch.exists(), "the scratch store is left behind");
+    std::fs::remove_file(&parts).unwrap();
+    let after = medledger::rebuild::digest_views(open_views(dir.path(), backend).unwrap().as_ref())
+        .unwrap();
+    assert_eq!(before, after);
 }
 
 #[test]
