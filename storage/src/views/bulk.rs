@@ -1,17 +1,23 @@
-//! Bulk loading for a rebuild's RocksDB store.
+//! Bulk loading for a rebuild's store.
 //!
 //! A rebuild projects into an empty store and reads nothing back (its partitions keep
-//! the states the contract needs), so its rows skip RocksDB's write path: each batch's
-//! rows of each view are appended, sorted, to a run file of their own, and
-//! [`BulkLoader::finish`] merges every view's runs into sorted, non-overlapping SST files
-//! that RocksDB ingests into its bottom level. Each row is then written into an SST once
-//! and compressed once: no memtable insert, no level-0 flush, no compaction. Through the
-//! memtables the views cost a rebuild more CPU than its projection did.
+//! the states the contract needs), so its rows skip the store's write path:
+//!
+//! - each batch's rows of each view are appended, sorted, to a run file of their own,
+//!   and [`BulkLoader::merge_views`] merges every view's runs in key order into a
+//!   [`RowSink`]: for RocksDB ([`BulkLoader::finish`]), sorted, non-overlapping SST files
+//!   that RocksDB ingests into its bottom level; for sled, inserts in key order;
+//! - a *segment* (rows of one view in a key range nothing else of that view enters) is
+//!   written by [`BulkLoader::add_segment`] at once as an SST file of its own, ingested
+//!   beside the merged ones (RocksDB only; sled writes its segments as runs).
+//!
+//! Each row is then written into an SST once and compressed once: no memtable insert,
+//! no level-0 flush, no compaction. Through the memtables the views cost a rebuild more
+//! CPU than its projection did.
 //!
 //! Runs are scratch files inside the store's directory (`bulk-runs/`), never synced: a
-//! rebuild that stops before `finish` leaves a store that is thrown away whole. Until
-//! `finish`, the store refuses reads of the loaded views rather than answer from part of
-//! them.
+//! rebuild that stops before the store's flush leaves a store that is thrown away whole.
+//! Until then, the store refuses reads rather than answer from part of its rows.
 //!
 //! Run file: rows in ascending key order, one row per key (the batch's last op on it),
 //! each `tag (1 put, 0 delete) | key length (u32 LE) | value length (u32 LE) | key |

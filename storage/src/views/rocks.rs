@@ -9,7 +9,7 @@
 //! since from the ledger.
 //!
 //! A bulk store (a rebuild's, [`RocksViewStore::open_with`]) starts empty and writes no
-//! view through its memtables: every row goes through the [`bulk`](super::bulk) loader
+//! view through its memtables: every row goes through the `bulk` module's loader
 //! into SST files ingested at its flush.
 
 use std::path::Path;
@@ -44,7 +44,7 @@ impl RocksViewStore {
 
     /// Opens (or creates) the store at `path`; `bulk` for a rebuild, which must find it
     /// empty: every view is loaded through sorted runs and readable after
-    /// [`ViewStore::flush`] (see [`bulk`](super::bulk)).
+    /// [`ViewStore::flush`] (see the `bulk` module).
     pub fn open_with(path: &Path, bulk: bool) -> Result<Self, ViewError> {
         let mut opts = Options::default();
         opts.create_if_missing(true);

@@ -37,7 +37,7 @@
 //! # Bulk loading
 //!
 //! A rebuild's store ([`SledViewStore::open_with`], `bulk`) starts empty and writes its
-//! batches' rows as sorted runs ([`super::bulk`]); its flush merges them and inserts
+//! batches' rows as sorted runs (the `bulk` module); its flush merges them and inserts
 //! every view's rows in key order, 1,024 at a time, reading back the last row of each
 //! insert. sled keeps a page's pending changes in memory until it reads the page: written
 //! as they came (each batch's rows spread over the whole tree) a 1M-event rebuild held
