@@ -496,11 +496,7 @@ pub trait ViewStore: Send + Sync {
         view: View,
         rows: &mut dyn Iterator<Item = (&[u8], &[u8])>,
     ) -> Result<(), ViewError> {
-        let mut batch = ViewBatch::new(self.applied_height()?);
-        for (key, value) in rows {
-            batch.put(view, key, value);
-        }
-        self.write(&batch)
+        write_segment_as_batch(self, view, rows)
     }
 
     /// Deletes every row of every view and resets the applied height to 0 (rebuild).
@@ -508,6 +504,20 @@ pub trait ViewStore: Send + Sync {
 
     /// Makes everything written so far durable.
     fn flush(&self) -> Result<(), ViewError>;
+}
+
+/// [`ViewStore::write_segment`] for a store that gives segments nothing of their own:
+/// `rows` in one batch, at the store's applied height.
+pub(crate) fn write_segment_as_batch(
+    store: &(impl ViewStore + ?Sized),
+    view: View,
+    rows: &mut dyn Iterator<Item = (&[u8], &[u8])>,
+) -> Result<(), ViewError> {
+    let mut batch = ViewBatch::new(store.applied_height()?);
+    for (key, value) in rows {
+        batch.put(view, key, value);
+    }
+    store.write(&batch)
 }
 
 /// A view store implementation, chosen by configuration (`--backend`).

@@ -72,14 +72,28 @@ fn io(what: &Path) -> impl FnOnce(std::io::Error) -> ViewError + '_ {
     move |e| ViewError::Backend(format!("{}: {e}", what.display()))
 }
 
+/// Where a bulk store keeps its runs, inside the store's directory.
+pub(crate) const RUNS_DIR: &str = "bulk-runs";
+
 impl BulkLoader {
-    /// A loader keeping its runs in `dir` (emptied; created with the first run, removed
-    /// by [`BulkLoader::finish`]).
-    pub(crate) fn create(dir: PathBuf) -> Result<Self, ViewError> {
-        Self::with_fan_in(dir, MERGE_FAN_IN)
+    /// The loader of a bulk store at `store_dir` whose stored height and layout are
+    /// `meta`, keeping its runs in [`RUNS_DIR`] there (emptied; created with the first
+    /// run, removed when the runs are merged). Bulk loading writes rows straight into
+    /// place, with no tombstones: only right for a store that holds nothing yet, so a
+    /// store with views is refused.
+    pub(crate) fn for_store(store_dir: &Path, meta: Option<(u64, u32)>) -> Result<Self, ViewError> {
+        if let Some((height, _)) = meta.filter(|(height, _)| *height > 0) {
+            return Err(ViewError::Backend(format!(
+                "{}: a bulk store is loaded from empty, and this one holds views up to \
+                 height {height}",
+                store_dir.display()
+            )));
+        }
+        Self::with_fan_in(store_dir.join(RUNS_DIR), MERGE_FAN_IN)
     }
 
-    /// [`BulkLoader::create`] merging at most `fan_in` (≥ 2) runs at once.
+    /// A loader keeping its runs in `dir`, merging at most `fan_in` (≥ 2) runs at once
+    /// ([`BulkLoader::for_store`] checks the store, and merges up to [`MERGE_FAN_IN`]).
     pub(crate) fn with_fan_in(dir: PathBuf, fan_in: usize) -> Result<Self, ViewError> {
         assert!(fan_in >= 2, "a merge reads at least two runs");
         let loader = BulkLoader {
@@ -103,6 +117,18 @@ impl BulkLoader {
     pub(crate) fn pending(&self) -> bool {
         *self.runs.lock().expect("bulk loader lock") > 0
             || !self.segments.lock().expect("bulk loader lock").is_empty()
+    }
+
+    /// Refuses a read of `view` while rows are [`pending`](BulkLoader::pending): the
+    /// store would answer from part of them.
+    pub(crate) fn check_readable(&self, view: View) -> Result<(), ViewError> {
+        if self.pending() {
+            return Err(ViewError::Backend(format!(
+                "the {} view of a bulk store being loaded is readable after its flush",
+                view.name()
+            )));
+        }
+        Ok(())
     }
 
     /// Writes a segment (see [`ViewStore::write_segment`]): `rows` of `view`, in key
@@ -145,15 +171,18 @@ impl BulkLoader {
         Ok(())
     }
 
-    /// Writes one run: the rows of `batch`, which [`ViewBatch::sort_by_key`] left in key
-    /// order with one op per key, each view's rows in a file of their own. Runs may be
+    /// Writes one run: the rows of `batch` in key order with one op per key (as
+    /// [`ViewBatch::sort_by_key`] leaves them; a batch not sorted is sorted on a copy),
+    /// each view's rows in a file of their own. Runs may be
     /// written concurrently (a rebuild's partitions are projected on every core), as
     /// long as they never hold the same key; a later run wins a key over an earlier one.
     pub(crate) fn add_run(&self, batch: &ViewBatch) -> Result<(), ViewError> {
-        assert!(
-            batch.is_sorted_unique(),
-            "a run is written from a sorted batch"
-        );
+        if !batch.is_sorted_unique() {
+            // A rebuild's batches come sorted; others are sorted on a copy.
+            let mut sorted = batch.clone();
+            sorted.sort_by_key();
+            return self.add_run(&sorted);
+        }
         let run = {
             let mut runs = self.runs.lock().expect("bulk loader lock");
             if *runs == 0 {
@@ -379,18 +408,13 @@ fn merge_runs(
     Ok(())
 }
 
-/// A run row's head: put (1) or delete (0), key length, value length.
-fn row_head(key: &[u8], value: Option<&[u8]>) -> [u8; 9] {
+fn write_row(out: &mut impl Write, key: &[u8], value: Option<&[u8]>) -> std::io::Result<()> {
     let len = |n: usize| u32::try_from(n).expect("view keys and values are < 4 GiB");
     let mut head = [0u8; 9];
     head[0] = u8::from(value.is_some());
     head[1..5].copy_from_slice(&len(key.len()).to_le_bytes());
     head[5..9].copy_from_slice(&len(value.map_or(0, <[u8]>::len)).to_le_bytes());
-    head
-}
-
-fn write_row(out: &mut impl Write, key: &[u8], value: Option<&[u8]>) -> std::io::Result<()> {
-    out.write_all(&row_head(key, value))?;
+    out.write_all(&head)?;
     out.write_all(key)?;
     out.write_all(value.unwrap_or_default())
 }

@@ -92,17 +92,8 @@ impl RocksViewStore {
         if !bulk {
             return Ok(store);
         }
-        // Bulk loading writes the loaded views straight into the bottom level, with no
-        // tombstones: only right for a store that holds nothing yet.
-        if let Some((height, _)) = meta.filter(|(height, _)| *height > 0) {
-            return Err(ViewError::Backend(format!(
-                "{}: a bulk store is loaded from empty, and this one holds views up to \
-                 height {height}",
-                path.display()
-            )));
-        }
         Ok(RocksViewStore {
-            bulk: Some(BulkLoader::create(path.join(BULK_RUNS_DIR))?),
+            bulk: Some(BulkLoader::for_store(path, meta)?),
             ..store
         })
     }
@@ -119,11 +110,8 @@ impl RocksViewStore {
     /// Refuses a read of a view a bulk store is still loading.
     fn readable(&self, view: View) -> Result<(), ViewError> {
         match &self.bulk {
-            Some(loader) if loader.pending() => Err(ViewError::Backend(format!(
-                "the {} view of a bulk store being loaded is readable after its flush",
-                view.name()
-            ))),
-            _ => Ok(()),
+            Some(loader) => loader.check_readable(view),
+            None => Ok(()),
         }
     }
 
@@ -155,15 +143,9 @@ impl ViewStore for RocksViewStore {
             )
         };
         if let Some(loader) = &self.bulk {
-            // Every row goes to the loader, one run per batch (sorted, as a rebuild's
-            // batches come); the new height only once the run is written.
-            if batch.is_sorted_unique() {
-                loader.add_run(batch)?;
-            } else {
-                let mut sorted = batch.clone();
-                sorted.sort_by_key();
-                loader.add_run(&sorted)?;
-            }
+            // Every row goes to the loader, one run per batch; the new height only once
+            // the run is written.
+            loader.add_run(batch)?;
             let mut wb = WriteBatch::default();
             height(&mut wb);
             return self.db.write_opt(wb, &no_wal()).map_err(backend);
@@ -190,13 +172,7 @@ impl ViewStore for RocksViewStore {
         match &self.bulk {
             // An SST file of its own, ingested at the flush beside the merged runs.
             Some(loader) => loader.add_segment(view, rows),
-            None => {
-                let mut batch = ViewBatch::new(self.applied_height()?);
-                for (key, value) in rows {
-                    batch.put(view, key, value);
-                }
-                self.write(&batch)
-            }
+            None => super::write_segment_as_batch(self, view, rows),
         }
     }
 
@@ -328,9 +304,6 @@ pub(super) fn cf_options(name: &str, live_cache: Option<&rocksdb::Cache>) -> Opt
     cf
 }
 
-/// Where a bulk store keeps its runs, inside the store's directory.
-const BULK_RUNS_DIR: &str = "bulk-runs";
-
 /// Every column family: one per view, then `view_meta`.
 fn column_families() -> impl Iterator<Item = &'static str> {
     View::ALL.iter().map(|v| v.name()).chain([CF_META])
@@ -413,7 +386,7 @@ mod tests {
             let plain = RocksViewStore::open(&dir.path().join("plain")).unwrap();
             let path = dir.path().join("bulk");
             let mut bulk = RocksViewStore::open_with(&path, true).unwrap();
-            bulk.bulk = Some(BulkLoader::with_fan_in(path.join(BULK_RUNS_DIR), fan_in).unwrap());
+            bulk.bulk = Some(BulkLoader::with_fan_in(path.join(crate::views::bulk::RUNS_DIR), fan_in).unwrap());
             for (i, ops) in batches.iter().enumerate() {
                 let mut b = ViewBatch::new(i as u64 + 1);
                 for &(view, k, value) in ops {
@@ -427,7 +400,7 @@ mod tests {
             }
             bulk.flush().unwrap();
             prop_assert_eq!(all_rows(&bulk), all_rows(&plain));
-            prop_assert!(!path.join(BULK_RUNS_DIR).exists());
+            prop_assert!(!path.join(crate::views::bulk::RUNS_DIR).exists());
         }
     }
 }

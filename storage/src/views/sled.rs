@@ -64,9 +64,6 @@ use std::time::Duration;
 use super::bulk::{BulkLoader, RowSink};
 use super::{prefix_end, View, ViewBatch, ViewError, ViewOp, ViewStore, Visitor};
 
-/// Where a bulk store keeps its runs, inside the store's directory.
-const BULK_RUNS_DIR: &str = "bulk-runs";
-
 /// The one tree that holds every view and the height.
 const TREE_NAME: &[u8] = b"views";
 
@@ -198,14 +195,7 @@ impl SledViewStore {
         let meta = decode_meta(tree.get(HEIGHT_KEY).map_err(backend)?)?;
         super::check_layout(meta)?;
         let bulk = if bulk {
-            if let Some((height, _)) = meta.filter(|(height, _)| *height > 0) {
-                return Err(ViewError::Backend(format!(
-                    "{}: a bulk store is loaded from empty, and this one holds views up to \
-                     height {height}",
-                    path.display()
-                )));
-            }
-            Some(BulkLoader::create(path.join(BULK_RUNS_DIR))?)
+            Some(BulkLoader::for_store(path, meta)?)
         } else {
             None
         };
@@ -217,13 +207,11 @@ impl SledViewStore {
         })
     }
 
-    /// Refuses a read while a bulk store is still loading.
-    fn readable(&self) -> Result<(), ViewError> {
+    /// Refuses a read of `view` while a bulk store is still loading.
+    fn readable(&self, view: View) -> Result<(), ViewError> {
         match &self.bulk {
-            Some(loader) if loader.pending() => Err(ViewError::Backend(
-                "the views of a bulk store being loaded are readable after its flush".into(),
-            )),
-            _ => Ok(()),
+            Some(loader) => loader.check_readable(view),
+            None => Ok(()),
         }
     }
 
@@ -308,13 +296,7 @@ impl ViewStore for SledViewStore {
             });
         }
         if let Some(loader) = &self.bulk {
-            if batch.is_sorted_unique() {
-                loader.add_run(batch)?;
-            } else {
-                let mut sorted = batch.clone();
-                sorted.sort_by_key();
-                loader.add_run(&sorted)?;
-            }
+            loader.add_run(batch)?;
             let height = super::encode_meta(batch.applied_height);
             return tree
                 .insert(&HEIGHT_KEY[..], &height[..])
@@ -336,7 +318,7 @@ impl ViewStore for SledViewStore {
     }
 
     fn get(&self, view: View, key: &[u8]) -> Result<Option<Vec<u8>>, ViewError> {
-        self.readable()?;
+        self.readable(view)?;
         let row = row_key(view, key);
         let value = self.read(|tree| tree.get(&row))?;
         Ok(value.map(|v| v.to_vec()))
@@ -349,7 +331,7 @@ impl ViewStore for SledViewStore {
         after: Option<&[u8]>,
         visit: &mut Visitor<'_>,
     ) -> Result<(), ViewError> {
-        self.readable()?;
+        self.readable(view)?;
         self.for_each_from(view, prefix, after, visit)
     }
 
