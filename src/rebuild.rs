@@ -165,10 +165,7 @@ pub fn open_views(data_dir: &Path, backend: Backend) -> Result<Arc<dyn ViewStore
     }
     let parts = sibling(data_dir, backend, "rebuild-parts");
     for leftover in [old, scratch, parts] {
-        if leftover.exists() {
-            std::fs::remove_dir_all(&leftover)
-                .map_err(io(format!("removing {}", leftover.display())))?;
-        }
+        remove_dir(&leftover)?;
     }
     Ok(Arc::from(backend.open(&live, false)?))
 }
@@ -241,6 +238,7 @@ pub fn project_all(
     .timed(started.elapsed().as_secs_f64()))
 }
 
+/// Removes `dir` and everything in it, if it exists.
 fn remove_dir(dir: &Path) -> Result<(), RebuildError> {
     match std::fs::remove_dir_all(dir) {
         Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
@@ -263,6 +261,27 @@ struct Partitions<'a> {
     grants: Vec<(Vec<u8>, Vec<u8>)>,
 }
 
+/// What the threads of [`Partitions::project`] share.
+#[derive(Default)]
+struct Shared {
+    /// The next partition to take.
+    next: AtomicUsize,
+    /// A thread failed: the others stop.
+    failed: AtomicBool,
+    /// Partitions projected, and their transactions, and those rejected.
+    done: AtomicU64,
+    events: AtomicU64,
+    rejected: AtomicU64,
+}
+
+/// Block `n`, which must be below the ledger's height.
+fn read_block(ledger: &Ledger, n: u64) -> Result<BlockFrame, StorageError> {
+    ledger.block_frame(n)?.ok_or(StorageError::IndexMismatch {
+        number: n,
+        reason: "missing during rebuild".into(),
+    })
+}
+
 /// Blocks read, evenly through the ledger, to choose the partitions' boundaries.
 const SAMPLE_BLOCKS: u64 = 256;
 
@@ -282,10 +301,7 @@ fn sample_bounds(
     let samples = blocks
         .into_par_iter()
         .map(|n| {
-            let frame = ledger.block_frame(n)?.ok_or(StorageError::IndexMismatch {
-                number: n,
-                reason: "missing during rebuild".into(),
-            })?;
+            let frame = read_block(ledger, n)?;
             let (mut records, mut grants) = (Vec::new(), Vec::new());
             for tx in frame.txs() {
                 match Envelope::subject_of(tx) {
@@ -361,14 +377,7 @@ impl Partitions<'_> {
                     let end = (start + READ_CHUNK_BLOCKS).min(to);
                     let chunk: Result<Blocks, StorageError> = (start..end)
                         .into_par_iter()
-                        .map(|n| {
-                            let frame =
-                                ledger.block_frame(n)?.ok_or(StorageError::IndexMismatch {
-                                    number: n,
-                                    reason: "missing during rebuild".into(),
-                                })?;
-                            Ok((n, frame))
-                        })
+                        .map(|n| Ok((n, read_block(ledger, n)?)))
                         .collect();
                     let failed = chunk.is_err();
                     if tx.send(chunk).is_err() || failed {
@@ -423,27 +432,23 @@ impl Partitions<'_> {
         read: u64,
         progress: &mut dyn FnMut(Progress),
     ) -> Result<(u64, u64), RebuildError> {
-        let next = AtomicUsize::new(0);
-        let (done, events, rejected) = (AtomicU64::new(0), AtomicU64::new(0), AtomicU64::new(0));
-        let failed = AtomicBool::new(false);
+        let shared = Shared::default();
         let threads = rayon::current_num_threads().clamp(1, self.count);
         let report = |progress: &mut dyn FnMut(Progress)| {
             progress(Progress {
                 stage: Stage::Projecting,
-                done: done.load(Ordering::Relaxed),
+                done: shared.done.load(Ordering::Relaxed),
                 total: self.count as u64,
-                events: events.load(Ordering::Relaxed),
+                events: shared.events.load(Ordering::Relaxed),
             })
         };
         let outcome = std::thread::scope(|scope| {
             let workers: Vec<_> = (0..threads)
                 .map(|_| {
                     scope.spawn(|| {
-                        let result = self.project_some(
-                            store, batch_ops, &next, &failed, &done, &events, &rejected,
-                        );
+                        let result = self.project_some(store, batch_ops, &shared);
                         if result.is_err() {
-                            failed.store(true, Ordering::Relaxed);
+                            shared.failed.store(true, Ordering::Relaxed);
                         }
                         result
                     })
@@ -460,29 +465,24 @@ impl Partitions<'_> {
         });
         outcome?;
         report(progress);
-        let projected = events.into_inner();
+        let projected = shared.events.into_inner();
         assert_eq!(projected, read, "every transaction read is projected");
-        Ok((projected, rejected.into_inner()))
+        Ok((projected, shared.rejected.into_inner()))
     }
 
     /// One worker of [`Partitions::project`]: projects the next partition not taken, until
     /// none is left (or a worker failed).
-    #[allow(clippy::too_many_arguments)]
     fn project_some(
         &self,
         store: &dyn ViewStore,
         batch_ops: usize,
-        next: &AtomicUsize,
-        failed: &AtomicBool,
-        done: &AtomicU64,
-        events: &AtomicU64,
-        rejected: &AtomicU64,
+        shared: &Shared,
     ) -> Result<(), RebuildError> {
         let mut projection = Projection::for_partitions(batch_ops);
         let mut tx = Vec::new();
         loop {
-            let p = next.fetch_add(1, Ordering::Relaxed);
-            if p >= self.count || failed.load(Ordering::Relaxed) {
+            let p = shared.next.fetch_add(1, Ordering::Relaxed);
+            if p >= self.count || shared.failed.load(Ordering::Relaxed) {
                 break;
             }
             let path = self.path(p);
@@ -513,9 +513,9 @@ impl Partitions<'_> {
             }
             projection.end_partition(store)?;
             std::fs::remove_file(&path).map_err(io(format!("removing {}", path.display())))?;
-            events.fetch_add(n, Ordering::Relaxed);
-            rejected.fetch_add(bad, Ordering::Relaxed);
-            done.fetch_add(1, Ordering::Relaxed);
+            shared.events.fetch_add(n, Ordering::Relaxed);
+            shared.rejected.fetch_add(bad, Ordering::Relaxed);
+            shared.done.fetch_add(1, Ordering::Relaxed);
         }
         if projection.pending_ops() > 0 {
             projection.write_batch(store)?;
@@ -535,9 +535,7 @@ pub fn rebuild(
     let live = views_dir(data_dir, backend);
     let old = sibling(data_dir, backend, "old");
     let scratch = sibling(data_dir, backend, "rebuild");
-    if scratch.exists() {
-        std::fs::remove_dir_all(&scratch).map_err(io(format!("removing {}", scratch.display())))?;
-    }
+    remove_dir(&scratch)?;
     check_free_space(
         data_dir,
         ledger.approximate_bytes_below(ledger.tip().height)?,
@@ -749,11 +747,11 @@ pub fn verify_views(
     let live = open_views(data_dir, backend)?;
     let height = live.applied_height()?;
     let scratch = sibling(data_dir, backend, "verify");
-    if scratch.exists() {
-        std::fs::remove_dir_all(&scratch).map_err(io(format!("removing {}", scratch.display())))?;
-    }
+    remove_dir(&scratch)?;
+    // Views ahead of the ledger are compared up to the ledger's tip.
+    let to = height.min(ledger.tip().height);
     let result = (|| {
-        check_free_space(data_dir, ledger.approximate_bytes_below(height)?)?;
+        check_free_space(data_dir, ledger.approximate_bytes_below(to)?)?;
         let rebuilt = backend.open(&scratch, true)?;
         let parts = sibling(data_dir, backend, "verify-parts");
         let plan = Plan {
@@ -761,7 +759,6 @@ pub fn verify_views(
             batch_ops: WRITE_BATCH_OPS,
             partition_bytes: PARTITION_BYTES,
         };
-        let to = height.min(ledger.tip().height);
         project_all(ledger, rebuilt.as_ref(), to, &plan, progress)?;
         // A bulk store's views are all readable once flushed.
         rebuilt.flush()?;

@@ -164,6 +164,31 @@ fn a_failed_rebuild_leaves_the_live_views_and_no_scratch() {
     assert_eq!(before, after);
 }
 
+/// Views ahead of the ledger (a height it does not reach) are compared up to its tip and
+/// reported as differing, not refused with an error.
+#[test]
+fn views_ahead_of_the_ledger_are_reported_not_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let height = common::fixture_ledger(dir.path(), 13, 500, 100);
+    let backend = Backend::RocksDb;
+    assert_eq!(run_rebuild(dir.path(), backend, &mut Vec::new()), 0);
+    {
+        let store = open_views(dir.path(), backend).unwrap();
+        store.write(&ViewBatch::new(height + 3)).unwrap();
+        store.flush().unwrap();
+    }
+    let mut out = Vec::new();
+    assert_eq!(
+        run_verify_views(dir.path(), backend, &mut out),
+        1,
+        "{}",
+        String::from_utf8_lossy(&out)
+    );
+    let report = json(&out);
+    assert_eq!(report["ok"], false);
+    assert_eq!(report["height"], height + 3);
+}
+
 #[test]
 fn no_ledger_is_a_clear_error() {
     let dir = tempfile::tempdir().unwrap();
