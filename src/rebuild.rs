@@ -152,7 +152,8 @@ fn sibling(data_dir: &Path, backend: Backend, suffix: &str) -> PathBuf {
 }
 
 /// Opens the live views of `backend` in `data_dir`, first finishing or undoing a rebuild
-/// swap that a crash interrupted.
+/// swap that a crash interrupted, and removing what a crashed rebuild or
+/// `verify --views` left. The caller holds `data_dir`'s ledger open.
 pub fn open_views(data_dir: &Path, backend: Backend) -> Result<Arc<dyn ViewStore>, RebuildError> {
     let live = views_dir(data_dir, backend);
     let old = sibling(data_dir, backend, "old");
@@ -163,8 +164,13 @@ pub fn open_views(data_dir: &Path, backend: Backend) -> Result<Arc<dyn ViewStore
         std::fs::rename(&old, &live).map_err(io(format!("restoring {}", old.display())))?;
         sync_dir(data_dir)?;
     }
-    let parts = sibling(data_dir, backend, "rebuild-parts");
-    for leftover in [old, scratch, parts] {
+    // What a crashed rebuild or `verify --views` left: their scratch stores and
+    // partitions (about the ledger's size). Every caller holds the ledger open, whose
+    // index lock keeps a second process, and so a running verify, out.
+    for suffix in ["rebuild-parts", "verify", "verify-parts"] {
+        remove_dir(&sibling(data_dir, backend, suffix))?;
+    }
+    for leftover in [old, scratch] {
         remove_dir(&leftover)?;
     }
     Ok(Arc::from(backend.open(&live, false)?))

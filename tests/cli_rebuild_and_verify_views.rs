@@ -113,6 +113,23 @@ fn an_interrupted_swap_is_finished_or_undone_on_open() {
     let store = open_views(dir.path(), backend).unwrap();
     assert_eq!(store.applied_height().unwrap(), height);
     assert!(!old.exists());
+    drop(store);
+
+    // A crashed rebuild's partitions, and a crashed `verify --views`'s scratch store
+    // and partitions, go too.
+    let leftovers: Vec<_> = ["rebuild-parts", "verify", "verify-parts"]
+        .iter()
+        .map(|suffix| dir.path().join(format!("{}.{suffix}", backend.dir_name())))
+        .collect();
+    for leftover in &leftovers {
+        std::fs::create_dir(leftover).unwrap();
+        std::fs::write(leftover.join("part-00000"), b"?").unwrap();
+    }
+    let store = open_views(dir.path(), backend).unwrap();
+    assert_eq!(store.applied_height().unwrap(), height);
+    for leftover in &leftovers {
+        assert!(!leftover.exists(), "{} is left", leftover.display());
+    }
 }
 
 /// A rebuild that would surely fill the disk is refused before it starts, with the sizes
