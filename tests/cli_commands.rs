@@ -191,3 +191,42 @@ fn ipfs_add_only_hash_prints_kubos_cids() {
     );
     assert_eq!(run("2").0, Some(2));
 }
+
+/// A ledger open in one process is refused to every other, before anything is read or
+/// recovered, with a message that says so: here `verify` and `rebuild` run as child
+/// processes while this one holds it, and a second open in this process is refused too.
+#[test]
+fn a_ledger_open_elsewhere_is_refused_with_a_clear_error() {
+    use medledger_storage::{Ledger, LedgerOptions, StorageError};
+
+    let dir = tempfile::tempdir().unwrap();
+    ingest(dir.path(), 50);
+    let (ledger, _) = Ledger::open(dir.path(), LedgerOptions::default()).unwrap();
+    let height = ledger.tip().height;
+    for args in [&["verify"][..], &["rebuild"][..]] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_medledger"))
+            .args(args)
+            .arg("--data-dir")
+            .arg(dir.path())
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).to_string()
+            + &String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {text}");
+        assert!(
+            text.contains("the ledger is already open"),
+            "{args:?}: {text}"
+        );
+        assert!(text.contains("LOCK"), "{args:?}: {text}");
+    }
+    match Ledger::open(dir.path(), LedgerOptions::default()) {
+        Err(StorageError::InUse { path }) => assert!(path.ends_with("LOCK"), "{path}"),
+        Err(e) => panic!("{e}"),
+        Ok(_) => panic!("a second open succeeded"),
+    }
+    // Nothing changed; once released, the ledger opens again.
+    assert_eq!(ledger.tip().height, height);
+    drop(ledger);
+    let (ledger, _) = Ledger::open(dir.path(), LedgerOptions::default()).unwrap();
+    assert_eq!(ledger.tip().height, height);
+}

@@ -40,6 +40,13 @@ pub enum StorageError {
     /// The RocksDB index failed.
     #[error("index error: {0}")]
     Index(String),
+    /// Another process (or another open in this one) holds the ledger: its index's lock
+    /// is taken. Nothing was read or changed.
+    #[error(
+        "the ledger is already open: {path} is locked by another process (a medledger \
+         server, rebuild or verify on the same data directory?); stop it first"
+    )]
+    InUse { path: String },
     /// A block is larger than a frame may be.
     #[error("block of {len} bytes exceeds the frame limit of {max} bytes")]
     BlockTooLarge { len: u64, max: u64 },

@@ -64,7 +64,19 @@ impl Index {
         let cfs = [CF_BLOCK_LOC, CF_BLOCK_HASH, CF_TX, CF_META]
             .into_iter()
             .map(|name| ColumnFamilyDescriptor::new(name, Options::default()));
-        let db = DB::open_cf_descriptors(&opts, path, cfs)?;
+        let db = DB::open_cf_descriptors(&opts, path, cfs).map_err(|e| {
+            // RocksDB takes a lock on its LOCK file before it reads anything; it says
+            // "While lock file: …" when another process holds it and "lock hold by
+            // current process" when this one does.
+            let message = e.to_string();
+            if message.contains("While lock file") || message.contains("lock hold by current") {
+                StorageError::InUse {
+                    path: path.join("LOCK").display().to_string(),
+                }
+            } else {
+                StorageError::from(e)
+            }
+        })?;
         let mut write_opts = WriteOptions::default();
         write_opts.set_sync(false);
         Ok(Index { db, write_opts })
