@@ -6,7 +6,8 @@
 //! `<id>.erased` tombstone (so a later read reports "erased", not "not found"), then
 //! overwrites the key file with zeros, fsyncs, unlinks it and fsyncs the directory.
 //! (On flash storage an overwrite may not reach the old cells; the wrapped key is useless
-//! without the master key, and rotating the master key is the remedy for a leaked disk.)
+//! without the master key. Re-wrapping every key under a new master key would be the
+//! remedy for a leaked disk; there is no command for it yet, see docs/PAYLOADS.md.)
 
 use std::fs::{self, OpenOptions};
 use std::io::{self, Write};
