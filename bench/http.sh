@@ -97,7 +97,12 @@ bytes=$(du -sb "$data/server" | cut -f1)
 echo "{\"run\":\"disk\",\"records\":$committed,\"bytes_on_disk\":$bytes,\"bytes_on_disk_per_record\":$((bytes / committed))}"
 
 # Rebuild every view from the ledger the runs above wrote (the peers' reindex).
-rebuild=$(/usr/bin/time -f 'PEAKRSS %M' "$bin" rebuild --data-dir "$data/server" 2>"$data/rebuild.err" | tail -1)
+if ! rebuild=$(/usr/bin/time -f 'PEAKRSS %M' "$bin" rebuild --data-dir "$data/server" 2>"$data/rebuild.err" | tail -1); then
+  # e.g. {"ok":false,"error":"not enough free space ..."}: the data dir goes with the trap.
+  echo "bench/http.sh: medledger rebuild failed: $rebuild" >&2
+  tail -3 "$data/rebuild.err" >&2
+  exit 1
+fi
 peak_kib=$(sed -n 's/^PEAKRSS //p' "$data/rebuild.err")
 echo "{\"run\":\"rebuild\",\"peak_rss_bytes\":$((peak_kib * 1024)),$(printf '%s' "$rebuild" | cut -c2-)"
 
