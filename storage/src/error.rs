@@ -43,8 +43,8 @@ pub enum StorageError {
     /// Another process (or another open in this one) holds the ledger: its index's lock
     /// is taken. Nothing was read or changed.
     #[error(
-        "the ledger is already open: {path} is locked by another process (a medledger \
-         server, rebuild or verify on the same data directory?); stop it first"
+        "the ledger is already open: {path} is held by another medledger process on the \
+         same data directory (a server, rebuild or verify), or by this one; stop it first"
     )]
     InUse { path: String },
     /// A block is larger than a frame may be.
