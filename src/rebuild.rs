@@ -545,6 +545,7 @@ pub fn rebuild(
     check_free_space(
         data_dir,
         ledger.approximate_bytes_below(ledger.tip().height)?,
+        backend,
     )?;
     let started = Instant::now();
     let parts = sibling(data_dir, backend, "rebuild-parts");
@@ -582,12 +583,20 @@ pub fn rebuild(
     Ok(summary)
 }
 
-/// Refuses to start a rebuild of a ledger of `ledger_bytes` into `dir` when the
-/// filesystem has less than 1.5 times that free: the partitions take about the ledger's
-/// size, and the new views (with RocksDB) at least half as much again (with sled, four
-/// times the ledger). Below that it would surely fill the disk before it ended.
-pub fn check_free_space(dir: &Path, ledger_bytes: u64) -> Result<(), RebuildError> {
-    let needed = ledger_bytes.saturating_add(ledger_bytes / 2);
+/// Refuses to start a rebuild of a ledger of `ledger_bytes` into `backend` views in `dir`
+/// when the filesystem has less free than the least the rebuild will write, so that it
+/// fails at once rather than when the disk is full: the partitions take about the
+/// ledger's size; RocksDB's new views at least half as much again (a rebuild peaks near
+/// twice the ledger), sled's four times the ledger (1M and 10M events: 4.0-4.1 times).
+pub fn check_free_space(
+    dir: &Path,
+    ledger_bytes: u64,
+    backend: Backend,
+) -> Result<(), RebuildError> {
+    let needed = match backend {
+        Backend::RocksDb => ledger_bytes.saturating_add(ledger_bytes / 2),
+        Backend::Sled => ledger_bytes.saturating_mul(5),
+    };
     let available = free_bytes(dir)?;
     if available < needed {
         return Err(RebuildError::NoSpace {
@@ -757,7 +766,7 @@ pub fn verify_views(
     // Views ahead of the ledger are compared up to the ledger's tip.
     let to = height.min(ledger.tip().height);
     let result = (|| {
-        check_free_space(data_dir, ledger.approximate_bytes_below(to)?)?;
+        check_free_space(data_dir, ledger.approximate_bytes_below(to)?, backend)?;
         let rebuilt = backend.open(&scratch, true)?;
         let parts = sibling(data_dir, backend, "verify-parts");
         let plan = Plan {
