@@ -157,21 +157,17 @@ fn sibling(data_dir: &Path, backend: Backend, suffix: &str) -> PathBuf {
 pub fn open_views(data_dir: &Path, backend: Backend) -> Result<Arc<dyn ViewStore>, RebuildError> {
     let live = views_dir(data_dir, backend);
     let old = sibling(data_dir, backend, "old");
-    let scratch = sibling(data_dir, backend, "rebuild");
     if !live.exists() && old.exists() {
         // Crashed between the two renames: the old views are whole; the projector will
         // catch them up.
         std::fs::rename(&old, &live).map_err(io(format!("restoring {}", old.display())))?;
         sync_dir(data_dir)?;
     }
-    // What a crashed rebuild or `verify --views` left: their scratch stores and
-    // partitions (about the ledger's size). Every caller holds the ledger open, whose
-    // index lock keeps a second process, and so a running verify, out.
-    for suffix in ["rebuild-parts", "verify", "verify-parts"] {
+    // What a crashed swap, rebuild or `verify --views` left: the old views, the scratch
+    // stores and their partitions (about the ledger's size). Every caller holds the
+    // ledger open, whose index lock keeps a second process, and so a running verify, out.
+    for suffix in ["old", "rebuild", "rebuild-parts", "verify", "verify-parts"] {
         remove_dir(&sibling(data_dir, backend, suffix))?;
-    }
-    for leftover in [old, scratch] {
-        remove_dir(&leftover)?;
     }
     Ok(Arc::from(backend.open(&live, false)?))
 }
