@@ -5,6 +5,8 @@
 
 mod common;
 
+use std::path::Path;
+
 use medledger::cli::rebuild::{run_rebuild, run_verify_views};
 use medledger::rebuild::{check_free_space, open_views, views_dir, RebuildError};
 use medledger::serve::{Core, ServeConfig};
@@ -13,6 +15,19 @@ use serde_json::Value;
 
 fn json(out: &[u8]) -> Value {
     serde_json::from_slice(out).unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(out)))
+}
+
+/// `verify --views` of `dir`'s `backend` views: asserts its exit code (showing what it
+/// printed when the code differs) and returns the JSON it printed.
+fn verify(dir: &Path, backend: Backend, code: i32) -> Value {
+    let mut out = Vec::new();
+    assert_eq!(
+        run_verify_views(dir, backend, &mut out),
+        code,
+        "{}",
+        String::from_utf8_lossy(&out)
+    );
+    json(&out)
 }
 
 #[test]
@@ -28,14 +43,7 @@ fn rebuild_then_verify_then_tamper_on_every_backend() {
         assert_eq!(summary["blocks"], height);
         assert!(summary["events_per_sec"].as_f64().unwrap() > 0.0);
 
-        let mut out = Vec::new();
-        assert_eq!(
-            run_verify_views(dir.path(), backend, &mut out),
-            0,
-            "{}",
-            String::from_utf8_lossy(&out)
-        );
-        let report = json(&out);
+        let report = verify(dir.path(), backend, 0);
         assert_eq!(report["ok"], true);
         assert_eq!(report["height"], height);
 
@@ -51,22 +59,14 @@ fn rebuild_then_verify_then_tamper_on_every_backend() {
             store.flush().unwrap();
             String::from_utf8(key).unwrap()
         };
-        let mut out = Vec::new();
-        assert_eq!(run_verify_views(dir.path(), backend, &mut out), 1);
-        let report = json(&out);
+        let report = verify(dir.path(), backend, 1);
         assert_eq!(report["ok"], false);
         assert_eq!(report["first_difference"]["view"], "records");
         assert_eq!(report["first_difference"]["key_text"], record_id.as_str());
 
         // A rebuild repairs it.
         assert_eq!(run_rebuild(dir.path(), backend, &mut Vec::new()), 0);
-        let mut out = Vec::new();
-        assert_eq!(
-            run_verify_views(dir.path(), backend, &mut out),
-            0,
-            "{}",
-            String::from_utf8_lossy(&out)
-        );
+        verify(dir.path(), backend, 0);
 
         // A row the ledger never made is named too.
         {
@@ -76,9 +76,8 @@ fn rebuild_then_verify_then_tamper_on_every_backend() {
             store.write(&batch).unwrap();
             store.flush().unwrap();
         }
-        let mut out = Vec::new();
-        assert_eq!(run_verify_views(dir.path(), backend, &mut out), 1);
-        let diff = &json(&out)["first_difference"];
+        let report = verify(dir.path(), backend, 1);
+        let diff = &report["first_difference"];
         assert_eq!(diff["view"], "grants");
         assert_eq!(diff["key_text"], "p-forged\u{0}dr-forged");
         assert_eq!(
@@ -205,14 +204,7 @@ fn views_ahead_of_the_ledger_are_reported_not_an_error() {
         store.write(&ViewBatch::new(height + 3)).unwrap();
         store.flush().unwrap();
     }
-    let mut out = Vec::new();
-    assert_eq!(
-        run_verify_views(dir.path(), backend, &mut out),
-        1,
-        "{}",
-        String::from_utf8_lossy(&out)
-    );
-    let report = json(&out);
+    let report = verify(dir.path(), backend, 1);
     assert_eq!(report["ok"], false);
     assert_eq!(report["height"], height + 3);
 }
@@ -223,8 +215,7 @@ fn no_ledger_is_a_clear_error() {
     let mut out = Vec::new();
     assert_eq!(run_rebuild(dir.path(), Backend::RocksDb, &mut out), 2);
     assert!(json(&out)["error"].as_str().unwrap().contains("no ledger"));
-    let mut out = Vec::new();
-    assert_eq!(run_verify_views(dir.path(), Backend::RocksDb, &mut out), 2);
+    verify(dir.path(), Backend::RocksDb, 2);
 }
 
 #[test]
@@ -274,9 +265,7 @@ fn views_of_an_older_layout_are_refused_then_rebuilt_by_serve() {
         db.flush_cf(meta).unwrap();
     }
 
-    let mut out = Vec::new();
-    assert_eq!(run_verify_views(dir.path(), Backend::RocksDb, &mut out), 2);
-    let report = json(&out);
+    let report = verify(dir.path(), Backend::RocksDb, 2);
     let error = report["error"].as_str().unwrap();
     assert!(
         error.contains("layout 1") && error.contains("medledger rebuild"),
@@ -287,11 +276,5 @@ fn views_of_an_older_layout_are_refused_then_rebuilt_by_serve() {
     let core = Core::open(&config).unwrap();
     assert_eq!(core.state.views.applied_height().unwrap(), height);
     drop(core);
-    let mut out = Vec::new();
-    assert_eq!(
-        run_verify_views(dir.path(), Backend::RocksDb, &mut out),
-        0,
-        "{}",
-        String::from_utf8_lossy(&out)
-    );
+    verify(dir.path(), Backend::RocksDb, 0);
 }
