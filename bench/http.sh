@@ -25,7 +25,10 @@ quick=0
 [ "${1:-}" = "--quick" ] && quick=1
 if [ $quick = 1 ]; then submit_s=5; batch_s=3; read_s=5; mixed_s=5; low_s=3; else submit_s=30; batch_s=15; read_s=20; mixed_s=15; low_s=10; fi
 
-command -v wrk >/dev/null || { apt-get install -y -q wrk >/dev/null || { echo "bench/http.sh: install wrk (apt-get install wrk)" >&2; exit 1; }; }
+. "$(cd "$(dirname "$0")/.." && pwd)/scripts/lib/packages.sh"
+# shellcheck disable=SC2046
+apt_install bench/http.sh $(missing_packages wrk)
+command -v wrk >/dev/null || { echo "bench/http.sh: wrk missing after install" >&2; exit 1; }
 target=${CARGO_TARGET_DIR:-$root/target}
 bin=${MEDLEDGER_BIN:-}
 if [ -z "$bin" ]; then

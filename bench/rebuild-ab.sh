@@ -19,7 +19,10 @@ if [ $# -lt 3 ]; then
   exit 2
 fi
 old=$1 new=$2 data=$3 runs=${4:-3}
-[ -x /usr/bin/time ] || { apt-get install -y -q time >/dev/null || { echo "bench/rebuild-ab.sh: install time (apt-get install time)" >&2; exit 1; }; }
+. "$(cd "$(dirname "$0")/.." && pwd)/scripts/lib/packages.sh"
+# shellcheck disable=SC2046
+apt_install bench/rebuild-ab.sh $(missing_packages time)
+[ -x /usr/bin/time ] || { echo "bench/rebuild-ab.sh: /usr/bin/time missing after install" >&2; exit 1; }
 for bin in "$old" "$new"; do
   [ -x "$bin" ] || { echo "bench/rebuild-ab.sh: $bin is not an executable" >&2; exit 1; }
 done

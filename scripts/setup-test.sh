@@ -1,25 +1,33 @@
 #!/usr/bin/env bash
-# Installs what the test suite needs beyond the build (idempotent):
+# Installs what the test suite needs beyond the build, by package state (dpkg), then checks
+# each result where the tests look for it (idempotent):
 #  - Debian's chromium, for the block explorer's browser test (tests/explorer_browser.rs);
-#  - playwright-core from npm, which drives it (tests/browser/, pinned by its lock file);
+#  - node and npm, which run it and the IPFS test node; the machine's nodejs package may be
+#    another vendor's build that carries npm itself (then Debian's npm package would
+#    conflict with it), so npm is looked for as the command the tests run;
+#  - curl, flock (util-linux) and sha256sum (coreutils), which tests/ipfs-test-node/start.sh uses;
+#  - playwright-core from npm, which drives Chromium (tests/browser/, pinned by its lock file);
 #  - PostgreSQL, Redis and NATS server, the peers the bench/peers tests start
-#    (scripts/install-peers.sh);
-#  - the IPFS test node's npm packages are installed by tests/ipfs-test-node/start.sh
-#    itself on first use.
+#    (scripts/install-peers.sh).
+# The IPFS test node's own npm packages are installed by tests/ipfs-test-node/start.sh on
+# first use, once, under a lock.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-sudo_cmd=""
-[ "$(id -u)" -eq 0 ] || sudo_cmd="sudo"
-need=()
-[ -x /usr/bin/chromium ] || need+=(chromium)
-command -v node >/dev/null 2>&1 || need+=(nodejs npm)
-if [ ${#need[@]} -gt 0 ]; then
-  echo "setup-test: installing ${need[*]}" >&2
-  $sudo_cmd apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
-fi
-if [ ! -d tests/browser/node_modules/playwright-core ]; then
+. scripts/lib/packages.sh
+# shellcheck disable=SC2207
+need=($(missing_packages chromium nodejs curl util-linux coreutils))
+command -v npm >/dev/null 2>&1 || need+=(npm)
+apt_install setup-test "${need[@]}"
+scripts/install-peers.sh
+[ "${MEDLEDGER_SETUP_DRY_RUN:-0}" = 1 ] && [ ${#need[@]} -gt 0 ] && exit 0
+[ -x /usr/bin/chromium ] || { echo "setup-test: /usr/bin/chromium missing: install chromium" >&2; exit 1; }
+for c in node npm curl flock sha256sum; do
+  command -v "$c" >/dev/null 2>&1 || { echo "setup-test: $c missing after install" >&2; exit 1; }
+done
+if ! node -e 'require.resolve("playwright-core", { paths: ["tests/browser"] })' >/dev/null 2>&1; then
   echo "setup-test: npm ci in tests/browser" >&2
   npm ci --prefix tests/browser --no-audit --no-fund --loglevel=error >/dev/null
 fi
-scripts/install-peers.sh
+node -e 'require.resolve("playwright-core", { paths: ["tests/browser"] })' >/dev/null 2>&1 ||
+  { echo "setup-test: playwright-core missing in tests/browser after npm ci" >&2; exit 1; }
+echo "setup-test: ok" >&2

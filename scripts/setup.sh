@@ -1,16 +1,24 @@
 #!/usr/bin/env bash
-# Installs what building medledger needs on a fresh Debian machine of this kind:
-# clang and libclang (the rocksdb crate compiles RocksDB from source with bindgen).
-# Idempotent: does nothing when everything is present.
+# Installs what building medledger needs on a fresh Debian machine of this kind, by package
+# state (dpkg), then checks the result the way the build will look for it:
+#  - clang and libclang-dev: the rocksdb crate compiles RocksDB from source and generates
+#    its bindings with bindgen, whose loader (clang-sys) links an unversioned libclang.so
+#    found through $LIBCLANG_PATH, `llvm-config --libdir` or the system directories;
+#  - g++ (RocksDB is C++), and ca-certificates for cargo's downloads.
+# Idempotent: installs nothing when everything is present. Exits 1 with one line naming
+# what is still missing.
 set -euo pipefail
-need=()
-command -v clang >/dev/null 2>&1 || need+=(clang)
-ls /usr/lib/llvm-*/lib/libclang.so* >/dev/null 2>&1 || ls /usr/lib/x86_64-linux-gnu/libclang*.so* >/dev/null 2>&1 || need+=(libclang-dev)
-if [ ${#need[@]} -gt 0 ]; then
-  echo "setup: installing ${need[*]}" >&2
-  sudo_cmd=""
-  [ "$(id -u)" -eq 0 ] || sudo_cmd="sudo"
-  $sudo_cmd apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq "${need[@]}" >/dev/null
+here=$(cd "$(dirname "$0")" && pwd)
+. "$here/lib/packages.sh"
+missing=$(missing_packages ca-certificates g++ clang libclang-dev)
+# shellcheck disable=SC2086 # one word per package
+apt_install setup $missing
+# A dry run that would install something stops here; one that would not goes on to the checks.
+[ "${MEDLEDGER_SETUP_DRY_RUN:-0}" = 1 ] && [ -n "$missing" ] && exit 0
+if ! lib=$(libclang_found); then
+  echo "setup: no libclang.so where the rocksdb build looks (LIBCLANG_PATH, llvm-config --libdir, /usr/lib/llvm-*/lib): install libclang-dev" >&2
+  exit 1
 fi
+command -v c++ >/dev/null 2>&1 || { echo "setup: no C++ compiler (c++): install g++" >&2; exit 1; }
 command -v cargo >/dev/null 2>&1 || { echo "setup: cargo is required (this machine kind ships it)" >&2; exit 1; }
+echo "setup: ok (libclang: $lib)" >&2

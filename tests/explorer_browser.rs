@@ -21,7 +21,7 @@ fn the_explorer_page_checks_a_proof_in_chromium() {
     let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
     assert!(
         Path::new(&chromium).exists(),
-        "{chromium} is missing: `apt-get install chromium` (scripts/setup.sh does)"
+        "{chromium} is missing: `apt-get install chromium` (scripts/setup-test.sh does)"
     );
 
     let dir = tempfile::tempdir().unwrap();
@@ -34,14 +34,8 @@ fn the_explorer_page_checks_a_proof_in_chromium() {
         let body = format!(
             r#"{{"patient_id":"p-{i}","hospital_id":"h-1","record_type":"lab_result","metadata":{{"n":{i}}}}}"#
         );
-        let (status, receipt) = request(
-            addr,
-            "POST",
-            "/v1/records?wait=projected",
-            Some(&clinician),
-            Some(&body),
-        )
-        .unwrap();
+        let (status, receipt) =
+            request(addr, "POST", "/v1/records", Some(&clinician), Some(&body)).unwrap();
         assert_eq!(status, 201, "{receipt}");
         last_tx = receipt["tx_id"].as_str().unwrap().to_owned();
     }
