@@ -52,14 +52,27 @@ impl TestNode {
         TestNode::start_on(port, None)
     }
 
+    /// Starts a node whose npm packages live in `cache` (installed there if it is empty)
+    /// instead of the user's cache.
+    pub fn start_with_cache(cache: &Path) -> TestNode {
+        TestNode::start_with(free_port(), None, Some(cache))
+    }
+
     /// Starts a node on `port`, reusing `state` (a restart) if given.
     pub fn start_on(port: u16, state: Option<&Path>) -> TestNode {
+        TestNode::start_with(port, state, None)
+    }
+
+    fn start_with(port: u16, state: Option<&Path>, cache: Option<&Path>) -> TestNode {
         let mut command = Command::new("bash");
         command
             .arg(scripts_dir().join("start.sh"))
             .arg(port.to_string());
         if let Some(state) = state {
             command.env("MEDLEDGER_IPFS_NODE_STATE", state);
+        }
+        if let Some(cache) = cache {
+            command.env("MEDLEDGER_IPFS_NODE_CACHE", cache);
         }
         let output = command
             .output()
