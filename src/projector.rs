@@ -58,6 +58,9 @@ struct Shared {
     stop: AtomicBool,
     events: AtomicU64,
     rejected: AtomicU64,
+    /// `applied`, published for async waiters ([`Projector::reached`]): a request waiting
+    /// for its verdict holds no thread.
+    height: tokio::sync::watch::Sender<u64>,
 }
 
 fn lock(m: &Mutex<State>) -> MutexGuard<'_, State> {
@@ -75,6 +78,9 @@ pub struct WaitTimeout {
 /// The running projector.
 pub struct Projector {
     ledger: Arc<Ledger>,
+    /// The ledger's height when the projector started: until the views reach it they
+    /// lack blocks that were acknowledged before the start (see [`Projector::caught_up_with_start`]).
+    start_height: u64,
     shared: Arc<Shared>,
     thread: Mutex<Option<JoinHandle<()>>>,
 }
@@ -114,6 +120,7 @@ impl Projector {
             stop: AtomicBool::new(false),
             events: AtomicU64::new(0),
             rejected: AtomicU64::new(0),
+            height: tokio::sync::watch::Sender::new(applied),
         });
         let thread = {
             let (ledger, shared) = (ledger.clone(), shared.clone());
@@ -124,6 +131,7 @@ impl Projector {
         };
         Ok(Projector {
             ledger,
+            start_height: tip,
             shared,
             thread: Mutex::new(Some(thread)),
         })
@@ -142,6 +150,17 @@ impl Projector {
     /// Blocks `0..applied_height` are in the views.
     pub fn applied_height(&self) -> u64 {
         lock(&self.shared.state).applied
+    }
+
+    /// Whether the views hold every block the ledger held when the projector started
+    /// (after a restart, the blocks since the views' last flush are replayed first).
+    pub fn caught_up_with_start(&self) -> bool {
+        self.applied_height() >= self.start_height
+    }
+
+    /// The ledger's height when the projector started.
+    pub fn start_height(&self) -> u64 {
+        self.start_height
     }
 
     /// How far the views trail the ledger.
@@ -192,6 +211,22 @@ impl Projector {
         Ok(())
     }
 
+    /// [`Projector::wait_for_height`] for async callers: waits without holding a thread.
+    pub async fn reached(&self, height: u64, timeout: Duration) -> Result<(), WaitTimeout> {
+        let mut rx = self.shared.height.subscribe();
+        let waited = tokio::time::timeout(timeout, async {
+            rx.wait_for(|h| *h >= height).await.map(|_| ())
+        })
+        .await;
+        match waited {
+            Ok(Ok(())) => Ok(()),
+            _ => Err(WaitTimeout {
+                wanted: height,
+                reached: *rx.borrow(),
+            }),
+        }
+    }
+
     /// Stops the thread after the block it is applying. Blocks already applied stay; the
     /// next start catches up from there.
     pub fn shutdown(&self) {
@@ -237,6 +272,7 @@ fn run(ledger: &Ledger, store: &dyn ViewStore, shared: &Shared, flush_every: Dur
                     shared.rejected.fetch_add(rejected, Ordering::Relaxed);
                     let mut state = lock(&shared.state);
                     state.applied = applied + 1;
+                    shared.height.send_replace(applied + 1);
                     state.error = None;
                     if state.applied >= ledger.tip().height {
                         state.caught_up_at = Instant::now();

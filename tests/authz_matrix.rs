@@ -123,12 +123,10 @@ async fn every_role_route_and_ownership_cell() {
         &svc,
         env,
         admin,
-        test::TestRequest::post()
-            .uri("/v1/records?wait=projected")
-            .set_json(
-                json!({"record_id": "r-1", "patient_id": "p-1", "hospital_id": "h-1",
+        test::TestRequest::post().uri("/v1/records").set_json(
+            json!({"record_id": "r-1", "patient_id": "p-1", "hospital_id": "h-1",
                 "record_type": "lab_result", "metadata": {"title": "CBC"}})
-            )
+        )
     );
     assert_eq!(s, StatusCode::CREATED, "{b}");
     let soon = chrono_like_rfc3339(auth::now_secs() * 1000 + 1_500);
@@ -148,7 +146,7 @@ async fn every_role_route_and_ownership_cell() {
             env,
             Who::OwnPatient,
             test::TestRequest::post()
-                .uri("/v1/patients/p-1/grants?wait=projected")
+                .uri("/v1/patients/p-1/grants")
                 .set_json(&body)
         );
         assert_eq!(s, StatusCode::CREATED, "grant to {grantee}: {b}");
@@ -159,12 +157,10 @@ async fn every_role_route_and_ownership_cell() {
             &svc,
             env,
             admin,
-            test::TestRequest::post()
-                .uri("/v1/records?wait=projected")
-                .set_json(
-                    json!({"record_id": id, "patient_id": "p-1", "hospital_id": "h-1",
+            test::TestRequest::post().uri("/v1/records").set_json(
+                json!({"record_id": id, "patient_id": "p-1", "hospital_id": "h-1",
                     "record_type": "lab_result"})
-                )
+            )
         );
         assert_eq!(s, StatusCode::CREATED, "{b}");
     }
@@ -344,7 +340,7 @@ async fn every_role_route_and_ownership_cell() {
             env,
             who,
             test::TestRequest::post()
-                .uri(&format!("/v1/records/{id}/amendments?wait=projected"))
+                .uri(&format!("/v1/records/{id}/amendments"))
                 .set_json(json!({"reason": "typo", "metadata": {"title": "fixed"}}))
         );
         let expected = match who {

@@ -56,7 +56,7 @@ async fn explorer_routes_match_the_ledger() {
         let (s, b) = call!(
             &svc,
             test::TestRequest::post()
-                .uri("/v1/records?wait=projected")
+                .uri("/v1/records")
                 .insert_header(("Authorization", dr.as_str()))
                 .set_json(&body)
         );

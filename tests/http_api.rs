@@ -55,7 +55,7 @@ async fn records_flow_and_errors() {
     let (s, b) = call!(
         &svc,
         test::TestRequest::post()
-            .uri("/v1/records?wait=projected")
+            .uri("/v1/records")
             .insert_header(("Authorization", dr1.as_str()))
             .set_json(&new)
     );
@@ -119,7 +119,7 @@ async fn records_flow_and_errors() {
     );
 
     // Amend with optimistic concurrency.
-    let amend = format!("/v1/records/{id}/amendments?wait=projected");
+    let amend = format!("/v1/records/{id}/amendments");
     let (s, b) = call!(&svc, test::TestRequest::post().uri(&amend).insert_header(("Authorization", dr1.as_str()))
         .set_json(json!({"reason": "corrected", "metadata": {"title": "CBC v2"}, "expected_version": 1})));
     assert_eq!((s, &b["version"]), (StatusCode::CREATED, &json!(2)), "{b}");
@@ -136,7 +136,7 @@ async fn records_flow_and_errors() {
     );
 
     // Status: archive, then archiving again is invalid for the state.
-    let status = format!("/v1/records/{id}/status?wait=projected");
+    let status = format!("/v1/records/{id}/status");
     let (s, _) = call!(
         &svc,
         test::TestRequest::post()
@@ -195,7 +195,7 @@ async fn records_flow_and_errors() {
         let (s, _) = call!(
             &svc,
             test::TestRequest::post()
-                .uri("/v1/records?wait=projected")
+                .uri("/v1/records")
                 .insert_header(("Authorization", dr1.as_str()))
                 .set_json(body)
         );
@@ -280,7 +280,7 @@ async fn records_flow_and_errors() {
     let (s, b) = call!(
         &svc,
         test::TestRequest::post()
-            .uri("/v1/patients/p-1/grants?wait=projected")
+            .uri("/v1/patients/p-1/grants")
             .insert_header(("Authorization", p1.as_str()))
             .set_json(json!({"grantee_id": "dr-2"}))
     );
@@ -314,7 +314,7 @@ async fn records_flow_and_errors() {
     let (s, _) = call!(
         &svc,
         test::TestRequest::delete()
-            .uri("/v1/patients/p-1/grants/dr-2?wait=projected")
+            .uri("/v1/patients/p-1/grants/dr-2")
             .insert_header(("Authorization", p1.as_str()))
     );
     assert_eq!(s, StatusCode::OK);

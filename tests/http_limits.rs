@@ -75,7 +75,7 @@ async fn batches_may_exceed_the_json_limit_and_exports_speak_csv() {
     let res = test::call_service(
         &svc,
         test::TestRequest::post()
-            .uri("/v1/records/batch?wait=projected")
+            .uri("/v1/records/batch")
             .insert_header(("Authorization", dr.as_str()))
             .set_json(&body)
             .to_request(),

@@ -78,7 +78,7 @@ async fn payloads_round_trip_are_audited_limited_and_erased() {
     let (s, _, b) = call!(
         &svc,
         test::TestRequest::post()
-            .uri("/v1/records?wait=projected")
+            .uri("/v1/records")
             .insert_header(("Authorization", dr.as_str()))
             .set_json(
                 json!({"patient_id": "p-1", "hospital_id": "h-1", "record_type": "lab_result",
@@ -170,7 +170,7 @@ async fn payloads_round_trip_are_audited_limited_and_erased() {
     let (s, _, b) = call!(
         &svc,
         test::TestRequest::post()
-            .uri("/v1/records?wait=projected")
+            .uri("/v1/records")
             .insert_header(("Authorization", dr.as_str()))
             .set_json(
                 json!({"patient_id": "p-1", "hospital_id": "h-1", "record_type": "imaging",
@@ -200,7 +200,7 @@ async fn payloads_round_trip_are_audited_limited_and_erased() {
     let (s, _, b) = call!(
         &svc,
         test::TestRequest::post()
-            .uri("/v1/records?wait=projected")
+            .uri("/v1/records")
             .insert_header(("Authorization", dr.as_str()))
             .insert_header(("Content-Type", ct.as_str()))
             .set_payload(body)

@@ -183,6 +183,12 @@ pub enum ContractError {
 }
 
 impl ContractError {
+    /// The stable code as a `'static` name, from a code stored as text (the rejected
+    /// view keeps it so): `None` for a code no variant has.
+    pub fn static_code(code: &str) -> Option<&'static str> {
+        CONTRACT_CODES.iter().copied().find(|c| *c == code)
+    }
+
     /// A stable snake_case name for the error, for the HTTP layer and metrics. Codes never
     /// change once published; each variant has its own.
     pub fn code(&self) -> &'static str {
@@ -205,6 +211,25 @@ impl ContractError {
         }
     }
 }
+
+/// Every [`ContractError::code`], once (a test checks the list against the variants).
+pub const CONTRACT_CODES: &[&str] = &[
+    "record_exists",
+    "unknown_record",
+    "version_conflict",
+    "record_entered_in_error",
+    "status_unchanged",
+    "no_payload",
+    "payload_already_erased",
+    "patient_mismatch",
+    "record_mismatch",
+    "grant_to_self",
+    "grant_already_expired",
+    "unknown_grant",
+    "grant_mismatch",
+    "not_a_record_event",
+    "not_a_grant_event",
+];
 
 /// The snake_case name of a status, as in JSON.
 fn status_name(status: RecordStatus) -> &'static str {
@@ -520,6 +545,72 @@ mod tests {
 
     const R: &str = "rec-1";
     const P: &str = "pat-1";
+
+    #[test]
+    fn every_code_is_listed_once_and_maps_back() {
+        let s = || "x".to_string();
+        let t = Timestamp(0);
+        let every = [
+            ContractError::RecordExists { record_id: s() },
+            ContractError::UnknownRecord { record_id: s() },
+            ContractError::VersionConflict {
+                record_id: s(),
+                current: 1,
+                got: 1,
+            },
+            ContractError::RecordEnteredInError { record_id: s() },
+            ContractError::StatusUnchanged {
+                record_id: s(),
+                status: RecordStatus::Active,
+            },
+            ContractError::NoPayload { record_id: s() },
+            ContractError::PayloadAlreadyErased { record_id: s() },
+            ContractError::PatientMismatch {
+                record_id: s(),
+                record_patient_id: s(),
+                event_patient_id: s(),
+            },
+            ContractError::RecordMismatch {
+                state_record_id: s(),
+                event_record_id: s(),
+            },
+            ContractError::GrantToSelf { patient_id: s() },
+            ContractError::GrantAlreadyExpired {
+                patient_id: s(),
+                grantee_id: s(),
+                granted_at: t,
+                expires_at: t,
+            },
+            ContractError::UnknownGrant {
+                patient_id: s(),
+                grantee_id: s(),
+            },
+            ContractError::GrantMismatch {
+                state_patient_id: s(),
+                state_grantee_id: s(),
+                event_patient_id: s(),
+                event_grantee_id: s(),
+            },
+            ContractError::NotARecordEvent {
+                kind: EventKind::AccessGranted,
+            },
+            ContractError::NotAGrantEvent {
+                kind: EventKind::RecordCreated,
+            },
+        ];
+        let codes: std::collections::BTreeSet<&str> =
+            every.iter().map(ContractError::code).collect();
+        assert_eq!(codes.len(), every.len(), "two variants share a code");
+        assert_eq!(
+            codes.len(),
+            CONTRACT_CODES.len(),
+            "CONTRACT_CODES is not one per variant"
+        );
+        for e in &every {
+            assert_eq!(ContractError::static_code(e.code()), Some(e.code()));
+        }
+        assert_eq!(ContractError::static_code("no_such_code"), None);
+    }
 
     fn payload(n: u8) -> PayloadRef {
         PayloadRef {

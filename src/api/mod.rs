@@ -1,9 +1,10 @@
 //! The HTTP API (actix-web): record submission and queries under `/v1`, health, readiness
 //! and metrics. Every answer is JSON; every error has the body of [`error::ApiError`].
 //!
-//! Submissions are answered only after the block holding them is durable (the orderer's
-//! receipt); `?wait=projected` also waits until the views reflect that block and reports
-//! the contract's verdict on it.
+//! A submission is answered only after the block holding it is durable (the orderer's
+//! receipt) and the projector has applied it: the answer is the contract's verdict, so a
+//! 2xx is never followed by a rejection. Every write answer carries its `height`; reads
+//! take `?min_height=` to see one's own writes.
 
 pub mod auth;
 pub mod error;
@@ -31,7 +32,7 @@ use error::ApiError;
 
 /// The projector lag (blocks) above which `/readyz` answers 503.
 pub const READY_LAG_BLOCKS_MAX: u64 = 1_000;
-/// The most a `?wait=projected` submission waits for the views.
+/// The most a submission waits for the contract's verdict (the views to apply its block).
 pub const PROJECTED_WAIT: Duration = Duration::from_secs(10);
 /// JSON request bodies above this are refused with 413.
 pub const JSON_BODY_BYTES_MAX: usize = 64 * 1024;
@@ -89,7 +90,7 @@ macro_rules! routes {
 
 routes! {
     get "/healthz" => healthz, "ops", auth: false, body: None, "The process answers.";
-    get "/readyz" => readyz, "ops", auth: false, body: None, "Ready: the ledger is healthy and the views are within 1,000 blocks.";
+    get "/readyz" => readyz, "ops", auth: false, body: None, "Ready: the ledger is healthy, the views hold every block acknowledged before the start and are within 1,000 blocks.";
     get "/metrics" => metrics::render, "ops", auth: false, body: None, "Prometheus metrics.";
     get "/explorer" => explorer_page, "explorer", auth: false, body: None, "The block explorer web page.";
     get "/v1/openapi.json" => openapi::serve, "ops", auth: false, body: None, "This document.";
@@ -213,14 +214,21 @@ async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     let lag = state.projector.lag();
     let poisoned = state.ledger.poisoned();
     let projector_error = state.projector.error();
-    let ready =
-        poisoned.is_none() && projector_error.is_none() && lag.blocks <= READY_LAG_BLOCKS_MAX;
+    // Not ready until the views hold every block acknowledged before this start: before
+    // that, reads of acknowledged records would wait (or answer 503).
+    let caught_up = state.projector.caught_up_with_start();
+    let ready = poisoned.is_none()
+        && projector_error.is_none()
+        && caught_up
+        && lag.blocks <= READY_LAG_BLOCKS_MAX;
     let body = json!({
         "ready": ready,
         "height": state.ledger.tip().height,
         "views_height": state.projector.applied_height(),
         "projector_lag_blocks": lag.blocks,
         "projector_lag_seconds": lag.seconds,
+        "views_caught_up_with_start": caught_up,
+        "start_height": state.projector.start_height(),
         "ledger_error": poisoned,
         "projector_error": projector_error,
     });

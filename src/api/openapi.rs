@@ -52,27 +52,31 @@ fn query_params(method: &str, path: &str) -> Vec<(&'static str, &'static str, &'
         ("limit", "integer", "Page size, 1 to 1,000 (default 50)."),
         ("cursor", "string", "The previous page's next_cursor."),
     ];
-    let wait = vec![(
-        "wait",
-        "string",
-        "`durable` (default): answer once the block is on disk; `projected`: also once the views show it.",
-    )];
+    let min_height = (
+        "min_height",
+        "integer",
+        "Read one's own writes: answer once the views hold this many blocks (a write's `height`); waits at most 5 s, then 503 views_behind.",
+    );
+    let mut timeline = timeline;
+    timeline.push(min_height);
     match (method, path) {
-        ("post", _) | ("delete", _) if path.starts_with("/v1/") && !path.ends_with("/erase") => {
-            wait
-        }
         (_, "/v1/patients/{id}/records")
         | (_, "/v1/clinicians/{id}/records")
         | (_, "/v1/hospitals/{id}/records") => timeline,
-        (_, "/v1/records/{id}") => vec![(
-            "as_of_block",
-            "integer",
-            "The record as of the ledger's first N blocks.",
-        )],
+        (_, "/v1/records/{id}") => vec![
+            (
+                "as_of_block",
+                "integer",
+                "The record as of the ledger's first N blocks.",
+            ),
+            min_height,
+        ],
         (_, "/v1/records/{id}/history") => vec![
             ("after_version", "integer", "Versions after this one."),
             ("limit", "integer", "Page size (default 50)."),
+            min_height,
         ],
+        (_, "/v1/patients/{id}/export") => vec![min_height],
         (_, "/v1/patients/{id}/grants") => vec![
             ("after", "string", "Grantees after this id."),
             ("limit", "integer", "Page size (default 50)."),
@@ -90,11 +94,14 @@ fn query_params(method: &str, path: &str) -> Vec<(&'static str, &'static str, &'
                 "The newer tree size (default: the whole chain).",
             ),
         ],
-        (_, "/v1/records/{id}/payload") => vec![(
-            "purpose",
-            "string",
-            "Why the payload is read, recorded in the audit trail (default: treatment).",
-        )],
+        (_, "/v1/records/{id}/payload") => vec![
+            (
+                "purpose",
+                "string",
+                "Why the payload is read, recorded in the audit trail (default: treatment).",
+            ),
+            min_height,
+        ],
         (_, "/v1/activity") => vec![
             ("bucket", "string", "minute (default) or hour."),
             (

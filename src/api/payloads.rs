@@ -159,6 +159,14 @@ pub fn attach(env: &mut Envelope, stored: &StoredPayload) {
 
 /// After a submission that never reached the ledger: destroy the payload's key (so its
 /// blocks are unreadable) and unpin it.
+/// Erases a stored payload that no accepted transaction names (its submission was refused
+/// or rejected); a failure leaves an orphan for the reconcile and is logged.
+pub async fn abandon(state: &AppState, stored: &StoredPayload) {
+    if let Err(e) = state.payloads.erase(&stored.key_id, &stored.cid).await {
+        tracing::warn!(error = %e, "could not abandon the payload of a refused submission");
+    }
+}
+
 pub async fn abandon_if_refused(state: &AppState, stored: &StoredPayload, error: &SubmitError) {
     let refused = matches!(
         error,
@@ -168,9 +176,7 @@ pub async fn abandon_if_refused(state: &AppState, stored: &StoredPayload, error:
             | SubmitError::Closed
     );
     if refused {
-        if let Err(e) = state.payloads.erase(&stored.key_id, &stored.cid).await {
-            tracing::warn!(error = %e, "could not abandon the payload of a refused submission");
-        }
+        abandon(state, stored).await;
     }
 }
 
@@ -273,6 +279,8 @@ pub fn is_multipart(req: &HttpRequest) -> bool {
 pub struct ReadQuery {
     /// Why the payload is read (recorded in the audit trail).
     purpose: Option<String>,
+    /// Read one's own writes: the views reflect at least this many blocks first.
+    min_height: Option<u64>,
 }
 
 fn stored_of(p: &PayloadRef) -> Result<StoredPayload, ApiError> {
@@ -301,7 +309,8 @@ pub async fn read(
     query: web::Query<ReadQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let record_id = path.into_inner();
-    let entry = load_record(&state, &record_id)?;
+    super::records::honour_min_height(&state, query.min_height).await?;
+    let entry = load_record(&state, &record_id).await?;
     if caller.role() == Role::Auditor || !may_read(&state, &caller, &entry)? {
         return Err(ApiError::forbidden(format!(
             "you may not read the payload of record `{record_id}`"
@@ -382,7 +391,7 @@ pub async fn erase(
             "erasing a payload is for the admin role",
         ));
     }
-    let current = load_record(&state, &record_id)?;
+    let current = load_record(&state, &record_id).await?;
     let Some(p) = current.state.payload.clone() else {
         return Err(ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
@@ -416,7 +425,7 @@ pub async fn erase(
     env.check_limits()
         .map_err(|e| ApiError::bad_request("invalid_field", e.to_string()))?;
     apply_record_event(Some(&current.state), &env.event).map_err(|e| contract_error(&e))?;
-    let receipt = commit(&state, &env, true).await?;
+    let receipt = commit(&state, &env).await?;
     state
         .payloads
         .erase(&stored.key_id, &stored.cid)
@@ -436,6 +445,7 @@ pub async fn erase(
         "version": version,
         "block_number": receipt.block_number,
         "position": receipt.position,
+        "height": receipt.block_number + 1,
     })))
 }
 

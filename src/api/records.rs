@@ -96,64 +96,74 @@ fn query_error(e: QueryError) -> ApiError {
     }
 }
 
+/// The query of a write route: it takes no parameters, and refuses any (`?wait=` is gone:
+/// every answer waits for the contract's verdict).
 #[derive(Deserialize)]
-pub struct WaitQuery {
-    /// `projected`: also wait until the views reflect the block.
-    wait: Option<String>,
-}
+#[serde(deny_unknown_fields)]
+pub struct WriteQuery {}
 
-impl WaitQuery {
-    fn projected(&self) -> Result<bool, ApiError> {
-        match self.wait.as_deref() {
-            None | Some("durable") => Ok(false),
-            Some("projected") => Ok(true),
-            Some(other) => Err(ApiError::bad_request(
-                "invalid_query",
-                format!("wait must be `durable` or `projected`, not `{other}`"),
-            )),
-        }
-    }
-}
+/// The most a read waits for the views to reach its `min_height`, or for them to catch up
+/// with the ledger before it answers "does not exist".
+pub const READ_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
-/// Checks limits, submits and waits for durability (and the views when asked). The
-/// answer names the tx, its block and position.
-pub(crate) async fn commit(
-    state: &AppState,
-    env: &Envelope,
-    projected: bool,
-) -> Result<Receipt, ApiError> {
+/// Submits `env` and answers with the contract's verdict: the receipt once the block
+/// holding it is durable **and** the projector has applied it and the contract accepted
+/// it. A transaction the contract rejected in commit order (a concurrent write won) is
+/// answered 409 with the contract's code; a 2xx is never followed by a rejection.
+pub(crate) async fn commit(state: &AppState, env: &Envelope) -> Result<Receipt, ApiError> {
     env.check_limits()
         .map_err(|e| ApiError::bad_request("invalid_field", e.to_string()))?;
     let receipt = state.orderer.submit(env).await.map_err(submit_error)?;
     state.projector.nudge();
-    if projected {
-        wait_projected(state, &receipt).await?;
-    }
+    verdict(state, &receipt).await.map_err(ApiError::from)?;
     Ok(receipt)
 }
 
-/// Waits until the views hold the receipt's block; a tx the contract rejected there is
-/// answered with the contract's error.
-async fn wait_projected(state: &AppState, receipt: &Receipt) -> Result<(), ApiError> {
-    let projector = state.projector.clone();
-    let height = receipt.block_number + 1;
-    web::block(move || projector.wait_for_height(height, PROJECTED_WAIT))
-        .await
-        .map_err(|e| ApiError::internal(e.to_string()))?
-        .map_err(|e| ApiError::unavailable("projection_timeout", e.to_string(), 1))?;
-    let views = Views::new(state.views.as_ref());
-    if let Some(r) = views
-        .rejection(receipt.block_number, receipt.position)
-        .map_err(store_error)?
-    {
-        return Err(
-            ApiError::new(StatusCode::CONFLICT, "rejected_at_commit", r.message).with_details(
-                json!({"contract_code": r.code, "tx_id": receipt.tx_id.to_string(),
-                "block_number": receipt.block_number, "position": receipt.position}),
-            ),
-        );
+/// Why a durable transaction has no acceptance to answer with.
+pub(crate) enum NoVerdict {
+    /// The contract rejected it when its block was applied (409, the contract's code).
+    Rejected(ApiError),
+    /// The views did not reach its block in time: the verdict is not known yet (503).
+    Unknown(ApiError),
+}
+
+impl From<NoVerdict> for ApiError {
+    fn from(v: NoVerdict) -> ApiError {
+        match v {
+            NoVerdict::Rejected(e) | NoVerdict::Unknown(e) => e,
+        }
     }
-    Ok(())
+}
+
+/// Waits until the views hold the receipt's block and reads the contract's verdict on the
+/// transaction there.
+pub(crate) async fn verdict(state: &AppState, receipt: &Receipt) -> Result<(), NoVerdict> {
+    let height = receipt.block_number + 1;
+    let where_ = json!({"tx_id": receipt.tx_id.to_string(), "block_number": receipt.block_number,
+        "position": receipt.position, "height": height});
+    if let Err(e) = state.projector.reached(height, PROJECTED_WAIT).await {
+        return Err(NoVerdict::Unknown(
+            ApiError::unavailable(
+                "projection_timeout",
+                format!("the transaction is durable but its verdict is not known yet: {e}"),
+                1,
+            )
+            .with_details(where_),
+        ));
+    }
+    let views = Views::new(state.views.as_ref());
+    match views.rejection(receipt.block_number, receipt.position) {
+        Ok(None) => Ok(()),
+        Ok(Some(r)) => {
+            let mut details = where_;
+            details["rejected_at_commit"] = Value::Bool(true);
+            let code = ContractError::static_code(&r.code).unwrap_or("rejected_at_commit");
+            Err(NoVerdict::Rejected(
+                ApiError::new(StatusCode::CONFLICT, code, r.message).with_details(details),
+            ))
+        }
+        Err(e) => Err(NoVerdict::Unknown(store_error(e))),
+    }
 }
 
 fn receipt_json(receipt: &Receipt, record_id: &str, version: u32) -> Value {
@@ -163,6 +173,7 @@ fn receipt_json(receipt: &Receipt, record_id: &str, version: u32) -> Value {
         "version": version,
         "block_number": receipt.block_number,
         "position": receipt.position,
+        "height": receipt.block_number + 1,
     })
 }
 
@@ -256,7 +267,6 @@ async fn commit_with_payload(
     state: &AppState,
     mut env: Envelope,
     stored: Option<StoredPayload>,
-    projected: bool,
 ) -> Result<(Envelope, Receipt), ApiError> {
     if let Some(stored) = &stored {
         payloads::attach(&mut env, stored);
@@ -274,10 +284,17 @@ async fn commit_with_payload(
     match submitted {
         Ok(receipt) => {
             state.projector.nudge();
-            if projected {
-                wait_projected(state, &receipt).await?;
+            match verdict(state, &receipt).await {
+                Ok(()) => Ok((env, receipt)),
+                Err(NoVerdict::Rejected(e)) => {
+                    // No accepted transaction names this payload: abandon it.
+                    if let Some(stored) = &stored {
+                        payloads::abandon(state, stored).await;
+                    }
+                    Err(e)
+                }
+                Err(NoVerdict::Unknown(e)) => Err(e),
             }
-            Ok((env, receipt))
         }
         Err(e) => {
             if let Some(stored) = &stored {
@@ -296,9 +313,8 @@ pub async fn create(
     body: web::Payload,
     state: Data,
     caller: Caller,
-    query: web::Query<WaitQuery>,
+    _query: web::Query<WriteQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    let projected = query.projected()?;
     let (env, stored) = if payloads::is_multipart(&req) {
         let (record, stored) = payloads::read_multipart::<NewRecord, _>(&req, body, &state, |r| {
             check_create(&caller, r)?;
@@ -333,7 +349,7 @@ pub async fn create(
         (env, stored)
     };
     let record_id = env.event.record_id().unwrap_or_default().to_owned();
-    let (_, receipt) = commit_with_payload(&state, env, stored, projected).await?;
+    let (_, receipt) = commit_with_payload(&state, env, stored).await?;
     Ok(HttpResponse::Created().json(receipt_json(&receipt, &record_id, 1)))
 }
 
@@ -352,9 +368,8 @@ pub async fn create_batch(
     payload: web::Payload,
     state: Data,
     caller: Caller,
-    query: web::Query<WaitQuery>,
+    _query: web::Query<WriteQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    let projected = query.projected()?;
     // A batch has its own body limit, above the other JSON routes' 64 KiB.
     super::require_json(&req)?;
     let mut payload = payload.into_inner();
@@ -391,29 +406,22 @@ pub async fn create_batch(
             Err(e) => outcomes[i] = Some(item_error(&e)),
         }
     }
-    let mut last_block = None;
     let mut receipts = Vec::new();
     for (i, env, rx) in pending {
         match rx.await.unwrap_or(Err(SubmitError::Closed)) {
-            Ok(receipt) => {
-                last_block = last_block.max(Some(receipt.block_number));
-                receipts.push((i, env, receipt));
-            }
+            Ok(receipt) => receipts.push((i, env, receipt)),
             Err(e) => outcomes[i] = Some(item_error(&submit_error(e))),
         }
     }
     state.projector.nudge();
+    // The last block's verdict comes after every earlier block's (the projector applies
+    // blocks in order), so this waits once; each item's own verdict is then a view read.
     for (i, env, receipt) in receipts {
         let record_id = env.event.record_id().unwrap_or_default();
-        let outcome = if projected {
-            match wait_projected(&state, &receipt).await {
-                Ok(()) => json!({"status": 201, "result": receipt_json(&receipt, record_id, 1)}),
-                Err(e) => item_error(&e),
-            }
-        } else {
-            json!({"status": 201, "result": receipt_json(&receipt, record_id, 1)})
-        };
-        outcomes[i] = Some(outcome);
+        outcomes[i] = Some(match verdict(&state, &receipt).await {
+            Ok(()) => json!({"status": 201, "result": receipt_json(&receipt, record_id, 1)}),
+            Err(e) => item_error(&ApiError::from(e)),
+        });
     }
     let items: Vec<Value> = outcomes
         .into_iter()
@@ -430,21 +438,70 @@ fn item_error(e: &ApiError) -> Value {
 
 // ---- Amend and change status ----
 
-/// The record's current version, or 404.
-pub(crate) fn load_record(state: &AppState, record_id: &str) -> Result<VersionEntry, ApiError> {
-    Views::new(state.views.as_ref())
-        .record(record_id)
-        .map_err(store_error)?
-        .ok_or_else(|| ApiError::not_found("record", record_id))
+/// Waits until the views hold blocks `0..height`, at most [`READ_WAIT`]; past it, 503
+/// `views_behind` with Retry-After.
+pub(crate) async fn views_at(state: &AppState, height: u64) -> Result<(), ApiError> {
+    if state.projector.applied_height() >= height {
+        return Ok(());
+    }
+    state
+        .projector
+        .reached(height, READ_WAIT)
+        .await
+        .map_err(|e| {
+            ApiError::unavailable("views_behind", e.to_string(), 1)
+                .with_details(json!({"min_height": height, "views_height": e.reached}))
+        })
+}
+
+/// A read's `?min_height=`: the views reflect at least that many blocks before it is
+/// answered (a client passes the `height` of its last write to read its own writes).
+pub(crate) async fn honour_min_height(
+    state: &AppState,
+    min_height: Option<u64>,
+) -> Result<(), ApiError> {
+    match min_height {
+        Some(height) => views_at(state, height).await,
+        None => Ok(()),
+    }
+}
+
+/// The record's current version, or 404. "Does not exist" is said only by views that
+/// hold every block the ledger held when the lookup began: a miss while they lag waits
+/// for them (at most [`READ_WAIT`], then 503) and looks again, so a record the ledger
+/// holds never answers 404 (after a restart, or before the projector caught up).
+pub(crate) async fn load_record(
+    state: &AppState,
+    record_id: &str,
+) -> Result<VersionEntry, ApiError> {
+    // Read the views' height before the lookup: views are monotone, so a lookup that
+    // follows `seen >= tip` saw every block up to `tip`.
+    let seen = state.projector.applied_height();
+    let tip = state.ledger.tip().height;
+    let lookup = || {
+        Views::new(state.views.as_ref())
+            .record(record_id)
+            .map_err(store_error)
+    };
+    if let Some(entry) = lookup()? {
+        return Ok(entry);
+    }
+    if seen < tip {
+        views_at(state, tip).await?;
+        if let Some(entry) = lookup()? {
+            return Ok(entry);
+        }
+    }
+    Err(ApiError::not_found("record", record_id))
 }
 
 /// The record's current version, if `caller` may read it (404, else 403).
-fn load_for_read(
+async fn load_for_read(
     state: &AppState,
     caller: &Caller,
     record_id: &str,
 ) -> Result<VersionEntry, ApiError> {
-    let current = load_record(state, record_id)?;
+    let current = load_record(state, record_id).await?;
     if !may_read(state, caller, &current)? {
         return Err(ApiError::forbidden(format!(
             "you may not read record `{record_id}`"
@@ -453,12 +510,12 @@ fn load_for_read(
     Ok(current)
 }
 
-fn load_for_write(
+async fn load_for_write(
     state: &AppState,
     caller: &Caller,
     record_id: &str,
 ) -> Result<VersionEntry, ApiError> {
-    let current = load_record(state, record_id)?;
+    let current = load_record(state, record_id).await?;
     if !caller.may_write_records_of(&current.state.hospital_id) {
         return Err(ApiError::forbidden(format!(
             "you may not change records of hospital `{}`",
@@ -502,14 +559,13 @@ pub struct Amendment {
 pub async fn amend(
     state: Data,
     caller: Caller,
+    _query: web::Query<WriteQuery>,
     path: web::Path<String>,
-    query: web::Query<WaitQuery>,
     body: web::Json<Amendment>,
 ) -> Result<HttpResponse, ApiError> {
-    let projected = query.projected()?;
     let record_id = path.into_inner();
     let body = body.into_inner();
-    let current = load_for_write(&state, &caller, &record_id)?;
+    let current = load_for_write(&state, &caller, &record_id).await?;
     check_expected(&current, body.expected_version)?;
     let inline = body.payload.map(payloads::parse_inline).transpose()?;
     let version = current.state.version + 1;
@@ -530,7 +586,7 @@ pub async fn amend(
         Some(inline) => Some(payloads::store_inline(&state, inline).await?),
         None => None,
     };
-    let (_, receipt) = commit_with_payload(&state, env, stored, projected).await?;
+    let (_, receipt) = commit_with_payload(&state, env, stored).await?;
     Ok(HttpResponse::Created().json(receipt_json(&receipt, &record_id, version)))
 }
 
@@ -547,14 +603,13 @@ pub struct StatusChange {
 pub async fn change_status(
     state: Data,
     caller: Caller,
+    _query: web::Query<WriteQuery>,
     path: web::Path<String>,
-    query: web::Query<WaitQuery>,
     body: web::Json<StatusChange>,
 ) -> Result<HttpResponse, ApiError> {
-    let projected = query.projected()?;
     let record_id = path.into_inner();
     let body = body.into_inner();
-    let current = load_for_write(&state, &caller, &record_id)?;
+    let current = load_for_write(&state, &caller, &record_id).await?;
     check_expected(&current, body.expected_version)?;
     let version = current.state.version + 1;
     let env = envelope(
@@ -569,7 +624,7 @@ pub async fn change_status(
         }),
     );
     apply_record_event(Some(&current.state), &env.event).map_err(|e| contract_error(&e))?;
-    let receipt = commit(&state, &env, projected).await?;
+    let receipt = commit(&state, &env).await?;
     Ok(HttpResponse::Created().json(receipt_json(&receipt, &record_id, version)))
 }
 
@@ -589,11 +644,10 @@ pub struct NewGrant {
 pub async fn grant(
     state: Data,
     caller: Caller,
+    _query: web::Query<WriteQuery>,
     path: web::Path<String>,
-    query: web::Query<WaitQuery>,
     body: web::Json<NewGrant>,
 ) -> Result<HttpResponse, ApiError> {
-    let projected = query.projected()?;
     let patient_id = path.into_inner();
     if !caller.may_manage_grants_of(&patient_id) {
         return Err(ApiError::forbidden(format!(
@@ -618,13 +672,14 @@ pub async fn grant(
         .grant(&patient_id, &body.grantee_id)
         .map_err(store_error)?;
     apply_grant_event(current.as_ref(), &env.event).map_err(|e| contract_error(&e))?;
-    let receipt = commit(&state, &env, projected).await?;
+    let receipt = commit(&state, &env).await?;
     Ok(HttpResponse::Created().json(json!({
         "tx_id": receipt.tx_id.to_string(),
         "patient_id": patient_id,
         "grantee_id": body.grantee_id,
         "block_number": receipt.block_number,
         "position": receipt.position,
+        "height": receipt.block_number + 1,
     })))
 }
 
@@ -632,10 +687,9 @@ pub async fn grant(
 pub async fn revoke(
     state: Data,
     caller: Caller,
+    _query: web::Query<WriteQuery>,
     path: web::Path<(String, String)>,
-    query: web::Query<WaitQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    let projected = query.projected()?;
     let (patient_id, grantee_id) = path.into_inner();
     if !caller.may_manage_grants_of(&patient_id) {
         return Err(ApiError::forbidden(format!(
@@ -657,13 +711,14 @@ pub async fn revoke(
         .grant(&patient_id, &grantee_id)
         .map_err(store_error)?;
     apply_grant_event(current.as_ref(), &env.event).map_err(|e| contract_error(&e))?;
-    let receipt = commit(&state, &env, projected).await?;
+    let receipt = commit(&state, &env).await?;
     Ok(HttpResponse::Ok().json(json!({
         "tx_id": receipt.tx_id.to_string(),
         "patient_id": patient_id,
         "grantee_id": grantee_id,
         "block_number": receipt.block_number,
         "position": receipt.position,
+        "height": receipt.block_number + 1,
     })))
 }
 
@@ -781,6 +836,7 @@ pub(crate) fn may_read(
 #[serde(deny_unknown_fields)]
 pub struct RecordQuery {
     as_of_block: Option<u64>,
+    min_height: Option<u64>,
 }
 
 /// `GET /v1/records/{id}[?as_of_block=N]`: the record as of the ledger's first N blocks.
@@ -791,7 +847,8 @@ pub async fn get(
     query: web::Query<RecordQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let record_id = path.into_inner();
-    let current = load_for_read(&state, &caller, &record_id)?;
+    honour_min_height(&state, query.min_height).await?;
+    let current = load_for_read(&state, &caller, &record_id).await?;
     let views = Views::new(state.views.as_ref());
     let entry = match query.as_of_block {
         None => current,
@@ -814,6 +871,7 @@ pub async fn get(
 pub struct HistoryQuery {
     after_version: Option<u32>,
     limit: Option<usize>,
+    min_height: Option<u64>,
 }
 
 /// `GET /v1/records/{id}/history`: every version, oldest first, each with its block and tx.
@@ -824,7 +882,8 @@ pub async fn history(
     query: web::Query<HistoryQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let record_id = path.into_inner();
-    let current = load_for_read(&state, &caller, &record_id)?;
+    honour_min_height(&state, query.min_height).await?;
+    let current = load_for_read(&state, &caller, &record_id).await?;
     let views = Views::new(state.views.as_ref());
     let limit = query.limit.unwrap_or(DEFAULT_LIMIT);
     let versions = views
@@ -850,6 +909,7 @@ pub struct TimelineQuery {
     to: Option<Timestamp>,
     limit: Option<usize>,
     cursor: Option<String>,
+    min_height: Option<u64>,
 }
 
 impl TimelineQuery {
@@ -893,6 +953,7 @@ async fn timeline(
             format!("limit must be between 1 and {PAGE_LIMIT_MAX}"),
         ));
     }
+    honour_min_height(&state, query.min_height).await?;
     let st = state.clone();
     let page = web::block(move || {
         let views = Views::new(st.views.as_ref());
@@ -1080,6 +1141,12 @@ fn csv_record(entry: &VersionEntry) -> String {
     ])
 }
 
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExportQuery {
+    min_height: Option<u64>,
+}
+
 /// `GET /v1/patients/{id}/export`: the whole timeline as NDJSON (or CSV with
 /// `Accept: text/csv`), streamed in constant memory (a bounded channel between the
 /// reading thread and the response). At most [`EXPORTS_MAX`] run at once.
@@ -1088,6 +1155,7 @@ pub async fn patient_export(
     state: Data,
     caller: Caller,
     path: web::Path<String>,
+    query: web::Query<ExportQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let patient_id = path.into_inner();
     if !caller.may_list_patient(&patient_id) {
@@ -1095,6 +1163,7 @@ pub async fn patient_export(
             "you may not export the records of `{patient_id}`"
         )));
     }
+    honour_min_height(&state, query.min_height).await?;
     let csv = req
         .headers()
         .get(actix_web::http::header::ACCEPT)
