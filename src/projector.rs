@@ -4,12 +4,15 @@
 //! catches up from the store's height.
 //!
 //! It runs behind the writer and never blocks it: the orderer only [`nudges`] it after a
-//! block is durable (a poll every [`POLL`] covers a missed nudge). Readers that need
-//! their own write reflected (read-your-writes) call [`Projector::wait_for_height`].
+//! block is durable (a poll every [`POLL`] covers a missed nudge). The contract judges
+//! each transaction here, in commit order, and every write's answer waits for that
+//! verdict ([`Projector::reached`]); readers that need a height reflected wait the same
+//! way.
 //!
-//! The views are derived data, so their writes skip a write-ahead log: the projector makes
-//! them durable with [`ViewStore::flush`] at most every [`FLUSH_EVERY`] (and the server at
-//! shutdown). After a crash the store comes back at the height of its last flush, with
+//! The views are derived data, so their writes skip a write-ahead log: the projector
+//! starts making them durable ([`ViewStore::flush_in_background`], which does not stall
+//! the blocks behind it) at most every [`FLUSH_EVERY`], and the server flushes and waits
+//! at shutdown. After a crash the store comes back at the height of its last flush, with
 //! every view at that same height, and the projector replays the blocks since.
 //!
 //! [`nudges`]: Projector::nudge
@@ -252,7 +255,7 @@ fn run(ledger: &Ledger, store: &dyn ViewStore, shared: &Shared, flush_every: Dur
     while !shared.stop.load(Ordering::Acquire) {
         shared.nudged.store(false, Ordering::Release);
         if unflushed && flushed_at.elapsed() >= flush_every {
-            if let Err(e) = store.flush() {
+            if let Err(e) = store.flush_in_background() {
                 tracing::error!(error = %e, "projector: cannot flush the views; retrying");
                 let mut state = lock(&shared.state);
                 state.error = Some(format!("flushing the views: {e}"));

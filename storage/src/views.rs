@@ -504,6 +504,15 @@ pub trait ViewStore: Send + Sync {
 
     /// Makes everything written so far durable.
     fn flush(&self) -> Result<(), ViewError>;
+
+    /// Starts making everything written so far durable and returns without waiting for
+    /// it: the live projector's periodic flush, which must not stall the blocks (and the
+    /// answers waiting for their verdicts) behind it. What a crash keeps is still one
+    /// batch boundary for every view (the RocksDB store flushes atomically). By default
+    /// the same as [`ViewStore::flush`].
+    fn flush_in_background(&self) -> Result<(), ViewError> {
+        self.flush()
+    }
 }
 
 /// [`ViewStore::write_segment`] for a store that gives segments nothing of their own:

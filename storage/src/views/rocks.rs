@@ -218,6 +218,19 @@ impl ViewStore for RocksViewStore {
         self.db.write_opt(wb, &no_wal()).map_err(backend)
     }
 
+    fn flush_in_background(&self) -> Result<(), ViewError> {
+        if self.bulk.is_some() {
+            return self.flush();
+        }
+        // The memtables are switched now, together (`atomic_flush`), and written out by
+        // RocksDB's background threads: a crash before they are on disk loses them all
+        // and keeps the previous flush's batch boundary.
+        let cfs: Vec<_> = column_families().map(|n| self.cf(n)).collect();
+        let mut options = rocksdb::FlushOptions::default();
+        options.set_wait(false);
+        self.db.flush_cfs_opt(&cfs, &options).map_err(backend)
+    }
+
     fn flush(&self) -> Result<(), ViewError> {
         // Every column family's memtable to synced SSTs, together (`atomic_flush`).
         let cfs: Vec<_> = column_families().map(|n| self.cf(n)).collect();
