@@ -9,11 +9,16 @@
 pub mod auth;
 pub mod error;
 pub mod explorer;
+pub mod export;
+pub mod grants;
 pub mod limits;
+pub mod lookup;
 pub mod metrics;
 pub mod openapi;
 pub mod payloads;
 pub mod records;
+pub mod submit;
+pub mod timelines;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -34,6 +39,8 @@ use error::ApiError;
 pub const READY_LAG_BLOCKS_MAX: u64 = 1_000;
 /// The most a submission waits for the contract's verdict (the views to apply its block).
 pub const PROJECTED_WAIT: Duration = Duration::from_secs(10);
+/// Page size when `limit` is not given.
+pub(crate) const DEFAULT_LIMIT: usize = 50;
 /// JSON request bodies above this are refused with 413.
 pub const JSON_BODY_BYTES_MAX: usize = 64 * 1024;
 
@@ -94,7 +101,7 @@ routes! {
     get "/metrics" => metrics::render, "ops", auth: false, body: None, "Prometheus metrics.";
     get "/explorer" => explorer_page, "explorer", auth: false, body: None, "The block explorer web page.";
     get "/v1/openapi.json" => openapi::serve, "ops", auth: false, body: None, "This document.";
-    post "/v1/records" => records::create, "records", auth: true, body: Some("new_record.json"), "Create a record; answered once its block is durable.";
+    post "/v1/records" => records::create, "records", auth: true, body: Some("new_record.json"), "Create a record; answered once its block is durable and the contract accepted it.";
     post "/v1/records/batch" => records::create_batch, "records", auth: true, body: Some("new_records.json"), "Create up to 1,000 records; each item gets its own outcome.";
     get "/v1/records/{id}" => records::get, "records", auth: true, body: None, "A record now, or as of the first N blocks (`as_of_block`).";
     get "/v1/records/{id}/history" => records::history, "records", auth: true, body: None, "Every version of a record with its block and tx.";
@@ -103,13 +110,13 @@ routes! {
     post "/v1/records/{id}/erase" => payloads::erase, "payloads", auth: true, body: Some("erasure.json"), "Crypto-shred the record's payload (admins).";
     post "/v1/records/{id}/amendments" => records::amend, "records", auth: true, body: Some("amendment.json"), "Amend a record (409 on a stale `expected_version`).";
     post "/v1/records/{id}/status" => records::change_status, "records", auth: true, body: Some("status_change.json"), "Change a record's status.";
-    get "/v1/patients/{id}/records" => records::patient_timeline, "records", auth: true, body: None, "A patient's records, newest first, filtered and paged.";
-    get "/v1/patients/{id}/export" => records::patient_export, "records", auth: true, body: None, "A patient's whole timeline as NDJSON, or CSV with `Accept: text/csv`.";
-    post "/v1/patients/{id}/grants" => records::grant, "grants", auth: true, body: Some("grant.json"), "Grant a clinician access to a patient's records.";
-    get "/v1/patients/{id}/grants" => records::list_grants, "grants", auth: true, body: None, "A patient's grants.";
-    delete "/v1/patients/{id}/grants/{grantee}" => records::revoke, "grants", auth: true, body: None, "Revoke a grant.";
-    get "/v1/clinicians/{id}/records" => records::clinician_timeline, "records", auth: true, body: None, "A clinician's records, newest first.";
-    get "/v1/hospitals/{id}/records" => records::hospital_timeline, "records", auth: true, body: None, "A hospital's records, newest first.";
+    get "/v1/patients/{id}/records" => timelines::patient_timeline, "records", auth: true, body: None, "A patient's records, newest first, filtered and paged.";
+    get "/v1/patients/{id}/export" => export::patient_export, "records", auth: true, body: None, "A patient's whole timeline as NDJSON, or CSV with `Accept: text/csv`.";
+    post "/v1/patients/{id}/grants" => grants::grant, "grants", auth: true, body: Some("grant.json"), "Grant a clinician access to a patient's records.";
+    get "/v1/patients/{id}/grants" => grants::list_grants, "grants", auth: true, body: None, "A patient's grants.";
+    delete "/v1/patients/{id}/grants/{grantee}" => grants::revoke, "grants", auth: true, body: None, "Revoke a grant.";
+    get "/v1/clinicians/{id}/records" => timelines::clinician_timeline, "records", auth: true, body: None, "A clinician's records, newest first.";
+    get "/v1/hospitals/{id}/records" => timelines::hospital_timeline, "records", auth: true, body: None, "A hospital's records, newest first.";
     get "/v1/chain" => explorer::chain, "explorer", auth: true, body: None, "Height, tip, genesis, totals and the cutter's settings.";
     get "/v1/blocks" => explorer::blocks, "explorer", auth: true, body: None, "Block headers, newest first by default.";
     get "/v1/blocks/by-hash/{hash}" => explorer::block_by_hash, "explorer", auth: true, body: None, "A block by its header hash.";

@@ -23,11 +23,10 @@ use medledger_payload::{Cid, PayloadError, StoredPayload};
 
 use super::auth::{Caller, Role};
 use super::error::ApiError;
-use super::records::{
-    check_expected, commit, contract_error, envelope, load_record, may_read, now,
-};
+use super::lookup::{check_expected, honour_min_height, load_record, may_read};
+use super::submit::{commit, contract_error, envelope, now, submit_error, verdict, NoVerdict};
 use super::AppState;
-use crate::orderer::SubmitError;
+use crate::orderer::{Receipt, SubmitError};
 
 type Data = web::Data<AppState>;
 
@@ -297,6 +296,50 @@ fn stored_of(p: &PayloadRef) -> Result<StoredPayload, ApiError> {
     })
 }
 
+/// Commits an envelope whose payload (if any) is stored; a submission refused before the
+/// ledger abandons the payload.
+pub(crate) async fn commit_with_payload(
+    state: &AppState,
+    mut env: Envelope,
+    stored: Option<StoredPayload>,
+) -> Result<(Envelope, Receipt), ApiError> {
+    if let Some(stored) = &stored {
+        attach(&mut env, stored);
+    }
+    env.check_limits()
+        .map_err(|e| ApiError::bad_request("invalid_field", e.to_string()))?;
+    let span = tracing::info_span!("ledger.commit", block = tracing::field::Empty);
+    let submitted = {
+        use tracing::Instrument as _;
+        state.orderer.submit(&env).instrument(span.clone()).await
+    };
+    if let Ok(receipt) = &submitted {
+        span.record("block", crate::telemetry::otel_int(receipt.block_number));
+    }
+    match submitted {
+        Ok(receipt) => {
+            state.projector.nudge();
+            match verdict(state, &receipt).await {
+                Ok(()) => Ok((env, receipt)),
+                Err(NoVerdict::Rejected(e)) => {
+                    // No accepted transaction names this payload: abandon it.
+                    if let Some(stored) = &stored {
+                        abandon(state, stored).await;
+                    }
+                    Err(e)
+                }
+                Err(NoVerdict::Unknown(e)) => Err(e),
+            }
+        }
+        Err(e) => {
+            if let Some(stored) = &stored {
+                abandon_if_refused(state, stored, &e).await;
+            }
+            Err(submit_error(e))
+        }
+    }
+}
+
 /// `GET /v1/records/{id}/payload[?purpose=...]`: the current version's payload,
 /// decrypted and streamed (checked against its size and SHA-256 at the end). Auditors
 /// may not read payloads. Every read appends `AccessLogged` (batched through the cutter,
@@ -309,7 +352,7 @@ pub async fn read(
     query: web::Query<ReadQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let record_id = path.into_inner();
-    super::records::honour_min_height(&state, query.min_height).await?;
+    honour_min_height(&state, query.min_height).await?;
     let entry = load_record(&state, &record_id).await?;
     if caller.role() == Role::Auditor || !may_read(&state, &caller, &entry)? {
         return Err(ApiError::forbidden(format!(

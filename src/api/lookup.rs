@@ -1,0 +1,146 @@
+//! How a request finds the record it names, and what it may see of it: lookups that never
+//! answer "does not exist" for a record the ledger holds, `?min_height=`, and the read
+//! rule (`may_read`).
+
+use actix_web::http::StatusCode;
+use serde_json::json;
+
+use medledger_storage::views::query::{QueryError, Views};
+use medledger_storage::views::values::VersionEntry;
+
+use super::auth::Caller;
+use super::error::ApiError;
+use super::submit::{now, store_error};
+use super::AppState;
+
+pub(crate) fn query_error(e: QueryError) -> ApiError {
+    match e {
+        QueryError::Store(s) => store_error(s),
+        other => ApiError::bad_request(other.code(), other.to_string()),
+    }
+}
+
+/// The most a read waits for the views to reach its `min_height`, or for them to catch up
+/// with the ledger before it answers "does not exist".
+pub const READ_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Waits until the views hold blocks `0..height`, at most [`READ_WAIT`]; past it, 503
+/// `views_behind` with Retry-After.
+pub(crate) async fn views_at(state: &AppState, height: u64) -> Result<(), ApiError> {
+    if state.projector.applied_height() >= height {
+        return Ok(());
+    }
+    state
+        .projector
+        .reached(height, READ_WAIT)
+        .await
+        .map_err(|e| {
+            ApiError::unavailable("views_behind", e.to_string(), 1)
+                .with_details(json!({"min_height": height, "views_height": e.reached}))
+        })
+}
+
+/// A read's `?min_height=`: the views reflect at least that many blocks before it is
+/// answered (a client passes the `height` of its last write to read its own writes).
+pub(crate) async fn honour_min_height(
+    state: &AppState,
+    min_height: Option<u64>,
+) -> Result<(), ApiError> {
+    match min_height {
+        Some(height) => views_at(state, height).await,
+        None => Ok(()),
+    }
+}
+
+/// The record's current version, or 404. "Does not exist" is said only by views that
+/// hold every block the ledger held when the lookup began: a miss while they lag waits
+/// for them (at most [`READ_WAIT`], then 503) and looks again, so a record the ledger
+/// holds never answers 404 (after a restart, or before the projector caught up).
+pub(crate) async fn load_record(
+    state: &AppState,
+    record_id: &str,
+) -> Result<VersionEntry, ApiError> {
+    // Read the views' height before the lookup: views are monotone, so a lookup that
+    // follows `seen >= tip` saw every block up to `tip`.
+    let seen = state.projector.applied_height();
+    let tip = state.ledger.tip().height;
+    let lookup = || {
+        Views::new(state.views.as_ref())
+            .record(record_id)
+            .map_err(store_error)
+    };
+    if let Some(entry) = lookup()? {
+        return Ok(entry);
+    }
+    if seen < tip {
+        views_at(state, tip).await?;
+        if let Some(entry) = lookup()? {
+            return Ok(entry);
+        }
+    }
+    Err(ApiError::not_found("record", record_id))
+}
+
+/// The record's current version, if `caller` may read it (404, else 403).
+pub(crate) async fn load_for_read(
+    state: &AppState,
+    caller: &Caller,
+    record_id: &str,
+) -> Result<VersionEntry, ApiError> {
+    let current = load_record(state, record_id).await?;
+    if !may_read(state, caller, &current)? {
+        return Err(ApiError::forbidden(format!(
+            "you may not read record `{record_id}`"
+        )));
+    }
+    Ok(current)
+}
+
+pub(crate) async fn load_for_write(
+    state: &AppState,
+    caller: &Caller,
+    record_id: &str,
+) -> Result<VersionEntry, ApiError> {
+    let current = load_record(state, record_id).await?;
+    if !caller.may_write_records_of(&current.state.hospital_id) {
+        return Err(ApiError::forbidden(format!(
+            "you may not change records of hospital `{}`",
+            current.state.hospital_id
+        )));
+    }
+    Ok(current)
+}
+
+pub(crate) fn check_expected(
+    current: &VersionEntry,
+    expected: Option<u32>,
+) -> Result<(), ApiError> {
+    match expected {
+        Some(v) if v != current.state.version => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "version_conflict",
+            format!(
+                "record `{}` is at version {}, not the expected {v}",
+                current.state.record_id, current.state.version
+            ),
+        )
+        .with_details(json!({"current_version": current.state.version}))),
+        _ => Ok(()),
+    }
+}
+
+/// Whether `caller` may read `entry` (looks up the caller's grant for clinicians).
+pub(crate) fn may_read(
+    state: &AppState,
+    caller: &Caller,
+    entry: &VersionEntry,
+) -> Result<bool, ApiError> {
+    let grant = if caller.role() == super::auth::Role::Clinician {
+        Views::new(state.views.as_ref())
+            .grant(&entry.state.patient_id, caller.id())
+            .map_err(store_error)?
+    } else {
+        None
+    };
+    Ok(caller.may_read_record(&entry.state, grant.as_ref(), now()))
+}

@@ -1,0 +1,151 @@
+//! The submission path every write route shares: the envelope a caller's event travels
+//! in, the orderer's refusals as answers, and [`commit`], which answers with the
+//! contract's verdict (durable and accepted, or the contract's code).
+
+use actix_web::http::StatusCode;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use medledger_chaincode::contract::ContractError;
+use medledger_chaincode::{Envelope, Event, Timestamp, TxId};
+use medledger_storage::views::query::Views;
+
+use super::auth::Caller;
+use super::error::ApiError;
+use super::{AppState, PROJECTED_WAIT};
+use crate::orderer::{Receipt, SubmitError};
+
+pub(crate) fn now() -> Timestamp {
+    let ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0);
+    Timestamp(ms)
+}
+
+fn new_tx_id() -> TxId {
+    TxId(*uuid::Uuid::now_v7().as_bytes())
+}
+
+pub(crate) fn envelope(caller: &Caller, event: Event) -> Envelope {
+    Envelope {
+        tx_id: new_tx_id(),
+        submitter: caller.id().to_owned(),
+        submitted_at: now(),
+        event,
+    }
+}
+
+/// The HTTP status of a contract rejection.
+pub(crate) fn contract_error(e: &ContractError) -> ApiError {
+    let status = match e {
+        ContractError::RecordExists { .. } | ContractError::VersionConflict { .. } => {
+            StatusCode::CONFLICT
+        }
+        ContractError::UnknownRecord { .. } | ContractError::UnknownGrant { .. } => {
+            StatusCode::NOT_FOUND
+        }
+        _ => StatusCode::UNPROCESSABLE_ENTITY,
+    };
+    ApiError::new(status, e.code(), e.to_string())
+}
+
+pub(crate) fn submit_error(e: SubmitError) -> ApiError {
+    match e {
+        SubmitError::TooLarge { .. } => {
+            ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "too_large", e.to_string())
+        }
+        SubmitError::Invalid(inner) => ApiError::bad_request("invalid_field", inner.to_string()),
+        SubmitError::Busy => ApiError::unavailable("busy", e.to_string(), 1),
+        SubmitError::Closed => ApiError::unavailable("shutting_down", e.to_string(), 5),
+        SubmitError::Failed(_) => ApiError::internal(e.to_string()).with_code("ledger_failed"),
+    }
+}
+
+impl ApiError {
+    fn with_code(mut self, code: &'static str) -> Self {
+        self.code = code;
+        self
+    }
+}
+
+pub(crate) fn store_error(e: impl std::fmt::Display) -> ApiError {
+    ApiError::internal(format!("view store: {e}")).with_code("store_error")
+}
+
+/// The query of a write route: it takes no parameters, and refuses any (`?wait=` is gone:
+/// every answer waits for the contract's verdict).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WriteQuery {}
+
+/// Submits `env` and answers with the contract's verdict: the receipt once the block
+/// holding it is durable **and** the projector has applied it and the contract accepted
+/// it. A transaction the contract rejected in commit order (a concurrent write won) is
+/// answered 409 with the contract's code; a 2xx is never followed by a rejection.
+pub(crate) async fn commit(state: &AppState, env: &Envelope) -> Result<Receipt, ApiError> {
+    env.check_limits()
+        .map_err(|e| ApiError::bad_request("invalid_field", e.to_string()))?;
+    let receipt = state.orderer.submit(env).await.map_err(submit_error)?;
+    state.projector.nudge();
+    verdict(state, &receipt).await.map_err(ApiError::from)?;
+    Ok(receipt)
+}
+
+/// Why a durable transaction has no acceptance to answer with.
+pub(crate) enum NoVerdict {
+    /// The contract rejected it when its block was applied (409, the contract's code).
+    Rejected(ApiError),
+    /// The views did not reach its block in time: the verdict is not known yet (503).
+    Unknown(ApiError),
+}
+
+impl From<NoVerdict> for ApiError {
+    fn from(v: NoVerdict) -> ApiError {
+        match v {
+            NoVerdict::Rejected(e) | NoVerdict::Unknown(e) => e,
+        }
+    }
+}
+
+/// Waits until the views hold the receipt's block and reads the contract's verdict on the
+/// transaction there.
+pub(crate) async fn verdict(state: &AppState, receipt: &Receipt) -> Result<(), NoVerdict> {
+    let height = receipt.block_number + 1;
+    let where_ = json!({"tx_id": receipt.tx_id.to_string(), "block_number": receipt.block_number,
+        "position": receipt.position, "height": height});
+    if let Err(e) = state.projector.reached(height, PROJECTED_WAIT).await {
+        return Err(NoVerdict::Unknown(
+            ApiError::unavailable(
+                "projection_timeout",
+                format!("the transaction is durable but its verdict is not known yet: {e}"),
+                1,
+            )
+            .with_details(where_),
+        ));
+    }
+    let views = Views::new(state.views.as_ref());
+    match views.rejection(receipt.block_number, receipt.position) {
+        Ok(None) => Ok(()),
+        Ok(Some(r)) => {
+            let mut details = where_;
+            details["rejected_at_commit"] = Value::Bool(true);
+            let code = ContractError::static_code(&r.code).unwrap_or("rejected_at_commit");
+            Err(NoVerdict::Rejected(
+                ApiError::new(StatusCode::CONFLICT, code, r.message).with_details(details),
+            ))
+        }
+        Err(e) => Err(NoVerdict::Unknown(store_error(e))),
+    }
+}
+
+pub(crate) fn receipt_json(receipt: &Receipt, record_id: &str, version: u32) -> Value {
+    json!({
+        "tx_id": receipt.tx_id.to_string(),
+        "record_id": record_id,
+        "version": version,
+        "block_number": receipt.block_number,
+        "position": receipt.position,
+        "height": receipt.block_number + 1,
+    })
+}
