@@ -45,6 +45,19 @@ pub enum CutPolicy {
 pub const LIMIT_MAX_MESSAGE_COUNT: u32 = 100_000;
 /// The largest `absolute_max_bytes` [`CutterConfig::validate`] accepts (64 MiB).
 pub const LIMIT_ABSOLUTE_MAX_BYTES: u32 = 64 * 1024 * 1024;
+// Every block the cutter may cut is one the ledger accepts: no more transactions than a
+// block may hold, and its frame (header, then each transaction after its 4-byte length;
+// at most AbsoluteMaxBytes of transactions, PreferredMaxBytes being no larger) within a
+// segment frame's bound.
+const _: () =
+    assert!(LIMIT_MAX_MESSAGE_COUNT <= medledger_storage::ledger::block::BLOCK_TX_COUNT_MAX);
+const _: () = assert!(
+    medledger_storage::BLOCK_HEADER_LEN as u64
+        + LIMIT_ABSOLUTE_MAX_BYTES as u64
+        + 4 * LIMIT_MAX_MESSAGE_COUNT as u64
+        <= medledger_storage::ledger::segment::FRAME_BODY_MAX
+);
+
 /// The longest `batch_timeout` [`CutterConfig::validate`] accepts (60 s).
 pub const LIMIT_BATCH_TIMEOUT: Duration = Duration::from_secs(60);
 

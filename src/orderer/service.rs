@@ -100,8 +100,8 @@ pub struct OrdererStats {
     pub committed: AtomicU64,
     pub rejected_busy: AtomicU64,
     pub blocks: AtomicU64,
-    /// Blocks by [`medledger_storage::CutReason`] byte.
-    pub blocks_by_reason: [AtomicU64; 7],
+    /// Blocks by [`medledger_storage::CutReason`] byte (one counter per reason).
+    pub blocks_by_reason: [AtomicU64; medledger_storage::CutReason::ALL.len()],
     pub block_bytes: AtomicU64,
     pub inflight_blocks: AtomicUsize,
     pub failed_blocks: AtomicU64,
