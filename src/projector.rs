@@ -23,8 +23,8 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use medledger_storage::views::project::Projection;
-use medledger_storage::views::ViewStore;
-use medledger_storage::Ledger;
+use medledger_storage::views::{ViewError, ViewStore};
+use medledger_storage::{Ledger, StorageError};
 
 /// How often the projector looks for new blocks when nobody nudges it.
 pub const POLL: Duration = Duration::from_millis(20);
@@ -59,6 +59,8 @@ struct Shared {
     /// Signalled when `applied` grows (waiters) and on a nudge or stop (the thread).
     changed: Condvar,
     stop: AtomicBool,
+    /// Set when an invariant breach stopped the thread ([`ProjectError::Invariant`]).
+    halted: AtomicBool,
     events: AtomicU64,
     rejected: AtomicU64,
     /// `applied`, published for async waiters ([`Projector::reached`]): a request waiting
@@ -68,6 +70,48 @@ struct Shared {
 
 fn lock(m: &Mutex<State>) -> MutexGuard<'_, State> {
     m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Why a block could not be applied.
+#[derive(Debug, thiserror::Error)]
+pub enum ProjectError {
+    /// Reading the block or writing the views failed in a way that may pass (I/O, a full
+    /// disk): the projector retries every [`RETRY`].
+    #[error("{0}")]
+    Transient(String),
+    /// An invariant is broken (the views belong to another ledger or layout, a stored
+    /// value is malformed, the ledger holds a corrupt block or lacks one its tip counts):
+    /// retrying cannot help, so the projector stops and `/readyz` says why.
+    #[error("{0}")]
+    Invariant(String),
+}
+
+impl From<ViewError> for ProjectError {
+    fn from(e: ViewError) -> Self {
+        match e {
+            ViewError::Backend(_) => ProjectError::Transient(e.to_string()),
+            ViewError::HeightRegression { .. }
+            | ViewError::Malformed { .. }
+            | ViewError::Layout { .. } => ProjectError::Invariant(e.to_string()),
+        }
+    }
+}
+
+impl From<StorageError> for ProjectError {
+    fn from(e: StorageError) -> Self {
+        match e {
+            StorageError::Io { .. } | StorageError::Index(_) => {
+                ProjectError::Transient(e.to_string())
+            }
+            StorageError::Poisoned(_)
+            | StorageError::CorruptBlock { .. }
+            | StorageError::IndexMismatch { .. }
+            | StorageError::OutOfOrder { .. }
+            | StorageError::InUse { .. }
+            | StorageError::BlockTooLarge { .. }
+            | StorageError::InvalidOption(_) => ProjectError::Invariant(e.to_string()),
+        }
+    }
 }
 
 /// Waiting for a height timed out.
@@ -121,6 +165,7 @@ impl Projector {
             nudged: AtomicBool::new(false),
             changed: Condvar::new(),
             stop: AtomicBool::new(false),
+            halted: AtomicBool::new(false),
             events: AtomicU64::new(0),
             rejected: AtomicU64::new(0),
             height: tokio::sync::watch::Sender::new(applied),
@@ -185,6 +230,16 @@ impl Projector {
             self.shared.events.load(Ordering::Relaxed),
             self.shared.rejected.load(Ordering::Relaxed),
         )
+    }
+
+    /// Why the projector stopped for good (an invariant breach), if it did: no verdict
+    /// will come until the server is restarted (and the views rebuilt, if they are at
+    /// fault).
+    pub fn halted(&self) -> Option<String> {
+        self.shared
+            .halted
+            .load(Ordering::Acquire)
+            .then(|| self.error().unwrap_or_default())
     }
 
     /// The last error the projector hit, if it has not recovered since (it retries).
@@ -283,11 +338,18 @@ fn run(ledger: &Ledger, store: &dyn ViewStore, shared: &Shared, flush_every: Dur
                     drop(state);
                     shared.changed.notify_all();
                 }
-                Err(e) => {
+                Err(ProjectError::Transient(e)) => {
                     tracing::error!(block = applied, error = %e, "projector: cannot apply block; retrying");
                     let mut state = lock(&shared.state);
                     state.error = Some(format!("block {applied}: {e}"));
                     let _ = shared.changed.wait_timeout(state, RETRY);
+                }
+                Err(ProjectError::Invariant(e)) => {
+                    tracing::error!(block = applied, error = %e, "projector: invariant broken; stopped");
+                    lock(&shared.state).error = Some(format!("stopped at block {applied}: {e}"));
+                    shared.halted.store(true, Ordering::Release);
+                    shared.changed.notify_all();
+                    break;
                 }
             }
             continue;
@@ -307,23 +369,22 @@ fn run(ledger: &Ledger, store: &dyn ViewStore, shared: &Shared, flush_every: Dur
 }
 
 /// Applies block `number` in one batch; returns (applied, rejected) transactions.
-fn apply(ledger: &Ledger, store: &dyn ViewStore, number: u64) -> Result<(u64, u64), String> {
-    let frame = ledger
-        .block_frame(number)
-        .map_err(|e| e.to_string())?
-        .ok_or_else(|| format!("block {number} is not in the ledger"))?;
-    let mut projection = Projection::new(store).map_err(|e| e.to_string())?;
+fn apply(ledger: &Ledger, store: &dyn ViewStore, number: u64) -> Result<(u64, u64), ProjectError> {
+    let frame = ledger.block_frame(number)?.ok_or_else(|| {
+        ProjectError::Invariant(format!(
+            "block {number} is below the tip but not in the ledger"
+        ))
+    })?;
+    let mut projection = Projection::new(store)?;
     if projection.height() != number {
-        return Err(format!(
+        return Err(ProjectError::Invariant(format!(
             "the views are at height {}, expected {number}: another writer?",
             projection.height()
-        ));
+        )));
     }
-    let outcome = projection
-        .apply_block(number, frame.txs())
-        .map_err(|e| e.to_string())?;
+    let outcome = projection.apply_block(number, frame.txs())?;
     let mut batch = projection.take_batch();
     batch.sort_by_key();
-    store.write(&batch).map_err(|e| e.to_string())?;
+    store.write(&batch)?;
     Ok((u64::from(outcome.applied), u64::from(outcome.rejected)))
 }

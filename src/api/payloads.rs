@@ -24,7 +24,9 @@ use medledger_payload::{Cid, PayloadError, StoredPayload};
 use super::auth::{Caller, Role};
 use super::error::ApiError;
 use super::lookup::{check_expected, honour_min_height, load_record, may_read};
-use super::submit::{commit, contract_error, envelope, now, submit_error, verdict, NoVerdict};
+use super::submit::{
+    commit, contract_error, ensure_projecting, envelope, now, submit_error, verdict, NoVerdict,
+};
 use super::AppState;
 use crate::orderer::{Receipt, SubmitError};
 
@@ -308,6 +310,12 @@ pub(crate) async fn commit_with_payload(
     }
     env.check_limits()
         .map_err(|e| ApiError::bad_request("invalid_field", e.to_string()))?;
+    if let Err(e) = ensure_projecting(state) {
+        if let Some(stored) = &stored {
+            abandon(state, stored).await;
+        }
+        return Err(e);
+    }
     let span = tracing::info_span!("ledger.commit", block = tracing::field::Empty);
     let submitted = {
         use tracing::Instrument as _;

@@ -86,10 +86,24 @@ pub struct WriteQuery {}
 pub(crate) async fn commit(state: &AppState, env: &Envelope) -> Result<Receipt, ApiError> {
     env.check_limits()
         .map_err(|e| ApiError::bad_request("invalid_field", e.to_string()))?;
+    ensure_projecting(state)?;
     let receipt = state.orderer.submit(env).await.map_err(submit_error)?;
     state.projector.nudge();
     verdict(state, &receipt).await.map_err(ApiError::from)?;
     Ok(receipt)
+}
+
+/// Refuses a write before the ledger when the projector has stopped for good: its
+/// verdict would never come.
+pub(crate) fn ensure_projecting(state: &AppState) -> Result<(), ApiError> {
+    match state.projector.halted() {
+        None => Ok(()),
+        Some(why) => Err(ApiError::unavailable(
+            "projector_stopped",
+            format!("writes are refused: the views' projector stopped ({why}); see /readyz"),
+            30,
+        )),
+    }
 }
 
 /// Why a durable transaction has no acceptance to answer with.

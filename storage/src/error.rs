@@ -5,7 +5,6 @@ use std::io;
 
 /// What can go wrong in the ledger's storage.
 #[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
 pub enum StorageError {
     /// An I/O call failed. `context` says which file and operation.
     #[error("I/O error while {context}: {source}")]

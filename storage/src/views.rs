@@ -412,7 +412,6 @@ impl Eq for ViewBatch {}
 
 /// What can go wrong in a view store.
 #[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
 pub enum ViewError {
     /// The backend failed (I/O, corruption, lock held by another process).
     #[error("view store error: {0}")]
