@@ -11,6 +11,9 @@
 //!   writer and see exactly the blocks that are durable and indexed.
 
 pub mod block;
+/// The crash-test file system: tests only (feature `test-util`, which the workspace's
+/// dev-dependencies enable), never in the server's build.
+#[cfg(feature = "test-util")]
 pub mod crashfs;
 pub mod fs;
 pub mod index;

@@ -1,6 +1,6 @@
 //! Segment file I/O behind a small trait, so the ledger runs the same code on real files
-//! and on [`super::crashfs::CrashFs`], an in-memory file system that keeps a live and a
-//! durable image and can crash at any write or sync.
+//! and on `crashfs::CrashFs` (feature `test-util`, for tests only), an in-memory file
+//! system that keeps a live and a durable image and can crash at any write or sync.
 //!
 //! Segments are numbered files in one directory; the ledger only ever appends to the
 //! last one, reads any, truncates a torn tail, and syncs data and the directory.
