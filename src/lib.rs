@@ -2,7 +2,7 @@
 //!
 //! - [`orderer`]: the block cutter (Hyperledger Fabric's rules, plus the eager policy)
 //!   and group commit over the ledger in `medledger-storage`.
-//! - [`projector`]: tails committed blocks into the views (`medledger-storage::views`).
+//! - [`projector`]: tails committed blocks into the views (`medledger-views`).
 //! - [`rebuild`]: rebuilds the views from the ledger and checks live views against a
 //!   rebuild.
 //! - [`api`], [`serve`]: the HTTP API (actix-web) and `medledger serve`.
@@ -27,3 +27,4 @@ pub mod workload;
 
 pub use medledger_chaincode as chaincode;
 pub use medledger_storage as storage;
+pub use medledger_views as views;

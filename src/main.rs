@@ -11,7 +11,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use medledger::cli;
 use medledger::orderer::{CutPolicy, CutterConfig};
-use medledger::storage::views::Backend;
+use medledger::views::Backend;
 
 #[derive(Parser)]
 #[command(

@@ -1,5 +1,5 @@
 //! The projector: a thread that tails the ledger and applies each committed block to the
-//! views, one block per atomic [`ViewBatch`](medledger_storage::views::ViewBatch) carrying
+//! views, one block per atomic [`ViewBatch`](medledger_views::ViewBatch) carrying
 //! the new applied height, so a crash never applies a block twice or half. On start it
 //! catches up from the store's height.
 //!
@@ -22,8 +22,8 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use medledger_storage::views::project::Projection;
-use medledger_storage::views::{ViewError, ViewStore};
+use medledger_views::project::Projection;
+use medledger_views::{ViewError, ViewStore};
 use medledger_storage::{Ledger, StorageError};
 
 /// How often the projector looks for new blocks when nobody nudges it.

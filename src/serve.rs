@@ -15,7 +15,7 @@ use actix_web::middleware::Compress;
 use actix_web::{web, App, HttpServer};
 
 use medledger_payload::{CidVersion, PayloadConfig, Payloads};
-use medledger_storage::views::{Backend, ViewError};
+use medledger_views::{Backend, ViewError};
 use medledger_storage::{Ledger, LedgerOptions};
 
 use crate::api::auth::{self, Auth};

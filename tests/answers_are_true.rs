@@ -176,7 +176,10 @@ fn of_two_conflicting_writes_exactly_one_is_acknowledged_and_stays_so() {
         .iter()
         .filter(|(_, _, body)| body["error"]["details"]["rejected_at_commit"] == true)
         .count();
-    eprintln!("{at_commit} of {} losers were rejected at commit", losers.len());
+    eprintln!(
+        "{at_commit} of {} losers were rejected at commit",
+        losers.len()
+    );
     assert!(at_commit > 0, "no pair raced past the check: {losers:?}");
     // No acknowledged write was rejected afterwards.
     for tx_id in &acknowledged {

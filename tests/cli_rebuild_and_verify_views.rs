@@ -10,7 +10,7 @@ use std::path::Path;
 use medledger::cli::rebuild::{run_rebuild, run_verify_views};
 use medledger::rebuild::{check_free_space, open_views, views_dir, RebuildError};
 use medledger::serve::{Core, ServeConfig};
-use medledger_storage::views::{keys, Backend, View, ViewBatch};
+use medledger_views::{keys, Backend, View, ViewBatch};
 use serde_json::Value;
 
 fn json(out: &[u8]) -> Value {

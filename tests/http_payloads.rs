@@ -19,7 +19,7 @@ fn env(absolute_max_bytes: u32) -> Env {
         config.orderer.cutter.preferred_max_bytes = absolute_max_bytes.min(2 * 1024 * 1024);
     })
 }
-use medledger_storage::views::query::Views;
+use medledger_views::query::Views;
 
 macro_rules! call {
     ($svc:expr, $req:expr) => {{

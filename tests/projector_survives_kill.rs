@@ -18,7 +18,7 @@ use medledger::projector::Projector;
 use medledger::rebuild::{
     digest_views, open_views, project_all, Plan, PARTITION_BYTES, WRITE_BATCH_OPS,
 };
-use medledger_storage::views::Backend;
+use medledger_views::Backend;
 use medledger_storage::{Ledger, LedgerOptions};
 
 const CHILD_ENV: &str = "MEDLEDGER_PROJECTOR_CHILD";

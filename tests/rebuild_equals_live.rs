@@ -14,7 +14,7 @@ use medledger::fixtures::{FixtureConfig, Fixtures};
 use medledger::projector::Projector;
 use medledger::rebuild::{digest_views, project_all, Plan};
 use medledger_chaincode::{Envelope, Event};
-use medledger_storage::views::{Backend, ViewStore};
+use medledger_views::{Backend, ViewStore};
 use medledger_storage::{Ledger, LedgerOptions};
 
 /// Fixture events with some replayed (now stale) amendments and status changes mixed in,

@@ -270,7 +270,7 @@ pub async fn tx(
     let validation = if state.projector.applied_height() <= loc.block {
         json!({"status": "pending", "reason": "the views have not reached this block yet"})
     } else {
-        let views = medledger_storage::views::query::Views::new(state.views.as_ref());
+        let views = medledger_views::query::Views::new(state.views.as_ref());
         match views
             .rejection(loc.block, loc.position)
             .map_err(storage_error)?

@@ -5,8 +5,8 @@ use std::ops::ControlFlow;
 use actix_web::{web, HttpResponse};
 use serde::Deserialize;
 
-use medledger_storage::views::query::{Owner, TimelineFilter, Views};
-use medledger_storage::views::values::VersionEntry;
+use medledger_views::query::{Owner, TimelineFilter, Views};
+use medledger_views::values::VersionEntry;
 
 use super::auth::Caller;
 use super::error::ApiError;

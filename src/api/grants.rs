@@ -6,7 +6,7 @@ use serde_json::json;
 
 use medledger_chaincode::contract::apply_grant_event;
 use medledger_chaincode::{AccessGranted, AccessRevoked, Event, Timestamp};
-use medledger_storage::views::query::Views;
+use medledger_views::query::Views;
 
 use super::auth::Caller;
 use super::error::ApiError;

@@ -5,8 +5,8 @@
 use actix_web::http::StatusCode;
 use serde_json::json;
 
-use medledger_storage::views::query::{QueryError, Views};
-use medledger_storage::views::values::VersionEntry;
+use medledger_views::query::{QueryError, Views};
+use medledger_views::values::VersionEntry;
 
 use super::auth::Caller;
 use super::error::ApiError;

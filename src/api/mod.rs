@@ -26,7 +26,7 @@ use std::time::Duration;
 use actix_web::{web, HttpResponse};
 use serde_json::json;
 
-use medledger_storage::views::ViewStore;
+use medledger_views::ViewStore;
 use medledger_storage::Ledger;
 
 use crate::explorer::Explorer;

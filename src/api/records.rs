@@ -11,8 +11,8 @@ use medledger_chaincode::contract::apply_record_event;
 use medledger_chaincode::{
     Envelope, Event, RecordAmended, RecordCreated, RecordStatus, RecordStatusChanged, Timestamp,
 };
-use medledger_storage::views::query::Views;
-use medledger_storage::views::values::VersionEntry;
+use medledger_views::query::Views;
+use medledger_views::values::VersionEntry;
 
 use super::auth::Caller;
 use super::error::ApiError;

@@ -8,7 +8,7 @@ use serde_json::{json, Value};
 
 use medledger_chaincode::contract::ContractError;
 use medledger_chaincode::{Envelope, Event, Timestamp, TxId};
-use medledger_storage::views::query::Views;
+use medledger_views::query::Views;
 
 use super::auth::Caller;
 use super::error::ApiError;

@@ -5,7 +5,7 @@ use actix_web::{web, HttpResponse};
 use serde::{Deserialize, Serialize};
 
 use medledger_chaincode::{RecordStatus, Timestamp};
-use medledger_storage::views::query::{Owner, TimelineFilter, Views, PAGE_LIMIT_MAX};
+use medledger_views::query::{Owner, TimelineFilter, Views, PAGE_LIMIT_MAX};
 
 use super::auth::Caller;
 use super::error::ApiError;

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use medledger_storage::views::Backend;
+use medledger_views::Backend;
 use medledger_storage::{Ledger, LedgerOptions};
 
 use crate::rebuild::{self, Progress, Stage};

@@ -1,15 +1,15 @@
-//! medledger's storage layer: the block format, append-only segment files with one
-//! fdatasync per block, the RocksDB block/tx index, crash recovery, verification, and
-//! RFC 6962 Merkle trees and proofs, and the store of the materialized views.
+//! medledger's ledger engine: the block format, append-only segment files with one
+//! fdatasync per block, the RocksDB block/tx index, crash recovery and verification. The
+//! read model (the views, their projection and queries) is the `medledger-views` crate.
 //!
-//! Nothing here knows HTTP; the only dependency inward is the chaincode's event types.
+//! Nothing here knows HTTP or the views; the only dependency inward is the chaincode's
+//! envelope (the index maps tx ids to their place).
 
 pub mod error;
 pub mod ledger;
 /// RFC 6962 Merkle trees and proofs; they live in `medledger-proof` so a verifier can
 /// build without RocksDB, and keep this path for storage's users.
 pub use medledger_proof::merkle;
-pub mod views;
 
 pub use error::StorageError;
 pub use ledger::block::{Block, BlockFrame, BlockHeader, CutReason, BLOCK_HEADER_LEN};

@@ -399,7 +399,7 @@ mod tests {
             let plain = RocksViewStore::open(&dir.path().join("plain")).unwrap();
             let path = dir.path().join("bulk");
             let mut bulk = RocksViewStore::open_with(&path, true).unwrap();
-            bulk.bulk = Some(BulkLoader::with_fan_in(path.join(crate::views::bulk::RUNS_DIR), fan_in).unwrap());
+            bulk.bulk = Some(BulkLoader::with_fan_in(path.join(crate::bulk::RUNS_DIR), fan_in).unwrap());
             for (i, ops) in batches.iter().enumerate() {
                 let mut b = ViewBatch::new(i as u64 + 1);
                 for &(view, k, value) in ops {
@@ -413,7 +413,7 @@ mod tests {
             }
             bulk.flush().unwrap();
             prop_assert_eq!(all_rows(&bulk), all_rows(&plain));
-            prop_assert!(!path.join(crate::views::bulk::RUNS_DIR).exists());
+            prop_assert!(!path.join(crate::bulk::RUNS_DIR).exists());
         }
     }
 }

@@ -8,10 +8,10 @@ use std::ops::ControlFlow;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
-use medledger_storage::views::rocks::RocksViewStore;
+use medledger_views::rocks::RocksViewStore;
 #[cfg(feature = "sled")]
-use medledger_storage::views::sled::SledViewStore;
-use medledger_storage::views::{Backend, View, ViewBatch, ViewError, ViewStore, LAYOUT};
+use medledger_views::sled::SledViewStore;
+use medledger_views::{Backend, View, ViewBatch, ViewError, ViewStore, LAYOUT};
 
 type Open = dyn Fn(&Path) -> Box<dyn ViewStore>;
 
@@ -610,7 +610,7 @@ fn sled_view_store_passes_the_suite() {
 fn sled_view_store_passes_the_suite() {}
 
 /// Every row of every view, in key order.
-fn all_rows(s: &dyn ViewStore) -> Vec<(View, medledger_storage::views::Rows)> {
+fn all_rows(s: &dyn ViewStore) -> Vec<(View, medledger_views::Rows)> {
     View::ALL
         .into_iter()
         .map(|view| (view, s.scan(view, b"", None, usize::MAX).unwrap()))
