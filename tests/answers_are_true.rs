@@ -6,13 +6,13 @@
 //! Real `medledger serve` processes on loopback; every loop is bounded in count.
 
 use std::net::SocketAddr;
-use std::sync::{Arc, Barrier, Mutex};
+use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
 mod common;
-use common::server::{free_port, request, start, token, Running};
+use common::server::{free_port, load_then_kill, request, start, token, Running};
 
 /// Conflicting pairs fired per kind of write.
 const PAIRS: usize = 25;
@@ -276,34 +276,15 @@ fn no_acknowledged_record_answers_404_right_after_a_restart() {
     let clinician = token(dir.path(), "clinician", "dr-1", Some("h-1"));
     let addr = free_port();
     let mut server = start(dir.path(), addr);
-    let acked = Arc::new(Mutex::new(Vec::<String>::new()));
-    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let workers: Vec<_> = (0..6)
-        .map(|w| {
-            let (acked, stop, token) = (acked.clone(), stop.clone(), clinician.clone());
-            std::thread::spawn(move || {
-                for i in 0..3_000 {
-                    if stop.load(std::sync::atomic::Ordering::Relaxed) {
-                        break;
-                    }
-                    let id = format!("r-{w}-{i}");
-                    if let Ok((201, _)) = std::panic::catch_unwind(|| {
-                        create(addr, &token, &format!("p-{w}"), Some(&id))
-                    }) {
-                        acked.lock().unwrap().push(id);
-                    }
-                }
-            })
-        })
-        .collect();
-    std::thread::sleep(Duration::from_millis(1_500));
-    server.kill().unwrap(); // SIGKILL in the middle of the load
-    server.wait().unwrap();
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    for w in workers {
-        w.join().unwrap();
-    }
-    let acked = acked.lock().unwrap().clone();
+    // SIGKILL in the middle of a load.
+    let acked = load_then_kill(
+        &mut server,
+        addr,
+        &clinician,
+        6,
+        3_000,
+        Duration::from_millis(1_500),
+    );
     assert!(
         acked.len() > 20,
         "records acknowledged before the kill: {}",

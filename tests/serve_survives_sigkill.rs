@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant};
 
 mod common;
-use common::server::{free_port, request, start, token};
+use common::server::{free_port, load_then_kill, request, start, token};
 
 #[test]
 fn every_acknowledged_record_survives_sigkill() {
@@ -14,31 +14,14 @@ fn every_acknowledged_record_survives_sigkill() {
     let addr = free_port();
     let mut server = start(dir.path(), addr);
     // Submitters on 8 threads; the server is killed while they run.
-    let acked = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let workers: Vec<_> = (0..8)
-        .map(|w| {
-            let (acked, stop, token) = (acked.clone(), stop.clone(), token.clone());
-            std::thread::spawn(move || {
-                let mut i = 0;
-                while !stop.load(std::sync::atomic::Ordering::Relaxed) && i < 2_000 {
-                    let body = format!(r#"{{"patient_id":"p-{w}","hospital_id":"h-1","record_type":"note","record_id":"r-{w}-{i}"}}"#);
-                    if let Ok((201, b)) = request(addr, "POST", "/v1/records", Some(&token), Some(&body)) {
-                        acked.lock().unwrap().push(b["record_id"].as_str().unwrap().to_owned());
-                    }
-                    i += 1;
-                }
-            })
-        })
-        .collect();
-    std::thread::sleep(Duration::from_millis(1_500));
-    server.kill().unwrap(); // SIGKILL
-    server.wait().unwrap();
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    for w in workers {
-        w.join().unwrap();
-    }
-    let acked = acked.lock().unwrap().clone();
+    let acked = load_then_kill(
+        &mut server,
+        addr,
+        &token,
+        8,
+        2_000,
+        Duration::from_millis(1_500),
+    );
     assert!(
         acked.len() > 10,
         "some records were acknowledged before the kill: {}",

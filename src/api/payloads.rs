@@ -25,7 +25,8 @@ use super::auth::{Caller, Role};
 use super::error::ApiError;
 use super::lookup::{check_expected, honour_min_height, load_record, may_read};
 use super::submit::{
-    commit, contract_error, ensure_projecting, envelope, now, submit_error, verdict, NoVerdict,
+    commit, contract_error, ensure_projecting, envelope, now, receipt_json, submit_error, verdict,
+    NoVerdict,
 };
 use super::AppState;
 use crate::orderer::{Receipt, SubmitError};
@@ -490,14 +491,7 @@ pub async fn erase(
             );
             err
         })?;
-    Ok(HttpResponse::Ok().json(json!({
-        "tx_id": receipt.tx_id.to_string(),
-        "record_id": record_id,
-        "version": version,
-        "block_number": receipt.block_number,
-        "position": receipt.position,
-        "height": receipt.block_number + 1,
-    })))
+    Ok(HttpResponse::Ok().json(receipt_json(&receipt, &record_id, version)))
 }
 
 /// `GET /v1/ipfs/status` (auditors and admins): the payload store and the replication

@@ -122,3 +122,51 @@ impl Drop for Running {
         let _ = self.0.wait();
     }
 }
+
+/// Creates records from `workers` threads (record `r-{w}-{i}` of patient `p-{w}`, at most
+/// `per_worker` each) against the server, SIGKILLs it after `run_for` in the middle of
+/// that load, and returns the ids it answered 201 before it died.
+pub fn load_then_kill(
+    server: &mut Child,
+    addr: SocketAddr,
+    token: &str,
+    workers: usize,
+    per_worker: usize,
+    run_for: Duration,
+) -> Vec<String> {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Arc, Mutex};
+    let acked = Arc::new(Mutex::new(Vec::<String>::new()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let threads: Vec<_> = (0..workers)
+        .map(|w| {
+            let (acked, stop, token) = (acked.clone(), stop.clone(), token.to_owned());
+            std::thread::spawn(move || {
+                for i in 0..per_worker {
+                    if stop.load(Ordering::Relaxed) {
+                        break;
+                    }
+                    let body = format!(
+                        r#"{{"patient_id":"p-{w}","hospital_id":"h-1","record_type":"note","record_id":"r-{w}-{i}"}}"#
+                    );
+                    // The kill makes requests fail: only a 201 counts.
+                    if let Ok((201, b)) =
+                        request(addr, "POST", "/v1/records", Some(&token), Some(&body))
+                    {
+                        let id = b["record_id"].as_str().unwrap().to_owned();
+                        acked.lock().unwrap().push(id);
+                    }
+                }
+            })
+        })
+        .collect();
+    std::thread::sleep(run_for);
+    server.kill().unwrap(); // SIGKILL
+    server.wait().unwrap();
+    stop.store(true, Ordering::Relaxed);
+    for t in threads {
+        t.join().unwrap();
+    }
+    let acked = acked.lock().unwrap().clone();
+    acked
+}
