@@ -12,7 +12,7 @@
 # list): build-essential, ca-certificates, curl, git, python3, procps, iproute2, llvm-14-dev
 # (which brings libclang-cpp14: the package that hid a missing libclang-dev, issue 19),
 # this machine's nodejs package (repacked with dpkg-repack: the image's vendor build of Node
-# 20 with npm), and the machine's one Rust toolchain, mounted read-only. Nothing else: not
+# 20) and its npm as upgraded on the machine, its local CA certificates, and the machine's one Rust toolchain, mounted read-only. Nothing else: not
 # clang, libclang-dev, chromium, PostgreSQL, Redis, NATS, nor any cache (cargo registry,
 # target dir, npm cache): the two commands must install all of it.
 # Prints one line per step with its time and a summary; exits 1 at the first failed step
@@ -67,7 +67,8 @@ for v in SSL_CERT_FILE SSL_CERT_DIR CURL_CA_BUNDLE NODE_EXTRA_CA_CERTS GIT_SSL_C
 done
 in_root() { # runs a bash script in the clean root, as its root user, in /src
   chroot "$root" /usr/bin/env -i HOME=/root PATH=/opt/rust/bin:/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin \
-    LANG=C.UTF-8 CI=true "${ca_env[@]}" bash -c "cd /src && $1"
+    LANG=C.UTF-8 CI=true "${ca_env[@]}" bash -c "set -eo pipefail; cd /src
+$1"
 }
 
 mkdir -p "$root"
@@ -96,6 +97,12 @@ fi
 if pkg_installed nodejs; then
   (cd "$root/tmp" && dpkg-repack nodejs >/dev/null 2>&1)
   step install-image-nodejs chroot "$root" bash -c 'dpkg -i /tmp/nodejs_*.deb && rm /tmp/nodejs_*.deb'
+  # The machine upgrades the npm its nodejs package brought (npm -g) when it starts: the
+  # repacked package's npm files are a mix of both, so the machine's npm comes whole.
+  if [ -d /usr/lib/node_modules/npm ]; then
+    rm -rf "$root/usr/lib/node_modules/npm"
+    cp -a /usr/lib/node_modules/npm "$root/usr/lib/node_modules/npm"
+  fi
 fi
 for m in proc sys dev dev/pts; do
   mkdir -p "$root/$m"
@@ -115,15 +122,16 @@ git clone -q "$here" "$root/src"
 echo "fresh-check: root $root, HEAD $(git -C "$here" rev-parse --short HEAD), toolchain $(rustc --version)"
 
 run_check() {
-  in_root 'nohup scripts/run.sh --data-dir /tmp/medledger-data >/var/log/fresh-check/run-server.log 2>&1 &
+  # The README's commands as written: defaults (./medledger-data, 127.0.0.1:8080).
+  in_root 'nohup scripts/run.sh >/var/log/fresh-check/run-server.log 2>&1 &
     pid=$!
-    for i in $(seq 1 3600); do
+    for _ in $(seq 1 3600); do
       curl -fsS http://127.0.0.1:8080/readyz >/dev/null 2>&1 && break
       kill -0 $pid 2>/dev/null || { echo "run.sh stopped"; tail -40 /var/log/fresh-check/run-server.log; exit 1; }
       sleep 1
     done
     curl -fsS http://127.0.0.1:8080/readyz
-    TOKEN=$(./target/release/medledger token --data-dir /tmp/medledger-data --role clinician --sub dr-1 --hospital h-1 | tail -1)
+    TOKEN=$(./target/release/medledger token --role clinician --sub dr-1 --hospital h-1 | tail -1)
     created=$(curl -fsS -H "Authorization: Bearer $TOKEN" -H "Content-Type: application/json" \
       -d "{\"patient_id\":\"p-1\",\"hospital_id\":\"h-1\",\"record_type\":\"lab_result\",\"metadata\":{\"title\":\"CBC\"}}" \
       http://127.0.0.1:8080/v1/records)
@@ -132,7 +140,8 @@ run_check() {
     echo "timeline: $page"
     rid=$(echo "$created" | sed -n "s/.*\"record_id\":\"\([^\"]*\)\".*/\1/p")
     echo "$page" | grep -q "$rid"
-    pkill -INT -f "target/release/medledger serve"; sleep 2'
+    kill -INT $pid   # run.sh execs the server: $pid is the server
+    wait $pid || true'
 }
 test_check() {
   in_root 'scripts/test.sh'
