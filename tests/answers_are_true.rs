@@ -254,6 +254,21 @@ fn a_client_reads_its_own_writes_at_once() {
             "{record}"
         );
     }
+    // `?wait=` is gone (every answer waits for the verdict): refused, not ignored.
+    let body = r#"{"patient_id":"p-0","hospital_id":"h-1","record_type":"note"}"#;
+    let (status, answer) = request(
+        addr,
+        "POST",
+        "/v1/records?wait=durable",
+        Some(&clinician),
+        Some(body),
+    )
+    .unwrap();
+    assert_eq!(
+        (status, answer["error"]["code"].as_str()),
+        (400, Some("invalid_query")),
+        "{answer}"
+    );
     // A min_height the ledger does not reach answers 503 with Retry-After, not stale data.
     let (status, body) = request(
         addr,
