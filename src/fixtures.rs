@@ -849,7 +849,8 @@ impl Rng {
 
 const VITAL_SIGNS: usize = 5;
 
-const RECORD_TYPES: [&str; 8] = [
+/// The record types every generator here uses (`workload` too), in a fixed order.
+pub(crate) const RECORD_TYPES: [&str; 8] = [
     "clinical_note",
     "lab_result",
     "imaging",

@@ -5,14 +5,7 @@ use medledger_chaincode::{
     Envelope, Event, PayloadRef, RecordCreated, Sha256Digest, Timestamp, TxId,
 };
 
-const RECORD_TYPES: [&str; 6] = [
-    "clinical_note",
-    "lab_result",
-    "imaging",
-    "prescription",
-    "discharge_summary",
-    "vital_signs",
-];
+use crate::fixtures::RECORD_TYPES;
 
 /// Builds `RecordCreated` envelopes whose canonical encoding is `record_bytes` long
 /// (or as close above as the fixed fields allow). An event with a payload reference
@@ -27,6 +20,14 @@ pub struct RecordGenerator {
 const BASE_MS: i64 = 1_795_428_000_000;
 /// Index of "discharge_summary", the longest record type name.
 const LONGEST_TYPE_INDEX: u64 = 4;
+const _: () = {
+    let longest = RECORD_TYPES[LONGEST_TYPE_INDEX as usize].len();
+    let mut i = 0;
+    while i < RECORD_TYPES.len() {
+        assert!(RECORD_TYPES[i].len() <= longest);
+        i += 1;
+    }
+};
 
 impl RecordGenerator {
     /// A generator for envelopes of about `record_bytes` bytes.
