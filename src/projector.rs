@@ -22,9 +22,9 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use medledger_storage::{Ledger, StorageError};
 use medledger_views::project::Projection;
 use medledger_views::{ViewError, ViewStore};
-use medledger_storage::{Ledger, StorageError};
 
 /// How often the projector looks for new blocks when nobody nudges it.
 pub const POLL: Duration = Duration::from_millis(20);

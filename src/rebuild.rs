@@ -22,9 +22,9 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use medledger_chaincode::{Envelope, Subject};
+use medledger_storage::{BlockFrame, Ledger, StorageError};
 use medledger_views::project::Projection;
 use medledger_views::{Backend, View, ViewBatch, ViewError, ViewStore};
-use medledger_storage::{BlockFrame, Ledger, StorageError};
 
 /// Blocks read and decoded together by the rayon pool.
 const READ_CHUNK_BLOCKS: u64 = 64;

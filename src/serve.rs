@@ -15,8 +15,8 @@ use actix_web::middleware::Compress;
 use actix_web::{web, App, HttpServer};
 
 use medledger_payload::{CidVersion, PayloadConfig, Payloads};
-use medledger_views::{Backend, ViewError};
 use medledger_storage::{Ledger, LedgerOptions};
+use medledger_views::{Backend, ViewError};
 
 use crate::api::auth::{self, Auth};
 use crate::api::error::ApiError;

@@ -18,8 +18,8 @@ use medledger::projector::Projector;
 use medledger::rebuild::{
     digest_views, open_views, project_all, Plan, PARTITION_BYTES, WRITE_BATCH_OPS,
 };
-use medledger_views::Backend;
 use medledger_storage::{Ledger, LedgerOptions};
+use medledger_views::Backend;
 
 const CHILD_ENV: &str = "MEDLEDGER_PROJECTOR_CHILD";
 const KILLS: u64 = 6;

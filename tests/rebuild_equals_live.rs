@@ -14,8 +14,8 @@ use medledger::fixtures::{FixtureConfig, Fixtures};
 use medledger::projector::Projector;
 use medledger::rebuild::{digest_views, project_all, Plan};
 use medledger_chaincode::{Envelope, Event};
-use medledger_views::{Backend, ViewStore};
 use medledger_storage::{Ledger, LedgerOptions};
+use medledger_views::{Backend, ViewStore};
 
 /// Fixture events with some replayed (now stale) amendments and status changes mixed in,
 /// so rejections are part of what must be reproduced.

@@ -17,9 +17,9 @@ use medledger_chaincode::contract::{
     apply_grant_event, apply_record_event, GrantState, RecordState,
 };
 use medledger_chaincode::{Envelope, Event, RecordStatus, Timestamp};
+use medledger_storage::{Ledger, LedgerOptions};
 use medledger_views::query::{Owner, QueryError, TimelineFilter, Views};
 use medledger_views::{Backend, ViewStore};
-use medledger_storage::{Ledger, LedgerOptions};
 
 const EVENTS: usize = 12_000;
 

@@ -26,8 +26,8 @@ use std::time::Duration;
 use actix_web::{web, HttpResponse};
 use serde_json::json;
 
-use medledger_views::ViewStore;
 use medledger_storage::Ledger;
+use medledger_views::ViewStore;
 
 use crate::explorer::Explorer;
 use crate::orderer::Orderer;

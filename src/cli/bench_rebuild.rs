@@ -11,9 +11,9 @@ use serde_json::json;
 
 use crate::fixtures::{FixtureConfig, Fixtures};
 use medledger_chaincode::{tx_hash, Envelope, Event, RecordCreated, Timestamp, TxId};
+use medledger_storage::{Block, CutReason, Ledger, LedgerOptions};
 use medledger_views::query::{Owner, TimelineFilter, Views};
 use medledger_views::Backend;
-use medledger_storage::{Block, CutReason, Ledger, LedgerOptions};
 
 use crate::cli::rebuild::ProgressPrinter;
 use crate::rebuild;

@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use medledger_views::Backend;
 use medledger_storage::{Ledger, LedgerOptions};
+use medledger_views::Backend;
 
 use crate::rebuild::{self, Progress, Stage};
 
