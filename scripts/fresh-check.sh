@@ -72,6 +72,9 @@ $1"
 }
 
 mkdir -p "$root"
+# mktemp made it 0700: as the root's "/", that stops every other user at the door (the
+# PostgreSQL peer runs initdb as the postgres user). A machine's / is 0755.
+chmod 755 "$root"
 t0=$SECONDS
 mirror=$(grep -hm1 '^URIs:' /etc/apt/sources.list.d/*.sources 2>/dev/null | awk '{print $2}')
 mirror=${mirror:-http://deb.debian.org/debian}
