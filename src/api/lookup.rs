@@ -27,9 +27,6 @@ pub const READ_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 /// Waits until the views hold blocks `0..height`, at most [`READ_WAIT`]; past it, 503
 /// `views_behind` with Retry-After.
 pub(crate) async fn views_at(state: &AppState, height: u64) -> Result<(), ApiError> {
-    if state.projector.applied_height() >= height {
-        return Ok(());
-    }
     state
         .projector
         .reached(height, READ_WAIT)

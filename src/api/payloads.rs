@@ -25,11 +25,10 @@ use super::auth::{Caller, Role};
 use super::error::ApiError;
 use super::lookup::{check_expected, honour_min_height, load_record, may_read};
 use super::submit::{
-    commit, contract_error, ensure_projecting, envelope, now, receipt_json, submit_error, verdict,
-    NoVerdict,
+    commit, contract_error, envelope, now, receipt_json, submit_for_verdict, NotAccepted,
 };
 use super::AppState;
-use crate::orderer::{Receipt, SubmitError};
+use crate::orderer::Receipt;
 
 type Data = web::Data<AppState>;
 
@@ -159,26 +158,12 @@ pub fn attach(env: &mut Envelope, stored: &StoredPayload) {
     }
 }
 
-/// After a submission that never reached the ledger: destroy the payload's key (so its
-/// blocks are unreadable) and unpin it.
 /// Erases a stored payload that no accepted transaction names (its submission was refused
-/// or rejected); a failure leaves an orphan for the reconcile and is logged.
+/// or rejected): its key is destroyed (so its blocks are unreadable) and it is unpinned. A
+/// failure leaves an orphan for the reconcile and is logged.
 pub async fn abandon(state: &AppState, stored: &StoredPayload) {
     if let Err(e) = state.payloads.erase(&stored.key_id, &stored.cid).await {
         tracing::warn!(error = %e, "could not abandon the payload of a refused submission");
-    }
-}
-
-pub async fn abandon_if_refused(state: &AppState, stored: &StoredPayload, error: &SubmitError) {
-    let refused = matches!(
-        error,
-        SubmitError::Busy
-            | SubmitError::TooLarge { .. }
-            | SubmitError::Invalid(_)
-            | SubmitError::Closed
-    );
-    if refused {
-        abandon(state, stored).await;
     }
 }
 
@@ -299,8 +284,8 @@ fn stored_of(p: &PayloadRef) -> Result<StoredPayload, ApiError> {
     })
 }
 
-/// Commits an envelope whose payload (if any) is stored; a submission refused before the
-/// ledger abandons the payload.
+/// Commits an envelope whose payload (if any) is stored, as [`commit`] does; a submission
+/// refused before the ledger or rejected by the contract abandons the payload.
 pub(crate) async fn commit_with_payload(
     state: &AppState,
     mut env: Envelope,
@@ -309,43 +294,16 @@ pub(crate) async fn commit_with_payload(
     if let Some(stored) = &stored {
         attach(&mut env, stored);
     }
-    env.check_limits()
-        .map_err(|e| ApiError::bad_request("invalid_field", e.to_string()))?;
-    if let Err(e) = ensure_projecting(state) {
-        if let Some(stored) = &stored {
-            abandon(state, stored).await;
-        }
-        return Err(e);
-    }
-    let span = tracing::info_span!("ledger.commit", block = tracing::field::Empty);
-    let submitted = {
-        use tracing::Instrument as _;
-        state.orderer.submit(&env).instrument(span.clone()).await
-    };
-    if let Ok(receipt) = &submitted {
-        span.record("block", crate::telemetry::otel_int(receipt.block_number));
-    }
-    match submitted {
-        Ok(receipt) => {
-            state.projector.nudge();
-            match verdict(state, &receipt).await {
-                Ok(()) => Ok((env, receipt)),
-                Err(NoVerdict::Rejected(e)) => {
-                    // No accepted transaction names this payload: abandon it.
-                    if let Some(stored) = &stored {
-                        abandon(state, stored).await;
-                    }
-                    Err(e)
-                }
-                Err(NoVerdict::Unknown(e)) => Err(e),
-            }
-        }
-        Err(e) => {
+    match submit_for_verdict(state, &env).await {
+        Ok(receipt) => Ok((env, receipt)),
+        Err(NotAccepted::Refused(e) | NotAccepted::Rejected(e)) => {
+            // No accepted transaction names this payload.
             if let Some(stored) = &stored {
-                abandon_if_refused(state, stored, &e).await;
+                abandon(state, stored).await;
             }
-            Err(submit_error(e))
+            Err(e)
         }
+        Err(NotAccepted::Unknown(e)) => Err(e),
     }
 }
 

@@ -84,12 +84,38 @@ pub struct WriteQuery {}
 /// it. A transaction the contract rejected in commit order (a concurrent write won) is
 /// answered 409 with the contract's code; a 2xx is never followed by a rejection.
 pub(crate) async fn commit(state: &AppState, env: &Envelope) -> Result<Receipt, ApiError> {
+    Ok(submit_for_verdict(state, env).await?)
+}
+
+/// [`commit`], telling apart what became of a submission that was not accepted (a
+/// caller holding a stored payload abandons it unless the transaction may be in the
+/// ledger).
+pub(crate) async fn submit_for_verdict(
+    state: &AppState,
+    env: &Envelope,
+) -> Result<Receipt, NotAccepted> {
     env.check_limits()
-        .map_err(|e| ApiError::bad_request("invalid_field", e.to_string()))?;
-    ensure_projecting(state)?;
-    let receipt = state.orderer.submit(env).await.map_err(submit_error)?;
+        .map_err(|e| NotAccepted::Refused(ApiError::bad_request("invalid_field", e.to_string())))?;
+    ensure_projecting(state).map_err(NotAccepted::Refused)?;
+    let span = tracing::info_span!("ledger.commit", block = tracing::field::Empty);
+    let submitted = {
+        use tracing::Instrument as _;
+        state.orderer.submit(env).instrument(span.clone()).await
+    };
+    let receipt = match submitted {
+        Ok(receipt) => receipt,
+        // The block write failed: whether this transaction reached the disk is unknown.
+        Err(e @ SubmitError::Failed(_)) => return Err(NotAccepted::Unknown(submit_error(e))),
+        Err(
+            e @ (SubmitError::TooLarge { .. }
+            | SubmitError::Invalid(_)
+            | SubmitError::Busy
+            | SubmitError::Closed),
+        ) => return Err(NotAccepted::Refused(submit_error(e))),
+    };
+    span.record("block", crate::telemetry::otel_int(receipt.block_number));
     state.projector.nudge();
-    verdict(state, &receipt).await.map_err(ApiError::from)?;
+    verdict(state, &receipt).await?;
     Ok(receipt)
 }
 
@@ -106,30 +132,36 @@ pub(crate) fn ensure_projecting(state: &AppState) -> Result<(), ApiError> {
     }
 }
 
-/// Why a durable transaction has no acceptance to answer with.
-pub(crate) enum NoVerdict {
-    /// The contract rejected it when its block was applied (409, the contract's code).
+/// Why a submission has no acceptance to answer with, by what became of it.
+pub(crate) enum NotAccepted {
+    /// It never reached the ledger: invalid, too large, the queue full, shutting down, or
+    /// the projector stopped.
+    Refused(ApiError),
+    /// It is in the ledger and the contract rejected it in commit order (409, the
+    /// contract's code).
     Rejected(ApiError),
-    /// The views did not reach its block in time: the verdict is not known yet (503).
+    /// Whether it is in the ledger (a failed block write), or its verdict (the views did
+    /// not reach its block in time, 503), is not known.
     Unknown(ApiError),
 }
 
-impl From<NoVerdict> for ApiError {
-    fn from(v: NoVerdict) -> ApiError {
+impl From<NotAccepted> for ApiError {
+    fn from(v: NotAccepted) -> ApiError {
         match v {
-            NoVerdict::Rejected(e) | NoVerdict::Unknown(e) => e,
+            NotAccepted::Refused(e) | NotAccepted::Rejected(e) | NotAccepted::Unknown(e) => e,
         }
     }
 }
 
 /// Waits until the views hold the receipt's block and reads the contract's verdict on the
 /// transaction there.
-pub(crate) async fn verdict(state: &AppState, receipt: &Receipt) -> Result<(), NoVerdict> {
+/// Never [`NotAccepted::Refused`]: the transaction is in the ledger.
+pub(crate) async fn verdict(state: &AppState, receipt: &Receipt) -> Result<(), NotAccepted> {
     let height = receipt.block_number + 1;
     let where_ = json!({"tx_id": receipt.tx_id.to_string(), "block_number": receipt.block_number,
         "position": receipt.position, "height": height});
     if let Err(e) = state.projector.reached(height, PROJECTED_WAIT).await {
-        return Err(NoVerdict::Unknown(
+        return Err(NotAccepted::Unknown(
             ApiError::unavailable(
                 "projection_timeout",
                 format!("the transaction is durable but its verdict is not known yet: {e}"),
@@ -145,11 +177,11 @@ pub(crate) async fn verdict(state: &AppState, receipt: &Receipt) -> Result<(), N
             let mut details = where_;
             details["rejected_at_commit"] = Value::Bool(true);
             let code = ContractError::static_code(&r.code).unwrap_or("rejected_at_commit");
-            Err(NoVerdict::Rejected(
+            Err(NotAccepted::Rejected(
                 ApiError::new(StatusCode::CONFLICT, code, r.message).with_details(details),
             ))
         }
-        Err(e) => Err(NoVerdict::Unknown(store_error(e))),
+        Err(e) => Err(NotAccepted::Unknown(store_error(e))),
     }
 }
 
