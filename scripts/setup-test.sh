@@ -24,10 +24,11 @@ scripts/install-peers.sh
 for c in node npm curl flock sha256sum; do
   command -v "$c" >/dev/null 2>&1 || { echo "setup-test: $c missing after install" >&2; exit 1; }
 done
-if ! node -e 'require.resolve("playwright-core", { paths: ["tests/browser"] })' >/dev/null 2>&1; then
+# Whether tests/browser resolves playwright-core the way explorer.mjs will.
+playwright_resolves() { node -e 'require.resolve("playwright-core", { paths: ["tests/browser"] })' >/dev/null 2>&1; }
+if ! playwright_resolves; then
   echo "setup-test: npm ci in tests/browser" >&2
   npm ci --prefix tests/browser --no-audit --no-fund --loglevel=error >/dev/null
 fi
-node -e 'require.resolve("playwright-core", { paths: ["tests/browser"] })' >/dev/null 2>&1 ||
-  { echo "setup-test: playwright-core missing in tests/browser after npm ci" >&2; exit 1; }
+playwright_resolves || { echo "setup-test: playwright-core missing in tests/browser after npm ci" >&2; exit 1; }
 echo "setup-test: ok" >&2
