@@ -106,7 +106,7 @@ impl From<StorageError> for ProjectError {
             StorageError::Poisoned(_)
             | StorageError::CorruptBlock { .. }
             | StorageError::IndexMismatch { .. }
-            | StorageError::OutOfOrder { .. }
+            | StorageError::DoesNotExtend { .. }
             | StorageError::InUse { .. }
             | StorageError::BlockTooLarge { .. }
             | StorageError::InvalidOption(_) => ProjectError::Invariant(e.to_string()),

@@ -74,7 +74,7 @@ fn no_receipt_before_the_fsync_returns() {
         .collect();
     for r in &receipts {
         let (loc, bytes) = ledger
-            .tx(&r.tx_id)
+            .tx(&r.tx_id.0)
             .unwrap()
             .expect("acknowledged tx is readable");
         assert_eq!((loc.block, loc.position), (r.block_number, r.position));
@@ -87,7 +87,7 @@ fn no_receipt_before_the_fsync_returns() {
     let after = ledger_on(&rebooted, fresh_index.path());
     for r in &receipts {
         assert!(
-            after.tx(&r.tx_id).unwrap().is_some(),
+            after.tx(&r.tx_id.0).unwrap().is_some(),
             "acknowledged {} lost",
             r.tx_id
         );
@@ -185,7 +185,7 @@ fn a_full_queue_answers_busy_at_once() {
     let ledger = ledger_on(&fs, index.path());
     let mut cfg = config(CutPolicy::Eager, 10, 1);
     cfg.queue_capacity = 4;
-    cfg.max_inflight_blocks = 1;
+    cfg.inflight_blocks_max = 1;
     let orderer = Orderer::start(ledger, cfg).unwrap();
     let gen = RecordGenerator::new(200);
     fs.hold_syncs(true);
@@ -251,7 +251,7 @@ fn shutdown_commits_everything_queued() {
     let rt = runtime();
     for rx in pending {
         let r = rt.block_on(rx).unwrap().unwrap();
-        assert!(ledger.tx(&r.tx_id).unwrap().is_some());
+        assert!(ledger.tx(&r.tx_id.0).unwrap().is_some());
     }
     let last = ledger.block(ledger.tip().height - 1).unwrap().unwrap();
     assert_eq!(last.header.cut_reason, CutReason::Drain);

@@ -252,7 +252,7 @@ fn find_tx(
     })?;
     state
         .ledger
-        .tx_with_block(&id)
+        .tx_with_block(&id.0)
         .map_err(storage_error)?
         .ok_or_else(|| ApiError::not_found("transaction", text))
 }

@@ -6,6 +6,7 @@ use std::path::Path;
 
 use serde_json::json;
 
+use medledger_chaincode::Envelope;
 use medledger_storage::ledger::verify::verify;
 use medledger_storage::{Ledger, LedgerOptions, StorageError};
 
@@ -33,7 +34,10 @@ pub fn run(data_dir: &Path, out: &mut dyn Write) -> i32 {
             return code;
         }
     };
-    match verify(&ledger) {
+    // The engine checks its own rules; every transaction must also be a canonical
+    // envelope of the contract.
+    let is_envelope = |tx: &[u8]| Envelope::decode(tx).map(drop).map_err(|e| e.to_string());
+    match verify(&ledger, &is_envelope) {
         Ok(report) => {
             let block = report.failure.as_ref().map(|f| f.block);
             let _ = writeln!(

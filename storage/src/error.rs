@@ -3,6 +3,9 @@
 
 use std::io;
 
+use crate::ledger::rules::LinkBreak;
+use crate::ledger::segment::FrameDamage;
+
 /// What can go wrong in the ledger's storage.
 #[derive(Debug, thiserror::Error)]
 pub enum StorageError {
@@ -19,22 +22,24 @@ pub enum StorageError {
     Poisoned(String),
     /// A block in the middle of the chain (or one the index says was committed) is
     /// damaged. Recovery stops here rather than guess.
-    #[error("block {number} is corrupt ({reason}) in segment {segment} at offset {offset}")]
+    #[error("block {number} is corrupt ({damage}) in segment {segment} at offset {offset}")]
     CorruptBlock {
         number: u64,
         segment: u32,
         offset: u64,
-        reason: String,
+        damage: Damage,
     },
     /// The index and the segment files disagree.
     #[error("the index disagrees with the segment files at block {number}: {reason}")]
     IndexMismatch { number: u64, reason: String },
-    /// A block handed to `append` does not extend the tip.
+    /// A block handed to `append` does not extend the tip (the same rules recovery
+    /// checks, so nothing is made durable that a reopen would refuse). Nothing was
+    /// written.
     #[error("block {got} does not extend the chain: {reason} (height {height})")]
-    OutOfOrder {
+    DoesNotExtend {
         got: u64,
         height: u64,
-        reason: &'static str,
+        reason: LinkBreak,
     },
     /// The RocksDB index failed.
     #[error("index error: {0}")]
@@ -68,4 +73,46 @@ impl From<rocksdb::Error> for StorageError {
     fn from(e: rocksdb::Error) -> Self {
         StorageError::Index(e.into_string())
     }
+}
+
+/// What is wrong with a block found on disk (in [`StorageError::CorruptBlock`]).
+#[derive(Debug, thiserror::Error)]
+pub enum Damage {
+    /// Its frame is not whole (short, impossible length, CRC mismatch).
+    #[error(transparent)]
+    Frame(#[from] FrameDamage),
+    /// The frame is whole but its bytes are not a block.
+    #[error("{0}")]
+    Layout(String),
+    /// The block does not extend the chain before it.
+    #[error(transparent)]
+    Link(#[from] LinkBreak),
+    /// A bad frame that is not a torn tail: segments follow the one holding it.
+    #[error("{0}, and later segments exist")]
+    FrameBeforeLaterSegments(FrameDamage),
+    /// A bad frame that is not a torn tail: a valid later block survives after it.
+    #[error("{damage}, and block {number} survives after it at offset {offset}")]
+    FrameBeforeLaterBlock {
+        damage: FrameDamage,
+        number: u64,
+        offset: u64,
+    },
+    /// The segment file that should hold it does not exist.
+    #[error("segment file is missing")]
+    SegmentMissing,
+    /// The segment file the index names cannot be opened.
+    #[error("its segment cannot be opened: {0}")]
+    SegmentUnopenable(io::Error),
+    /// The segment is shorter than the index says.
+    #[error("the index says it ends at {end} but the segment has {file_len} bytes")]
+    SegmentShorterThanIndexed { end: u64, file_len: u64 },
+    /// The frame at its indexed place holds another block.
+    #[error("holds block {0}")]
+    OtherBlock(u64),
+    /// The frame at its indexed place has another length than the index says.
+    #[error("frame length differs from the index")]
+    FrameLengthNotIndexed,
+    /// The segment ends at its indexed place.
+    #[error("no frame at the indexed offset")]
+    NoFrameAtIndexedOffset,
 }

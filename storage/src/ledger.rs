@@ -18,6 +18,7 @@ pub mod crashfs;
 pub mod fs;
 pub mod index;
 pub mod recovery;
+pub mod rules;
 pub mod segment;
 pub mod verify;
 
@@ -26,14 +27,13 @@ use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
-use medledger_chaincode::{Envelope, TxId};
-
 use crate::error::StorageError;
 use crate::merkle::Hash;
 use block::{Block, BlockFrame};
 use fs::{FileSegmentDir, SegmentDir, SegmentFile};
 pub use index::{BlockLocation, Index, IndexEntry, TxLocation};
 pub use recovery::RecoveryReport;
+use rules::{check_link, tx_id, tx_id_text, TX_ID_LEN};
 use segment::{encode_frame, FRAME_BODY_MAX};
 
 /// Ledger settings.
@@ -194,8 +194,9 @@ impl Ledger {
 
     /// Appends a block that extends the tip and returns once it is durable and indexed.
     ///
-    /// Errors: [`StorageError::OutOfOrder`] if the block's number is not the height or
-    /// its prev_hash is not the tip's hash (nothing is written); [`StorageError::Poisoned`]
+    /// Errors: [`StorageError::DoesNotExtend`] if the block breaks a rule of
+    /// [`rules::check_link`] (its number is not the height, its prev_hash is not the tip's
+    /// hash, its Merkle root is wrong, a tx has no id; nothing is written); [`StorageError::Poisoned`]
     /// if an earlier failure poisoned the ledger; an I/O error poisons it.
     pub fn append(&self, block: &Block) -> Result<AppendReceipt, StorageError> {
         let mut w = lock(&self.writer);
@@ -204,25 +205,11 @@ impl Ledger {
         }
         let tip = self.tip();
         let h = &block.header;
-        if h.number != tip.height {
-            return Err(StorageError::OutOfOrder {
-                got: h.number,
-                height: tip.height,
-                reason: "number is not the height",
-            });
-        }
-        let expected_prev = if tip.height == 0 {
-            [0; 32]
-        } else {
-            tip.tip_hash
-        };
-        if h.prev_hash != expected_prev {
-            return Err(StorageError::OutOfOrder {
-                got: h.number,
-                height: tip.height,
-                reason: "prev_hash is not the tip's hash",
-            });
-        }
+        check_link(block, &tip).map_err(|reason| StorageError::DoesNotExtend {
+            got: h.number,
+            height: tip.height,
+            reason,
+        })?;
         let len = block.encoded_len() as u64;
         if len > FRAME_BODY_MAX {
             return Err(StorageError::BlockTooLarge {
@@ -248,7 +235,7 @@ impl Ledger {
             block
                 .txs
                 .iter()
-                .map(|t| Envelope::tx_id_of(t).map_or([0; 16], |id| id.0)),
+                .map(|t| tx_id(t).expect("check_link found an id in every tx")),
         );
         let indexed = self.index.put(&[IndexEntry {
             number: h.number,
@@ -376,8 +363,11 @@ impl Ledger {
         }
     }
 
-    /// The transaction with this id: where it is and its canonical envelope bytes.
-    pub fn tx(&self, tx_id: &TxId) -> Result<Option<(TxLocation, Vec<u8>)>, StorageError> {
+    /// The transaction with this id: where it is and its bytes.
+    pub fn tx(
+        &self,
+        tx_id: &[u8; TX_ID_LEN],
+    ) -> Result<Option<(TxLocation, Vec<u8>)>, StorageError> {
         Ok(self
             .tx_with_block(tx_id)?
             .map(|(loc, mut block)| (loc, block.txs.swap_remove(loc.position as usize))))
@@ -385,18 +375,21 @@ impl Ledger {
 
     /// The transaction with this id: where it is and the whole block holding it (read
     /// once), checked to hold the tx at that position.
-    pub fn tx_with_block(&self, tx_id: &TxId) -> Result<Option<(TxLocation, Block)>, StorageError> {
-        let Some(loc) = self.index.tx(&tx_id.0)? else {
+    pub fn tx_with_block(
+        &self,
+        id: &[u8; TX_ID_LEN],
+    ) -> Result<Option<(TxLocation, Block)>, StorageError> {
+        let Some(loc) = self.index.tx(id)? else {
             return Ok(None);
         };
         let Some(block) = self.block(loc.block)? else {
             return Ok(None);
         };
         let pos = loc.position as usize;
-        if pos >= block.txs.len() || Envelope::tx_id_of(&block.txs[pos]) != Some(*tx_id) {
+        if pos >= block.txs.len() || tx_id(&block.txs[pos]) != Some(*id) {
             return Err(StorageError::IndexMismatch {
                 number: loc.block,
-                reason: format!("tx {tx_id} is not at position {pos}"),
+                reason: format!("tx {} is not at position {pos}", tx_id_text(id)),
             });
         }
         Ok(Some((loc, block)))

@@ -2,8 +2,8 @@
 //! fdatasync per block, the RocksDB block/tx index, crash recovery and verification. The
 //! read model (the views, their projection and queries) is the `medledger-views` crate.
 //!
-//! Nothing here knows HTTP or the views; the only dependency inward is the chaincode's
-//! envelope (the index maps tx ids to their place).
+//! Nothing here knows HTTP, the views or what a transaction means: a transaction is bytes
+//! whose first 16 are its id (`ledger::rules`), which the index maps to its place.
 
 pub mod error;
 pub mod ledger;

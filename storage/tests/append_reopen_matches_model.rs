@@ -3,7 +3,8 @@
 
 mod common;
 
-use medledger_chaincode::{Envelope, TxId};
+use medledger_chaincode::Envelope;
+use medledger_storage::ledger::rules::LinkBreak;
 use medledger_storage::{Block, Ledger, StorageError};
 use proptest::prelude::*;
 
@@ -28,13 +29,13 @@ fn check(ledger: &Ledger, model: &[Block]) {
         assert_eq!(ledger.block_by_hash(&b.hash()).unwrap().as_ref(), Some(b));
         for (pos, tx) in b.txs.iter().enumerate() {
             let id = Envelope::tx_id_of(tx).unwrap();
-            let (loc, bytes) = ledger.tx(&id).unwrap().unwrap();
+            let (loc, bytes) = ledger.tx(&id.0).unwrap().unwrap();
             assert_eq!((loc.block, loc.position as usize), (b.header.number, pos));
             assert_eq!(&bytes, tx);
         }
     }
     assert_eq!(ledger.block(model.len() as u64).unwrap(), None);
-    assert_eq!(ledger.tx(&TxId([0xff; 16])).unwrap(), None);
+    assert_eq!(ledger.tx(&[0xff; 16]).unwrap(), None);
     let all: Vec<Block> = ledger.blocks_from(0).map(Result::unwrap).collect();
     assert_eq!(all, model);
 }
@@ -80,18 +81,35 @@ fn appends_that_do_not_extend_the_tip_are_refused_and_write_nothing() {
     wrong_number.header.number = 5;
     let mut wrong_prev = good.clone();
     wrong_prev.header.prev_hash = [1; 32];
+    // Recovery would refuse these on the next open, so append refuses them first: the
+    // write-side and read-side checks are one function (`ledger::rules::check_link`).
+    let mut wrong_root = good.clone();
+    wrong_root.txs[1].push(0);
+    let mut earlier = good.clone();
+    earlier.header.timestamp_ms = ledger.tip().tip_timestamp_ms - 1;
     let ops = fs.ops();
-    for bad in [&wrong_number, &wrong_prev] {
-        assert!(matches!(
-            ledger.append(bad),
-            Err(StorageError::OutOfOrder { .. })
-        ));
+    for (bad, reason) in [
+        (
+            &wrong_number,
+            LinkBreak::Number {
+                found: 5,
+                expected: 1,
+            },
+        ),
+        (&wrong_prev, LinkBreak::PrevHash),
+        (&wrong_root, LinkBreak::DataHash),
+        (&earlier, LinkBreak::Timestamp),
+    ] {
+        match ledger.append(bad) {
+            Err(StorageError::DoesNotExtend { reason: got, .. }) => assert_eq!(got, reason),
+            other => panic!("expected {reason:?}, got {other:?}"),
+        }
     }
     assert_eq!(fs.ops(), ops, "nothing written for a refused block");
     ledger.append(&good).unwrap();
     assert!(matches!(
         ledger.append(&good),
-        Err(StorageError::OutOfOrder { .. })
+        Err(StorageError::DoesNotExtend { .. })
     ));
     assert_eq!(ledger.tip().height, 2);
 }

@@ -80,13 +80,13 @@ fn every_crash_point_keeps_every_acknowledged_block() {
                     "op {k} {tear:?}"
                 );
             }
-            let report = verify(&ledger).unwrap();
+            let report = verify(&ledger, &common::is_envelope).unwrap();
             assert!(report.ok, "crash at op {k}, {tear:?}: {report:?}");
             // The recovered ledger takes new blocks and still verifies.
             ledger
                 .append(&common::next_block(&ledger, 9_000, 2, 10))
                 .unwrap();
-            assert!(verify(&ledger).unwrap().ok);
+            assert!(verify(&ledger, &common::is_envelope).unwrap().ok);
             checked += 1;
         }
     }
@@ -127,5 +127,5 @@ fn a_failed_fsync_poisons_until_reopened() {
     ledger
         .append(&common::next_block(&ledger, 20, 1, 10))
         .unwrap();
-    assert!(verify(&ledger).unwrap().ok);
+    assert!(verify(&ledger, &common::is_envelope).unwrap().ok);
 }

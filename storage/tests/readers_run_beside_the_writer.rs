@@ -34,7 +34,7 @@ fn concurrent_readers_see_only_whole_blocks() {
                     );
                     for tx in &last.txs {
                         let id = Envelope::tx_id_of(tx).unwrap();
-                        assert_eq!(ledger.tx(&id).unwrap().unwrap().1, *tx);
+                        assert_eq!(ledger.tx(&id.0).unwrap().unwrap().1, *tx);
                     }
                     // Walking from an earlier height links every block to the previous one.
                     let from = (tip.height.saturating_sub(5) + r) % tip.height;

@@ -58,7 +58,10 @@ fn torn_last_frame_is_truncated_at_every_offset() {
             assert_eq!(got, model, "cut at {cut}");
             let truncated = report.truncated.as_ref().map_or(0, |t| t.bytes);
             assert_eq!(truncated, cut - start, "cut at {cut}");
-            assert!(verify(&ledger).unwrap().ok, "cut at {cut}");
+            assert!(
+                verify(&ledger, &common::is_envelope).unwrap().ok,
+                "cut at {cut}"
+            );
             assert_eq!(
                 std::fs::metadata(segment(work.path())).unwrap().len(),
                 start
@@ -89,7 +92,7 @@ fn zero_filled_tail_is_truncated_and_the_ledger_appends_after_it() {
         .append(&common::next_block(&ledger, 10, 1, 10))
         .unwrap();
     assert!(std::fs::metadata(segment(dir.path())).unwrap().len() > len);
-    assert!(verify(&ledger).unwrap().ok);
+    assert!(verify(&ledger, &common::is_envelope).unwrap().ok);
 }
 
 #[test]

@@ -15,14 +15,13 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
-use medledger_chaincode::Envelope;
-
 use super::block::{Block, BlockFrame};
 use super::fs::{SegmentDir, SegmentFile};
 use super::index::{BlockLocation, Index, IndexEntry};
+use super::rules::{check_link, tx_id};
 use super::segment::{find_frame_after, read_frame, FrameRead, FRAME_HEADER_LEN};
 use super::ChainTip;
-use crate::error::StorageError;
+use crate::error::{Damage, StorageError};
 use crate::merkle::Hash;
 
 /// Blocks re-indexed per RocksDB batch during recovery.
@@ -151,33 +150,32 @@ pub(crate) fn recover(dir: &dyn SegmentDir, index: &Index) -> Result<Recovered, 
                 number: tip.height,
                 segment: start_segment + i as u32,
                 offset: 0,
-                reason: "segment file is missing".into(),
+                damage: Damage::SegmentMissing,
             });
         }
         let file = dir.open(segment).map_err(io(dir, segment, "opening"))?;
         let mut file_len = file.len().map_err(io(dir, segment, "reading"))?;
         let mut offset = std::mem::take(&mut start_offset);
         loop {
-            let corrupt = |reason: String| StorageError::CorruptBlock {
+            let corrupt = |damage: Damage| StorageError::CorruptBlock {
                 number: tip.height,
                 segment,
                 offset,
-                reason,
+                damage,
             };
             match read_frame(file.as_ref(), offset, file_len)
                 .map_err(io(dir, segment, "reading"))?
             {
                 FrameRead::End => break,
                 FrameRead::Frame { body } => {
-                    let block = Block::decode(&body).map_err(corrupt)?;
-                    check_link(&block, &tip).map_err(corrupt)?;
+                    let block = Block::decode(&body).map_err(|e| corrupt(Damage::Layout(e)))?;
+                    check_link(&block, &tip).map_err(|e| corrupt(e.into()))?;
                     let hash = block.hash();
                     let tx_ids = block
                         .txs
                         .iter()
-                        .map(|t| Envelope::tx_id_of(t).map(|id| id.0))
-                        .collect::<Option<Vec<_>>>()
-                        .ok_or_else(|| corrupt("a transaction is shorter than its tx id".into()))?;
+                        .map(|t| tx_id(t).expect("check_link found an id in every tx"))
+                        .collect();
                     let len = (FRAME_HEADER_LEN + body.len()) as u32;
                     pending.push(Pending {
                         number: block.header.number,
@@ -202,15 +200,17 @@ pub(crate) fn recover(dir: &dyn SegmentDir, index: &Index) -> Result<Recovered, 
                 }
                 FrameRead::Bad(why) => {
                     if segment != last_segment {
-                        return Err(corrupt(format!("{why}, and later segments exist")));
+                        return Err(corrupt(Damage::FrameBeforeLaterSegments(why)));
                     }
                     let later = tip.height + 1..tip.height.saturating_add(LATER_BLOCK_WINDOW);
                     if let Some((at, n)) = find_frame_after(file.as_ref(), offset, file_len, later)
                         .map_err(io(dir, segment, "reading"))?
                     {
-                        return Err(corrupt(format!(
-                            "{why}, and block {n} survives after it at offset {at}"
-                        )));
+                        return Err(corrupt(Damage::FrameBeforeLaterBlock {
+                            damage: why,
+                            number: n,
+                            offset: at,
+                        }));
                     }
                     file.set_len(offset)
                         .map_err(io(dir, segment, "truncating"))?;
@@ -220,7 +220,7 @@ pub(crate) fn recover(dir: &dyn SegmentDir, index: &Index) -> Result<Recovered, 
                         segment,
                         offset,
                         bytes: file_len - offset,
-                        reason: why,
+                        reason: why.to_string(),
                     });
                     file_len = offset;
                     break;
@@ -244,29 +244,6 @@ pub(crate) fn recover(dir: &dyn SegmentDir, index: &Index) -> Result<Recovered, 
     })
 }
 
-/// Whether `block` is the next block after `tip`, with a correct Merkle root.
-pub(crate) fn check_link(block: &Block, tip: &ChainTip) -> Result<(), String> {
-    let h = &block.header;
-    if h.number != tip.height {
-        return Err(format!(
-            "found block {} where block {} belongs",
-            h.number, tip.height
-        ));
-    }
-    let expected_prev = if tip.height == 0 {
-        [0; 32]
-    } else {
-        tip.tip_hash
-    };
-    if h.prev_hash != expected_prev {
-        return Err("prev_hash does not match the previous block's hash".into());
-    }
-    if !block.data_hash_matches() {
-        return Err("data_hash is not the Merkle root of the transactions".into());
-    }
-    Ok(())
-}
-
 /// Reads a block the index names; any failure is an error naming it (never truncated).
 pub(crate) fn read_indexed(
     dir: &dyn SegmentDir,
@@ -279,7 +256,7 @@ pub(crate) fn read_indexed(
             number,
             segment: loc.segment,
             offset: loc.offset,
-            reason: format!("its segment cannot be opened: {e}"),
+            damage: Damage::SegmentUnopenable(e),
         })?;
     read_block_at(dir, file.as_ref(), number, loc).map(BlockFrame::into_block)
 }
@@ -292,29 +269,27 @@ pub(crate) fn read_block_at(
     number: u64,
     loc: BlockLocation,
 ) -> Result<BlockFrame, StorageError> {
-    let corrupt = |reason: String| StorageError::CorruptBlock {
+    let corrupt = |damage: Damage| StorageError::CorruptBlock {
         number,
         segment: loc.segment,
         offset: loc.offset,
-        reason,
+        damage,
     };
     let end = loc.offset + u64::from(loc.len);
     let file_len = file.len().map_err(io(dir, loc.segment, "reading"))?;
     if file_len < end {
-        return Err(corrupt(format!(
-            "the index says it ends at {end} but the segment has {file_len} bytes"
-        )));
+        return Err(corrupt(Damage::SegmentShorterThanIndexed { end, file_len }));
     }
     match read_frame(file, loc.offset, end).map_err(io(dir, loc.segment, "reading"))? {
         FrameRead::Frame { body } if body.len() + FRAME_HEADER_LEN == loc.len as usize => {
-            let frame = BlockFrame::parse(body).map_err(corrupt)?;
+            let frame = BlockFrame::parse(body).map_err(|e| corrupt(Damage::Layout(e)))?;
             if frame.header().number != number {
-                return Err(corrupt(format!("holds block {}", frame.header().number)));
+                return Err(corrupt(Damage::OtherBlock(frame.header().number)));
             }
             Ok(frame)
         }
-        FrameRead::Frame { .. } => Err(corrupt("frame length differs from the index".into())),
-        FrameRead::End => Err(corrupt("no frame at the indexed offset".into())),
-        FrameRead::Bad(why) => Err(corrupt(why)),
+        FrameRead::Frame { .. } => Err(corrupt(Damage::FrameLengthNotIndexed)),
+        FrameRead::End => Err(corrupt(Damage::NoFrameAtIndexedOffset)),
+        FrameRead::Bad(why) => Err(corrupt(why.into())),
     }
 }

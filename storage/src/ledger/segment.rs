@@ -40,8 +40,25 @@ pub enum FrameRead {
     Frame { body: Vec<u8> },
     /// The offset is exactly the end of the file.
     End,
-    /// Not a valid frame (short, absurd length, CRC mismatch). The string says why.
-    Bad(String),
+    /// Not a valid frame.
+    Bad(FrameDamage),
+}
+
+/// Why the bytes at an offset are not a valid frame.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum FrameDamage {
+    /// Fewer bytes remain than a frame header takes.
+    #[error("{remaining} bytes, shorter than a frame header")]
+    ShortHeader { remaining: u64 },
+    /// The length field is below a block header or above [`FRAME_BODY_MAX`].
+    #[error("frame length {len} is impossible")]
+    ImpossibleLength { len: u64 },
+    /// The length field runs past the end of the file.
+    #[error("frame length {len} runs past the end of the file ({left} bytes left)")]
+    PastEnd { len: u64, left: u64 },
+    /// The CRC-32C does not match the length and body.
+    #[error("CRC-32C mismatch")]
+    CrcMismatch,
 }
 
 /// Reads the frame at `offset` of a file of length `file_len`.
@@ -51,9 +68,7 @@ pub fn read_frame(file: &dyn SegmentFile, offset: u64, file_len: u64) -> io::Res
     }
     let remaining = file_len.saturating_sub(offset);
     if remaining < FRAME_HEADER_LEN as u64 {
-        return Ok(FrameRead::Bad(format!(
-            "{remaining} bytes, shorter than a frame header"
-        )));
+        return Ok(FrameRead::Bad(FrameDamage::ShortHeader { remaining }));
     }
     let mut head = [0u8; FRAME_HEADER_LEN];
     file.read_exact_at(&mut head, offset)?;
@@ -61,18 +76,18 @@ pub fn read_frame(file: &dyn SegmentFile, offset: u64, file_len: u64) -> io::Res
     let len = u64::from(u32::from_le_bytes(len_le));
     let crc = u32::from_le_bytes(head[4..8].try_into().expect("4 bytes"));
     if len < BLOCK_HEADER_LEN as u64 || len > FRAME_BODY_MAX {
-        return Ok(FrameRead::Bad(format!("frame length {len} is impossible")));
+        return Ok(FrameRead::Bad(FrameDamage::ImpossibleLength { len }));
     }
     if len > remaining - FRAME_HEADER_LEN as u64 {
-        return Ok(FrameRead::Bad(format!(
-            "frame length {len} runs past the end of the file ({} bytes left)",
-            remaining - FRAME_HEADER_LEN as u64
-        )));
+        return Ok(FrameRead::Bad(FrameDamage::PastEnd {
+            len,
+            left: remaining - FRAME_HEADER_LEN as u64,
+        }));
     }
     let mut body = vec![0u8; len as usize];
     file.read_exact_at(&mut body, offset + FRAME_HEADER_LEN as u64)?;
     if frame_crc(len_le, &body) != crc {
-        return Ok(FrameRead::Bad("CRC-32C mismatch".into()));
+        return Ok(FrameRead::Bad(FrameDamage::CrcMismatch));
     }
     Ok(FrameRead::Frame { body })
 }

@@ -74,3 +74,9 @@ pub fn copy_dir(from: &Path, to: &Path) {
         }
     }
 }
+
+/// The transaction rule the server verifies with: every tx is a canonical envelope.
+#[allow(dead_code)]
+pub fn is_envelope(tx: &[u8]) -> Result<(), String> {
+    Envelope::decode(tx).map(drop).map_err(|e| e.to_string())
+}
