@@ -88,7 +88,6 @@ impl GrantState {
 ///
 /// [`code`]: ContractError::code
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
 pub enum ContractError {
     /// `RecordCreated` for a record that already exists.
     #[error("record `{record_id}` already exists")]

@@ -4,7 +4,6 @@
 /// An event (or envelope) that is not acceptable as input. Every variant names the field,
 /// so the HTTP layer can answer with a precise 4xx. Never contains payload bytes.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
 pub enum EventError {
     /// A required text field is empty.
     #[error("field `{field}` must not be empty")]
@@ -39,7 +38,6 @@ pub enum EventError {
 
 /// Bytes that do not decode as exactly one canonical envelope.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
 pub enum DecodeError {
     /// bincode could not decode the bytes (truncated, bad tag, invalid UTF-8, over limit).
     #[error("envelope does not decode: {0}")]

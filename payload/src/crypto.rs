@@ -43,7 +43,6 @@ const WRAP_AAD_PREFIX: &[u8] = b"medledger-key-wrap-v1\0";
 /// What went wrong in encryption, decryption or key handling. Messages never carry
 /// payload or key bytes.
 #[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
 pub enum CryptoError {
     /// The ciphertext does not start with a header this version reads.
     #[error("payload ciphertext has no valid header")]

@@ -9,7 +9,6 @@ use crate::pinstore::PinStoreError;
 
 /// Errors of [`crate::Payloads`].
 #[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
 pub enum PayloadError {
     /// The payload exceeds `max_payload_bytes`.
     #[error("payload exceeds the limit of {max_bytes} bytes")]
@@ -66,7 +65,9 @@ impl From<PinStoreError> for PayloadError {
                 PayloadError::NotFound(format!("block {cid} is missing"))
             }
             PinStoreError::Unavailable(message) => PayloadError::IpfsUnavailable(message),
-            other => PayloadError::Storage(other.to_string()),
+            PinStoreError::Unsupported(_) | PinStoreError::Poisoned | PinStoreError::Io(_) => {
+                PayloadError::Storage(error.to_string())
+            }
         }
     }
 }
@@ -78,7 +79,9 @@ impl From<KeyStoreError> for PayloadError {
             KeyStoreError::Erased(id) => PayloadError::Erased(id),
             KeyStoreError::InvalidKeyId => PayloadError::InvalidKeyId,
             KeyStoreError::Crypto(crypto) => crypto.into(),
-            other => PayloadError::Storage(other.to_string()),
+            KeyStoreError::Exists(_) | KeyStoreError::Io { .. } => {
+                PayloadError::Storage(error.to_string())
+            }
         }
     }
 }
@@ -94,7 +97,11 @@ impl From<CryptoError> for PayloadError {
             | CryptoError::MasterKeyLength { .. }
             | CryptoError::MasterKeyPermissions { .. }
             | CryptoError::Unwrap { .. } => PayloadError::Storage(error.to_string()),
-            other => PayloadError::Corrupt(other.to_string()),
+            CryptoError::BadHeader
+            | CryptoError::Authentication { .. }
+            | CryptoError::Truncated
+            | CryptoError::TrailingData
+            | CryptoError::AlreadyFailed => PayloadError::Corrupt(error.to_string()),
         }
     }
 }

@@ -21,7 +21,6 @@ const KEY_ID_HEX_LEN: usize = 32;
 
 /// Errors of the key store.
 #[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
 pub enum KeyStoreError {
     /// The key id is not 32 lowercase hex characters.
     #[error("invalid key id (expected 32 lowercase hex characters)")]

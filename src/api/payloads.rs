@@ -47,7 +47,7 @@ pub fn payload_error(e: PayloadError) -> ApiError {
         PayloadError::Erased(_) => StatusCode::GONE,
         PayloadError::InvalidKeyId | PayloadError::Body(_) => StatusCode::BAD_REQUEST,
         PayloadError::IpfsUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
-        _ => StatusCode::INTERNAL_SERVER_ERROR,
+        PayloadError::Corrupt(_) | PayloadError::Storage(_) => StatusCode::INTERNAL_SERVER_ERROR,
     };
     if status.is_server_error() {
         tracing::error!(code = e.code(), error = %e, "payload pipeline");

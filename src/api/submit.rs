@@ -45,7 +45,19 @@ pub(crate) fn contract_error(e: &ContractError) -> ApiError {
         ContractError::UnknownRecord { .. } | ContractError::UnknownGrant { .. } => {
             StatusCode::NOT_FOUND
         }
-        _ => StatusCode::UNPROCESSABLE_ENTITY,
+        // Every other rejection: the event is well-formed but breaks a rule. Listed, not
+        // a wildcard, so a new rule is a compile error here until it has its answer.
+        ContractError::RecordEnteredInError { .. }
+        | ContractError::StatusUnchanged { .. }
+        | ContractError::NoPayload { .. }
+        | ContractError::PayloadAlreadyErased { .. }
+        | ContractError::PatientMismatch { .. }
+        | ContractError::RecordMismatch { .. }
+        | ContractError::GrantToSelf { .. }
+        | ContractError::GrantAlreadyExpired { .. }
+        | ContractError::GrantMismatch { .. }
+        | ContractError::NotARecordEvent { .. }
+        | ContractError::NotAGrantEvent { .. } => StatusCode::UNPROCESSABLE_ENTITY,
     };
     ApiError::new(status, e.code(), e.to_string())
 }
@@ -58,7 +70,9 @@ pub(crate) fn submit_error(e: SubmitError) -> ApiError {
         SubmitError::Invalid(inner) => ApiError::bad_request("invalid_field", inner.to_string()),
         SubmitError::Busy => ApiError::unavailable("busy", e.to_string(), 1),
         SubmitError::Closed => ApiError::unavailable("shutting_down", e.to_string(), 5),
-        SubmitError::Failed(_) => ApiError::internal(e.to_string()).with_code("ledger_failed"),
+        SubmitError::Failed(_) | SubmitError::WriterStopped => {
+            ApiError::internal(e.to_string()).with_code("ledger_failed")
+        }
     }
 }
 
@@ -105,7 +119,9 @@ pub(crate) async fn submit_for_verdict(
     let receipt = match submitted {
         Ok(receipt) => receipt,
         // The block write failed: whether this transaction reached the disk is unknown.
-        Err(e @ SubmitError::Failed(_)) => return Err(NotAccepted::Unknown(submit_error(e))),
+        Err(e @ (SubmitError::Failed(_) | SubmitError::WriterStopped)) => {
+            return Err(NotAccepted::Unknown(submit_error(e)))
+        }
         Err(
             e @ (SubmitError::TooLarge { .. }
             | SubmitError::Invalid(_)

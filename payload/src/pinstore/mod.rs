@@ -28,7 +28,6 @@ pub struct GcStats {
 
 /// Errors of a pin store. Messages name CIDs, never block bytes.
 #[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
 pub enum PinStoreError {
     /// A block's bytes do not hash to its CID (on put), or a store returned another CID.
     #[error("block does not match its CID {expected} (got {actual})")]
