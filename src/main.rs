@@ -361,7 +361,7 @@ fn main() -> ExitCode {
                 backend: a.backend.backend(),
                 orderer: medledger::orderer::OrdererConfig {
                     cutter: a.cutter.config(),
-                    max_inflight_blocks: a.cutter.max_inflight_blocks,
+                    inflight_blocks_max: a.cutter.max_inflight_blocks,
                     queue_capacity: a.queue_capacity,
                 },
                 jwt_public_key: a.jwt_public_key,
@@ -445,7 +445,7 @@ fn main() -> ExitCode {
                 record_bytes: a.record_bytes,
                 submitters: a.submitters,
                 cutter: config,
-                max_inflight_blocks: a.cutter.max_inflight_blocks,
+                inflight_blocks_max: a.cutter.max_inflight_blocks,
             };
             match cli::bench_ingest::run(&params) {
                 Ok(report) => {

@@ -14,17 +14,66 @@ use actix_web::dev::Service;
 use actix_web::middleware::Compress;
 use actix_web::{web, App, HttpServer};
 
-use medledger_payload::{CidVersion, PayloadConfig, Payloads};
-use medledger_storage::{Ledger, LedgerOptions};
+use medledger_payload::{CidVersion, PayloadConfig, PayloadError, Payloads};
+use medledger_proof::KeyError;
+use medledger_storage::{Ledger, LedgerOptions, StorageError};
 use medledger_views::{Backend, ViewError};
 
 use crate::api::auth::{self, Auth};
 use crate::api::error::ApiError;
 use crate::api::limits::{client_key, RateLimiter};
 use crate::api::{self, AppState};
-use crate::orderer::{Orderer, OrdererConfig};
+use crate::orderer::{Orderer, OrdererConfig, OrdererError};
 use crate::projector::Projector;
 use crate::rebuild::{open_views, rebuild, RebuildError};
+
+/// Why the server did not start or stopped with an error. Startup errors go to the
+/// operator's console (they may name files in the data dir; they never reach a client).
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// An orderer knob is out of range, or its threads would not start.
+    #[error(transparent)]
+    Orderer(#[from] OrdererError),
+    /// A payload setting is out of range.
+    #[error("{0}")]
+    PayloadSetting(String),
+    #[error("creating {path}: {source}", path = .path.display())]
+    DataDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("opening the ledger in {path}: {source}", path = .path.display())]
+    Ledger { path: PathBuf, source: StorageError },
+    /// The views were of an older layout and rebuilding them failed.
+    #[error("rebuilding the views: {0}")]
+    Rebuild(RebuildError),
+    #[error(transparent)]
+    Views(RebuildError),
+    #[error("starting the projector: {0}")]
+    Projector(String),
+    /// The JWT key or secret could not be read or made.
+    #[error("{0}")]
+    Auth(String),
+    #[error("reading {path}: {source}", path = .path.display())]
+    JwtKey {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("opening the payload store: {0}")]
+    Payloads(PayloadError),
+    #[error("starting the replication runtime: {0}")]
+    Runtime(std::io::Error),
+    #[error("the checkpoint key {path}: {source}", path = .path.display())]
+    CheckpointKey { path: PathBuf, source: KeyError },
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    /// The HTTP server stopped with an error.
+    #[error("the HTTP server failed: {0}")]
+    Http(std::io::Error),
+}
 
 /// Everything `serve` needs.
 #[derive(Clone, Debug)]
@@ -117,22 +166,26 @@ impl Drop for Core {
 /// runs whatever runtime the HTTP workers use.
 fn open_payloads(
     config: &ServeConfig,
-) -> Result<(Arc<Payloads>, Option<tokio::runtime::Runtime>), String> {
+) -> Result<(Arc<Payloads>, Option<tokio::runtime::Runtime>), ServeError> {
     let s = &config.payloads;
     for (name, n) in [
         ("upload", s.upload_concurrency),
         ("download", s.download_concurrency),
     ] {
         if !(1..=PAYLOAD_CONCURRENCY_MAX).contains(&n) {
-            return Err(format!(
+            return Err(ServeError::PayloadSetting(format!(
                 "the IPFS {name} concurrency must be between 1 and {PAYLOAD_CONCURRENCY_MAX}, not {n}"
-            ));
+            )));
         }
     }
     let cid_version = match s.cid_version {
         0 => CidVersion::V0,
         1 => CidVersion::V1,
-        other => return Err(format!("the CID version must be 0 or 1, not {other}")),
+        other => {
+            return Err(ServeError::PayloadSetting(format!(
+                "the CID version must be 0 or 1, not {other}"
+            )))
+        }
     };
     let mut pc = PayloadConfig::new(config.data_dir.join("payloads"));
     pc.master_key_path = s.master_key.clone();
@@ -141,7 +194,7 @@ fn open_payloads(
     pc.cid_version = cid_version;
     pc.max_payload_bytes = u64::from(config.orderer.cutter.absolute_max_bytes);
     pc.kubo = s.ipfs_api.clone();
-    let open = |pc| Payloads::open(pc).map_err(|e| format!("opening the payload store: {e}"));
+    let open = |pc| Payloads::open(pc).map_err(ServeError::Payloads);
     match &s.ipfs_api {
         None => Ok((Arc::new(open(pc)?), None)),
         Some(_) => {
@@ -150,7 +203,7 @@ fn open_payloads(
                 .thread_name("medledger-ipfs")
                 .enable_all()
                 .build()
-                .map_err(|e| format!("starting the replication runtime: {e}"))?;
+                .map_err(ServeError::Runtime)?;
             let payloads = {
                 let _guard = rt.enter();
                 open(pc)?
@@ -163,12 +216,19 @@ fn open_payloads(
 impl Core {
     /// Opens the ledger, starts the orderer and the projector, and prepares the
     /// authentication key. Prints how to mint a token when it creates the secret.
-    pub fn open(config: &ServeConfig) -> Result<Core, String> {
+    pub fn open(config: &ServeConfig) -> Result<Core, ServeError> {
         config.orderer.validate()?;
-        std::fs::create_dir_all(&config.data_dir)
-            .map_err(|e| format!("creating {}: {e}", config.data_dir.display()))?;
-        let (ledger, recovery) = Ledger::open(&config.data_dir, LedgerOptions::default())
-            .map_err(|e| format!("opening the ledger in {}: {e}", config.data_dir.display()))?;
+        std::fs::create_dir_all(&config.data_dir).map_err(|source| ServeError::DataDir {
+            path: config.data_dir.clone(),
+            source,
+        })?;
+        let (ledger, recovery) =
+            Ledger::open(&config.data_dir, LedgerOptions::default()).map_err(|source| {
+                ServeError::Ledger {
+                    path: config.data_dir.clone(),
+                    source,
+                }
+            })?;
         if let Some(t) = &recovery.truncated {
             tracing::warn!(?t, "recovered an unacknowledged torn tail");
         }
@@ -183,7 +243,7 @@ impl Core {
                     "the views were written in another layout; rebuilding them from the ledger"
                 );
                 let summary = rebuild(&config.data_dir, &ledger, config.backend, &mut |_| {})
-                    .map_err(|e| format!("rebuilding the views: {e}"))?;
+                    .map_err(ServeError::Rebuild)?;
                 tracing::info!(
                     events = summary.events,
                     seconds = summary.seconds,
@@ -193,17 +253,22 @@ impl Core {
             }
             other => other,
         }
-        .map_err(|e| e.to_string())?;
-        let projector = Arc::new(Projector::start(ledger.clone(), views.clone())?);
+        .map_err(ServeError::Views)?;
+        let projector = Arc::new(
+            Projector::start(ledger.clone(), views.clone()).map_err(ServeError::Projector)?,
+        );
         let orderer = Arc::new(Orderer::start(ledger.clone(), config.orderer.clone())?);
         let auth = match &config.jwt_public_key {
             Some(path) => {
-                let pem =
-                    std::fs::read(path).map_err(|e| format!("reading {}: {e}", path.display()))?;
-                Auth::rs256(&pem)?
+                let pem = std::fs::read(path).map_err(|source| ServeError::JwtKey {
+                    path: path.clone(),
+                    source,
+                })?;
+                Auth::rs256(&pem).map_err(ServeError::Auth)?
             }
             None => {
-                let (secret, created) = auth::load_or_create_secret(&config.data_dir)?;
+                let (secret, created) =
+                    auth::load_or_create_secret(&config.data_dir).map_err(ServeError::Auth)?;
                 if created {
                     eprintln!(
                         "medledger: created an HS256 secret in {}; mint a token with\n  medledger token --data-dir {} --role clinician --sub dr-1 --hospital h-1",
@@ -216,8 +281,13 @@ impl Core {
         };
         let (payloads, replication) = open_payloads(config)?;
         let key_path = config.data_dir.join(CHECKPOINT_KEY_FILE);
-        let checkpoint_key = medledger_proof::CheckpointKey::load_or_create(&key_path)
-            .map_err(|e| format!("the checkpoint key {}: {e}", key_path.display()))?;
+        let checkpoint_key =
+            medledger_proof::CheckpointKey::load_or_create(&key_path).map_err(|source| {
+                ServeError::CheckpointKey {
+                    path: key_path.clone(),
+                    source,
+                }
+            })?;
         let state = web::Data::new(AppState {
             explorer: crate::explorer::Explorer::new(ledger.clone(), checkpoint_key),
             payloads,
@@ -338,7 +408,7 @@ pub fn app(
 }
 
 /// Runs the server until SIGTERM or SIGINT.
-pub fn run(config: ServeConfig) -> Result<(), String> {
+pub fn run(config: ServeConfig) -> Result<(), ServeError> {
     let core = Core::open(&config)?;
     let state = core.state.clone();
     let workers = if config.workers == 0 {
@@ -354,13 +424,16 @@ pub fn run(config: ServeConfig) -> Result<(), String> {
             .client_request_timeout(Duration::from_secs(30))
             .shutdown_timeout(30)
             .bind(config.listen)
-            .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
+            .map_err(|source| ServeError::Listen {
+                addr: config.listen,
+                source,
+            })?;
         eprintln!(
             "medledger: serving on http://{} (data dir {})",
             config.listen,
             config.data_dir.display()
         );
-        server.run().await.map_err(|e| e.to_string())
+        server.run().await.map_err(ServeError::Http)
     });
     core.close();
     result

@@ -20,7 +20,7 @@ fn ingest(dir: &Path, events: u64) -> serde_json::Value {
             max_message_count: 40,
             ..CutterConfig::default()
         },
-        max_inflight_blocks: 4,
+        inflight_blocks_max: 4,
     })
     .unwrap()
 }
@@ -124,7 +124,7 @@ fn bench_ingest_refuses_out_of_range_parameters() {
         record_bytes: 300,
         submitters: 1,
         cutter: CutterConfig::default(),
-        max_inflight_blocks: 4,
+        inflight_blocks_max: 4,
     };
     assert!(cli::bench_ingest::run(&p).unwrap_err().contains("--events"));
     p.events = 10;

@@ -133,7 +133,7 @@ fn run_ingest(
                 max_message_count,
                 ..CutterConfig::default()
             },
-            max_inflight_blocks: 4,
+            inflight_blocks_max: 4,
         };
         let report = bench_ingest::run(&params)?;
         println!("{report}");

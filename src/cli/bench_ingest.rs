@@ -28,7 +28,7 @@ pub struct IngestParams {
     pub record_bytes: usize,
     pub submitters: usize,
     pub cutter: CutterConfig,
-    pub max_inflight_blocks: usize,
+    pub inflight_blocks_max: usize,
 }
 
 /// Upper bounds so a typo cannot exhaust the machine.
@@ -56,10 +56,10 @@ pub fn run(p: &IngestParams) -> Result<serde_json::Value, String> {
     let fsyncs_before = ledger.fsyncs();
     let config = OrdererConfig {
         cutter: p.cutter.clone(),
-        max_inflight_blocks: p.max_inflight_blocks,
+        inflight_blocks_max: p.inflight_blocks_max,
         queue_capacity: (p.submitters * 2).max(1024),
     };
-    let orderer = Arc::new(Orderer::start(ledger.clone(), config)?);
+    let orderer = Arc::new(Orderer::start(ledger.clone(), config).map_err(|e| e.to_string())?);
     let generator = RecordGenerator::new(p.record_bytes);
     let record_bytes_actual = generator.envelope(0).encode().len();
     let envelopes: Arc<Vec<_>> = Arc::new((0..p.events).map(|i| generator.envelope(i)).collect());
@@ -161,7 +161,7 @@ pub fn run(p: &IngestParams) -> Result<serde_json::Value, String> {
         "max_message_count": p.cutter.max_message_count,
         "preferred_max_bytes": p.cutter.preferred_max_bytes,
         "cut_policy": match p.cutter.policy { CutPolicy::Strict => "strict", CutPolicy::Eager => "eager" },
-        "max_inflight_blocks": p.max_inflight_blocks,
+        "max_inflight_blocks": p.inflight_blocks_max,
         "recovered_blocks_on_open": recovery.reindexed_blocks,
         "note": "events generated before the timing; all library work per submission timed",
     }))

@@ -6,4 +6,4 @@ pub mod cutter;
 pub mod service;
 
 pub use cutter::{Batch, CutPolicy, Cutter, CutterConfig};
-pub use service::{Orderer, OrdererConfig, OrdererStats, Receipt, SubmitError};
+pub use service::{Orderer, OrdererConfig, OrdererError, OrdererStats, Receipt, SubmitError};

@@ -24,16 +24,17 @@ use crossbeam_channel::{bounded, unbounded, Receiver, Select, Sender, TryRecvErr
 use tokio::sync::oneshot;
 
 use medledger_chaincode::{tx_hash, Envelope, EventError, TxHash, TxId};
-use medledger_storage::{AppendReceipt, Block, Hash, Ledger};
+use medledger_storage::{AppendReceipt, Block, Hash, Ledger, StorageError};
 
-use super::cutter::{Batch, CutPolicy, Cutter, CutterConfig};
+use super::cutter::{Batch, ConfigError, CutPolicy, Cutter, CutterConfig};
 
 /// Orderer settings: the cutter's knobs plus the bounds of its queues.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct OrdererConfig {
     pub cutter: CutterConfig,
-    /// Blocks cut but not yet durable; the cutter waits when this many are in flight.
-    pub max_inflight_blocks: usize,
+    /// Blocks cut but not yet durable; the cutter waits when this many are in flight
+    /// (the flag `--max-inflight-blocks`, named like Fabric's knobs).
+    pub inflight_blocks_max: usize,
     /// Submissions waiting to be cut; a full queue answers [`SubmitError::Busy`].
     pub queue_capacity: usize,
 }
@@ -42,7 +43,7 @@ impl Default for OrdererConfig {
     fn default() -> Self {
         OrdererConfig {
             cutter: CutterConfig::default(),
-            max_inflight_blocks: 4,
+            inflight_blocks_max: 4,
             queue_capacity: 65_536,
         }
     }
@@ -50,16 +51,39 @@ impl Default for OrdererConfig {
 
 impl OrdererConfig {
     /// Checks every knob is in range.
-    pub fn validate(&self) -> Result<(), String> {
-        self.cutter.validate().map_err(|e| e.to_string())?;
-        if !(1..=64).contains(&self.max_inflight_blocks) {
-            return Err("max_inflight_blocks must be between 1 and 64".into());
+    pub fn validate(&self) -> Result<(), OrdererError> {
+        self.cutter.validate()?;
+        if !(1..=INFLIGHT_BLOCKS_MAX).contains(&self.inflight_blocks_max) {
+            return Err(OrdererError::InflightBlocks(self.inflight_blocks_max));
         }
-        if !(1..=1 << 22).contains(&self.queue_capacity) {
-            return Err("queue_capacity must be between 1 and 4,194,304".into());
+        if !(1..=QUEUE_CAPACITY_MAX).contains(&self.queue_capacity) {
+            return Err(OrdererError::QueueCapacity(self.queue_capacity));
         }
         Ok(())
     }
+}
+
+/// The most blocks that may be in flight (cut, not yet durable).
+pub const INFLIGHT_BLOCKS_MAX: usize = 64;
+/// The longest submission queue.
+pub const QUEUE_CAPACITY_MAX: usize = 1 << 22;
+
+/// Why the orderer did not start.
+#[derive(Debug, thiserror::Error)]
+pub enum OrdererError {
+    /// A cutter knob is out of range.
+    #[error(transparent)]
+    Cutter(#[from] ConfigError),
+    #[error("max_inflight_blocks must be between 1 and {INFLIGHT_BLOCKS_MAX}, not {0}")]
+    InflightBlocks(usize),
+    #[error("queue_capacity must be between 1 and {QUEUE_CAPACITY_MAX}, not {0}")]
+    QueueCapacity(usize),
+    /// The operating system refused a thread.
+    #[error("cannot start the orderer's {thread} thread: {source}")]
+    Thread {
+        thread: &'static str,
+        source: std::io::Error,
+    },
 }
 
 /// Proof that a transaction is durable: where it is in the chain.
@@ -72,8 +96,7 @@ pub struct Receipt {
 }
 
 /// Why a submission was not committed.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
+#[derive(Clone, Debug, thiserror::Error)]
 pub enum SubmitError {
     /// The encoded envelope is larger than AbsoluteMaxBytes (rejected at ingress).
     #[error("the transaction is {size} bytes, more than AbsoluteMaxBytes ({max})")]
@@ -87,7 +110,11 @@ pub enum SubmitError {
     /// Writing the block failed; the ledger refuses writes until restarted. Whether
     /// this transaction reached the disk is unknown.
     #[error("the ledger could not commit the block: {0}")]
-    Failed(String),
+    Failed(Arc<StorageError>),
+    /// The block writer thread is gone (it panicked); nothing more is committed.
+    /// Whether this transaction reached the disk is unknown.
+    #[error("the ledger could not commit the block: the block writer stopped")]
+    WriterStopped,
     /// The orderer has shut down.
     #[error("the orderer is shut down")]
     Closed,
@@ -168,10 +195,10 @@ pub struct Orderer {
 
 impl Orderer {
     /// Starts the cutter and writer threads over an open ledger.
-    pub fn start(ledger: Arc<Ledger>, config: OrdererConfig) -> Result<Orderer, String> {
+    pub fn start(ledger: Arc<Ledger>, config: OrdererConfig) -> Result<Orderer, OrdererError> {
         config.validate()?;
         let (queue, queue_rx) = bounded(config.queue_capacity);
-        let (job_tx, job_rx) = bounded::<Job>(config.max_inflight_blocks);
+        let (job_tx, job_rx) = bounded::<Job>(config.inflight_blocks_max);
         let (done_tx, done_rx) = unbounded::<()>();
         let stats = Arc::new(OrdererStats::default());
         let tip = ledger.tip();
@@ -182,13 +209,13 @@ impl Orderer {
             jobs: job_tx,
             done: done_rx,
             inflight: 0,
-            max_inflight: config.max_inflight_blocks,
+            inflight_max: config.inflight_blocks_max,
             next_number: tip.height,
             prev_hash: tip.tip_hash,
             last_timestamp_ms: tip.tip_timestamp_ms,
             stats: stats.clone(),
         };
-        let (ack_tx, ack_rx) = unbounded::<(Job, Result<AppendReceipt, String>)>();
+        let (ack_tx, ack_rx) = unbounded::<(Job, Result<AppendReceipt, Arc<StorageError>>)>();
         let writer_ledger = ledger.clone();
         let acker_stats = stats.clone();
         let writer_stats = stats.clone();
@@ -196,15 +223,24 @@ impl Orderer {
             std::thread::Builder::new()
                 .name("medledger-cutter".into())
                 .spawn(move || cutter.run())
-                .map_err(|e| e.to_string())?,
+                .map_err(|source| OrdererError::Thread {
+                    thread: "cutter",
+                    source,
+                })?,
             std::thread::Builder::new()
                 .name("medledger-writer".into())
                 .spawn(move || write_blocks(&writer_ledger, &job_rx, &ack_tx, &writer_stats))
-                .map_err(|e| e.to_string())?,
+                .map_err(|source| OrdererError::Thread {
+                    thread: "writer",
+                    source,
+                })?,
             std::thread::Builder::new()
                 .name("medledger-acker".into())
                 .spawn(move || acknowledge(&ack_rx, &done_tx, &acker_stats))
-                .map_err(|e| e.to_string())?,
+                .map_err(|source| OrdererError::Thread {
+                    thread: "acker",
+                    source,
+                })?,
         ];
         Ok(Orderer {
             queue,
@@ -324,7 +360,7 @@ struct CutterThread {
     jobs: Sender<Job>,
     done: Receiver<()>,
     inflight: usize,
-    max_inflight: usize,
+    inflight_max: usize,
     next_number: u64,
     prev_hash: Hash,
     last_timestamp_ms: i64,
@@ -343,7 +379,7 @@ impl CutterThread {
         // Select borrows the receivers; handles of its own leave `self` free to mutate.
         let (queue, done) = (self.queue.clone(), self.done.clone());
         loop {
-            if self.inflight >= self.max_inflight {
+            if self.inflight >= self.inflight_max {
                 self.wait_done();
                 continue;
             }
@@ -481,7 +517,7 @@ impl CutterThread {
 
     /// Builds the block for a cut batch and hands it to the writer.
     fn emit(&mut self, batch: Batch<Submission>) {
-        while self.inflight >= self.max_inflight {
+        while self.inflight >= self.inflight_max {
             self.wait_done();
         }
         let n = batch.messages.len();
@@ -528,7 +564,7 @@ impl CutterThread {
         if let Err(crossbeam_channel::SendError(job)) = self.jobs.send(job) {
             // The writer thread is gone (it panicked): nothing will be committed.
             for r in job.replies {
-                let _ = r.send(Err(SubmitError::Failed("the block writer stopped".into())));
+                let _ = r.send(Err(SubmitError::WriterStopped));
             }
             self.inflight -= 1;
         }
@@ -542,7 +578,7 @@ impl CutterThread {
 fn write_blocks(
     ledger: &Ledger,
     jobs: &Receiver<Job>,
-    acks: &Sender<(Job, Result<AppendReceipt, String>)>,
+    acks: &Sender<(Job, Result<AppendReceipt, Arc<StorageError>>)>,
     stats: &OrdererStats,
 ) {
     for job in jobs {
@@ -556,7 +592,7 @@ fn write_blocks(
         stats.append_seconds.observe(started.elapsed());
         let outcome = outcome.map_err(|e| {
             tracing::error!(block = job.block.header.number, error = %e, "block append failed");
-            e.to_string()
+            Arc::new(e)
         });
         if acks.send((job, outcome)).is_err() {
             return;
@@ -569,7 +605,7 @@ fn write_blocks(
 /// is in flight. Waking thousands of submitters per second is real work; doing it here
 /// keeps it off the writer's path between two fsyncs.
 fn acknowledge(
-    acks: &Receiver<(Job, Result<AppendReceipt, String>)>,
+    acks: &Receiver<(Job, Result<AppendReceipt, Arc<StorageError>>)>,
     done: &Sender<()>,
     stats: &OrdererStats,
 ) {
