@@ -45,17 +45,30 @@ fn fire_pair(addr: SocketAddr, token: &str, requests: [(String, String); 2]) -> 
 }
 
 /// Checks that exactly one of the two answers is a 2xx; keeps the winner's tx id and the
-/// loser's answer.
+/// loser's answer. Returns how many writes won (1, or 2 for a pair that may serialize).
 fn judge(
     acknowledged: &mut Vec<String>,
     losers: &mut Vec<(String, u16, Value)>,
     kind: &str,
     answers: [(u16, Value); 2],
-) {
+) -> usize {
     let wins: Vec<&(u16, Value)> = answers
         .iter()
         .filter(|(s, _)| (200..300).contains(s))
         .collect();
+    // Two amendments that name no version conflict only when they overlap: if the
+    // server finished one before the other began (a busy machine can), both are right,
+    // as versions n+1 and n+2.
+    if kind == "amend without expected_version" && wins.len() == 2 {
+        assert_ne!(
+            wins[0].1["version"], wins[1].1["version"],
+            "{kind}: two acknowledged writes of one version: {answers:?}"
+        );
+        for (_, body) in &answers {
+            acknowledged.push(body["tx_id"].as_str().unwrap().to_owned());
+        }
+        return 2;
+    }
     assert_eq!(
         wins.len(),
         1,
@@ -67,6 +80,7 @@ fn judge(
         .find(|(s, _)| !(200..300).contains(s))
         .unwrap();
     losers.push((kind.to_owned(), status, body));
+    1
 }
 
 /// The verdict `GET /v1/tx/{id}` reports for an acknowledged transaction.
@@ -90,6 +104,8 @@ fn of_two_conflicting_writes_exactly_one_is_acknowledged_and_stays_so() {
 
     let mut acknowledged: Vec<String> = Vec::new();
     let mut losers: Vec<(String, u16, Value)> = Vec::new();
+    // The versions record p-0 should hold: its create, then what each pair acknowledged.
+    let mut p0_versions = 1;
     for pair in 0..PAIRS {
         let (status, created) = create(addr, &clinician, &format!("p-{pair}"), None);
         assert_eq!(status, 201, "{created}");
@@ -99,7 +115,7 @@ fn of_two_conflicting_writes_exactly_one_is_acknowledged_and_stays_so() {
 
         // Amendments that both expect version 1.
         let body = r#"{"reason":"fix","metadata":{"n":2},"expected_version":1}"#.to_owned();
-        judge(
+        let mut won = judge(
             &mut acknowledged,
             &mut losers,
             "amend with expected_version",
@@ -111,7 +127,7 @@ fn of_two_conflicting_writes_exactly_one_is_acknowledged_and_stays_so() {
         );
         // Amendments without expected_version: both read version 2 and write version 3.
         let body = r#"{"reason":"fix","metadata":{"n":3}}"#.to_owned();
-        judge(
+        won += judge(
             &mut acknowledged,
             &mut losers,
             "amend without expected_version",
@@ -124,7 +140,7 @@ fn of_two_conflicting_writes_exactly_one_is_acknowledged_and_stays_so() {
         // Two status changes to the same status.
         let status_path = format!("/v1/records/{id}/status");
         let body = r#"{"status":"archived","reason":"done"}"#.to_owned();
-        judge(
+        won += judge(
             &mut acknowledged,
             &mut losers,
             "status change",
@@ -134,6 +150,9 @@ fn of_two_conflicting_writes_exactly_one_is_acknowledged_and_stays_so() {
                 [(status_path.clone(), body.clone()), (status_path, body)],
             ),
         );
+        if pair == 0 {
+            p0_versions += won;
+        }
         // Two creates with the same client-chosen record id.
         let body = format!(
             r#"{{"patient_id":"q-{pair}","hospital_id":"h-1","record_type":"note","record_id":"named-{pair}"}}"#
@@ -190,7 +209,7 @@ fn of_two_conflicting_writes_exactly_one_is_acknowledged_and_stays_so() {
         );
     }
     // And each record holds exactly the acknowledged versions: create, one amendment of
-    // each pair, one status change.
+    // each pair (two when the second pair did not overlap), one status change.
     let (_, page) = request(addr, "GET", "/v1/patients/p-0/records", Some(&admin), None).unwrap();
     let id = page["items"][0]["record_id"].as_str().unwrap();
     let (_, history) = request(
@@ -201,7 +220,11 @@ fn of_two_conflicting_writes_exactly_one_is_acknowledged_and_stays_so() {
         None,
     )
     .unwrap();
-    assert_eq!(history["items"].as_array().unwrap().len(), 4, "{history}");
+    assert_eq!(
+        history["items"].as_array().unwrap().len(),
+        p0_versions,
+        "{history}"
+    );
 }
 
 #[test]
