@@ -183,7 +183,7 @@ struct ServeArgs {
     workers: usize,
     /// Requests per second per client address (burst: twice that); 0 turns the limit
     /// off (benchmarks). Over the limit: 429 with Retry-After.
-    #[arg(long, env = "MEDLEDGER_RATE_LIMIT_PER_SEC", default_value_t = medledger::serve::DEFAULT_RATE_LIMIT_PER_SEC)]
+    #[arg(long, env = "MEDLEDGER_RATE_LIMIT_PER_SEC", default_value_t = medledger::serve::RATE_LIMIT_PER_SEC_DEFAULT)]
     rate_limit_per_sec: u32,
     /// Chunk workers uploading a payload's blocks at once.
     #[arg(long, env = "IPFS_UPLOAD_CONCURRENCY", default_value_t = 4)]

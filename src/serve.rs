@@ -127,7 +127,7 @@ pub const PAYLOAD_CONCURRENCY_MAX: usize = 64;
 pub const CHECKPOINT_KEY_FILE: &str = "checkpoint.key";
 
 /// The default per-client rate limit (requests per second).
-pub const DEFAULT_RATE_LIMIT_PER_SEC: u32 = 1_000;
+pub const RATE_LIMIT_PER_SEC_DEFAULT: u32 = 1_000;
 
 impl ServeConfig {
     /// The embedded defaults for `data_dir`: 127.0.0.1:8080, RocksDB views, the default
@@ -140,7 +140,7 @@ impl ServeConfig {
             orderer: OrdererConfig::default(),
             jwt_public_key: None,
             workers: 0,
-            rate_limit_per_sec: DEFAULT_RATE_LIMIT_PER_SEC,
+            rate_limit_per_sec: RATE_LIMIT_PER_SEC_DEFAULT,
             payloads: PayloadSettings::default(),
         }
     }

@@ -17,9 +17,9 @@ use crate::dagpb::{encode_file_leaf, encode_file_parent, ChildLink};
 /// Bytes per leaf (Kubo's `size-262144` chunker).
 pub const CHUNK_BYTES: usize = 262_144;
 /// Links per node (Kubo's `helpers.DefaultLinksPerBlock`).
-pub const MAX_LINKS: usize = 174;
+pub const LINKS_MAX: usize = 174;
 /// Deepest tree: 174^8 × 256 KiB is far beyond any payload (and `u64`).
-const MAX_LEVELS: usize = 8;
+const LEVELS_MAX: usize = 8;
 
 /// One block of a DAG and its CID.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -145,11 +145,11 @@ impl FileBuilder {
 
     /// Adds `link` at `level`, first turning a full level into a parent one level up.
     fn add_child(&mut self, level: usize, link: ChildLink, blocks: &mut Vec<Block>) {
-        assert!(level < MAX_LEVELS, "DAG deeper than any file can make it");
+        assert!(level < LEVELS_MAX, "DAG deeper than any file can make it");
         if self.levels.len() <= level {
-            self.levels.push(Vec::with_capacity(MAX_LINKS));
+            self.levels.push(Vec::with_capacity(LINKS_MAX));
         }
-        if self.levels[level].len() == MAX_LINKS {
+        if self.levels[level].len() == LINKS_MAX {
             let children = std::mem::take(&mut self.levels[level]);
             self.emit_parent(level + 1, &children, blocks);
         }
@@ -157,7 +157,7 @@ impl FileBuilder {
     }
 
     fn emit_parent(&mut self, level: usize, children: &[ChildLink], blocks: &mut Vec<Block>) {
-        assert!(children.len() <= MAX_LINKS);
+        assert!(children.len() <= LINKS_MAX);
         let data = encode_file_parent(children);
         let block = Block::new(self.version, Codec::DagPb, data);
         let link = ChildLink {
@@ -323,7 +323,7 @@ mod tests {
             let blocks = b.push(&piece);
             assert!(blocks.len() <= 3);
             assert!(b.chunk.len() < CHUNK_BYTES);
-            assert!(b.levels.iter().all(|l| l.len() <= MAX_LINKS));
+            assert!(b.levels.iter().all(|l| l.len() <= LINKS_MAX));
         }
     }
 }

@@ -12,7 +12,7 @@ use super::auth::Caller;
 use super::error::ApiError;
 use super::lookup::query_error;
 use super::submit::{commit, contract_error, envelope, now, store_error, WriteQuery};
-use super::{AppState, DEFAULT_LIMIT};
+use super::{AppState, PAGE_LIMIT_DEFAULT};
 
 type Data = web::Data<AppState>;
 
@@ -132,7 +132,7 @@ pub async fn list_grants(
         .grants(
             &patient_id,
             query.after.as_deref(),
-            query.limit.unwrap_or(DEFAULT_LIMIT),
+            query.limit.unwrap_or(PAGE_LIMIT_DEFAULT),
         )
         .map_err(query_error)?;
     Ok(HttpResponse::Ok().json(json!({"items": grants})))

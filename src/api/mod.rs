@@ -40,7 +40,7 @@ pub const READY_LAG_BLOCKS_MAX: u64 = 1_000;
 /// The most a submission waits for the contract's verdict (the views to apply its block).
 pub const PROJECTED_WAIT: Duration = Duration::from_secs(10);
 /// Page size when `limit` is not given.
-pub(crate) const DEFAULT_LIMIT: usize = 50;
+pub(crate) const PAGE_LIMIT_DEFAULT: usize = 50;
 /// JSON request bodies above this are refused with 413.
 pub const JSON_BODY_BYTES_MAX: usize = 64 * 1024;
 

@@ -24,7 +24,7 @@ use super::submit::{
     commit, contract_error, envelope, now, receipt_json, store_error, submit_error, verdict,
     WriteQuery,
 };
-use super::{AppState, DEFAULT_LIMIT};
+use super::{AppState, PAGE_LIMIT_DEFAULT};
 use crate::orderer::SubmitError;
 
 /// Records in one batch submission, at most.
@@ -447,7 +447,7 @@ pub async fn history(
     honour_min_height(&state, query.min_height).await?;
     let current = load_for_read(&state, &caller, &record_id).await?;
     let views = Views::new(state.views.as_ref());
-    let limit = query.limit.unwrap_or(DEFAULT_LIMIT);
+    let limit = query.limit.unwrap_or(PAGE_LIMIT_DEFAULT);
     let versions = views
         .record_history(&record_id, query.after_version.unwrap_or(0), limit)
         .map_err(query_error)?;

@@ -11,7 +11,7 @@ use super::auth::Caller;
 use super::error::ApiError;
 use super::lookup::{honour_min_height, may_read, query_error};
 use super::records::{record_json, RecordJson};
-use super::{AppState, DEFAULT_LIMIT};
+use super::{AppState, PAGE_LIMIT_DEFAULT};
 
 type Data = web::Data<AppState>;
 
@@ -62,7 +62,7 @@ async fn timeline(
             "you may not list the records of `{owner}`"
         )));
     }
-    let limit = query.limit.unwrap_or(DEFAULT_LIMIT);
+    let limit = query.limit.unwrap_or(PAGE_LIMIT_DEFAULT);
     if limit == 0 || limit > PAGE_LIMIT_MAX {
         return Err(ApiError::bad_request(
             "invalid_limit",
