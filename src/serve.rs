@@ -16,6 +16,7 @@ use actix_web::{web, App, HttpServer};
 
 use medledger_payload::{CidVersion, PayloadConfig, Payloads};
 use medledger_storage::{Ledger, LedgerOptions};
+use medledger_views::projector::Projector;
 use medledger_views::{Backend, ViewError};
 
 use crate::api::auth::{self, Auth};
@@ -23,7 +24,6 @@ use crate::api::error::ApiError;
 use crate::api::limits::{client_key, RateLimiter};
 use crate::api::{self, AppState};
 use crate::orderer::{Orderer, OrdererConfig};
-use crate::projector::Projector;
 use crate::rebuild::{open_views, rebuild, RebuildError};
 
 /// Everything `serve` needs.

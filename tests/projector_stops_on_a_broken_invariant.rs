@@ -6,8 +6,8 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use medledger::projector::Projector;
 use medledger_storage::{Ledger, LedgerOptions};
+use medledger_views::projector::Projector;
 
 mod common;
 

@@ -2,9 +2,10 @@
 //! batches that carry the ledger height they bring the views to.
 //!
 //! The ledger is the truth; views are derived from it and can be thrown away and rebuilt.
-//! A projector turns each committed block into one [`ViewBatch`] (view rows plus the new
-//! applied height), so a crash never applies a block twice or half: after a restart the
-//! store is exactly at some block boundary and catches up from there.
+//! The [`projector`] turns each committed block into one [`ViewBatch`] (view rows plus
+//! the new applied height, [`project`] decides which), so a crash never applies a block
+//! twice or half: after a restart the store is exactly at some block boundary and
+//! catches up from there.
 //!
 //! Every implementation must pass one conformance suite (`tests/view_store_conformance.rs`).
 //! [`rocks::RocksViewStore`] is the default: one RocksDB column family per view.
@@ -15,6 +16,7 @@
 pub(crate) mod bulk;
 pub mod keys;
 pub mod project;
+pub mod projector;
 pub mod query;
 pub mod rocks;
 #[cfg(feature = "sled")]

@@ -1,5 +1,5 @@
 //! The projector: a thread that tails the ledger and applies each committed block to the
-//! views, one block per atomic [`ViewBatch`](medledger_views::ViewBatch) carrying
+//! views, one block per atomic [`ViewBatch`](crate::ViewBatch) carrying
 //! the new applied height, so a crash never applies a block twice or half. On start it
 //! catches up from the store's height.
 //!
@@ -23,8 +23,9 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use medledger_storage::{Ledger, StorageError};
-use medledger_views::project::Projection;
-use medledger_views::{ViewError, ViewStore};
+
+use crate::project::Projection;
+use crate::{ViewError, ViewStore};
 
 /// How often the projector looks for new blocks when nobody nudges it.
 pub const POLL: Duration = Duration::from_millis(20);
