@@ -2,8 +2,6 @@
 //!
 //! - [`orderer`]: the block cutter (Hyperledger Fabric's rules, plus the eager policy)
 //!   and group commit over the ledger in `medledger-storage`.
-//! - [`rebuild`]: rebuilds the views from the ledger and checks live views against a
-//!   rebuild.
 //! - [`api`], [`serve`]: the HTTP API (actix-web) and `medledger serve`.
 //! - [`explorer`]: the chain tree over block header hashes, activity and totals, for
 //!   the block explorer's routes and checkpoints.
@@ -18,7 +16,6 @@ pub mod cli;
 pub mod explorer;
 pub mod fixtures;
 pub mod orderer;
-pub mod rebuild;
 pub mod serve;
 pub mod telemetry;
 pub mod workload;

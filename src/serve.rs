@@ -24,7 +24,7 @@ use crate::api::error::ApiError;
 use crate::api::limits::{client_key, RateLimiter};
 use crate::api::{self, AppState};
 use crate::orderer::{Orderer, OrdererConfig};
-use crate::rebuild::{open_views, rebuild, RebuildError};
+use medledger_views::rebuild::{open_views, rebuild, RebuildError};
 
 /// Everything `serve` needs.
 #[derive(Clone, Debug)]

@@ -8,8 +8,8 @@ mod common;
 use std::path::Path;
 
 use medledger::cli::rebuild::{run_rebuild, run_verify_views};
-use medledger::rebuild::{check_free_space, open_views, views_dir, RebuildError};
 use medledger::serve::{Core, ServeConfig};
+use medledger_views::rebuild::{check_free_space, open_views, views_dir, RebuildError};
 use medledger_views::{keys, Backend, View, ViewBatch};
 use serde_json::Value;
 
@@ -173,7 +173,7 @@ fn a_failed_rebuild_leaves_the_live_views_and_no_scratch() {
     let mut out = Vec::new();
     assert_eq!(run_rebuild(dir.path(), backend, &mut out), 0);
     let before =
-        medledger::rebuild::digest_views(open_views(dir.path(), backend).unwrap().as_ref())
+        medledger_views::rebuild::digest_views(open_views(dir.path(), backend).unwrap().as_ref())
             .unwrap();
     // A file where the rebuild keeps its partitions: it fails once its store is open.
     let parts = dir
@@ -186,8 +186,9 @@ fn a_failed_rebuild_leaves_the_live_views_and_no_scratch() {
     let scratch = dir.path().join(format!("{}.rebuild", backend.dir_name()));
     assert!(!scratch.exists(), "the scratch store is left behind");
     std::fs::remove_file(&parts).unwrap();
-    let after = medledger::rebuild::digest_views(open_views(dir.path(), backend).unwrap().as_ref())
-        .unwrap();
+    let after =
+        medledger_views::rebuild::digest_views(open_views(dir.path(), backend).unwrap().as_ref())
+            .unwrap();
     assert_eq!(before, after);
 }
 

@@ -14,11 +14,11 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use medledger::rebuild::{
-    digest_views, open_views, project_all, Plan, PARTITION_BYTES, WRITE_BATCH_OPS,
-};
 use medledger_storage::{Ledger, LedgerOptions};
 use medledger_views::projector::Projector;
+use medledger_views::rebuild::{
+    digest_views, open_views, project_all, Plan, PARTITION_BYTES, WRITE_BATCH_OPS,
+};
 use medledger_views::Backend;
 
 const CHILD_ENV: &str = "MEDLEDGER_PROJECTOR_CHILD";

@@ -5,7 +5,8 @@
 //! The [`projector`] turns each committed block into one [`ViewBatch`] (view rows plus
 //! the new applied height, [`project`] decides which), so a crash never applies a block
 //! twice or half: after a restart the store is exactly at some block boundary and
-//! catches up from there.
+//! catches up from there. [`rebuild`] throws the views away and projects them again from
+//! block 0, or checks live views against such a rebuild.
 //!
 //! Every implementation must pass one conformance suite (`tests/view_store_conformance.rs`).
 //! [`rocks::RocksViewStore`] is the default: one RocksDB column family per view.
@@ -18,6 +19,7 @@ pub mod keys;
 pub mod project;
 pub mod projector;
 pub mod query;
+pub mod rebuild;
 pub mod rocks;
 #[cfg(feature = "sled")]
 pub mod sled;
