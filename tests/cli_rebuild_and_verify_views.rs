@@ -140,7 +140,9 @@ fn a_rebuild_that_cannot_fit_is_refused_before_it_starts() {
     // sled's views take about four times the ledger: a ledger that RocksDB's rebuild
     // has room for, with a quarter of the free space, is refused to sled's.
     let free = match check_free_space(dir.path(), u64::MAX / 4, Backend::RocksDb) {
-        Err(RebuildError::NoSpace { available, .. }) => available,
+        Err(RebuildError::NoSpace {
+            available_bytes, ..
+        }) => available_bytes,
         other => panic!("{other:?}"),
     };
     check_free_space(dir.path(), free / 4, Backend::RocksDb).unwrap();
@@ -151,13 +153,15 @@ fn a_rebuild_that_cannot_fit_is_refused_before_it_starts() {
     match check_free_space(dir.path(), u64::MAX / 4, Backend::RocksDb) {
         Err(
             e @ RebuildError::NoSpace {
-                needed, available, ..
+                needed_bytes,
+                available_bytes,
+                ..
             },
         ) => {
-            assert!(needed > available, "{e}");
+            assert!(needed_bytes > available_bytes, "{e}");
             let message = e.to_string();
             assert!(message.contains("not enough free space"), "{message}");
-            assert!(message.contains(&available.to_string()), "{message}");
+            assert!(message.contains(&available_bytes.to_string()), "{message}");
         }
         other => panic!("{other:?}"),
     }

@@ -37,7 +37,8 @@ fn projector_child() {
     // Views are durable only once flushed: flush far more often than the default, so
     // that kills 100 to 700 ms apart still see the height move.
     let _projector =
-        Projector::start_with(Arc::new(ledger), store, Duration::from_millis(50)).unwrap();
+        Projector::start_with_flush_interval(Arc::new(ledger), store, Duration::from_millis(50))
+            .unwrap();
     std::thread::sleep(Duration::from_secs(60));
 }
 

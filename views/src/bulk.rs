@@ -21,8 +21,8 @@
 //! each `tag (1 put, 0 delete) | key length (u32 LE) | value length (u32 LE) | key |
 //! value`. Merging keeps, for each key, the row of the latest run; a delete that wins is
 //! dropped, since the store held nothing underneath. A merge reads at most
-//! [`MERGE_FAN_IN`] runs at once (one open file each); with more, the earliest runs are
-//! merged first into one.
+//! [`MERGE_RUNS_MAX`] runs at once (one open file each); with more, the earliest runs
+//! are merged first into one.
 //!
 //! [`ViewStore::write_range`]: super::ViewStore::write_range
 
@@ -39,15 +39,15 @@ const READ_BUFFER_BYTES: usize = 128 << 10;
 /// Most runs one merge reads at once: two views merge at a time, so a rebuild holds at
 /// most twice this many run files open (a process often may open only 1,024 files).
 /// 10M events make ~270 runs per view.
-const MERGE_FAN_IN: usize = 256;
+const MERGE_RUNS_MAX: usize = 256;
 /// Buffer of a run file being written.
 const WRITE_BUFFER_BYTES: usize = 256 << 10;
 
 /// The run files of a bulk store's loaded views.
 pub(crate) struct BulkLoader {
     dir: PathBuf,
-    /// Most runs one merge reads at once ([`MERGE_FAN_IN`]; less in tests).
-    fan_in: usize,
+    /// Most runs one merge reads at once ([`MERGE_RUNS_MAX`]; less in tests).
+    merge_runs_max: usize,
     /// Runs written so far: run `n` of view `v` is `run_path(n, v)` (absent when the
     /// batch had no row of `v`).
     runs: Mutex<u32>,
@@ -83,16 +83,20 @@ impl BulkLoader {
                 store_dir.display()
             )));
         }
-        Self::with_fan_in(store_dir.join(RUNS_DIR), MERGE_FAN_IN)
+        Self::with_merge_runs_max(store_dir.join(RUNS_DIR), MERGE_RUNS_MAX)
     }
 
-    /// A loader keeping its runs in `dir`, merging at most `fan_in` (≥ 2) runs at once
-    /// ([`BulkLoader::for_store`] checks the store, and merges up to [`MERGE_FAN_IN`]).
-    pub(crate) fn with_fan_in(dir: PathBuf, fan_in: usize) -> Result<Self, ViewError> {
-        assert!(fan_in >= 2, "a merge reads at least two runs");
+    /// A loader keeping its runs in `dir`, merging at most `merge_runs_max` (≥ 2) runs at
+    /// once ([`BulkLoader::for_store`] checks the store, and merges up to
+    /// [`MERGE_RUNS_MAX`]).
+    pub(crate) fn with_merge_runs_max(
+        dir: PathBuf,
+        merge_runs_max: usize,
+    ) -> Result<Self, ViewError> {
+        assert!(merge_runs_max >= 2, "a merge reads at least two runs");
         let loader = BulkLoader {
             dir,
-            fan_in,
+            merge_runs_max,
             runs: Mutex::new(0),
         };
         loader.remove_runs()?;
@@ -231,17 +235,19 @@ impl BulkLoader {
     /// Merges `view`'s runs `0..runs`, calling `emit` with each row in key order, then
     /// deletes the runs.
     ///
-    /// A merge reads all its runs at once, so it merges at most `fan_in` of them (one
-    /// open file each): with more, the earliest are first merged into one run, as few as
-    /// bring the count down to `fan_in`.
+    /// A merge reads all its runs at once, so it merges at most `merge_runs_max` of them
+    /// (one open file each): with more, the earliest are first merged into one run, as few
+    /// as bring the count down to `merge_runs_max`.
     fn merge(&self, view: View, runs: u32, emit: &mut Emit<'_>) -> Result<(), ViewError> {
         let mut paths: Vec<PathBuf> = (0..runs)
             .map(|run| self.run_path(run, view))
             .filter(|path| path.exists())
             .collect();
         let mut merged = 0;
-        while paths.len() > self.fan_in {
-            let n = self.fan_in.min(paths.len() - self.fan_in + 1);
+        while paths.len() > self.merge_runs_max {
+            let n = self
+                .merge_runs_max
+                .min(paths.len() - self.merge_runs_max + 1);
             let path = self
                 .dir
                 .join(format!("merged-{:02}-{merged:06}", view as u8));

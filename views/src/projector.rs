@@ -4,16 +4,16 @@
 //! catches up from the store's height.
 //!
 //! It runs behind the writer and never blocks it: the orderer only [`nudges`] it after a
-//! block is durable (a poll every [`POLL`] covers a missed nudge). The contract judges
-//! each transaction here, in commit order, and every write's answer waits for that
-//! verdict ([`Projector::reached`]); readers that need a height reflected wait the same
-//! way.
+//! block is durable (a poll every [`POLL_INTERVAL`] covers a missed nudge). The contract
+//! judges each transaction here, in commit order, and every write's answer waits for
+//! that verdict ([`Projector::reached`]); readers that need a height reflected wait the
+//! same way.
 //!
 //! The views are derived data, so their writes skip a write-ahead log: the projector
 //! starts making them durable ([`ViewStore::flush_in_background`], which does not stall
-//! the blocks behind it) at most every [`FLUSH_EVERY`], and the server flushes and waits
-//! at shutdown. After a crash the store comes back at the height of its last flush, with
-//! every view at that same height, and the projector replays the blocks since.
+//! the blocks behind it) at most every [`FLUSH_INTERVAL`], and the server flushes and
+//! waits at shutdown. After a crash the store comes back at the height of its last flush,
+//! with every view at that same height, and the projector replays the blocks since.
 //!
 //! [`nudges`]: Projector::nudge
 
@@ -28,12 +28,12 @@ use crate::project::Projection;
 use crate::{ViewError, ViewStore};
 
 /// How often the projector looks for new blocks when nobody nudges it.
-pub const POLL: Duration = Duration::from_millis(20);
+pub const POLL_INTERVAL: Duration = Duration::from_millis(20);
 /// How long the projector waits before retrying after a store or ledger error.
-const RETRY: Duration = Duration::from_millis(500);
+const RETRY_INTERVAL: Duration = Duration::from_millis(500);
 /// How often the projector makes the views durable while it applies blocks: what a crash
 /// can make it replay (about a second of blocks).
-pub const FLUSH_EVERY: Duration = Duration::from_secs(1);
+pub const FLUSH_INTERVAL: Duration = Duration::from_secs(1);
 
 /// How far the views trail the ledger.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -77,7 +77,7 @@ fn lock(m: &Mutex<State>) -> MutexGuard<'_, State> {
 #[derive(Debug, thiserror::Error)]
 pub enum ProjectError {
     /// Reading the block or writing the views failed in a way that may pass (I/O, a full
-    /// disk): the projector retries every [`RETRY`].
+    /// disk): the projector retries every [`RETRY_INTERVAL`].
     #[error("{0}")]
     Transient(String),
     /// An invariant is broken (the views belong to another ledger or layout, a stored
@@ -135,17 +135,17 @@ pub struct Projector {
 
 impl Projector {
     /// Starts projecting `ledger` into `store` from the store's applied height, flushing
-    /// the views every [`FLUSH_EVERY`].
+    /// the views every [`FLUSH_INTERVAL`].
     pub fn start(ledger: Arc<Ledger>, store: Arc<dyn ViewStore>) -> Result<Projector, String> {
-        Self::start_with(ledger, store, FLUSH_EVERY)
+        Self::start_with_flush_interval(ledger, store, FLUSH_INTERVAL)
     }
 
     /// [`Projector::start`] with another flush interval (tests that kill the process
     /// within a second use a shorter one).
-    pub fn start_with(
+    pub fn start_with_flush_interval(
         ledger: Arc<Ledger>,
         store: Arc<dyn ViewStore>,
-        flush_every: Duration,
+        flush_interval: Duration,
     ) -> Result<Projector, String> {
         let applied = store
             .applied_height()
@@ -175,7 +175,7 @@ impl Projector {
             let (ledger, shared) = (ledger.clone(), shared.clone());
             std::thread::Builder::new()
                 .name("projector".into())
-                .spawn(move || run(&ledger, store.as_ref(), &shared, flush_every))
+                .spawn(move || run(&ledger, store.as_ref(), &shared, flush_interval))
                 .map_err(|e| format!("starting the projector thread: {e}"))?
         };
         Ok(Projector {
@@ -304,18 +304,18 @@ impl Drop for Projector {
     }
 }
 
-fn run(ledger: &Ledger, store: &dyn ViewStore, shared: &Shared, flush_every: Duration) {
+fn run(ledger: &Ledger, store: &dyn ViewStore, shared: &Shared, flush_interval: Duration) {
     // Blocks applied since the last flush, and when that was.
     let mut unflushed = false;
     let mut flushed_at = Instant::now();
     while !shared.stop.load(Ordering::Acquire) {
         shared.nudged.store(false, Ordering::Release);
-        if unflushed && flushed_at.elapsed() >= flush_every {
+        if unflushed && flushed_at.elapsed() >= flush_interval {
             if let Err(e) = store.flush_in_background() {
                 tracing::error!(error = %e, "projector: cannot flush the views; retrying");
                 let mut state = lock(&shared.state);
                 state.error = Some(format!("flushing the views: {e}"));
-                let _ = shared.changed.wait_timeout(state, RETRY);
+                let _ = shared.changed.wait_timeout(state, RETRY_INTERVAL);
                 continue;
             }
             unflushed = false;
@@ -343,7 +343,7 @@ fn run(ledger: &Ledger, store: &dyn ViewStore, shared: &Shared, flush_every: Dur
                     tracing::error!(block = applied, error = %e, "projector: cannot apply block; retrying");
                     let mut state = lock(&shared.state);
                     state.error = Some(format!("block {applied}: {e}"));
-                    let _ = shared.changed.wait_timeout(state, RETRY);
+                    let _ = shared.changed.wait_timeout(state, RETRY_INTERVAL);
                 }
                 Err(ProjectError::Invariant(e)) => {
                     tracing::error!(block = applied, error = %e, "projector: invariant broken; stopped");
@@ -359,7 +359,7 @@ fn run(ledger: &Ledger, store: &dyn ViewStore, shared: &Shared, flush_every: Dur
         state.caught_up_at = Instant::now();
         if !shared.nudged.load(Ordering::Acquire) && !shared.stop.load(Ordering::Acquire) {
             // Idle: wake for a nudge or the poll (which also looks for a flush due).
-            drop(shared.changed.wait_timeout(state, POLL));
+            drop(shared.changed.wait_timeout(state, POLL_INTERVAL));
         }
     }
     if unflushed {

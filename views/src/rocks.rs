@@ -389,7 +389,7 @@ mod tests {
         /// batches.
         #[test]
         fn merges_in_several_passes_end_like_a_plain_store(
-            fan_in in 2usize..5,
+            merge_runs_max in 2usize..5,
             batches in prop::collection::vec(
                 prop::collection::vec(
                     (0..View::ALL.len(), 0u8..12, prop::option::weighted(0.7, 0u8..4)),
@@ -403,7 +403,8 @@ mod tests {
             let path = dir.path().join("bulk");
             let mut bulk = RocksViewStore::open_with(&path, true).unwrap();
             bulk.bulk = Some(SstLoader::new(
-                BulkLoader::with_fan_in(path.join(crate::bulk::RUNS_DIR), fan_in).unwrap(),
+                BulkLoader::with_merge_runs_max(path.join(crate::bulk::RUNS_DIR), merge_runs_max)
+                    .unwrap(),
             ));
             for (i, ops) in batches.iter().enumerate() {
                 let mut b = ViewBatch::new(i as u64 + 1);

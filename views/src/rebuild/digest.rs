@@ -59,7 +59,7 @@ pub fn first_difference(
     live: &dyn ViewStore,
     rebuilt: &dyn ViewStore,
 ) -> Result<Option<Difference>, ViewError> {
-    const PAGE: usize = 4096;
+    const PAGE_ROWS: usize = 4096;
     for view in View::ALL {
         let (mut after_a, mut after_b): (Option<Vec<u8>>, Option<Vec<u8>>) = (None, None);
         let (mut a, mut b) = (Vec::new().into_iter(), Vec::new().into_iter());
@@ -67,7 +67,9 @@ pub fn first_difference(
         loop {
             if next_a.is_none() {
                 if a.len() == 0 {
-                    a = live.scan(view, b"", after_a.as_deref(), PAGE)?.into_iter();
+                    a = live
+                        .scan(view, b"", after_a.as_deref(), PAGE_ROWS)?
+                        .into_iter();
                 }
                 next_a = a.next();
                 if let Some((k, _)) = &next_a {
@@ -77,7 +79,7 @@ pub fn first_difference(
             if next_b.is_none() {
                 if b.len() == 0 {
                     b = rebuilt
-                        .scan(view, b"", after_b.as_deref(), PAGE)?
+                        .scan(view, b"", after_b.as_deref(), PAGE_ROWS)?
                         .into_iter();
                 }
                 next_b = b.next();

@@ -108,15 +108,15 @@ pub enum RebuildError {
     #[error("a rebuild projects into empty views, and these are at height {height}")]
     NotEmpty { height: u64 },
     #[error(
-        "not enough free space in {dir}: rebuilding the views of a ledger of {ledger} bytes \
-         needs at least {needed} bytes (its partitions, about the ledger's size, and the \
-         new views), and {available} are free"
+        "not enough free space in {dir}: rebuilding the views of a ledger of {ledger_bytes} \
+         bytes needs at least {needed_bytes} bytes (its partitions, about the ledger's size, \
+         and the new views), and {available_bytes} are free"
     )]
     NoSpace {
         dir: String,
-        ledger: u64,
-        needed: u64,
-        available: u64,
+        ledger_bytes: u64,
+        needed_bytes: u64,
+        available_bytes: u64,
     },
     #[error("{what}: {source}")]
     Io {

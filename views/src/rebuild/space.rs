@@ -17,17 +17,17 @@ pub fn check_free_space(
     ledger_bytes: u64,
     backend: Backend,
 ) -> Result<(), RebuildError> {
-    let needed = match backend {
+    let needed_bytes = match backend {
         Backend::RocksDb => ledger_bytes.saturating_add(ledger_bytes / 2),
         Backend::Sled => ledger_bytes.saturating_mul(5),
     };
-    let available = free_bytes(dir)?;
-    if available < needed {
+    let available_bytes = free_bytes(dir)?;
+    if available_bytes < needed_bytes {
         return Err(RebuildError::NoSpace {
             dir: dir.display().to_string(),
-            ledger: ledger_bytes,
-            needed,
-            available,
+            ledger_bytes,
+            needed_bytes,
+            available_bytes,
         });
     }
     Ok(())
