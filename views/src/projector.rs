@@ -9,6 +9,11 @@
 //! that verdict ([`Projector::reached`]); readers that need a height reflected wait the
 //! same way.
 //!
+//! The applied height is kept in one place, a tokio watch channel, and every wait for a
+//! height waits on it: [`Projector::reached`] awaits it without holding a thread, and
+//! [`Projector::wait_for_height`] (shutdown, tests) blocks its thread on the same
+//! channel. The projector's condition variable only wakes the projector itself.
+//!
 //! The views are derived data, so their writes skip a write-ahead log: the projector
 //! starts making them durable ([`ViewStore::flush_in_background`], which does not stall
 //! the blocks behind it) at most every [`FLUSH_INTERVAL`], and the server flushes and
@@ -17,9 +22,12 @@
 //!
 //! [`nudges`]: Projector::nudge
 
+use std::future::Future;
+use std::pin::pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
-use std::thread::JoinHandle;
+use std::task::{Context, Poll, Wake, Waker};
+use std::thread::{JoinHandle, Thread};
 use std::time::{Duration, Instant};
 
 use medledger_storage::{Ledger, StorageError};
@@ -45,9 +53,7 @@ pub struct Lag {
 }
 
 struct State {
-    /// Blocks `0..applied` are in the views.
-    applied: u64,
-    /// When `applied` last equalled the ledger's height.
+    /// When the applied height last equalled the ledger's.
     caught_up_at: Instant,
     /// The last error, cleared by the next successful block.
     error: Option<String>,
@@ -57,16 +63,31 @@ struct Shared {
     state: Mutex<State>,
     /// Set by [`Projector::nudge`], taken by the thread before it looks at the ledger.
     nudged: AtomicBool,
-    /// Signalled when `applied` grows (waiters) and on a nudge or stop (the thread).
-    changed: Condvar,
+    /// Wakes the projector's thread: signalled on a nudge or a stop.
+    wake: Condvar,
     stop: AtomicBool,
     /// Set when an invariant breach stopped the thread ([`ProjectError::Invariant`]).
     halted: AtomicBool,
     events: AtomicU64,
     rejected: AtomicU64,
-    /// `applied`, published for async waiters ([`Projector::reached`]): a request waiting
-    /// for its verdict holds no thread.
+    /// The applied height: blocks `0..height` are in the views. Only the thread changes
+    /// it, under the `state` lock (so [`Projector::lag`] reads it and `caught_up_at`
+    /// together). Every wait for a height watches it: a request waiting for its verdict
+    /// ([`Projector::reached`]) holds no thread.
     height: tokio::sync::watch::Sender<u64>,
+}
+
+/// Wakes the thread blocked in [`Projector::wait_for_height`] when the height changes.
+struct Unpark(Thread);
+
+impl Wake for Unpark {
+    fn wake(self: Arc<Self>) {
+        self.0.unpark();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.0.unpark();
+    }
 }
 
 fn lock(m: &Mutex<State>) -> MutexGuard<'_, State> {
@@ -159,12 +180,11 @@ impl Projector {
         }
         let shared = Arc::new(Shared {
             state: Mutex::new(State {
-                applied,
                 caught_up_at: Instant::now(),
                 error: None,
             }),
             nudged: AtomicBool::new(false),
-            changed: Condvar::new(),
+            wake: Condvar::new(),
             stop: AtomicBool::new(false),
             halted: AtomicBool::new(false),
             events: AtomicU64::new(0),
@@ -192,13 +212,13 @@ impl Projector {
         if !self.shared.nudged.swap(true, Ordering::AcqRel) {
             // Taking the lock orders this wake-up after the thread's check of `nudged`.
             drop(lock(&self.shared.state));
-            self.shared.changed.notify_all();
+            self.shared.wake.notify_all();
         }
     }
 
     /// Blocks `0..applied_height` are in the views.
     pub fn applied_height(&self) -> u64 {
-        lock(&self.shared.state).applied
+        *self.shared.height.borrow()
     }
 
     /// Whether the views hold every block the ledger held when the projector started
@@ -216,7 +236,7 @@ impl Projector {
     pub fn lag(&self) -> Lag {
         let tip = self.ledger.tip().height;
         let state = lock(&self.shared.state);
-        let blocks = tip.saturating_sub(state.applied);
+        let blocks = tip.saturating_sub(*self.shared.height.borrow());
         let seconds = if blocks == 0 {
             0.0
         } else {
@@ -248,26 +268,45 @@ impl Projector {
         lock(&self.shared.state).error.clone()
     }
 
-    /// Waits until the views reflect blocks `0..height`, at most `timeout`.
+    /// Waits until the views reflect blocks `0..height`, at most `timeout`, blocking the
+    /// thread; gives up at once when the projector is shut down.
+    ///
+    /// It waits on the height's watch channel, as [`Projector::reached`] does, polling
+    /// the same future by hand and parking the thread between wake-ups (the channel needs
+    /// no runtime): one record of the height and one way to wait for it.
+    ///
+    /// The future is polled outside tokio's cooperative budget: called from async code
+    /// (the server's shutdown, tests) whose task has spent its budget, tokio would answer
+    /// every poll "not yet" and leave the wake-up to a scheduler this thread blocks, and
+    /// the wait would run out its timeout with the height long reached.
     pub fn wait_for_height(&self, height: u64, timeout: Duration) -> Result<(), WaitTimeout> {
         let deadline = Instant::now() + timeout;
-        let mut state = lock(&self.shared.state);
-        while state.applied < height {
+        let mut rx = self.shared.height.subscribe();
+        let waker = Waker::from(Arc::new(Unpark(std::thread::current())));
+        let mut cx = Context::from_waker(&waker);
+        let mut reached = pin!(tokio::task::coop::unconstrained(
+            rx.wait_for(|h| *h >= height)
+        ));
+        loop {
+            if let Poll::Ready(result) = reached.as_mut().poll(&mut cx) {
+                // An error is the sender gone, which lives as long as `self`.
+                if result.is_ok() {
+                    return Ok(());
+                }
+                break;
+            }
             let now = Instant::now();
             if now >= deadline || self.shared.stop.load(Ordering::Acquire) {
-                return Err(WaitTimeout {
-                    wanted: height,
-                    reached: state.applied,
-                });
+                break;
             }
-            state = self
-                .shared
-                .changed
-                .wait_timeout(state, deadline - now)
-                .unwrap_or_else(|p| p.into_inner())
-                .0;
+            // A wake-up between the poll and here is not lost: it leaves the thread's
+            // token, and this returns at once. Spurious returns just poll again.
+            std::thread::park_timeout(deadline - now);
         }
-        Ok(())
+        Err(WaitTimeout {
+            wanted: height,
+            reached: self.applied_height(),
+        })
     }
 
     /// [`Projector::wait_for_height`] for async callers: waits without holding a thread.
@@ -290,7 +329,10 @@ impl Projector {
     /// next start catches up from there.
     pub fn shutdown(&self) {
         self.shared.stop.store(true, Ordering::Release);
-        self.shared.changed.notify_all();
+        self.shared.wake.notify_all();
+        // Wakes every watcher of the height without changing it: those blocked in
+        // `wait_for_height` see the stop and give up.
+        self.shared.height.send_modify(|_| {});
         let handle = self.thread.lock().unwrap_or_else(|p| p.into_inner()).take();
         if let Some(handle) = handle {
             let _ = handle.join();
@@ -315,13 +357,13 @@ fn run(ledger: &Ledger, store: &dyn ViewStore, shared: &Shared, flush_interval: 
                 tracing::error!(error = %e, "projector: cannot flush the views; retrying");
                 let mut state = lock(&shared.state);
                 state.error = Some(format!("flushing the views: {e}"));
-                let _ = shared.changed.wait_timeout(state, RETRY_INTERVAL);
+                let _ = shared.wake.wait_timeout(state, RETRY_INTERVAL);
                 continue;
             }
             unflushed = false;
             flushed_at = Instant::now();
         }
-        let applied = lock(&shared.state).applied;
+        let applied = *shared.height.borrow();
         let tip = ledger.tip().height;
         if applied < tip {
             match apply(ledger, store, applied) {
@@ -330,26 +372,23 @@ fn run(ledger: &Ledger, store: &dyn ViewStore, shared: &Shared, flush_interval: 
                     shared.events.fetch_add(events, Ordering::Relaxed);
                     shared.rejected.fetch_add(rejected, Ordering::Relaxed);
                     let mut state = lock(&shared.state);
-                    state.applied = applied + 1;
+                    // Wakes every waiter for this height, async or blocked.
                     shared.height.send_replace(applied + 1);
                     state.error = None;
-                    if state.applied >= ledger.tip().height {
+                    if applied + 1 >= ledger.tip().height {
                         state.caught_up_at = Instant::now();
                     }
-                    drop(state);
-                    shared.changed.notify_all();
                 }
                 Err(ProjectError::Transient(e)) => {
                     tracing::error!(block = applied, error = %e, "projector: cannot apply block; retrying");
                     let mut state = lock(&shared.state);
                     state.error = Some(format!("block {applied}: {e}"));
-                    let _ = shared.changed.wait_timeout(state, RETRY_INTERVAL);
+                    let _ = shared.wake.wait_timeout(state, RETRY_INTERVAL);
                 }
                 Err(ProjectError::Invariant(e)) => {
                     tracing::error!(block = applied, error = %e, "projector: invariant broken; stopped");
                     lock(&shared.state).error = Some(format!("stopped at block {applied}: {e}"));
                     shared.halted.store(true, Ordering::Release);
-                    shared.changed.notify_all();
                     break;
                 }
             }
@@ -359,7 +398,7 @@ fn run(ledger: &Ledger, store: &dyn ViewStore, shared: &Shared, flush_interval: 
         state.caught_up_at = Instant::now();
         if !shared.nudged.load(Ordering::Acquire) && !shared.stop.load(Ordering::Acquire) {
             // Idle: wake for a nudge or the poll (which also looks for a flush due).
-            drop(shared.changed.wait_timeout(state, POLL_INTERVAL));
+            drop(shared.wake.wait_timeout(state, POLL_INTERVAL));
         }
     }
     if unflushed {
