@@ -98,7 +98,7 @@ fn lock(m: &Mutex<State>) -> MutexGuard<'_, State> {
 #[derive(Debug, thiserror::Error)]
 pub enum ProjectError {
     /// Reading the block or writing the views failed in a way that may pass (I/O, a full
-    /// disk): the projector retries every [`RETRY_INTERVAL`].
+    /// disk): the projector retries every `RETRY_INTERVAL` (500 ms).
     #[error("{0}")]
     Transient(String),
     /// An invariant is broken (the views belong to another ledger or layout, a stored

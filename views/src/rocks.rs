@@ -10,7 +10,7 @@
 //!
 //! A bulk store (a rebuild's, [`RocksViewStore::open_with`]) starts empty and writes no
 //! view through its memtables: every row goes through the `bulk` module's runs, or as a
-//! key range, into SST files ([`sst`]) ingested at its flush.
+//! key range, into SST files (`rocks/sst.rs`) ingested at its flush.
 
 mod sst;
 

@@ -52,7 +52,7 @@ pub struct Plan<'a> {
 ///    appended to one of the partition files in `plan.work_dir`, chosen by its
 ///    [`Subject`] (the record, or the patient and grantee of a grant), read from its
 ///    bytes without decoding them. Partitions are ranges of record ids and of grant
-///    keys, cut at quantiles of a sample of the ledger ([`SAMPLE_BLOCKS`] blocks) so
+///    keys, cut at quantiles of a sample of the ledger (`SAMPLE_BLOCKS`, 256 blocks) so
 ///    that each holds about `plan.partition_bytes` of transactions. A partition thus
 ///    holds, in ledger order, every transaction about its subjects.
 /// 2. *Projecting*: one thread per core takes partitions one after the other and projects
