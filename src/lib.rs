@@ -2,9 +2,6 @@
 //!
 //! - [`orderer`]: the block cutter (Hyperledger Fabric's rules, plus the eager policy)
 //!   and group commit over the ledger in `medledger-storage`.
-//! - [`projector`]: tails committed blocks into the views (`medledger-views`).
-//! - [`rebuild`]: rebuilds the views from the ledger and checks live views against a
-//!   rebuild.
 //! - [`api`], [`serve`]: the HTTP API (actix-web) and `medledger serve`.
 //! - [`explorer`]: the chain tree over block header hashes, activity and totals, for
 //!   the block explorer's routes and checkpoints.
@@ -19,8 +16,6 @@ pub mod cli;
 pub mod explorer;
 pub mod fixtures;
 pub mod orderer;
-pub mod projector;
-pub mod rebuild;
 pub mod serve;
 pub mod telemetry;
 pub mod workload;

@@ -17,6 +17,8 @@ use actix_web::{web, App, HttpServer};
 use medledger_payload::{CidVersion, PayloadConfig, PayloadError, Payloads};
 use medledger_proof::KeyError;
 use medledger_storage::{Ledger, LedgerOptions, StorageError};
+use medledger_views::projector::Projector;
+use medledger_views::rebuild::{open_views, rebuild, RebuildError};
 use medledger_views::{Backend, ViewError};
 
 use crate::api::auth::{self, Auth};
@@ -24,8 +26,6 @@ use crate::api::error::ApiError;
 use crate::api::limits::{client_key, RateLimiter};
 use crate::api::{self, AppState};
 use crate::orderer::{Orderer, OrdererConfig, OrdererError};
-use crate::projector::Projector;
-use crate::rebuild::{open_views, rebuild, RebuildError};
 
 /// Why the server did not start or stopped with an error. Startup errors go to the
 /// operator's console (they may name files in the data dir; they never reach a client).
@@ -49,8 +49,8 @@ pub enum ServeError {
     Rebuild(RebuildError),
     #[error(transparent)]
     Views(RebuildError),
-    #[error("starting the projector: {0}")]
-    Projector(String),
+    #[error(transparent)]
+    Projector(#[from] medledger_views::projector::StartError),
     /// The JWT key or secret could not be read or made.
     #[error("{0}")]
     Auth(String),

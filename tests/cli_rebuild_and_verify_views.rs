@@ -8,8 +8,8 @@ mod common;
 use std::path::Path;
 
 use medledger::cli::rebuild::{run_rebuild, run_verify_views};
-use medledger::rebuild::{check_free_space, open_views, views_dir, RebuildError};
 use medledger::serve::{Core, ServeConfig};
+use medledger_views::rebuild::{check_free_space, open_views, views_dir, RebuildError};
 use medledger_views::{keys, Backend, View, ViewBatch};
 use serde_json::Value;
 
@@ -140,7 +140,9 @@ fn a_rebuild_that_cannot_fit_is_refused_before_it_starts() {
     // sled's views take about four times the ledger: a ledger that RocksDB's rebuild
     // has room for, with a quarter of the free space, is refused to sled's.
     let free = match check_free_space(dir.path(), u64::MAX / 4, Backend::RocksDb) {
-        Err(RebuildError::NoSpace { available, .. }) => available,
+        Err(RebuildError::NoSpace {
+            available_bytes, ..
+        }) => available_bytes,
         other => panic!("{other:?}"),
     };
     check_free_space(dir.path(), free / 4, Backend::RocksDb).unwrap();
@@ -151,13 +153,15 @@ fn a_rebuild_that_cannot_fit_is_refused_before_it_starts() {
     match check_free_space(dir.path(), u64::MAX / 4, Backend::RocksDb) {
         Err(
             e @ RebuildError::NoSpace {
-                needed, available, ..
+                needed_bytes,
+                available_bytes,
+                ..
             },
         ) => {
-            assert!(needed > available, "{e}");
+            assert!(needed_bytes > available_bytes, "{e}");
             let message = e.to_string();
             assert!(message.contains("not enough free space"), "{message}");
-            assert!(message.contains(&available.to_string()), "{message}");
+            assert!(message.contains(&available_bytes.to_string()), "{message}");
         }
         other => panic!("{other:?}"),
     }
@@ -173,7 +177,7 @@ fn a_failed_rebuild_leaves_the_live_views_and_no_scratch() {
     let mut out = Vec::new();
     assert_eq!(run_rebuild(dir.path(), backend, &mut out), 0);
     let before =
-        medledger::rebuild::digest_views(open_views(dir.path(), backend).unwrap().as_ref())
+        medledger_views::rebuild::digest_views(open_views(dir.path(), backend).unwrap().as_ref())
             .unwrap();
     // A file where the rebuild keeps its partitions: it fails once its store is open.
     let parts = dir
@@ -186,8 +190,9 @@ fn a_failed_rebuild_leaves_the_live_views_and_no_scratch() {
     let scratch = dir.path().join(format!("{}.rebuild", backend.dir_name()));
     assert!(!scratch.exists(), "the scratch store is left behind");
     std::fs::remove_file(&parts).unwrap();
-    let after = medledger::rebuild::digest_views(open_views(dir.path(), backend).unwrap().as_ref())
-        .unwrap();
+    let after =
+        medledger_views::rebuild::digest_views(open_views(dir.path(), backend).unwrap().as_ref())
+            .unwrap();
     assert_eq!(before, after);
 }
 

@@ -6,8 +6,8 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use medledger::projector::Projector;
 use medledger_storage::{Ledger, LedgerOptions};
+use medledger_views::projector::Projector;
 
 mod common;
 
@@ -25,8 +25,8 @@ fn a_corrupt_block_stops_the_projector_with_its_number() {
     std::fs::write(&segment, &bytes).unwrap();
 
     let (ledger, _) = Ledger::open(dir.path(), LedgerOptions::default()).unwrap();
-    let store =
-        medledger::rebuild::open_views(dir.path(), medledger_views::Backend::RocksDb).unwrap();
+    let store = medledger_views::rebuild::open_views(dir.path(), medledger_views::Backend::RocksDb)
+        .unwrap();
     let projector = Projector::start(Arc::new(ledger), store).unwrap();
     let deadline = Instant::now() + Duration::from_secs(30);
     let why = loop {

@@ -14,11 +14,11 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use medledger::projector::Projector;
-use medledger::rebuild::{
+use medledger_storage::{Ledger, LedgerOptions};
+use medledger_views::projector::Projector;
+use medledger_views::rebuild::{
     digest_views, open_views, project_all, Plan, PARTITION_BYTES, WRITE_BATCH_OPS,
 };
-use medledger_storage::{Ledger, LedgerOptions};
 use medledger_views::Backend;
 
 const CHILD_ENV: &str = "MEDLEDGER_PROJECTOR_CHILD";
@@ -37,7 +37,8 @@ fn projector_child() {
     // Views are durable only once flushed: flush far more often than the default, so
     // that kills 100 to 700 ms apart still see the height move.
     let _projector =
-        Projector::start_with(Arc::new(ledger), store, Duration::from_millis(50)).unwrap();
+        Projector::start_with_flush_interval(Arc::new(ledger), store, Duration::from_millis(50))
+            .unwrap();
     std::thread::sleep(Duration::from_secs(60));
 }
 

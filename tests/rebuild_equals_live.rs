@@ -11,10 +11,10 @@ use std::time::Duration;
 use proptest::prelude::*;
 
 use medledger::fixtures::{FixtureConfig, Fixtures};
-use medledger::projector::Projector;
-use medledger::rebuild::{digest_views, project_all, Plan};
 use medledger_chaincode::{Envelope, Event};
 use medledger_storage::{Ledger, LedgerOptions};
+use medledger_views::projector::Projector;
+use medledger_views::rebuild::{digest_views, project_all, Plan};
 use medledger_views::{Backend, ViewStore};
 
 /// Fixture events with some replayed (now stale) amendments and status changes mixed in,

@@ -11,14 +11,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use medledger::fixtures::{FixtureConfig, Fixtures};
-use medledger::projector::Projector;
-use medledger::rebuild::{digest_views, project_all, Plan, PARTITION_BYTES, WRITE_BATCH_OPS};
 use medledger_chaincode::contract::{
     apply_grant_event, apply_record_event, GrantState, RecordState,
 };
 use medledger_chaincode::{Envelope, Event, RecordStatus, Timestamp};
 use medledger_storage::{Ledger, LedgerOptions};
+use medledger_views::projector::Projector;
 use medledger_views::query::{Owner, QueryError, TimelineFilter, Views};
+use medledger_views::rebuild::{digest_views, project_all, Plan, PARTITION_BYTES, WRITE_BATCH_OPS};
 use medledger_views::{Backend, ViewStore};
 
 const EVENTS: usize = 12_000;

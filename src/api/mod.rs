@@ -27,11 +27,11 @@ use actix_web::{web, HttpResponse};
 use serde_json::json;
 
 use medledger_storage::Ledger;
+use medledger_views::projector::Projector;
 use medledger_views::ViewStore;
 
 use crate::explorer::Explorer;
 use crate::orderer::Orderer;
-use crate::projector::Projector;
 use auth::Auth;
 use error::ApiError;
 

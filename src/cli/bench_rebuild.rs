@@ -16,7 +16,7 @@ use medledger_views::query::{Owner, TimelineFilter, Views};
 use medledger_views::Backend;
 
 use crate::cli::rebuild::ProgressPrinter;
-use crate::rebuild;
+use medledger_views::rebuild;
 
 /// Parameters of one run.
 #[derive(Clone, Debug)]

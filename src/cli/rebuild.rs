@@ -12,7 +12,7 @@ use serde_json::json;
 use medledger_storage::{Ledger, LedgerOptions};
 use medledger_views::Backend;
 
-use crate::rebuild::{self, Progress, Stage};
+use medledger_views::rebuild::{self, Progress, Stage};
 
 /// Prints progress to stderr.
 pub struct ProgressPrinter {

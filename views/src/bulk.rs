@@ -1,15 +1,13 @@
-//! Bulk loading for a rebuild's store.
+//! Bulk loading for a rebuild's store, the same for every backend.
 //!
 //! A rebuild projects into an empty store and reads nothing back (its partitions keep
-//! the states the contract needs), so its rows skip the store's write path:
-//!
-//! - each batch's rows of each view are appended, sorted, to a run file of their own,
-//!   and [`BulkLoader::merge_views`] merges every view's runs in key order into a
-//!   [`RowSink`]: for RocksDB ([`BulkLoader::finish`]), sorted, non-overlapping SST files
-//!   that RocksDB ingests into its bottom level; for sled, inserts in key order;
-//! - a *segment* (rows of one view in a key range nothing else of that view enters) is
-//!   written by [`BulkLoader::add_segment`] at once as an SST file of its own, ingested
-//!   beside the merged ones (RocksDB only; sled writes its segments as runs).
+//! the states the contract needs), so its rows skip the store's write path: each batch's
+//! rows of each view are appended, sorted, to a run file of their own, and
+//! [`BulkLoader::merge_views`] merges every view's runs in key order into a [`RowSink`]
+//! the store gives: for RocksDB, sorted, non-overlapping SST files that RocksDB ingests
+//! into its bottom level (`rocks::sst`, which also writes each key range
+//! ([`ViewStore::write_range`]) at once as an SST file of its own); for sled, inserts in
+//! key order (sled writes its key ranges as runs).
 //!
 //! Each row is then written into an SST once and compressed once: no memtable insert,
 //! no level-0 flush, no compaction. Through the memtables the views cost a rebuild more
@@ -23,8 +21,10 @@
 //! each `tag (1 put, 0 delete) | key length (u32 LE) | value length (u32 LE) | key |
 //! value`. Merging keeps, for each key, the row of the latest run; a delete that wins is
 //! dropped, since the store held nothing underneath. A merge reads at most
-//! [`MERGE_FAN_IN`] runs at once (one open file each); with more, the earliest runs are
-//! merged first into one.
+//! [`MERGE_RUNS_MAX`] runs at once (one open file each); with more, the earliest runs
+//! are merged first into one.
+//!
+//! [`ViewStore::write_range`]: super::ViewStore::write_range
 
 use std::fs::File;
 use std::io::{BufReader, BufWriter, Read, Write};
@@ -32,44 +32,38 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
-use rocksdb::{IngestExternalFileOptions, Options, SstFileWriter, DB};
-
-use super::rocks::{backend, cf_options};
 use super::{View, ViewBatch, ViewError, ViewOp};
-
-/// One SST file of a segment: its view, its path, and its first and last keys.
-type Segment = (View, PathBuf, Vec<u8>, Vec<u8>);
-
-/// Bytes of an SST file before the merge starts the next one (RocksDB's default target
-/// file size).
-const SST_FILE_BYTES: u64 = 64 << 20;
 /// Buffer of each run file being read by a merge: a merge reads every run of a view at
 /// once (hundreds for a long ledger).
 const READ_BUFFER_BYTES: usize = 128 << 10;
 /// Most runs one merge reads at once: two views merge at a time, so a rebuild holds at
 /// most twice this many run files open (a process often may open only 1,024 files).
 /// 10M events make ~270 runs per view.
-const MERGE_FAN_IN: usize = 256;
+const MERGE_RUNS_MAX: usize = 256;
 /// Buffer of a run file being written.
 const WRITE_BUFFER_BYTES: usize = 256 << 10;
 
 /// The run files of a bulk store's loaded views.
 pub(crate) struct BulkLoader {
     dir: PathBuf,
-    /// Most runs one merge reads at once ([`MERGE_FAN_IN`]; less in tests).
-    fan_in: usize,
+    /// Most runs one merge reads at once ([`MERGE_RUNS_MAX`]; less in tests).
+    merge_runs_max: usize,
     /// Runs written so far: run `n` of view `v` is `run_path(n, v)` (absent when the
     /// batch had no row of `v`).
     runs: Mutex<u32>,
-    /// The SST files of the segments written so far ([`BulkLoader::add_segment`]), with
-    /// their first and last keys.
-    segments: Mutex<Vec<Segment>>,
-    /// The next segment's number, for its files' names.
-    next_segment: AtomicUsize,
 }
 
 fn io(what: &Path) -> impl FnOnce(std::io::Error) -> ViewError + '_ {
     move |e| ViewError::Backend(format!("{}: {e}", what.display()))
+}
+
+/// Why a bulk store refuses to read `view`: it is still being loaded, and would answer
+/// from part of its rows.
+pub(crate) fn not_readable_yet(view: View) -> ViewError {
+    ViewError::Backend(format!(
+        "the {} view of a bulk store being loaded is readable after its flush",
+        view.name()
+    ))
 }
 
 /// Where a bulk store keeps its runs, inside the store's directory.
@@ -89,85 +83,54 @@ impl BulkLoader {
                 store_dir.display()
             )));
         }
-        Self::with_fan_in(store_dir.join(RUNS_DIR), MERGE_FAN_IN)
+        Self::with_merge_runs_max(store_dir.join(RUNS_DIR), MERGE_RUNS_MAX)
     }
 
-    /// A loader keeping its runs in `dir`, merging at most `fan_in` (≥ 2) runs at once
-    /// ([`BulkLoader::for_store`] checks the store, and merges up to [`MERGE_FAN_IN`]).
-    pub(crate) fn with_fan_in(dir: PathBuf, fan_in: usize) -> Result<Self, ViewError> {
-        assert!(fan_in >= 2, "a merge reads at least two runs");
+    /// A loader keeping its runs in `dir`, merging at most `merge_runs_max` (≥ 2) runs at
+    /// once ([`BulkLoader::for_store`] checks the store, and merges up to
+    /// [`MERGE_RUNS_MAX`]).
+    pub(crate) fn with_merge_runs_max(
+        dir: PathBuf,
+        merge_runs_max: usize,
+    ) -> Result<Self, ViewError> {
+        assert!(merge_runs_max >= 2, "a merge reads at least two runs");
         let loader = BulkLoader {
             dir,
-            fan_in,
+            merge_runs_max,
             runs: Mutex::new(0),
-            segments: Mutex::new(Vec::new()),
-            next_segment: AtomicUsize::new(0),
         };
         loader.remove_runs()?;
         Ok(loader)
+    }
+
+    /// The directory of the runs (it may not exist yet).
+    pub(crate) fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The directory of the runs, created if missing: a store keeps its own scratch files
+    /// there too (the RocksDB store's SST files), removed with the runs.
+    pub(crate) fn scratch_dir(&self) -> Result<&Path, ViewError> {
+        std::fs::create_dir_all(&self.dir).map_err(io(&self.dir))?;
+        Ok(&self.dir)
     }
 
     fn run_path(&self, run: u32, view: View) -> PathBuf {
         self.dir.join(format!("run-{run:06}-{:02}", view as u8))
     }
 
-    /// Rows not yet in the store: reads of the loaded views must wait for [`finish`].
-    ///
-    /// [`finish`]: BulkLoader::finish
+    /// Runs not yet merged into the store: reads of the loaded views must wait for the
+    /// store's flush.
     pub(crate) fn pending(&self) -> bool {
         *self.runs.lock().expect("bulk loader lock") > 0
-            || !self.segments.lock().expect("bulk loader lock").is_empty()
     }
 
-    /// Refuses a read of `view` while rows are [`pending`](BulkLoader::pending): the
-    /// store would answer from part of them.
+    /// Refuses a read of `view` while runs are [`pending`](BulkLoader::pending): the
+    /// store would answer from part of its rows.
     pub(crate) fn check_readable(&self, view: View) -> Result<(), ViewError> {
         if self.pending() {
-            return Err(ViewError::Backend(format!(
-                "the {} view of a bulk store being loaded is readable after its flush",
-                view.name()
-            )));
+            return Err(not_readable_yet(view));
         }
-        Ok(())
-    }
-
-    /// Writes a segment (see [`ViewStore::write_segment`]): `rows` of `view`, in key
-    /// order, into an SST file of its own, ingested by [`BulkLoader::finish`] beside the
-    /// merged runs, never merged with anything. (Segments that overlapped would still
-    /// give the right views, each key being written once, but RocksDB would put them in
-    /// level 0 and compact them: debug builds check that none do.)
-    ///
-    /// [`ViewStore::write_segment`]: super::ViewStore::write_segment
-    pub(crate) fn add_segment(
-        &self,
-        view: View,
-        rows: &mut dyn Iterator<Item = (&[u8], &[u8])>,
-    ) -> Result<(), ViewError> {
-        let mut rows = rows.peekable();
-        let Some(&(first, _)) = rows.peek() else {
-            return Ok(());
-        };
-        let first = first.to_vec();
-        let segment = self.next_segment.fetch_add(1, Ordering::Relaxed);
-        std::fs::create_dir_all(&self.dir).map_err(io(&self.dir))?;
-        let path = self
-            .dir
-            .join(format!("segment-{segment:07}-{}.sst", view.name()));
-        let options = cf_options(view.name(), None);
-        let mut writer = SstFileWriter::create(&options);
-        writer.open(&path).map_err(backend)?;
-        let mut last: &[u8] = &first;
-        for (key, value) in rows {
-            // RocksDB checks the order too, and fails the file.
-            writer.put(key, value).map_err(backend)?;
-            last = key;
-        }
-        let last = last.to_vec();
-        writer.finish().map_err(backend)?;
-        self.segments
-            .lock()
-            .expect("bulk loader lock")
-            .push((view, path, first, last));
         Ok(())
     }
 
@@ -206,57 +169,6 @@ impl BulkLoader {
             out.flush().map_err(io(&path))?;
         }
         Ok(())
-    }
-
-    /// Merges every view's runs into SST files, written with the view's column family
-    /// options, and ingests them, and the segments' files, into `db`; then deletes the
-    /// runs.
-    pub(crate) fn finish(&self, db: &DB) -> Result<(), ViewError> {
-        let options: Vec<Options> = View::ALL
-            .into_iter()
-            .map(|view| cf_options(view.name(), None))
-            .collect();
-        let files = self.merge_views(|view| {
-            Ok(SstOutput {
-                options: &options[view as usize - 1],
-                dir: &self.dir,
-                view,
-                writer: None,
-                paths: Vec::new(),
-            })
-        })?;
-        let mut segments = self.segments.lock().expect("bulk loader lock");
-        let mut by_view: Vec<(View, Vec<PathBuf>)> = View::ALL
-            .into_iter()
-            .map(|view| (view, Vec::new()))
-            .collect();
-        for (view, paths) in files {
-            by_view[view as usize - 1].1.extend(paths);
-        }
-        segments.sort_by(|a, b| (a.0, &a.2).cmp(&(b.0, &b.2)));
-        debug_assert!(
-            segments
-                .windows(2)
-                .all(|w| w[0].0 != w[1].0 || w[0].3 < w[1].2),
-            "the segments of a view overlap"
-        );
-        for (view, path, _, _) in segments.drain(..) {
-            by_view[view as usize - 1].1.push(path);
-        }
-        drop(segments);
-        let mut ingest = IngestExternalFileOptions::default();
-        ingest.set_move_files(true);
-        for (view, paths) in by_view {
-            if paths.is_empty() {
-                continue;
-            }
-            let cf = db
-                .cf_handle(view.name())
-                .expect("every view's column family is created on open");
-            db.ingest_external_file_cf_opts(cf, &ingest, paths)
-                .map_err(backend)?;
-        }
-        self.clear()
     }
 
     /// Merges every view's runs, in key order, into the sink `sink` makes for the view,
@@ -310,7 +222,6 @@ impl BulkLoader {
     pub(crate) fn clear(&self) -> Result<(), ViewError> {
         let mut runs = self.runs.lock().expect("bulk loader lock");
         *runs = 0;
-        self.segments.lock().expect("bulk loader lock").clear();
         self.remove_runs()
     }
 
@@ -324,17 +235,19 @@ impl BulkLoader {
     /// Merges `view`'s runs `0..runs`, calling `emit` with each row in key order, then
     /// deletes the runs.
     ///
-    /// A merge reads all its runs at once, so it merges at most `fan_in` of them (one
-    /// open file each): with more, the earliest are first merged into one run, as few as
-    /// bring the count down to `fan_in`.
+    /// A merge reads all its runs at once, so it merges at most `merge_runs_max` of them
+    /// (one open file each): with more, the earliest are first merged into one run, as few
+    /// as bring the count down to `merge_runs_max`.
     fn merge(&self, view: View, runs: u32, emit: &mut Emit<'_>) -> Result<(), ViewError> {
         let mut paths: Vec<PathBuf> = (0..runs)
             .map(|run| self.run_path(run, view))
             .filter(|path| path.exists())
             .collect();
         let mut merged = 0;
-        while paths.len() > self.fan_in {
-            let n = self.fan_in.min(paths.len() - self.fan_in + 1);
+        while paths.len() > self.merge_runs_max {
+            let n = self
+                .merge_runs_max
+                .min(paths.len() - self.merge_runs_max + 1);
             let path = self
                 .dir
                 .join(format!("merged-{:02}-{merged:06}", view as u8));
@@ -537,49 +450,4 @@ pub(crate) trait RowSink {
     type Done: Send;
     fn put(&mut self, key: &[u8], value: &[u8]) -> Result<(), ViewError>;
     fn finish(self) -> Result<Self::Done, ViewError>;
-}
-
-/// The SST files a merge writes, started one after the other.
-struct SstOutput<'a> {
-    options: &'a Options,
-    dir: &'a Path,
-    view: View,
-    writer: Option<SstFileWriter<'a>>,
-    paths: Vec<PathBuf>,
-}
-
-impl RowSink for SstOutput<'_> {
-    type Done = Vec<PathBuf>;
-
-    fn put(&mut self, key: &[u8], value: &[u8]) -> Result<(), ViewError> {
-        if self.writer.is_none() {
-            let path = self
-                .dir
-                .join(format!("{}-{:04}.sst", self.view.name(), self.paths.len()));
-            let writer = SstFileWriter::create(self.options);
-            writer.open(&path).map_err(backend)?;
-            self.writer = Some(writer);
-            self.paths.push(path);
-        }
-        let writer = self.writer.as_mut().expect("opened above");
-        writer.put(key, value).map_err(backend)?;
-        if writer.file_size() >= SST_FILE_BYTES {
-            self.close()?;
-        }
-        Ok(())
-    }
-
-    fn finish(mut self) -> Result<Vec<PathBuf>, ViewError> {
-        self.close()?;
-        Ok(self.paths)
-    }
-}
-
-impl SstOutput<'_> {
-    fn close(&mut self) -> Result<(), ViewError> {
-        if let Some(mut writer) = self.writer.take() {
-            writer.finish().map_err(backend)?;
-        }
-        Ok(())
-    }
 }

@@ -2,9 +2,11 @@
 //! batches that carry the ledger height they bring the views to.
 //!
 //! The ledger is the truth; views are derived from it and can be thrown away and rebuilt.
-//! A projector turns each committed block into one [`ViewBatch`] (view rows plus the new
-//! applied height), so a crash never applies a block twice or half: after a restart the
-//! store is exactly at some block boundary and catches up from there.
+//! The [`projector`] turns each committed block into one [`ViewBatch`] (view rows plus
+//! the new applied height, [`project`] decides which), so a crash never applies a block
+//! twice or half: after a restart the store is exactly at some block boundary and
+//! catches up from there. [`rebuild`] throws the views away and projects them again from
+//! block 0, or checks live views against such a rebuild.
 //!
 //! Every implementation must pass one conformance suite (`tests/view_store_conformance.rs`).
 //! [`rocks::RocksViewStore`] is the default: one RocksDB column family per view.
@@ -15,7 +17,9 @@
 pub(crate) mod bulk;
 pub mod keys;
 pub mod project;
+pub mod projector;
 pub mod query;
+pub mod rebuild;
 pub mod rocks;
 #[cfg(feature = "sled")]
 pub mod sled;
@@ -485,17 +489,17 @@ pub trait ViewStore: Send + Sync {
     ) -> Result<(), ViewError>;
 
     /// Writes `rows` of `view`, in ascending key order with one row per key, as a
-    /// *segment*: they lie in a key range that no other segment's rows, and no batch's
+    /// *range*: they lie in a key range that no other range's rows, and no batch's
     /// rows, of that view enter (a rebuild's partitions are ranges of record ids, and
     /// of grant keys). A store being loaded from empty (a rebuild's) may then store
     /// them as they are, merged with nothing; others write them in one batch, leaving
     /// the applied height as it is.
-    fn write_segment(
+    fn write_range(
         &self,
         view: View,
         rows: &mut dyn Iterator<Item = (&[u8], &[u8])>,
     ) -> Result<(), ViewError> {
-        write_segment_as_batch(self, view, rows)
+        write_range_as_batch(self, view, rows)
     }
 
     /// Deletes every row of every view and resets the applied height to 0 (rebuild).
@@ -514,9 +518,9 @@ pub trait ViewStore: Send + Sync {
     }
 }
 
-/// [`ViewStore::write_segment`] for a store that gives segments nothing of their own:
+/// [`ViewStore::write_range`] for a store that gives ranges nothing of their own:
 /// `rows` in one batch, at the store's applied height.
-pub(crate) fn write_segment_as_batch(
+pub(crate) fn write_range_as_batch(
     store: &(impl ViewStore + ?Sized),
     view: View,
     rows: &mut dyn Iterator<Item = (&[u8], &[u8])>,

@@ -61,9 +61,9 @@ pub struct Projection<'s> {
     batch: ViewBatch,
     /// A partition's rows of `record_versions` and `audit`, keyed by record id first.
     /// Partitions are ranges of record ids (and of grant keys), so these rows, its
-    /// `records` and its `grants` are written as segments when the partition ends
-    /// ([`ViewStore::write_segment`]), merged with nothing.
-    segment: ViewBatch,
+    /// `records` and its `grants` are written as ranges when the partition ends
+    /// ([`ViewStore::write_range`]), merged with nothing.
+    partition_rows: ViewBatch,
     /// Where a partition's `records` rows are encoded before they are copied into the
     /// overlay at their exact size (encoded there, each row grew by doubling).
     row_scratch: Vec<u8>,
@@ -84,7 +84,7 @@ impl<'s> Projection<'s> {
             records: HashMap::default(),
             grants: HashMap::default(),
             batch: ViewBatch::new(height),
-            segment: ViewBatch::new(0),
+            partition_rows: ViewBatch::new(0),
             row_scratch: Vec::new(),
             batch_ops: 0,
         })
@@ -109,7 +109,7 @@ impl<'s> Projection<'s> {
             records: HashMap::default(),
             grants: HashMap::default(),
             batch,
-            segment: ViewBatch::new(0),
+            partition_rows: ViewBatch::new(0),
             row_scratch: Vec::new(),
             batch_ops,
         }
@@ -200,11 +200,12 @@ impl<'s> Projection<'s> {
         Ok(false)
     }
 
-    /// Ends a partition: writes its segment into `store` ([`ViewStore::write_segment`]):
-    /// the `records` row of each of its records (its current version: earlier ones are
-    /// in the segment's `record_versions` already), its grants, and its versions and
-    /// audit entries. The partition's records and grants are then forgotten, and the
-    /// overlay and the segment keep their memory for the next partition.
+    /// Ends a partition: writes its rows into `store` as ranges
+    /// ([`ViewStore::write_range`]): the `records` row of each of its records (its
+    /// current version: earlier ones are in its `record_versions` rows already), its
+    /// grants, and its versions and audit entries. The partition's records and grants
+    /// are then forgotten, and the overlay and the partition's rows keep their memory
+    /// for the next partition.
     ///
     /// The events projected since the last `end_partition` must be all the events about
     /// a range of record ids and a range of grant keys, which no other partition's
@@ -219,7 +220,7 @@ impl<'s> Projection<'s> {
         debug_assert!(records
             .first()
             .is_none_or(|(id, _)| keys::record(id) == id.as_bytes()));
-        store.write_segment(
+        store.write_range(
             View::Records,
             &mut records
                 .iter()
@@ -236,15 +237,15 @@ impl<'s> Projection<'s> {
             })
             .collect();
         grants.sort_unstable();
-        store.write_segment(
+        store.write_range(
             View::Grants,
             &mut grants.iter().map(|(k, v)| (k.as_slice(), v.as_slice())),
         )?;
-        self.segment.sort_by_key();
+        self.partition_rows.sort_by_key();
         for view in [View::RecordVersions, View::Audit] {
-            store.write_segment(
+            store.write_range(
                 view,
-                &mut self.segment.ops().filter_map(|op| match op {
+                &mut self.partition_rows.ops().filter_map(|op| match op {
                     ViewOp::Put {
                         view: v,
                         key,
@@ -254,7 +255,7 @@ impl<'s> Projection<'s> {
                 }),
             )?;
         }
-        self.segment.reset(0);
+        self.partition_rows.reset(0);
         self.records.clear();
         self.grants.clear();
         Ok(())
@@ -362,7 +363,7 @@ impl<'s> Projection<'s> {
                     accessed_at: e.accessed_at,
                     purpose: e.purpose,
                 };
-                kept(&mut self.batch, &mut self.segment, partition).put_encoded(
+                kept(&mut self.batch, &mut self.partition_rows, partition).put_encoded(
                     View::Audit,
                     |k| keys::write_audit(k, &e.record_id, at.block, at.position),
                     |v| values::encode_into(&entry, v),
@@ -393,7 +394,7 @@ impl<'s> Projection<'s> {
             .expect("a record decoded from the overlay is in it");
         // Each state is stored once while it is current (`records`), and moves to
         // `record_versions` when a later version supersedes it: its row, as it is.
-        kept(&mut self.batch, &mut self.segment, partition).put_with(
+        kept(&mut self.batch, &mut self.partition_rows, partition).put_with(
             View::RecordVersions,
             |k| keys::write_record_version(k, &entry.state.record_id, entry.state.version),
             row,
@@ -416,15 +417,15 @@ impl<'s> Projection<'s> {
     }
 }
 
-/// Where the rows of `record_versions` and `audit` go: a partition's segment, or the
-/// batch.
+/// Where the rows of `record_versions` and `audit` go: a partition's own rows (written
+/// as ranges when it ends), or the batch.
 fn kept<'b>(
     batch: &'b mut ViewBatch,
-    segment: &'b mut ViewBatch,
+    partition_rows: &'b mut ViewBatch,
     partition: bool,
 ) -> &'b mut ViewBatch {
     if partition {
-        segment
+        partition_rows
     } else {
         batch
     }

@@ -1,7 +1,7 @@
 //! Queries over the views: what the HTTP API serves.
 //!
 //! Every list is bounded: a page holds at most [`PAGE_LIMIT_MAX`] items, and a page stops
-//! after reading [`SCAN_BUDGET`] index rows even if the filters kept fewer items (the
+//! after reading [`SCAN_ROWS_MAX`] index rows even if the filters kept fewer items (the
 //! cursor then continues from there), so no request scans a hospital's whole history.
 //! Whole timelines are read with [`Views::export_timeline`], which streams in constant
 //! memory.
@@ -19,7 +19,7 @@ use super::{View, ViewError, ViewStore};
 /// The most items one page returns.
 pub const PAGE_LIMIT_MAX: usize = 1000;
 /// The most index rows one page reads.
-pub const SCAN_BUDGET: usize = 10_000;
+pub const SCAN_ROWS_MAX: usize = 10_000;
 
 /// Whose timeline.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -265,7 +265,7 @@ impl<'s> Views<'s> {
         let mut last_key: Option<Vec<u8>> = None;
         let mut exhausted = true;
         let mut failure = None;
-        let budget = SCAN_BUDGET.max(limit);
+        let scan_rows_max = SCAN_ROWS_MAX.max(limit);
         self.visit(&plan, filter, after.as_deref(), &mut |key, summary_ok| {
             scanned += 1;
             last_key = Some(key.to_vec());
@@ -284,7 +284,7 @@ impl<'s> Views<'s> {
                     }
                 }
             }
-            if items.len() >= limit || scanned >= budget {
+            if items.len() >= limit || scanned >= scan_rows_max {
                 exhausted = false;
                 ControlFlow::Break(())
             } else {

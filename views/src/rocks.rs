@@ -9,8 +9,10 @@
 //! since from the ledger.
 //!
 //! A bulk store (a rebuild's, [`RocksViewStore::open_with`]) starts empty and writes no
-//! view through its memtables: every row goes through the `bulk` module's loader
-//! into SST files ingested at its flush.
+//! view through its memtables: every row goes through the `bulk` module's runs, or as a
+//! key range, into SST files (`rocks/sst.rs`) ingested at its flush.
+
+mod sst;
 
 use std::path::Path;
 
@@ -19,6 +21,7 @@ use rocksdb::{
     WriteBatch, WriteOptions, DB,
 };
 
+use self::sst::SstLoader;
 use super::bulk::BulkLoader;
 use super::{prefix_end, View, ViewBatch, ViewError, ViewOp, ViewStore, Visitor};
 
@@ -29,10 +32,10 @@ const KEY_HEIGHT: &[u8] = b"applied_height";
 pub struct RocksViewStore {
     db: DB,
     /// A bulk (rebuild) store's loader of every view.
-    bulk: Option<BulkLoader>,
+    bulk: Option<SstLoader>,
 }
 
-pub(super) fn backend(e: rocksdb::Error) -> ViewError {
+fn backend(e: rocksdb::Error) -> ViewError {
     ViewError::Backend(e.into_string())
 }
 
@@ -93,7 +96,7 @@ impl RocksViewStore {
             return Ok(store);
         }
         Ok(RocksViewStore {
-            bulk: Some(BulkLoader::for_store(path, meta)?),
+            bulk: Some(SstLoader::new(BulkLoader::for_store(path, meta)?)),
             ..store
         })
     }
@@ -164,15 +167,15 @@ impl ViewStore for RocksViewStore {
         self.db.write_opt(wb, &no_wal()).map_err(backend)
     }
 
-    fn write_segment(
+    fn write_range(
         &self,
         view: View,
         rows: &mut dyn Iterator<Item = (&[u8], &[u8])>,
     ) -> Result<(), ViewError> {
         match &self.bulk {
             // An SST file of its own, ingested at the flush beside the merged runs.
-            Some(loader) => loader.add_segment(view, rows),
-            None => super::write_segment_as_batch(self, view, rows),
+            Some(loader) => loader.add_range(view, rows),
+            None => super::write_range_as_batch(self, view, rows),
         }
     }
 
@@ -289,7 +292,7 @@ fn direct_io_supported(dir: &Path) -> Result<bool, ViewError> {
 }
 
 /// The options of column family `name`; `live_cache` is the live store's block cache.
-pub(super) fn cf_options(name: &str, live_cache: Option<&rocksdb::Cache>) -> Options {
+fn cf_options(name: &str, live_cache: Option<&rocksdb::Cache>) -> Options {
     let mut cf = Options::default();
     cf.set_compression_type(rocksdb::DBCompressionType::Lz4);
     let mut table = BlockBasedOptions::default();
@@ -386,7 +389,7 @@ mod tests {
         /// batches.
         #[test]
         fn merges_in_several_passes_end_like_a_plain_store(
-            fan_in in 2usize..5,
+            merge_runs_max in 2usize..5,
             batches in prop::collection::vec(
                 prop::collection::vec(
                     (0..View::ALL.len(), 0u8..12, prop::option::weighted(0.7, 0u8..4)),
@@ -399,7 +402,10 @@ mod tests {
             let plain = RocksViewStore::open(&dir.path().join("plain")).unwrap();
             let path = dir.path().join("bulk");
             let mut bulk = RocksViewStore::open_with(&path, true).unwrap();
-            bulk.bulk = Some(BulkLoader::with_fan_in(path.join(crate::bulk::RUNS_DIR), fan_in).unwrap());
+            bulk.bulk = Some(SstLoader::new(
+                BulkLoader::with_merge_runs_max(path.join(crate::bulk::RUNS_DIR), merge_runs_max)
+                    .unwrap(),
+            ));
             for (i, ops) in batches.iter().enumerate() {
                 let mut b = ViewBatch::new(i as u64 + 1);
                 for &(view, k, value) in ops {

@@ -621,7 +621,7 @@ proptest::proptest! {
     #![proptest_config(proptest::prelude::ProptestConfig::with_cases(24))]
 
     /// A bulk store (a rebuild's) loads every view through sorted runs merged at flush,
-    /// and segments as they are: once flushed, and after a reopen, it holds exactly what
+    /// and ranges as they are: once flushed, and after a reopen, it holds exactly what
     /// a plain store holds after the same writes, whatever the order of the ops in a
     /// batch (sorted or not), repeated keys within and across batches, and deletes of
     /// keys put in earlier batches or never put. On every backend.
@@ -634,7 +634,7 @@ proptest::proptest! {
             ),
             1..12,
         ),
-        segments in proptest::collection::vec((0..View::ALL.len(), 0u8..8), 0..4),
+        ranges in proptest::collection::vec((0..View::ALL.len(), 0u8..8), 0..4),
     ) {
         for &backend in Backend::compiled() {
             let dir = tempfile::tempdir().unwrap();
@@ -657,15 +657,15 @@ proptest::proptest! {
                 plain.write(&b).unwrap();
                 bulk.write(&b).unwrap();
             }
-            // Segments: keys of their own (`s`, then the segment's number), never in a
-            // batch nor in another segment.
-            for (n, &(view, rows)) in segments.iter().enumerate() {
+            // Ranges: keys of their own (`s`, then the range's number), never in a
+            // batch nor in another range.
+            for (n, &(view, rows)) in ranges.iter().enumerate() {
                 let rows: Vec<(Vec<u8>, Vec<u8>)> = (0..rows)
                     .map(|r| (vec![b's', n as u8, r], vec![r; usize::from(r) + 1]))
                     .collect();
                 for store in [&plain, &bulk] {
                     store
-                        .write_segment(
+                        .write_range(
                             View::ALL[view],
                             &mut rows.iter().map(|(k, v)| (k.as_slice(), v.as_slice())),
                         )

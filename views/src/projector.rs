@@ -1,38 +1,47 @@
 //! The projector: a thread that tails the ledger and applies each committed block to the
-//! views, one block per atomic [`ViewBatch`](medledger_views::ViewBatch) carrying
+//! views, one block per atomic [`ViewBatch`](crate::ViewBatch) carrying
 //! the new applied height, so a crash never applies a block twice or half. On start it
 //! catches up from the store's height.
 //!
 //! It runs behind the writer and never blocks it: the orderer only [`nudges`] it after a
-//! block is durable (a poll every [`POLL`] covers a missed nudge). The contract judges
-//! each transaction here, in commit order, and every write's answer waits for that
-//! verdict ([`Projector::reached`]); readers that need a height reflected wait the same
-//! way.
+//! block is durable (a poll every [`POLL_INTERVAL`] covers a missed nudge). The contract
+//! judges each transaction here, in commit order, and every write's answer waits for
+//! that verdict ([`Projector::reached`]); readers that need a height reflected wait the
+//! same way.
+//!
+//! The applied height is kept in one place, a tokio watch channel, and every wait for a
+//! height waits on it: [`Projector::reached`] awaits it without holding a thread, and
+//! [`Projector::wait_for_height`] (shutdown, tests) blocks its thread on the same
+//! channel. The projector's condition variable only wakes the projector itself.
 //!
 //! The views are derived data, so their writes skip a write-ahead log: the projector
 //! starts making them durable ([`ViewStore::flush_in_background`], which does not stall
-//! the blocks behind it) at most every [`FLUSH_EVERY`], and the server flushes and waits
-//! at shutdown. After a crash the store comes back at the height of its last flush, with
-//! every view at that same height, and the projector replays the blocks since.
+//! the blocks behind it) at most every [`FLUSH_INTERVAL`], and the server flushes and
+//! waits at shutdown. After a crash the store comes back at the height of its last flush,
+//! with every view at that same height, and the projector replays the blocks since.
 //!
 //! [`nudges`]: Projector::nudge
 
+use std::future::Future;
+use std::pin::pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
-use std::thread::JoinHandle;
+use std::task::{Context, Poll, Wake, Waker};
+use std::thread::{JoinHandle, Thread};
 use std::time::{Duration, Instant};
 
 use medledger_storage::{Ledger, StorageError};
-use medledger_views::project::Projection;
-use medledger_views::{ViewError, ViewStore};
+
+use crate::project::Projection;
+use crate::{ViewError, ViewStore};
 
 /// How often the projector looks for new blocks when nobody nudges it.
-pub const POLL: Duration = Duration::from_millis(20);
+pub const POLL_INTERVAL: Duration = Duration::from_millis(20);
 /// How long the projector waits before retrying after a store or ledger error.
-const RETRY: Duration = Duration::from_millis(500);
+const RETRY_INTERVAL: Duration = Duration::from_millis(500);
 /// How often the projector makes the views durable while it applies blocks: what a crash
 /// can make it replay (about a second of blocks).
-pub const FLUSH_EVERY: Duration = Duration::from_secs(1);
+pub const FLUSH_INTERVAL: Duration = Duration::from_secs(1);
 
 /// How far the views trail the ledger.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -44,9 +53,7 @@ pub struct Lag {
 }
 
 struct State {
-    /// Blocks `0..applied` are in the views.
-    applied: u64,
-    /// When `applied` last equalled the ledger's height.
+    /// When the applied height last equalled the ledger's.
     caught_up_at: Instant,
     /// The last error, cleared by the next successful block.
     error: Option<String>,
@@ -56,27 +63,57 @@ struct Shared {
     state: Mutex<State>,
     /// Set by [`Projector::nudge`], taken by the thread before it looks at the ledger.
     nudged: AtomicBool,
-    /// Signalled when `applied` grows (waiters) and on a nudge or stop (the thread).
-    changed: Condvar,
+    /// Wakes the projector's thread: signalled on a nudge or a stop.
+    wake: Condvar,
     stop: AtomicBool,
     /// Set when an invariant breach stopped the thread ([`ProjectError::Invariant`]).
     halted: AtomicBool,
     events: AtomicU64,
     rejected: AtomicU64,
-    /// `applied`, published for async waiters ([`Projector::reached`]): a request waiting
-    /// for its verdict holds no thread.
+    /// The applied height: blocks `0..height` are in the views. Only the thread changes
+    /// it, under the `state` lock (so [`Projector::lag`] reads it and `caught_up_at`
+    /// together). Every wait for a height watches it: a request waiting for its verdict
+    /// ([`Projector::reached`]) holds no thread.
     height: tokio::sync::watch::Sender<u64>,
+}
+
+/// Wakes the thread blocked in [`Projector::wait_for_height`] when the height changes.
+struct Unpark(Thread);
+
+impl Wake for Unpark {
+    fn wake(self: Arc<Self>) {
+        self.0.unpark();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.0.unpark();
+    }
 }
 
 fn lock(m: &Mutex<State>) -> MutexGuard<'_, State> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// Why the projector did not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("reading the views' height: {0}")]
+    Height(ViewError),
+    /// The views hold more blocks than the ledger: they are another ledger's.
+    #[error(
+        "the views are at height {applied} but the ledger has only {tip} blocks: \
+         they belong to another ledger; rebuild them (`medledger rebuild`)"
+    )]
+    AheadOfLedger { applied: u64, tip: u64 },
+    #[error("starting the projector thread: {0}")]
+    Thread(std::io::Error),
+}
+
 /// Why a block could not be applied.
 #[derive(Debug, thiserror::Error)]
 pub enum ProjectError {
     /// Reading the block or writing the views failed in a way that may pass (I/O, a full
-    /// disk): the projector retries every [`RETRY`].
+    /// disk): the projector retries every `RETRY_INTERVAL` (500 ms).
     #[error("{0}")]
     Transient(String),
     /// An invariant is broken (the views belong to another ledger or layout, a stored
@@ -134,36 +171,30 @@ pub struct Projector {
 
 impl Projector {
     /// Starts projecting `ledger` into `store` from the store's applied height, flushing
-    /// the views every [`FLUSH_EVERY`].
-    pub fn start(ledger: Arc<Ledger>, store: Arc<dyn ViewStore>) -> Result<Projector, String> {
-        Self::start_with(ledger, store, FLUSH_EVERY)
+    /// the views every [`FLUSH_INTERVAL`].
+    pub fn start(ledger: Arc<Ledger>, store: Arc<dyn ViewStore>) -> Result<Projector, StartError> {
+        Self::start_with_flush_interval(ledger, store, FLUSH_INTERVAL)
     }
 
     /// [`Projector::start`] with another flush interval (tests that kill the process
     /// within a second use a shorter one).
-    pub fn start_with(
+    pub fn start_with_flush_interval(
         ledger: Arc<Ledger>,
         store: Arc<dyn ViewStore>,
-        flush_every: Duration,
-    ) -> Result<Projector, String> {
-        let applied = store
-            .applied_height()
-            .map_err(|e| format!("reading the views' height: {e}"))?;
+        flush_interval: Duration,
+    ) -> Result<Projector, StartError> {
+        let applied = store.applied_height().map_err(StartError::Height)?;
         let tip = ledger.tip().height;
         if applied > tip {
-            return Err(format!(
-                "the views are at height {applied} but the ledger has only {tip} blocks: \
-                 they belong to another ledger; rebuild them (`medledger rebuild`)"
-            ));
+            return Err(StartError::AheadOfLedger { applied, tip });
         }
         let shared = Arc::new(Shared {
             state: Mutex::new(State {
-                applied,
                 caught_up_at: Instant::now(),
                 error: None,
             }),
             nudged: AtomicBool::new(false),
-            changed: Condvar::new(),
+            wake: Condvar::new(),
             stop: AtomicBool::new(false),
             halted: AtomicBool::new(false),
             events: AtomicU64::new(0),
@@ -174,8 +205,8 @@ impl Projector {
             let (ledger, shared) = (ledger.clone(), shared.clone());
             std::thread::Builder::new()
                 .name("projector".into())
-                .spawn(move || run(&ledger, store.as_ref(), &shared, flush_every))
-                .map_err(|e| format!("starting the projector thread: {e}"))?
+                .spawn(move || run(&ledger, store.as_ref(), &shared, flush_interval))
+                .map_err(StartError::Thread)?
         };
         Ok(Projector {
             ledger,
@@ -191,13 +222,13 @@ impl Projector {
         if !self.shared.nudged.swap(true, Ordering::AcqRel) {
             // Taking the lock orders this wake-up after the thread's check of `nudged`.
             drop(lock(&self.shared.state));
-            self.shared.changed.notify_all();
+            self.shared.wake.notify_all();
         }
     }
 
     /// Blocks `0..applied_height` are in the views.
     pub fn applied_height(&self) -> u64 {
-        lock(&self.shared.state).applied
+        *self.shared.height.borrow()
     }
 
     /// Whether the views hold every block the ledger held when the projector started
@@ -215,7 +246,7 @@ impl Projector {
     pub fn lag(&self) -> Lag {
         let tip = self.ledger.tip().height;
         let state = lock(&self.shared.state);
-        let blocks = tip.saturating_sub(state.applied);
+        let blocks = tip.saturating_sub(*self.shared.height.borrow());
         let seconds = if blocks == 0 {
             0.0
         } else {
@@ -247,26 +278,45 @@ impl Projector {
         lock(&self.shared.state).error.clone()
     }
 
-    /// Waits until the views reflect blocks `0..height`, at most `timeout`.
+    /// Waits until the views reflect blocks `0..height`, at most `timeout`, blocking the
+    /// thread; gives up at once when the projector is shut down.
+    ///
+    /// It waits on the height's watch channel, as [`Projector::reached`] does, polling
+    /// the same future by hand and parking the thread between wake-ups (the channel needs
+    /// no runtime): one record of the height and one way to wait for it.
+    ///
+    /// The future is polled outside tokio's cooperative budget: called from async code
+    /// (the server's shutdown, tests) whose task has spent its budget, tokio would answer
+    /// every poll "not yet" and leave the wake-up to a scheduler this thread blocks, and
+    /// the wait would run out its timeout with the height long reached.
     pub fn wait_for_height(&self, height: u64, timeout: Duration) -> Result<(), WaitTimeout> {
         let deadline = Instant::now() + timeout;
-        let mut state = lock(&self.shared.state);
-        while state.applied < height {
+        let mut rx = self.shared.height.subscribe();
+        let waker = Waker::from(Arc::new(Unpark(std::thread::current())));
+        let mut cx = Context::from_waker(&waker);
+        let mut reached = pin!(tokio::task::coop::unconstrained(
+            rx.wait_for(|h| *h >= height)
+        ));
+        loop {
+            if let Poll::Ready(result) = reached.as_mut().poll(&mut cx) {
+                // An error is the sender gone, which lives as long as `self`.
+                if result.is_ok() {
+                    return Ok(());
+                }
+                break;
+            }
             let now = Instant::now();
             if now >= deadline || self.shared.stop.load(Ordering::Acquire) {
-                return Err(WaitTimeout {
-                    wanted: height,
-                    reached: state.applied,
-                });
+                break;
             }
-            state = self
-                .shared
-                .changed
-                .wait_timeout(state, deadline - now)
-                .unwrap_or_else(|p| p.into_inner())
-                .0;
+            // A wake-up between the poll and here is not lost: it leaves the thread's
+            // token, and this returns at once. Spurious returns just poll again.
+            std::thread::park_timeout(deadline - now);
         }
-        Ok(())
+        Err(WaitTimeout {
+            wanted: height,
+            reached: self.applied_height(),
+        })
     }
 
     /// [`Projector::wait_for_height`] for async callers: waits without holding a thread.
@@ -289,7 +339,10 @@ impl Projector {
     /// next start catches up from there.
     pub fn shutdown(&self) {
         self.shared.stop.store(true, Ordering::Release);
-        self.shared.changed.notify_all();
+        self.shared.wake.notify_all();
+        // Wakes every watcher of the height without changing it: those blocked in
+        // `wait_for_height` see the stop and give up.
+        self.shared.height.send_modify(|_| {});
         let handle = self.thread.lock().unwrap_or_else(|p| p.into_inner()).take();
         if let Some(handle) = handle {
             let _ = handle.join();
@@ -303,24 +356,24 @@ impl Drop for Projector {
     }
 }
 
-fn run(ledger: &Ledger, store: &dyn ViewStore, shared: &Shared, flush_every: Duration) {
+fn run(ledger: &Ledger, store: &dyn ViewStore, shared: &Shared, flush_interval: Duration) {
     // Blocks applied since the last flush, and when that was.
     let mut unflushed = false;
     let mut flushed_at = Instant::now();
     while !shared.stop.load(Ordering::Acquire) {
         shared.nudged.store(false, Ordering::Release);
-        if unflushed && flushed_at.elapsed() >= flush_every {
+        if unflushed && flushed_at.elapsed() >= flush_interval {
             if let Err(e) = store.flush_in_background() {
                 tracing::error!(error = %e, "projector: cannot flush the views; retrying");
                 let mut state = lock(&shared.state);
                 state.error = Some(format!("flushing the views: {e}"));
-                let _ = shared.changed.wait_timeout(state, RETRY);
+                let _ = shared.wake.wait_timeout(state, RETRY_INTERVAL);
                 continue;
             }
             unflushed = false;
             flushed_at = Instant::now();
         }
-        let applied = lock(&shared.state).applied;
+        let applied = *shared.height.borrow();
         let tip = ledger.tip().height;
         if applied < tip {
             match apply(ledger, store, applied) {
@@ -329,26 +382,23 @@ fn run(ledger: &Ledger, store: &dyn ViewStore, shared: &Shared, flush_every: Dur
                     shared.events.fetch_add(events, Ordering::Relaxed);
                     shared.rejected.fetch_add(rejected, Ordering::Relaxed);
                     let mut state = lock(&shared.state);
-                    state.applied = applied + 1;
+                    // Wakes every waiter for this height, async or blocked.
                     shared.height.send_replace(applied + 1);
                     state.error = None;
-                    if state.applied >= ledger.tip().height {
+                    if applied + 1 >= ledger.tip().height {
                         state.caught_up_at = Instant::now();
                     }
-                    drop(state);
-                    shared.changed.notify_all();
                 }
                 Err(ProjectError::Transient(e)) => {
                     tracing::error!(block = applied, error = %e, "projector: cannot apply block; retrying");
                     let mut state = lock(&shared.state);
                     state.error = Some(format!("block {applied}: {e}"));
-                    let _ = shared.changed.wait_timeout(state, RETRY);
+                    let _ = shared.wake.wait_timeout(state, RETRY_INTERVAL);
                 }
                 Err(ProjectError::Invariant(e)) => {
                     tracing::error!(block = applied, error = %e, "projector: invariant broken; stopped");
                     lock(&shared.state).error = Some(format!("stopped at block {applied}: {e}"));
                     shared.halted.store(true, Ordering::Release);
-                    shared.changed.notify_all();
                     break;
                 }
             }
@@ -358,7 +408,7 @@ fn run(ledger: &Ledger, store: &dyn ViewStore, shared: &Shared, flush_every: Dur
         state.caught_up_at = Instant::now();
         if !shared.nudged.load(Ordering::Acquire) && !shared.stop.load(Ordering::Acquire) {
             // Idle: wake for a nudge or the poll (which also looks for a flush due).
-            drop(shared.changed.wait_timeout(state, POLL));
+            drop(shared.wake.wait_timeout(state, POLL_INTERVAL));
         }
     }
     if unflushed {

@@ -1,30 +1,23 @@
-//! Rebuilding the views from the ledger, and checking live views against a rebuild.
-//!
-//! A rebuild never touches the live views until it is complete: it projects every block
-//! into `views-<backend>.rebuild/` (see [`project_all`]: blocks read and checked in
-//! parallel with rayon, transactions partitioned by what they are about, partitions
-//! projected on every core, views written in large batches without a WAL), makes that
-//! durable, then swaps directories: live → `.old`, `.rebuild` → live, fsync the data dir,
-//! delete `.old`. [`open_views`] finishes or undoes a swap a crash interrupted. Whatever
-//! state a crash leaves, the views opened are consistent with their applied height, and
-//! the projector catches up.
+//! The projection of a whole ledger into empty views ([`project_all`]), which a rebuild
+//! and `verify --views` share: the blocks read in parallel into partition files by what
+//! each transaction is about, then the partitions projected on every core. The partition
+//! files' format is here, with the only code that writes and reads them.
 
 use std::fs::File;
 use std::io::{BufReader, BufWriter, Read, Write};
-use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rayon::prelude::*;
-use serde::Serialize;
-use sha2::{Digest, Sha256};
 
 use medledger_chaincode::{Envelope, Subject};
 use medledger_storage::{BlockFrame, Ledger, StorageError};
-use medledger_views::project::Projection;
-use medledger_views::{Backend, View, ViewBatch, ViewError, ViewStore};
+
+use crate::project::Projection;
+use crate::{ViewBatch, ViewStore};
+
+use super::{io, remove_dir, Progress, RebuildError, RebuildSummary, Stage};
 
 /// Blocks read and decoded together by the rayon pool.
 const READ_CHUNK_BLOCKS: u64 = 64;
@@ -39,65 +32,6 @@ const PARTITIONS_MAX: u64 = 512;
 /// Buffer of each partition file being written, and read.
 const PARTITION_BUFFER_BYTES: usize = 64 << 10;
 
-/// What a rebuild did.
-#[derive(Clone, Copy, Debug, Serialize)]
-pub struct RebuildSummary {
-    pub events: u64,
-    pub rejected: u64,
-    pub blocks: u64,
-    /// For [`rebuild`], from opening the scratch store until the views are flushed.
-    pub seconds: f64,
-    pub events_per_sec: f64,
-}
-
-impl RebuildSummary {
-    /// This summary over `seconds` (events per second follow).
-    fn timed(self, seconds: f64) -> Self {
-        RebuildSummary {
-            seconds,
-            events_per_sec: self.events as f64 / seconds.max(1e-9),
-            ..self
-        }
-    }
-}
-
-/// Progress so far, for a progress bar.
-#[derive(Clone, Copy, Debug)]
-pub struct Progress {
-    pub stage: Stage,
-    /// Blocks read, or partitions projected, of `total`.
-    pub done: u64,
-    pub total: u64,
-    /// Events read, or projected.
-    pub events: u64,
-}
-
-/// The two stages of [`project_all`].
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Stage {
-    /// Reading the blocks into partitions.
-    Reading,
-    /// Projecting the partitions.
-    Projecting,
-}
-
-impl Stage {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Stage::Reading => "reading",
-            Stage::Projecting => "projecting",
-        }
-    }
-
-    /// What [`Progress::done`] counts.
-    pub fn unit(self) -> &'static str {
-        match self {
-            Stage::Reading => "blocks",
-            Stage::Projecting => "partitions",
-        }
-    }
-}
-
 /// How [`project_all`] goes: batch and partition sizes, and where its partitions are
 /// kept while it runs.
 #[derive(Clone, Copy, Debug)]
@@ -110,68 +44,6 @@ pub struct Plan<'a> {
     pub partition_bytes: u64,
 }
 
-/// Why a rebuild or a check failed.
-#[derive(Debug, thiserror::Error)]
-pub enum RebuildError {
-    #[error(transparent)]
-    Ledger(#[from] StorageError),
-    #[error(transparent)]
-    Views(#[from] ViewError),
-    #[error("a rebuild projects into empty views, and these are at height {height}")]
-    NotEmpty { height: u64 },
-    #[error(
-        "not enough free space in {dir}: rebuilding the views of a ledger of {ledger} bytes \
-         needs at least {needed} bytes (its partitions, about the ledger's size, and the \
-         new views), and {available} are free"
-    )]
-    NoSpace {
-        dir: String,
-        ledger: u64,
-        needed: u64,
-        available: u64,
-    },
-    #[error("{what}: {source}")]
-    Io {
-        what: String,
-        source: std::io::Error,
-    },
-}
-
-fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> RebuildError {
-    let what = what.into();
-    move |source| RebuildError::Io { what, source }
-}
-
-/// The live views' directory in `data_dir`.
-pub fn views_dir(data_dir: &Path, backend: Backend) -> PathBuf {
-    data_dir.join(backend.dir_name())
-}
-
-fn sibling(data_dir: &Path, backend: Backend, suffix: &str) -> PathBuf {
-    data_dir.join(format!("{}.{suffix}", backend.dir_name()))
-}
-
-/// Opens the live views of `backend` in `data_dir`, first finishing or undoing a rebuild
-/// swap that a crash interrupted, and removing what a crashed rebuild or
-/// `verify --views` left. The caller holds `data_dir`'s ledger open.
-pub fn open_views(data_dir: &Path, backend: Backend) -> Result<Arc<dyn ViewStore>, RebuildError> {
-    let live = views_dir(data_dir, backend);
-    let old = sibling(data_dir, backend, "old");
-    if !live.exists() && old.exists() {
-        // Crashed between the two renames: the old views are whole; the projector will
-        // catch them up.
-        std::fs::rename(&old, &live).map_err(io(format!("restoring {}", old.display())))?;
-        sync_dir(data_dir)?;
-    }
-    // What a crashed swap, rebuild or `verify --views` left: the old views, the scratch
-    // stores and their partitions (about the ledger's size). Every caller holds the
-    // ledger open, whose index lock keeps a second process, and so a running verify, out.
-    for suffix in ["old", "rebuild", "rebuild-parts", "verify", "verify-parts"] {
-        remove_dir(&sibling(data_dir, backend, suffix))?;
-    }
-    Ok(Arc::from(backend.open(&live, false)?))
-}
-
 /// Projects blocks `0..to` of `ledger` into `store`, which must be empty, and brings it
 /// to height `to`. Does not flush.
 ///
@@ -180,7 +52,7 @@ pub fn open_views(data_dir: &Path, backend: Backend) -> Result<Arc<dyn ViewStore
 ///    appended to one of the partition files in `plan.work_dir`, chosen by its
 ///    [`Subject`] (the record, or the patient and grantee of a grant), read from its
 ///    bytes without decoding them. Partitions are ranges of record ids and of grant
-///    keys, cut at quantiles of a sample of the ledger ([`SAMPLE_BLOCKS`] blocks) so
+///    keys, cut at quantiles of a sample of the ledger (`SAMPLE_BLOCKS`, 256 blocks) so
 ///    that each holds about `plan.partition_bytes` of transactions. A partition thus
 ///    holds, in ledger order, every transaction about its subjects.
 /// 2. *Projecting*: one thread per core takes partitions one after the other and projects
@@ -188,7 +60,7 @@ pub fn open_views(data_dir: &Path, backend: Backend) -> Result<Arc<dyn ViewStore
 ///    partition needs no state but its own: its records and grants stay in memory,
 ///    nothing is read back from the store, and each record's current row is written
 ///    once. The views keyed by record id first (`records`, `record_versions`, `audit`)
-///    and `grants` get one segment per partition ([`ViewStore::write_segment`]: for
+///    and `grants` get one key range per partition ([`ViewStore::write_range`]: for
 ///    RocksDB, SST files merged with nothing); the others go in batches of
 ///    `plan.batch_ops` ops, sorted and written as they fill (for RocksDB, runs merged at
 ///    the flush). No two partitions write the same key.
@@ -238,16 +110,6 @@ pub fn project_all(
         events_per_sec: 0.0,
     }
     .timed(started.elapsed().as_secs_f64()))
-}
-
-/// Removes `dir` and everything in it, if it exists.
-fn remove_dir(dir: &Path) -> Result<(), RebuildError> {
-    match std::fs::remove_dir_all(dir) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-            Err(io(format!("removing {}", dir.display()))(e))
-        }
-        _ => Ok(()),
-    }
 }
 
 /// A rebuild's partition files: `part-NNNNN` in `dir`, each a sequence of transactions
@@ -524,271 +386,4 @@ impl Partitions<'_> {
         }
         Ok(())
     }
-}
-
-/// Drops the `backend` views of `data_dir` and rebuilds them from block 0 (see the module
-/// docs for how the swap survives a crash).
-pub fn rebuild(
-    data_dir: &Path,
-    ledger: &Ledger,
-    backend: Backend,
-    progress: &mut dyn FnMut(Progress),
-) -> Result<RebuildSummary, RebuildError> {
-    let live = views_dir(data_dir, backend);
-    let old = sibling(data_dir, backend, "old");
-    let scratch = sibling(data_dir, backend, "rebuild");
-    remove_dir(&scratch)?;
-    check_free_space(
-        data_dir,
-        ledger.approximate_bytes_below(ledger.tip().height)?,
-        backend,
-    )?;
-    let started = Instant::now();
-    let parts = sibling(data_dir, backend, "rebuild-parts");
-    let summary = (|| {
-        let store = backend.open(&scratch, true)?;
-        let plan = Plan {
-            work_dir: &parts,
-            batch_ops: WRITE_BATCH_OPS,
-            partition_bytes: PARTITION_BYTES,
-        };
-        let summary = project_all(ledger, store.as_ref(), ledger.tip().height, &plan, progress)?;
-        store.flush()?;
-        Ok(summary)
-    })();
-    let summary = match summary {
-        Ok(summary) => summary,
-        Err(e) => {
-            // The live views are untouched; the scratch store is thrown away now rather
-            // than left taking disk until the next rebuild.
-            let _ = std::fs::remove_dir_all(&scratch);
-            return Err(e);
-        }
-    };
-    // A rebuild's time includes making the views durable (the runs merged, the SST files
-    // ingested and synced), not only the projection.
-    let summary = summary.timed(started.elapsed().as_secs_f64());
-    if live.exists() {
-        std::fs::rename(&live, &old).map_err(io(format!("moving {} aside", live.display())))?;
-    }
-    std::fs::rename(&scratch, &live).map_err(io(format!("installing {}", live.display())))?;
-    sync_dir(data_dir)?;
-    if old.exists() {
-        std::fs::remove_dir_all(&old).map_err(io(format!("removing {}", old.display())))?;
-    }
-    Ok(summary)
-}
-
-/// Refuses to start a rebuild of a ledger of `ledger_bytes` into `backend` views in `dir`
-/// when the filesystem has less free than the least the rebuild will write, so that it
-/// fails at once rather than when the disk is full: the partitions take about the
-/// ledger's size; RocksDB's new views at least half as much again (a rebuild peaks near
-/// twice the ledger), sled's four times the ledger (1M and 10M events: 4.0-4.1 times).
-pub fn check_free_space(
-    dir: &Path,
-    ledger_bytes: u64,
-    backend: Backend,
-) -> Result<(), RebuildError> {
-    let needed = match backend {
-        Backend::RocksDb => ledger_bytes.saturating_add(ledger_bytes / 2),
-        Backend::Sled => ledger_bytes.saturating_mul(5),
-    };
-    let available = free_bytes(dir)?;
-    if available < needed {
-        return Err(RebuildError::NoSpace {
-            dir: dir.display().to_string(),
-            ledger: ledger_bytes,
-            needed,
-            available,
-        });
-    }
-    Ok(())
-}
-
-/// Bytes an unprivileged process may still write on `dir`'s filesystem.
-fn free_bytes(dir: &Path) -> Result<u64, RebuildError> {
-    use std::os::unix::ffi::OsStrExt;
-    let what = || format!("reading the free space of {}", dir.display());
-    let path = std::ffi::CString::new(dir.as_os_str().as_bytes())
-        .map_err(|e| io(what())(std::io::Error::new(std::io::ErrorKind::InvalidInput, e)))?;
-    let mut stat: libc::statvfs = unsafe { std::mem::zeroed() };
-    // SAFETY: `path` is a NUL-terminated string and `stat` a writable statvfs, both live
-    // for the call.
-    if unsafe { libc::statvfs(path.as_ptr(), &mut stat) } != 0 {
-        return Err(io(what())(std::io::Error::last_os_error()));
-    }
-    // The fields are u64 here, narrower on some 32-bit targets.
-    #[allow(clippy::useless_conversion)]
-    let (blocks, block_bytes) = (u64::from(stat.f_bavail), u64::from(stat.f_frsize));
-    Ok(blocks.saturating_mul(block_bytes))
-}
-
-fn sync_dir(dir: &Path) -> Result<(), RebuildError> {
-    std::fs::File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(io(format!("syncing {}", dir.display())))
-}
-
-/// One view's rows and digest.
-#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
-pub struct ViewDigest {
-    pub view: &'static str,
-    pub rows: u64,
-    /// SHA-256 over every (key length u32 LE, key, value length u32 LE, value) in key
-    /// order, lowercase hex.
-    pub sha256: String,
-}
-
-/// Digests every view of `store`.
-pub fn digest_views(store: &dyn ViewStore) -> Result<Vec<ViewDigest>, ViewError> {
-    View::ALL
-        .iter()
-        .map(|&view| {
-            let mut hasher = Sha256::new();
-            let mut rows = 0u64;
-            store.for_each(view, b"", None, &mut |k, v| {
-                hasher.update((k.len() as u32).to_le_bytes());
-                hasher.update(k);
-                hasher.update((v.len() as u32).to_le_bytes());
-                hasher.update(v);
-                rows += 1;
-                ControlFlow::Continue(())
-            })?;
-            Ok(ViewDigest {
-                view: view.name(),
-                rows,
-                sha256: hex::encode(hasher.finalize()),
-            })
-        })
-        .collect()
-}
-
-/// Where two stores first differ.
-#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
-pub struct Difference {
-    pub view: &'static str,
-    /// The first key (hex) present in one store and not the other, or with other bytes.
-    pub key: String,
-    /// The key as text where it is printable (ids are).
-    pub key_text: String,
-    pub in_live: bool,
-    pub in_rebuilt: bool,
-}
-
-/// The first key, in view then key order, where `live` and `rebuilt` differ.
-pub fn first_difference(
-    live: &dyn ViewStore,
-    rebuilt: &dyn ViewStore,
-) -> Result<Option<Difference>, ViewError> {
-    const PAGE: usize = 4096;
-    for view in View::ALL {
-        let (mut after_a, mut after_b): (Option<Vec<u8>>, Option<Vec<u8>>) = (None, None);
-        let (mut a, mut b) = (Vec::new().into_iter(), Vec::new().into_iter());
-        let (mut next_a, mut next_b) = (None, None);
-        loop {
-            if next_a.is_none() {
-                if a.len() == 0 {
-                    a = live.scan(view, b"", after_a.as_deref(), PAGE)?.into_iter();
-                }
-                next_a = a.next();
-                if let Some((k, _)) = &next_a {
-                    after_a = Some(k.clone());
-                }
-            }
-            if next_b.is_none() {
-                if b.len() == 0 {
-                    b = rebuilt
-                        .scan(view, b"", after_b.as_deref(), PAGE)?
-                        .into_iter();
-                }
-                next_b = b.next();
-                if let Some((k, _)) = &next_b {
-                    after_b = Some(k.clone());
-                }
-            }
-            let diff = |key: &[u8], in_live, in_rebuilt| Difference {
-                view: view.name(),
-                key: hex::encode(key),
-                key_text: String::from_utf8_lossy(key).into_owned(),
-                in_live,
-                in_rebuilt,
-            };
-            match (&next_a, &next_b) {
-                (None, None) => break,
-                (Some((k, _)), None) => return Ok(Some(diff(k, true, false))),
-                (None, Some((k, _))) => return Ok(Some(diff(k, false, true))),
-                (Some((ka, va)), Some((kb, vb))) => {
-                    if ka < kb {
-                        return Ok(Some(diff(ka, true, false)));
-                    }
-                    if kb < ka {
-                        return Ok(Some(diff(kb, false, true)));
-                    }
-                    if va != vb {
-                        return Ok(Some(diff(ka, true, true)));
-                    }
-                    next_a = None;
-                    next_b = None;
-                }
-            }
-        }
-    }
-    Ok(None)
-}
-
-/// The outcome of `verify --views`.
-#[derive(Clone, Debug, Serialize)]
-pub struct ViewsReport {
-    pub ok: bool,
-    pub backend: &'static str,
-    /// The height both stores were compared at (the live views').
-    pub height: u64,
-    pub views: Vec<ViewDigest>,
-    pub first_difference: Option<Difference>,
-}
-
-/// Rebuilds the views into a scratch directory up to the live views' height and compares
-/// every view, byte for byte.
-pub fn verify_views(
-    data_dir: &Path,
-    ledger: &Ledger,
-    backend: Backend,
-    progress: &mut dyn FnMut(Progress),
-) -> Result<ViewsReport, RebuildError> {
-    let live = open_views(data_dir, backend)?;
-    let height = live.applied_height()?;
-    let scratch = sibling(data_dir, backend, "verify");
-    remove_dir(&scratch)?;
-    // Views ahead of the ledger are compared up to the ledger's tip.
-    let to = height.min(ledger.tip().height);
-    let result = (|| {
-        check_free_space(data_dir, ledger.approximate_bytes_below(to)?, backend)?;
-        let rebuilt = backend.open(&scratch, true)?;
-        let parts = sibling(data_dir, backend, "verify-parts");
-        let plan = Plan {
-            work_dir: &parts,
-            batch_ops: WRITE_BATCH_OPS,
-            partition_bytes: PARTITION_BYTES,
-        };
-        project_all(ledger, rebuilt.as_ref(), to, &plan, progress)?;
-        // A bulk store's views are all readable once flushed.
-        rebuilt.flush()?;
-        let live_digests = digest_views(live.as_ref())?;
-        let rebuilt_digests = digest_views(rebuilt.as_ref())?;
-        let heights_match = rebuilt.applied_height()? == height;
-        let first_difference = if live_digests == rebuilt_digests {
-            None
-        } else {
-            first_difference(live.as_ref(), rebuilt.as_ref())?
-        };
-        Ok(ViewsReport {
-            ok: heights_match && first_difference.is_none() && live_digests == rebuilt_digests,
-            backend: backend.name(),
-            height,
-            views: live_digests,
-            first_difference,
-        })
-    })();
-    let _ = std::fs::remove_dir_all(&scratch);
-    result
 }
