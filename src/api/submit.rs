@@ -1,5 +1,5 @@
 //! The submission path every write route shares: the envelope a caller's event travels
-//! in, the orderer's refusals as answers, and [`commit`], which answers with the
+//! in, the orderer's refusals as answers, and `commit`, which answers with the
 //! contract's verdict (durable and accepted, or the contract's code).
 
 use actix_web::http::StatusCode;
