@@ -51,6 +51,7 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+mod build;
 mod checkpoint;
 mod document;
 mod error;
@@ -60,13 +61,12 @@ mod key;
 pub mod merkle;
 mod verify;
 
+pub use build::{build_consistency_proof, build_tx_proof};
 pub use checkpoint::{
     key_id, parse_public_key, public_key_hex, verify_checkpoint, Checkpoint, CheckpointBody,
     PublicKeyDoc, CHECKPOINT_DOMAIN, CHECKPOINT_SIGNED_LEN, KEY_ALGORITHM,
 };
-pub use document::{
-    build_consistency_proof, build_tx_proof, ChainProof, ConsistencyProof, Document, TxProof,
-};
+pub use document::{ChainProof, ConsistencyProof, Document, TxProof};
 pub use ed25519_dalek::VerifyingKey;
 pub use error::{KeyError, VerifyError};
 pub use hexfield::to_hex;
