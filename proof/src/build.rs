@@ -35,7 +35,7 @@ pub fn build_tx_proof(
     chain_audit_path: &[Hash],
     checkpoint: &Checkpoint,
 ) -> Result<TxProof, VerifyError> {
-    let header = HeaderFields::parse(block_header)?;
+    let header = HeaderFields::decode(block_header)?;
     let tx_hash = *tx_hashes.get(position).ok_or(VerifyError::TxInclusion(
         merkle::ProofError::IndexOutOfRange {
             index: position as u64,

@@ -1,8 +1,9 @@
-//! Errors: why a proof was rejected ([`VerifyError`]) and why the checkpoint key could not
-//! be loaded ([`KeyError`]).
+//! Errors: why a proof was rejected ([`VerifyError`]), why header bytes are not a block
+//! header ([`HeaderError`]) and why the checkpoint key could not be loaded ([`KeyError`]).
 
 use std::path::PathBuf;
 
+use crate::header::BLOCK_HEADER_LEN;
 use crate::merkle::ProofError;
 
 /// Why a proof document, checkpoint or public key was rejected.
@@ -78,20 +79,9 @@ pub enum VerifyError {
         /// The expected value.
         expected: String,
     },
-    /// `block_header` is not 88 bytes.
-    #[error("block_header is {got} bytes, a header is 88")]
-    HeaderLength {
-        /// Its length in bytes.
-        got: usize,
-    },
-    /// A field of `block_header` is invalid.
-    #[error("block_header field `{field}` {detail}")]
-    HeaderField {
-        /// The header field.
-        field: &'static str,
-        /// What is wrong with it.
-        detail: String,
-    },
+    /// `block_header` is not a block header of a known format.
+    #[error("block_header: {0}")]
+    Header(#[from] HeaderError),
     /// The tx audit path does not prove `tx_hash` under `data_hash`.
     #[error("transaction inclusion (audit_path into data_hash): {0}")]
     TxInclusion(ProofError),
@@ -108,6 +98,41 @@ pub enum VerifyError {
          from GET /v1/checkpoint)"
     )]
     MissingCheckpoints,
+}
+
+/// Why bytes are not a block header (docs/FORMAT.md). The ledger engine's block errors
+/// and the verifier's [`VerifyError::Header`] both carry it, so the two say the same.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum HeaderError {
+    /// Fewer bytes than a header.
+    #[error("header needs {BLOCK_HEADER_LEN} bytes, got {got}")]
+    TooShort {
+        /// The number of bytes given.
+        got: usize,
+    },
+    /// More bytes than a header where a header alone was expected.
+    #[error("{extra} bytes after the {BLOCK_HEADER_LEN}-byte header")]
+    TrailingBytes {
+        /// The number of bytes past the header.
+        extra: usize,
+    },
+    /// A format byte other than [`crate::header::BLOCK_FORMAT`]: the rest of the layout
+    /// cannot be trusted, so nothing else is read.
+    #[error(
+        "unknown block format {format} (only format {} is known)",
+        crate::header::BLOCK_FORMAT
+    )]
+    UnknownFormat {
+        /// The format byte (offset 21).
+        format: u8,
+    },
+    /// The reserved bytes (offsets 22 and 23) are not zero, as format 1 writes them.
+    #[error("reserved header bytes are {:02x} {:02x}, not zero", reserved[0], reserved[1])]
+    ReservedNotZero {
+        /// The two reserved bytes.
+        reserved: [u8; 2],
+    },
 }
 
 /// Why the checkpoint signing key could not be loaded or created.

@@ -68,7 +68,7 @@ pub use checkpoint::{
 };
 pub use document::{ChainProof, ConsistencyProof, Document, TxProof};
 pub use ed25519_dalek::VerifyingKey;
-pub use error::{KeyError, VerifyError};
+pub use error::{HeaderError, KeyError, VerifyError};
 pub use hexfield::to_hex;
 pub use key::{CheckpointKey, KEY_FILE_LEN};
 pub use merkle::Hash;
