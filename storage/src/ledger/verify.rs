@@ -151,7 +151,7 @@ fn check_block(
     tip: &ChainTip,
     location: BlockLocation,
 ) -> Result<Block, String> {
-    let block = Block::decode(body)?;
+    let block = Block::decode(body).map_err(|e| e.to_string())?;
     check_link(&block, tip)?;
     let number = block.header.number;
     if block.header.timestamp_ms < tip.tip_timestamp_ms {
