@@ -1,5 +1,6 @@
 //! Errors: why a proof was rejected ([`VerifyError`]), why header bytes are not a block
-//! header ([`HeaderError`]) and why the checkpoint key could not be loaded ([`KeyError`]).
+//! header ([`HeaderError`]), why the chain tree cannot answer ([`ChainTreeError`]) and
+//! why the checkpoint key could not be loaded ([`KeyError`]).
 
 use std::path::PathBuf;
 
@@ -132,6 +133,37 @@ pub enum HeaderError {
     ReservedNotZero {
         /// The two reserved bytes.
         reserved: [u8; 2],
+    },
+}
+
+/// Why a [`crate::ChainTree`] cannot give a root or a proof: the request is outside the
+/// tree, never a fault of the tree.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ChainTreeError {
+    /// The leaf is not in the tree of the size asked for.
+    #[error("leaf {index} is not below tree size {tree_size}")]
+    IndexOutOfRange {
+        /// The leaf index asked for.
+        index: u64,
+        /// The tree size it was asked in.
+        tree_size: u64,
+    },
+    /// The size asked for is larger than the tree has grown.
+    #[error("tree size {tree_size} is above the current size {size}")]
+    SizeTooLarge {
+        /// The size asked for.
+        tree_size: u64,
+        /// The tree's size.
+        size: u64,
+    },
+    /// A consistency range other than `1 <= from <= to`.
+    #[error("invalid consistency range {from}..{to}: need 1 <= from <= to")]
+    InvalidRange {
+        /// The older size asked for.
+        from: u64,
+        /// The newer size asked for.
+        to: u64,
     },
 }
 
