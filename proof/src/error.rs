@@ -1,8 +1,10 @@
-//! Errors: why a proof was rejected ([`VerifyError`]) and why the checkpoint key could not
-//! be loaded ([`KeyError`]).
+//! Errors: why a proof was rejected ([`VerifyError`]), why header bytes are not a block
+//! header ([`HeaderError`]), why the chain tree cannot answer ([`ChainTreeError`]) and
+//! why the checkpoint key could not be loaded ([`KeyError`]).
 
 use std::path::PathBuf;
 
+use crate::header::BLOCK_HEADER_LEN;
 use crate::merkle::ProofError;
 
 /// Why a proof document, checkpoint or public key was rejected.
@@ -78,20 +80,9 @@ pub enum VerifyError {
         /// The expected value.
         expected: String,
     },
-    /// `block_header` is not 88 bytes.
-    #[error("block_header is {got} bytes, a header is 88")]
-    HeaderLength {
-        /// Its length in bytes.
-        got: usize,
-    },
-    /// A field of `block_header` is invalid.
-    #[error("block_header field `{field}` {detail}")]
-    HeaderField {
-        /// The header field.
-        field: &'static str,
-        /// What is wrong with it.
-        detail: String,
-    },
+    /// `block_header` is not a block header of a known format.
+    #[error("block_header: {0}")]
+    Header(#[from] HeaderError),
     /// The tx audit path does not prove `tx_hash` under `data_hash`.
     #[error("transaction inclusion (audit_path into data_hash): {0}")]
     TxInclusion(ProofError),
@@ -108,6 +99,72 @@ pub enum VerifyError {
          from GET /v1/checkpoint)"
     )]
     MissingCheckpoints,
+}
+
+/// Why bytes are not a block header (docs/FORMAT.md). The ledger engine's block errors
+/// and the verifier's [`VerifyError::Header`] both carry it, so the two say the same.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum HeaderError {
+    /// Fewer bytes than a header.
+    #[error("header needs {BLOCK_HEADER_LEN} bytes, got {got}")]
+    TooShort {
+        /// The number of bytes given.
+        got: usize,
+    },
+    /// More bytes than a header where a header alone was expected.
+    #[error("{extra} bytes after the {BLOCK_HEADER_LEN}-byte header")]
+    TrailingBytes {
+        /// The number of bytes past the header.
+        extra: usize,
+    },
+    /// A format byte other than [`crate::header::BLOCK_FORMAT`]: the rest of the layout
+    /// cannot be trusted, so nothing else is read.
+    #[error(
+        "unknown block format {format} (only format {} is known)",
+        crate::header::BLOCK_FORMAT
+    )]
+    UnknownFormat {
+        /// The format byte (offset 21).
+        format: u8,
+    },
+    /// The reserved bytes (offsets 22 and 23) are not zero, as format 1 writes them.
+    #[error("reserved header bytes are {:02x} {:02x}, not zero", reserved[0], reserved[1])]
+    ReservedNotZero {
+        /// The two reserved bytes.
+        reserved: [u8; 2],
+    },
+}
+
+/// Why a [`crate::ChainTree`] cannot give a root or a proof: the request is outside the
+/// tree, never a fault of the tree.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ChainTreeError {
+    /// The leaf is not in the tree of the size asked for.
+    #[error("leaf {index} is not below tree size {tree_size}")]
+    IndexOutOfRange {
+        /// The leaf index asked for.
+        index: u64,
+        /// The tree size it was asked in.
+        tree_size: u64,
+    },
+    /// The size asked for is larger than the tree has grown.
+    #[error("tree size {tree_size} is above the current size {size}")]
+    SizeTooLarge {
+        /// The size asked for.
+        tree_size: u64,
+        /// The tree's size.
+        size: u64,
+    },
+    /// A consistency range other than `1 <= from <= to`.
+    #[error("invalid consistency range {from}..{to}: need 1 <= from <= to")]
+    InvalidRange {
+        /// The older size asked for.
+        from: u64,
+        /// The newer size asked for.
+        to: u64,
+    },
 }
 
 /// Why the checkpoint signing key could not be loaded or created.

@@ -1,9 +1,10 @@
-//! The 88-byte block header (block format 1), as far as a proof needs it.
+//! The 88-byte block header (block format 1): the one codec for it.
 //!
-//! This is a second reading of the layout that `medledger-storage` writes
-//! (`storage/src/ledger/block.rs`, docs/FORMAT.md), kept here so a verifier needs no
-//! storage crate. The tests check it against the golden chain in `fixtures/golden/`, so
-//! the two readings cannot drift apart silently.
+//! The ledger engine (`medledger-storage`, `storage/src/ledger/block.rs`) writes and
+//! reads its headers through this module, and an auditor's verifier reads them here too,
+//! without the storage crate (no RocksDB). One codec means the bytes the ledger hashes
+//! and the bytes a proof shows cannot drift apart; the golden chain in `fixtures/golden/`
+//! pins them (docs/FORMAT.md).
 //!
 //! ```text
 //! offset size field
@@ -17,10 +18,15 @@
 //!     56   32 data_hash              (RFC 6962 root over the block's tx hashes)
 //! ```
 //! The block hash is SHA-256 of these 88 bytes.
+//!
+//! The cut reason is carried as its byte and not interpreted here: the verifier needs
+//! none of it, and an auditor's older verifier keeps reading the headers of a server
+//! that has since learned a new reason. The ledger engine refuses a byte it does not
+//! know (storage's `CutReason`).
 
 use sha2::{Digest, Sha256};
 
-use crate::error::VerifyError;
+use crate::error::HeaderError;
 use crate::merkle::Hash;
 
 /// Size of a block header in bytes.
@@ -45,6 +51,7 @@ pub const PREV_HASH_OFFSET: usize = 24;
 /// Byte offset of `data_hash` (32 bytes).
 pub const DATA_HASH_OFFSET: usize = 56;
 
+const _: () = assert!(BLOCK_HEADER_LEN == 8 + 8 + 4 + 1 + 1 + 2 + 32 + 32);
 const _: () = assert!(DATA_HASH_OFFSET + 32 == BLOCK_HEADER_LEN);
 const _: () = assert!(PREV_HASH_OFFSET + 32 == DATA_HASH_OFFSET);
 
@@ -66,29 +73,47 @@ pub struct HeaderFields {
 }
 
 impl HeaderFields {
-    /// Reads a header. Accepts exactly [`BLOCK_HEADER_LEN`] bytes of format
-    /// [`BLOCK_FORMAT`] with zero reserved bytes; the cut reason is not interpreted.
+    /// Reads exactly one header: [`BLOCK_HEADER_LEN`] bytes of format [`BLOCK_FORMAT`]
+    /// with zero reserved bytes. The cut reason is not interpreted.
     ///
     /// # Errors
-    /// [`VerifyError::HeaderLength`] or [`VerifyError::HeaderField`] naming the field.
-    pub fn parse(bytes: &[u8]) -> Result<HeaderFields, VerifyError> {
-        let b: &[u8; BLOCK_HEADER_LEN] = bytes
-            .try_into()
-            .map_err(|_| VerifyError::HeaderLength { got: bytes.len() })?;
+    /// [`HeaderError::TooShort`] or [`HeaderError::TrailingBytes`] for any other length,
+    /// else what [`HeaderFields::decode`] reports.
+    pub fn parse(bytes: &[u8]) -> Result<HeaderFields, HeaderError> {
+        let (header, rest) = HeaderFields::parse_prefix(bytes)?;
+        if !rest.is_empty() {
+            return Err(HeaderError::TrailingBytes { extra: rest.len() });
+        }
+        Ok(header)
+    }
+
+    /// Reads the header at the start of an encoded block and returns it with the bytes
+    /// after it (the block's body), unchecked.
+    ///
+    /// # Errors
+    /// [`HeaderError::TooShort`] if `bytes` is shorter than a header, else what
+    /// [`HeaderFields::decode`] reports.
+    pub fn parse_prefix(bytes: &[u8]) -> Result<(HeaderFields, &[u8]), HeaderError> {
+        let (header, rest) = bytes
+            .split_first_chunk::<BLOCK_HEADER_LEN>()
+            .ok_or(HeaderError::TooShort { got: bytes.len() })?;
+        Ok((HeaderFields::decode(header)?, rest))
+    }
+
+    /// Reads the header bytes, checking the format byte first and then the reserved
+    /// bytes.
+    ///
+    /// # Errors
+    /// [`HeaderError::UnknownFormat`] or [`HeaderError::ReservedNotZero`].
+    pub fn decode(b: &[u8; BLOCK_HEADER_LEN]) -> Result<HeaderFields, HeaderError> {
         if b[FORMAT_OFFSET] != BLOCK_FORMAT {
-            return Err(VerifyError::HeaderField {
-                field: "format",
-                detail: format!(
-                    "is {}, only format {BLOCK_FORMAT} is known",
-                    b[FORMAT_OFFSET]
-                ),
+            return Err(HeaderError::UnknownFormat {
+                format: b[FORMAT_OFFSET],
             });
         }
-        if b[RESERVED_OFFSET..PREV_HASH_OFFSET] != [0, 0] {
-            return Err(VerifyError::HeaderField {
-                field: "reserved",
-                detail: "is not zero".into(),
-            });
+        let reserved: [u8; 2] = array(b, RESERVED_OFFSET);
+        if reserved != [0, 0] {
+            return Err(HeaderError::ReservedNotZero { reserved });
         }
         Ok(HeaderFields {
             number: u64::from_le_bytes(array(b, NUMBER_OFFSET)),
@@ -100,7 +125,8 @@ impl HeaderFields {
         })
     }
 
-    /// The header bytes, laid out exactly as storage's `BlockHeader::encode`.
+    /// The header bytes: format [`BLOCK_FORMAT`], reserved bytes zero, integers
+    /// little-endian. [`HeaderFields::decode`] of them returns `self`.
     #[must_use]
     pub fn encode(&self) -> [u8; BLOCK_HEADER_LEN] {
         let mut out = [0u8; BLOCK_HEADER_LEN];
@@ -112,6 +138,12 @@ impl HeaderFields {
         out[PREV_HASH_OFFSET..DATA_HASH_OFFSET].copy_from_slice(&self.prev_hash);
         out[DATA_HASH_OFFSET..].copy_from_slice(&self.data_hash);
         out
+    }
+
+    /// The block hash: SHA-256 of [`HeaderFields::encode`].
+    #[must_use]
+    pub fn hash(&self) -> Hash {
+        header_hash(&self.encode())
     }
 }
 
@@ -148,32 +180,70 @@ mod tests {
         let h = sample();
         let bytes = h.encode();
         assert_eq!(HeaderFields::parse(&bytes), Ok(h));
+        assert_eq!(HeaderFields::decode(&bytes), Ok(h));
+        assert_eq!(h.hash(), header_hash(&bytes));
         assert_eq!(&bytes[16..20], &[4, 3, 2, 1]);
-        for len in [0, 87, 89] {
-            let mut v = bytes.to_vec();
-            v.resize(len, 0);
+        for len in [0, 1, 87] {
             assert_eq!(
-                HeaderFields::parse(&v),
-                Err(VerifyError::HeaderLength { got: len })
+                HeaderFields::parse(&bytes[..len]),
+                Err(HeaderError::TooShort { got: len })
+            );
+            assert_eq!(
+                HeaderFields::parse_prefix(&bytes[..len]),
+                Err(HeaderError::TooShort { got: len })
             );
         }
+        let mut longer = bytes.to_vec();
+        longer.extend_from_slice(b"body");
+        assert_eq!(
+            HeaderFields::parse(&longer),
+            Err(HeaderError::TrailingBytes { extra: 4 })
+        );
+        assert_eq!(HeaderFields::parse_prefix(&longer), Ok((h, &b"body"[..])));
         let mut bad = bytes;
         bad[FORMAT_OFFSET] = 2;
-        assert!(matches!(
+        assert_eq!(
             HeaderFields::parse(&bad),
-            Err(VerifyError::HeaderField {
-                field: "format",
-                ..
-            })
-        ));
+            Err(HeaderError::UnknownFormat { format: 2 })
+        );
         let mut bad = bytes;
         bad[RESERVED_OFFSET + 1] = 1;
-        assert!(matches!(
+        assert_eq!(
             HeaderFields::parse(&bad),
-            Err(VerifyError::HeaderField {
-                field: "reserved",
-                ..
-            })
-        ));
+            Err(HeaderError::ReservedNotZero { reserved: [0, 1] })
+        );
+        // The cut reason is carried, not judged (see the module docs).
+        let mut unknown_reason = bytes;
+        unknown_reason[CUT_REASON_OFFSET] = 0xff;
+        assert_eq!(
+            HeaderFields::parse(&unknown_reason).map(|f| f.cut_reason),
+            Ok(0xff)
+        );
+    }
+
+    /// The messages reach the CLI's `verify` report and a proof's rejection as they are.
+    #[test]
+    fn error_messages() {
+        let cases = [
+            (
+                HeaderError::TooShort { got: 87 },
+                "header needs 88 bytes, got 87",
+            ),
+            (
+                HeaderError::TrailingBytes { extra: 1 },
+                "1 bytes after the 88-byte header",
+            ),
+            (
+                HeaderError::UnknownFormat { format: 2 },
+                "unknown block format 2 (only format 1 is known)",
+            ),
+            (
+                HeaderError::ReservedNotZero { reserved: [0, 1] },
+                "reserved header bytes are 00 01, not zero",
+            ),
+        ];
+        for (err, msg) in cases {
+            assert_eq!(err.to_string(), msg);
+        }
     }
 }

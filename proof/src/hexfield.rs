@@ -9,6 +9,11 @@ pub fn to_hex(bytes: &[u8]) -> String {
     hex::encode(bytes)
 }
 
+/// Lowercase hex of each hash, in order: the documents' lists of hashes.
+pub(crate) fn hex_list(hashes: &[Hash]) -> Vec<String> {
+    hashes.iter().map(|h| to_hex(h)).collect()
+}
+
 /// Decodes lowercase hex of exactly `N` bytes; the error names `field`.
 pub(crate) fn parse_array<const N: usize>(field: &str, text: &str) -> Result<[u8; N], VerifyError> {
     let bad = |reason: String| VerifyError::MalformedHex {

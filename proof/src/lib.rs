@@ -3,6 +3,9 @@
 //!
 //! * [`merkle`]: RFC 6962 / RFC 9162 Merkle trees over SHA-256, inclusion and consistency
 //!   proofs, and the append-only [`merkle::CompactTree`];
+//! * [`ChainTree`]: the tree over block header hashes that checkpoints sign, with roots
+//!   and proofs at any earlier size without a walk over the chain (the server's);
+//! * [`header`]: the 88-byte block header, the one codec the ledger engine uses too;
 //! * checkpoints: [`CheckpointKey`] (the server's Ed25519 key, created on first start)
 //!   signs a [`CheckpointBody`] over a fixed byte layout; [`verify_checkpoint`] checks it;
 //! * the proof documents ([`TxProof`], [`ConsistencyProof`], [`Checkpoint`]) with the
@@ -51,6 +54,8 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+mod build;
+mod chain_tree;
 mod checkpoint;
 mod document;
 mod error;
@@ -60,15 +65,15 @@ mod key;
 pub mod merkle;
 mod verify;
 
+pub use build::{build_consistency_proof, build_tx_proof};
+pub use chain_tree::ChainTree;
 pub use checkpoint::{
     key_id, parse_public_key, public_key_hex, verify_checkpoint, Checkpoint, CheckpointBody,
     PublicKeyDoc, CHECKPOINT_DOMAIN, CHECKPOINT_SIGNED_LEN, KEY_ALGORITHM,
 };
-pub use document::{
-    build_consistency_proof, build_tx_proof, ChainProof, ConsistencyProof, Document, TxProof,
-};
+pub use document::{ChainProof, ConsistencyProof, Document, TxProof};
 pub use ed25519_dalek::VerifyingKey;
-pub use error::{KeyError, VerifyError};
+pub use error::{ChainTreeError, HeaderError, KeyError, VerifyError};
 pub use hexfield::to_hex;
 pub use key::{CheckpointKey, KEY_FILE_LEN};
 pub use merkle::Hash;

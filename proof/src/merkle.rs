@@ -155,9 +155,86 @@ pub fn root_of_hashes(values: &[Hash]) -> Hash {
 }
 
 /// The largest power of two strictly less than `n`; `n` must be at least 2.
-fn split_point(n: usize) -> usize {
+pub(crate) fn split_point(n: u64) -> u64 {
     debug_assert!(n >= 2);
-    1 << (usize::BITS - 1 - (n - 1).leading_zeros())
+    1 << (u64::BITS - 1 - (n - 1).leading_zeros())
+}
+
+/// RFC 9162 §2.1.3.1 `PATH(index, D[tree_size])`, ordered from the leaf's sibling upward,
+/// for any tree that can give the root of a range of its leaves: `mth(start, end)` must
+/// return `MTH(D[start:end])` (`start < end <= tree_size`). `index < tree_size`.
+///
+/// The list-based [`inclusion_proof`] and the chain tree's cached one
+/// (`crate::ChainTree`) both walk through here, so there is one transcription of PATH.
+/// The walk is at most 64 steps deep: each step halves the range or better.
+pub(crate) fn path_by(
+    index: u64,
+    tree_size: u64,
+    mut mth: impl FnMut(u64, u64) -> Hash,
+) -> Vec<Hash> {
+    debug_assert!(index < tree_size);
+    // Walk down from the root: at each split keep the range holding the leaf and record
+    // the root of the other one.
+    let mut proof = Vec::with_capacity(u64::BITS as usize);
+    let (mut start, mut end) = (0, tree_size);
+    while end - start > 1 {
+        let k = split_point(end - start);
+        if index - start < k {
+            proof.push(mth(start + k, end));
+            end = start + k;
+        } else {
+            proof.push(mth(start, start + k));
+            start += k;
+        }
+    }
+    proof.reverse();
+    proof
+}
+
+/// RFC 9162 §2.1.4.1 `PROOF(old_size, D[tree_size])` for any tree that can give the root
+/// of a range of its leaves, as [`path_by`] takes it. `0 < old_size <= tree_size`; the
+/// proof is empty when they are equal.
+///
+/// The list-based [`consistency_proof`] and the chain tree's cached one both walk through
+/// here, so there is one transcription of SUBPROOF.
+pub(crate) fn subproof_by(
+    old_size: u64,
+    tree_size: u64,
+    mut mth: impl FnMut(u64, u64) -> Hash,
+) -> Vec<Hash> {
+    debug_assert!(0 < old_size && old_size <= tree_size);
+    // SUBPROOF(m, D[n], b), unrolled: walk down while the old tree is not a complete
+    // subtree of the current range, recording the sibling roots (they are appended after
+    // the deeper part of the proof, hence the reversal below). The walk is at most 64
+    // steps deep.
+    let (mut start, mut end) = (0, tree_size);
+    let mut m = old_size;
+    let mut old_root_is_known = true; // The RFC's `b`.
+    let mut siblings = Vec::with_capacity(u64::BITS as usize);
+    while m < end - start {
+        let k = split_point(end - start);
+        if m <= k {
+            siblings.push(mth(start + k, end));
+            end = start + k;
+        } else {
+            siblings.push(mth(start, start + k));
+            start += k;
+            m -= k;
+            old_root_is_known = false;
+        }
+    }
+    let mut proof = Vec::with_capacity(siblings.len() + 1);
+    if !old_root_is_known {
+        proof.push(mth(start, end));
+    }
+    proof.extend(siblings.into_iter().rev());
+    proof
+}
+
+/// `MTH(D[start:end])` of a list of leaf hashes, for [`path_by`] and [`subproof_by`].
+fn range_root(leaf_hashes: &[Hash]) -> impl FnMut(u64, u64) -> Hash + '_ {
+    // The walks only ask for ranges inside the list, so the casts back cannot truncate.
+    |start, end| root_from_leaf_hashes(&leaf_hashes[start as usize..end as usize])
 }
 
 /// Returns the audit path for leaf `index` (RFC 6962 §2.1.1 `PATH(m, D[n])`), ordered
@@ -176,25 +253,11 @@ pub fn inclusion_proof(leaf_hashes: &[Hash], index: usize) -> Result<Vec<Hash>, 
             tree_size: leaf_hashes.len() as u64,
         });
     }
-    // Walk down from the root: at each split keep the subtree holding the leaf and
-    // record the root of the other one. The walk is at most log2(n) + 1 steps deep.
-    let mut proof = Vec::with_capacity(usize::BITS as usize);
-    let mut subtree = leaf_hashes;
-    let mut m = index;
-    while subtree.len() > 1 {
-        let k = split_point(subtree.len());
-        let (left, right) = subtree.split_at(k);
-        if m < k {
-            proof.push(root_from_leaf_hashes(right));
-            subtree = left;
-        } else {
-            proof.push(root_from_leaf_hashes(left));
-            subtree = right;
-            m -= k;
-        }
-    }
-    proof.reverse();
-    Ok(proof)
+    Ok(path_by(
+        index as u64,
+        leaf_hashes.len() as u64,
+        range_root(leaf_hashes),
+    ))
 }
 
 /// The number of hashes in a valid inclusion proof for `index < size` (RFC 9162
@@ -282,33 +345,11 @@ pub fn consistency_proof(leaf_hashes: &[Hash], old_size: usize) -> Result<Vec<Ha
             new_size: leaf_hashes.len() as u64,
         });
     }
-    // SUBPROOF(m, D[n], b), unrolled: walk down while the old tree is not a complete
-    // subtree of the current one, recording the sibling roots (they are appended after
-    // the deeper part of the proof, hence the reversal below). The walk is at most
-    // log2(n) + 1 steps deep.
-    let mut subtree = leaf_hashes;
-    let mut m = old_size;
-    let mut old_root_is_known = true; // The RFC's `b`.
-    let mut siblings = Vec::with_capacity(usize::BITS as usize);
-    while m < subtree.len() {
-        let k = split_point(subtree.len());
-        let (left, right) = subtree.split_at(k);
-        if m <= k {
-            siblings.push(root_from_leaf_hashes(right));
-            subtree = left;
-        } else {
-            siblings.push(root_from_leaf_hashes(left));
-            subtree = right;
-            m -= k;
-            old_root_is_known = false;
-        }
-    }
-    let mut proof = Vec::with_capacity(siblings.len() + 1);
-    if !old_root_is_known {
-        proof.push(root_from_leaf_hashes(subtree));
-    }
-    proof.extend(siblings.into_iter().rev());
-    Ok(proof)
+    Ok(subproof_by(
+        old_size as u64,
+        leaf_hashes.len() as u64,
+        range_root(leaf_hashes),
+    ))
 }
 
 /// The number of hashes in a valid consistency proof for `0 < old_size < new_size`
@@ -1192,9 +1233,9 @@ mod tests {
     #[test]
     fn split_point_is_largest_power_of_two_below_n() {
         for n in 2..=5000 {
-            assert_eq!(split_point(n), ref_k(n), "n={n}");
+            assert_eq!(split_point(n as u64), ref_k(n) as u64, "n={n}");
         }
-        assert_eq!(split_point(usize::MAX), 1 << (usize::BITS - 1));
+        assert_eq!(split_point(u64::MAX), 1 << (u64::BITS - 1));
     }
 
     #[test]
@@ -1263,7 +1304,7 @@ mod tests {
         if n <= ALL_POSITIONS_MAX {
             return (lo..=hi).collect();
         }
-        let k = split_point(n);
+        let k = split_point(n as u64) as usize;
         let mut picked = vec![
             lo,
             k - 1,

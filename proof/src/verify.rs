@@ -110,7 +110,7 @@ pub(crate) fn check_tx_proof(
         "SHA-256(block_header)",
         &header_hash(&header_bytes),
     )?;
-    let header = HeaderFields::parse(&header_bytes)?;
+    let header = HeaderFields::decode(&header_bytes)?;
     same_number(
         "block_number",
         proof.block_number,

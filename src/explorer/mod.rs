@@ -1,13 +1,11 @@
 //! What the block explorer knows beyond the ledger's own index: the Merkle tree over block
-//! header hashes that checkpoints sign, per-block summaries for activity charts, and
-//! chain totals.
+//! header hashes that checkpoints sign (`medledger_proof::ChainTree`, beside the rest of
+//! the RFC 6962 code), per-block summaries for activity charts, and chain totals.
 //!
 //! [`Explorer`] follows the ledger lazily: every call first reads the blocks committed
 //! since the last call (under one lock), so it never lags a block the caller could have
 //! seen acknowledged. At first use it reads the whole chain once: about one second per
 //! million transactions here.
-
-pub mod chain_tree;
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -17,7 +15,8 @@ use medledger_proof::{Checkpoint, CheckpointBody, CheckpointKey};
 use medledger_storage::merkle::Hash;
 use medledger_storage::{Ledger, StorageError};
 
-pub use chain_tree::{ChainTree, ChainTreeError};
+/// Re-exported so the API's error mapping names them where it names [`ExplorerError`].
+pub use medledger_proof::{ChainTree, ChainTreeError};
 
 /// The few header fields activity charts need, per block.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -3,6 +3,7 @@
 
 use std::io;
 
+use crate::ledger::block::BlockDecodeError;
 use crate::ledger::rules::LinkBreak;
 use crate::ledger::segment::FrameDamage;
 
@@ -82,8 +83,8 @@ pub enum Damage {
     #[error(transparent)]
     Frame(#[from] FrameDamage),
     /// The frame is whole but its bytes are not a block.
-    #[error("{0}")]
-    Layout(String),
+    #[error(transparent)]
+    Layout(#[from] BlockDecodeError),
     /// The block does not extend the chain before it.
     #[error(transparent)]
     Link(#[from] LinkBreak),

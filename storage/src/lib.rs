@@ -12,7 +12,9 @@ pub mod ledger;
 pub use medledger_proof::merkle;
 
 pub use error::StorageError;
-pub use ledger::block::{Block, BlockFrame, BlockHeader, CutReason, BLOCK_HEADER_LEN};
+pub use ledger::block::{
+    Block, BlockDecodeError, BlockFrame, BlockHeader, CutReason, HeaderError, BLOCK_HEADER_LEN,
+};
 pub use ledger::{
     AppendReceipt, BlockLocation, ChainTip, Ledger, LedgerOptions, RecoveryReport, TxLocation,
 };

@@ -2,31 +2,68 @@
 //!
 //! ```text
 //! offset size field
-//!      0    8 number        u64 LE   (height of the chain before this block; genesis = 0)
-//!      8    8 timestamp_ms  i64 LE   (ms since the Unix epoch, UTC; never decreases)
-//!     16    4 tx_count      u32 LE
-//!     20    1 cut_reason    u8       (see CutReason)
-//!     21    1 format        u8       (= 1)
-//!     22    2 reserved      zero
-//!     24   32 prev_hash              (header hash of block number-1; zeros for genesis)
-//!     56   32 data_hash              (RFC 6962 Merkle root over the tx hashes)
+//!      0   88 header                 (medledger_proof::header: number, timestamp_ms,
+//!                                     tx_count, cut_reason, format, prev_hash, data_hash)
 //!     88      body: tx_count × (len u32 LE ‖ canonical envelope bytes)
 //! ```
-//! The block hash is SHA-256 of the 88 header bytes. docs/FORMAT.md has the full layout
-//! and fixtures/ golden vectors.
+//! The header's bytes are written and read by `medledger_proof::header`, the one codec
+//! the ledger and an auditor's verifier share; [`BlockHeader`] adds what the ledger means
+//! by them (a [`CutReason`] it knows). The block hash is SHA-256 of the 88 header bytes.
+//! docs/FORMAT.md has the full layout and fixtures/ golden vectors.
 
+use medledger_proof::header::HeaderFields;
 use sha2::{Digest, Sha256};
 
 use crate::merkle::{self, Hash};
 
-/// Size of the fixed block header in bytes.
-pub const BLOCK_HEADER_LEN: usize = 88;
-/// The header format this code writes and reads.
-pub const BLOCK_FORMAT: u8 = 1;
+pub use medledger_proof::header::{BLOCK_FORMAT, BLOCK_HEADER_LEN};
+pub use medledger_proof::HeaderError;
+
 /// Most transactions one block may hold (the cutter's MaxMessageCount is at most this).
 pub const BLOCK_TX_COUNT_MAX: u32 = 100_000;
 
-const _: () = assert!(BLOCK_HEADER_LEN == 8 + 8 + 4 + 1 + 1 + 2 + 32 + 32);
+/// Why bytes are not a block this ledger could have written. Every variant names the
+/// first check that failed; the ledger never guesses past one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum BlockDecodeError {
+    /// The 88 header bytes are short or of an unknown layout.
+    #[error(transparent)]
+    Header(#[from] HeaderError),
+    /// The header's cut reason byte names no [`CutReason`].
+    #[error("unknown cut reason {cut_reason}")]
+    UnknownCutReason {
+        /// The byte at offset 20.
+        cut_reason: u8,
+    },
+    /// The header claims more transactions than a block may hold.
+    #[error("tx_count {tx_count} is over the limit of {BLOCK_TX_COUNT_MAX}")]
+    TooManyTxs {
+        /// The header's `tx_count`.
+        tx_count: u32,
+    },
+    /// The body ends inside the 4-byte length of a transaction.
+    #[error("body ends inside the length of tx {index}")]
+    TruncatedTxLength {
+        /// The transaction's position in the block.
+        index: u32,
+    },
+    /// A transaction's length runs past the end of the block.
+    #[error("tx {index} claims {len} bytes, {remaining} remain")]
+    TruncatedTx {
+        /// The transaction's position in the block.
+        index: u32,
+        /// Its length as written.
+        len: usize,
+        /// The bytes left in the block.
+        remaining: usize,
+    },
+    /// Bytes follow the last transaction the header counts.
+    #[error("{extra} bytes after the last transaction")]
+    TrailingBytes {
+        /// How many.
+        extra: usize,
+    },
+}
 
 /// Why a block was cut. Stored in the header as one byte: the values are part of the
 /// on-disk format and are never renumbered.
@@ -103,48 +140,56 @@ pub struct BlockHeader {
 }
 
 impl BlockHeader {
-    /// The fixed little-endian layout (see the module docs).
+    /// The fixed little-endian layout, as `medledger_proof::header` writes it.
     pub fn encode(&self) -> [u8; BLOCK_HEADER_LEN] {
-        let mut out = [0u8; BLOCK_HEADER_LEN];
-        out[0..8].copy_from_slice(&self.number.to_le_bytes());
-        out[8..16].copy_from_slice(&self.timestamp_ms.to_le_bytes());
-        out[16..20].copy_from_slice(&self.tx_count.to_le_bytes());
-        out[20] = self.cut_reason.as_u8();
-        out[21] = BLOCK_FORMAT;
-        out[24..56].copy_from_slice(&self.prev_hash);
-        out[56..88].copy_from_slice(&self.data_hash);
-        out
+        HeaderFields::from(*self).encode()
     }
 
-    /// Parses the fixed layout, rejecting an unknown format, cut reason or non-zero
-    /// reserved bytes.
-    pub fn decode(bytes: &[u8]) -> Result<BlockHeader, String> {
-        let b: &[u8; BLOCK_HEADER_LEN] = bytes
-            .get(..BLOCK_HEADER_LEN)
-            .and_then(|s| s.try_into().ok())
-            .ok_or_else(|| format!("header needs {BLOCK_HEADER_LEN} bytes, got {}", bytes.len()))?;
-        if b[21] != BLOCK_FORMAT {
-            return Err(format!("unknown block format {}", b[21]));
-        }
-        if b[22] != 0 || b[23] != 0 {
-            return Err("reserved header bytes are not zero".into());
-        }
-        let cut_reason =
-            CutReason::from_u8(b[20]).ok_or_else(|| format!("unknown cut reason {}", b[20]))?;
-        let le8 = |at: usize| -> [u8; 8] { b[at..at + 8].try_into().expect("8 bytes") };
-        Ok(BlockHeader {
-            number: u64::from_le_bytes(le8(0)),
-            timestamp_ms: i64::from_le_bytes(le8(8)),
-            tx_count: u32::from_le_bytes(b[16..20].try_into().expect("4 bytes")),
-            cut_reason,
-            prev_hash: b[24..56].try_into().expect("32 bytes"),
-            data_hash: b[56..88].try_into().expect("32 bytes"),
-        })
+    /// Reads the header at the start of `bytes` (a header, or a whole encoded block),
+    /// rejecting a short input, an unknown format or cut reason, or non-zero reserved
+    /// bytes.
+    pub fn decode(bytes: &[u8]) -> Result<BlockHeader, BlockDecodeError> {
+        let (fields, _body) = HeaderFields::parse_prefix(bytes)?;
+        BlockHeader::try_from(fields)
     }
 
     /// The block hash: SHA-256 of the encoded header.
     pub fn hash(&self) -> Hash {
-        Sha256::digest(self.encode()).into()
+        HeaderFields::from(*self).hash()
+    }
+}
+
+impl From<BlockHeader> for HeaderFields {
+    fn from(h: BlockHeader) -> HeaderFields {
+        HeaderFields {
+            number: h.number,
+            timestamp_ms: h.timestamp_ms,
+            tx_count: h.tx_count,
+            cut_reason: h.cut_reason.as_u8(),
+            prev_hash: h.prev_hash,
+            data_hash: h.data_hash,
+        }
+    }
+}
+
+impl TryFrom<HeaderFields> for BlockHeader {
+    type Error = BlockDecodeError;
+
+    /// Fails only on a cut reason byte this ledger does not know: the proof crate's
+    /// codec carries any byte there (see its module docs), the ledger writes only these.
+    fn try_from(f: HeaderFields) -> Result<BlockHeader, BlockDecodeError> {
+        let cut_reason =
+            CutReason::from_u8(f.cut_reason).ok_or(BlockDecodeError::UnknownCutReason {
+                cut_reason: f.cut_reason,
+            })?;
+        Ok(BlockHeader {
+            number: f.number,
+            timestamp_ms: f.timestamp_ms,
+            tx_count: f.tx_count,
+            cut_reason,
+            prev_hash: f.prev_hash,
+            data_hash: f.data_hash,
+        })
     }
 }
 
@@ -248,7 +293,7 @@ impl Block {
 
     /// Parses an encoded block. Checks the layout only (lengths, count, no trailing
     /// bytes); chain links and the data hash are the caller's to check.
-    pub fn decode(bytes: &[u8]) -> Result<Block, String> {
+    pub fn decode(bytes: &[u8]) -> Result<Block, BlockDecodeError> {
         let header = check_layout(bytes)?;
         Ok(Block {
             header,
@@ -258,24 +303,30 @@ impl Block {
 }
 
 /// Checks an encoded block's layout as [`Block::decode`] does; returns its header.
-fn check_layout(bytes: &[u8]) -> Result<BlockHeader, String> {
+fn check_layout(bytes: &[u8]) -> Result<BlockHeader, BlockDecodeError> {
     let header = BlockHeader::decode(bytes)?;
     if header.tx_count > BLOCK_TX_COUNT_MAX {
-        return Err(format!("tx_count {} is over the limit", header.tx_count));
+        return Err(BlockDecodeError::TooManyTxs {
+            tx_count: header.tx_count,
+        });
     }
     let mut rest = &bytes[BLOCK_HEADER_LEN..];
-    for i in 0..header.tx_count {
+    for index in 0..header.tx_count {
         let Some((len, tail)) = rest.split_first_chunk::<4>() else {
-            return Err(format!("body ends inside the length of tx {i}"));
+            return Err(BlockDecodeError::TruncatedTxLength { index });
         };
         let len = u32::from_le_bytes(*len) as usize;
         if len > tail.len() {
-            return Err(format!("tx {i} claims {len} bytes, {} remain", tail.len()));
+            return Err(BlockDecodeError::TruncatedTx {
+                index,
+                len,
+                remaining: tail.len(),
+            });
         }
         rest = &tail[len..];
     }
     if !rest.is_empty() {
-        return Err(format!("{} bytes after the last transaction", rest.len()));
+        return Err(BlockDecodeError::TrailingBytes { extra: rest.len() });
     }
     Ok(header)
 }
@@ -316,7 +367,7 @@ pub struct BlockFrame {
 
 impl BlockFrame {
     /// Takes an encoded block, checking its layout as [`Block::decode`] does.
-    pub fn parse(bytes: Vec<u8>) -> Result<BlockFrame, String> {
+    pub fn parse(bytes: Vec<u8>) -> Result<BlockFrame, BlockDecodeError> {
         Ok(BlockFrame {
             header: check_layout(&bytes)?,
             bytes,
@@ -370,27 +421,110 @@ mod tests {
         let b = Block::from_txs(1, [0; 32], 5, CutReason::Idle, vec![b"xyz".to_vec()]);
         let mut bytes = Vec::new();
         b.encode_into(&mut bytes);
-        // A frame accepts exactly what decode accepts.
+        // A frame accepts exactly what decode accepts, and refuses it for the same reason.
         let rejected = |bytes: &[u8]| {
-            let decoded = Block::decode(bytes).is_err();
-            assert_eq!(decoded, BlockFrame::parse(bytes.to_vec()).is_err());
+            let decoded = Block::decode(bytes).expect_err("a bad layout");
+            assert_eq!(
+                BlockFrame::parse(bytes.to_vec()).expect_err("a bad layout"),
+                decoded
+            );
             decoded
         };
-        for cut in 0..bytes.len() {
-            assert!(rejected(&bytes[..cut]), "prefix {cut}");
+        for cut in 0..BLOCK_HEADER_LEN {
+            assert_eq!(
+                rejected(&bytes[..cut]),
+                BlockDecodeError::Header(HeaderError::TooShort { got: cut }),
+                "prefix {cut}"
+            );
+        }
+        for cut in BLOCK_HEADER_LEN..BLOCK_HEADER_LEN + 4 {
+            assert_eq!(
+                rejected(&bytes[..cut]),
+                BlockDecodeError::TruncatedTxLength { index: 0 },
+                "prefix {cut}"
+            );
+        }
+        for cut in BLOCK_HEADER_LEN + 4..bytes.len() {
+            assert_eq!(
+                rejected(&bytes[..cut]),
+                BlockDecodeError::TruncatedTx {
+                    index: 0,
+                    len: 3,
+                    remaining: cut - BLOCK_HEADER_LEN - 4
+                },
+                "prefix {cut}"
+            );
         }
         let mut extra = bytes.clone();
         extra.push(0);
-        assert!(rejected(&extra));
+        assert_eq!(
+            rejected(&extra),
+            BlockDecodeError::TrailingBytes { extra: 1 }
+        );
         let mut bad_reason = bytes.clone();
         bad_reason[20] = 99;
-        assert!(rejected(&bad_reason));
+        assert_eq!(
+            rejected(&bad_reason),
+            BlockDecodeError::UnknownCutReason { cut_reason: 99 }
+        );
         let mut bad_format = bytes.clone();
         bad_format[21] = 2;
-        assert!(rejected(&bad_format));
-        let mut reserved = bytes;
+        assert_eq!(
+            rejected(&bad_format),
+            BlockDecodeError::Header(HeaderError::UnknownFormat { format: 2 })
+        );
+        let mut reserved = bytes.clone();
         reserved[23] = 1;
-        assert!(rejected(&reserved));
+        assert_eq!(
+            rejected(&reserved),
+            BlockDecodeError::Header(HeaderError::ReservedNotZero { reserved: [0, 1] })
+        );
+        let mut too_many = bytes;
+        too_many[16..20].copy_from_slice(&(BLOCK_TX_COUNT_MAX + 1).to_le_bytes());
+        assert_eq!(
+            rejected(&too_many),
+            BlockDecodeError::TooManyTxs {
+                tx_count: BLOCK_TX_COUNT_MAX + 1
+            }
+        );
+    }
+
+    /// The texts end up in `StorageError::CorruptBlock` and `medledger verify`'s report.
+    #[test]
+    fn decode_error_messages() {
+        let cases = [
+            (
+                BlockDecodeError::Header(HeaderError::TooShort { got: 3 }),
+                "header needs 88 bytes, got 3",
+            ),
+            (
+                BlockDecodeError::UnknownCutReason { cut_reason: 99 },
+                "unknown cut reason 99",
+            ),
+            (
+                BlockDecodeError::TooManyTxs { tx_count: 100_001 },
+                "tx_count 100001 is over the limit of 100000",
+            ),
+            (
+                BlockDecodeError::TruncatedTxLength { index: 2 },
+                "body ends inside the length of tx 2",
+            ),
+            (
+                BlockDecodeError::TruncatedTx {
+                    index: 0,
+                    len: 3,
+                    remaining: 1,
+                },
+                "tx 0 claims 3 bytes, 1 remain",
+            ),
+            (
+                BlockDecodeError::TrailingBytes { extra: 1 },
+                "1 bytes after the last transaction",
+            ),
+        ];
+        for (err, msg) in cases {
+            assert_eq!(err.to_string(), msg);
+        }
     }
 
     #[test]

@@ -168,7 +168,7 @@ pub(crate) fn recover(dir: &dyn SegmentDir, index: &Index) -> Result<Recovered, 
             {
                 FrameRead::End => break,
                 FrameRead::Frame { body } => {
-                    let block = Block::decode(&body).map_err(|e| corrupt(Damage::Layout(e)))?;
+                    let block = Block::decode(&body).map_err(|e| corrupt(e.into()))?;
                     check_link(&block, &tip).map_err(|e| corrupt(e.into()))?;
                     let hash = block.hash();
                     let tx_ids = block
@@ -282,7 +282,7 @@ pub(crate) fn read_block_at(
     }
     match read_frame(file, loc.offset, end).map_err(io(dir, loc.segment, "reading"))? {
         FrameRead::Frame { body } if body.len() + FRAME_HEADER_LEN == loc.len as usize => {
-            let frame = BlockFrame::parse(body).map_err(|e| corrupt(Damage::Layout(e)))?;
+            let frame = BlockFrame::parse(body).map_err(|e| corrupt(e.into()))?;
             if frame.header().number != number {
                 return Err(corrupt(Damage::OtherBlock(frame.header().number)));
             }

@@ -160,7 +160,7 @@ fn check_block(
 ) -> Result<Result<Block, String>, StorageError> {
     let block = match Block::decode(body) {
         Ok(block) => block,
-        Err(why) => return Ok(Err(why)),
+        Err(why) => return Ok(Err(why.to_string())),
     };
     if let Err(why) = check_link(&block, tip) {
         return Ok(Err(why.to_string()));
