@@ -160,6 +160,8 @@ impl KeyLog {
             .read(true)
             .write(true)
             .create(true)
+            // Never: the log is the only copy of the keys.
+            .truncate(false)
             .mode(0o600)
             .open(path)
             .map_err(io_error)?;
