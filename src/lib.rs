@@ -5,6 +5,8 @@
 //! - [`projector`]: tails committed blocks into the views (`medledger-views`).
 //! - [`rebuild`]: rebuilds the views from the ledger and checks live views against a
 //!   rebuild.
+//! - [`reconcile`]: removes payloads no record names (orphans of a crash or a refused
+//!   submission), at start and by `medledger payloads reconcile`.
 //! - [`api`], [`serve`]: the HTTP API (actix-web) and `medledger serve`.
 //! - [`explorer`]: the chain tree over block header hashes, activity and totals, for
 //!   the block explorer's routes and checkpoints.
@@ -21,6 +23,7 @@ pub mod fixtures;
 pub mod orderer;
 pub mod projector;
 pub mod rebuild;
+pub mod reconcile;
 pub mod serve;
 pub mod telemetry;
 pub mod workload;
