@@ -1,9 +1,10 @@
 //! The payload pipeline: `put` encrypts, chunks and stores a payload; `get` streams it
 //! back decrypted and verified; `erase` destroys its key and unpins it.
 //!
-//! Data layout under `data_dir`: `master.key` (unless configured elsewhere), `keys/`
-//! (wrapped data keys), `blocks/` (the embedded blockstore), `outbox.log` (replication
-//! to Kubo, only with `kubo` set).
+//! Data layout under `data_dir`: `master.key` (unless configured elsewhere),
+//! `keys/keys.log` (wrapped data keys; older data dirs also hold `keys/<id>.key` files),
+//! `blocks/` (the embedded blockstore), `outbox.log` (replication to Kubo, only with
+//! `kubo` set). The key log and the pack log are made durable by group commit.
 
 use std::collections::HashSet;
 use std::io;
