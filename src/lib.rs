@@ -2,6 +2,8 @@
 //!
 //! - [`orderer`]: the block cutter (Hyperledger Fabric's rules, plus the eager policy)
 //!   and group commit over the ledger in `medledger-storage`.
+//! - [`reconcile`]: removes payloads no record names (orphans of a crash or a refused
+//!   submission), at start and by `medledger payloads reconcile`.
 //! - [`api`], [`serve`]: the HTTP API (actix-web) and `medledger serve`.
 //! - [`explorer`]: the chain tree over block header hashes, activity and totals, for
 //!   the block explorer's routes and checkpoints.
@@ -16,6 +18,7 @@ pub mod cli;
 pub mod explorer;
 pub mod fixtures;
 pub mod orderer;
+pub mod reconcile;
 pub mod serve;
 pub mod telemetry;
 pub mod workload;

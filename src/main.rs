@@ -99,6 +99,11 @@ enum Command {
         #[command(subcommand)]
         ipfs: IpfsCommand,
     },
+    /// The payload store (encrypted payloads and their keys, under DATA_DIR/payloads).
+    Payloads {
+        #[command(subcommand)]
+        payloads: PayloadsCommand,
+    },
     /// Offline proof checks (no server, no data dir).
     Proof {
         #[command(subcommand)]
@@ -137,6 +142,24 @@ enum IpfsCommand {
 }
 
 #[derive(Subcommand)]
+enum PayloadsCommand {
+    /// Unpin every payload and destroy every key no record version in the ledger names
+    /// (orphans of a crash between a payload's store and its record's commit, or of a
+    /// refused submission). Refuses to run while a server holds the data dir (the ledger
+    /// is locked); `serve` does the same at start. Prints one JSON object with counts.
+    Reconcile {
+        #[arg(long, env = "MEDLEDGER_DATA_DIR", default_value = "medledger-data")]
+        data_dir: PathBuf,
+        /// The master key that wraps payload keys; default DATA_DIR/payloads/master.key.
+        #[arg(long, env = "MEDLEDGER_MASTER_KEY")]
+        master_key: Option<PathBuf>,
+        /// The Kubo node the server replicates to: the unpins are queued for it.
+        #[arg(long, env = "MEDLEDGER_IPFS_API")]
+        ipfs_api: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
 enum ProofCommand {
     /// Check a tx proof (`GET /v1/tx/{id}/proof`), a consistency proof with its two
     /// checkpoints (`GET /v1/checkpoint/consistency`) or a checkpoint, against the
@@ -158,6 +181,25 @@ enum Bench {
     /// Generate a ledger of realistic events, rebuild the views with each backend and time
     /// patient-timeline pages; prints one JSON object, backends side by side.
     Rebuild(RebuildArgs),
+    /// Durable `put`s into the embedded payload store from concurrent callers; prints one
+    /// JSON object with payloads/s and fsyncs per payload.
+    Payloads(PayloadsBenchArgs),
+}
+
+#[derive(Args)]
+struct PayloadsBenchArgs {
+    /// The store goes in DATA_DIR/bench-payloads (replaced).
+    #[arg(long, env = "MEDLEDGER_DATA_DIR", default_value = "medledger-data")]
+    data_dir: PathBuf,
+    /// Payloads to store.
+    #[arg(long, default_value_t = 100_000)]
+    payloads: u64,
+    /// Plaintext bytes of each payload.
+    #[arg(long, default_value_t = 4096)]
+    payload_bytes: usize,
+    /// Concurrent callers, each waiting for its `put` before the next.
+    #[arg(long, default_value_t = 64)]
+    callers: usize,
 }
 
 #[derive(Args)]
@@ -398,6 +440,41 @@ fn main() -> ExitCode {
         Command::Ipfs {
             ipfs: IpfsCommand::Status { url, data_dir },
         } => cli::ipfs::run_status(&url, &data_dir, &mut stdout),
+        Command::Payloads {
+            payloads:
+                PayloadsCommand::Reconcile {
+                    data_dir,
+                    master_key,
+                    ipfs_api,
+                },
+        } => {
+            let params = cli::payloads::ReconcileParams {
+                data_dir,
+                master_key,
+                ipfs_api,
+            };
+            cli::payloads::run_reconcile(&params, &mut stdout)
+        }
+        Command::Bench {
+            bench: Bench::Payloads(a),
+        } => {
+            let params = cli::bench_payloads::PayloadsBenchParams {
+                data_dir: a.data_dir,
+                payloads: a.payloads,
+                payload_bytes: a.payload_bytes,
+                callers: a.callers,
+            };
+            match cli::bench_payloads::run(&params) {
+                Ok(report) => {
+                    println!("{report}");
+                    0
+                }
+                Err(e) => {
+                    eprintln!("medledger: {e}");
+                    2
+                }
+            }
+        }
         Command::Proof {
             proof: ProofCommand::Verify { key, file },
         } => cli::proof::run_verify(&key, &file, &mut stdout),

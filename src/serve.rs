@@ -26,6 +26,7 @@ use crate::api::error::ApiError;
 use crate::api::limits::{client_key, RateLimiter};
 use crate::api::{self, AppState};
 use crate::orderer::{Orderer, OrdererConfig, OrdererError};
+use crate::reconcile::{reconcile_payloads, ReconcileError};
 
 /// Why the server did not start or stopped with an error. Startup errors go to the
 /// operator's console (they may name files in the data dir; they never reach a client).
@@ -63,6 +64,9 @@ pub enum ServeError {
     Payloads(PayloadError),
     #[error("starting the replication runtime: {0}")]
     Runtime(std::io::Error),
+    /// Removing payloads no record names failed; nothing is served until it succeeds.
+    #[error("reconciling the payload store with the ledger: {0}")]
+    Reconcile(#[from] ReconcileError),
     #[error("the checkpoint key {path}: {source}", path = .path.display())]
     CheckpointKey { path: PathBuf, source: KeyError },
     #[error("cannot listen on {addr}: {source}")]
@@ -280,6 +284,16 @@ impl Core {
             }
         };
         let (payloads, replication) = open_payloads(config)?;
+        // Before the HTTP server accepts a request, so no submission is in flight whose
+        // payload is stored but whose record is not yet committed (it would look orphaned).
+        let reconciled = reconcile_payloads(&ledger, &payloads)?;
+        if reconciled.orphan_roots_unpinned + reconciled.orphan_keys_destroyed > 0 {
+            tracing::warn!(
+                orphan_roots_unpinned = reconciled.orphan_roots_unpinned,
+                orphan_keys_destroyed = reconciled.orphan_keys_destroyed,
+                "removed payloads no record names (left by a crash or a refused submission)"
+            );
+        }
         let key_path = config.data_dir.join(CHECKPOINT_KEY_FILE);
         let checkpoint_key =
             medledger_proof::CheckpointKey::load_or_create(&key_path).map_err(|source| {

@@ -9,6 +9,11 @@
 //! - medledger's embedded durable ingest (library API) at each record size;
 //!
 //! and prints a Markdown table with medledger's figures as ratios of the peers'.
+//!
+//! `medledger-bench payloads` measures durable `put`s into the embedded payload store
+//! (4 KiB payloads from 64 concurrent callers by default): payloads/s and fdatasync calls
+//! per payload (group commit, issue 23), beside this disk's small-write fdatasync rate
+//! (what one fsync per payload would allow).
 
 use std::fs::OpenOptions;
 use std::io::Write;
@@ -17,6 +22,7 @@ use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand};
 use medledger::cli::bench_ingest::{self, IngestParams};
+use medledger::cli::bench_payloads::{self, PayloadsBenchParams};
 use medledger::orderer::CutterConfig;
 
 #[derive(Parser)]
@@ -52,6 +58,24 @@ enum Command {
         #[arg(long, default_value_t = 3)]
         probe_seconds: u64,
     },
+    /// Durable payload `put`s into the embedded store: payloads/s, fsyncs per payload.
+    Payloads {
+        /// Directory for the temporary data (on the disk being measured).
+        #[arg(long, default_value = "target/bench-data")]
+        dir: PathBuf,
+        /// Payloads to store.
+        #[arg(long, default_value_t = 200_000)]
+        payloads: u64,
+        /// Plaintext bytes per payload.
+        #[arg(long, default_value_t = 4096)]
+        payload_bytes: usize,
+        /// Concurrent callers.
+        #[arg(long, default_value_t = 64)]
+        callers: usize,
+        /// Seconds for the disk probe.
+        #[arg(long, default_value_t = 3)]
+        probe_seconds: u64,
+    },
 }
 
 /// Appends `chunk` and fdatasyncs, repeatedly, for `seconds`; returns (syncs/s, MiB/s).
@@ -80,25 +104,70 @@ fn probe_durable_appends(dir: &Path, chunk: usize, seconds: u64) -> std::io::Res
 }
 
 fn main() {
-    let Command::Ingest {
-        dir,
-        events,
-        record_bytes,
-        submitters,
-        max_message_count,
-        probe_seconds,
-    } = Cli::parse().command;
-    if let Err(e) = run_ingest(
-        &dir,
-        events,
-        &record_bytes,
-        submitters,
-        max_message_count,
-        probe_seconds,
-    ) {
+    let result = match Cli::parse().command {
+        Command::Ingest {
+            dir,
+            events,
+            record_bytes,
+            submitters,
+            max_message_count,
+            probe_seconds,
+        } => run_ingest(
+            &dir,
+            events,
+            &record_bytes,
+            submitters,
+            max_message_count,
+            probe_seconds,
+        ),
+        Command::Payloads {
+            dir,
+            payloads,
+            payload_bytes,
+            callers,
+            probe_seconds,
+        } => run_payloads(&dir, payloads, payload_bytes, callers, probe_seconds),
+    };
+    if let Err(e) = result {
         eprintln!("medledger-bench: {e}");
         std::process::exit(2);
     }
+}
+
+fn run_payloads(
+    dir: &Path,
+    payloads: u64,
+    payload_bytes: usize,
+    callers: usize,
+    probe_seconds: u64,
+) -> Result<(), String> {
+    std::fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+    let scratch = tempfile::tempdir_in(dir).map_err(|e| e.to_string())?;
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    println!("# medledger-bench payloads\n");
+    println!("machine: {cores} cores; data on {}\n", dir.display());
+    // One fdatasync per payload could reach at most this many payloads/s.
+    let (naive_per_sec, _) = probe_durable_appends(scratch.path(), payload_bytes, probe_seconds)
+        .map_err(|e| e.to_string())?;
+    let report = bench_payloads::run(&PayloadsBenchParams {
+        data_dir: scratch.path().to_path_buf(),
+        payloads,
+        payload_bytes,
+        callers,
+    })?;
+    println!("{report}\n");
+    let per_sec = report["payloads_per_sec"].as_f64().unwrap_or(0.0);
+    println!("| payload bytes | callers | payloads/s | MiB/s | fsyncs/payload | p50 / p99 ms | one-fsync-per-payload log, payloads/s | medledger ÷ that |");
+    println!("|---|---|---|---|---|---|---|---|");
+    println!(
+        "| {payload_bytes} | {callers} | {per_sec:.0} | {:.1} | {:.3} | {:.2} / {:.2} | {naive_per_sec:.0} | {:.1}× |",
+        report["mib_per_sec"].as_f64().unwrap_or(0.0),
+        report["fsyncs_per_payload"].as_f64().unwrap_or(0.0),
+        report["p50_ms"].as_f64().unwrap_or(0.0),
+        report["p99_ms"].as_f64().unwrap_or(0.0),
+        per_sec / naive_per_sec.max(1.0),
+    );
+    Ok(())
 }
 
 fn run_ingest(

@@ -1,23 +1,34 @@
-//! Wrapped data keys by key id, one file each in `<data_dir>/keys/`.
+//! Wrapped data keys by key id.
 //!
 //! This is the only copy of a payload's key: it is not derived from the ledger and can
-//! not be rebuilt, which is what makes erasure final. `store` and `destroy` return only
-//! once their effect is durable (file and directory fsynced). `destroy` first writes an
-//! `<id>.erased` tombstone (so a later read reports "erased", not "not found"), then
-//! overwrites the key file with zeros, fsyncs, unlinks it and fsyncs the directory.
-//! (On flash storage an overwrite may not reach the old cells; the wrapped key is useless
-//! without the master key. Re-wrapping every key under a new master key would be the
-//! remedy for a leaked disk; there is no command for it yet, see docs/PAYLOADS.md.)
+//! not be rebuilt, which is what makes erasure final. New keys go to the key log
+//! `<keys>/keys.log` ([`crate::keylog`]): fixed-size records, made durable by group commit
+//! (one fdatasync for every key stored while the previous sync ran). `store` and `destroy`
+//! return only once their effect is durable.
+//!
+//! Data dirs written before the key log hold one file per key, `<keys>/<key_id>.key`,
+//! and `<keys>/<key_id>.erased` tombstones. They are read as before (read old, write new):
+//! `load` looks in the log first, then for the key's file. Destroying a key kept in a file
+//! appends a durable tombstone to the log, then overwrites the file with zeros, fsyncs,
+//! unlinks it and fsyncs the directory. (On flash storage an overwrite may not reach the
+//! old cells; the wrapped key is useless without the master key. Re-wrapping every key
+//! under a new master key would be the remedy for a leaked disk; there is no command for
+//! it yet, see docs/PAYLOADS.md.)
 
 use std::fs::{self, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
 use crate::crypto::{CryptoError, DataKey, MasterKey, WRAPPED_KEY_BYTES};
-use crate::fsutil::{sync_dir, write_durably};
+use crate::fsutil::sync_dir;
+use crate::keylog::{KeyIdBytes, KeyLog, Lookup};
+
+pub use crate::keylog::KeyLogError;
 
 /// Key ids are 32 lowercase hex characters (128 random bits).
 const KEY_ID_HEX_LEN: usize = 32;
+/// The key log's file name in the key directory.
+pub const KEY_LOG_FILE: &str = "keys.log";
 
 /// Errors of the key store.
 #[derive(Debug, thiserror::Error)]
@@ -37,7 +48,10 @@ pub enum KeyStoreError {
     /// Unwrapping or randomness failed.
     #[error(transparent)]
     Crypto(#[from] CryptoError),
-    /// File I/O.
+    /// The key log failed (I/O, damage recovery will not guess about, poisoned).
+    #[error(transparent)]
+    Log(#[from] KeyLogError),
+    /// File I/O on the old layout's files.
     #[error("key store {path}: {source}")]
     Io {
         /// The file or directory.
@@ -51,6 +65,7 @@ pub enum KeyStoreError {
 pub struct KeyStore {
     dir: PathBuf,
     master: MasterKey,
+    log: KeyLog,
 }
 
 fn io_error(path: &Path) -> impl FnOnce(io::Error) -> KeyStoreError + '_ {
@@ -67,53 +82,72 @@ pub fn new_key_id() -> Result<String, KeyStoreError> {
     Ok(hex::encode(bytes))
 }
 
-fn check_key_id(key_id: &str) -> Result<(), KeyStoreError> {
+/// The raw bytes of a valid key id.
+fn parse_key_id(key_id: &str) -> Result<KeyIdBytes, KeyStoreError> {
     let valid = key_id.len() == KEY_ID_HEX_LEN
         && key_id
             .bytes()
             .all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(&c));
-    if valid {
-        Ok(())
-    } else {
-        Err(KeyStoreError::InvalidKeyId)
+    if !valid {
+        return Err(KeyStoreError::InvalidKeyId);
     }
+    let mut bytes = [0u8; KEY_ID_HEX_LEN / 2];
+    hex::decode_to_slice(key_id, &mut bytes).map_err(|_| KeyStoreError::InvalidKeyId)?;
+    Ok(bytes)
 }
 
 impl KeyStore {
-    /// Opens (creating if needed) the key directory `dir`, wrapping keys with `master`.
+    /// Opens (creating if needed) the key directory `dir`, wrapping keys with `master`,
+    /// and recovers its key log.
     pub fn open(dir: &Path, master: MasterKey) -> Result<KeyStore, KeyStoreError> {
         fs::create_dir_all(dir).map_err(io_error(dir))?;
+        let log = KeyLog::open(&dir.join(KEY_LOG_FILE))?;
         Ok(KeyStore {
             dir: dir.to_path_buf(),
             master,
+            log,
         })
     }
 
+    /// The old layout's file of a key.
     fn key_path(&self, key_id: &str) -> PathBuf {
         self.dir.join(format!("{key_id}.key"))
     }
 
+    /// The old layout's tombstone of a key.
     fn tombstone_path(&self, key_id: &str) -> PathBuf {
         self.dir.join(format!("{key_id}.erased"))
     }
 
     /// Wraps and stores `key` under `key_id`; durable when it returns.
     pub fn store(&self, key_id: &str, key: &DataKey) -> Result<(), KeyStoreError> {
-        check_key_id(key_id)?;
-        let path = self.key_path(key_id);
+        let id = parse_key_id(key_id)?;
+        // Ids are 128 random bits, so these never hit in practice; they keep the old
+        // layout's keys from being shadowed all the same.
         if self.tombstone_path(key_id).exists() {
             return Err(KeyStoreError::Erased(key_id.to_string()));
         }
-        if path.exists() {
+        if self.key_path(key_id).exists() {
             return Err(KeyStoreError::Exists(key_id.to_string()));
         }
         let wrapped = self.master.wrap(key_id, key)?;
-        write_durably(&path, &wrapped).map_err(io_error(&path))
+        if self.log.append(&id, &wrapped)? {
+            Ok(())
+        } else if self.log.is_erased(&id) {
+            Err(KeyStoreError::Erased(key_id.to_string()))
+        } else {
+            Err(KeyStoreError::Exists(key_id.to_string()))
+        }
     }
 
     /// The data key stored under `key_id`.
     pub fn load(&self, key_id: &str) -> Result<DataKey, KeyStoreError> {
-        check_key_id(key_id)?;
+        let id = parse_key_id(key_id)?;
+        match self.log.get(&id)? {
+            Lookup::Wrapped(wrapped) => return Ok(self.master.unwrap(key_id, &wrapped)?),
+            Lookup::Erased => return Err(KeyStoreError::Erased(key_id.to_string())),
+            Lookup::Absent => {}
+        }
         let path = self.key_path(key_id);
         match fs::read(&path) {
             Ok(wrapped) => Ok(self.master.unwrap(key_id, &wrapped)?),
@@ -130,17 +164,17 @@ impl KeyStore {
 
     /// True if `key_id` was destroyed.
     pub fn is_erased(&self, key_id: &str) -> bool {
-        check_key_id(key_id).is_ok() && self.tombstone_path(key_id).exists()
+        parse_key_id(key_id)
+            .is_ok_and(|id| self.log.is_erased(&id) || self.tombstone_path(key_id).exists())
     }
 
     /// Destroys the key: afterwards nothing on this machine can decrypt its payload.
     /// Idempotent; durable when it returns.
     pub fn destroy(&self, key_id: &str) -> Result<(), KeyStoreError> {
-        check_key_id(key_id)?;
-        let tombstone = self.tombstone_path(key_id);
-        if !tombstone.exists() {
-            write_durably(&tombstone, b"").map_err(io_error(&tombstone))?;
-        }
+        let id = parse_key_id(key_id)?;
+        self.log.erase(&id)?;
+        // A key of the old layout: its file goes too (the log's tombstone, durable now,
+        // answers "erased" whatever happens to the file from here on).
         let path = self.key_path(key_id);
         match OpenOptions::new().write(true).open(&path) {
             Ok(mut file) => {
@@ -154,6 +188,28 @@ impl KeyStore {
             Err(error) if error.kind() == io::ErrorKind::NotFound => Ok(()),
             Err(error) => Err(io_error(&path)(error)),
         }
+    }
+
+    /// Every key id with a live (not destroyed) key, in the log and in the old layout's
+    /// files, in no particular order (for the reconcile with the ledger).
+    pub fn live_key_ids(&self) -> Result<Vec<String>, KeyStoreError> {
+        let mut ids: Vec<String> = self.log.live_key_ids().iter().map(hex::encode).collect();
+        for entry in fs::read_dir(&self.dir).map_err(io_error(&self.dir))? {
+            let entry = entry.map_err(io_error(&self.dir))?;
+            let name = entry.file_name();
+            let Some(key_id) = name.to_str().and_then(|n| n.strip_suffix(".key")) else {
+                continue;
+            };
+            if parse_key_id(key_id).is_ok() && !self.is_erased(key_id) {
+                ids.push(key_id.to_string());
+            }
+        }
+        Ok(ids)
+    }
+
+    /// fdatasync calls the key log's group commits made since open.
+    pub fn fsyncs(&self) -> u64 {
+        self.log.fsyncs()
     }
 }
 
@@ -212,5 +268,116 @@ mod tests {
                 Err(KeyStoreError::InvalidKeyId)
             ));
         }
+    }
+
+    /// Every file under `dir`, read whole.
+    fn all_file_bytes(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+        let mut out = Vec::new();
+        for entry in fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                out.extend(all_file_bytes(&path));
+            } else {
+                out.push((path.clone(), fs::read(&path).unwrap()));
+            }
+        }
+        out
+    }
+
+    fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+        haystack.windows(needle.len()).any(|w| w == needle)
+    }
+
+    #[test]
+    fn erasure_leaves_no_byte_of_the_wrapped_key_in_any_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path());
+        let ids: Vec<String> = (0..5).map(|_| new_key_id().unwrap()).collect();
+        for id in &ids {
+            store.store(id, &DataKey::generate().unwrap()).unwrap();
+        }
+        let wrapped = |store: &KeyStore, id: &str| match store.log.get(&parse_key_id(id).unwrap()) {
+            Ok(Lookup::Wrapped(w)) => w,
+            _ => panic!("key {id} is not live"),
+        };
+        let doomed = wrapped(&store, &ids[2]);
+        let kept = wrapped(&store, &ids[3]);
+        let files = all_file_bytes(dir.path());
+        assert!(files.iter().any(|(_, bytes)| contains(bytes, &doomed)));
+
+        store.destroy(&ids[2]).unwrap();
+        // The wrapped key's random part (nonce and sealed key, 60 bytes) is gone from
+        // every file; its neighbours are intact.
+        for (path, bytes) in all_file_bytes(dir.path()) {
+            assert!(
+                !contains(&bytes, &doomed[1..]),
+                "{} keeps it",
+                path.display()
+            );
+        }
+        assert!(all_file_bytes(dir.path())
+            .iter()
+            .any(|(_, bytes)| contains(bytes, &kept)));
+        let reopened = open(dir.path());
+        assert!(matches!(
+            reopened.load(&ids[2]),
+            Err(KeyStoreError::Erased(_))
+        ));
+        reopened.load(&ids[3]).unwrap();
+        let mut live = reopened.live_key_ids().unwrap();
+        live.sort();
+        let mut expected: Vec<String> = ids.iter().filter(|i| **i != ids[2]).cloned().collect();
+        expected.sort();
+        assert_eq!(live, expected);
+    }
+
+    #[test]
+    fn old_layout_keys_are_read_listed_and_erased() {
+        let dir = tempfile::tempdir().unwrap();
+        // A key directory as written before the key log: one file per key, tombstones.
+        let master = MasterKey::load_or_create(&dir.path().join("master.key")).unwrap();
+        let keys_dir = dir.path().join("keys");
+        fs::create_dir_all(&keys_dir).unwrap();
+        let (old, gone) = (new_key_id().unwrap(), new_key_id().unwrap());
+        let key = DataKey::generate().unwrap();
+        let wrapped = master.wrap(&old, &key).unwrap();
+        crate::fsutil::write_durably(&keys_dir.join(format!("{old}.key")), &wrapped).unwrap();
+        crate::fsutil::write_durably(&keys_dir.join(format!("{gone}.erased")), b"").unwrap();
+
+        let store = open(dir.path());
+        let mut enc = crate::crypto::Encryptor::new(&key).unwrap();
+        let mut ciphertext = enc.push(b"old note").unwrap();
+        ciphertext.extend(enc.finish().unwrap());
+        let mut dec = crate::crypto::Decryptor::new(&store.load(&old).unwrap());
+        let mut plaintext = dec.push(&ciphertext).unwrap();
+        plaintext.extend(dec.finish().unwrap());
+        assert_eq!(plaintext, b"old note");
+        assert!(matches!(store.load(&gone), Err(KeyStoreError::Erased(_))));
+        assert!(matches!(
+            store.store(&old, &DataKey::generate().unwrap()),
+            Err(KeyStoreError::Exists(_))
+        ));
+        // New keys go to the log, next to the old files.
+        let new = new_key_id().unwrap();
+        store.store(&new, &DataKey::generate().unwrap()).unwrap();
+        assert!(!keys_dir.join(format!("{new}.key")).exists());
+        let mut live = store.live_key_ids().unwrap();
+        live.sort();
+        let mut expected = vec![old.clone(), new.clone()];
+        expected.sort();
+        assert_eq!(live, expected);
+
+        store.destroy(&old).unwrap();
+        assert!(!keys_dir.join(format!("{old}.key")).exists());
+        for (path, bytes) in all_file_bytes(dir.path()) {
+            assert!(
+                !contains(&bytes, &wrapped[1..]),
+                "{} keeps it",
+                path.display()
+            );
+        }
+        let reopened = open(dir.path());
+        assert!(matches!(reopened.load(&old), Err(KeyStoreError::Erased(_))));
+        assert_eq!(reopened.live_key_ids().unwrap(), vec![new]);
     }
 }

@@ -10,6 +10,8 @@ pub mod crypto;
 pub mod dagpb;
 mod error;
 mod fsutil;
+mod groupcommit;
+mod keylog;
 pub mod keystore;
 mod outbox;
 pub mod pinstore;
@@ -19,5 +21,8 @@ pub mod unixfs;
 pub use cid::{Cid, CidVersion, Codec};
 pub use error::PayloadError;
 pub use outbox::{Outbox, OutboxOp};
-pub use pipeline::{PayloadConfig, Payloads, PlaintextStream, ReplicationStatus, StoredPayload};
+pub use pipeline::{
+    OrphanScan, PayloadConfig, Payloads, PlaintextStream, ReconcileReport, ReplicationStatus,
+    StoredPayload,
+};
 pub use unixfs::{only_hash, Block, DagSummary, FileBuilder};

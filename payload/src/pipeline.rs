@@ -1,10 +1,12 @@
 //! The payload pipeline: `put` encrypts, chunks and stores a payload; `get` streams it
 //! back decrypted and verified; `erase` destroys its key and unpins it.
 //!
-//! Data layout under `data_dir`: `master.key` (unless configured elsewhere), `keys/`
-//! (wrapped data keys), `blocks/` (the embedded blockstore), `outbox.log` (replication
-//! to Kubo, only with `kubo` set).
+//! Data layout under `data_dir`: `master.key` (unless configured elsewhere),
+//! `keys/keys.log` (wrapped data keys; older data dirs also hold `keys/<id>.key` files),
+//! `blocks/` (the embedded blockstore), `outbox.log` (replication to Kubo, only with
+//! `kubo` set). The key log and the pack log are made durable by group commit.
 
+use std::collections::HashSet;
 use std::io;
 use std::path::PathBuf;
 use std::pin::Pin;
@@ -22,6 +24,9 @@ use crate::keystore::{new_key_id, KeyStore};
 use crate::outbox::{replicate, BoundedUploads, Outbox, OutboxOp};
 use crate::pinstore::{EmbeddedStore, KuboStore, PinStore, ReadFallback};
 use crate::unixfs::{FileBuilder, CHUNK_BYTES};
+
+/// Orphans unpinned or keys destroyed at once by `remove_orphans`.
+const RECONCILE_CONCURRENCY: usize = 64;
 
 /// Deepest DAG `get` follows (a 174-ary tree of depth 8 exceeds any payload).
 const DAG_DEPTH_MAX: usize = 8;
@@ -73,6 +78,41 @@ pub struct StoredPayload {
     pub key_id: String,
     /// The content type given at upload (not stored by the pipeline; the record keeps it).
     pub content_type: String,
+}
+
+/// Orphan candidates of a reconcile (see [`Payloads::orphan_scan`]).
+#[derive(Debug)]
+pub struct OrphanScan {
+    roots: HashSet<Cid>,
+    key_ids: HashSet<String>,
+    pinned_roots: usize,
+    live_keys: usize,
+}
+
+impl OrphanScan {
+    /// Strikes off a payload the ledger references.
+    pub fn referenced(&mut self, root: &Cid, key_id: &str) {
+        self.roots.remove(root);
+        self.key_ids.remove(key_id);
+    }
+
+    /// True once every candidate was struck off: the caller may stop reading the ledger.
+    pub fn is_empty(&self) -> bool {
+        self.roots.is_empty() && self.key_ids.is_empty()
+    }
+}
+
+/// What a reconcile found and removed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ReconcileReport {
+    /// Roots pinned before the reconcile.
+    pub pinned_roots: usize,
+    /// Live keys before the reconcile.
+    pub live_keys: usize,
+    /// Pinned roots no record names, now unpinned.
+    pub orphan_roots_unpinned: usize,
+    /// Live keys no record names, now destroyed.
+    pub orphan_keys_destroyed: usize,
 }
 
 /// A stream of verified plaintext pieces; a verification failure is its last item.
@@ -207,13 +247,22 @@ impl Payloads {
             uploads.submit(block).await?;
         }
         uploads.finish().await?;
-        self.store.sync().await?;
+        // The key and the pin become durable concurrently, each in its log's next group
+        // commit; the pin's sync also covers this payload's blocks (same pack, written
+        // before it). A crash before both are durable leaves at most an orphan (a key or a
+        // pin no record names) for `reconcile`: `put` has not returned, so no record does.
         let keys = Arc::clone(&self.keys);
         let id = key_id.clone();
-        tokio::task::spawn_blocking(move || keys.store(&id, &key))
-            .await
-            .expect("key store panicked")?;
-        self.store.pin(&summary.root).await?;
+        let store_key = tokio::task::spawn_blocking(move || keys.store(&id, &key));
+        let (stored_key, pinned) = tokio::join!(store_key, self.store.pin(&summary.root));
+        let stored_key = stored_key.expect("key store panicked");
+        if let Err(error) = stored_key
+            .map_err(PayloadError::from)
+            .and(pinned.map_err(Into::into))
+        {
+            self.discard(&key_id, &summary.root).await;
+            return Err(error);
+        }
         if let Some(outbox) = &self.outbox {
             outbox
                 .push(OutboxOp::Pin(summary.root))
@@ -226,6 +275,20 @@ impl Payloads {
             key_id,
             content_type: content_type.to_string(),
         })
+    }
+
+    /// Undoes what a failed `put` made durable, as far as it can (a failure leaves an
+    /// orphan for `reconcile`).
+    async fn discard(&self, key_id: &str, root: &Cid) {
+        let keys = Arc::clone(&self.keys);
+        let id = key_id.to_string();
+        let destroyed = tokio::task::spawn_blocking(move || keys.destroy(&id))
+            .await
+            .expect("key store panicked");
+        let unpinned = self.store.unpin(root).await;
+        if destroyed.is_err() || unpinned.is_err() {
+            tracing::warn!(%root, "a failed put left an orphan; reconcile removes it");
+        }
     }
 
     /// Streams a payload's plaintext, fetching up to `download_concurrency` blocks ahead
@@ -284,20 +347,92 @@ impl Payloads {
     }
 
     /// Roots pinned in the local store. A crash after `put` pinned a payload but before
-    /// its record was committed leaves a pinned root no record names; the caller unpins
-    /// those (with [`Payloads::unpin_orphan`]) after comparing with the ledger.
+    /// its record was committed leaves a pinned root no record names; a reconcile
+    /// ([`Payloads::orphan_scan`]) unpins those after comparing with the ledger.
     pub async fn pinned_roots(&self) -> Result<Vec<Cid>, PayloadError> {
         Ok(self.store.pinned_roots().await?)
     }
 
     /// Unpins a root no record refers to (see [`Payloads::pinned_roots`]); its blocks go
-    /// at the next GC. Its key, if stored, stays: the caller destroys it if it knows it.
+    /// at the next GC. Its key, if stored, stays: [`Payloads::remove_orphans`] destroys
+    /// every key no record names.
     pub async fn unpin_orphan(&self, root: &Cid) -> Result<(), PayloadError> {
         self.store.unpin(root).await?;
         if let Some(outbox) = &self.outbox {
             outbox.push(OutboxOp::Unpin(*root)).map_err(storage_error)?;
         }
         Ok(())
+    }
+
+    /// Starts a reconcile with the ledger: every pinned root and live key is an orphan
+    /// candidate until [`OrphanScan::referenced`] strikes it off. Run it only while no
+    /// `put` is in flight whose record is not yet committed (at start, before serving;
+    /// or with the ledger's lock held), or that payload would be taken for an orphan.
+    pub async fn orphan_scan(&self) -> Result<OrphanScan, PayloadError> {
+        let roots: HashSet<Cid> = self.store.pinned_roots().await?.into_iter().collect();
+        let keys = Arc::clone(&self.keys);
+        let key_ids: HashSet<String> = tokio::task::spawn_blocking(move || keys.live_key_ids())
+            .await
+            .expect("key store panicked")?
+            .into_iter()
+            .collect();
+        Ok(OrphanScan {
+            pinned_roots: roots.len(),
+            live_keys: key_ids.len(),
+            roots,
+            key_ids,
+        })
+    }
+
+    /// Finishes a reconcile: unpins every root and destroys every key the scan did not
+    /// strike off (their payloads' blocks go at the next GC; the unpins reach the Kubo
+    /// replica through the outbox). Durable when it returns.
+    pub async fn remove_orphans(&self, scan: OrphanScan) -> Result<ReconcileReport, PayloadError> {
+        let report = ReconcileReport {
+            pinned_roots: scan.pinned_roots,
+            live_keys: scan.live_keys,
+            orphan_roots_unpinned: scan.roots.len(),
+            orphan_keys_destroyed: scan.key_ids.len(),
+        };
+        // Concurrent, so the unpins and erasures share group commits.
+        let unpins = stream::iter(scan.roots)
+            .map(|root| async move { self.unpin_orphan(&root).await })
+            .buffer_unordered(RECONCILE_CONCURRENCY);
+        let destroys = stream::iter(scan.key_ids)
+            .map(|key_id| {
+                let keys = Arc::clone(&self.keys);
+                async move {
+                    tokio::task::spawn_blocking(move || keys.destroy(&key_id))
+                        .await
+                        .expect("key store panicked")
+                        .map_err(PayloadError::from)
+                }
+            })
+            .buffer_unordered(RECONCILE_CONCURRENCY);
+        let mut outcomes = unpins.chain(destroys);
+        while let Some(outcome) = outcomes.next().await {
+            outcome?;
+        }
+        Ok(report)
+    }
+
+    /// [`Payloads::orphan_scan`] and [`Payloads::remove_orphans`] in one, given every
+    /// `(root, key id)` the ledger references (every record version's payload).
+    pub async fn reconcile<I>(&self, referenced: I) -> Result<ReconcileReport, PayloadError>
+    where
+        I: IntoIterator<Item = (Cid, String)>,
+    {
+        let mut scan = self.orphan_scan().await?;
+        for (root, key_id) in referenced {
+            scan.referenced(&root, &key_id);
+        }
+        self.remove_orphans(scan).await
+    }
+
+    /// fdatasync calls of the local store and the key log since open (not the outbox's),
+    /// for benchmarks.
+    pub fn fsyncs(&self) -> u64 {
+        self.store.fsyncs() + self.keys.fsyncs()
     }
 
     /// Runs garbage collection on the local store.

@@ -1,11 +1,13 @@
 //! Kill loop: a child process (this test binary, re-run) stores payloads as fast as it
-//! can and records each acknowledged one; the parent SIGKILLs it at a random moment,
+//! can from several tasks (so group commits hold several payloads) and records each
+//! acknowledged one; the parent SIGKILLs it at a random moment,
 //! reopens the data dir and checks that every acknowledged payload reads back intact.
 //! Then it starts the next child on the same data dir (so torn tails get replayed).
 
 use std::io::{BufRead, Write};
 use std::path::Path;
 use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -21,8 +23,11 @@ fn config(dir: &Path) -> PayloadConfig {
     config
 }
 
-/// The child: store payloads forever, appending `cid key_id size sha256` after each
-/// `put` returns (i.e. after it was acknowledged).
+/// Concurrent putters in the child, so group commits hold several payloads each.
+const PUTTERS: u64 = 8;
+
+/// The child: store payloads forever from `PUTTERS` tasks, appending
+/// `cid key_id size sha256` after each `put` returns (i.e. after it was acknowledged).
 fn child(dir: &Path) {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -30,30 +35,48 @@ fn child(dir: &Path) {
         .build()
         .unwrap();
     runtime.block_on(async {
-        let payloads = Payloads::open(config(dir)).unwrap();
-        let mut acked = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(dir.join("acked.log"))
-            .unwrap();
-        for n in 0u64.. {
-            let len = 100_000 + (n as usize * 77_777) % 900_000;
-            let data: Vec<u8> = (0..len).map(|i| (i as u64 * 31 + n) as u8).collect();
-            let body = stream::iter(
-                data.chunks(50_000)
-                    .map(|c| Ok::<_, std::io::Error>(Bytes::copy_from_slice(c)))
-                    .collect::<Vec<_>>(),
-            );
-            let payload = payloads.put(body, "x").await.unwrap();
-            let line = format!(
-                "{} {} {} {}\n",
-                payload.cid,
-                payload.key_id,
-                payload.size,
-                hex::encode(payload.sha256)
-            );
-            acked.write_all(line.as_bytes()).unwrap();
-            acked.sync_data().unwrap();
+        let payloads = Arc::new(Payloads::open(config(dir)).unwrap());
+        let acked = Arc::new(Mutex::new(
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(dir.join("acked.log"))
+                .unwrap(),
+        ));
+        let putters: Vec<_> = (0..PUTTERS)
+            .map(|putter| {
+                let (payloads, acked) = (Arc::clone(&payloads), Arc::clone(&acked));
+                tokio::spawn(async move {
+                    for n in (putter..).step_by(PUTTERS as usize) {
+                        // Small payloads (one block) between large ones (several).
+                        let len = if n % 2 == 0 {
+                            4096
+                        } else {
+                            100_000 + (n as usize * 77_777) % 900_000
+                        };
+                        let data: Vec<u8> = (0..len).map(|i| (i as u64 * 31 + n) as u8).collect();
+                        let body = stream::iter(
+                            data.chunks(50_000)
+                                .map(|c| Ok::<_, std::io::Error>(Bytes::copy_from_slice(c)))
+                                .collect::<Vec<_>>(),
+                        );
+                        let payload = payloads.put(body, "x").await.unwrap();
+                        let line = format!(
+                            "{} {} {} {}\n",
+                            payload.cid,
+                            payload.key_id,
+                            payload.size,
+                            hex::encode(payload.sha256)
+                        );
+                        let mut acked = acked.lock().unwrap();
+                        acked.write_all(line.as_bytes()).unwrap();
+                        acked.sync_data().unwrap();
+                    }
+                })
+            })
+            .collect();
+        for putter in putters {
+            putter.await.unwrap();
         }
     });
 }

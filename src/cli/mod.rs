@@ -2,11 +2,13 @@
 //! tests can run them in-process.
 
 pub mod bench_ingest;
+pub mod bench_payloads;
 pub mod bench_rebuild;
 pub mod blocks;
 pub mod config_file;
 pub mod fixtures;
 pub mod ipfs;
+pub mod payloads;
 pub mod proof;
 pub mod rebuild;
 pub mod token;

@@ -8,11 +8,13 @@
 //! ```
 //!
 //! where the CRC-32C covers kind, the two lengths, the CID and the data. Blocks are
-//! appended without fsync; [`PinStore::sync`] fsyncs once (the pipeline calls it once per
-//! payload) and [`PinStore::pin`] appends a pin record and fsyncs, so a pin on disk implies
-//! its blocks are on disk (same file, written before it). On open the log is replayed; a
-//! torn or damaged tail (short record, bad CRC, bad CID) is cut off and fsynced, never
-//! served. Reads verify the block's sha2-256 against its CID.
+//! appended without fsync. [`PinStore::pin`] appends a pin record and returns once the log
+//! is durable up to it, so a pin on disk implies its blocks are on disk (same file,
+//! written before it). Durability is a group commit ([`crate::groupcommit`]): the pins,
+//! unpins and syncs of concurrent uploads share one fdatasync, led by whichever caller
+//! finds no sync running; the others wait for it or for the next one. On open the log is
+//! replayed; a torn or damaged tail (short record, bad CRC, bad CID) is cut off and
+//! fsynced, never served. Reads verify the block's sha2-256 against its CID.
 //!
 //! GC rewrites the live records into `pack-<generation+1>.log.tmp`, fsyncs it, renames it,
 //! fsyncs the directory, then deletes the old pack. It removes blocks not reachable from a
@@ -34,6 +36,7 @@ use super::{GcStats, PinStore, PinStoreError};
 use crate::cid::{Cid, Codec};
 use crate::dagpb::decode_node;
 use crate::fsutil::sync_dir;
+use crate::groupcommit::{CommitError, GroupCommit};
 use crate::unixfs::Block;
 
 const RECORD_HEADER_BYTES: usize = 10;
@@ -62,13 +65,15 @@ struct Inner {
     pins: HashSet<Cid>,
     unpinned: HashSet<Cid>,
     stored_bytes: u64,
-    dirty: bool,
+    /// Bytes written since open, across GC's file swaps: the group commit's LSN.
+    written_lsn: u64,
     poisoned: bool,
 }
 
 /// A content-addressed blockstore in a directory; see the module documentation.
 pub struct EmbeddedStore {
     inner: Arc<Mutex<Inner>>,
+    commit: Arc<GroupCommit>,
 }
 
 fn pack_name(generation: u64) -> String {
@@ -209,13 +214,55 @@ impl EmbeddedStore {
             pins: HashSet::new(),
             unpinned: HashSet::new(),
             stored_bytes: 0,
-            dirty: false,
+            written_lsn: 0,
             poisoned: false,
         };
         inner.replay(&path)?;
         Ok(EmbeddedStore {
             inner: Arc::new(Mutex::new(inner)),
+            commit: Arc::new(GroupCommit::new(0)),
         })
+    }
+
+    /// Runs `operation` under the lock, then waits (in the same blocking thread, without
+    /// the lock) until the log is durable up to everything written before it returned.
+    async fn run_durably<F>(&self, operation: F) -> Result<(), PinStoreError>
+    where
+        F: FnOnce(&mut Inner) -> Result<(), PinStoreError> + Send + 'static,
+    {
+        let inner = Arc::clone(&self.inner);
+        let commit = Arc::clone(&self.commit);
+        tokio::task::spawn_blocking(move || {
+            let lsn = {
+                let mut guard = lock(&inner);
+                guard.check_writable(&commit)?;
+                operation(&mut guard)?;
+                guard.written_lsn
+            };
+            // Called by the group's leader: the file and the LSN written to it, taken
+            // together under the lock, so the sync covers at least that LSN.
+            let sync = || {
+                let (file, covered_lsn) = {
+                    let guard = lock(&inner);
+                    (Arc::clone(&guard.file), guard.written_lsn)
+                };
+                file.sync_data()?;
+                Ok(covered_lsn)
+            };
+            commit
+                .wait_durable(lsn, &sync)
+                .map_err(|error| match error {
+                    CommitError::Poisoned => PinStoreError::Poisoned,
+                    CommitError::Io(error) => PinStoreError::Io(error),
+                })
+        })
+        .await
+        .expect("a pin store operation panicked")
+    }
+
+    /// fdatasync calls on the pack log since open (replay, group commits, GC).
+    pub fn fsyncs(&self) -> u64 {
+        self.commit.fsyncs()
     }
 
     async fn run<T, F>(&self, operation: F) -> Result<T, PinStoreError>
@@ -304,8 +351,9 @@ impl Inner {
         }
     }
 
-    fn check_writable(&self) -> Result<(), PinStoreError> {
-        if self.poisoned {
+    fn check_writable(&self, commit: &GroupCommit) -> Result<(), PinStoreError> {
+        // fjall's rule: after a failed write or fsync the file's state is unknown.
+        if self.poisoned || commit.is_poisoned() {
             Err(PinStoreError::Poisoned)
         } else {
             Ok(())
@@ -313,7 +361,9 @@ impl Inner {
     }
 
     fn append(&mut self, record: &[u8]) -> Result<u64, PinStoreError> {
-        self.check_writable()?;
+        if self.poisoned {
+            return Err(PinStoreError::Poisoned);
+        }
         let offset = self.write_offset;
         if let Err(error) = (&*self.file).write_all(record) {
             // The file's tail is unknown now; replaying on reopen will cut it.
@@ -321,21 +371,8 @@ impl Inner {
             return Err(error.into());
         }
         self.write_offset += record.len() as u64;
-        self.dirty = true;
+        self.written_lsn += record.len() as u64;
         Ok(offset)
-    }
-
-    fn sync(&mut self) -> Result<(), PinStoreError> {
-        self.check_writable()?;
-        if self.dirty {
-            if let Err(error) = self.file.sync_data() {
-                // fjall's rule: after a failed fsync the page cache state is unknown.
-                self.poisoned = true;
-                return Err(error.into());
-            }
-            self.dirty = false;
-        }
-        Ok(())
     }
 
     /// The first block of `root`'s DAG this store lacks, if any.
@@ -367,8 +404,8 @@ impl Inner {
         reached
     }
 
-    fn gc(&mut self) -> Result<GcStats, PinStoreError> {
-        self.check_writable()?;
+    fn gc(&mut self, commit: &GroupCommit) -> Result<GcStats, PinStoreError> {
+        self.check_writable(commit)?;
         let live = self.reachable_from(self.pins.iter());
         let released = self.reachable_from(self.unpinned.iter());
         let doomed: HashSet<Cid> = self
@@ -427,6 +464,7 @@ impl Inner {
         }
         let file = writer.into_inner().map_err(|e| e.into_error())?;
         file.sync_all()?;
+        commit.count_fsync();
         drop(file);
         fs::rename(&temporary, &final_path)?;
         sync_dir(&self.dir)?;
@@ -447,7 +485,9 @@ impl Inner {
         self.index = new_index;
         self.stored_bytes = stored_bytes;
         self.unpinned.clear();
-        self.dirty = false;
+        // The new pack holds every live block and pin and was fsynced: whatever a group
+        // commit was waiting for is durable (doomed blocks are not needed by anyone).
+        commit.mark_durable(self.written_lsn);
         Ok(stats)
     }
 }
@@ -465,7 +505,9 @@ impl PinStore for EmbeddedStore {
             return Err(PinStoreError::Unsupported("blocks larger than 1 MiB"));
         }
         let links = block_links(&block.cid, &block.data)?;
+        let commit = Arc::clone(&self.commit);
         self.run(move |inner| {
+            inner.check_writable(&commit)?;
             if inner.index.contains_key(&block.cid) {
                 return Ok(());
             }
@@ -508,7 +550,7 @@ impl PinStore for EmbeddedStore {
 
     async fn pin(&self, root: &Cid) -> Result<(), PinStoreError> {
         let root = *root;
-        self.run(move |inner| {
+        self.run_durably(move |inner| {
             if let Some(missing) = inner.first_missing(&root) {
                 return Err(PinStoreError::Missing(missing));
             }
@@ -517,20 +559,20 @@ impl PinStore for EmbeddedStore {
                 inner.pins.insert(root);
                 inner.unpinned.remove(&root);
             }
-            inner.sync()
+            Ok(())
         })
         .await
     }
 
     async fn unpin(&self, root: &Cid) -> Result<(), PinStoreError> {
         let root = *root;
-        self.run(move |inner| {
+        self.run_durably(move |inner| {
             if inner.pins.contains(&root) {
                 inner.append(&encode_record(KIND_UNPIN, &root, &[]))?;
                 inner.pins.remove(&root);
                 inner.unpinned.insert(root);
             }
-            inner.sync()
+            Ok(())
         })
         .await
     }
@@ -544,11 +586,16 @@ impl PinStore for EmbeddedStore {
     }
 
     async fn sync(&self) -> Result<(), PinStoreError> {
-        self.run(Inner::sync).await
+        self.run_durably(|_| Ok(())).await
     }
 
     async fn gc(&self) -> Result<GcStats, PinStoreError> {
-        self.run(Inner::gc).await
+        let commit = Arc::clone(&self.commit);
+        self.run(move |inner| inner.gc(&commit)).await
+    }
+
+    fn fsyncs(&self) -> u64 {
+        EmbeddedStore::fsyncs(self)
     }
 
     async fn stored_bytes(&self) -> Result<u64, PinStoreError> {

@@ -1,0 +1,137 @@
+//! Orphaned payloads (stored, but no record names them: a crash between a payload's
+//! `put` and its record's commit) are removed by `medledger payloads reconcile` and by
+//! `serve` at start; the command refuses to run while a server holds the data dir; and
+//! `medledger bench payloads` runs (a tiny smoke run, no figures).
+
+use actix_web::http::StatusCode;
+use futures_util::StreamExt;
+use serde_json::{json, Value};
+
+use medledger::api::auth::Role;
+use medledger::cli::bench_payloads::{self, PayloadsBenchParams};
+use medledger::cli::payloads::{run_reconcile, ReconcileParams};
+use medledger::serve::{app, Core, ServeConfig};
+use medledger_payload::{PayloadConfig, Payloads, StoredPayload};
+
+mod common;
+use common::api::Env;
+
+fn reconcile(dir: &std::path::Path) -> (i32, Value) {
+    let params = ReconcileParams {
+        data_dir: dir.to_path_buf(),
+        master_key: None,
+        ipfs_api: None,
+    };
+    let mut out = Vec::new();
+    let code = run_reconcile(&params, &mut out);
+    let value = serde_json::from_slice(&out).unwrap_or(Value::Null);
+    (code, value)
+}
+
+/// A payload stored with no record, as a crash before its record's commit leaves it.
+async fn orphan(payloads: &Payloads) -> StoredPayload {
+    let body = futures_util::stream::once(async {
+        Ok::<_, std::io::Error>(actix_web::web::Bytes::from_static(b"orphaned note"))
+    });
+    payloads.put(body, "text/plain").await.unwrap()
+}
+
+async fn readable(payloads: &Payloads, payload: &StoredPayload) -> Result<(), String> {
+    let mut stream = payloads
+        .get(payload)
+        .await
+        .map_err(|e| e.code().to_string())?;
+    while let Some(piece) = stream.next().await {
+        piece.map_err(|e| e.code().to_string())?;
+    }
+    Ok(())
+}
+
+#[actix_web::test]
+async fn orphans_are_reconciled_by_command_and_at_start() {
+    let Env { dir, core, secret } = Env::with(|config| config.rate_limit_per_sec = 0);
+    let env_token = {
+        let claims = medledger::api::auth::Claims {
+            sub: "dr-1".into(),
+            role: Role::Clinician,
+            hospital: Some("h-1".into()),
+            exp: medledger::api::auth::now_secs() + 3600,
+        };
+        format!(
+            "Bearer {}",
+            medledger::api::auth::mint(&secret, &claims).unwrap()
+        )
+    };
+    let svc = actix_web::test::init_service(app(core.state.clone())).await;
+    let res = actix_web::test::call_service(
+        &svc,
+        actix_web::test::TestRequest::post()
+            .uri("/v1/records")
+            .insert_header(("Authorization", env_token.as_str()))
+            .set_json(json!({"patient_id": "p-1", "hospital_id": "h-1",
+                "record_type": "lab_result", "created_at": "2026-11-23T10:00:00Z",
+                "metadata": {"title": "CBC"},
+                "payload": {"content_type": "text/plain", "data": "kept"}}))
+            .to_request(),
+    )
+    .await;
+    assert_eq!(res.status(), StatusCode::CREATED);
+    // The answer holds the app's state (and so the ledger) until dropped.
+    drop(res);
+    let first = orphan(&core.state.payloads).await;
+
+    // A server holds the data dir: the command must not run beside it.
+    let (code, _) = reconcile(dir.path());
+    assert_eq!(code, 2);
+    assert!(readable(&core.state.payloads, &first).await.is_ok());
+    drop(svc);
+    core.close();
+    drop(core);
+
+    let (code, report) = reconcile(dir.path());
+    assert_eq!(code, 0, "{report}");
+    assert_eq!(report["pinned_roots"], 2, "{report}");
+    assert_eq!(report["live_keys"], 2, "{report}");
+    assert_eq!(report["orphan_roots_unpinned"], 1, "{report}");
+    assert_eq!(report["orphan_keys_destroyed"], 1, "{report}");
+    let (code, again) = reconcile(dir.path());
+    assert_eq!(code, 0);
+    assert_eq!(again["orphan_roots_unpinned"], 0, "{again}");
+    assert_eq!(again["orphan_keys_destroyed"], 0, "{again}");
+
+    // Another orphan, then a server start: it is gone before anything is served; the
+    // record's payload stays.
+    let payload_dir = dir.path().join("payloads");
+    let second = {
+        let payloads = Payloads::open(PayloadConfig::new(&payload_dir)).unwrap();
+        assert_eq!(
+            readable(&payloads, &first).await.unwrap_err(),
+            "payload_erased"
+        );
+        orphan(&payloads).await
+    };
+    let core = Core::open(&ServeConfig::new(dir.path().to_path_buf())).unwrap();
+    assert_eq!(
+        readable(&core.state.payloads, &second).await.unwrap_err(),
+        "payload_erased"
+    );
+    let roots = core.state.payloads.pinned_roots().await.unwrap();
+    assert_eq!(roots.len(), 1);
+    assert!(!roots.contains(&second.cid) && !roots.contains(&first.cid));
+    core.close();
+}
+
+#[test]
+fn bench_payloads_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let report = bench_payloads::run(&PayloadsBenchParams {
+        data_dir: dir.path().to_path_buf(),
+        payloads: 40,
+        payload_bytes: 4096,
+        callers: 8,
+    })
+    .unwrap();
+    assert_eq!(report["payloads"], 40, "{report}");
+    assert!(report["fsyncs"].as_u64().unwrap() > 0, "{report}");
+    assert!(report["fsyncs_per_payload"].as_f64().is_some(), "{report}");
+}
