@@ -1,11 +1,11 @@
-//! Payload encryption: AES-256-GCM in 64 KiB segments with STREAM nonces, and the master
+//! Payload encryption: AES-256-GCM in 64 KiB pieces with STREAM nonces, and the master
 //! key that wraps each payload's data key. Formats: docs/PAYLOADS.md.
 //!
-//! Ciphertext = header ‖ segment₀ ‖ … ‖ segmentₙ. Every segment is `ciphertext ‖ tag` of
-//! exactly `SEGMENT_PLAINTEXT_BYTES` plaintext bytes except the last, which holds 0 to
-//! `SEGMENT_PLAINTEXT_BYTES` bytes. Segment i's nonce is `prefix (7) ‖ i (u32 BE) ‖ last (1)`
-//! and its AAD is the header, so segments cannot be reordered, dropped, duplicated or
-//! truncated (a missing last segment fails: no segment before it carries the flag), and
+//! Ciphertext = header ‖ piece₀ ‖ … ‖ pieceₙ. Every piece is `ciphertext ‖ tag` of
+//! exactly `PIECE_PLAINTEXT_BYTES` plaintext bytes except the last, which holds 0 to
+//! `PIECE_PLAINTEXT_BYTES` bytes. Piece i's nonce is `prefix (7) ‖ i (u32 BE) ‖ last (1)`
+//! and its AAD is the header, so pieces cannot be reordered, dropped, duplicated or
+//! truncated (a missing last piece fails: no piece before it carries the flag), and
 //! the header cannot be altered.
 
 use std::fs::{self, File, OpenOptions};
@@ -16,13 +16,13 @@ use std::path::{Path, PathBuf};
 use aes_gcm::aead::{AeadInPlace, KeyInit};
 use aes_gcm::{Aes256Gcm, Nonce};
 
-/// Plaintext bytes per segment.
-pub const SEGMENT_PLAINTEXT_BYTES: usize = 64 * 1024;
-/// AES-GCM tag bytes per segment.
+/// Plaintext bytes per piece.
+pub const PIECE_PLAINTEXT_BYTES: usize = 64 * 1024;
+/// AES-GCM tag bytes per piece.
 pub const TAG_BYTES: usize = 16;
-/// Ciphertext bytes of a full segment.
-const SEGMENT_CIPHERTEXT_BYTES: usize = SEGMENT_PLAINTEXT_BYTES + TAG_BYTES;
-/// Header: magic (4) ‖ format version (1) ‖ suite (1) ‖ segment plaintext bytes (u32 LE)
+/// Ciphertext bytes of a full piece.
+const PIECE_CIPHERTEXT_BYTES: usize = PIECE_PLAINTEXT_BYTES + TAG_BYTES;
+/// Header: magic (4) ‖ format version (1) ‖ suite (1) ‖ piece plaintext bytes (u32 LE)
 /// ‖ nonce prefix (7).
 pub const HEADER_BYTES: usize = 17;
 const MAGIC: &[u8; 4] = b"MLPE";
@@ -47,22 +47,22 @@ pub enum CryptoError {
     /// The ciphertext does not start with a header this version reads.
     #[error("payload ciphertext has no valid header")]
     BadHeader,
-    /// A segment failed authentication: tampered, reordered, or the wrong key.
-    #[error("payload segment {segment} failed authentication (tampered, reordered or wrong key)")]
+    /// A piece failed authentication: tampered, reordered, or the wrong key.
+    #[error("payload piece {piece} failed authentication (tampered, reordered or wrong key)")]
     Authentication {
-        /// Index of the failing segment.
-        segment: u64,
+        /// Index of the failing piece.
+        piece: u64,
     },
-    /// The ciphertext ended before its last segment.
+    /// The ciphertext ended before its last piece.
     #[error("payload ciphertext is truncated")]
     Truncated,
-    /// Bytes follow the last segment.
-    #[error("payload ciphertext has bytes after its last segment")]
+    /// Bytes follow the last piece.
+    #[error("payload ciphertext has bytes after its last piece")]
     TrailingData,
     /// An earlier call already failed; the stream is not trusted any further.
     #[error("payload decryption already failed")]
     AlreadyFailed,
-    /// More than 2^32 segments (256 TiB).
+    /// More than 2^32 pieces (256 TiB).
     #[error("payload is too large to encrypt")]
     TooLarge,
     /// A wrapped data key failed to unwrap (wrong master key, wrong key id, or damaged).
@@ -138,7 +138,7 @@ impl std::fmt::Debug for DataKey {
     }
 }
 
-fn segment_nonce(prefix: &[u8; NONCE_PREFIX_BYTES], index: u32, last: bool) -> [u8; 12] {
+fn piece_nonce(prefix: &[u8; NONCE_PREFIX_BYTES], index: u32, last: bool) -> [u8; 12] {
     let mut nonce = [0u8; 12];
     nonce[..NONCE_PREFIX_BYTES].copy_from_slice(prefix);
     nonce[NONCE_PREFIX_BYTES..11].copy_from_slice(&index.to_be_bytes());
@@ -148,19 +148,19 @@ fn segment_nonce(prefix: &[u8; NONCE_PREFIX_BYTES], index: u32, last: bool) -> [
 
 /// The ciphertext length of a `plaintext_bytes`-byte payload.
 pub fn ciphertext_len(plaintext_bytes: u64) -> u64 {
-    // The last segment holds 0..=SEGMENT_PLAINTEXT_BYTES bytes; there is always one.
-    let segments = plaintext_bytes
-        .div_ceil(SEGMENT_PLAINTEXT_BYTES as u64)
+    // The last piece holds 0..=PIECE_PLAINTEXT_BYTES bytes; there is always one.
+    let pieces = plaintext_bytes
+        .div_ceil(PIECE_PLAINTEXT_BYTES as u64)
         .max(1);
-    HEADER_BYTES as u64 + plaintext_bytes + segments * TAG_BYTES as u64
+    HEADER_BYTES as u64 + plaintext_bytes + pieces * TAG_BYTES as u64
 }
 
-/// Encrypts a payload pushed in any slicing. Holds at most one segment.
+/// Encrypts a payload pushed in any slicing. Holds at most one piece.
 pub struct Encryptor {
     cipher: Aes256Gcm,
     header: [u8; HEADER_BYTES],
     prefix: [u8; NONCE_PREFIX_BYTES],
-    next_segment: u32,
+    next_piece: u32,
     pending: Vec<u8>,
     header_written: bool,
 }
@@ -173,14 +173,14 @@ impl Encryptor {
         header[..4].copy_from_slice(MAGIC);
         header[4] = FORMAT_VERSION;
         header[5] = SUITE_AES256GCM_STREAM;
-        header[6..10].copy_from_slice(&(SEGMENT_PLAINTEXT_BYTES as u32).to_le_bytes());
+        header[6..10].copy_from_slice(&(PIECE_PLAINTEXT_BYTES as u32).to_le_bytes());
         header[10..].copy_from_slice(&prefix);
         Ok(Encryptor {
             cipher: key.cipher(),
             header,
             prefix,
-            next_segment: 0,
-            pending: Vec::with_capacity(SEGMENT_CIPHERTEXT_BYTES),
+            next_piece: 0,
+            pending: Vec::with_capacity(PIECE_CIPHERTEXT_BYTES),
             header_written: false,
         })
     }
@@ -190,18 +190,18 @@ impl Encryptor {
         let mut out = Vec::with_capacity(plaintext.len() + HEADER_BYTES + 2 * TAG_BYTES);
         self.write_header(&mut out);
         while !plaintext.is_empty() {
-            if self.pending.len() == SEGMENT_PLAINTEXT_BYTES {
-                // A full segment is sealed only once more plaintext shows it is not the last.
+            if self.pending.len() == PIECE_PLAINTEXT_BYTES {
+                // A full piece is sealed only once more plaintext shows it is not the last.
                 self.seal(false, &mut out)?;
             }
-            let take = (SEGMENT_PLAINTEXT_BYTES - self.pending.len()).min(plaintext.len());
+            let take = (PIECE_PLAINTEXT_BYTES - self.pending.len()).min(plaintext.len());
             self.pending.extend_from_slice(&plaintext[..take]);
             plaintext = &plaintext[take..];
         }
         Ok(out)
     }
 
-    /// Seals the last segment (possibly empty) and returns the remaining ciphertext.
+    /// Seals the last piece (possibly empty) and returns the remaining ciphertext.
     pub fn finish(mut self) -> Result<Vec<u8>, CryptoError> {
         let mut out = Vec::with_capacity(self.pending.len() + HEADER_BYTES + TAG_BYTES);
         self.write_header(&mut out);
@@ -217,15 +217,15 @@ impl Encryptor {
     }
 
     fn seal(&mut self, last: bool, out: &mut Vec<u8>) -> Result<(), CryptoError> {
-        assert!(self.pending.len() <= SEGMENT_PLAINTEXT_BYTES);
-        let nonce = segment_nonce(&self.prefix, self.next_segment, last);
+        assert!(self.pending.len() <= PIECE_PLAINTEXT_BYTES);
+        let nonce = piece_nonce(&self.prefix, self.next_piece, last);
         self.cipher
             .encrypt_in_place(Nonce::from_slice(&nonce), &self.header, &mut self.pending)
             .map_err(|_| CryptoError::TooLarge)?;
         out.extend_from_slice(&self.pending);
         self.pending.clear();
-        self.next_segment = self
-            .next_segment
+        self.next_piece = self
+            .next_piece
             .checked_add(1)
             .ok_or(CryptoError::TooLarge)?;
         Ok(())
@@ -233,12 +233,12 @@ impl Encryptor {
 }
 
 /// Decrypts and authenticates a payload pushed in any slicing. Returns plaintext only
-/// from authenticated segments; after an error it returns that error forever.
+/// from authenticated pieces; after an error it returns that error forever.
 pub struct Decryptor {
     cipher: Aes256Gcm,
     header: Option<[u8; HEADER_BYTES]>,
-    segment_ciphertext_bytes: usize,
-    next_segment: u32,
+    piece_ciphertext_bytes: usize,
+    next_piece: u32,
     pending: Vec<u8>,
     failed: bool,
 }
@@ -249,14 +249,14 @@ impl Decryptor {
         Decryptor {
             cipher: key.cipher(),
             header: None,
-            segment_ciphertext_bytes: SEGMENT_CIPHERTEXT_BYTES,
-            next_segment: 0,
-            pending: Vec::with_capacity(2 * SEGMENT_CIPHERTEXT_BYTES),
+            piece_ciphertext_bytes: PIECE_CIPHERTEXT_BYTES,
+            next_piece: 0,
+            pending: Vec::with_capacity(2 * PIECE_CIPHERTEXT_BYTES),
             failed: false,
         }
     }
 
-    /// Takes more ciphertext; returns the plaintext of the segments it completed.
+    /// Takes more ciphertext; returns the plaintext of the pieces it completed.
     pub fn push(&mut self, ciphertext: &[u8]) -> Result<Vec<u8>, CryptoError> {
         if self.failed {
             return Err(CryptoError::AlreadyFailed);
@@ -269,11 +269,11 @@ impl Decryptor {
     fn push_inner(&mut self, mut ciphertext: &[u8]) -> Result<Vec<u8>, CryptoError> {
         let mut out = Vec::with_capacity(ciphertext.len());
         while !ciphertext.is_empty() {
-            // Fill to one byte past a full segment: only then is that segment not the last.
+            // Fill to one byte past a full piece: only then is that piece not the last.
             let want = if self.header.is_none() {
                 HEADER_BYTES
             } else {
-                self.segment_ciphertext_bytes + 1
+                self.piece_ciphertext_bytes + 1
             };
             let take = want
                 .saturating_sub(self.pending.len())
@@ -283,15 +283,15 @@ impl Decryptor {
             if self.header.is_none() && self.pending.len() == HEADER_BYTES {
                 self.read_header()?;
             } else if self.pending.len() == want {
-                let rest = self.pending.split_off(self.segment_ciphertext_bytes);
-                self.open_segment(false, &mut out)?;
+                let rest = self.pending.split_off(self.piece_ciphertext_bytes);
+                self.open_piece(false, &mut out)?;
                 self.pending = rest;
             }
         }
         Ok(out)
     }
 
-    /// Authenticates the last segment and returns its plaintext.
+    /// Authenticates the last piece and returns its plaintext.
     pub fn finish(mut self) -> Result<Vec<u8>, CryptoError> {
         if self.failed {
             return Err(CryptoError::AlreadyFailed);
@@ -300,7 +300,7 @@ impl Decryptor {
             return Err(CryptoError::Truncated);
         }
         let mut out = Vec::with_capacity(self.pending.len());
-        self.open_segment(true, &mut out)?;
+        self.open_piece(true, &mut out)?;
         Ok(out)
     }
 
@@ -308,11 +308,11 @@ impl Decryptor {
         let header: [u8; HEADER_BYTES] = self.pending[..HEADER_BYTES]
             .try_into()
             .expect("pending holds exactly a header");
-        let segment_bytes = u32::from_le_bytes(header[6..10].try_into().expect("4 bytes"));
+        let piece_bytes = u32::from_le_bytes(header[6..10].try_into().expect("4 bytes"));
         if &header[..4] != MAGIC
             || header[4] != FORMAT_VERSION
             || header[5] != SUITE_AES256GCM_STREAM
-            || segment_bytes as usize != SEGMENT_PLAINTEXT_BYTES
+            || piece_bytes as usize != PIECE_PLAINTEXT_BYTES
         {
             return Err(CryptoError::BadHeader);
         }
@@ -321,25 +321,25 @@ impl Decryptor {
         Ok(())
     }
 
-    fn open_segment(&mut self, last: bool, out: &mut Vec<u8>) -> Result<(), CryptoError> {
-        let header = self.header.expect("segments follow the header");
+    fn open_piece(&mut self, last: bool, out: &mut Vec<u8>) -> Result<(), CryptoError> {
+        let header = self.header.expect("pieces follow the header");
         let prefix: [u8; NONCE_PREFIX_BYTES] = header[10..].try_into().expect("7 bytes");
-        let nonce = segment_nonce(&prefix, self.next_segment, last);
-        let segment = u64::from(self.next_segment);
+        let nonce = piece_nonce(&prefix, self.next_piece, last);
+        let piece = u64::from(self.next_piece);
         self.cipher
             .decrypt_in_place(Nonce::from_slice(&nonce), &header, &mut self.pending)
             .map_err(|_| {
-                if last && segment > 0 && self.pending.len() == self.segment_ciphertext_bytes {
-                    // A full segment that should not be the last: the stream was cut.
+                if last && piece > 0 && self.pending.len() == self.piece_ciphertext_bytes {
+                    // A full piece that should not be the last: the stream was cut.
                     CryptoError::Truncated
                 } else {
-                    CryptoError::Authentication { segment }
+                    CryptoError::Authentication { piece }
                 }
             })?;
         out.extend_from_slice(&self.pending);
         self.pending.clear();
-        self.next_segment = self
-            .next_segment
+        self.next_piece = self
+            .next_piece
             .checked_add(1)
             .ok_or(CryptoError::TooLarge)?;
         Ok(())
@@ -459,7 +459,7 @@ fn wrap_aad(key_id: &str) -> Vec<u8> {
 mod tests {
     use super::*;
 
-    const SEG: usize = SEGMENT_PLAINTEXT_BYTES;
+    const SEG: usize = PIECE_PLAINTEXT_BYTES;
 
     fn encrypt(key: &DataKey, plaintext: &[u8], piece: usize) -> Vec<u8> {
         let mut enc = Encryptor::new(key).unwrap();
@@ -486,7 +486,7 @@ mod tests {
     }
 
     #[test]
-    fn round_trips_at_segment_edges() {
+    fn round_trips_at_piece_edges() {
         let key = DataKey::generate().unwrap();
         for len in [0, 1, SEG - 1, SEG, SEG + 1, 2 * SEG, 5 * SEG + 3] {
             let plaintext = pattern(len);
@@ -547,7 +547,7 @@ mod tests {
         let swapped = [header, seg(1), seg(0), seg(2), seg(3)].concat();
         assert!(matches!(
             decrypt(&key, &swapped, 999),
-            Err(CryptoError::Authentication { segment: 0 })
+            Err(CryptoError::Authentication { piece: 0 })
         ));
         let dropped = [header, seg(0), seg(2), seg(3)].concat();
         assert!(decrypt(&key, &dropped, 999).is_err());
@@ -573,7 +573,7 @@ mod tests {
         let ciphertext = encrypt(&key, b"hello", 5);
         assert!(matches!(
             decrypt(&other, &ciphertext, 5),
-            Err(CryptoError::Authentication { segment: 0 })
+            Err(CryptoError::Authentication { piece: 0 })
         ));
     }
 

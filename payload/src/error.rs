@@ -128,7 +128,7 @@ mod tests {
         );
         let erased: PayloadError = KeyStoreError::Erased("k".into()).into();
         assert_eq!(erased.code(), "payload_erased");
-        let tampered: PayloadError = CryptoError::Authentication { segment: 3 }.into();
+        let tampered: PayloadError = CryptoError::Authentication { piece: 3 }.into();
         assert_eq!(tampered.code(), "payload_corrupt");
     }
 }

@@ -292,7 +292,7 @@ impl Payloads {
     }
 
     /// Streams a payload's plaintext, fetching up to `download_concurrency` blocks ahead
-    /// in order. Every block is checked against its CID and every segment authenticated
+    /// in order. Every block is checked against its CID and every piece authenticated
     /// before its bytes are yielded; the size and SHA-256 are checked at the end, and a
     /// mismatch is the stream's last item.
     pub async fn get(&self, payload: &StoredPayload) -> Result<PlaintextStream, PayloadError> {
