@@ -12,17 +12,26 @@
 //! fsyncs, not N (leader/follower, as in the ledger's orderer and in most databases'
 //! write-ahead logs).
 //!
+//! Async callers (a payload's pin and key, on the runtime's workers) append under the
+//! log's lock without blocking on a sync, then [`GroupCommit::wait_durable_async`]: a
+//! group's leader hands its fdatasync to the blocking pool (one thread per group, not one
+//! per caller) and the followers await the leader's publication, so a payload costs no
+//! thread hand-off of its own.
+//!
 //! A failed fdatasync poisons the commit for good (fjall's rule: after a failed fsync the
 //! state of the page cache is unknown, so no later sync may be trusted to cover earlier
 //! writes); reopening the log recovers from what is on disk.
 
 use std::io;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
 /// What a sync leader runs: fdatasync the log's file and return the LSN it covers (the
 /// LSN written before the sync started).
 pub(crate) type SyncFn<'a> = &'a dyn Fn() -> io::Result<u64>;
+
+/// A [`SyncFn`] a leader can take to the blocking pool.
+pub(crate) type SharedSyncFn = Arc<dyn Fn() -> io::Result<u64> + Send + Sync>;
 
 /// Why a wait for durability failed.
 #[derive(Debug, thiserror::Error)]
@@ -45,10 +54,12 @@ struct State {
 }
 
 /// The group-commit state of one log. Cheap to share by reference.
-#[derive(Default)]
 pub(crate) struct GroupCommit {
     state: Mutex<State>,
+    /// Wakes blocking waiters when a sync ends.
     synced: Condvar,
+    /// Wakes async waiters when a sync ends (a count of the syncs ended).
+    published: tokio::sync::watch::Sender<u64>,
     fsyncs: AtomicU64,
 }
 
@@ -66,8 +77,37 @@ impl GroupCommit {
                 durable_lsn,
                 ..State::default()
             }),
-            ..GroupCommit::default()
+            synced: Condvar::new(),
+            published: tokio::sync::watch::Sender::new(0),
+            fsyncs: AtomicU64::new(0),
         }
+    }
+
+    /// Ends the sync a leader ran for `lsn` with its `outcome`, and wakes every waiter,
+    /// blocking or async.
+    fn publish(
+        &self,
+        mut state: MutexGuard<'_, State>,
+        outcome: io::Result<u64>,
+        lsn: u64,
+    ) -> Result<(), CommitError> {
+        self.fsyncs.fetch_add(1, Ordering::Relaxed);
+        state.syncing = false;
+        let result = match outcome {
+            Ok(covered_lsn) => {
+                assert!(covered_lsn >= lsn, "a sync must cover its leader's write");
+                state.durable_lsn = state.durable_lsn.max(covered_lsn);
+                Ok(())
+            }
+            Err(error) => {
+                state.poisoned = true;
+                Err(CommitError::Io(error))
+            }
+        };
+        drop(state);
+        self.synced.notify_all();
+        self.published.send_modify(|ended| *ended += 1);
+        result
     }
 
     /// Returns once every write up to `lsn` is durable, leading a sync with `sync` if none
@@ -88,21 +128,50 @@ impl GroupCommit {
             state.syncing = true;
             drop(state);
             let outcome = sync();
-            self.fsyncs.fetch_add(1, Ordering::Relaxed);
+            self.publish(self.lock(), outcome, lsn)?;
             state = self.lock();
-            state.syncing = false;
-            match outcome {
-                Ok(covered_lsn) => {
-                    assert!(covered_lsn >= lsn, "a sync must cover its leader's write");
-                    state.durable_lsn = state.durable_lsn.max(covered_lsn);
-                    self.synced.notify_all();
+        }
+    }
+
+    /// [`Self::wait_durable`] for async callers: a leader runs `sync` on the blocking pool
+    /// (and publishes its outcome even if this future is dropped meanwhile); followers
+    /// await the publication without holding a thread.
+    pub(crate) async fn wait_durable_async(
+        self: &Arc<Self>,
+        lsn: u64,
+        sync: &SharedSyncFn,
+    ) -> Result<(), CommitError> {
+        // Subscribed before the state is read, so a sync that ends after the check is seen.
+        let mut published = self.published.subscribe();
+        loop {
+            // Decided under the lock, acted on without it (a guard is never held across
+            // an await).
+            let lead = {
+                let mut state = self.lock();
+                if state.poisoned {
+                    return Err(CommitError::Poisoned);
                 }
-                Err(error) => {
-                    state.poisoned = true;
-                    self.synced.notify_all();
-                    return Err(CommitError::Io(error));
+                if state.durable_lsn >= lsn {
+                    return Ok(());
                 }
+                let lead = !state.syncing;
+                state.syncing = true;
+                lead
+            };
+            if lead {
+                let (commit, sync) = (Arc::clone(self), Arc::clone(sync));
+                tokio::task::spawn_blocking(move || {
+                    let outcome = sync();
+                    commit.publish(commit.lock(), outcome, lsn)
+                })
+                .await
+                .expect("a group commit's sync panicked")?;
+                continue;
             }
+            published
+                .changed()
+                .await
+                .expect("the sender lives as long as the commit");
         }
     }
 
@@ -111,7 +180,9 @@ impl GroupCommit {
     pub(crate) fn mark_durable(&self, lsn: u64) {
         let mut state = self.lock();
         state.durable_lsn = state.durable_lsn.max(lsn);
+        drop(state);
         self.synced.notify_all();
+        self.published.send_modify(|ended| *ended += 1);
     }
 
     /// True once a sync failed.
@@ -170,5 +241,65 @@ mod tests {
             commit.wait_durable(u64::MAX, &fine),
             Err(CommitError::Poisoned)
         ));
+    }
+
+    #[test]
+    fn async_writers_share_syncs_with_blocking_ones_and_a_failure_poisons() {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .build()
+            .unwrap();
+        let commit = Arc::new(GroupCommit::new(0));
+        let written = Arc::new(AtomicU64::new(0));
+        let sync: SharedSyncFn = {
+            let written = Arc::clone(&written);
+            Arc::new(move || {
+                let covered = written.load(Ordering::SeqCst);
+                std::thread::sleep(std::time::Duration::from_micros(300));
+                Ok(covered)
+            })
+        };
+        runtime.block_on(async {
+            let mut tasks = tokio::task::JoinSet::new();
+            for _ in 0..64 {
+                let (commit, written, sync) =
+                    (Arc::clone(&commit), Arc::clone(&written), Arc::clone(&sync));
+                tasks.spawn(async move {
+                    for _ in 0..20 {
+                        let lsn = written.fetch_add(10, Ordering::SeqCst) + 10;
+                        commit.wait_durable_async(lsn, &sync).await.unwrap();
+                        assert!(commit.lock().durable_lsn >= lsn);
+                    }
+                });
+            }
+            // A blocking writer among them, on the blocking pool.
+            let blocking = {
+                let (commit, written, sync) =
+                    (Arc::clone(&commit), Arc::clone(&written), Arc::clone(&sync));
+                tokio::task::spawn_blocking(move || {
+                    for _ in 0..20 {
+                        let lsn = written.fetch_add(10, Ordering::SeqCst) + 10;
+                        commit.wait_durable(lsn, &*sync).unwrap();
+                    }
+                })
+            };
+            while let Some(done) = tasks.join_next().await {
+                done.unwrap();
+            }
+            blocking.await.unwrap();
+        });
+        // 1,300 writes; most syncs cover many of them.
+        assert!(commit.fsyncs() < 650, "{} fsyncs", commit.fsyncs());
+        let failing: SharedSyncFn = Arc::new(|| Err(io::Error::other("disk gone")));
+        runtime.block_on(async {
+            assert!(matches!(
+                commit.wait_durable_async(u64::MAX, &failing).await,
+                Err(CommitError::Io(_))
+            ));
+            assert!(matches!(
+                commit.wait_durable_async(u64::MAX, &sync).await,
+                Err(CommitError::Poisoned)
+            ));
+        });
     }
 }

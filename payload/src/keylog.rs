@@ -35,7 +35,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use crate::crypto::WRAPPED_KEY_BYTES;
 use crate::fsutil::sync_parent_dir;
-use crate::groupcommit::{CommitError, GroupCommit};
+use crate::groupcommit::{CommitError, GroupCommit, SharedSyncFn};
 
 /// Raw bytes of a key id (its 32 hex characters decoded).
 pub(crate) type KeyIdBytes = [u8; 16];
@@ -111,8 +111,10 @@ struct Inner {
 /// The key log; see the module documentation.
 pub(crate) struct KeyLog {
     path: PathBuf,
-    inner: Mutex<Inner>,
-    commit: GroupCommit,
+    inner: Arc<Mutex<Inner>>,
+    commit: Arc<GroupCommit>,
+    /// fdatasync the log, returning the LSN written before it (a group's leader runs it).
+    sync: SharedSyncFn,
 }
 
 fn encode(kind: u8, key_id: &KeyIdBytes, wrapped: &[u8; WRAPPED_KEY_BYTES]) -> [u8; RECORD_BYTES] {
@@ -184,16 +186,29 @@ impl KeyLog {
             });
         }
         let recovered = recover(path, &file, &bytes)?;
+        let inner = Arc::new(Mutex::new(Inner {
+            file: Arc::new(file),
+            len: recovered.len,
+            written_lsn: 0,
+            index: recovered.index,
+            poisoned: false,
+        }));
+        let sync: SharedSyncFn = {
+            let inner = Arc::clone(&inner);
+            Arc::new(move || {
+                let (file, covered_lsn) = {
+                    let inner = inner.lock().unwrap_or_else(|p| p.into_inner());
+                    (Arc::clone(&inner.file), inner.written_lsn)
+                };
+                file.sync_data()?;
+                Ok(covered_lsn)
+            })
+        };
         Ok(KeyLog {
             path: path.to_path_buf(),
-            inner: Mutex::new(Inner {
-                file: Arc::new(file),
-                len: recovered.len,
-                written_lsn: 0,
-                index: recovered.index,
-                poisoned: false,
-            }),
-            commit: GroupCommit::new(0),
+            inner,
+            commit: Arc::new(GroupCommit::new(0)),
+            sync,
         })
     }
 
@@ -222,21 +237,25 @@ impl KeyLog {
         Ok(inner.written_lsn)
     }
 
-    fn wait_durable(&self, lsn: u64) -> Result<(), KeyLogError> {
-        let sync = || {
-            let (file, covered_lsn) = {
-                let inner = self.lock();
-                (Arc::clone(&inner.file), inner.written_lsn)
-            };
-            file.sync_data()?;
-            Ok(covered_lsn)
-        };
+    fn commit_error(&self, error: CommitError) -> KeyLogError {
+        match error {
+            CommitError::Poisoned => KeyLogError::Poisoned,
+            CommitError::Io(source) => self.io_error(source),
+        }
+    }
+
+    pub(crate) fn wait_durable(&self, lsn: u64) -> Result<(), KeyLogError> {
         self.commit
-            .wait_durable(lsn, &sync)
-            .map_err(|error| match error {
-                CommitError::Poisoned => KeyLogError::Poisoned,
-                CommitError::Io(source) => self.io_error(source),
-            })
+            .wait_durable(lsn, &*self.sync)
+            .map_err(|e| self.commit_error(e))
+    }
+
+    /// Returns once everything up to `lsn` is durable (the group commit of async callers).
+    pub(crate) async fn wait_durable_async(&self, lsn: u64) -> Result<(), KeyLogError> {
+        self.commit
+            .wait_durable_async(lsn, &self.sync)
+            .await
+            .map_err(|e| self.commit_error(e))
     }
 
     fn check_writable(&self, inner: &Inner) -> Result<(), KeyLogError> {
@@ -248,27 +267,40 @@ impl KeyLog {
     }
 
     /// Appends `wrapped` for `key_id`; returns once it is durable. `Ok(false)` (nothing
-    /// written) if the log knows the key id already.
+    /// written) if the log knows the key id already. (The key store appends and waits in
+    /// two steps, to wait async; the tests use this.)
+    #[cfg(test)]
     pub(crate) fn append(
         &self,
         key_id: &KeyIdBytes,
         wrapped: &[u8; WRAPPED_KEY_BYTES],
     ) -> Result<bool, KeyLogError> {
-        let lsn = {
-            let mut inner = self.lock();
-            self.check_writable(&inner)?;
-            if inner.index.contains_key(key_id) {
-                return Ok(false);
-            }
-            let offset = inner.len;
-            let lsn = Self::write(&mut inner, &encode(KIND_KEY, key_id, wrapped), offset)
-                .map_err(|e| self.io_error(e))?;
-            inner.len += RECORD_BYTES as u64;
-            inner.index.insert(*key_id, Slot::Live { offset });
-            lsn
+        let Some(lsn) = self.append_unsynced(key_id, wrapped)? else {
+            return Ok(false);
         };
         self.wait_durable(lsn)?;
         Ok(true)
+    }
+
+    /// Appends `wrapped` for `key_id` without waiting for it to be durable: the LSN to
+    /// wait for ([`Self::wait_durable_async`]), or `None` (nothing written) if the log
+    /// knows the key id already. A write of 82 bytes into the page cache.
+    pub(crate) fn append_unsynced(
+        &self,
+        key_id: &KeyIdBytes,
+        wrapped: &[u8; WRAPPED_KEY_BYTES],
+    ) -> Result<Option<u64>, KeyLogError> {
+        let mut inner = self.lock();
+        self.check_writable(&inner)?;
+        if inner.index.contains_key(key_id) {
+            return Ok(None);
+        }
+        let offset = inner.len;
+        let lsn = Self::write(&mut inner, &encode(KIND_KEY, key_id, wrapped), offset)
+            .map_err(|e| self.io_error(e))?;
+        inner.len += RECORD_BYTES as u64;
+        inner.index.insert(*key_id, Slot::Live { offset });
+        Ok(Some(lsn))
     }
 
     /// The wrapped key of `key_id`, or whether it was erased or is absent.

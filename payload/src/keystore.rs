@@ -121,6 +121,19 @@ impl KeyStore {
 
     /// Wraps and stores `key` under `key_id`; durable when it returns.
     pub fn store(&self, key_id: &str, key: &DataKey) -> Result<(), KeyStoreError> {
+        let lsn = self.append(key_id, key)?;
+        Ok(self.log.wait_durable(lsn)?)
+    }
+
+    /// [`Self::store`] for async callers: the append is a write into the page cache on
+    /// the calling task, and the wait joins the key log's next group commit.
+    pub async fn store_async(&self, key_id: &str, key: &DataKey) -> Result<(), KeyStoreError> {
+        let lsn = self.append(key_id, key)?;
+        Ok(self.log.wait_durable_async(lsn).await?)
+    }
+
+    /// Wraps `key` and appends it to the log; the LSN to wait for.
+    fn append(&self, key_id: &str, key: &DataKey) -> Result<u64, KeyStoreError> {
         let id = parse_key_id(key_id)?;
         // Ids are 128 random bits, so these never hit in practice; they keep the old
         // layout's keys from being shadowed all the same.
@@ -131,12 +144,10 @@ impl KeyStore {
             return Err(KeyStoreError::Exists(key_id.to_string()));
         }
         let wrapped = self.master.wrap(key_id, key)?;
-        if self.log.append(&id, &wrapped)? {
-            Ok(())
-        } else if self.log.is_erased(&id) {
-            Err(KeyStoreError::Erased(key_id.to_string()))
-        } else {
-            Err(KeyStoreError::Exists(key_id.to_string()))
+        match self.log.append_unsynced(&id, &wrapped)? {
+            Some(lsn) => Ok(lsn),
+            None if self.log.is_erased(&id) => Err(KeyStoreError::Erased(key_id.to_string())),
+            None => Err(KeyStoreError::Exists(key_id.to_string())),
         }
     }
 

@@ -251,11 +251,10 @@ impl Payloads {
         // commit; the pin's sync also covers this payload's blocks (same pack, written
         // before it). A crash before both are durable leaves at most an orphan (a key or a
         // pin no record names) for `reconcile`: `put` has not returned, so no record does.
-        let keys = Arc::clone(&self.keys);
-        let id = key_id.clone();
-        let store_key = tokio::task::spawn_blocking(move || keys.store(&id, &key));
-        let (stored_key, pinned) = tokio::join!(store_key, self.store.pin(&summary.root));
-        let stored_key = stored_key.expect("key store panicked");
+        let (stored_key, pinned) = tokio::join!(
+            self.keys.store_async(&key_id, &key),
+            self.store.pin(&summary.root)
+        );
         if let Err(error) = stored_key
             .map_err(PayloadError::from)
             .and(pinned.map_err(Into::into))

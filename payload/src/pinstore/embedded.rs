@@ -36,7 +36,7 @@ use super::{GcStats, PinStore, PinStoreError};
 use crate::cid::{Cid, Codec};
 use crate::dagpb::decode_node;
 use crate::fsutil::sync_dir;
-use crate::groupcommit::{CommitError, GroupCommit};
+use crate::groupcommit::{CommitError, GroupCommit, SharedSyncFn};
 use crate::unixfs::Block;
 
 const RECORD_HEADER_BYTES: usize = 10;
@@ -45,6 +45,10 @@ const KIND_PIN: u8 = 2;
 const KIND_UNPIN: u8 = 3;
 /// Largest block accepted (Kubo's default block limit is 1 MiB; ours are ≤ 256 KiB + 14).
 pub const BLOCK_BYTES_MAX: usize = 1024 * 1024;
+/// Blocks up to this size are appended on the calling task (a write into the page cache
+/// of a few microseconds, cheaper than a hand-off to the blocking pool); larger ones on
+/// the blocking pool, so a 256 KiB copy never stalls a runtime worker.
+const INLINE_BLOCK_BYTES_MAX: usize = 16 * 1024;
 
 /// Where a block's data lies in the pack.
 #[derive(Clone, Debug)]
@@ -74,6 +78,9 @@ struct Inner {
 pub struct EmbeddedStore {
     inner: Arc<Mutex<Inner>>,
     commit: Arc<GroupCommit>,
+    /// fdatasync the current pack, returning the LSN written before it (what a group's
+    /// leader runs).
+    sync: SharedSyncFn,
 }
 
 fn pack_name(generation: u64) -> String {
@@ -218,46 +225,47 @@ impl EmbeddedStore {
             poisoned: false,
         };
         inner.replay(&path)?;
-        Ok(EmbeddedStore {
-            inner: Arc::new(Mutex::new(inner)),
-            commit: Arc::new(GroupCommit::new(0)),
-        })
-    }
-
-    /// Runs `operation` under the lock, then waits (in the same blocking thread, without
-    /// the lock) until the log is durable up to everything written before it returned.
-    async fn run_durably<F>(&self, operation: F) -> Result<(), PinStoreError>
-    where
-        F: FnOnce(&mut Inner) -> Result<(), PinStoreError> + Send + 'static,
-    {
-        let inner = Arc::clone(&self.inner);
-        let commit = Arc::clone(&self.commit);
-        tokio::task::spawn_blocking(move || {
-            let lsn = {
-                let mut guard = lock(&inner);
-                guard.check_writable(&commit)?;
-                operation(&mut guard)?;
-                guard.written_lsn
-            };
-            // Called by the group's leader: the file and the LSN written to it, taken
-            // together under the lock, so the sync covers at least that LSN.
-            let sync = || {
+        let inner = Arc::new(Mutex::new(inner));
+        let sync: SharedSyncFn = {
+            let inner = Arc::clone(&inner);
+            // The file and the LSN written to it, taken together under the lock, so the
+            // sync covers at least that LSN.
+            Arc::new(move || {
                 let (file, covered_lsn) = {
                     let guard = lock(&inner);
                     (Arc::clone(&guard.file), guard.written_lsn)
                 };
                 file.sync_data()?;
                 Ok(covered_lsn)
-            };
-            commit
-                .wait_durable(lsn, &sync)
-                .map_err(|error| match error {
-                    CommitError::Poisoned => PinStoreError::Poisoned,
-                    CommitError::Io(error) => PinStoreError::Io(error),
-                })
+            })
+        };
+        Ok(EmbeddedStore {
+            inner,
+            commit: Arc::new(GroupCommit::new(0)),
+            sync,
         })
-        .await
-        .expect("a pin store operation panicked")
+    }
+
+    /// Runs `operation` under the lock on the calling task (it appends a small record at
+    /// most), then waits without the lock until the log is durable up to everything
+    /// written before it returned: a group commit shared with every concurrent caller.
+    async fn run_durably<F>(&self, operation: F) -> Result<(), PinStoreError>
+    where
+        F: FnOnce(&mut Inner) -> Result<(), PinStoreError>,
+    {
+        let lsn = {
+            let mut guard = lock(&self.inner);
+            guard.check_writable(&self.commit)?;
+            operation(&mut guard)?;
+            guard.written_lsn
+        };
+        self.commit
+            .wait_durable_async(lsn, &self.sync)
+            .await
+            .map_err(|error| match error {
+                CommitError::Poisoned => PinStoreError::Poisoned,
+                CommitError::Io(error) => PinStoreError::Io(error),
+            })
     }
 
     /// fdatasync calls on the pack log since open (replay, group commits, GC).
@@ -265,6 +273,7 @@ impl EmbeddedStore {
         self.commit.fsyncs()
     }
 
+    /// Runs `operation` under the lock on the blocking pool.
     async fn run<T, F>(&self, operation: F) -> Result<T, PinStoreError>
     where
         T: Send + 'static,
@@ -505,8 +514,9 @@ impl PinStore for EmbeddedStore {
             return Err(PinStoreError::Unsupported("blocks larger than 1 MiB"));
         }
         let links = block_links(&block.cid, &block.data)?;
+        let inline = block.data.len() <= INLINE_BLOCK_BYTES_MAX;
         let commit = Arc::clone(&self.commit);
-        self.run(move |inner| {
+        let append = move |inner: &mut Inner| {
             inner.check_writable(&commit)?;
             if inner.index.contains_key(&block.cid) {
                 return Ok(());
@@ -516,8 +526,12 @@ impl PinStore for EmbeddedStore {
             let data_offset = offset + (record.len() - block.data.len()) as u64;
             inner.insert_entry(block.cid, data_offset, block.data.len(), links, false);
             Ok(())
-        })
-        .await
+        };
+        if inline {
+            append(&mut lock(&self.inner))
+        } else {
+            self.run(append).await
+        }
     }
 
     async fn get_block(&self, cid: &Cid) -> Result<Option<Bytes>, PinStoreError> {
