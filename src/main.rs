@@ -220,6 +220,14 @@ struct ServeArgs {
     /// HS256 secret.
     #[arg(long, env = "MEDLEDGER_JWT_PUBLIC_KEY")]
     jwt_public_key: Option<PathBuf>,
+    /// The `iss` every bearer token must carry (your identity provider's issuer URL, e.g.
+    /// Keycloak's `https://HOST/realms/REALM`). Unset: not checked.
+    #[arg(long, env = "MEDLEDGER_JWT_ISSUER", value_parser = claim_value)]
+    jwt_issuer: Option<String>,
+    /// A value every bearer token's `aud` must hold (the client id your identity provider
+    /// issues tokens for). Unset: `aud` is not checked.
+    #[arg(long, env = "MEDLEDGER_JWT_AUDIENCE", value_parser = claim_value)]
+    jwt_audience: Option<String>,
     /// HTTP worker threads (0: one per core).
     #[arg(long, env = "MEDLEDGER_WORKERS", default_value_t = 0)]
     workers: usize,
@@ -360,6 +368,16 @@ impl CutterArgs {
     }
 }
 
+/// An issuer or audience setting: 1 to 1,024 bytes of visible ASCII (URLs and client
+/// ids), so a stray space or newline in a config file is an error, not a silent mismatch.
+fn claim_value(text: &str) -> Result<String, String> {
+    if (1..=1024).contains(&text.len()) && text.bytes().all(|b| b.is_ascii_graphic()) {
+        Ok(text.to_owned())
+    } else {
+        Err("must be 1 to 1,024 visible ASCII characters (no spaces)".into())
+    }
+}
+
 fn main() -> ExitCode {
     // The config file is the lowest layer under flags and environment variables: it is
     // applied (as environment variables) before the command line is parsed.
@@ -407,6 +425,10 @@ fn main() -> ExitCode {
                     queue_capacity: a.queue_capacity,
                 },
                 jwt_public_key: a.jwt_public_key,
+                jwt_rules: medledger::api::auth::TokenRules {
+                    issuer: a.jwt_issuer,
+                    audience: a.jwt_audience,
+                },
                 workers: a.workers,
                 rate_limit_per_sec: a.rate_limit_per_sec,
                 payloads: medledger::serve::PayloadSettings {

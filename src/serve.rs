@@ -88,6 +88,8 @@ pub struct ServeConfig {
     pub orderer: OrdererConfig,
     /// RS256 public key (PEM); without it, HS256 with the data dir's secret.
     pub jwt_public_key: Option<PathBuf>,
+    /// The issuer and audience every token must name, when set.
+    pub jwt_rules: crate::api::auth::TokenRules,
     /// HTTP worker threads (0: one per core).
     pub workers: usize,
     /// Requests per second per client address (burst: twice that); 0 turns it off.
@@ -143,6 +145,7 @@ impl ServeConfig {
             backend: Backend::RocksDb,
             orderer: OrdererConfig::default(),
             jwt_public_key: None,
+            jwt_rules: crate::api::auth::TokenRules::default(),
             workers: 0,
             rate_limit_per_sec: RATE_LIMIT_PER_SEC_DEFAULT,
             payloads: PayloadSettings::default(),
@@ -268,7 +271,7 @@ impl Core {
                     path: path.clone(),
                     source,
                 })?;
-                Auth::rs256(&pem).map_err(ServeError::Auth)?
+                Auth::rs256(&pem, &config.jwt_rules).map_err(ServeError::Auth)?
             }
             None => {
                 let (secret, created) =
@@ -280,7 +283,7 @@ impl Core {
                         config.data_dir.display()
                     );
                 }
-                Auth::hs256(&secret)
+                Auth::hs256(&secret, &config.jwt_rules)
             }
         };
         let (payloads, replication) = open_payloads(config)?;

@@ -438,3 +438,74 @@ async fn records_flow_and_errors() {
     assert!(text.contains("route=\"/v1/records\""));
     env.core.close();
 }
+
+/// A server set up for an identity provider (`--jwt-public-key`, `--jwt-issuer`,
+/// `--jwt-audience`): its tokens pass whatever the case of `Bearer`; a token for another
+/// service or from another issuer is a 401 in the server's own words.
+#[actix_web::test]
+async fn a_server_configured_for_an_identity_provider_checks_its_tokens() {
+    let key_dir = tempfile::tempdir().unwrap();
+    let public_key = key_dir.path().join("idp.pub.pem");
+    std::fs::write(
+        &public_key,
+        include_bytes!("../fixtures/jwt/test-rsa.pub.pem"),
+    )
+    .unwrap();
+    let env = Env::with(|config| {
+        config.jwt_public_key = Some(public_key.clone());
+        config.jwt_rules = medledger::api::auth::TokenRules {
+            issuer: Some("https://idp.example/realms/h".into()),
+            audience: Some("medledger".into()),
+        };
+    });
+    let svc = test::init_service(app(env.core.state.clone())).await;
+    let signing =
+        jsonwebtoken::EncodingKey::from_rsa_pem(include_bytes!("../fixtures/jwt/test-rsa.pem"))
+            .unwrap();
+    let token = |iss: &str, aud: &str| {
+        let claims = json!({
+            "sub": "admin-1", "role": "admin", "iss": iss, "aud": aud,
+            "exp": medledger::api::auth::now_secs() + 300,
+        });
+        let header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS256);
+        jsonwebtoken::encode(&header, &claims, &signing).unwrap()
+    };
+    let good = token("https://idp.example/realms/h", "medledger");
+    for scheme in ["Bearer", "bearer", "BEARER"] {
+        let (s, b) = call!(
+            &svc,
+            test::TestRequest::get()
+                .uri("/v1/patients/p-1/records")
+                .insert_header(("Authorization", format!("{scheme} {good}")))
+        );
+        assert_eq!(s, StatusCode::OK, "{scheme}: {b}");
+    }
+    for (bad, message) in [
+        (
+            token("https://idp.example/realms/h", "another-service"),
+            "the bearer token is not for this service (aud)",
+        ),
+        (
+            token("https://evil.example", "medledger"),
+            "the bearer token is from another issuer (iss)",
+        ),
+    ] {
+        let (s, b) = call!(
+            &svc,
+            test::TestRequest::get()
+                .uri("/v1/patients/p-1/records")
+                .insert_header(("Authorization", format!("Bearer {bad}")))
+        );
+        assert_eq!(s, StatusCode::UNAUTHORIZED, "{b}");
+        assert_eq!(b["error"]["code"], "unauthorized");
+        assert_eq!(b["error"]["message"], message);
+    }
+    // The data dir's HS256 tokens are not this server's any more.
+    let (s, _) = call!(
+        &svc,
+        test::TestRequest::get()
+            .uri("/v1/patients/p-1/records")
+            .insert_header(("Authorization", env.token(Role::Admin, "admin-1", None)))
+    );
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+}

@@ -1,5 +1,6 @@
 //! Who is calling, and what they may do: bearer JWTs (HS256 with the data dir's secret, or
-//! RS256 with a configured public key), and every access rule in one place.
+//! RS256 with a configured public key, with an issuer and audience when the identity
+//! provider sets them), and every access rule in one place.
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -60,6 +61,22 @@ pub struct Claims {
 /// Tokens remembered as verified, at most (then the memory starts over).
 const VERIFIED_TOKENS_MAX: usize = 4096;
 
+/// What a token must say besides its signature, when the server is configured to ask:
+/// the identity provider that issued it (`iss`) and the service it was issued for (`aud`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TokenRules {
+    /// `--jwt-issuer`: the `iss` every token must carry.
+    pub issuer: Option<String>,
+    /// `--jwt-audience`: a value the token's `aud` must hold. Without it, `aud` is not
+    /// checked (a token minted by `medledger token` has none; one from an identity
+    /// provider usually names its client).
+    pub audience: Option<String>,
+}
+
+/// Seconds of clock difference allowed between the token's issuer and this server, for
+/// `exp` and `nbf`.
+const CLOCK_SKEW_SECS: u64 = 5;
+
 /// How tokens are checked.
 pub struct Auth {
     key: DecodingKey,
@@ -71,21 +88,63 @@ pub struct Auth {
     verified: Mutex<HashMap<String, Claims>>,
 }
 
+/// The checks of one algorithm under `rules`: only that algorithm (so an HS256 token
+/// signed with an RS256 public key as its secret, or `alg: none`, is refused), `exp`
+/// required and `nbf` honoured within [`CLOCK_SKEW_SECS`], and the issuer and audience
+/// the rules name.
+fn validation(algorithm: Algorithm, rules: &TokenRules) -> Validation {
+    let mut validation = Validation::new(algorithm);
+    validation.leeway = CLOCK_SKEW_SECS;
+    validation.validate_nbf = true;
+    match &rules.audience {
+        Some(audience) => {
+            validation.set_audience(&[audience]);
+            validation.set_required_spec_claims(&["exp", "aud"]);
+        }
+        None => validation.validate_aud = false,
+    }
+    if let Some(issuer) = &rules.issuer {
+        validation.set_issuer(&[issuer]);
+        let mut required: Vec<&str> = vec!["exp", "iss"];
+        if rules.audience.is_some() {
+            required.push("aud");
+        }
+        validation.set_required_spec_claims(&required);
+    }
+    validation
+}
+
+/// Why a token was refused, in words of our own: the library's messages are internals.
+fn refusal(error: &jsonwebtoken::errors::Error) -> &'static str {
+    use jsonwebtoken::errors::ErrorKind;
+    match error.kind() {
+        ErrorKind::ExpiredSignature => "the bearer token has expired",
+        ErrorKind::ImmatureSignature => "the bearer token is not valid yet (nbf)",
+        ErrorKind::InvalidAudience => "the bearer token is not for this service (aud)",
+        ErrorKind::InvalidIssuer => "the bearer token is from another issuer (iss)",
+        ErrorKind::MissingRequiredClaim(_) => "the bearer token lacks a required claim",
+        ErrorKind::InvalidSignature => "the bearer token's signature does not verify",
+        ErrorKind::InvalidAlgorithm | ErrorKind::InvalidAlgorithmName => {
+            "the bearer token is signed with another algorithm than this server accepts"
+        }
+        _ => "the bearer token is not a valid JWT with the claims this server needs",
+    }
+}
+
 impl Auth {
     /// HS256 with `secret`.
-    pub fn hs256(secret: &[u8]) -> Auth {
-        let mut validation = Validation::new(Algorithm::HS256);
-        validation.leeway = 5;
-        Auth::new(DecodingKey::from_secret(secret), validation)
+    pub fn hs256(secret: &[u8], rules: &TokenRules) -> Auth {
+        Auth::new(
+            DecodingKey::from_secret(secret),
+            validation(Algorithm::HS256, rules),
+        )
     }
 
     /// RS256 with a PEM public key.
-    pub fn rs256(public_key_pem: &[u8]) -> Result<Auth, String> {
+    pub fn rs256(public_key_pem: &[u8], rules: &TokenRules) -> Result<Auth, String> {
         let key = DecodingKey::from_rsa_pem(public_key_pem)
             .map_err(|e| format!("the RS256 public key is not a PEM RSA key: {e}"))?;
-        let mut validation = Validation::new(Algorithm::RS256);
-        validation.leeway = 5;
-        Ok(Auth::new(key, validation))
+        Ok(Auth::new(key, validation(Algorithm::RS256, rules)))
     }
 
     fn new(key: DecodingKey, validation: Validation) -> Auth {
@@ -113,7 +172,7 @@ impl Auth {
             None => {
                 let claims = jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation)
                     .map(|d| d.claims)
-                    .map_err(|e| ApiError::unauthorized(format!("invalid bearer token: {e}")))?;
+                    .map_err(|e| ApiError::unauthorized(refusal(&e)))?;
                 let mut verified = self.verified();
                 if verified.len() >= VERIFIED_TOKENS_MAX {
                     verified.clear();
@@ -124,9 +183,7 @@ impl Auth {
         };
         // jsonwebtoken's rule: expired when `exp < now - leeway`.
         if claims.exp < now.saturating_sub(self.validation.leeway) {
-            return Err(ApiError::unauthorized(
-                "invalid bearer token: ExpiredSignature",
-            ));
+            return Err(ApiError::unauthorized("the bearer token has expired"));
         }
         Ok(claims)
     }
@@ -215,10 +272,18 @@ fn caller(req: &HttpRequest) -> Result<Caller, ApiError> {
     let text = header
         .to_str()
         .map_err(|_| ApiError::unauthorized("the Authorization header is not text"))?;
-    let token = text.strip_prefix("Bearer ").ok_or_else(|| {
-        ApiError::unauthorized("the Authorization header must be `Bearer <token>`")
-    })?;
-    state.auth.check(token.trim()).map(Caller)
+    state.auth.check(bearer_token(text)?).map(Caller)
+}
+
+/// The token of an `Authorization: Bearer <token>` header; the scheme's name is
+/// case-insensitive (RFC 9110, section 11.1).
+fn bearer_token(header: &str) -> Result<&str, ApiError> {
+    let malformed = || ApiError::unauthorized("the Authorization header must be `Bearer <token>`");
+    let (scheme, token) = header.trim().split_once(' ').ok_or_else(malformed)?;
+    if !scheme.eq_ignore_ascii_case("bearer") || token.trim().is_empty() {
+        return Err(malformed());
+    }
+    Ok(token.trim())
 }
 
 // ---- The rules, in one place. ----
@@ -329,7 +394,7 @@ mod tests {
 
     #[test]
     fn a_remembered_token_gives_the_same_claims_until_it_expires() {
-        let auth = Auth::hs256(SECRET);
+        let auth = Auth::hs256(SECRET, &TokenRules::default());
         let now = now_secs();
         let t = token(now + 60);
         let first = auth.check_at(&t, now).unwrap();
@@ -340,12 +405,12 @@ mod tests {
         assert!(auth.check_at(&t, now + 65).is_ok());
         let e = auth.check_at(&t, now + 66).unwrap_err();
         assert_eq!(e.status, actix_web::http::StatusCode::UNAUTHORIZED);
-        assert!(e.message.contains("ExpiredSignature"), "{}", e.message);
+        assert_eq!(e.message, "the bearer token has expired");
     }
 
     #[test]
     fn a_token_that_fails_verification_is_never_remembered() {
-        let auth = Auth::hs256(SECRET);
+        let auth = Auth::hs256(SECRET, &TokenRules::default());
         let now = now_secs();
         let good = token(now + 60);
         auth.check_at(&good, now).unwrap();
@@ -354,9 +419,12 @@ mod tests {
         let other = if &good[at..=at] == "x" { "y" } else { "x" };
         let forged = format!("{}{other}{}", &good[..at], &good[at + 1..]);
         assert!(auth.check_at(&forged, now).is_err());
-        assert!(Auth::hs256(b"another secret of thirty-two bytes!")
-            .check_at(&good, now)
-            .is_err());
+        assert!(Auth::hs256(
+            b"another secret of thirty-two bytes!",
+            &TokenRules::default()
+        )
+        .check_at(&good, now)
+        .is_err());
         let expired = token(now - 60);
         assert!(auth.check_at(&expired, now).is_err());
         assert_eq!(auth.verified().len(), 1);
@@ -364,11 +432,159 @@ mod tests {
 
     #[test]
     fn the_memory_of_verified_tokens_is_bounded() {
-        let auth = Auth::hs256(SECRET);
+        let auth = Auth::hs256(SECRET, &TokenRules::default());
         let now = now_secs();
         for i in 0..VERIFIED_TOKENS_MAX as u64 + 10 {
             auth.check_at(&token(now + 60 + i), now).unwrap();
             assert!(auth.verified().len() <= VERIFIED_TOKENS_MAX);
         }
+    }
+
+    /// Tokens as an identity provider mints them: any claims, RS256 with the test key
+    /// (fixtures/jwt/), or whatever header the test forges.
+    fn rs256_token(claims: &serde_json::Value) -> String {
+        let key =
+            EncodingKey::from_rsa_pem(include_bytes!("../../fixtures/jwt/test-rsa.pem")).unwrap();
+        jsonwebtoken::encode(&Header::new(Algorithm::RS256), claims, &key).unwrap()
+    }
+
+    fn provider_auth() -> Auth {
+        let rules = TokenRules {
+            issuer: Some("https://idp.example/realms/hospital".into()),
+            audience: Some("medledger".into()),
+        };
+        Auth::rs256(
+            include_bytes!("../../fixtures/jwt/test-rsa.pub.pem"),
+            &rules,
+        )
+        .unwrap()
+    }
+
+    fn provider_claims(now: u64) -> serde_json::Value {
+        serde_json::json!({
+            "sub": "dr-7", "role": "clinician", "hospital": "h-1",
+            "iss": "https://idp.example/realms/hospital",
+            "aud": ["account", "medledger"],
+            "iat": now, "nbf": now, "exp": now + 300,
+        })
+    }
+
+    #[test]
+    fn a_provider_token_is_checked_for_issuer_audience_and_validity_window() {
+        let auth = provider_auth();
+        let now = now_secs();
+        let good = provider_claims(now);
+        assert_eq!(auth.check_at(&rs256_token(&good), now).unwrap().sub, "dr-7");
+        let refused = |claims: serde_json::Value| {
+            let e = auth.check_at(&rs256_token(&claims), now).unwrap_err();
+            assert_eq!(e.status, actix_web::http::StatusCode::UNAUTHORIZED);
+            e.message
+        };
+        let with = |key: &str, value: serde_json::Value| {
+            let mut claims = good.clone();
+            claims[key] = value;
+            claims
+        };
+        let without = |key: &str| {
+            let mut claims = good.clone();
+            claims.as_object_mut().unwrap().remove(key);
+            claims
+        };
+        assert_eq!(
+            refused(with("aud", serde_json::json!("another-service"))),
+            "the bearer token is not for this service (aud)"
+        );
+        assert_eq!(
+            refused(without("aud")),
+            "the bearer token lacks a required claim"
+        );
+        assert_eq!(
+            refused(with("iss", serde_json::json!("https://evil.example"))),
+            "the bearer token is from another issuer (iss)"
+        );
+        assert_eq!(
+            refused(without("iss")),
+            "the bearer token lacks a required claim"
+        );
+        assert_eq!(
+            refused(with("nbf", serde_json::json!(now + 60))),
+            "the bearer token is not valid yet (nbf)"
+        );
+        assert_eq!(
+            refused(with("exp", serde_json::json!(now - 60))),
+            "the bearer token has expired"
+        );
+        // Within the clock skew, a token from a slightly fast issuer passes.
+        assert!(auth
+            .check_at(&rs256_token(&with("nbf", serde_json::json!(now + 3))), now)
+            .is_ok());
+    }
+
+    #[test]
+    fn forged_algorithms_are_refused() {
+        let auth = provider_auth();
+        let now = now_secs();
+        let claims = provider_claims(now);
+        // The classic confusion: HS256 with the server's RS256 public key as the secret.
+        let confused = jsonwebtoken::encode(
+            &Header::new(Algorithm::HS256),
+            &claims,
+            &EncodingKey::from_secret(include_bytes!("../../fixtures/jwt/test-rsa.pub.pem")),
+        )
+        .unwrap();
+        assert_eq!(
+            auth.check_at(&confused, now).unwrap_err().message,
+            "the bearer token is signed with another algorithm than this server accepts"
+        );
+        // `alg: none`, no signature.
+        use base64::Engine as _;
+        let b64 = |v: &serde_json::Value| {
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string())
+        };
+        let none = format!(
+            "{}.{}.",
+            b64(&serde_json::json!({"alg": "none", "typ": "JWT"})),
+            b64(&claims)
+        );
+        assert!(auth.check_at(&none, now).is_err());
+        // An RS256 signature with one character changed.
+        let good = rs256_token(&claims);
+        let at = good.rfind('.').unwrap() + 10;
+        let other = if &good[at..=at] == "A" { "B" } else { "A" };
+        let forged = format!("{}{other}{}", &good[..at], &good[at + 1..]);
+        assert_eq!(
+            auth.check_at(&forged, now).unwrap_err().message,
+            "the bearer token's signature does not verify"
+        );
+        // No message echoes the library.
+        for token in ["", "a.b.c", "not a token"] {
+            let message = auth.check_at(token, now).unwrap_err().message;
+            assert!(message.starts_with("the bearer token"), "{message}");
+        }
+    }
+
+    #[test]
+    fn the_bearer_scheme_is_case_insensitive() {
+        assert_eq!(bearer_token("Bearer abc").unwrap(), "abc");
+        assert_eq!(bearer_token("bearer abc").unwrap(), "abc");
+        assert_eq!(bearer_token("BEARER  abc ").unwrap(), "abc");
+        for bad in ["Basic abc", "Bearer", "Bearer ", "abc", "Bearerabc"] {
+            assert!(bearer_token(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn without_rules_an_audience_claim_is_not_a_refusal() {
+        // `medledger token` mints no `aud`; a provider's token names its client. With no
+        // `--jwt-audience`, neither is refused for it.
+        let auth = Auth::rs256(
+            include_bytes!("../../fixtures/jwt/test-rsa.pub.pem"),
+            &TokenRules::default(),
+        )
+        .unwrap();
+        let now = now_secs();
+        assert!(auth
+            .check_at(&rs256_token(&provider_claims(now)), now)
+            .is_ok());
     }
 }
