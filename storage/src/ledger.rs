@@ -106,8 +106,48 @@ pub struct Ledger {
     options: LedgerOptions,
     writer: Mutex<Writer>,
     tip: RwLock<ChainTip>,
-    files: Mutex<HashMap<u32, Arc<dyn SegmentFile>>>,
+    files: Mutex<OpenSegments>,
     fsyncs: AtomicU64,
+}
+
+/// Segment files kept open for readers, at most this many: a reader of a 64 GiB ledger
+/// end to end (a rebuild, a verify) would otherwise hold ~1,000 descriptors beside the
+/// rebuild's partition files and RocksDB's.
+pub const OPEN_SEGMENTS_MAX: usize = 64;
+
+/// The readers' open segment files, least recently used closed first. A file evicted
+/// while a reader still holds it stays open until that reader drops it.
+#[derive(Default)]
+struct OpenSegments {
+    files: HashMap<u32, (Arc<dyn SegmentFile>, u64)>,
+    /// Uses so far; a file's last use orders eviction.
+    uses: u64,
+}
+
+impl OpenSegments {
+    fn get(&mut self, segment: u32) -> Option<Arc<dyn SegmentFile>> {
+        self.uses += 1;
+        let uses = self.uses;
+        self.files.get_mut(&segment).map(|(file, used)| {
+            *used = uses;
+            Arc::clone(file)
+        })
+    }
+
+    fn insert(&mut self, segment: u32, file: Arc<dyn SegmentFile>) {
+        if self.files.len() >= OPEN_SEGMENTS_MAX {
+            // A scan of at most 64 entries, once per open: cheaper than keeping an order.
+            let oldest = self
+                .files
+                .iter()
+                .min_by_key(|(_, (_, used))| *used)
+                .map(|(segment, _)| *segment)
+                .expect("the cache is full, so not empty");
+            self.files.remove(&oldest);
+        }
+        self.uses += 1;
+        self.files.insert(segment, (file, self.uses));
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -151,7 +191,7 @@ impl Ledger {
                 tx_ids: Vec::new(),
             }),
             tip: RwLock::new(rec.tip),
-            files: Mutex::new(HashMap::new()),
+            files: Mutex::new(OpenSegments::default()),
             fsyncs: AtomicU64::new(rec.report.fsyncs),
         };
         let mut report = rec.report;
@@ -299,8 +339,8 @@ impl Ledger {
 
     fn file(&self, segment: u32) -> Result<Arc<dyn SegmentFile>, StorageError> {
         let mut files = lock(&self.files);
-        if let Some(f) = files.get(&segment) {
-            return Ok(f.clone());
+        if let Some(f) = files.get(segment) {
+            return Ok(f);
         }
         let f = self
             .dir
