@@ -59,7 +59,7 @@ impl RecordGenerator {
         let record_type = RECORD_TYPES[(i % RECORD_TYPES.len() as u64) as usize];
         // `padding` is base + longest type length long: a shorter type takes more of it.
         let pad = &self.padding[..self.padding.len() - record_type.len()];
-        let metadata = format!("{{\"enc\":{:010},\"note\":\"{pad}\"}}", i / 3);
+        let metadata = format!("{{\"enc\":\"{:010}\",\"note\":\"{pad}\"}}", i / 3);
         Envelope {
             tx_id: TxId(*uuid::Uuid::now_v7().as_bytes()),
             submitter: format!("dr-{author:04}"),

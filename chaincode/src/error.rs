@@ -34,6 +34,11 @@ pub enum EventError {
         field: &'static str,
         reason: &'static str,
     },
+    #[error("field `{field}` {reason}")]
+    Malformed {
+        field: &'static str,
+        reason: &'static str,
+    },
 }
 
 /// Bytes that do not decode as exactly one canonical envelope.

@@ -252,6 +252,7 @@ impl Event {
                     });
                 }
                 text("metadata", &e.metadata, METADATA_LEN_MAX)?;
+                compact_json_object("metadata", &e.metadata)?;
                 payload(e.payload.as_ref())
             }
             Event::RecordAmended(e) => {
@@ -262,6 +263,7 @@ impl Event {
                 text("reason", &e.reason, REASON_LEN_MAX)?;
                 if let Some(m) = &e.metadata {
                     text("metadata", m, METADATA_LEN_MAX)?;
+                    compact_json_object("metadata", m)?;
                 }
                 payload(e.payload.as_ref())
             }
@@ -361,6 +363,35 @@ fn text(field: &'static str, value: &str, max: usize) -> Result<(), EventError> 
     Ok(())
 }
 
+/// docs/FORMAT.md's rule for metadata: a JSON object in compact form, which means valid
+/// JSON (RFC 8259) with no whitespace outside strings. The server writes it that way and
+/// serves it as stored, so anything else in the ledger would be served as broken JSON.
+fn compact_json_object(field: &'static str, value: &str) -> Result<(), EventError> {
+    let malformed = |reason| Err(EventError::Malformed { field, reason });
+    if !value.starts_with('{') {
+        return malformed("must be a JSON object");
+    }
+    if serde_json::from_str::<serde::de::IgnoredAny>(value).is_err() {
+        return malformed("must be valid JSON");
+    }
+    let (mut in_string, mut escaped) = (false, false);
+    for byte in value.bytes() {
+        if in_string {
+            match (escaped, byte) {
+                (true, _) => escaped = false,
+                (false, b'\\') => escaped = true,
+                (false, b'"') => in_string = false,
+                (false, _) => {}
+            }
+        } else if byte == b'"' {
+            in_string = true;
+        } else if matches!(byte, b' ' | b'\t' | b'\n' | b'\r') {
+            return malformed("must be compact JSON (no whitespace outside strings)");
+        }
+    }
+    Ok(())
+}
+
 fn time(field: &'static str, t: Timestamp) -> Result<(), EventError> {
     if !t.is_representable() {
         return Err(EventError::OutOfRange {
@@ -407,4 +438,45 @@ fn payload(p: Option<&PayloadRef>) -> Result<(), EventError> {
         });
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metadata_is_a_compact_json_object() {
+        for good in [
+            "{}",
+            r#"{"n":1}"#,
+            r#"{"note":"spaces inside strings are text: \" \\ ok","v":[1,2.5,{"a":null}]}"#,
+            r#"{"enc":"0000000001"}"#,
+        ] {
+            assert_eq!(compact_json_object("metadata", good), Ok(()), "{good}");
+        }
+        for (bad, reason) in [
+            (r#"{"enc":0000000001}"#, "must be valid JSON"),
+            ("m-initial", "must be a JSON object"),
+            ("[1,2]", "must be a JSON object"),
+            (
+                r#"{"n": 1}"#,
+                "must be compact JSON (no whitespace outside strings)",
+            ),
+            (
+                "{\"n\":1}\n",
+                "must be compact JSON (no whitespace outside strings)",
+            ),
+            (r#"{"n":1"#, "must be valid JSON"),
+            (r#"{"n":1}{}"#, "must be valid JSON"),
+        ] {
+            assert_eq!(
+                compact_json_object("metadata", bad),
+                Err(EventError::Malformed {
+                    field: "metadata",
+                    reason
+                }),
+                "{bad}"
+            );
+        }
+    }
 }
