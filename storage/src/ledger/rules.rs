@@ -8,7 +8,7 @@
 //!
 //! [`Ledger::append`]: super::Ledger::append
 
-use super::block::Block;
+use super::block::{Block, CutReason};
 use super::ChainTip;
 
 /// Bytes of a transaction id: the first bytes of every transaction.
@@ -48,13 +48,24 @@ pub enum LinkBreak {
     /// Its data_hash is not the Merkle root of its transactions.
     #[error("data_hash is not the Merkle root of the transactions")]
     DataHash,
+    /// Genesis (block 0) must be cut for `genesis` and hold no transaction; every later
+    /// block holds at least one and has another cut reason.
+    #[error(
+        "block {number} breaks the genesis rule (cut reason {reason}, {tx_count} transactions)"
+    )]
+    Genesis {
+        number: u64,
+        reason: CutReason,
+        tx_count: u32,
+    },
     /// A transaction is too short to hold its id.
     #[error("transaction {position} is shorter than a tx id ({TX_ID_LEN} bytes)")]
     TxWithoutId { position: u32 },
 }
 
 /// Whether `block` is the next block after `tip`: its number, its link, a timestamp no
-/// earlier than the previous block's, its Merkle root and a tx id in every transaction.
+/// earlier than the previous block's, the genesis rule, its Merkle root and a tx id in
+/// every transaction.
 pub fn check_link(block: &Block, tip: &ChainTip) -> Result<(), LinkBreak> {
     let h = &block.header;
     if h.number != tip.height {
@@ -74,6 +85,14 @@ pub fn check_link(block: &Block, tip: &ChainTip) -> Result<(), LinkBreak> {
     if tip.height > 0 && h.timestamp_ms < tip.tip_timestamp_ms {
         return Err(LinkBreak::Timestamp);
     }
+    let is_genesis = h.number == 0;
+    if (h.cut_reason == CutReason::Genesis) != is_genesis || (h.tx_count == 0) != is_genesis {
+        return Err(LinkBreak::Genesis {
+            number: h.number,
+            reason: h.cut_reason,
+            tx_count: h.tx_count,
+        });
+    }
     if !block.data_hash_matches() {
         return Err(LinkBreak::DataHash);
     }
@@ -88,7 +107,6 @@ pub fn check_link(block: &Block, tip: &ChainTip) -> Result<(), LinkBreak> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ledger::block::CutReason;
 
     fn tip_after(block: &Block) -> ChainTip {
         ChainTip {
@@ -125,6 +143,28 @@ mod tests {
         let mut wrong_root = good.clone();
         wrong_root.txs[0][0] ^= 1;
         assert_eq!(check_link(&wrong_root, &tip), Err(LinkBreak::DataHash));
+        let mut genesis_again = Block::genesis(2);
+        genesis_again.header.number = 1;
+        genesis_again.header.prev_hash = genesis.hash();
+        assert_eq!(
+            check_link(&genesis_again, &tip),
+            Err(LinkBreak::Genesis {
+                number: 1,
+                reason: CutReason::Genesis,
+                tx_count: 0
+            })
+        );
+        let mut mislabelled = good.clone();
+        mislabelled.header.cut_reason = CutReason::Genesis;
+        assert!(matches!(
+            check_link(&mislabelled, &tip),
+            Err(LinkBreak::Genesis { .. })
+        ));
+        let crowded_genesis = Block::from_txs(0, [0; 32], 1, CutReason::Count, vec![vec![1; 16]]);
+        assert!(matches!(
+            check_link(&crowded_genesis, &ChainTip::EMPTY),
+            Err(LinkBreak::Genesis { .. })
+        ));
         let short = Block::from_txs(
             1,
             genesis.hash(),
