@@ -509,3 +509,73 @@ async fn a_server_configured_for_an_identity_provider_checks_its_tokens() {
     );
     assert_eq!(s, StatusCode::UNAUTHORIZED);
 }
+
+/// A record and its history carry a validator of their version: `If-None-Match` with it
+/// answers 304 until the record changes, and only to a caller who may read it.
+#[actix_web::test]
+async fn record_reads_answer_304_for_the_version_the_client_holds() {
+    let env = env();
+    let svc = test::init_service(app(env.core.state.clone())).await;
+    let dr1 = env.token(Role::Clinician, "dr-1", Some("h-1"));
+    let dr2 = env.token(Role::Clinician, "dr-2", Some("h-2"));
+    let (s, b) = call!(
+        &svc,
+        test::TestRequest::post()
+            .uri("/v1/records")
+            .insert_header(("Authorization", dr1.clone()))
+            .set_json(
+                json!({"record_id": "r-c", "patient_id": "p-1", "hospital_id": "h-1",
+                "record_type": "lab_result", "metadata": {"n": 1}})
+            )
+    );
+    assert_eq!(s, StatusCode::CREATED, "{b}");
+    for uri in ["/v1/records/r-c", "/v1/records/r-c/history"] {
+        let get = |token: &str, etag: Option<&str>| {
+            let mut req = test::TestRequest::get()
+                .uri(uri)
+                .insert_header(("Authorization", token.to_owned()));
+            if let Some(etag) = etag {
+                req = req.insert_header(("If-None-Match", etag.to_owned()));
+            }
+            req.to_request()
+        };
+        let res = test::call_service(&svc, get(&dr1, None)).await;
+        assert_eq!(res.status(), StatusCode::OK, "{uri}");
+        let etag = res
+            .headers()
+            .get("etag")
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .to_owned();
+        assert!(etag.starts_with("W/\""), "{uri}: {etag}");
+        assert_eq!(
+            res.headers().get("cache-control").unwrap(),
+            "private, no-cache"
+        );
+        // The client holds this version: 304, no body, the same validator.
+        let res = test::call_service(&svc, get(&dr1, Some(&etag))).await;
+        assert_eq!(res.status(), StatusCode::NOT_MODIFIED, "{uri}");
+        assert_eq!(res.headers().get("etag").unwrap().to_str().unwrap(), etag);
+        assert!(test::read_body(res).await.is_empty());
+        // In a list, and without the weak prefix: still a match.
+        let listed = format!("\"other\", {}", etag.trim_start_matches("W/"));
+        let res = test::call_service(&svc, get(&dr1, Some(&listed))).await;
+        assert_eq!(res.status(), StatusCode::NOT_MODIFIED, "{uri}");
+        // A caller who may not read the record learns nothing from its validator.
+        let res = test::call_service(&svc, get(&dr2, Some(&etag))).await;
+        assert_eq!(res.status(), StatusCode::FORBIDDEN, "{uri}");
+        // A new version: the old validator no longer matches.
+        let (s, b) = call!(
+            &svc,
+            test::TestRequest::post()
+                .uri("/v1/records/r-c/amendments")
+                .insert_header(("Authorization", dr1.clone()))
+                .set_json(json!({"reason": "fix", "metadata": {"n": 2}}))
+        );
+        assert_eq!(s, StatusCode::CREATED, "{b}");
+        let res = test::call_service(&svc, get(&dr1, Some(&etag))).await;
+        assert_eq!(res.status(), StatusCode::OK, "{uri}");
+        assert_ne!(res.headers().get("etag").unwrap().to_str().unwrap(), etag);
+    }
+}

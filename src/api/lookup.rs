@@ -141,3 +141,45 @@ pub(crate) fn may_read(
     };
     Ok(caller.may_read_record(&entry.state, grant.as_ref(), now()))
 }
+
+/// The validator of a representation that is a function of one ledger version: the tx
+/// that wrote it (a record's version, or a history page up to that version, never changes
+/// once written). Weak, since compression may change the bytes on the wire.
+pub(crate) fn version_etag(tx_id: &str) -> String {
+    format!("W/\"{tx_id}\"")
+}
+
+/// Whether the request's `If-None-Match` names `etag` (weak comparison, RFC 9110
+/// section 13.1.2: `W/` ignored on both sides; `*` matches any current representation).
+pub(crate) fn not_modified(req: &actix_web::HttpRequest, etag: &str) -> bool {
+    let bare = |tag: &str| tag.trim().trim_start_matches("W/").to_owned();
+    let ours = bare(etag);
+    req.headers()
+        .get_all(actix_web::http::header::IF_NONE_MATCH)
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .any(|tag| tag.trim() == "*" || bare(tag) == ours)
+}
+
+/// A read of clinical content: 304 when the client holds this version, else `body`;
+/// either way with the validator and `Cache-Control: private, no-cache` (a browser may
+/// keep it, must ask again, and no shared cache may keep it at all).
+pub(crate) fn versioned(
+    req: &actix_web::HttpRequest,
+    etag: &str,
+    body: impl FnOnce() -> actix_web::HttpResponse,
+) -> actix_web::HttpResponse {
+    use actix_web::http::header::{CACHE_CONTROL, ETAG};
+    let mut response = if not_modified(req, etag) {
+        actix_web::HttpResponse::NotModified().finish()
+    } else {
+        body()
+    };
+    let headers = response.headers_mut();
+    headers.insert(ETAG, etag.parse().expect("a tx id is a valid header value"));
+    headers.insert(
+        CACHE_CONTROL,
+        actix_web::http::header::HeaderValue::from_static("private, no-cache"),
+    );
+    response
+}

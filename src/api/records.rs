@@ -17,7 +17,8 @@ use medledger_views::values::VersionEntry;
 use super::auth::Caller;
 use super::error::ApiError;
 use super::lookup::{
-    check_expected, honour_min_height, load_for_read, load_for_write, query_error,
+    check_expected, honour_min_height, load_for_read, load_for_write, not_modified, query_error,
+    version_etag, versioned,
 };
 use super::payloads;
 use super::submit::{
@@ -403,6 +404,7 @@ pub struct RecordQuery {
 
 /// `GET /v1/records/{id}[?as_of_block=N]`: the record as of the ledger's first N blocks.
 pub async fn get(
+    req: actix_web::HttpRequest,
     state: Data,
     caller: Caller,
     path: web::Path<String>,
@@ -425,7 +427,10 @@ pub async fn get(
                 )
             })?,
     };
-    Ok(HttpResponse::Ok().json(record_json(&entry)))
+    let etag = version_etag(&entry.at.tx_id().to_string());
+    Ok(versioned(&req, &etag, || {
+        HttpResponse::Ok().json(record_json(&entry))
+    }))
 }
 
 #[derive(Deserialize)]
@@ -438,6 +443,7 @@ pub struct HistoryQuery {
 
 /// `GET /v1/records/{id}/history`: every version, oldest first, each with its block and tx.
 pub async fn history(
+    req: actix_web::HttpRequest,
     state: Data,
     caller: Caller,
     path: web::Path<String>,
@@ -446,6 +452,14 @@ pub async fn history(
     let record_id = path.into_inner();
     honour_min_height(&state, query.min_height).await?;
     let current = load_for_read(&state, &caller, &record_id).await?;
+    // A page of versions is a function of the query and the current version.
+    let etag = version_etag(&current.at.tx_id().to_string());
+    if not_modified(&req, &etag) {
+        // Answered before the versions are read.
+        return Ok(versioned(&req, &etag, || {
+            HttpResponse::NotModified().finish()
+        }));
+    }
     let views = Views::new(state.views.as_ref());
     let limit = query.limit.unwrap_or(PAGE_LIMIT_DEFAULT);
     let versions = views
@@ -455,8 +469,10 @@ pub async fn history(
         .then(|| versions.last().map(|v| v.state.version))
         .flatten()
         .filter(|&v| v < current.state.version);
-    Ok(HttpResponse::Ok().json(json!({
-        "items": versions.iter().map(record_json).collect::<Vec<_>>(),
-        "next_after_version": next,
-    })))
+    Ok(versioned(&req, &etag, || {
+        HttpResponse::Ok().json(json!({
+            "items": versions.iter().map(record_json).collect::<Vec<_>>(),
+            "next_after_version": next,
+        }))
+    }))
 }
