@@ -66,6 +66,9 @@ pub struct KeyStore {
     dir: PathBuf,
     master: MasterKey,
     log: KeyLog,
+    /// The directory held old-layout files (`<id>.key`, `<id>.erased`) when opened. This
+    /// code never writes any, so without them at open a store need not look for them.
+    old_layout: bool,
 }
 
 fn io_error(path: &Path) -> impl FnOnce(io::Error) -> KeyStoreError + '_ {
@@ -102,10 +105,17 @@ impl KeyStore {
     pub fn open(dir: &Path, master: MasterKey) -> Result<KeyStore, KeyStoreError> {
         fs::create_dir_all(dir).map_err(io_error(dir))?;
         let log = KeyLog::open(&dir.join(KEY_LOG_FILE))?;
+        let mut old_layout = false;
+        for entry in fs::read_dir(dir).map_err(io_error(dir))? {
+            let name = entry.map_err(io_error(dir))?.file_name();
+            let name = name.to_string_lossy();
+            old_layout |= name.ends_with(".key") || name.ends_with(".erased");
+        }
         Ok(KeyStore {
             dir: dir.to_path_buf(),
             master,
             log,
+            old_layout,
         })
     }
 
@@ -136,11 +146,12 @@ impl KeyStore {
     fn append(&self, key_id: &str, key: &DataKey) -> Result<u64, KeyStoreError> {
         let id = parse_key_id(key_id)?;
         // Ids are 128 random bits, so these never hit in practice; they keep the old
-        // layout's keys from being shadowed all the same.
-        if self.tombstone_path(key_id).exists() {
+        // layout's keys from being shadowed all the same (two stats a store, only where
+        // old files exist).
+        if self.old_layout && self.tombstone_path(key_id).exists() {
             return Err(KeyStoreError::Erased(key_id.to_string()));
         }
-        if self.key_path(key_id).exists() {
+        if self.old_layout && self.key_path(key_id).exists() {
             return Err(KeyStoreError::Exists(key_id.to_string()));
         }
         let wrapped = self.master.wrap(key_id, key)?;
