@@ -119,13 +119,7 @@ pub fn run(p: &IngestParams) -> Result<serde_json::Value, String> {
     ledger.close().map_err(|e| e.to_string())?;
     let mut lat: Vec<u32> = latencies.into_iter().flatten().collect();
     lat.sort_unstable();
-    let pct = |q: f64| -> f64 {
-        if lat.is_empty() {
-            return 0.0;
-        }
-        let idx = ((lat.len() as f64 * q).ceil() as usize).clamp(1, lat.len()) - 1;
-        f64::from(lat[idx]) / 1000.0
-    };
+    let pct = |q: f64| percentile_ms(&lat, q);
     let stats = orderer.stats();
     let blocks = ledger.tip().height - start_height;
     let block_bytes = stats.block_bytes.load(Ordering::Relaxed);
@@ -178,6 +172,17 @@ pub fn process_cpu_seconds() -> Option<f64> {
     Some(ticks / 100.0)
 }
 
-fn round3(x: f64) -> f64 {
+/// `x` to three decimals, as the benches print figures.
+pub(super) fn round3(x: f64) -> f64 {
     (x * 1000.0).round() / 1000.0
+}
+
+/// The `q` quantile (nearest rank) of latencies in microseconds, sorted ascending, in
+/// milliseconds; 0 for none.
+pub(super) fn percentile_ms(sorted_us: &[u32], q: f64) -> f64 {
+    if sorted_us.is_empty() {
+        return 0.0;
+    }
+    let idx = ((sorted_us.len() as f64 * q).ceil() as usize).clamp(1, sorted_us.len()) - 1;
+    f64::from(sorted_us[idx]) / 1000.0
 }

@@ -18,7 +18,7 @@ use serde_json::json;
 
 use medledger_payload::{CidVersion, PayloadConfig, Payloads};
 
-use super::bench_ingest::process_cpu_seconds;
+use super::bench_ingest::{percentile_ms, process_cpu_seconds, round3};
 
 /// Parameters of one run.
 #[derive(Clone, Debug)]
@@ -104,13 +104,7 @@ pub fn run(p: &PayloadsBenchParams) -> Result<serde_json::Value, String> {
     let fsyncs = payloads.fsyncs() - fsyncs_before;
     let mut lat: Vec<u32> = latencies?.into_iter().flatten().collect();
     lat.sort_unstable();
-    let pct = |q: f64| -> f64 {
-        if lat.is_empty() {
-            return 0.0;
-        }
-        let idx = ((lat.len() as f64 * q).ceil() as usize).clamp(1, lat.len()) - 1;
-        f64::from(lat[idx]) / 1000.0
-    };
+    let pct = |q: f64| percentile_ms(&lat, q);
     let stored = lat.len() as u64;
     Ok(json!({
         "payloads": stored,
@@ -129,8 +123,4 @@ pub fn run(p: &PayloadsBenchParams) -> Result<serde_json::Value, String> {
         "store": "embedded (pack log + key log, group commit), CIDv1",
         "note": "plaintext made before the timing; encrypt, chunk, blocks, key and pin timed",
     }))
-}
-
-fn round3(x: f64) -> f64 {
-    (x * 1000.0).round() / 1000.0
 }
