@@ -2,13 +2,16 @@
 //! group loses only payloads whose `put` never returned, and reconcile removes what such a
 //! crash leaves behind.
 
+mod common;
+use common::read_all;
+
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use bytes::Bytes;
-use futures_util::stream::{self, StreamExt};
-use medledger_payload::{CidVersion, PayloadConfig, PayloadError, Payloads, StoredPayload};
+use futures_util::stream;
+use medledger_payload::{CidVersion, PayloadConfig, Payloads, StoredPayload};
 
 const PAYLOAD_BYTES: usize = 4096;
 
@@ -44,15 +47,6 @@ async fn put_concurrently(
         out.push(task.await.unwrap());
     }
     out
-}
-
-async fn read_all(payloads: &Payloads, payload: &StoredPayload) -> Result<Vec<u8>, PayloadError> {
-    let mut stream = payloads.get(payload).await?;
-    let mut out = Vec::new();
-    while let Some(piece) = stream.next().await {
-        out.extend_from_slice(&piece?);
-    }
-    Ok(out)
 }
 
 fn pack_path(dir: &Path) -> PathBuf {

@@ -2,15 +2,16 @@
 //! byte is at rest anywhere: not in the data dir, not in the node's repo.
 
 mod common;
+use common::read_all;
 
 use std::io;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use futures_util::stream::{self, StreamExt};
+use futures_util::stream;
 use medledger_payload::pinstore::{KuboStore, PinStore};
-use medledger_payload::{CidVersion, PayloadConfig, Payloads, StoredPayload};
+use medledger_payload::{CidVersion, PayloadConfig, Payloads};
 
 /// A recognisable plaintext: a fake clinical note repeated to 600 KB (three chunks).
 fn recognisable_plaintext() -> Vec<u8> {
@@ -70,15 +71,6 @@ async fn wait_for_replication(payloads: &Payloads, limit: Duration) {
     }
 }
 
-async fn read_all(payloads: &Payloads, payload: &StoredPayload) -> Vec<u8> {
-    let mut stream = payloads.get(payload).await.unwrap();
-    let mut out = Vec::new();
-    while let Some(piece) = stream.next().await {
-        out.extend_from_slice(&piece.unwrap());
-    }
-    out
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_plaintext_reaches_the_data_dir_or_the_ipfs_node() {
     let node = common::TestNode::start();
@@ -105,7 +97,7 @@ async fn no_plaintext_reaches_the_data_dir_or_the_ipfs_node() {
             kubo.is_pinned(&payload.cid).await.unwrap(),
             "replicated and pinned on the node"
         );
-        assert_eq!(read_all(&payloads, &payload).await, plaintext);
+        assert_eq!(read_all(&payloads, &payload).await.unwrap(), plaintext);
     }
     let (found, scanned) = files_containing(dir.path(), NEEDLE);
     assert!(found.is_empty(), "plaintext in the data dir: {found:?}");
@@ -178,7 +170,7 @@ async fn reads_fall_back_to_the_node_when_local_blocks_are_lost() {
     // Lose every local block (the keys stay).
     std::fs::remove_dir_all(dir.path().join("blocks")).unwrap();
     let payloads = Payloads::open(config.clone()).unwrap();
-    assert_eq!(read_all(&payloads, &payload).await, data);
+    assert_eq!(read_all(&payloads, &payload).await.unwrap(), data);
     drop(payloads);
     // Without the node there is nowhere to fall back to.
     config.kubo = None;

@@ -1,6 +1,9 @@
 //! The payload pipeline end to end over the embedded store: round trips, durability
 //! across reopen, erasure, limits, verification, and bounded concurrency.
 
+mod common;
+use common::read_all;
+
 use std::io;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -8,11 +11,9 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use futures_util::stream::{self, Stream, StreamExt};
+use futures_util::stream::{self, Stream};
 use medledger_payload::pinstore::{EmbeddedStore, GcStats, PinStore, PinStoreError};
-use medledger_payload::{
-    Block, Cid, CidVersion, PayloadConfig, PayloadError, Payloads, StoredPayload,
-};
+use medledger_payload::{Block, Cid, CidVersion, PayloadConfig, Payloads};
 use sha2::{Digest, Sha256};
 
 fn plaintext(len: usize, salt: u8) -> Vec<u8> {
@@ -29,15 +30,6 @@ fn body(data: Vec<u8>, piece: usize) -> impl Stream<Item = Result<Bytes, io::Err
         .map(|i| data.slice(i..(i + piece).min(data.len())))
         .collect();
     stream::iter(pieces.into_iter().map(Ok))
-}
-
-async fn read_all(payloads: &Payloads, payload: &StoredPayload) -> Result<Vec<u8>, PayloadError> {
-    let mut stream = payloads.get(payload).await?;
-    let mut out = Vec::new();
-    while let Some(piece) = stream.next().await {
-        out.extend_from_slice(&piece?);
-    }
-    Ok(out)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,13 +1,16 @@
 //! A real IPFS node for integration tests: `tests/ipfs-test-node/start.sh` (js-ipfs with
 //! Kubo's RPC API) on a free loopback port, stopped when the guard drops — also when the
 //! test fails. If the node cannot start, the test fails with the reason; it is never
-//! skipped.
+//! skipped. Also [`read_all`], a stored payload read back whole.
 
 #![allow(dead_code)]
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+
+use futures_util::StreamExt;
+use medledger_payload::{PayloadError, Payloads, StoredPayload};
 
 /// A running test node; dropping it stops the node and removes its state directory.
 pub struct TestNode {
@@ -133,4 +136,17 @@ impl Drop for TestNode {
             let _ = std::fs::remove_dir_all(&self.state);
         }
     }
+}
+
+/// A stored payload read back whole through `Payloads::get` (decrypted and checked).
+pub async fn read_all(
+    payloads: &Payloads,
+    payload: &StoredPayload,
+) -> Result<Vec<u8>, PayloadError> {
+    let mut stream = payloads.get(payload).await?;
+    let mut out = Vec::new();
+    while let Some(piece) = stream.next().await {
+        out.extend_from_slice(&piece?);
+    }
+    Ok(out)
 }
