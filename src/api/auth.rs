@@ -96,21 +96,19 @@ fn validation(algorithm: Algorithm, rules: &TokenRules) -> Validation {
     let mut validation = Validation::new(algorithm);
     validation.leeway = CLOCK_SKEW_SECS;
     validation.validate_nbf = true;
+    let mut required = vec!["exp"];
     match &rules.audience {
         Some(audience) => {
             validation.set_audience(&[audience]);
-            validation.set_required_spec_claims(&["exp", "aud"]);
+            required.push("aud");
         }
         None => validation.validate_aud = false,
     }
     if let Some(issuer) = &rules.issuer {
         validation.set_issuer(&[issuer]);
-        let mut required: Vec<&str> = vec!["exp", "iss"];
-        if rules.audience.is_some() {
-            required.push("aud");
-        }
-        validation.set_required_spec_claims(&required);
+        required.push("iss");
     }
+    validation.set_required_spec_claims(&required);
     validation
 }
 
