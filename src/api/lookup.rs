@@ -151,7 +151,7 @@ pub(crate) fn version_etag(tx_id: &str) -> String {
 
 /// Whether the request's `If-None-Match` names `etag` (weak comparison, RFC 9110
 /// section 13.1.2: `W/` ignored on both sides; `*` matches any current representation).
-pub(crate) fn not_modified(req: &actix_web::HttpRequest, etag: &str) -> bool {
+fn not_modified(req: &actix_web::HttpRequest, etag: &str) -> bool {
     let bare = |tag: &str| tag.trim().trim_start_matches("W/").to_owned();
     let ours = bare(etag);
     req.headers()
@@ -161,19 +161,20 @@ pub(crate) fn not_modified(req: &actix_web::HttpRequest, etag: &str) -> bool {
         .any(|tag| tag.trim() == "*" || bare(tag) == ours)
 }
 
-/// A read of clinical content: 304 when the client holds this version, else `body`;
-/// either way with the validator and `Cache-Control: private, no-cache` (a browser may
-/// keep it, must ask again, and no shared cache may keep it at all).
+/// A read of clinical content: 304 when the client holds this version (`body` is not
+/// run: nothing more is read), else what `body` answers; either way with the validator
+/// and `Cache-Control: private, no-cache` (a browser may keep it, must ask again, and no
+/// shared cache may keep it at all).
 pub(crate) fn versioned(
     req: &actix_web::HttpRequest,
     etag: &str,
-    body: impl FnOnce() -> actix_web::HttpResponse,
-) -> actix_web::HttpResponse {
+    body: impl FnOnce() -> Result<actix_web::HttpResponse, ApiError>,
+) -> Result<actix_web::HttpResponse, ApiError> {
     use actix_web::http::header::{CACHE_CONTROL, ETAG};
     let mut response = if not_modified(req, etag) {
         actix_web::HttpResponse::NotModified().finish()
     } else {
-        body()
+        body()?
     };
     let headers = response.headers_mut();
     headers.insert(ETAG, etag.parse().expect("a tx id is a valid header value"));
@@ -181,5 +182,5 @@ pub(crate) fn versioned(
         CACHE_CONTROL,
         actix_web::http::header::HeaderValue::from_static("private, no-cache"),
     );
-    response
+    Ok(response)
 }

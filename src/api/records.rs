@@ -17,8 +17,8 @@ use medledger_views::values::VersionEntry;
 use super::auth::Caller;
 use super::error::ApiError;
 use super::lookup::{
-    check_expected, honour_min_height, load_for_read, load_for_write, not_modified, query_error,
-    version_etag, versioned,
+    check_expected, honour_min_height, load_for_read, load_for_write, query_error, version_etag,
+    versioned,
 };
 use super::payloads;
 use super::submit::{
@@ -428,9 +428,9 @@ pub async fn get(
             })?,
     };
     let etag = version_etag(&entry.at.tx_id().to_string());
-    Ok(versioned(&req, &etag, || {
-        HttpResponse::Ok().json(record_json(&entry))
-    }))
+    versioned(&req, &etag, || {
+        Ok(HttpResponse::Ok().json(record_json(&entry)))
+    })
 }
 
 #[derive(Deserialize)]
@@ -454,25 +454,19 @@ pub async fn history(
     let current = load_for_read(&state, &caller, &record_id).await?;
     // A page of versions is a function of the query and the current version.
     let etag = version_etag(&current.at.tx_id().to_string());
-    if not_modified(&req, &etag) {
-        // Answered before the versions are read.
-        return Ok(versioned(&req, &etag, || {
-            HttpResponse::NotModified().finish()
-        }));
-    }
-    let views = Views::new(state.views.as_ref());
-    let limit = query.limit.unwrap_or(PAGE_LIMIT_DEFAULT);
-    let versions = views
-        .record_history(&record_id, query.after_version.unwrap_or(0), limit)
-        .map_err(query_error)?;
-    let next = (versions.len() == limit)
-        .then(|| versions.last().map(|v| v.state.version))
-        .flatten()
-        .filter(|&v| v < current.state.version);
-    Ok(versioned(&req, &etag, || {
-        HttpResponse::Ok().json(json!({
+    versioned(&req, &etag, || {
+        let views = Views::new(state.views.as_ref());
+        let limit = query.limit.unwrap_or(PAGE_LIMIT_DEFAULT);
+        let versions = views
+            .record_history(&record_id, query.after_version.unwrap_or(0), limit)
+            .map_err(query_error)?;
+        let next = (versions.len() == limit)
+            .then(|| versions.last().map(|v| v.state.version))
+            .flatten()
+            .filter(|&v| v < current.state.version);
+        Ok(HttpResponse::Ok().json(json!({
             "items": versions.iter().map(record_json).collect::<Vec<_>>(),
             "next_after_version": next,
-        }))
-    }))
+        })))
+    })
 }
