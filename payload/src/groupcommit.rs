@@ -33,6 +33,20 @@ pub(crate) type SyncFn<'a> = &'a dyn Fn() -> io::Result<u64>;
 /// A [`SyncFn`] a leader can take to the blocking pool.
 pub(crate) type SharedSyncFn = Arc<dyn Fn() -> io::Result<u64> + Send + Sync>;
 
+/// The sync of a log whose state `log` guards: `current` reads, under the lock, the file
+/// being written and the LSN written to it, so the fdatasync (without the lock) covers at
+/// least that LSN.
+pub(crate) fn file_sync<T: Send + 'static>(
+    log: Arc<Mutex<T>>,
+    current: fn(&T) -> (Arc<std::fs::File>, u64),
+) -> SharedSyncFn {
+    Arc::new(move || {
+        let (file, covered_lsn) = current(&log.lock().unwrap_or_else(|p| p.into_inner()));
+        file.sync_data()?;
+        Ok(covered_lsn)
+    })
+}
+
 /// Why a wait for durability failed.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum CommitError {

@@ -35,7 +35,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use crate::crypto::WRAPPED_KEY_BYTES;
 use crate::fsutil::sync_parent_dir;
-use crate::groupcommit::{CommitError, GroupCommit, SharedSyncFn};
+use crate::groupcommit::{file_sync, CommitError, GroupCommit, SharedSyncFn};
 
 /// Raw bytes of a key id (its 32 hex characters decoded).
 pub(crate) type KeyIdBytes = [u8; 16];
@@ -193,17 +193,9 @@ impl KeyLog {
             index: recovered.index,
             poisoned: false,
         }));
-        let sync: SharedSyncFn = {
-            let inner = Arc::clone(&inner);
-            Arc::new(move || {
-                let (file, covered_lsn) = {
-                    let inner = inner.lock().unwrap_or_else(|p| p.into_inner());
-                    (Arc::clone(&inner.file), inner.written_lsn)
-                };
-                file.sync_data()?;
-                Ok(covered_lsn)
-            })
-        };
+        let sync = file_sync(Arc::clone(&inner), |inner| {
+            (Arc::clone(&inner.file), inner.written_lsn)
+        });
         Ok(KeyLog {
             path: path.to_path_buf(),
             inner,

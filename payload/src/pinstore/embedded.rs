@@ -36,7 +36,7 @@ use super::{GcStats, PinStore, PinStoreError};
 use crate::cid::{Cid, Codec};
 use crate::dagpb::decode_node;
 use crate::fsutil::sync_dir;
-use crate::groupcommit::{CommitError, GroupCommit, SharedSyncFn};
+use crate::groupcommit::{file_sync, CommitError, GroupCommit, SharedSyncFn};
 use crate::unixfs::Block;
 
 const RECORD_HEADER_BYTES: usize = 10;
@@ -226,19 +226,9 @@ impl EmbeddedStore {
         };
         inner.replay(&path)?;
         let inner = Arc::new(Mutex::new(inner));
-        let sync: SharedSyncFn = {
-            let inner = Arc::clone(&inner);
-            // The file and the LSN written to it, taken together under the lock, so the
-            // sync covers at least that LSN.
-            Arc::new(move || {
-                let (file, covered_lsn) = {
-                    let guard = lock(&inner);
-                    (Arc::clone(&guard.file), guard.written_lsn)
-                };
-                file.sync_data()?;
-                Ok(covered_lsn)
-            })
-        };
+        let sync = file_sync(Arc::clone(&inner), |inner| {
+            (Arc::clone(&inner.file), inner.written_lsn)
+        });
         Ok(EmbeddedStore {
             inner,
             commit: Arc::new(GroupCommit::new(0)),
