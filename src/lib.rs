@@ -15,6 +15,7 @@
 
 pub mod api;
 pub mod cli;
+pub mod cluster;
 pub mod explorer;
 pub mod fixtures;
 pub mod orderer;

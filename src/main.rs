@@ -64,7 +64,7 @@ enum Command {
     },
     /// Run the server: the ledger, the orderer, the views and the HTTP API, on embedded
     /// defaults (no daemon to start by hand). Stops gracefully on SIGTERM or SIGINT.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Mint a bearer token (HS256, with the data dir's secret; created if missing). The
     /// token is the last line printed.
     Token {
@@ -262,6 +262,18 @@ struct ServeArgs {
     /// Submissions waiting to be cut, at most; beyond it submissions get 503 busy.
     #[arg(long, env = "MEDLEDGER_QUEUE_CAPACITY", default_value_t = 65_536)]
     queue_capacity: usize,
+    /// Run as a node of the cluster this TOML file describes (docs/CLUSTER.md); the node
+    /// listens on its `http` address from the file. Needs --node-id.
+    #[arg(
+        long,
+        env = "MEDLEDGER_CLUSTER",
+        value_name = "FILE",
+        requires = "node_id"
+    )]
+    cluster: Option<PathBuf>,
+    /// This node's id in the --cluster file.
+    #[arg(long, env = "MEDLEDGER_NODE_ID", requires = "cluster")]
+    node_id: Option<u64>,
     #[command(flatten)]
     cutter: CutterArgs,
 }
@@ -415,9 +427,29 @@ fn main() -> ExitCode {
             backend,
         } => cli::rebuild::run_verify_views(&data_dir, backend.backend(), &mut stdout),
         Command::Serve(a) => {
+            let cluster = match (&a.cluster, a.node_id) {
+                (Some(file), Some(node_id)) => {
+                    match medledger::cluster::ClusterConfig::load(file)
+                        .and_then(|config| config.node(node_id).map(|n| (config, n)))
+                    {
+                        Ok((config, _)) => {
+                            Some(medledger::serve::ClusterSettings { config, node_id })
+                        }
+                        Err(e) => {
+                            eprintln!("medledger: {e}");
+                            return ExitCode::from(2);
+                        }
+                    }
+                }
+                _ => None,
+            };
+            let listen = match &cluster {
+                Some(c) => c.config.nodes[&c.node_id].http,
+                None => a.listen,
+            };
             let config = medledger::serve::ServeConfig {
                 data_dir: a.data_dir,
-                listen: a.listen,
+                listen,
                 backend: a.backend.backend(),
                 orderer: medledger::orderer::OrdererConfig {
                     cutter: a.cutter.config(),
@@ -438,6 +470,7 @@ fn main() -> ExitCode {
                     ipfs_api: a.ipfs_api,
                     master_key: a.master_key,
                 },
+                cluster,
             };
             match medledger::serve::run(config) {
                 Ok(()) => 0,

@@ -77,6 +77,29 @@ pub enum ServeError {
     /// The HTTP server stopped with an error.
     #[error("the HTTP server failed: {0}")]
     Http(std::io::Error),
+    #[error(transparent)]
+    Cluster(#[from] crate::cluster::ClusterError),
+    /// The data dir holds a cluster node's Raft log but no `--cluster` was given (its
+    /// ledger must only grow through its cluster).
+    #[error(
+        "{path} holds a cluster node's Raft log; start it with --cluster FILE --node-id N",
+        path = .0.display()
+    )]
+    ClusterDataDir(PathBuf),
+    /// The data dir's JWT secret is not the one the cluster secret gives.
+    #[error(
+        "{path} is not the JWT secret this cluster derives from its secret; move it away \
+         (every node must accept every node's tokens)",
+        path = .0.display()
+    )]
+    ClusterJwtSecret(PathBuf),
+}
+
+/// `serve --cluster FILE --node-id N`.
+#[derive(Clone, Debug)]
+pub struct ClusterSettings {
+    pub config: crate::cluster::ClusterConfig,
+    pub node_id: u64,
 }
 
 /// Everything `serve` needs.
@@ -96,6 +119,8 @@ pub struct ServeConfig {
     pub rate_limit_per_sec: u32,
     /// The payload pipeline.
     pub payloads: PayloadSettings,
+    /// A node of a cluster (none: one node on its own, the default).
+    pub cluster: Option<ClusterSettings>,
 }
 
 /// The payload pipeline's knobs (the data dir and the size limit come from the rest of
@@ -149,6 +174,7 @@ impl ServeConfig {
             workers: 0,
             rate_limit_per_sec: RATE_LIMIT_PER_SEC_DEFAULT,
             payloads: PayloadSettings::default(),
+            cluster: None,
         }
     }
 }
@@ -229,8 +255,19 @@ impl Core {
             path: config.data_dir.clone(),
             source,
         })?;
+        let raft_dir = config.data_dir.join(crate::cluster::RAFT_DIR);
+        if config.cluster.is_none() && raft_dir.exists() {
+            return Err(ServeError::ClusterDataDir(raft_dir));
+        }
+        let ledger_options = LedgerOptions {
+            genesis_timestamp_ms: config
+                .cluster
+                .as_ref()
+                .map(|_| crate::cluster::GENESIS_TIMESTAMP_MS),
+            ..LedgerOptions::default()
+        };
         let (ledger, recovery) =
-            Ledger::open(&config.data_dir, LedgerOptions::default()).map_err(|source| {
+            Ledger::open(&config.data_dir, ledger_options).map_err(|source| {
                 ServeError::Ledger {
                     path: config.data_dir.clone(),
                     source,
@@ -264,7 +301,29 @@ impl Core {
         let projector = Arc::new(
             Projector::start(ledger.clone(), views.clone()).map_err(ServeError::Projector)?,
         );
-        let orderer = Arc::new(Orderer::start(ledger.clone(), config.orderer.clone())?);
+        let cluster = match &config.cluster {
+            None => None,
+            Some(c) => {
+                let nudged = projector.clone();
+                // A message carries at most max_payload_entries (8) blocks.
+                let rpc_body_max =
+                    8 * config.orderer.cutter.absolute_max_bytes as usize + (1 << 20);
+                Some(crate::cluster::Cluster::start(
+                    c.config.clone(),
+                    c.node_id,
+                    &config.data_dir,
+                    ledger.clone(),
+                    Box::new(move || nudged.nudge()),
+                    rpc_body_max,
+                )?)
+            }
+        };
+        let orderer = Arc::new(match &cluster {
+            None => Orderer::start(ledger.clone(), config.orderer.clone())?,
+            Some(c) => {
+                Orderer::start_replicated(ledger.clone(), c.clone(), config.orderer.clone())?
+            }
+        });
         let auth = match &config.jwt_public_key {
             Some(path) => {
                 let pem = std::fs::read(path).map_err(|source| ServeError::JwtKey {
@@ -272,6 +331,18 @@ impl Core {
                     source,
                 })?;
                 Auth::rs256(&pem, &config.jwt_rules).map_err(ServeError::Auth)?
+            }
+            None if config.cluster.is_some() => {
+                let c = config.cluster.as_ref().expect("checked");
+                let secret = c.config.derive_key("jwt-hs256");
+                let path = config.data_dir.join(auth::SECRET_FILE);
+                // Written for `medledger token --data-dir`, which reads it.
+                let (have, _) =
+                    auth::install_secret(&config.data_dir, &secret).map_err(ServeError::Auth)?;
+                if have != secret {
+                    return Err(ServeError::ClusterJwtSecret(path));
+                }
+                Auth::hs256(&secret, &config.jwt_rules)
             }
             None => {
                 let (secret, created) =
@@ -298,13 +369,20 @@ impl Core {
             );
         }
         let key_path = config.data_dir.join(CHECKPOINT_KEY_FILE);
-        let checkpoint_key =
-            medledger_proof::CheckpointKey::load_or_create(&key_path).map_err(|source| {
-                ServeError::CheckpointKey {
-                    path: key_path.clone(),
-                    source,
-                }
-            })?;
+        let checkpoint_key = match &config.cluster {
+            // Every node signs checkpoints with the same key, derived from the cluster secret.
+            Some(c) => medledger_proof::CheckpointKey::from_seed(
+                &c.config.derive_key("checkpoint-ed25519"),
+            ),
+            None => {
+                medledger_proof::CheckpointKey::load_or_create(&key_path).map_err(|source| {
+                    ServeError::CheckpointKey {
+                        path: key_path.clone(),
+                        source,
+                    }
+                })?
+            }
+        };
         let state = web::Data::new(AppState {
             explorer: crate::explorer::Explorer::new(ledger.clone(), checkpoint_key),
             payloads,
@@ -316,6 +394,7 @@ impl Core {
             rate_limit: (config.rate_limit_per_sec > 0)
                 .then(|| RateLimiter::new(config.rate_limit_per_sec)),
             metrics: api::metrics::Metrics::default(),
+            cluster,
         });
         Ok(Core { state, replication })
     }
@@ -323,6 +402,9 @@ impl Core {
     /// Drains and closes everything, in order.
     pub fn close(&self) {
         self.state.orderer.shutdown();
+        if let Some(c) = &self.state.cluster {
+            c.shutdown();
+        }
         self.state.projector.nudge();
         let height = self.state.ledger.tip().height;
         let _ = self
@@ -371,10 +453,20 @@ pub fn app(
                 .as_ref()
                 .and_then(|s| s.rate_limit.as_ref())
                 .and_then(|rl| rl.check(&client_key(&req), started).err());
+            // A write on a node that does not lead: redirected (or 503), not served.
+            let elsewhere = match (&state, limited) {
+                (Some(s), None) => api::cluster::write_elsewhere(
+                    s,
+                    req.method(),
+                    req.uri().path_and_query().map_or("/", |p| p.as_str()),
+                ),
+                _ => None,
+            };
             // Either the service's future, or the 429 answered without calling it.
-            let call = match limited {
-                None => Ok(span.in_scope(|| srv.call(req))),
-                Some(retry_after) => {
+            let call = match (limited, elsewhere) {
+                (None, Some(res)) => Err(req.into_response(res)),
+                (None, None) => Ok(span.in_scope(|| srv.call(req))),
+                (Some(retry_after), _) => {
                     let mut e = ApiError::new(
                         actix_web::http::StatusCode::TOO_MANY_REQUESTS,
                         "rate_limited",

@@ -170,7 +170,7 @@ async fn every_role_route_and_ownership_cell() {
     use Cell::*;
     use Who::*;
     // Reads of r-1 and lists that may contain it. Columns follow EVERYONE's order.
-    let reads: [(&str, [Cell; 10]); 8] = [
+    let reads: [(&str, [Cell; 10]); 9] = [
         (
             "/v1/records/r-1",
             [
@@ -278,6 +278,21 @@ async fn every_role_route_and_ownership_cell() {
         ),
         (
             "/v1/chain",
+            [
+                Forbidden,
+                Forbidden,
+                Forbidden,
+                Forbidden,
+                Forbidden,
+                Forbidden,
+                Forbidden,
+                OkWithout,
+                OkWithout,
+                Unauthorized,
+            ],
+        ),
+        (
+            "/v1/cluster",
             [
                 Forbidden,
                 Forbidden,
@@ -417,6 +432,7 @@ const MATRIX_ROUTES: &[(&str, &str)] = &[
     ("get", "/v1/clinicians/{id}/records"),
     ("get", "/v1/hospitals/{id}/records"),
     ("get", "/v1/chain"),
+    ("get", "/v1/cluster"),
 ];
 
 /// The routes `payload_batch_and_explorer_cells` exercises.

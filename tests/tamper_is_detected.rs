@@ -33,6 +33,7 @@ fn every_flipped_bit_is_found_and_named() {
     {
         let options = LedgerOptions {
             segment_bytes_max: 4096,
+            ..LedgerOptions::default()
         };
         let (ledger, _) = Ledger::open(original.path(), options).unwrap();
         let gen = medledger::workload::RecordGenerator::new(300);

@@ -195,6 +195,14 @@ impl Auth {
 /// The HS256 secret of `data_dir`, created (32 random bytes, mode 0600) if missing.
 /// Returns the secret and whether it was just created.
 pub fn load_or_create_secret(data_dir: &Path) -> Result<(Vec<u8>, bool), String> {
+    let mut secret = vec![0u8; 32];
+    getrandom::fill(&mut secret).map_err(|e| format!("no randomness: {e}"))?;
+    install_secret(data_dir, &secret)
+}
+
+/// The data dir's secret, or `secret` written there (mode 0600) when it has none; true
+/// when written.
+pub fn install_secret(data_dir: &Path, secret: &[u8]) -> Result<(Vec<u8>, bool), String> {
     let path: PathBuf = data_dir.join(SECRET_FILE);
     match std::fs::read_to_string(&path) {
         Ok(text) => hex::decode(text.trim())
@@ -205,8 +213,6 @@ pub fn load_or_create_secret(data_dir: &Path) -> Result<(Vec<u8>, bool), String>
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             std::fs::create_dir_all(data_dir)
                 .map_err(|e| format!("creating {}: {e}", data_dir.display()))?;
-            let mut secret = vec![0u8; 32];
-            getrandom::fill(&mut secret).map_err(|e| format!("no randomness: {e}"))?;
             let mut opts = std::fs::OpenOptions::new();
             opts.write(true).create_new(true);
             #[cfg(unix)]
@@ -217,10 +223,10 @@ pub fn load_or_create_secret(data_dir: &Path) -> Result<(Vec<u8>, bool), String>
             let mut file = opts
                 .open(&path)
                 .map_err(|e| format!("creating {}: {e}", path.display()))?;
-            file.write_all(hex::encode(&secret).as_bytes())
+            file.write_all(hex::encode(secret).as_bytes())
                 .and_then(|()| file.sync_all())
                 .map_err(|e| format!("writing {}: {e}", path.display()))?;
-            Ok((secret, true))
+            Ok((secret.to_vec(), true))
         }
         Err(e) => Err(format!("reading {}: {e}", path.display())),
     }

@@ -7,6 +7,7 @@
 //! take `?min_height=` to see one's own writes.
 
 pub mod auth;
+pub mod cluster;
 pub mod error;
 pub mod explorer;
 pub mod export;
@@ -57,6 +58,8 @@ pub struct AppState {
     /// The per-client rate limit (none: off).
     pub rate_limit: Option<limits::RateLimiter>,
     pub metrics: metrics::Metrics,
+    /// This node's cluster (none: one node on its own).
+    pub cluster: Option<Arc<crate::cluster::Cluster>>,
 }
 
 /// One route: how it is registered and how `/v1/openapi.json` describes it.
@@ -117,6 +120,7 @@ routes! {
     delete "/v1/patients/{id}/grants/{grantee}" => grants::revoke, "grants", auth: true, body: None, "Revoke a grant.";
     get "/v1/clinicians/{id}/records" => timelines::clinician_timeline, "records", auth: true, body: None, "A clinician's records, newest first.";
     get "/v1/hospitals/{id}/records" => timelines::hospital_timeline, "records", auth: true, body: None, "A hospital's records, newest first.";
+    get "/v1/cluster" => cluster::status, "ops", auth: true, body: None, "The cluster's nodes, leader, term and heights (auditors, admins).";
     get "/v1/chain" => explorer::chain, "explorer", auth: true, body: None, "Height, tip, genesis, totals and the cutter's settings.";
     get "/v1/blocks" => explorer::blocks, "explorer", auth: true, body: None, "Block headers, newest first by default.";
     get "/v1/blocks/by-hash/{hash}" => explorer::block_by_hash, "explorer", auth: true, body: None, "A block by its header hash.";

@@ -136,11 +136,25 @@ pub fn payload_ref(stored: &StoredPayload) -> PayloadRef {
     }
 }
 
+/// A cluster's nodes do not replicate payloads yet, so a payload would live on one disk
+/// while its record is acknowledged as replicated: refused (docs/CLUSTER.md).
+fn ensure_payloads_replicated(state: &AppState) -> Result<(), ApiError> {
+    match state.cluster {
+        None => Ok(()),
+        Some(_) => Err(ApiError::new(
+            StatusCode::NOT_IMPLEMENTED,
+            "payloads_not_replicated",
+            "this cluster does not take payloads yet: they would be stored on one node only",
+        )),
+    }
+}
+
 /// Stores bytes already in memory (an inline payload).
 pub async fn store_inline(
     state: &AppState,
     inline: InlinePayload,
 ) -> Result<StoredPayload, ApiError> {
+    ensure_payloads_replicated(state)?;
     let body = futures_util::stream::once(async move { Ok::<_, io::Error>(inline.bytes) });
     state
         .payloads
@@ -181,6 +195,7 @@ where
     T: serde::de::DeserializeOwned,
     F: FnOnce(&T) -> Result<(), ApiError>,
 {
+    ensure_payloads_replicated(state)?;
     let mut multipart = actix_multipart::Multipart::new(req.headers(), body.into_inner());
     let bad = |m: String| ApiError::bad_request("invalid_multipart", m);
     // 1. The record.

@@ -73,6 +73,8 @@ pub(crate) fn submit_error(e: SubmitError) -> ApiError {
         SubmitError::Failed(_) | SubmitError::WriterStopped => {
             ApiError::internal(e.to_string()).with_code("ledger_failed")
         }
+        SubmitError::NotCommitted(_) => ApiError::unavailable("not_committed", e.to_string(), 1),
+        SubmitError::Uncertain(_) => ApiError::unavailable("outcome_unknown", e.to_string(), 1),
     }
 }
 
@@ -119,14 +121,15 @@ pub(crate) async fn submit_for_verdict(
     let receipt = match submitted {
         Ok(receipt) => receipt,
         // The block write failed: whether this transaction reached the disk is unknown.
-        Err(e @ (SubmitError::Failed(_) | SubmitError::WriterStopped)) => {
-            return Err(NotAccepted::Unknown(submit_error(e)))
-        }
+        Err(
+            e @ (SubmitError::Failed(_) | SubmitError::WriterStopped | SubmitError::Uncertain(_)),
+        ) => return Err(NotAccepted::Unknown(submit_error(e))),
         Err(
             e @ (SubmitError::TooLarge { .. }
             | SubmitError::Invalid(_)
             | SubmitError::Busy
-            | SubmitError::Closed),
+            | SubmitError::Closed
+            | SubmitError::NotCommitted(_)),
         ) => return Err(NotAccepted::Refused(submit_error(e))),
     };
     span.record("block", crate::telemetry::otel_int(receipt.block_number));

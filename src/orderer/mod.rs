@@ -6,4 +6,7 @@ pub mod cutter;
 pub mod service;
 
 pub use cutter::{Batch, CutPolicy, Cutter, CutterConfig};
-pub use service::{Orderer, OrdererConfig, OrdererError, OrdererStats, Receipt, SubmitError};
+pub use service::{
+    BlockSink, Committed, Orderer, OrdererConfig, OrdererError, OrdererStats, Receipt, SinkError,
+    SubmitError,
+};

@@ -24,7 +24,7 @@ use crossbeam_channel::{bounded, unbounded, Receiver, Select, Sender, TryRecvErr
 use tokio::sync::oneshot;
 
 use medledger_chaincode::{tx_hash, Envelope, EventError, TxHash, TxId};
-use medledger_storage::{AppendReceipt, Block, Hash, Ledger, StorageError};
+use medledger_storage::{Block, Hash, Ledger, StorageError};
 
 use super::cutter::{Batch, ConfigError, CutPolicy, Cutter, CutterConfig};
 
@@ -118,6 +118,60 @@ pub enum SubmitError {
     /// The orderer has shut down.
     #[error("the orderer is shut down")]
     Closed,
+    /// The cluster did not commit the block (this node is not the leader, or the block
+    /// was ordered after another leader's); nothing was written. Try again.
+    #[error("the block was not committed: {0}")]
+    NotCommitted(String),
+    /// The cluster's leadership changed, or no majority answered in time, while the
+    /// block was in flight: it may still be committed. Read before writing again.
+    #[error("whether the block was committed is not known: {0}")]
+    Uncertain(String),
+}
+
+/// A block the sink made durable: its number and its size on disk.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Committed {
+    pub number: u64,
+    pub bytes: u64,
+}
+
+/// Why a sink did not commit a block.
+#[derive(Debug)]
+pub enum SinkError {
+    /// The local ledger failed; it refuses writes until restarted.
+    Storage(Arc<StorageError>),
+    /// Not committed, and never will be ([`SubmitError::NotCommitted`]).
+    NotCommitted(String),
+    /// Perhaps committed ([`SubmitError::Uncertain`]).
+    Uncertain(String),
+}
+
+impl From<SinkError> for SubmitError {
+    fn from(e: SinkError) -> SubmitError {
+        match e {
+            SinkError::Storage(e) => SubmitError::Failed(e),
+            SinkError::NotCommitted(why) => SubmitError::NotCommitted(why),
+            SinkError::Uncertain(why) => SubmitError::Uncertain(why),
+        }
+    }
+}
+
+/// Where the writer thread makes each cut block durable: the local ledger (one node),
+/// or a cluster's Raft log (durable on a majority, then appended to every node's ledger).
+pub trait BlockSink: Send + Sync + 'static {
+    fn commit(&self, block: &Block) -> Result<Committed, SinkError>;
+}
+
+impl BlockSink for Ledger {
+    fn commit(&self, block: &Block) -> Result<Committed, SinkError> {
+        let receipt = self
+            .append(block)
+            .map_err(|e| SinkError::Storage(Arc::new(e)))?;
+        Ok(Committed {
+            number: receipt.number,
+            bytes: u64::from(receipt.location.len),
+        })
+    }
 }
 
 /// Counters for metrics and benchmarks.
@@ -196,6 +250,28 @@ pub struct Orderer {
 impl Orderer {
     /// Starts the cutter and writer threads over an open ledger.
     pub fn start(ledger: Arc<Ledger>, config: OrdererConfig) -> Result<Orderer, OrdererError> {
+        let sink: Arc<dyn BlockSink> = ledger.clone();
+        Orderer::start_with(ledger, sink, false, config)
+    }
+
+    /// Starts the orderer with blocks committed through a cluster's `sink`: one block in
+    /// flight at a time, each built on the ledger's tip as it is then (a block of an
+    /// earlier leadership may have been committed, or ours refused, in between).
+    pub fn start_replicated(
+        ledger: Arc<Ledger>,
+        sink: Arc<dyn BlockSink>,
+        mut config: OrdererConfig,
+    ) -> Result<Orderer, OrdererError> {
+        config.inflight_blocks_max = 1;
+        Orderer::start_with(ledger, sink, true, config)
+    }
+
+    fn start_with(
+        ledger: Arc<Ledger>,
+        sink: Arc<dyn BlockSink>,
+        follow_tip: bool,
+        config: OrdererConfig,
+    ) -> Result<Orderer, OrdererError> {
         config.validate()?;
         let (queue, queue_rx) = bounded(config.queue_capacity);
         let (job_tx, job_rx) = bounded::<Job>(config.inflight_blocks_max);
@@ -213,10 +289,10 @@ impl Orderer {
             next_number: tip.height,
             prev_hash: tip.tip_hash,
             last_timestamp_ms: tip.tip_timestamp_ms,
+            follow: follow_tip.then(|| ledger.clone()),
             stats: stats.clone(),
         };
-        let (ack_tx, ack_rx) = unbounded::<(Job, Result<AppendReceipt, Arc<StorageError>>)>();
-        let writer_ledger = ledger.clone();
+        let (ack_tx, ack_rx) = unbounded::<(Job, Result<Committed, SubmitError>)>();
         let acker_stats = stats.clone();
         let writer_stats = stats.clone();
         let threads = vec![
@@ -229,7 +305,7 @@ impl Orderer {
                 })?,
             std::thread::Builder::new()
                 .name("medledger-writer".into())
-                .spawn(move || write_blocks(&writer_ledger, &job_rx, &ack_tx, &writer_stats))
+                .spawn(move || write_blocks(sink.as_ref(), &job_rx, &ack_tx, &writer_stats))
                 .map_err(|source| OrdererError::Thread {
                     thread: "writer",
                     source,
@@ -364,6 +440,8 @@ struct CutterThread {
     next_number: u64,
     prev_hash: Hash,
     last_timestamp_ms: i64,
+    /// Replicated: the ledger whose tip each block is built on.
+    follow: Option<Arc<Ledger>>,
     stats: Arc<OrdererStats>,
 }
 
@@ -532,6 +610,12 @@ impl CutterThread {
             tx_ids.push(s.tx_id);
             replies.push(s.reply);
         }
+        if let Some(ledger) = &self.follow {
+            let tip = ledger.tip();
+            self.next_number = tip.height;
+            self.prev_hash = tip.tip_hash;
+            self.last_timestamp_ms = self.last_timestamp_ms.max(tip.tip_timestamp_ms);
+        }
         let now_ms = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_millis() as i64)
@@ -571,14 +655,14 @@ impl CutterThread {
     }
 }
 
-/// The writer thread: append each block (write + fdatasync + index) and pass the outcome
-/// to the acker. It does nothing else, so the next block's write starts as soon as the
-/// previous one is durable. A failed append poisons the ledger, which then fails every
-/// later block the same way.
+/// The writer thread: commit each block through the sink (one node: write + fdatasync +
+/// index) and pass the outcome to the acker. It does nothing else, so the next block's
+/// write starts as soon as the previous one is durable. A failed local append poisons
+/// the ledger, which then fails every later block the same way.
 fn write_blocks(
-    ledger: &Ledger,
+    sink: &dyn BlockSink,
     jobs: &Receiver<Job>,
-    acks: &Sender<(Job, Result<AppendReceipt, Arc<StorageError>>)>,
+    acks: &Sender<(Job, Result<Committed, SubmitError>)>,
     stats: &OrdererStats,
 ) {
     for job in jobs {
@@ -588,11 +672,12 @@ fn write_blocks(
             block = crate::telemetry::otel_int(job.block.header.number),
             txs = crate::telemetry::otel_int(job.block.txs.len() as u64)
         );
-        let outcome = span.in_scope(|| ledger.append(&job.block));
+        let outcome = span.in_scope(|| sink.commit(&job.block));
         stats.append_seconds.observe(started.elapsed());
         let outcome = outcome.map_err(|e| {
-            tracing::error!(block = job.block.header.number, error = %e, "block append failed");
-            Arc::new(e)
+            let e = SubmitError::from(e);
+            tracing::error!(block = job.block.header.number, error = %e, "block commit failed");
+            e
         });
         if acks.send((job, outcome)).is_err() {
             return;
@@ -605,7 +690,7 @@ fn write_blocks(
 /// is in flight. Waking thousands of submitters per second is real work; doing it here
 /// keeps it off the writer's path between two fsyncs.
 fn acknowledge(
-    acks: &Receiver<(Job, Result<AppendReceipt, Arc<StorageError>>)>,
+    acks: &Receiver<(Job, Result<Committed, SubmitError>)>,
     done: &Sender<()>,
     stats: &OrdererStats,
 ) {
@@ -631,11 +716,11 @@ fn acknowledge(
                 stats.committed.fetch_add(count, Ordering::Relaxed);
                 stats
                     .block_bytes
-                    .fetch_add(u64::from(receipt.location.len), Ordering::Relaxed);
+                    .fetch_add(receipt.bytes, Ordering::Relaxed);
             }
             Err(why) => {
                 for reply in job.replies {
-                    let _ = reply.send(Err(SubmitError::Failed(why.clone())));
+                    let _ = reply.send(Err(why.clone()));
                 }
                 stats.failed_blocks.fetch_add(1, Ordering::Relaxed);
             }

@@ -42,12 +42,16 @@ pub struct LedgerOptions {
     /// A segment is closed and the next one started when a block would take it past
     /// this size (a single larger block still gets a segment of its own).
     pub segment_bytes_max: u64,
+    /// The genesis block's timestamp when the ledger is created (None: the clock's).
+    /// A cluster's nodes fix it, so each creates the same genesis block on its own.
+    pub genesis_timestamp_ms: Option<i64>,
 }
 
 impl Default for LedgerOptions {
     fn default() -> Self {
         LedgerOptions {
             segment_bytes_max: 64 * 1024 * 1024,
+            genesis_timestamp_ms: None,
         }
     }
 }
@@ -196,11 +200,13 @@ impl Ledger {
         };
         let mut report = rec.report;
         if ledger.tip().height == 0 {
-            let now_ms = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_millis() as i64)
-                .unwrap_or(0);
-            ledger.append(&Block::genesis(now_ms))?;
+            let timestamp_ms = ledger.options.genesis_timestamp_ms.unwrap_or_else(|| {
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_millis() as i64)
+                    .unwrap_or(0)
+            });
+            ledger.append(&Block::genesis(timestamp_ms))?;
             report.created = true;
         }
         report.height = ledger.tip().height;

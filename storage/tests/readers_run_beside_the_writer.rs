@@ -14,6 +14,7 @@ fn concurrent_readers_see_only_whole_blocks() {
     let dir = tempfile::tempdir().unwrap();
     let options = LedgerOptions {
         segment_bytes_max: 16 * 1024,
+        ..LedgerOptions::default()
     };
     let ledger = Arc::new(Ledger::open(dir.path(), options).unwrap().0);
     let done = Arc::new(AtomicBool::new(false));

@@ -51,6 +51,7 @@ pub fn next_block(ledger: &Ledger, first_tx: u64, tx_count: usize, pad: usize) -
 pub fn small_segments() -> LedgerOptions {
     LedgerOptions {
         segment_bytes_max: 4096,
+        ..LedgerOptions::default()
     }
 }
 

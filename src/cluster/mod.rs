@@ -1,0 +1,308 @@
+//! The cluster (`serve --cluster FILE --node-id N`): nodes that order blocks through Raft
+//! (openraft). The block is the Raft entry, as in Fabric's etcdraft: the leader's cutter
+//! cuts a block and proposes it; once a majority holds the entry durably it is committed,
+//! and every node applies it by appending the same bytes to its own ledger. See
+//! docs/CLUSTER.md.
+
+pub mod config;
+pub mod network;
+pub mod store;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use openraft::error::{ClientWriteError, RaftError};
+use openraft::{Raft, ServerState, SnapshotPolicy};
+use serde::{Deserialize, Serialize};
+
+use medledger_storage::{Block, Ledger};
+
+use crate::orderer::{BlockSink, Committed, SinkError};
+pub use config::{ClusterConfig, ClusterConfigError, NodeAddrs};
+use network::{Network, PeerAuth, RpcLimits, RpcServer};
+use store::{Applied, BlockEntry, LogStore, StateMachine};
+
+/// A node as Raft's membership records it: its two addresses.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterNode {
+    pub raft: String,
+    pub http: String,
+}
+
+impl std::fmt::Display for ClusterNode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "raft {} http {}", self.raft, self.http)
+    }
+}
+
+openraft::declare_raft_types!(
+    pub TypeConfig:
+        D = BlockEntry,
+        R = Applied,
+        NodeId = u64,
+        Node = ClusterNode,
+        Entry = openraft::Entry<TypeConfig>,
+        SnapshotData = std::io::Cursor<Vec<u8>>,
+        AsyncRuntime = openraft::TokioRuntime,
+);
+
+/// Every cluster node's genesis block has this timestamp (the epoch), so each node
+/// creates the same block 0 on its own, before it has talked to any other.
+pub const GENESIS_TIMESTAMP_MS: i64 = 0;
+
+/// The longest a write waits for a majority before it is answered "outcome unknown".
+pub const COMMIT_WAIT: Duration = Duration::from_secs(10);
+
+/// The subdirectory of the data dir holding the Raft log and vote.
+pub const RAFT_DIR: &str = "raft";
+
+/// Why the node did not join its cluster.
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    #[error(transparent)]
+    Config(#[from] ClusterConfigError),
+    #[error("opening the Raft log in {path}: {message}", path = .path.display())]
+    Store {
+        path: std::path::PathBuf,
+        message: String,
+    },
+    #[error(
+        "this data dir's ledger was not created as a node of a cluster (its genesis block \
+         differs); a cluster node starts from an empty data dir"
+    )]
+    ForeignGenesis,
+    #[error("starting Raft: {0}")]
+    Raft(String),
+    #[error("cannot listen for Raft messages on {addr}: {source}")]
+    Listen {
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+/// A running cluster node: Raft, its RPC server, and the runtime they run on.
+pub struct Cluster {
+    pub node_id: u64,
+    pub config: ClusterConfig,
+    raft: Raft<TypeConfig>,
+    runtime: Mutex<Option<tokio::runtime::Runtime>>,
+    rpc: Mutex<Option<RpcServer>>,
+    handle: tokio::runtime::Handle,
+}
+
+impl Cluster {
+    /// Starts Raft over `ledger` (already opened with [`GENESIS_TIMESTAMP_MS`]) and the
+    /// node-to-node server. The node with the lowest id initializes the cluster when it
+    /// has no Raft state at all; every other node waits to be contacted.
+    pub fn start(
+        config: ClusterConfig,
+        node_id: u64,
+        data_dir: &Path,
+        ledger: Arc<Ledger>,
+        on_apply: Box<dyn Fn() + Send + Sync>,
+        rpc_body_max: usize,
+    ) -> Result<Arc<Cluster>, ClusterError> {
+        let me = config.node(node_id)?;
+        let genesis = ledger
+            .block(0)
+            .map_err(|e| ClusterError::Raft(e.to_string()))?
+            .ok_or(ClusterError::ForeignGenesis)?;
+        if genesis.hash() != Block::genesis(GENESIS_TIMESTAMP_MS).hash() {
+            return Err(ClusterError::ForeignGenesis);
+        }
+        let raft_dir = data_dir.join(RAFT_DIR);
+        let store_err = |message: String| ClusterError::Store {
+            path: raft_dir.clone(),
+            message,
+        };
+        let db = store::open_db(&raft_dir).map_err(|e| store_err(e.to_string()))?;
+        let log = LogStore::new(db.clone());
+        let fresh = log.is_empty().map_err(store_err)?;
+        let sm = StateMachine::open(db, ledger, on_apply).map_err(store_err)?;
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("medledger-raft")
+            .enable_all()
+            .build()
+            .map_err(|e| ClusterError::Raft(e.to_string()))?;
+        let raft_config = openraft::Config {
+            cluster_name: config.cluster_id.clone(),
+            heartbeat_interval: 50,
+            election_timeout_min: 150,
+            election_timeout_max: 300,
+            // Blocks are large entries: a few per message keeps each under the body limit.
+            max_payload_entries: 8,
+            // The log is never compacted yet (no snapshots); docs/CLUSTER.md.
+            snapshot_policy: SnapshotPolicy::Never,
+            ..Default::default()
+        }
+        .validate()
+        .map_err(|e| ClusterError::Raft(e.to_string()))?;
+        let auth = Arc::new(PeerAuth {
+            cluster_id: config.cluster_id.clone(),
+            genesis: hex::encode(genesis.hash()),
+            secret: config.secret.clone(),
+        });
+        let limits = RpcLimits {
+            body_max: rpc_body_max,
+        };
+        let net =
+            Network::new(auth.clone(), limits).map_err(|e| ClusterError::Raft(e.to_string()))?;
+        let raft = runtime
+            .block_on(Raft::new(node_id, Arc::new(raft_config), net, log, sm))
+            .map_err(|e| ClusterError::Raft(e.to_string()))?;
+        let rpc = RpcServer::start(me.raft, raft.clone(), auth, limits).map_err(|source| {
+            ClusterError::Listen {
+                addr: me.raft,
+                source,
+            }
+        })?;
+        let lowest = *config.nodes.keys().next().expect("a cluster has a node");
+        if fresh && node_id == lowest {
+            let members: BTreeMap<u64, ClusterNode> = config
+                .nodes
+                .iter()
+                .map(|(id, a)| {
+                    let node = ClusterNode {
+                        raft: a.raft.to_string(),
+                        http: a.http.to_string(),
+                    };
+                    (*id, node)
+                })
+                .collect();
+            match runtime.block_on(raft.initialize(members)) {
+                Ok(()) => tracing::info!(node_id, "initialized the cluster"),
+                // Another start of this node got there first: nothing to do.
+                Err(e) => tracing::info!(node_id, error = %e, "cluster already initialized"),
+            }
+        }
+        let handle = runtime.handle().clone();
+        Ok(Arc::new(Cluster {
+            node_id,
+            config,
+            raft,
+            runtime: Mutex::new(Some(runtime)),
+            rpc: Mutex::new(Some(rpc)),
+            handle,
+        }))
+    }
+
+    /// The leader this node knows of, with its public HTTP address.
+    pub fn leader(&self) -> Option<(u64, Option<std::net::SocketAddr>)> {
+        let m = self.raft.metrics();
+        let m = m.borrow();
+        let id = m.current_leader?;
+        Some((id, self.config.nodes.get(&id).map(|a| a.http)))
+    }
+
+    /// Whether this node leads (writes are taken here).
+    pub fn is_leader(&self) -> bool {
+        let m = self.raft.metrics();
+        let m = m.borrow();
+        m.state == ServerState::Leader && m.current_leader == Some(self.node_id)
+    }
+
+    /// `GET /v1/cluster`'s body.
+    pub fn status(&self, ledger_height: u64, views_height: u64) -> serde_json::Value {
+        let m = self.raft.metrics().borrow().clone();
+        let voters: BTreeSet<u64> = m.membership_config.membership().voter_ids().collect();
+        let nodes: Vec<_> = self
+            .config
+            .nodes
+            .iter()
+            .map(|(id, a)| {
+                let role = if m.current_leader == Some(*id) {
+                    "leader"
+                } else if voters.contains(id) {
+                    "follower"
+                } else {
+                    "learner"
+                };
+                let mut n = serde_json::json!({"id": id, "role": role, "http": a.http.to_string()});
+                if *id == self.node_id {
+                    n["committed_height"] = ledger_height.into();
+                    n["applied_height"] = views_height.into();
+                    n["lag_blocks"] = ledger_height.saturating_sub(views_height).into();
+                } else if let Some(matched) = m
+                    .replication
+                    .as_ref()
+                    .and_then(|r| r.get(id))
+                    .map(|l| l.map_or(0, |l| l.index + 1))
+                {
+                    // On the leader: entries the follower holds, against the leader's log.
+                    let last = m.last_log_index.map_or(0, |i| i + 1);
+                    n["lag_entries"] = last.saturating_sub(matched).into();
+                }
+                n
+            })
+            .collect();
+        serde_json::json!({
+            "cluster_id": self.config.cluster_id,
+            "node_id": self.node_id,
+            "leader_id": m.current_leader,
+            "term": m.current_term,
+            "state": format!("{:?}", m.state),
+            "last_log_index": m.last_log_index,
+            "last_applied_index": m.last_applied.map(|l| l.index),
+            "nodes": nodes,
+        })
+    }
+
+    /// Stops Raft and the RPC server. Idempotent.
+    pub fn shutdown(&self) {
+        let rt = self
+            .runtime
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some(rt) = rt {
+            let _ = rt.block_on(self.raft.shutdown());
+            if let Some(mut rpc) = self.rpc.lock().unwrap_or_else(|p| p.into_inner()).take() {
+                rpc.stop();
+            }
+            rt.shutdown_timeout(Duration::from_secs(2));
+        }
+    }
+}
+
+impl BlockSink for Cluster {
+    /// Proposes the block and waits until it is committed (durable on a majority) and
+    /// applied here. Called by the orderer's writer thread (not a runtime thread).
+    fn commit(&self, block: &Block) -> Result<Committed, SinkError> {
+        if !self.is_leader() {
+            return Err(SinkError::NotCommitted(
+                "this node is not the cluster's leader".into(),
+            ));
+        }
+        let mut bytes = Vec::with_capacity(block.encoded_len());
+        block.encode_into(&mut bytes);
+        let number = block.header.number;
+        let raft = self.raft.clone();
+        let written = self.handle.block_on(async move {
+            tokio::time::timeout(COMMIT_WAIT, raft.client_write(BlockEntry { block: bytes })).await
+        });
+        match written {
+            Ok(Ok(res)) => match res.data {
+                Applied::Block { number: n, bytes } if n == number => {
+                    Ok(Committed { number, bytes })
+                }
+                other => Err(SinkError::NotCommitted(format!(
+                    "the leadership changed while block {number} was cut ({other:?})"
+                ))),
+            },
+            Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))) => {
+                Err(SinkError::Uncertain(format!(
+                    "this node stopped leading while block {number} was in flight (leader now: {:?})",
+                    f.leader_id
+                )))
+            }
+            Ok(Err(e)) => Err(SinkError::Uncertain(e.to_string())),
+            Err(_) => Err(SinkError::Uncertain(format!(
+                "no majority acknowledged block {number} within {} s",
+                COMMIT_WAIT.as_secs()
+            ))),
+        }
+    }
+}

@@ -1,0 +1,362 @@
+//! Node-to-node Raft RPCs: HTTP POSTs of bincode bodies between the nodes' `raft`
+//! addresses.
+//!
+//! Every request names the cluster id and the sender's genesis hash and carries an
+//! HMAC-SHA256 of both, the route and the body under the cluster secret; a node refuses
+//! (403) a request from another cluster, another genesis, or without a valid MAC, and
+//! (413) a body larger than [`RpcLimits::body_max`]. Every call has a deadline (openraft's
+//! per-RPC TTL).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::{web, HttpRequest, HttpResponse};
+use hmac::{Hmac, Mac};
+use openraft::error::{
+    InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
+};
+use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
+    VoteRequest, VoteResponse,
+};
+use openraft::{AnyError, Raft};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use sha2::Sha256;
+
+use super::store::{decode, encode};
+use super::{ClusterNode, TypeConfig};
+
+type NodeId = u64;
+
+/// HMAC-SHA256 of the concatenated `parts` under `key`.
+pub fn mac(key: &[u8], parts: &[&[u8]]) -> [u8; 32] {
+    let mut m = Hmac::<Sha256>::new_from_slice(key).expect("HMAC takes any key length");
+    for p in parts {
+        m.update(p);
+    }
+    m.finalize().into_bytes().into()
+}
+
+const H_CLUSTER: &str = "x-medledger-cluster";
+const H_GENESIS: &str = "x-medledger-genesis";
+const H_MAC: &str = "x-medledger-mac";
+
+/// What every message between two nodes must agree on, and the key that signs it.
+pub struct PeerAuth {
+    pub cluster_id: String,
+    /// Hex of this node's genesis block hash.
+    pub genesis: String,
+    pub secret: Vec<u8>,
+}
+
+impl PeerAuth {
+    fn sign(&self, route: &str, body: &[u8]) -> String {
+        hex::encode(mac(
+            &self.secret,
+            &[
+                self.cluster_id.as_bytes(),
+                b"\0",
+                self.genesis.as_bytes(),
+                b"\0",
+                route.as_bytes(),
+                b"\0",
+                body,
+            ],
+        ))
+    }
+
+    /// Checks a request's headers and MAC; the refusal's code otherwise.
+    fn check(&self, req: &HttpRequest, route: &str, body: &[u8]) -> Result<(), &'static str> {
+        let header = |name| req.headers().get(name).and_then(|v| v.to_str().ok());
+        if header(H_CLUSTER) != Some(self.cluster_id.as_str()) {
+            return Err("cluster_mismatch");
+        }
+        if header(H_GENESIS) != Some(self.genesis.as_str()) {
+            return Err("genesis_mismatch");
+        }
+        let given = header(H_MAC)
+            .and_then(|h| hex::decode(h).ok())
+            .ok_or("bad_mac")?;
+        let mut m = Hmac::<Sha256>::new_from_slice(&self.secret).expect("any key length");
+        for p in [
+            self.cluster_id.as_bytes(),
+            b"\0",
+            self.genesis.as_bytes(),
+            b"\0",
+            route.as_bytes(),
+            b"\0",
+            body,
+        ] {
+            m.update(p);
+        }
+        m.verify_slice(&given).map_err(|_| "bad_mac")
+    }
+}
+
+/// Bounds on node-to-node messages.
+#[derive(Clone, Copy, Debug)]
+pub struct RpcLimits {
+    /// The largest request or response body.
+    pub body_max: usize,
+}
+
+/// Makes a connection per peer (reqwest pools the TCP connections).
+#[derive(Clone)]
+pub struct Network {
+    client: reqwest::Client,
+    auth: Arc<PeerAuth>,
+    limits: RpcLimits,
+}
+
+impl Network {
+    pub fn new(auth: Arc<PeerAuth>, limits: RpcLimits) -> Result<Network, reqwest::Error> {
+        let client = reqwest::Client::builder()
+            .connect_timeout(Duration::from_millis(500))
+            .pool_idle_timeout(Duration::from_secs(30))
+            .build()?;
+        Ok(Network {
+            client,
+            auth,
+            limits,
+        })
+    }
+}
+
+impl RaftNetworkFactory<TypeConfig> for Network {
+    type Network = Peer;
+
+    async fn new_client(&mut self, target: NodeId, node: &ClusterNode) -> Peer {
+        Peer {
+            target,
+            base: format!("http://{}", node.raft),
+            net: self.clone(),
+        }
+    }
+}
+
+/// One peer's end of the connection.
+pub struct Peer {
+    target: NodeId,
+    base: String,
+    net: Network,
+}
+
+impl Peer {
+    async fn call<Req, Resp, E>(
+        &self,
+        route: &str,
+        req: &Req,
+        option: &RPCOption,
+    ) -> Result<Resp, RPCError<NodeId, ClusterNode, RaftError<NodeId, E>>>
+    where
+        Req: Serialize,
+        Resp: DeserializeOwned,
+        E: std::error::Error + DeserializeOwned,
+    {
+        let body = encode(req);
+        let network = |e: String| RPCError::Network(NetworkError::new(&AnyError::error(e)));
+        if body.len() > self.net.limits.body_max {
+            return Err(network(format!(
+                "the {route} request is {} bytes, more than {}",
+                body.len(),
+                self.net.limits.body_max
+            )));
+        }
+        let sent = self
+            .net
+            .client
+            .post(format!("{}{route}", self.base))
+            .header(H_CLUSTER, &self.net.auth.cluster_id)
+            .header(H_GENESIS, &self.net.auth.genesis)
+            .header(H_MAC, self.net.auth.sign(route, &body))
+            .header("content-type", "application/octet-stream")
+            .timeout(option.hard_ttl())
+            .body(body)
+            .send()
+            .await;
+        let res = match sent {
+            Ok(r) => r,
+            Err(e) if e.is_connect() => return Err(RPCError::Unreachable(Unreachable::new(&e))),
+            Err(e) => return Err(RPCError::Network(NetworkError::new(&e))),
+        };
+        if !res.status().is_success() {
+            let status = res.status();
+            let text = res.text().await.unwrap_or_default();
+            return Err(network(format!(
+                "node {} answered {status}: {}",
+                self.target,
+                text.chars().take(200).collect::<String>()
+            )));
+        }
+        if res
+            .content_length()
+            .is_some_and(|n| n > self.net.limits.body_max as u64)
+        {
+            return Err(network(format!(
+                "node {} sent too large an answer",
+                self.target
+            )));
+        }
+        let bytes = res
+            .bytes()
+            .await
+            .map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        let answer: Result<Resp, RaftError<NodeId, E>> = decode(&bytes).map_err(network)?;
+        answer.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
+    }
+}
+
+impl RaftNetwork<TypeConfig> for Peer {
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, ClusterNode, RaftError<NodeId>>>
+    {
+        self.call(APPEND, &rpc, &option).await
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        rpc: InstallSnapshotRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<
+        InstallSnapshotResponse<NodeId>,
+        RPCError<NodeId, ClusterNode, RaftError<NodeId, InstallSnapshotError>>,
+    > {
+        self.call(SNAPSHOT, &rpc, &option).await
+    }
+
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<NodeId>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<NodeId>, RPCError<NodeId, ClusterNode, RaftError<NodeId>>> {
+        self.call(VOTE, &rpc, &option).await
+    }
+}
+
+const APPEND: &str = "/raft/append";
+const VOTE: &str = "/raft/vote";
+const SNAPSHOT: &str = "/raft/snapshot";
+
+struct RpcState {
+    raft: Raft<TypeConfig>,
+    auth: Arc<PeerAuth>,
+}
+
+fn refused(code: &'static str) -> HttpResponse {
+    HttpResponse::Forbidden().json(serde_json::json!({"error": {"code": code,
+        "message": "this node refuses the message: another cluster, another genesis, or a bad MAC"}}))
+}
+
+fn bad_body(e: String) -> HttpResponse {
+    HttpResponse::BadRequest()
+        .json(serde_json::json!({"error": {"code": "bad_body", "message": e}}))
+}
+
+fn octets<T: Serialize>(v: &T) -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("application/octet-stream")
+        .body(encode(v))
+}
+
+async fn append(req: HttpRequest, body: web::Bytes, st: web::Data<RpcState>) -> HttpResponse {
+    if let Err(code) = st.auth.check(&req, APPEND, &body) {
+        return refused(code);
+    }
+    match decode::<AppendEntriesRequest<TypeConfig>>(&body) {
+        Ok(rpc) => octets(&st.raft.append_entries(rpc).await),
+        Err(e) => bad_body(e),
+    }
+}
+
+async fn vote(req: HttpRequest, body: web::Bytes, st: web::Data<RpcState>) -> HttpResponse {
+    if let Err(code) = st.auth.check(&req, VOTE, &body) {
+        return refused(code);
+    }
+    match decode::<VoteRequest<NodeId>>(&body) {
+        Ok(rpc) => octets(&st.raft.vote(rpc).await),
+        Err(e) => bad_body(e),
+    }
+}
+
+async fn snapshot(req: HttpRequest, body: web::Bytes, st: web::Data<RpcState>) -> HttpResponse {
+    if let Err(code) = st.auth.check(&req, SNAPSHOT, &body) {
+        return refused(code);
+    }
+    match decode::<InstallSnapshotRequest<TypeConfig>>(&body) {
+        Ok(rpc) => octets(&st.raft.install_snapshot(rpc).await),
+        Err(e) => bad_body(e),
+    }
+}
+
+/// The node-to-node server, on its own thread and actix system.
+pub struct RpcServer {
+    handle: actix_web::dev::ServerHandle,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl RpcServer {
+    /// Listens on `addr` and serves `raft`'s RPCs.
+    pub fn start(
+        addr: std::net::SocketAddr,
+        raft: Raft<TypeConfig>,
+        auth: Arc<PeerAuth>,
+        limits: RpcLimits,
+    ) -> std::io::Result<RpcServer> {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let thread = std::thread::Builder::new()
+            .name("medledger-raft-rpc".into())
+            .spawn(move || {
+                let state = web::Data::new(RpcState { raft, auth });
+                actix_web::rt::System::new().block_on(async move {
+                    let server = actix_web::HttpServer::new(move || {
+                        actix_web::App::new()
+                            .app_data(state.clone())
+                            .app_data(web::PayloadConfig::new(limits.body_max))
+                            .route(APPEND, web::post().to(append))
+                            .route(VOTE, web::post().to(vote))
+                            .route(SNAPSHOT, web::post().to(snapshot))
+                    })
+                    .workers(1)
+                    .client_request_timeout(Duration::from_secs(10))
+                    .shutdown_timeout(1)
+                    .disable_signals()
+                    .bind(addr);
+                    match server {
+                        Ok(s) => {
+                            let s = s.run();
+                            let _ = tx.send(Ok(s.handle()));
+                            let _ = s.await;
+                        }
+                        Err(e) => {
+                            let _ = tx.send(Err(e));
+                        }
+                    }
+                })
+            })?;
+        let handle = rx
+            .recv()
+            .map_err(|_| std::io::Error::other("the Raft RPC thread stopped"))??;
+        Ok(RpcServer {
+            handle,
+            thread: Some(thread),
+        })
+    }
+
+    /// Stops accepting and waits for the thread.
+    pub fn stop(&mut self) {
+        if let Some(t) = self.thread.take() {
+            let h = self.handle.clone();
+            // The handle's stop is a future; any runtime may drive it.
+            let _ = std::thread::spawn(move || {
+                actix_web::rt::System::new().block_on(h.stop(false));
+            })
+            .join();
+            let _ = t.join();
+        }
+    }
+}

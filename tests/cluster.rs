@@ -1,0 +1,317 @@
+//! Three real `medledger serve --cluster` processes on 127.0.0.1: writes go through the
+//! leader (a follower answers 307 with the leader's URL), every node serves reads, and
+//! every node's chain has the same hash at the same height. The leader is SIGKILLed
+//! under load: every acknowledged record is readable afterwards from every node, a new
+//! leader takes writes, and the killed node rejoins and catches up.
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+mod common;
+use common::server::{free_port, request, token, Running};
+
+struct Node {
+    id: u64,
+    http: SocketAddr,
+    dir: PathBuf,
+}
+
+struct Cluster {
+    _root: tempfile::TempDir,
+    file: PathBuf,
+    nodes: Vec<Node>,
+}
+
+impl Cluster {
+    fn new(n: u64) -> Cluster {
+        let root = tempfile::tempdir().unwrap();
+        let mut text = String::from("cluster_id = \"test-cluster\"\n");
+        let mut nodes = Vec::new();
+        for id in 1..=n {
+            let (raft, http) = (free_port(), free_port());
+            text.push_str(&format!(
+                "[[node]]\nid = {id}\nraft = \"{raft}\"\nhttp = \"{http}\"\n"
+            ));
+            let dir = root.path().join(format!("node-{id}"));
+            nodes.push(Node { id, http, dir });
+        }
+        let file = root.path().join("cluster.toml");
+        std::fs::write(&file, text).unwrap();
+        Cluster {
+            _root: root,
+            file,
+            nodes,
+        }
+    }
+
+    fn spawn(&self, i: usize) -> Child {
+        let node = &self.nodes[i];
+        let mut child = Command::new(env!("CARGO_BIN_EXE_medledger"))
+            .args(["serve", "--cluster"])
+            .arg(&self.file)
+            .args(["--node-id", &node.id.to_string(), "--data-dir"])
+            .arg(&node.dir)
+            .args(["--workers", "1", "--rate-limit-per-sec", "0"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if let Ok((200, _)) = request(node.http, "GET", "/healthz", None, None) {
+                return child;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("node {} did not come up", node.id);
+    }
+
+    /// Waits until a node names a leader; returns its index in `nodes`.
+    fn leader(&self, admin: &str, among: &[usize]) -> usize {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            for &i in among {
+                if let Ok((200, s)) =
+                    request(self.nodes[i].http, "GET", "/v1/cluster", Some(admin), None)
+                {
+                    if let Some(id) = s["leader_id"].as_u64() {
+                        if let Some(j) = self.nodes.iter().position(|n| n.id == id) {
+                            if among.contains(&j) {
+                                return j;
+                            }
+                        }
+                    }
+                }
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("no leader elected among {among:?}");
+    }
+}
+
+fn chain(addr: SocketAddr, admin: &str) -> (u64, Value) {
+    let (s, c) = request(addr, "GET", "/v1/chain", Some(admin), None).unwrap();
+    assert_eq!(s, 200, "{c}");
+    (c["height"].as_u64().unwrap(), c["tip_hash"].clone())
+}
+
+/// Waits until every node in `among` has the same height (at least `min`) and returns it,
+/// asserting their tip hashes are equal: a hash chain equal at the tip is equal at every
+/// height below.
+fn converge(c: &Cluster, admin: &str, among: &[usize], min: u64) -> u64 {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let tips: Vec<_> = among
+            .iter()
+            .map(|&i| chain(c.nodes[i].http, admin))
+            .collect();
+        if tips.iter().all(|t| t.0 == tips[0].0 && t.0 >= min) {
+            for t in &tips {
+                assert_eq!(t.1, tips[0].1, "same height {}, different tips", t.0);
+            }
+            return tips[0].0;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "nodes did not converge: {tips:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn record_body(id: &str) -> String {
+    format!(
+        r#"{{"record_id":"{id}","patient_id":"p-1","hospital_id":"h-1","record_type":"note","metadata":{{"t":"x"}}}}"#
+    )
+}
+
+/// Posts a record, following a 307 to the leader; the final status and body.
+fn create(c: &Cluster, mut at: SocketAddr, token: &str, id: &str) -> (u16, Value) {
+    for _ in 0..3 {
+        let (s, b) = match request(
+            at,
+            "POST",
+            "/v1/records",
+            Some(token),
+            Some(&record_body(id)),
+        ) {
+            Ok(r) => r,
+            Err(_) => return (0, Value::Null),
+        };
+        if s != 307 {
+            return (s, b);
+        }
+        let location = b["error"]["details"]["location"]
+            .as_str()
+            .unwrap_or_default();
+        let host = location
+            .trim_start_matches("http://")
+            .split('/')
+            .next()
+            .unwrap();
+        at = host.parse().unwrap();
+        assert!(
+            c.nodes.iter().any(|n| n.http == at),
+            "307 to a node of the cluster"
+        );
+    }
+    panic!("redirected in a loop");
+}
+
+fn assert_readable(addr: SocketAddr, token: &str, ids: &[String], height: u64) {
+    for id in ids {
+        let (s, b) = request(
+            addr,
+            "GET",
+            &format!("/v1/records/{id}?min_height={height}"),
+            Some(token),
+            None,
+        )
+        .unwrap();
+        assert_eq!(s, 200, "record {id} on {addr}: {b}");
+    }
+}
+
+fn mint(dir: &Path, role: &str, sub: &str) -> String {
+    token(dir, role, sub, Some("h-1"))
+}
+
+#[test]
+fn three_nodes_replicate_fail_over_and_agree() {
+    let c = Cluster::new(3);
+    let mut procs: Vec<Option<Running>> = (0..3).map(|i| Some(Running(c.spawn(i)))).collect();
+    // Any node's data dir mints tokens every node accepts.
+    let admin = mint(&c.nodes[2].dir, "admin", "root");
+    let dr = mint(&c.nodes[1].dir, "clinician", "dr-1");
+    let all = [0, 1, 2];
+    let leader = c.leader(&admin, &all);
+    let follower = (leader + 1) % 3;
+
+    // A write sent to a follower is redirected to the leader, and lands.
+    let (s, b) = request(
+        c.nodes[follower].http,
+        "POST",
+        "/v1/records",
+        Some(&dr),
+        Some(&record_body("r-first")),
+    )
+    .unwrap();
+    assert_eq!(s, 307, "{b}");
+    assert_eq!(b["error"]["code"], "not_leader");
+    let (s, b) = create(&c, c.nodes[follower].http, &dr, "r-first");
+    assert_eq!(s, 201, "{b}");
+    let mut acked = vec!["r-first".to_owned()];
+    for i in 0..20 {
+        let id = format!("r-seq-{i}");
+        let (s, b) = create(&c, c.nodes[leader].http, &dr, &id);
+        assert_eq!(s, 201, "{b}");
+        acked.push(id);
+    }
+    let (_, receipt) = create(&c, c.nodes[leader].http, &dr, "r-last");
+    acked.push("r-last".into());
+    let height = receipt["height"].as_u64().unwrap();
+    // Read-your-writes on every node, and the same chain everywhere.
+    for n in &c.nodes {
+        assert_readable(n.http, &dr, &acked, height);
+    }
+    converge(&c, &admin, &all, height);
+    let (s, status) = request(
+        c.nodes[follower].http,
+        "GET",
+        "/v1/cluster",
+        Some(&admin),
+        None,
+    )
+    .unwrap();
+    assert_eq!(s, 200);
+    assert_eq!(status["cluster_id"], "test-cluster");
+    assert_eq!(status["nodes"].as_array().unwrap().len(), 3);
+    let (s, _) = request(
+        c.nodes[follower].http,
+        "GET",
+        "/v1/cluster",
+        Some(&dr),
+        None,
+    )
+    .unwrap();
+    assert_eq!(s, 403, "clinicians do not see the cluster");
+
+    // The leader is SIGKILLed while 4 writers run against the other nodes.
+    let acked = Arc::new(Mutex::new(acked));
+    let stop = Arc::new(AtomicBool::new(false));
+    let survivors: Vec<usize> = all.iter().copied().filter(|&i| i != leader).collect();
+    let c = Arc::new(c);
+    let first_after_kill = Arc::new(Mutex::new(None::<Instant>));
+    let killed_at = Arc::new(Mutex::new(None::<Instant>));
+    let writers: Vec<_> = (0..4)
+        .map(|w| {
+            let (c, acked, stop, dr) = (c.clone(), acked.clone(), stop.clone(), dr.clone());
+            let (first, killed) = (first_after_kill.clone(), killed_at.clone());
+            let targets = survivors.clone();
+            std::thread::spawn(move || {
+                let mut i = 0;
+                while !stop.load(Ordering::Relaxed) && i < 5_000 {
+                    let id = format!("r-{w}-{i}");
+                    let at = c.nodes[targets[i % targets.len()]].http;
+                    let (s, _) = create(&c, at, &dr, &id);
+                    match s {
+                        201 => {
+                            acked.lock().unwrap().push(id);
+                            if killed.lock().unwrap().is_some() {
+                                first.lock().unwrap().get_or_insert_with(Instant::now);
+                            }
+                        }
+                        // Refused or unknown during the election: not acknowledged.
+                        _ => std::thread::sleep(Duration::from_millis(20)),
+                    }
+                    i += 1;
+                }
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(700));
+    let killed = procs[leader].take().unwrap();
+    drop(killed); // SIGKILL and reap
+    *killed_at.lock().unwrap() = Some(Instant::now());
+    let new_leader = c.leader(&admin, &survivors);
+    assert_ne!(new_leader, leader);
+    std::thread::sleep(Duration::from_millis(1_500));
+    stop.store(true, Ordering::Relaxed);
+    for w in writers {
+        w.join().unwrap();
+    }
+    let kill = killed_at.lock().unwrap().unwrap();
+    let first = first_after_kill
+        .lock()
+        .unwrap()
+        .expect("the new leader took writes");
+    eprintln!(
+        "failover: first acknowledged write {} ms after the SIGKILL",
+        first.duration_since(kill).as_millis()
+    );
+    let acked = acked.lock().unwrap().clone();
+    let unique: HashSet<_> = acked.iter().collect();
+    assert_eq!(unique.len(), acked.len(), "no record acknowledged twice");
+    let height = converge(&c, &admin, &survivors, 0);
+    for &i in &survivors {
+        assert_readable(c.nodes[i].http, &dr, &acked, height);
+    }
+
+    // The killed node rejoins, catches up, and agrees.
+    procs[leader] = Some(Running(c.spawn(leader)));
+    let height = converge(&c, &admin, &all, height);
+    assert_readable(c.nodes[leader].http, &dr, &acked, height);
+    eprintln!(
+        "{} records acknowledged, all readable on all three nodes at height {height}",
+        acked.len()
+    );
+}
