@@ -315,3 +315,73 @@ fn three_nodes_replicate_fail_over_and_agree() {
         acked.len()
     );
 }
+
+fn one_node_cluster(root: &Path) -> medledger::serve::ClusterSettings {
+    let file = root.join("one.toml");
+    let (raft, http) = (free_port(), free_port());
+    std::fs::write(
+        &file,
+        format!("cluster_id = \"solo\"\n[[node]]\nid = 1\nraft = \"{raft}\"\nhttp = \"{http}\"\n"),
+    )
+    .unwrap();
+    medledger::serve::ClusterSettings {
+        config: medledger::cluster::ClusterConfig::load(&file).unwrap(),
+        node_id: 1,
+    }
+}
+
+#[test]
+fn a_data_dir_stays_a_single_node_or_a_cluster_node() {
+    use medledger::serve::{Core, ServeConfig, ServeError};
+    let root = tempfile::tempdir().unwrap();
+    let single = root.path().join("single");
+    Core::open(&ServeConfig::new(single.clone()))
+        .unwrap()
+        .close();
+    // A single node's ledger has its own genesis: it cannot join a cluster.
+    let mut config = ServeConfig::new(single);
+    config.cluster = Some(one_node_cluster(root.path()));
+    let err = Core::open(&config).err().expect("refused");
+    assert!(err.to_string().contains("genesis block differs"), "{err}");
+
+    // A cluster node's data dir cannot be served without its cluster.
+    let node = root.path().join("node");
+    let mut config = ServeConfig::new(node.clone());
+    config.cluster = Some(one_node_cluster(root.path()));
+    Core::open(&config).unwrap().close();
+    let err = Core::open(&ServeConfig::new(node)).err().expect("refused");
+    assert!(matches!(err, ServeError::ClusterDataDir(_)), "{err}");
+}
+
+#[test]
+fn raft_messages_without_the_cluster_secret_are_refused() {
+    use medledger::serve::{Core, ServeConfig};
+    let root = tempfile::tempdir().unwrap();
+    let mut config = ServeConfig::new(root.path().join("node"));
+    let settings = one_node_cluster(root.path());
+    let raft = settings.config.nodes[&1].raft;
+    config.cluster = Some(settings);
+    let core = Core::open(&config).unwrap();
+    let genesis = hex::encode(medledger_storage::Block::genesis(0).hash());
+    for (cluster, genesis, mac, code) in [
+        ("solo", genesis.as_str(), "00", "bad_mac"),
+        ("other", genesis.as_str(), "00", "cluster_mismatch"),
+        ("solo", "00", "00", "genesis_mismatch"),
+    ] {
+        let (s, b) = common::server::request_with_headers(
+            raft,
+            "POST",
+            "/raft/vote",
+            None,
+            Some("{}"),
+            &[
+                ("x-medledger-cluster", cluster),
+                ("x-medledger-genesis", genesis),
+                ("x-medledger-mac", mac),
+            ],
+        )
+        .unwrap();
+        assert_eq!((s, b["error"]["code"].as_str()), (403, Some(code)), "{b}");
+    }
+    core.close();
+}

@@ -206,7 +206,14 @@ fn libclang_is_found_where_clang_sys_looks_and_only_there() {
 #[test]
 fn the_test_setup_installs_by_package_state_too() {
     let machine = FakeMachine::new(
-        &["nodejs", "curl", "util-linux", "coreutils", "postgresql"],
+        &[
+            "nodejs",
+            "curl",
+            "util-linux",
+            "coreutils",
+            "iproute2",
+            "postgresql",
+        ],
         &[],
         &[],
     );

@@ -53,7 +53,7 @@ openraft::declare_raft_types!(
 pub const GENESIS_TIMESTAMP_MS: i64 = 0;
 
 /// The longest a write waits for a majority before it is answered "outcome unknown".
-pub const COMMIT_WAIT: Duration = Duration::from_secs(10);
+pub const COMMIT_WAIT: Duration = Duration::from_secs(5);
 
 /// The subdirectory of the data dir holding the Raft log and vote.
 pub const RAFT_DIR: &str = "raft";
