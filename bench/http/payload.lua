@@ -1,6 +1,7 @@
 -- wrk script: record submissions with and without a payload (bench/payload-http.sh).
 -- KIND is `meta` (a ~1 KiB record, no payload), `inline` (the same record plus a ~100-byte
--- inline FHIR payload) or `multipart` (the same record plus a PAYLOAD_BYTES file part).
+-- inline FHIR payload), `multipart` (the same record plus a PAYLOAD_BYTES file part) or
+-- `batch` (BATCH metadata-only records per POST /v1/records/batch; bench/cluster.sh).
 -- Ids are the server's; the bodies cycle over 64 patients. TOKEN is an admin's.
 package.path = os.getenv("SCRIPTS") .. "/?.lua;" .. package.path
 local common = require("common")
@@ -28,7 +29,14 @@ local function record(patient)
       or "")
 end
 
+local per = tonumber(os.getenv("BATCH") or "50")
+
 local function body(patient)
+  if kind == "batch" then
+    local items = {}
+    for i = 1, per do items[i] = record((patient + i) % 64 + 1) end
+    return '{"records":[' .. table.concat(items, ",") .. "]}"
+  end
   if kind ~= "multipart" then return record(patient) end
   return "--" .. boundary .. "\r\n"
     .. 'Content-Disposition: form-data; name="record"\r\nContent-Type: application/json\r\n\r\n'
@@ -42,13 +50,15 @@ function init(args)
   local patient = common.offset(64)
   next_request = common.premade(count, function()
     patient = patient % 64 + 1
-    return wrk.format(nil, "/v1/records", nil, body(patient))
+    local path = kind == "batch" and "/v1/records/batch" or "/v1/records"
+    return wrk.format(nil, path, nil, body(patient))
   end)
 end
 
 function request() return next_request() end
 
 function done(summary, latency, requests)
-  common.done(summary, latency, string.format('"kind":"%s","payload_bytes":%d', kind,
-    kind == "inline" and 100 or (kind == "multipart" and payload_bytes or 0)))
+  common.done(summary, latency, string.format('"kind":"%s","payload_bytes":%d,"records_per_request":%d', kind,
+    kind == "inline" and 100 or (kind == "multipart" and payload_bytes or 0),
+    kind == "batch" and per or 1))
 end

@@ -1,0 +1,187 @@
+#!/usr/bin/env python3
+"""Leader kills and partitions against a running three-node cluster (bench/cluster.sh).
+
+Usage: cluster_failover.py STATE_JSON KILLS PARTITIONS
+
+STATE_JSON names the nodes (id, http, data dir, the command that starts each), the admin
+and clinician tokens. For each kill: the leader is SIGKILLed while 4 writer threads create
+records through the other nodes (following 307s); the time from the kill to the first
+201 is the failover time; the node is restarted and must catch up. Partitions (network
+namespaces, root) are done by tests/cluster_partition.rs; here PARTITIONS must be 0.
+At the end every acknowledged record must be readable on every node, and every node must
+have the same tip: a line of JSON with the counts, and a Markdown summary.
+"""
+import http.client
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+
+def request(addr, method, path, token=None, body=None, timeout=10):
+    host, port = addr.split(":")
+    c = http.client.HTTPConnection(host, int(port), timeout=timeout)
+    headers = {"Content-Type": "application/json"}
+    if token:
+        headers["Authorization"] = "Bearer " + token
+    try:
+        c.request(method, path, body=body, headers=headers)
+        r = c.getresponse()
+        data = r.read()
+        try:
+            return r.status, json.loads(data or b"null")
+        except ValueError:
+            return r.status, None
+    except OSError:
+        return 0, None
+    finally:
+        c.close()
+
+
+def main():
+    state = json.load(open(sys.argv[1]))
+    kills, partitions = int(sys.argv[2]), int(sys.argv[3])
+    if partitions:
+        sys.exit("partitions: run tests/cluster_partition.rs (network namespaces)")
+    nodes = {n["id"]: n for n in state["nodes"]}
+    admin, dr = state["admin"], state["clinician"]
+    procs = {n["id"]: subprocess.Popen(n["cmd"], stdout=subprocess.DEVNULL,
+                                       stderr=open(n["log"], "ab")) for n in state["nodes"]}
+
+    def up(i):
+        for _ in range(600):
+            if request(nodes[i]["http"], "GET", "/healthz", timeout=1)[0] == 200:
+                return
+            time.sleep(0.05)
+        sys.exit(f"node {i} did not start")
+
+    def leader(among):
+        deadline = time.time() + 30
+        while time.time() < deadline:
+            for i in among:
+                s, b = request(nodes[i]["http"], "GET", "/v1/cluster", admin, timeout=1)
+                if s == 200 and b.get("leader_id") in among:
+                    return b["leader_id"]
+            time.sleep(0.02)
+        sys.exit(f"no leader among {among}")
+
+    def tips(among):
+        out = []
+        for i in among:
+            s, b = request(nodes[i]["http"], "GET", "/v1/chain", admin)
+            out.append((b["height"], b["tip_hash"]) if s == 200 else None)
+        return out
+
+    def converge(among):
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            t = tips(among)
+            if None not in t and all(x == t[0] for x in t):
+                return t[0][0]
+            if None not in t:
+                heights = {}
+                for h, tip in t:
+                    if heights.setdefault(h, tip) != tip:
+                        return -1  # two nodes, one height, different blocks
+            time.sleep(0.05)
+        sys.exit(f"no convergence: {tips(among)}")
+
+    for i in nodes:
+        up(i)
+    acked, lock = [], threading.Lock()
+    first_ok = [None]
+    stop = threading.Event()
+    counter = [0]
+
+    def writer(w):
+        while not stop.is_set():
+            with lock:
+                counter[0] += 1
+                n = counter[0]
+            rid = f"fo-{w}-{n}"
+            body = json.dumps({"record_id": rid, "patient_id": f"p-{w}", "hospital_id": "h-1",
+                               "record_type": "note", "metadata": {"t": "x"}})
+            targets = [i for i in nodes if procs[i].poll() is None]
+            at = nodes[targets[n % len(targets)]]["http"]
+            for _ in range(3):
+                s, b = request(at, "POST", "/v1/records", dr, body, timeout=8)
+                if s == 307:
+                    at = b["error"]["details"]["location"][len("http://"):].split("/")[0]
+                    continue
+                break
+            if s == 201:
+                with lock:
+                    acked.append(rid)
+                    if first_ok[0] is None:
+                        first_ok[0] = time.monotonic()
+            else:
+                time.sleep(0.01)
+
+    threads = [threading.Thread(target=writer, args=(w,), daemon=True) for w in range(4)]
+    for t in threads:
+        t.start()
+    failovers, divergent, catchups = [], 0, []
+    for k in range(kills):
+        time.sleep(0.5)
+        old = leader(list(nodes))
+        procs[old].send_signal(signal.SIGKILL)
+        procs[old].wait()
+        killed = time.monotonic()
+        with lock:
+            first_ok[0] = None
+        rest = [i for i in nodes if i != old]
+        while True:
+            with lock:
+                t = first_ok[0]
+            if t is not None and t > killed:
+                failovers.append(t - killed)
+                break
+            if time.monotonic() - killed > 30:
+                sys.exit(f"kill {k}: no write acknowledged within 30 s")
+            time.sleep(0.005)
+        procs[old] = subprocess.Popen(nodes[old]["cmd"], stdout=subprocess.DEVNULL,
+                                      stderr=open(nodes[old]["log"], "ab"))
+        up(old)
+        t0 = time.monotonic()
+        # Caught up: the restarted node reaches the height the others had at its restart.
+        target = max(h for h, _ in filter(None, tips(rest)))
+        while True:
+            h = tips([old])[0]
+            if h and h[0] >= target:
+                break
+            time.sleep(0.02)
+        catchups.append(time.monotonic() - t0)
+        if converge(list(nodes)) < 0:
+            divergent += 1
+    stop.set()
+    for t in threads:
+        t.join()
+    height = converge(list(nodes))
+    if height < 0:
+        divergent += 1
+    lost = 0
+    for i in nodes:
+        for rid in acked:
+            s, _ = request(nodes[i]["http"], "GET", f"/v1/records/{rid}?min_height={height}", dr)
+            if s != 200:
+                lost += 1
+    for p in procs.values():
+        p.send_signal(signal.SIGTERM)
+    for p in procs.values():
+        p.wait()
+    f = sorted(failovers)
+    pct = lambda q: f[min(len(f) - 1, int(q * len(f)))] * 1000 if f else 0
+    result = {"kills": kills, "acked": len(acked), "lost": lost, "divergent": divergent,
+              "failover_p50_ms": round(pct(0.5), 1), "failover_p99_ms": round(pct(0.99), 1),
+              "failover_max_ms": round(max(f) * 1000, 1) if f else 0,
+              "catchup_p50_ms": round(sorted(catchups)[len(catchups) // 2] * 1000, 1) if catchups else 0,
+              "height": height}
+    print("FAILOVERJSON " + json.dumps(result))
+    sys.exit(1 if lost or divergent else 0)
+
+
+if __name__ == "__main__":
+    main()
