@@ -279,6 +279,15 @@ fn three_nodes_replicate_fail_over_and_agree() {
         })
         .collect();
     std::thread::sleep(Duration::from_millis(700));
+    let (_, before) = request(
+        c.nodes[leader].http,
+        "GET",
+        "/v1/cluster",
+        Some(&admin),
+        None,
+    )
+    .unwrap();
+    let last_index_before_kill = before["last_log_index"].as_u64().unwrap();
     let killed = procs[leader].take().unwrap();
     drop(killed); // SIGKILL and reap
     *killed_at.lock().unwrap() = Some(Instant::now());
@@ -306,10 +315,53 @@ fn three_nodes_replicate_fail_over_and_agree() {
         assert_readable(c.nodes[i].http, &dr, &acked, height);
     }
 
+    // More blocks than the log keeps: the killed node can only catch up by installing a
+    // snapshot (blocks fetched from another node's ledger).
+    let mut more = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (_, s) = request(
+            c.nodes[new_leader].http,
+            "GET",
+            "/v1/cluster",
+            Some(&admin),
+            None,
+        )
+        .unwrap();
+        if s["purged_index"]
+            .as_u64()
+            .is_some_and(|p| p > last_index_before_kill)
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the log was not purged: {s}");
+        let id = format!("r-more-{}", more.len());
+        if create(&c, c.nodes[new_leader].http, &dr, &id).0 == 201 {
+            more.push(id);
+        }
+    }
+    let mut acked = acked;
+    acked.extend(more);
+    let height = converge(&c, &admin, &survivors, 0);
+
     // The killed node rejoins, catches up, and agrees.
     procs[leader] = Some(Running(c.spawn(leader)));
     let height = converge(&c, &admin, &all, height);
     assert_readable(c.nodes[leader].http, &dr, &acked, height);
+    let (_, rejoined) = request(
+        c.nodes[leader].http,
+        "GET",
+        "/v1/cluster",
+        Some(&admin),
+        None,
+    )
+    .unwrap();
+    assert!(
+        rejoined["snapshot_index"]
+            .as_u64()
+            .is_some_and(|i| i > last_index_before_kill),
+        "the rejoined node installed a snapshot: {rejoined}"
+    );
     eprintln!(
         "{} records acknowledged, all readable on all three nodes at height {height}",
         acked.len()

@@ -55,6 +55,12 @@ pub const GENESIS_TIMESTAMP_MS: i64 = 0;
 /// The longest a write waits for a majority before it is answered "outcome unknown".
 pub const COMMIT_WAIT: Duration = Duration::from_secs(5);
 
+/// Entries (blocks) between two snapshots.
+pub const SNAPSHOT_EVERY_ENTRIES: u64 = 256;
+/// Entries kept in the log behind the last snapshot: a follower further behind catches
+/// up by installing the snapshot (fetching blocks from a ledger) instead.
+pub const LOG_KEPT_ENTRIES: u64 = 64;
+
 /// The subdirectory of the data dir holding the Raft log and vote.
 pub const RAFT_DIR: &str = "raft";
 
@@ -120,7 +126,18 @@ impl Cluster {
         let db = store::open_db(&raft_dir).map_err(|e| store_err(e.to_string()))?;
         let log = LogStore::new(db.clone());
         let fresh = log.is_empty().map_err(store_err)?;
-        let sm = StateMachine::open(db, ledger, on_apply).map_err(store_err)?;
+        let auth = Arc::new(PeerAuth {
+            cluster_id: config.cluster_id.clone(),
+            genesis: hex::encode(genesis.hash()),
+            secret: config.secret.clone(),
+        });
+        let limits = RpcLimits {
+            body_max: rpc_body_max,
+        };
+        let net =
+            Network::new(auth.clone(), limits).map_err(|e| ClusterError::Raft(e.to_string()))?;
+        let sm = StateMachine::open(db, ledger.clone(), on_apply, node_id, net.clone())
+            .map_err(store_err)?;
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .thread_name("medledger-raft")
@@ -134,31 +151,23 @@ impl Cluster {
             election_timeout_max: 300,
             // Blocks are large entries: a few per message keeps each under the body limit.
             max_payload_entries: 8,
-            // The log is never compacted yet (no snapshots); docs/CLUSTER.md.
-            snapshot_policy: SnapshotPolicy::Never,
+            // A snapshot is the ledger (store.rs): cheap to take, so the log stays short.
+            snapshot_policy: SnapshotPolicy::LogsSinceLast(SNAPSHOT_EVERY_ENTRIES),
+            max_in_snapshot_log_to_keep: LOG_KEPT_ENTRIES,
             ..Default::default()
         }
         .validate()
         .map_err(|e| ClusterError::Raft(e.to_string()))?;
-        let auth = Arc::new(PeerAuth {
-            cluster_id: config.cluster_id.clone(),
-            genesis: hex::encode(genesis.hash()),
-            secret: config.secret.clone(),
-        });
-        let limits = RpcLimits {
-            body_max: rpc_body_max,
-        };
-        let net =
-            Network::new(auth.clone(), limits).map_err(|e| ClusterError::Raft(e.to_string()))?;
         let raft = runtime
             .block_on(Raft::new(node_id, Arc::new(raft_config), net, log, sm))
             .map_err(|e| ClusterError::Raft(e.to_string()))?;
-        let rpc = RpcServer::start(me.raft, raft.clone(), auth, limits).map_err(|source| {
-            ClusterError::Listen {
-                addr: me.raft,
-                source,
-            }
-        })?;
+        let rpc =
+            RpcServer::start(me.raft, raft.clone(), auth, ledger, limits).map_err(|source| {
+                ClusterError::Listen {
+                    addr: me.raft,
+                    source,
+                }
+            })?;
         let lowest = *config.nodes.keys().next().expect("a cluster has a node");
         if fresh && node_id == lowest {
             let members: BTreeMap<u64, ClusterNode> = config
@@ -246,6 +255,8 @@ impl Cluster {
             "state": format!("{:?}", m.state),
             "last_log_index": m.last_log_index,
             "last_applied_index": m.last_applied.map(|l| l.index),
+            "snapshot_index": m.snapshot.map(|l| l.index),
+            "purged_index": m.purged.map(|l| l.index),
             "nodes": nodes,
         })
     }

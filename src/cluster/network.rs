@@ -25,7 +25,9 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use sha2::Sha256;
 
-use super::store::{decode, encode};
+use medledger_storage::Ledger;
+
+use super::store::{decode, encode, BlockEntry};
 use super::{ClusterNode, TypeConfig};
 
 type NodeId = u64;
@@ -121,6 +123,45 @@ impl Network {
             auth,
             limits,
         })
+    }
+}
+
+impl Network {
+    /// Blocks `from..to` of the ledger of the node at `raft` (as many as fit in one
+    /// answer; at least one), to install a snapshot.
+    pub async fn fetch_blocks(
+        &self,
+        raft: &str,
+        from: u64,
+        to: u64,
+    ) -> Result<Vec<BlockEntry>, String> {
+        let body = encode(&(from, to));
+        let res = self
+            .client
+            .post(format!("http://{raft}{BLOCKS}"))
+            .header(H_CLUSTER, &self.auth.cluster_id)
+            .header(H_GENESIS, &self.auth.genesis)
+            .header(H_MAC, self.auth.sign(BLOCKS, &body))
+            .header("content-type", "application/octet-stream")
+            .timeout(Duration::from_secs(30))
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| format!("asking {raft} for blocks: {e}"))?;
+        if !res.status().is_success() {
+            return Err(format!(
+                "{raft} answered {} to a blocks request",
+                res.status()
+            ));
+        }
+        if res
+            .content_length()
+            .is_some_and(|n| n > self.limits.body_max as u64)
+        {
+            return Err(format!("{raft} sent too large an answer"));
+        }
+        let bytes = res.bytes().await.map_err(|e| e.to_string())?;
+        decode(&bytes)
     }
 }
 
@@ -241,10 +282,13 @@ impl RaftNetwork<TypeConfig> for Peer {
 const APPEND: &str = "/raft/append";
 const VOTE: &str = "/raft/vote";
 const SNAPSHOT: &str = "/raft/snapshot";
+const BLOCKS: &str = "/raft/blocks";
 
 struct RpcState {
     raft: Raft<TypeConfig>,
     auth: Arc<PeerAuth>,
+    ledger: Arc<Ledger>,
+    limits: RpcLimits,
 }
 
 fn refused(code: &'static str) -> HttpResponse {
@@ -293,6 +337,44 @@ async fn snapshot(req: HttpRequest, body: web::Bytes, st: web::Data<RpcState>) -
     }
 }
 
+/// Blocks `from..to` of this node's ledger, as many as fit in half the body limit (at
+/// least one); for a peer installing a snapshot.
+async fn blocks(req: HttpRequest, body: web::Bytes, st: web::Data<RpcState>) -> HttpResponse {
+    if let Err(code) = st.auth.check(&req, BLOCKS, &body) {
+        return refused(code);
+    }
+    let (from, to) = match decode::<(u64, u64)>(&body) {
+        Ok(r) => r,
+        Err(e) => return bad_body(e),
+    };
+    let st2 = st.clone();
+    let read = web::block(move || -> Result<Vec<BlockEntry>, String> {
+        let to = to.min(st2.ledger.tip().height);
+        let (mut out, mut bytes) = (Vec::new(), 0usize);
+        for n in from..to {
+            let Some(b) = st2.ledger.block(n).map_err(|e| e.to_string())? else {
+                break;
+            };
+            let mut enc = Vec::with_capacity(b.encoded_len());
+            b.encode_into(&mut enc);
+            if !out.is_empty() && bytes + enc.len() > st2.limits.body_max / 2 {
+                break;
+            }
+            bytes += enc.len();
+            out.push(BlockEntry { block: enc });
+        }
+        Ok(out)
+    })
+    .await;
+    match read {
+        Ok(Ok(list)) => octets(&list),
+        Ok(Err(e)) => HttpResponse::InternalServerError()
+            .json(serde_json::json!({"error": {"code": "ledger_read", "message": e}})),
+        Err(e) => HttpResponse::InternalServerError()
+            .json(serde_json::json!({"error": {"code": "ledger_read", "message": e.to_string()}})),
+    }
+}
+
 /// The node-to-node server, on its own thread and actix system.
 pub struct RpcServer {
     handle: actix_web::dev::ServerHandle,
@@ -305,13 +387,19 @@ impl RpcServer {
         addr: std::net::SocketAddr,
         raft: Raft<TypeConfig>,
         auth: Arc<PeerAuth>,
+        ledger: Arc<Ledger>,
         limits: RpcLimits,
     ) -> std::io::Result<RpcServer> {
         let (tx, rx) = std::sync::mpsc::channel();
         let thread = std::thread::Builder::new()
             .name("medledger-raft-rpc".into())
             .spawn(move || {
-                let state = web::Data::new(RpcState { raft, auth });
+                let state = web::Data::new(RpcState {
+                    raft,
+                    auth,
+                    ledger,
+                    limits,
+                });
                 actix_web::rt::System::new().block_on(async move {
                     let server = actix_web::HttpServer::new(move || {
                         actix_web::App::new()
@@ -320,6 +408,7 @@ impl RpcServer {
                             .route(APPEND, web::post().to(append))
                             .route(VOTE, web::post().to(vote))
                             .route(SNAPSHOT, web::post().to(snapshot))
+                            .route(BLOCKS, web::post().to(blocks))
                     })
                     .workers(1)
                     .client_request_timeout(Duration::from_secs(10))

@@ -10,6 +10,11 @@
 //!   same ledger: the ledgers stay byte-identical. A block already in the ledger with the
 //!   same hash (the applied id is saved after the append, so a crash in between re-applies)
 //!   is not appended twice.
+//! - **A snapshot is the ledger itself.** Its data is the height and tip hash it covers
+//!   and the node that built it; the log is purged up to it. A node that needs entries
+//!   already purged installs the snapshot by fetching the blocks it lacks from the
+//!   builder's ledger (or any other node's), appending each under the chain rules, and
+//!   checking the tip hash it ends on.
 
 use std::fmt::Debug;
 use std::ops::{Bound, RangeBounds};
@@ -88,6 +93,23 @@ const COMMITTED: &[u8] = b"m/committed";
 const PURGED: &[u8] = b"m/purged";
 const APPLIED: &[u8] = b"s/applied";
 const MEMBERSHIP: &[u8] = b"s/membership";
+const SNAPSHOT: &[u8] = b"s/snapshot";
+
+/// What a snapshot's data says: the ledger up to `height`, ending on `tip_hash`, as the
+/// node `source` holds it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SnapshotData {
+    pub height: u64,
+    pub tip_hash: [u8; 32],
+    pub source: u64,
+}
+
+/// The last snapshot built or installed here (its meta and data), kept in the store.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct StoredSnapshot {
+    meta: SnapshotMeta<NodeId, super::ClusterNode>,
+    data: Vec<u8>,
+}
 
 fn log_key(index: u64) -> [u8; 9] {
     let mut k = [b'l'; 9];
@@ -286,6 +308,9 @@ pub struct StateMachine {
     membership: Membership,
     /// Called after every applied batch (the projector's nudge).
     on_apply: Box<dyn Fn() + Send + Sync>,
+    node_id: NodeId,
+    /// Fetches blocks from peers when a snapshot is installed.
+    net: super::network::Network,
 }
 
 impl StateMachine {
@@ -293,6 +318,8 @@ impl StateMachine {
         db: Arc<DB>,
         ledger: Arc<Ledger>,
         on_apply: Box<dyn Fn() + Send + Sync>,
+        node_id: NodeId,
+        net: super::network::Network,
     ) -> Result<StateMachine, String> {
         let store = LogStore { db: db.clone() };
         Ok(StateMachine {
@@ -301,7 +328,71 @@ impl StateMachine {
             db,
             ledger,
             on_apply,
+            node_id,
+            net,
         })
+    }
+
+    fn save_applied(&self) -> Result<(), rocksdb::Error> {
+        // Not synced: the ledger is, and re-applying after a crash is idempotent. (A purge
+        // of the log is a synced write, which makes this one durable before it.)
+        let mut batch = WriteBatch::default();
+        batch.put(APPLIED, encode(&self.applied));
+        batch.put(MEMBERSHIP, encode(&self.membership));
+        self.db.write(batch)
+    }
+
+    /// Makes the ledger hold blocks `0..data.height` ending on `data.tip_hash`, fetching
+    /// the missing ones from the snapshot's source (or another member).
+    async fn catch_up(
+        &self,
+        data: &SnapshotData,
+        meta: &SnapshotMeta<NodeId, super::ClusterNode>,
+    ) -> Result<(), String> {
+        let mut sources: Vec<String> = Vec::new();
+        let members = meta.last_membership.membership();
+        if let Some(n) = members.get_node(&data.source) {
+            sources.push(n.raft.clone());
+        }
+        for (id, n) in members.nodes() {
+            if *id != data.source && *id != self.node_id {
+                sources.push(n.raft.clone());
+            }
+        }
+        let mut errors = Vec::new();
+        'fetch: while self.ledger.tip().height < data.height {
+            let from = self.ledger.tip().height;
+            for src in &sources {
+                match self.net.fetch_blocks(src, from, data.height).await {
+                    Ok(list) if !list.is_empty() => {
+                        for b in list {
+                            let block = Block::decode(&b.block).map_err(|e| e.to_string())?;
+                            self.ledger.append(&block).map_err(|e| e.to_string())?;
+                        }
+                        continue 'fetch;
+                    }
+                    Ok(_) => errors.push(format!("{src} has no block {from}")),
+                    Err(e) => errors.push(e),
+                }
+            }
+            return Err(format!(
+                "no member gave block {from} of the snapshot's {}: {}",
+                data.height,
+                errors.join("; ")
+            ));
+        }
+        let last = self
+            .ledger
+            .block(data.height - 1)
+            .map_err(|e| e.to_string())?
+            .ok_or("the ledger lost a block it just held")?;
+        if last.hash() != data.tip_hash {
+            return Err(format!(
+                "block {} here differs from the snapshot's: this node's ledger diverged",
+                data.height - 1
+            ));
+        }
+        Ok(())
     }
 
     fn apply_block(&self, log_id: &LogId<NodeId>, bytes: &[u8]) -> Result<Applied, LedgerError> {
@@ -354,7 +445,7 @@ impl StateMachine {
 }
 
 impl RaftStateMachine<TypeConfig> for StateMachine {
-    type SnapshotBuilder = NoSnapshots;
+    type SnapshotBuilder = SnapshotBuilder;
 
     async fn applied_state(
         &mut self,
@@ -383,11 +474,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             self.applied = Some(log_id);
             out.push(applied);
         }
-        // Not synced: the ledger is, and re-applying after a crash is idempotent.
-        let mut batch = WriteBatch::default();
-        batch.put(APPLIED, encode(&self.applied));
-        batch.put(MEMBERSHIP, encode(&self.membership));
-        self.db.write(batch).map_err(|e| {
+        self.save_applied().map_err(|e| {
             StorageIOError::write_state_machine(openraft::AnyError::error(e.to_string()))
         })?;
         (self.on_apply)();
@@ -395,45 +482,110 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     }
 
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
-        NoSnapshots
+        let tip = self.ledger.tip();
+        SnapshotBuilder {
+            db: self.db.clone(),
+            applied: self.applied,
+            membership: self.membership.clone(),
+            data: SnapshotData {
+                height: tip.height,
+                tip_hash: tip.tip_hash,
+                source: self.node_id,
+            },
+        }
     }
 
     async fn begin_receiving_snapshot(
         &mut self,
     ) -> Result<Box<std::io::Cursor<Vec<u8>>>, StorageError<NodeId>> {
-        Err(no_snapshots())
+        Ok(Box::new(std::io::Cursor::new(Vec::new())))
     }
 
     async fn install_snapshot(
         &mut self,
-        _meta: &SnapshotMeta<NodeId, super::ClusterNode>,
-        _snapshot: Box<std::io::Cursor<Vec<u8>>>,
+        meta: &SnapshotMeta<NodeId, super::ClusterNode>,
+        snapshot: Box<std::io::Cursor<Vec<u8>>>,
     ) -> Result<(), StorageError<NodeId>> {
-        Err(no_snapshots())
+        let bytes = snapshot.into_inner();
+        let fail = |e: String| -> StorageError<NodeId> {
+            StorageIOError::read_snapshot(Some(meta.signature()), openraft::AnyError::error(e))
+                .into()
+        };
+        let data: SnapshotData = decode(&bytes).map_err(fail)?;
+        tracing::info!(
+            height = data.height,
+            source = data.source,
+            "installing a snapshot"
+        );
+        self.catch_up(&data, meta).await.map_err(fail)?;
+        self.applied = meta.last_log_id;
+        self.membership = meta.last_membership.clone();
+        self.save_applied().map_err(|e| fail(e.to_string()))?;
+        let stored = StoredSnapshot {
+            meta: meta.clone(),
+            data: bytes,
+        };
+        self.db
+            .put(SNAPSHOT, encode(&stored))
+            .map_err(|e| fail(e.to_string()))?;
+        (self.on_apply)();
+        Ok(())
     }
 
     async fn get_current_snapshot(
         &mut self,
     ) -> Result<Option<Snapshot<TypeConfig>>, StorageError<NodeId>> {
-        Ok(None)
+        let store = LogStore {
+            db: self.db.clone(),
+        };
+        let stored: Option<StoredSnapshot> = store.get(SNAPSHOT).map_err(|e| {
+            StorageError::from(StorageIOError::read_snapshot(
+                None,
+                openraft::AnyError::error(e),
+            ))
+        })?;
+        Ok(stored.map(|s| Snapshot {
+            meta: s.meta,
+            snapshot: Box::new(std::io::Cursor::new(s.data)),
+        }))
     }
 }
 
-/// Snapshots are not built yet: the log is never purged (snapshot policy `Never`), so a
-/// node that falls behind catches up from the log alone.
-pub struct NoSnapshots;
-
-fn no_snapshots() -> StorageError<NodeId> {
-    StorageIOError::read_snapshot(
-        None,
-        openraft::AnyError::error("this node does not build or install snapshots yet"),
-    )
-    .into()
+/// Builds a snapshot of the state it was made at (under the state machine's lock): the
+/// applied log id, the membership and the ledger's tip then.
+pub struct SnapshotBuilder {
+    db: Arc<DB>,
+    applied: Option<LogId<NodeId>>,
+    membership: Membership,
+    data: SnapshotData,
 }
 
-impl RaftSnapshotBuilder<TypeConfig> for NoSnapshots {
+impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError<NodeId>> {
-        Err(no_snapshots())
+        let id = match self.applied {
+            Some(l) => format!("{}-{}-{}", l.leader_id.term, l.index, self.data.height),
+            None => format!("none-{}", self.data.height),
+        };
+        let meta = SnapshotMeta {
+            last_log_id: self.applied,
+            last_membership: self.membership.clone(),
+            snapshot_id: id,
+        };
+        let data = encode(&self.data);
+        let stored = StoredSnapshot {
+            meta: meta.clone(),
+            data: data.clone(),
+        };
+        self.db.put(SNAPSHOT, encode(&stored)).map_err(|e| {
+            StorageIOError::write_snapshot(
+                Some(meta.signature()),
+                openraft::AnyError::error(e.to_string()),
+            )
+        })?;
+        Ok(Snapshot {
+            meta,
+            snapshot: Box::new(std::io::Cursor::new(data)),
+        })
     }
 }
 
