@@ -181,6 +181,22 @@ fn assert_readable(addr: SocketAddr, token: &str, ids: &[String], height: u64) {
     }
 }
 
+/// The body of a GET as text (`/metrics`).
+fn get_text(addr: SocketAddr, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    out.split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default()
+}
+
 fn mint(dir: &Path, role: &str, sub: &str) -> String {
     token(dir, role, sub, Some("h-1"))
 }
@@ -244,6 +260,25 @@ fn three_nodes_replicate_fail_over_and_agree() {
     )
     .unwrap();
     assert_eq!(s, 403, "clinicians do not see the cluster");
+    let metrics = get_text(c.nodes[leader].http, "/metrics");
+    assert!(
+        metrics.contains("\nmedledger_cluster_is_leader 1\n"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("\nmedledger_cluster_nodes 3\n"),
+        "{metrics}"
+    );
+    let lag_series = metrics
+        .lines()
+        .filter(|l| l.starts_with("medledger_cluster_replication_lag_entries{"))
+        .count();
+    assert_eq!(lag_series, 2, "one lag series per follower: {metrics}");
+    let metrics = get_text(c.nodes[follower].http, "/metrics");
+    assert!(
+        metrics.contains("\nmedledger_cluster_is_leader 0\n"),
+        "{metrics}"
+    );
 
     // The leader is SIGKILLed while 4 writers run against the other nodes.
     let acked = Arc::new(Mutex::new(acked));

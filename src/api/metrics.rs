@@ -30,7 +30,7 @@ fn render_append_histogram(out: &mut String, h: &crate::orderer::service::Append
     let name = "medledger_block_append_seconds";
     let _ = writeln!(
         out,
-        "# HELP {name} Time to append one block: write, fdatasync and index."
+        "# HELP {name} Time to make one block durable: write, fdatasync and index (in a cluster: until a majority holds it and it is applied here)."
     );
     let _ = writeln!(out, "# TYPE {name} histogram");
     let mut cumulative = 0;
@@ -43,6 +43,84 @@ fn render_append_histogram(out: &mut String, h: &crate::orderer::service::Append
     let sum = h.sum_micros.load(Ordering::Relaxed) as f64 / 1e6;
     let _ = writeln!(out, "{name}_sum {sum}");
     let _ = writeln!(out, "{name}_count {count}");
+}
+
+/// The cluster's gauges and counters; one node on its own is a cluster of one that leads.
+fn render_cluster(out: &mut String, cluster: Option<&crate::cluster::Cluster>) {
+    let (g, stats) = match cluster {
+        Some(c) => (c.gauges(), Some(&c.stats)),
+        None => (
+            crate::cluster::ClusterGauges {
+                nodes: 1,
+                is_leader: true,
+                ..Default::default()
+            },
+            None,
+        ),
+    };
+    let count = |f: fn(&crate::cluster::ClusterStats) -> &AtomicU64| {
+        stats.map_or(0, |s| f(s).load(Ordering::Relaxed))
+    };
+    metric(
+        out,
+        "medledger_cluster_nodes",
+        "gauge",
+        "Voters and learners in the cluster's membership.",
+        g.nodes,
+    );
+    metric(
+        out,
+        "medledger_cluster_is_leader",
+        "gauge",
+        "1 on the node that leads (takes writes).",
+        u8::from(g.is_leader),
+    );
+    metric(
+        out,
+        "medledger_cluster_term",
+        "gauge",
+        "The Raft term this node is in.",
+        g.term,
+    );
+    metric(
+        out,
+        "medledger_cluster_leader_changes_total",
+        "counter",
+        "Times this node saw a new leader.",
+        count(|s| &s.leader_changes),
+    );
+    metric(
+        out,
+        "medledger_cluster_snapshots_built_total",
+        "counter",
+        "Snapshots built here (the Raft log is purged behind them).",
+        count(|s| &s.snapshots_built),
+    );
+    metric(
+        out,
+        "medledger_cluster_snapshots_installed_total",
+        "counter",
+        "Snapshots installed here (blocks fetched from another node's ledger).",
+        count(|s| &s.snapshots_installed),
+    );
+    let name = "medledger_cluster_seconds_since_quorum_ack";
+    let _ = writeln!(
+        out,
+        "# HELP {name} On the leader: seconds since a majority last acknowledged it."
+    );
+    let _ = writeln!(out, "# TYPE {name} gauge");
+    if let Some(s) = g.seconds_since_quorum_ack {
+        let _ = writeln!(out, "{name} {s}");
+    }
+    let name = "medledger_cluster_replication_lag_entries";
+    let _ = writeln!(
+        out,
+        "# HELP {name} On the leader: entries each follower lacks of the leader's log."
+    );
+    let _ = writeln!(out, "# TYPE {name} gauge");
+    for (node, lag) in g.lag_entries {
+        let _ = writeln!(out, "{name}{{node=\"{node}\"}} {lag}");
+    }
 }
 
 /// The histograms of one route pattern, one per (method, status).
@@ -259,6 +337,7 @@ pub async fn render(state: web::Data<AppState>) -> HttpResponse {
         rejected,
     );
     render_append_histogram(&mut out, &state.orderer.stats().append_seconds);
+    render_cluster(&mut out, state.cluster.as_deref());
     let pinned = state.payloads.bytes_stored().await.unwrap_or(0);
     metric(
         &mut out,

@@ -88,9 +88,29 @@ pub enum ClusterError {
     },
 }
 
+/// Counters for `/metrics`.
+#[derive(Debug, Default)]
+pub struct ClusterStats {
+    pub leader_changes: std::sync::atomic::AtomicU64,
+    pub snapshots_built: std::sync::atomic::AtomicU64,
+    pub snapshots_installed: std::sync::atomic::AtomicU64,
+}
+
+/// What `/metrics` shows of the cluster, as this node sees it.
+#[derive(Debug, Default)]
+pub struct ClusterGauges {
+    pub nodes: usize,
+    pub is_leader: bool,
+    pub term: u64,
+    /// On the leader: each follower's entries behind the leader's log.
+    pub lag_entries: Vec<(u64, u64)>,
+    pub seconds_since_quorum_ack: Option<f64>,
+}
+
 /// A running cluster node: Raft, its RPC server, and the runtime they run on.
 pub struct Cluster {
     pub node_id: u64,
+    pub stats: Arc<ClusterStats>,
     pub config: ClusterConfig,
     raft: Raft<TypeConfig>,
     runtime: Mutex<Option<tokio::runtime::Runtime>>,
@@ -136,8 +156,16 @@ impl Cluster {
         };
         let net =
             Network::new(auth.clone(), limits).map_err(|e| ClusterError::Raft(e.to_string()))?;
-        let sm = StateMachine::open(db, ledger.clone(), on_apply, node_id, net.clone())
-            .map_err(store_err)?;
+        let stats = Arc::new(ClusterStats::default());
+        let sm = StateMachine::open(
+            db,
+            ledger.clone(),
+            on_apply,
+            node_id,
+            net.clone(),
+            stats.clone(),
+        )
+        .map_err(store_err)?;
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .thread_name("medledger-raft")
@@ -187,9 +215,27 @@ impl Cluster {
                 Err(e) => tracing::info!(node_id, error = %e, "cluster already initialized"),
             }
         }
+        // Leader changes, counted from Raft's metrics.
+        let mut watch = raft.metrics();
+        let counted = stats.clone();
+        runtime.spawn(async move {
+            let mut last = watch.borrow().current_leader;
+            while watch.changed().await.is_ok() {
+                let now = watch.borrow().current_leader;
+                if now != last {
+                    if now.is_some() {
+                        counted
+                            .leader_changes
+                            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    }
+                    last = now;
+                }
+            }
+        });
         let handle = runtime.handle().clone();
         Ok(Arc::new(Cluster {
             node_id,
+            stats,
             config,
             raft,
             runtime: Mutex::new(Some(runtime)),
@@ -211,6 +257,29 @@ impl Cluster {
         let m = self.raft.metrics();
         let m = m.borrow();
         m.state == ServerState::Leader && m.current_leader == Some(self.node_id)
+    }
+
+    /// The gauges `/metrics` shows.
+    pub fn gauges(&self) -> ClusterGauges {
+        let m = self.raft.metrics().borrow().clone();
+        let last = m.last_log_index.map_or(0, |i| i + 1);
+        let lag_entries = m
+            .replication
+            .as_ref()
+            .map(|r| {
+                r.iter()
+                    .filter(|(id, _)| **id != self.node_id)
+                    .map(|(id, l)| (*id, last.saturating_sub(l.map_or(0, |l| l.index + 1))))
+                    .collect()
+            })
+            .unwrap_or_default();
+        ClusterGauges {
+            nodes: m.membership_config.membership().nodes().count(),
+            is_leader: m.state == ServerState::Leader,
+            term: m.current_term,
+            lag_entries,
+            seconds_since_quorum_ack: m.millis_since_quorum_ack.map(|ms| ms as f64 / 1000.0),
+        }
     }
 
     /// `GET /v1/cluster`'s body.

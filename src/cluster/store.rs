@@ -311,6 +311,7 @@ pub struct StateMachine {
     node_id: NodeId,
     /// Fetches blocks from peers when a snapshot is installed.
     net: super::network::Network,
+    stats: Arc<super::ClusterStats>,
 }
 
 impl StateMachine {
@@ -320,6 +321,7 @@ impl StateMachine {
         on_apply: Box<dyn Fn() + Send + Sync>,
         node_id: NodeId,
         net: super::network::Network,
+        stats: Arc<super::ClusterStats>,
     ) -> Result<StateMachine, String> {
         let store = LogStore { db: db.clone() };
         Ok(StateMachine {
@@ -330,6 +332,7 @@ impl StateMachine {
             on_apply,
             node_id,
             net,
+            stats,
         })
     }
 
@@ -485,6 +488,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let tip = self.ledger.tip();
         SnapshotBuilder {
             db: self.db.clone(),
+            stats: self.stats.clone(),
             applied: self.applied,
             membership: self.membership.clone(),
             data: SnapshotData {
@@ -528,6 +532,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         self.db
             .put(SNAPSHOT, encode(&stored))
             .map_err(|e| fail(e.to_string()))?;
+        self.stats
+            .snapshots_installed
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         (self.on_apply)();
         Ok(())
     }
@@ -555,6 +562,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
 /// applied log id, the membership and the ledger's tip then.
 pub struct SnapshotBuilder {
     db: Arc<DB>,
+    stats: Arc<super::ClusterStats>,
     applied: Option<LogId<NodeId>>,
     membership: Membership,
     data: SnapshotData,
@@ -582,6 +590,9 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
                 openraft::AnyError::error(e.to_string()),
             )
         })?;
+        self.stats
+            .snapshots_built
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         Ok(Snapshot {
             meta,
             snapshot: Box::new(std::io::Cursor::new(data)),
