@@ -142,6 +142,9 @@ pub fn open_db(dir: &std::path::Path) -> Result<Arc<DB>, rocksdb::Error> {
     opts.create_if_missing(true);
     // Entries are whole blocks, already compact: no compression (its CPU bought nothing).
     opts.set_compression_type(rocksdb::DBCompressionType::None);
+    // Entries live a few hundred blocks before the purge behind a snapshot deletes them:
+    // a memtable that holds them that long flushes tombstones, not the blocks again.
+    opts.set_write_buffer_size(256 << 20);
     opts.set_max_total_wal_size(256 << 20);
     DB::open(&opts, dir).map(Arc::new)
 }
