@@ -10,6 +10,7 @@
 #      the kill to the first acknowledged write through the new leader (p50, p99), the
 #      killed node restarted and caught up; then every acknowledged record is read from
 #      every node and every node's tip compared (lost and divergent counts must be 0).
+#      `bench/cluster.sh 0 0 100` runs only this, with 100 kills.
 #
 # Release build, rate limit off, every address 127.0.0.1, data in a temp dir; every server
 # is stopped when the script exits, also on failure. MEDLEDGER_BIN picks the binary.
@@ -159,7 +160,7 @@ for r in rows:
     rec = r["rps"] * r["records_per_request"]
     load = "one per request, 256 conns" if r["kind"] == "meta" else "batches of 50, 32 conns"
     print(f"| {r['mode']} | {load} | {rec:,.0f} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} | {r['errors_status']} |")
-for kind, name in (("meta", "one per request"), ("batch", "batches of 50")):
+for kind, name in (("meta", "one per request"), ("batch", "batches of 50")) if rows else ():
     s = [r["rps"] * r["records_per_request"] for r in rows if r["mode"] == "single" and r["kind"] == kind]
     c = [r["rps"] * r["records_per_request"] for r in rows if r["mode"] == "cluster" and r["kind"] == kind]
     print(f"\ncluster / single, {name}: {sum(c) / len(c) / (sum(s) / len(s)):.2f} (means of {len(s)} runs each)")

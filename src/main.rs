@@ -51,6 +51,25 @@ enum Command {
         #[arg(long, env = "MEDLEDGER_VIEW_BACKEND", value_enum, default_value_t = BackendArg::Rocksdb)]
         backend: BackendArg,
     },
+    /// Copy a node's data dir (ledger, payload store and keys) to DIR while its server
+    /// runs, then recover and verify the copy. Prints JSON; exit 0 when the copy verifies.
+    Backup {
+        #[arg(long, env = "MEDLEDGER_DATA_DIR", default_value = "medledger-data")]
+        data_dir: PathBuf,
+        /// The backup directory (missing or empty).
+        #[arg(long)]
+        to: PathBuf,
+    },
+    /// Copy a backup into a new data dir and verify it there. Prints JSON; exit 0 when
+    /// it verifies. Start the server on it: the views are rebuilt from the ledger.
+    Restore {
+        /// A directory `medledger backup` wrote.
+        #[arg(long)]
+        from: PathBuf,
+        /// The new data dir (missing or empty).
+        #[arg(long, env = "MEDLEDGER_DATA_DIR")]
+        data_dir: PathBuf,
+    },
     /// Print block headers as JSON lines.
     Blocks {
         #[arg(long, env = "MEDLEDGER_DATA_DIR", default_value = "medledger-data")]
@@ -563,6 +582,10 @@ fn main() -> ExitCode {
             from,
             limit,
         } => cli::blocks::run(&data_dir, from, limit, &mut stdout),
+        Command::Backup { data_dir, to } => cli::backup::run_backup(&data_dir, &to, &mut stdout),
+        Command::Restore { from, data_dir } => {
+            cli::backup::run_restore(&from, &data_dir, &mut stdout)
+        }
         Command::Bench {
             bench: Bench::Ingest(a),
         } => {

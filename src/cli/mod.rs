@@ -1,6 +1,7 @@
 //! The `medledger` subcommands. Each prints JSON on stdout and returns its exit code, so
 //! tests can run them in-process.
 
+pub mod backup;
 pub mod bench_ingest;
 pub mod bench_payloads;
 pub mod bench_rebuild;
