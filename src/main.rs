@@ -113,6 +113,11 @@ enum Command {
         #[arg(long, default_value_t = 1)]
         seed: u64,
     },
+    /// A running cluster's membership (docs/CLUSTER.md), asked of any node.
+    Cluster {
+        #[command(subcommand)]
+        cluster: ClusterCommand,
+    },
     /// IPFS helpers.
     Ipfs {
         #[command(subcommand)]
@@ -157,6 +162,50 @@ enum IpfsCommand {
         /// The server's data dir (its secret mints the request's token).
         #[arg(long, env = "MEDLEDGER_DATA_DIR", default_value = "medledger-data")]
         data_dir: PathBuf,
+    },
+}
+
+#[derive(Args)]
+struct ClusterTarget {
+    /// Any node's public address.
+    #[arg(long, default_value = "http://127.0.0.1:8080")]
+    url: String,
+    /// A node's data dir (its JWT secret mints the request's admin token).
+    #[arg(long, env = "MEDLEDGER_DATA_DIR", default_value = "medledger-data")]
+    data_dir: PathBuf,
+}
+
+#[derive(Subcommand)]
+enum ClusterCommand {
+    /// The cluster as the node sees it: leader, term, nodes, roles, lag (JSON).
+    Status(ClusterTarget),
+    /// Add a node as a learner; returns once it has caught up (by snapshot, then log).
+    /// Start it first with a cluster file that lists it (and the same secret).
+    AddLearner {
+        #[command(flatten)]
+        target: ClusterTarget,
+        #[arg(long)]
+        id: u64,
+        /// Its node-to-node address.
+        #[arg(long)]
+        raft: std::net::SocketAddr,
+        /// Its public address.
+        #[arg(long)]
+        http: std::net::SocketAddr,
+    },
+    /// Make a learner a voter.
+    Promote {
+        #[command(flatten)]
+        target: ClusterTarget,
+        #[arg(long)]
+        id: u64,
+    },
+    /// Remove a node from the voters and the cluster.
+    Remove {
+        #[command(flatten)]
+        target: ClusterTarget,
+        #[arg(long)]
+        id: u64,
     },
 }
 
@@ -582,6 +631,21 @@ fn main() -> ExitCode {
             from,
             limit,
         } => cli::blocks::run(&data_dir, from, limit, &mut stdout),
+        Command::Cluster { cluster } => {
+            use medledger::cli::cluster::{run, Action};
+            let (t, action) = match cluster {
+                ClusterCommand::Status(t) => (t, Action::Status),
+                ClusterCommand::AddLearner {
+                    target,
+                    id,
+                    raft,
+                    http,
+                } => (target, Action::AddLearner { id, raft, http }),
+                ClusterCommand::Promote { target, id } => (target, Action::Promote(id)),
+                ClusterCommand::Remove { target, id } => (target, Action::Remove(id)),
+            };
+            run(&t.url, &t.data_dir, action, &mut stdout)
+        }
         Command::Backup { data_dir, to } => cli::backup::run_backup(&data_dir, &to, &mut stdout),
         Command::Restore { from, data_dir } => {
             cli::backup::run_restore(&from, &data_dir, &mut stdout)

@@ -90,6 +90,8 @@ fn code_of(text: &str) -> String {
 /// What a cell expects: a status, and for lists whether r-1 is in the answer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Cell {
+    /// 409 `not_a_cluster`: allowed, but this server runs as one node.
+    NotACluster,
     Ok,
     OkWithout,
     Created,
@@ -105,6 +107,7 @@ fn check(route: &str, who: Who, expected: Cell, status: StatusCode, body: &str) 
         StatusCode::CREATED => Cell::Created,
         StatusCode::FORBIDDEN if code_of(body) == "forbidden" => Cell::Forbidden,
         StatusCode::UNAUTHORIZED if code_of(body) == "unauthorized" => Cell::Unauthorized,
+        StatusCode::CONFLICT if code_of(body) == "not_a_cluster" => Cell::NotACluster,
         other => panic!("{route} as {who:?}: unexpected {other}: {body}"),
     };
     assert_eq!(got, expected, "{route} as {who:?}: {status} {body}");
@@ -455,7 +458,12 @@ const MORE_ROUTES: &[(&str, &str)] = &[
 /// it is added to one of the two matrices.
 #[actix_web::test]
 async fn every_route_with_a_token_is_in_the_matrix() {
-    let mut covered: Vec<(&str, &str)> = MATRIX_ROUTES.iter().chain(MORE_ROUTES).copied().collect();
+    let mut covered: Vec<(&str, &str)> = MATRIX_ROUTES
+        .iter()
+        .chain(MORE_ROUTES)
+        .chain(CLUSTER_ROUTES)
+        .copied()
+        .collect();
     covered.sort_unstable();
     let mut needed: Vec<(&str, &str)> = medledger::api::ROUTES
         .iter()
@@ -467,6 +475,47 @@ async fn every_route_with_a_token_is_in_the_matrix() {
         covered, needed,
         "routes with a token vs the matrices' routes"
     );
+}
+
+/// The routes `cluster_membership_cells` exercises.
+const CLUSTER_ROUTES: &[(&str, &str)] = &[
+    ("post", "/v1/cluster/learners"),
+    ("post", "/v1/cluster/voters"),
+];
+
+/// Membership changes are for admins alone (on one node they are refused as such; the
+/// cluster tests change a real cluster's membership).
+#[actix_web::test]
+async fn cluster_membership_cells() {
+    use Cell::*;
+    let env = Env::new();
+    let svc = test::init_service(app(env.core.state.clone())).await;
+    let bodies = [
+        (
+            "/v1/cluster/learners",
+            json!({"id": 4, "raft": "127.0.0.1:7104", "http": "127.0.0.1:8104"}),
+        ),
+        ("/v1/cluster/voters", json!({"voters": [1, 2, 4]})),
+    ];
+    for (route, body) in bodies {
+        let cells = [
+            Forbidden,
+            Forbidden,
+            Forbidden,
+            Forbidden,
+            Forbidden,
+            Forbidden,
+            Forbidden,
+            Forbidden,
+            NotACluster,
+            Unauthorized,
+        ];
+        for (who, expected) in EVERYONE.into_iter().zip(cells) {
+            let req = test::TestRequest::post().uri(route).set_json(body.clone());
+            let (s, b) = send!(&svc, env, who, req);
+            check(route, who, expected, s, &b);
+        }
+    }
 }
 
 #[actix_web::test]

@@ -4,7 +4,7 @@
 //! under load: every acknowledged record is readable afterwards from every node, a new
 //! leader takes writes, and the killed node rejoins and catches up.
 
-use std::collections::HashSet;
+use std::collections::{BTreeSet, HashSet};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -19,12 +19,16 @@ use common::server::{free_port, request, token, Running};
 
 struct Node {
     id: u64,
+    raft: SocketAddr,
     http: SocketAddr,
     dir: PathBuf,
+    /// The cluster file it is started with.
+    file: PathBuf,
 }
 
 struct Cluster {
     _root: tempfile::TempDir,
+    /// The first nodes' cluster file.
     file: PathBuf,
     nodes: Vec<Node>,
 }
@@ -34,15 +38,22 @@ impl Cluster {
         let root = tempfile::tempdir().unwrap();
         let mut text = String::from("cluster_id = \"test-cluster\"\n");
         let mut nodes = Vec::new();
+        let file = root.path().join("cluster.toml");
         for id in 1..=n {
             let (raft, http) = (free_port(), free_port());
             text.push_str(&format!(
                 "[[node]]\nid = {id}\nraft = \"{raft}\"\nhttp = \"{http}\"\n"
             ));
             let dir = root.path().join(format!("node-{id}"));
-            nodes.push(Node { id, http, dir });
+            let file = file.clone();
+            nodes.push(Node {
+                id,
+                raft,
+                http,
+                dir,
+                file,
+            });
         }
-        let file = root.path().join("cluster.toml");
         std::fs::write(&file, text).unwrap();
         Cluster {
             _root: root,
@@ -55,7 +66,7 @@ impl Cluster {
         let node = &self.nodes[i];
         let mut child = Command::new(env!("CARGO_BIN_EXE_medledger"))
             .args(["serve", "--cluster"])
-            .arg(&self.file)
+            .arg(&node.file)
             .args(["--node-id", &node.id.to_string(), "--data-dir"])
             .arg(&node.dir)
             .args(["--workers", "1", "--rate-limit-per-sec", "0"])
@@ -73,6 +84,28 @@ impl Cluster {
         let _ = child.kill();
         let _ = child.wait();
         panic!("node {} did not come up", node.id);
+    }
+
+    /// A node more: its own cluster file lists the others and itself (same directory, so
+    /// the same secret); it is not the lowest id, so it waits to be added.
+    fn add_node(&mut self) -> usize {
+        let id = self.nodes.len() as u64 + 1;
+        let (raft, http) = (free_port(), free_port());
+        let mut text = std::fs::read_to_string(&self.file).unwrap();
+        text.push_str(&format!(
+            "[[node]]\nid = {id}\nraft = \"{raft}\"\nhttp = \"{http}\"\n"
+        ));
+        let file = self.file.with_file_name(format!("cluster-{id}.toml"));
+        std::fs::write(&file, text).unwrap();
+        let dir = self.file.with_file_name(format!("node-{id}"));
+        self.nodes.push(Node {
+            id,
+            raft,
+            http,
+            dir,
+            file,
+        });
+        self.nodes.len() - 1
     }
 
     /// Waits until a node names a leader; returns its index in `nodes`.
@@ -471,4 +504,110 @@ fn raft_messages_without_the_cluster_secret_are_refused() {
         assert_eq!((s, b["error"]["code"].as_str()), (403, Some(code)), "{b}");
     }
     core.close();
+}
+
+#[test]
+fn a_node_is_added_promoted_and_another_removed_without_downtime() {
+    let mut c = Cluster::new(3);
+    let mut procs: Vec<Option<Running>> = (0..3).map(|i| Some(Running(c.spawn(i)))).collect();
+    let admin = mint(&c.nodes[0].dir, "admin", "root");
+    let dr = mint(&c.nodes[0].dir, "clinician", "dr-1");
+    let leader = c.leader(&admin, &[0, 1, 2]);
+    let mut acked = Vec::new();
+    for i in 0..40 {
+        let id = format!("r-{i}");
+        assert_eq!(create(&c, c.nodes[leader].http, &dr, &id).0, 201);
+        acked.push(id);
+    }
+    let new = c.add_node();
+    procs.push(Some(Running(c.spawn(new))));
+    let cli = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_medledger"))
+            .args(args)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        let json: Value = serde_json::from_str(text.trim()).unwrap_or(Value::Null);
+        (
+            out.status.code(),
+            json,
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
+    };
+    // Asked of a follower: the change follows the 307 to the leader.
+    let follower = (leader + 1) % 3;
+    let url = format!("http://{}", c.nodes[follower].http);
+    let dir = c.nodes[follower].dir.to_str().unwrap().to_owned();
+    let (raft, http) = (c.nodes[new].raft.to_string(), c.nodes[new].http.to_string());
+    let (code, status, err) = cli(&[
+        "cluster",
+        "add-learner",
+        "--url",
+        &url,
+        "--data-dir",
+        &dir,
+        "--id",
+        "4",
+        "--raft",
+        &raft,
+        "--http",
+        &http,
+    ]);
+    assert_eq!(code, Some(0), "{status} {err}");
+    let roles: Vec<_> = status["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| {
+            (
+                n["id"].as_u64().unwrap(),
+                n["role"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert!(roles.contains(&(4, "learner".into())), "{status}");
+    let (code, status, err) = cli(&[
+        "cluster",
+        "promote",
+        "--url",
+        &url,
+        "--data-dir",
+        &dir,
+        "--id",
+        "4",
+    ]);
+    assert_eq!(code, Some(0), "{status} {err}");
+    // The follower leaves: the voters are the other two and the new node.
+    let gone = c.nodes[follower].id.to_string();
+    let (code, status, err) = cli(&[
+        "cluster",
+        "remove",
+        "--url",
+        &format!("http://{}", c.nodes[leader].http),
+        "--data-dir",
+        &dir,
+        "--id",
+        &gone,
+    ]);
+    assert_eq!(code, Some(0), "{status} {err}");
+    let ids: BTreeSet<u64> = status["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["id"].as_u64().unwrap())
+        .collect();
+    assert!(
+        !ids.contains(&c.nodes[follower].id) && ids.contains(&4),
+        "{status}"
+    );
+    procs[follower] = None; // stopped: the cluster no longer needs it
+    let rest: Vec<usize> = (0..4).filter(|&i| i != follower).collect();
+    for i in 0..20 {
+        let id = format!("r-after-{i}");
+        let (s, b) = create(&c, c.nodes[new].http, &dr, &id);
+        assert_eq!(s, 201, "{b}");
+        acked.push(id);
+    }
+    let height = converge(&c, &admin, &rest, 0);
+    assert_readable(c.nodes[new].http, &dr, &acked, height);
 }

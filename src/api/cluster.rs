@@ -3,6 +3,7 @@
 
 use actix_web::http::{header, Method, StatusCode};
 use actix_web::{web, HttpResponse, ResponseError};
+use serde::Deserialize;
 use serde_json::json;
 
 use super::auth::Caller;
@@ -26,6 +27,94 @@ pub async fn status(state: Data, caller: Caller) -> Result<HttpResponse, ApiErro
         None => json!({"cluster_id": null, "node_id": null, "leader_id": null, "term": null,
             "nodes": [], "committed_height": height, "applied_height": views}),
     }))
+}
+
+/// Refuses a membership change unless the caller is an admin and this is a cluster.
+fn cluster_admin<'a>(
+    state: &'a AppState,
+    caller: &Caller,
+) -> Result<&'a crate::cluster::Cluster, ApiError> {
+    if caller.role() != super::auth::Role::Admin {
+        return Err(ApiError::forbidden(
+            "only admins may change the cluster's membership",
+        ));
+    }
+    state.cluster.as_deref().ok_or_else(|| {
+        ApiError::new(
+            StatusCode::CONFLICT,
+            "not_a_cluster",
+            "this server runs as one node (start it with --cluster)",
+        )
+    })
+}
+
+fn membership_error(e: String) -> ApiError {
+    ApiError::new(StatusCode::CONFLICT, "membership_refused", e)
+}
+
+/// A node to add: its id and addresses (as in the cluster file).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewNode {
+    id: u64,
+    raft: std::net::SocketAddr,
+    http: std::net::SocketAddr,
+}
+
+/// `POST /v1/cluster/learners` (admins, on the leader): adds a node as a learner and
+/// answers once it has caught up (by snapshot, then log); it does not vote yet.
+pub async fn add_learner(
+    state: Data,
+    caller: Caller,
+    body: web::Json<NewNode>,
+) -> Result<HttpResponse, ApiError> {
+    let cluster = cluster_admin(&state, &caller)?;
+    if body.id == 0 {
+        return Err(ApiError::bad_request(
+            "invalid_field",
+            "node ids start at 1",
+        ));
+    }
+    let node = crate::cluster::ClusterNode {
+        raft: body.raft.to_string(),
+        http: body.http.to_string(),
+    };
+    cluster
+        .add_learner(body.id, node)
+        .await
+        .map_err(membership_error)?;
+    Ok(HttpResponse::Ok()
+        .json(cluster.status(state.ledger.tip().height, state.projector.applied_height())))
+}
+
+/// The voters a membership change leaves.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Voters {
+    voters: std::collections::BTreeSet<u64>,
+}
+
+/// `POST /v1/cluster/voters` (admins, on the leader): makes exactly these nodes the voters
+/// (promote a learner by listing it; remove a node by leaving it out).
+pub async fn set_voters(
+    state: Data,
+    caller: Caller,
+    body: web::Json<Voters>,
+) -> Result<HttpResponse, ApiError> {
+    let cluster = cluster_admin(&state, &caller)?;
+    if body.voters.is_empty() || body.voters.len() > crate::cluster::config::NODES_MAX {
+        return Err(ApiError::bad_request(
+            "invalid_field",
+            format!(
+                "a cluster has 1 to {} voters",
+                crate::cluster::config::NODES_MAX
+            ),
+        ));
+    }
+    let voters = body.into_inner().voters;
+    cluster.set_voters(voters).await.map_err(membership_error)?;
+    Ok(HttpResponse::Ok()
+        .json(cluster.status(state.ledger.tip().height, state.projector.applied_height())))
 }
 
 /// For a write (any method but GET, HEAD and OPTIONS under `/v1/`) that reaches a node

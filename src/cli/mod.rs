@@ -6,6 +6,7 @@ pub mod bench_ingest;
 pub mod bench_payloads;
 pub mod bench_rebuild;
 pub mod blocks;
+pub mod cluster;
 pub mod config_file;
 pub mod fixtures;
 pub mod ipfs;

@@ -61,6 +61,9 @@ pub const SNAPSHOT_EVERY_ENTRIES: u64 = 256;
 /// up by installing the snapshot (fetching blocks from a ledger) instead.
 pub const LOG_KEPT_ENTRIES: u64 = 64;
 
+/// The longest a membership change waits (a learner's catch-up included).
+pub const MEMBERSHIP_WAIT: Duration = Duration::from_secs(120);
+
 /// The subdirectory of the data dir holding the Raft log and vote.
 pub const RAFT_DIR: &str = "raft";
 
@@ -244,12 +247,54 @@ impl Cluster {
         }))
     }
 
-    /// The leader this node knows of, with its public HTTP address.
-    pub fn leader(&self) -> Option<(u64, Option<std::net::SocketAddr>)> {
+    /// The leader this node knows of, with its public HTTP address (from the membership
+    /// Raft holds, which may have grown beyond the cluster file).
+    pub fn leader(&self) -> Option<(u64, Option<String>)> {
         let m = self.raft.metrics();
         let m = m.borrow();
         let id = m.current_leader?;
-        Some((id, self.config.nodes.get(&id).map(|a| a.http)))
+        let http = m
+            .membership_config
+            .membership()
+            .get_node(&id)
+            .map(|n| n.http.clone());
+        Some((id, http))
+    }
+
+    /// Adds `id` as a learner and waits until it has caught up (by log or snapshot);
+    /// on the leader only.
+    pub async fn add_learner(&self, id: u64, node: ClusterNode) -> Result<(), String> {
+        let raft = self.raft.clone();
+        let job = self
+            .handle
+            .spawn(async move { raft.add_learner(id, node, true).await });
+        match tokio::time::timeout(MEMBERSHIP_WAIT, job).await {
+            Ok(Ok(Ok(_))) => Ok(()),
+            Ok(Ok(Err(e))) => Err(e.to_string()),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(_) => Err(format!(
+                "node {id} did not catch up within {} s; it stays a learner and keeps catching up",
+                MEMBERSHIP_WAIT.as_secs()
+            )),
+        }
+    }
+
+    /// Makes `voters` the voters (joint consensus, then the new set); a voter left out is
+    /// removed from the cluster. Every id must be a member already (add it as a learner).
+    pub async fn set_voters(&self, voters: BTreeSet<u64>) -> Result<(), String> {
+        let raft = self.raft.clone();
+        let job = self
+            .handle
+            .spawn(async move { raft.change_membership(voters, false).await });
+        match tokio::time::timeout(MEMBERSHIP_WAIT, job).await {
+            Ok(Ok(Ok(_))) => Ok(()),
+            Ok(Ok(Err(e))) => Err(e.to_string()),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(_) => Err(format!(
+                "the membership change did not commit within {} s",
+                MEMBERSHIP_WAIT.as_secs()
+            )),
+        }
     }
 
     /// Whether this node leads (writes are taken here).
@@ -285,11 +330,10 @@ impl Cluster {
     /// `GET /v1/cluster`'s body.
     pub fn status(&self, ledger_height: u64, views_height: u64) -> serde_json::Value {
         let m = self.raft.metrics().borrow().clone();
-        let voters: BTreeSet<u64> = m.membership_config.membership().voter_ids().collect();
-        let nodes: Vec<_> = self
-            .config
-            .nodes
-            .iter()
+        let membership = m.membership_config.membership();
+        let voters: BTreeSet<u64> = membership.voter_ids().collect();
+        let nodes: Vec<_> = membership
+            .nodes()
             .map(|(id, a)| {
                 let role = if m.current_leader == Some(*id) {
                     "leader"
@@ -298,7 +342,8 @@ impl Cluster {
                 } else {
                     "learner"
                 };
-                let mut n = serde_json::json!({"id": id, "role": role, "http": a.http.to_string()});
+                let mut n =
+                    serde_json::json!({"id": id, "role": role, "http": a.http, "raft": a.raft});
                 if *id == self.node_id {
                     n["committed_height"] = ledger_height.into();
                     n["applied_height"] = views_height.into();
