@@ -166,5 +166,6 @@ for kind, name in (("meta", "one per request"), ("batch", "batches of 50")) if r
     print(f"\ncluster / single, {name}: {sum(c) / len(c) / (sum(s) / len(s)):.2f} (means of {len(s)} runs each)")
 print(f"\nfailover over {fo['kills']} leader kills: p50 {fo['failover_p50_ms']} ms, p99 {fo['failover_p99_ms']} ms, "
       f"max {fo['failover_max_ms']} ms; restarted node caught up in p50 {fo['catchup_p50_ms']} ms; "
-      f"{fo['acked']} records acknowledged, {fo['lost']} lost, {fo['divergent']} divergent heights")
+      f"{fo['acked']} records acknowledged, {fo['lost']} lost, {fo['divergent']} divergent heights; "
+      f"{fo['amendments']} amendments, {fo['version_reads']} version reads, {fo['version_regressions']} regressions")
 PY

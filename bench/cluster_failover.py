@@ -10,10 +10,16 @@ records through the other nodes (following 307s); the time from the kill to the 
 namespaces, root) are done by tests/cluster_partition.rs; here PARTITIONS must be 0.
 At the end every acknowledged record must be readable on every node, and every node must
 have the same tip: a line of JSON with the counts, and a Markdown summary.
+
+A history check runs beside: every 4th write amends the writer's own record (with its
+expected version), and a reader reads acknowledged versions back from random live nodes
+with `min_height` set to the write's height: a version older than one acknowledged at
+or below that height is a regression (counted; must be 0).
 """
 import http.client
 import json
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -96,31 +102,78 @@ def main():
     stop = threading.Event()
     counter = [0]
 
+    versions = []  # (record id, version, height) of every acknowledged amendment
+    own = {}  # writer -> (record id, its last acknowledged version)
+
+    def post(at, path, body):
+        for _ in range(3):
+            s, b = request(at, "POST", path, dr, body, timeout=8)
+            if s == 307:
+                at = b["error"]["details"]["location"][len("http://"):].split("/")[0]
+                continue
+            return s, b
+        return s, b
+
     def writer(w):
         while not stop.is_set():
             with lock:
                 counter[0] += 1
                 n = counter[0]
+            targets = [i for i in nodes if procs[i].poll() is None]
+            at = nodes[targets[n % len(targets)]]["http"]
+            if n % 4 == 0 and w in own:
+                rid, version = own[w]
+                body = json.dumps({"reason": "amended", "metadata": {"n": n},
+                                   "expected_version": version})
+                s, b = post(at, f"/v1/records/{rid}/amendments", body)
+                if s == 201:
+                    with lock:
+                        own[w] = (rid, b["version"])
+                        versions.append((rid, b["version"], b["height"]))
+                elif s == 409:
+                    # An unknown outcome that did land: learn the version from a read.
+                    s2, r = request(at, "GET", f"/v1/records/{rid}", dr)
+                    if s2 == 200:
+                        own[w] = (rid, r.get("version", version))
+                    time.sleep(0.01)
+                else:
+                    time.sleep(0.01)
+                continue
             rid = f"fo-{w}-{n}"
             body = json.dumps({"record_id": rid, "patient_id": f"p-{w}", "hospital_id": "h-1",
                                "record_type": "note", "metadata": {"t": "x"}})
-            targets = [i for i in nodes if procs[i].poll() is None]
-            at = nodes[targets[n % len(targets)]]["http"]
-            for _ in range(3):
-                s, b = request(at, "POST", "/v1/records", dr, body, timeout=8)
-                if s == 307:
-                    at = b["error"]["details"]["location"][len("http://"):].split("/")[0]
-                    continue
-                break
+            s, b = post(at, "/v1/records", body)
             if s == 201:
                 with lock:
                     acked.append(rid)
+                    own.setdefault(w, (rid, 1))
                     if first_ok[0] is None:
                         first_ok[0] = time.monotonic()
             else:
                 time.sleep(0.01)
 
+    regressions = [0]
+    checked = [0]
+
+    def reader():
+        while not stop.is_set():
+            with lock:
+                sample = random.choice(versions) if versions else None
+            live = [i for i in nodes if procs[i].poll() is None]
+            if sample is None or not live:
+                time.sleep(0.01)
+                continue
+            rid, version, height = sample
+            s, r = request(nodes[random.choice(live)]["http"], "GET",
+                           f"/v1/records/{rid}?min_height={height}", dr, timeout=8)
+            if s == 200:
+                checked[0] += 1
+                if r.get("version", 0) < version:
+                    regressions[0] += 1
+            time.sleep(0.005)
+
     threads = [threading.Thread(target=writer, args=(w,), daemon=True) for w in range(4)]
+    threads.append(threading.Thread(target=reader, daemon=True))
     for t in threads:
         t.start()
     failovers, divergent, catchups = [], 0, []
@@ -174,13 +227,21 @@ def main():
         p.wait()
     f = sorted(failovers)
     pct = lambda q: f[min(len(f) - 1, int(q * len(f)))] * 1000 if f else 0
+    # Every node ends with each amended record at least at its last acknowledged version.
+    for rid, version, _ in versions:
+        for i in nodes:
+            s, r = request(nodes[i]["http"], "GET", f"/v1/records/{rid}?min_height={height}", dr)
+            if s != 200 or r.get("version", 0) < version:
+                regressions[0] += 1
     result = {"kills": kills, "acked": len(acked), "lost": lost, "divergent": divergent,
+              "amendments": len(versions), "version_reads": checked[0],
+              "version_regressions": regressions[0],
               "failover_p50_ms": round(pct(0.5), 1), "failover_p99_ms": round(pct(0.99), 1),
               "failover_max_ms": round(max(f) * 1000, 1) if f else 0,
               "catchup_p50_ms": round(sorted(catchups)[len(catchups) // 2] * 1000, 1) if catchups else 0,
               "height": height}
     print("FAILOVERJSON " + json.dumps(result))
-    sys.exit(1 if lost or divergent else 0)
+    sys.exit(1 if lost or divergent or regressions[0] else 0)
 
 
 if __name__ == "__main__":

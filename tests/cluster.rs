@@ -4,7 +4,7 @@
 //! under load: every acknowledged record is readable afterwards from every node, a new
 //! leader takes writes, and the killed node rejoins and catches up.
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::{BTreeMap, HashSet};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 mod common;
-use common::server::{free_port, request, token, Running};
+use common::server::{free_port, request, token, wait_healthy, Running};
 
 struct Node {
     id: u64,
@@ -64,7 +64,7 @@ impl Cluster {
 
     fn spawn(&self, i: usize) -> Child {
         let node = &self.nodes[i];
-        let mut child = Command::new(env!("CARGO_BIN_EXE_medledger"))
+        let child = Command::new(env!("CARGO_BIN_EXE_medledger"))
             .args(["serve", "--cluster"])
             .arg(&node.file)
             .args(["--node-id", &node.id.to_string(), "--data-dir"])
@@ -74,16 +74,7 @@ impl Cluster {
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while Instant::now() < deadline {
-            if let Ok((200, _)) = request(node.http, "GET", "/healthz", None, None) {
-                return child;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = child.kill();
-        let _ = child.wait();
-        panic!("node {} did not come up", node.id);
+        wait_healthy(child, node.http)
     }
 
     /// A node more: its own cluster file lists the others and itself (same directory, so
@@ -521,83 +512,61 @@ fn a_node_is_added_promoted_and_another_removed_without_downtime() {
     }
     let new = c.add_node();
     procs.push(Some(Running(c.spawn(new))));
-    let cli = |args: &[&str]| {
+    // One membership command against `url`; its status JSON (exit 0 asserted).
+    let dir = c.nodes[(leader + 1) % 3].dir.to_str().unwrap().to_owned();
+    let change = |action: &str, url: String, extra: &[&str]| -> Value {
         let out = Command::new(env!("CARGO_BIN_EXE_medledger"))
-            .args(args)
+            .args(["cluster", action, "--url", &url, "--data-dir", &dir])
+            .args(extra)
             .output()
             .unwrap();
-        let text = String::from_utf8_lossy(&out.stdout).to_string();
-        let json: Value = serde_json::from_str(text.trim()).unwrap_or(Value::Null);
-        (
-            out.status.code(),
-            json,
-            String::from_utf8_lossy(&out.stderr).to_string(),
-        )
+        let status: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "{action}: {status} {err}");
+        status
+    };
+    let roles = |status: &Value| -> BTreeMap<u64, String> {
+        let nodes = status["nodes"].as_array().unwrap();
+        nodes
+            .iter()
+            .map(|n| {
+                (
+                    n["id"].as_u64().unwrap(),
+                    n["role"].as_str().unwrap().to_owned(),
+                )
+            })
+            .collect()
     };
     // Asked of a follower: the change follows the 307 to the leader.
     let follower = (leader + 1) % 3;
-    let url = format!("http://{}", c.nodes[follower].http);
-    let dir = c.nodes[follower].dir.to_str().unwrap().to_owned();
+    let at_follower = format!("http://{}", c.nodes[follower].http);
     let (raft, http) = (c.nodes[new].raft.to_string(), c.nodes[new].http.to_string());
-    let (code, status, err) = cli(&[
-        "cluster",
+    let status = change(
         "add-learner",
-        "--url",
-        &url,
-        "--data-dir",
-        &dir,
-        "--id",
-        "4",
-        "--raft",
-        &raft,
-        "--http",
-        &http,
-    ]);
-    assert_eq!(code, Some(0), "{status} {err}");
-    let roles: Vec<_> = status["nodes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|n| {
-            (
-                n["id"].as_u64().unwrap(),
-                n["role"].as_str().unwrap().to_owned(),
-            )
-        })
-        .collect();
-    assert!(roles.contains(&(4, "learner".into())), "{status}");
-    let (code, status, err) = cli(&[
-        "cluster",
-        "promote",
-        "--url",
-        &url,
-        "--data-dir",
-        &dir,
-        "--id",
-        "4",
-    ]);
-    assert_eq!(code, Some(0), "{status} {err}");
+        at_follower.clone(),
+        &["--id", "4", "--raft", &raft, "--http", &http],
+    );
+    assert_eq!(
+        roles(&status).get(&4).map(String::as_str),
+        Some("learner"),
+        "{status}"
+    );
+    let status = change("promote", at_follower, &["--id", "4"]);
+    assert_eq!(
+        roles(&status).get(&4).map(String::as_str),
+        Some("follower"),
+        "{status}"
+    );
     // The follower leaves: the voters are the other two and the new node.
     let gone = c.nodes[follower].id.to_string();
-    let (code, status, err) = cli(&[
-        "cluster",
+    let status = change(
         "remove",
-        "--url",
-        &format!("http://{}", c.nodes[leader].http),
-        "--data-dir",
-        &dir,
-        "--id",
-        &gone,
-    ]);
-    assert_eq!(code, Some(0), "{status} {err}");
-    let ids: BTreeSet<u64> = status["nodes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|n| n["id"].as_u64().unwrap())
-        .collect();
+        format!("http://{}", c.nodes[leader].http),
+        &["--id", &gone],
+    );
+    let after = roles(&status);
     assert!(
-        !ids.contains(&c.nodes[follower].id) && ids.contains(&4),
+        !after.contains_key(&c.nodes[follower].id) && after.contains_key(&4),
         "{status}"
     );
     procs[follower] = None; // stopped: the cluster no longer needs it

@@ -15,7 +15,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 mod common;
-use common::server::{request, token, Running};
+use common::server::{request, token, wait_healthy, Running};
 
 fn ip(args: &[&str]) {
     let out = Command::new("ip")
@@ -126,7 +126,7 @@ impl Drop for Net {
 }
 
 fn spawn(net: &Net, file: &PathBuf, dir: &PathBuf, n: u32) -> Child {
-    let mut child = Command::new("ip")
+    let child = Command::new("ip")
         .args(["netns", "exec", &net.ns(n), env!("CARGO_BIN_EXE_medledger")])
         .args(["serve", "--cluster"])
         .arg(file)
@@ -137,16 +137,7 @@ fn spawn(net: &Net, file: &PathBuf, dir: &PathBuf, n: u32) -> Child {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while Instant::now() < deadline {
-        if let Ok((200, _)) = request(net.http_addr(n), "GET", "/healthz", None, None) {
-            return child;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let _ = child.kill();
-    let _ = child.wait();
-    panic!("node {n} did not come up");
+    wait_healthy(child, net.http_addr(n))
 }
 
 fn body(id: &str) -> String {

@@ -265,35 +265,38 @@ impl Cluster {
     /// on the leader only.
     pub async fn add_learner(&self, id: u64, node: ClusterNode) -> Result<(), String> {
         let raft = self.raft.clone();
-        let job = self
-            .handle
-            .spawn(async move { raft.add_learner(id, node, true).await });
-        match tokio::time::timeout(MEMBERSHIP_WAIT, job).await {
-            Ok(Ok(Ok(_))) => Ok(()),
-            Ok(Ok(Err(e))) => Err(e.to_string()),
-            Ok(Err(e)) => Err(e.to_string()),
-            Err(_) => Err(format!(
-                "node {id} did not catch up within {} s; it stays a learner and keeps catching up",
-                MEMBERSHIP_WAIT.as_secs()
-            )),
-        }
+        self.membership_change(async move { raft.add_learner(id, node, true).await })
+            .await
+            .map_err(|e| {
+                e.unwrap_or_else(|| {
+                    format!("node {id} did not catch up in time; it stays a learner and goes on")
+                })
+            })
     }
 
     /// Makes `voters` the voters (joint consensus, then the new set); a voter left out is
     /// removed from the cluster. Every id must be a member already (add it as a learner).
     pub async fn set_voters(&self, voters: BTreeSet<u64>) -> Result<(), String> {
         let raft = self.raft.clone();
-        let job = self
-            .handle
-            .spawn(async move { raft.change_membership(voters, false).await });
+        self.membership_change(async move { raft.change_membership(voters, false).await })
+            .await
+            .map_err(|e| e.unwrap_or_else(|| "the change did not commit in time".into()))
+    }
+
+    /// Runs a membership change on Raft's runtime for at most [`MEMBERSHIP_WAIT`]; the
+    /// error is Raft's (Some) or the wait's end (None).
+    async fn membership_change<F, T, E>(&self, change: F) -> Result<(), Option<String>>
+    where
+        F: std::future::Future<Output = Result<T, E>> + Send + 'static,
+        T: Send + 'static,
+        E: std::fmt::Display + Send + 'static,
+    {
+        let job = self.handle.spawn(change);
         match tokio::time::timeout(MEMBERSHIP_WAIT, job).await {
             Ok(Ok(Ok(_))) => Ok(()),
-            Ok(Ok(Err(e))) => Err(e.to_string()),
-            Ok(Err(e)) => Err(e.to_string()),
-            Err(_) => Err(format!(
-                "the membership change did not commit within {} s",
-                MEMBERSHIP_WAIT.as_secs()
-            )),
+            Ok(Ok(Err(e))) => Err(Some(e.to_string())),
+            Ok(Err(e)) => Err(Some(e.to_string())),
+            Err(_) => Err(None),
         }
     }
 
@@ -388,6 +391,21 @@ impl Cluster {
                 rpc.stop();
             }
             rt.shutdown_timeout(Duration::from_secs(2));
+        }
+    }
+}
+
+impl Drop for Cluster {
+    /// A cluster dropped without [`Cluster::shutdown`] (a start that failed later on)
+    /// stops its runtime without blocking: it may be dropped inside async code.
+    fn drop(&mut self) {
+        let rt = self
+            .runtime
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some(rt) = rt {
+            rt.shutdown_background();
         }
     }
 }

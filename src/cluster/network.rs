@@ -307,45 +307,61 @@ fn octets<T: Serialize>(v: &T) -> HttpResponse {
         .body(encode(v))
 }
 
-async fn append(req: HttpRequest, body: web::Bytes, st: web::Data<RpcState>) -> HttpResponse {
-    if let Err(code) = st.auth.check(&req, APPEND, &body) {
-        return refused(code);
+/// Why a request was not admitted.
+enum Refusal {
+    /// Another cluster, another genesis, or a bad MAC (the code).
+    Peer(&'static str),
+    /// The body does not decode.
+    Body(String),
+}
+
+impl Refusal {
+    fn response(self) -> HttpResponse {
+        match self {
+            Refusal::Peer(code) => refused(code),
+            Refusal::Body(e) => bad_body(e),
+        }
     }
-    match decode::<AppendEntriesRequest<TypeConfig>>(&body) {
+}
+
+/// A request after its route's checks: the MAC and headers, then the body's decoding.
+fn admitted<T: DeserializeOwned>(
+    req: &HttpRequest,
+    route: &str,
+    body: &[u8],
+    st: &RpcState,
+) -> Result<T, Refusal> {
+    st.auth.check(req, route, body).map_err(Refusal::Peer)?;
+    decode(body).map_err(Refusal::Body)
+}
+
+async fn append(req: HttpRequest, body: web::Bytes, st: web::Data<RpcState>) -> HttpResponse {
+    match admitted::<AppendEntriesRequest<TypeConfig>>(&req, APPEND, &body, &st) {
         Ok(rpc) => octets(&st.raft.append_entries(rpc).await),
-        Err(e) => bad_body(e),
+        Err(refusal) => refusal.response(),
     }
 }
 
 async fn vote(req: HttpRequest, body: web::Bytes, st: web::Data<RpcState>) -> HttpResponse {
-    if let Err(code) = st.auth.check(&req, VOTE, &body) {
-        return refused(code);
-    }
-    match decode::<VoteRequest<NodeId>>(&body) {
+    match admitted::<VoteRequest<NodeId>>(&req, VOTE, &body, &st) {
         Ok(rpc) => octets(&st.raft.vote(rpc).await),
-        Err(e) => bad_body(e),
+        Err(refusal) => refusal.response(),
     }
 }
 
 async fn snapshot(req: HttpRequest, body: web::Bytes, st: web::Data<RpcState>) -> HttpResponse {
-    if let Err(code) = st.auth.check(&req, SNAPSHOT, &body) {
-        return refused(code);
-    }
-    match decode::<InstallSnapshotRequest<TypeConfig>>(&body) {
+    match admitted::<InstallSnapshotRequest<TypeConfig>>(&req, SNAPSHOT, &body, &st) {
         Ok(rpc) => octets(&st.raft.install_snapshot(rpc).await),
-        Err(e) => bad_body(e),
+        Err(refusal) => refusal.response(),
     }
 }
 
 /// Blocks `from..to` of this node's ledger, as many as fit in half the body limit (at
 /// least one); for a peer installing a snapshot.
 async fn blocks(req: HttpRequest, body: web::Bytes, st: web::Data<RpcState>) -> HttpResponse {
-    if let Err(code) = st.auth.check(&req, BLOCKS, &body) {
-        return refused(code);
-    }
-    let (from, to) = match decode::<(u64, u64)>(&body) {
+    let (from, to) = match admitted::<(u64, u64)>(&req, BLOCKS, &body, &st) {
         Ok(r) => r,
-        Err(e) => return bad_body(e),
+        Err(refusal) => return refusal.response(),
     };
     let st2 = st.clone();
     let read = web::block(move || -> Result<Vec<BlockEntry>, String> {

@@ -387,15 +387,17 @@ impl StateMachine {
                 errors.join("; ")
             ));
         }
+        let Some(last_number) = data.height.checked_sub(1) else {
+            return Err("a snapshot of an empty ledger (no genesis block)".into());
+        };
         let last = self
             .ledger
-            .block(data.height - 1)
+            .block(last_number)
             .map_err(|e| e.to_string())?
             .ok_or("the ledger lost a block it just held")?;
         if last.hash() != data.tip_hash {
             return Err(format!(
-                "block {} here differs from the snapshot's: this node's ledger diverged",
-                data.height - 1
+                "block {last_number} here differs from the snapshot's: this node's ledger diverged"
             ));
         }
         Ok(())

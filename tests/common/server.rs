@@ -22,7 +22,7 @@ pub fn start(dir: &Path, addr: SocketAddr) -> Child {
 
 /// [`start`] with these environment variables set for the server.
 pub fn start_with_env(dir: &Path, addr: SocketAddr, env: &[(&str, &str)]) -> Child {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_medledger"))
+    let child = Command::new(env!("CARGO_BIN_EXE_medledger"))
         .args(["serve", "--data-dir"])
         .arg(dir)
         .args(["--listen", &addr.to_string(), "--workers", "2"])
@@ -32,6 +32,12 @@ pub fn start_with_env(dir: &Path, addr: SocketAddr, env: &[(&str, &str)]) -> Chi
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
+    wait_healthy(child, addr)
+}
+
+/// Waits (30 s at most) until the server `child` answers `/healthz` at `addr`; kills and
+/// reaps it, and panics, if it does not.
+pub fn wait_healthy(mut child: Child, addr: SocketAddr) -> Child {
     let deadline = Instant::now() + Duration::from_secs(30);
     while Instant::now() < deadline {
         if let Ok((200, _)) = request(addr, "GET", "/healthz", None, None) {
@@ -41,7 +47,7 @@ pub fn start_with_env(dir: &Path, addr: SocketAddr, env: &[(&str, &str)]) -> Chi
     }
     let _ = child.kill();
     let _ = child.wait();
-    panic!("the server did not come up");
+    panic!("the server at {addr} did not come up");
 }
 
 /// Mints a token with `medledger token` over `dir`'s secret.
