@@ -107,6 +107,10 @@ if pkg_installed nodejs; then
     cp -a /usr/lib/node_modules/npm "$root/usr/lib/node_modules/npm"
   fi
 fi
+# The root is a mount point of its own, as "/" is on a machine: `ip netns exec` (the
+# partition test's namespaces) remounts "/" as a slave, which a plain directory refuses.
+mount --bind "$root" "$root"
+mounted+=("$root")
 for m in proc sys dev dev/pts; do
   mkdir -p "$root/$m"
   case $m in

@@ -122,6 +122,11 @@ impl Cluster {
     }
 }
 
+/// `GET /v1/cluster` as an admin: (status, body).
+fn status_of(addr: SocketAddr, admin: &str) -> (u16, Value) {
+    request(addr, "GET", "/v1/cluster", Some(admin), None).unwrap()
+}
+
 fn chain(addr: SocketAddr, admin: &str) -> (u64, Value) {
     let (s, c) = request(addr, "GET", "/v1/chain", Some(admin), None).unwrap();
     assert_eq!(s, 200, "{c}");
@@ -264,14 +269,7 @@ fn three_nodes_replicate_fail_over_and_agree() {
         assert_readable(n.http, &dr, &acked, height);
     }
     converge(&c, &admin, &all, height);
-    let (s, status) = request(
-        c.nodes[follower].http,
-        "GET",
-        "/v1/cluster",
-        Some(&admin),
-        None,
-    )
-    .unwrap();
+    let (s, status) = status_of(c.nodes[follower].http, &admin);
     assert_eq!(s, 200);
     assert_eq!(status["cluster_id"], "test-cluster");
     assert_eq!(status["nodes"].as_array().unwrap().len(), 3);
@@ -338,14 +336,7 @@ fn three_nodes_replicate_fail_over_and_agree() {
         })
         .collect();
     std::thread::sleep(Duration::from_millis(700));
-    let (_, before) = request(
-        c.nodes[leader].http,
-        "GET",
-        "/v1/cluster",
-        Some(&admin),
-        None,
-    )
-    .unwrap();
+    let (_, before) = status_of(c.nodes[leader].http, &admin);
     let last_index_before_kill = before["last_log_index"].as_u64().unwrap();
     let killed = procs[leader].take().unwrap();
     drop(killed); // SIGKILL and reap
@@ -379,14 +370,7 @@ fn three_nodes_replicate_fail_over_and_agree() {
     let mut more = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let (_, s) = request(
-            c.nodes[new_leader].http,
-            "GET",
-            "/v1/cluster",
-            Some(&admin),
-            None,
-        )
-        .unwrap();
+        let (_, s) = status_of(c.nodes[new_leader].http, &admin);
         if s["purged_index"]
             .as_u64()
             .is_some_and(|p| p > last_index_before_kill)
@@ -407,14 +391,7 @@ fn three_nodes_replicate_fail_over_and_agree() {
     procs[leader] = Some(Running(c.spawn(leader)));
     let height = converge(&c, &admin, &all, height);
     assert_readable(c.nodes[leader].http, &dr, &acked, height);
-    let (_, rejoined) = request(
-        c.nodes[leader].http,
-        "GET",
-        "/v1/cluster",
-        Some(&admin),
-        None,
-    )
-    .unwrap();
+    let (_, rejoined) = status_of(c.nodes[leader].http, &admin);
     assert!(
         rejoined["snapshot_index"]
             .as_u64()

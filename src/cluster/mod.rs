@@ -378,14 +378,17 @@ impl Cluster {
         })
     }
 
-    /// Stops Raft and the RPC server. Idempotent.
-    pub fn shutdown(&self) {
-        let rt = self
-            .runtime
+    /// The runtime, the first time it is asked for (shutdown or drop).
+    fn take_runtime(&self) -> Option<tokio::runtime::Runtime> {
+        self.runtime
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .take();
-        if let Some(rt) = rt {
+            .take()
+    }
+
+    /// Stops Raft and the RPC server. Idempotent.
+    pub fn shutdown(&self) {
+        if let Some(rt) = self.take_runtime() {
             let _ = rt.block_on(self.raft.shutdown());
             if let Some(mut rpc) = self.rpc.lock().unwrap_or_else(|p| p.into_inner()).take() {
                 rpc.stop();
@@ -399,12 +402,7 @@ impl Drop for Cluster {
     /// A cluster dropped without [`Cluster::shutdown`] (a start that failed later on)
     /// stops its runtime without blocking: it may be dropped inside async code.
     fn drop(&mut self) {
-        let rt = self
-            .runtime
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take();
-        if let Some(rt) = rt {
+        if let Some(rt) = self.take_runtime() {
             rt.shutdown_background();
         }
     }

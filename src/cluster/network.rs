@@ -54,33 +54,8 @@ pub struct PeerAuth {
 }
 
 impl PeerAuth {
-    fn sign(&self, route: &str, body: &[u8]) -> String {
-        hex::encode(mac(
-            &self.secret,
-            &[
-                self.cluster_id.as_bytes(),
-                b"\0",
-                self.genesis.as_bytes(),
-                b"\0",
-                route.as_bytes(),
-                b"\0",
-                body,
-            ],
-        ))
-    }
-
-    /// Checks a request's headers and MAC; the refusal's code otherwise.
-    fn check(&self, req: &HttpRequest, route: &str, body: &[u8]) -> Result<(), &'static str> {
-        let header = |name| req.headers().get(name).and_then(|v| v.to_str().ok());
-        if header(H_CLUSTER) != Some(self.cluster_id.as_str()) {
-            return Err("cluster_mismatch");
-        }
-        if header(H_GENESIS) != Some(self.genesis.as_str()) {
-            return Err("genesis_mismatch");
-        }
-        let given = header(H_MAC)
-            .and_then(|h| hex::decode(h).ok())
-            .ok_or("bad_mac")?;
+    /// The MAC of a message: cluster id, genesis hash, route and body, under the secret.
+    fn mac_of(&self, route: &str, body: &[u8]) -> Hmac<Sha256> {
         let mut m = Hmac::<Sha256>::new_from_slice(&self.secret).expect("any key length");
         for p in [
             self.cluster_id.as_bytes(),
@@ -93,6 +68,26 @@ impl PeerAuth {
         ] {
             m.update(p);
         }
+        m
+    }
+
+    fn sign(&self, route: &str, body: &[u8]) -> String {
+        hex::encode(self.mac_of(route, body).finalize().into_bytes())
+    }
+
+    /// Checks a request's headers and MAC (in constant time); the refusal's code otherwise.
+    fn check(&self, req: &HttpRequest, route: &str, body: &[u8]) -> Result<(), &'static str> {
+        let header = |name| req.headers().get(name).and_then(|v| v.to_str().ok());
+        if header(H_CLUSTER) != Some(self.cluster_id.as_str()) {
+            return Err("cluster_mismatch");
+        }
+        if header(H_GENESIS) != Some(self.genesis.as_str()) {
+            return Err("genesis_mismatch");
+        }
+        let given = header(H_MAC)
+            .and_then(|h| hex::decode(h).ok())
+            .ok_or("bad_mac")?;
+        let m = self.mac_of(route, body);
         m.verify_slice(&given).map_err(|_| "bad_mac")
     }
 }
