@@ -221,18 +221,18 @@ def main():
             s, _ = request(nodes[i]["http"], "GET", f"/v1/records/{rid}?min_height={height}", dr)
             if s != 200:
                 lost += 1
-    for p in procs.values():
-        p.send_signal(signal.SIGTERM)
-    for p in procs.values():
-        p.wait()
-    f = sorted(failovers)
-    pct = lambda q: f[min(len(f) - 1, int(q * len(f)))] * 1000 if f else 0
     # Every node ends with each amended record at least at its last acknowledged version.
     for rid, version, _ in versions:
         for i in nodes:
             s, r = request(nodes[i]["http"], "GET", f"/v1/records/{rid}?min_height={height}", dr)
             if s != 200 or r.get("version", 0) < version:
                 regressions[0] += 1
+    for p in procs.values():
+        p.send_signal(signal.SIGTERM)
+    for p in procs.values():
+        p.wait()
+    f = sorted(failovers)
+    pct = lambda q: f[min(len(f) - 1, int(q * len(f)))] * 1000 if f else 0
     result = {"kills": kills, "acked": len(acked), "lost": lost, "divergent": divergent,
               "amendments": len(versions), "version_reads": checked[0],
               "version_regressions": regressions[0],
