@@ -2,6 +2,7 @@
 //! new data dir: the copy verifies, and a server on it serves every record acknowledged
 //! before the backup began, with its payload.
 
+use std::path::Path;
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -23,6 +24,20 @@ fn cli(args: &[&str]) -> (i32, Value) {
         .and_then(|l| serde_json::from_str(l).ok())
         .unwrap_or(Value::Null);
     (out.status.code().unwrap_or(-1), json)
+}
+
+/// `medledger backup --data-dir FROM --to TO`.
+fn backup(from: &Path, to: &Path) -> (i32, Value) {
+    cli(&["backup", "--data-dir", path(from), "--to", path(to)])
+}
+
+/// `medledger restore --from FROM --data-dir TO`.
+fn restore(from: &Path, to: &Path) -> (i32, Value) {
+    cli(&["restore", "--from", path(from), "--data-dir", path(to)])
+}
+
+fn path(p: &Path) -> &str {
+    p.to_str().unwrap()
 }
 
 fn record(id: &str, payload: bool) -> String {
@@ -87,14 +102,8 @@ fn a_backup_taken_under_writes_restores_and_verifies() {
         })
     };
     std::thread::sleep(std::time::Duration::from_millis(200));
-    let backup = root.path().join("backup");
-    let (code, report) = cli(&[
-        "backup",
-        "--data-dir",
-        live.to_str().unwrap(),
-        "--to",
-        backup.to_str().unwrap(),
-    ]);
+    let saved = root.path().join("backup");
+    let (code, report) = backup(&live, &saved);
     stop.store(true, Ordering::Relaxed);
     let written = writer.join().unwrap();
     assert_eq!(code, 0, "{report}");
@@ -105,34 +114,16 @@ fn a_backup_taken_under_writes_restores_and_verifies() {
     drop(server);
 
     // A backup is never written over, nor restored over a data dir.
-    let (code, report) = cli(&[
-        "backup",
-        "--data-dir",
-        live.to_str().unwrap(),
-        "--to",
-        backup.to_str().unwrap(),
-    ]);
+    let (code, report) = backup(&live, &saved);
     assert_eq!(code, 2, "{report}");
-    let (code, report) = cli(&[
-        "restore",
-        "--from",
-        backup.to_str().unwrap(),
-        "--data-dir",
-        live.to_str().unwrap(),
-    ]);
+    let (code, report) = restore(&saved, &live);
     assert_eq!(code, 2, "{report}");
 
     let restored = root.path().join("restored");
-    let (code, report) = cli(&[
-        "restore",
-        "--from",
-        backup.to_str().unwrap(),
-        "--data-dir",
-        restored.to_str().unwrap(),
-    ]);
+    let (code, report) = restore(&saved, &restored);
     assert_eq!(code, 0, "{report}");
     assert_eq!(report["height"].as_u64(), Some(height));
-    let (code, report) = cli(&["verify", "--data-dir", restored.to_str().unwrap()]);
+    let (code, report) = cli(&["verify", "--data-dir", path(&restored)]);
     assert_eq!(code, 0, "{report}");
 
     let addr = free_port();
