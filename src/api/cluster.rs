@@ -20,13 +20,18 @@ pub async fn status(state: Data, caller: Caller) -> Result<HttpResponse, ApiErro
             "only auditors and admins may see the cluster's state",
         ));
     }
+    Ok(HttpResponse::Ok().json(status_json(&state, state.cluster.as_deref())))
+}
+
+/// The cluster as this node sees it, with this node's ledger and views heights.
+fn status_json(state: &AppState, cluster: Option<&crate::cluster::Cluster>) -> serde_json::Value {
     let height = state.ledger.tip().height;
     let views = state.projector.applied_height();
-    Ok(HttpResponse::Ok().json(match &state.cluster {
+    match cluster {
         Some(c) => c.status(height, views),
         None => json!({"cluster_id": null, "node_id": null, "leader_id": null, "term": null,
             "nodes": [], "committed_height": height, "applied_height": views}),
-    }))
+    }
 }
 
 /// Refuses a membership change unless the caller is an admin and this is a cluster.
@@ -75,16 +80,12 @@ pub async fn add_learner(
             "node ids start at 1",
         ));
     }
-    let node = crate::cluster::ClusterNode {
-        raft: body.raft.to_string(),
-        http: body.http.to_string(),
-    };
+    let node = crate::cluster::ClusterNode::new(body.raft, body.http);
     cluster
         .add_learner(body.id, node)
         .await
         .map_err(membership_error)?;
-    Ok(HttpResponse::Ok()
-        .json(cluster.status(state.ledger.tip().height, state.projector.applied_height())))
+    Ok(HttpResponse::Ok().json(status_json(&state, Some(cluster))))
 }
 
 /// The voters a membership change leaves.
@@ -113,8 +114,7 @@ pub async fn set_voters(
     }
     let voters = body.into_inner().voters;
     cluster.set_voters(voters).await.map_err(membership_error)?;
-    Ok(HttpResponse::Ok()
-        .json(cluster.status(state.ledger.tip().height, state.projector.applied_height())))
+    Ok(HttpResponse::Ok().json(status_json(&state, Some(cluster))))
 }
 
 /// For a write (any method but GET, HEAD and OPTIONS under `/v1/`) that reaches a node

@@ -94,6 +94,21 @@ fn open_and_verify(dir: &Path) -> Result<serde_json::Value, String> {
     )
 }
 
+/// Opens and verifies the ledger in `dir` and prints the outcome with what was copied;
+/// the exit code (0 when it verifies, 2 otherwise).
+fn verified(dir: &Path, copied: &Copied, what: &str, out: &mut dyn Write) -> i32 {
+    match open_and_verify(dir) {
+        Ok(mut v) => {
+            v["ok"] = true.into();
+            v["files"] = copied.files.into();
+            v["bytes"] = copied.bytes.into();
+            let _ = writeln!(out, "{v}");
+            0
+        }
+        Err(e) => fail(out, format!("{what}: {e}")),
+    }
+}
+
 /// The files of the data dir copied beside the ledger and the payload store.
 const KEY_FILES: [&str; 2] = [
     crate::api::auth::SECRET_FILE,
@@ -133,16 +148,7 @@ pub fn run_backup(data_dir: &Path, to: &Path, out: &mut dyn Write) -> i32 {
         Ok(c) => c,
         Err(e) => return fail(out, format!("copying: {e}")),
     };
-    match open_and_verify(to) {
-        Ok(mut v) => {
-            v["ok"] = true.into();
-            v["files"] = copied.files.into();
-            v["bytes"] = copied.bytes.into();
-            let _ = writeln!(out, "{v}");
-            0
-        }
-        Err(e) => fail(out, format!("the copy: {e}")),
-    }
+    verified(to, &copied, "the copy", out)
 }
 
 /// `medledger restore`: copies a backup into an empty data dir and verifies it there;
@@ -161,14 +167,5 @@ pub fn run_restore(from: &Path, data_dir: &Path, out: &mut dyn Write) -> i32 {
     if let Err(e) = copy_tree(from, data_dir, &mut copied) {
         return fail(out, format!("copying: {e}"));
     }
-    match open_and_verify(data_dir) {
-        Ok(mut v) => {
-            v["ok"] = true.into();
-            v["files"] = copied.files.into();
-            v["bytes"] = copied.bytes.into();
-            let _ = writeln!(out, "{v}");
-            0
-        }
-        Err(e) => fail(out, format!("the restored ledger: {e}")),
-    }
+    verified(data_dir, &copied, "the restored ledger", out)
 }

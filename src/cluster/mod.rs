@@ -31,6 +31,22 @@ pub struct ClusterNode {
     pub http: String,
 }
 
+impl ClusterNode {
+    pub fn new(raft: std::net::SocketAddr, http: std::net::SocketAddr) -> ClusterNode {
+        ClusterNode {
+            raft: raft.to_string(),
+            http: http.to_string(),
+        }
+    }
+}
+
+/// Entries a follower whose last matched log id is `matched` lacks of a log whose last
+/// index is `last_log_index` (both from the leader's Raft metrics).
+fn lag_entries(last_log_index: Option<u64>, matched: Option<openraft::LogId<u64>>) -> u64 {
+    let last = last_log_index.map_or(0, |i| i + 1);
+    last.saturating_sub(matched.map_or(0, |l| l.index + 1))
+}
+
 impl std::fmt::Display for ClusterNode {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "raft {} http {}", self.raft, self.http)
@@ -204,13 +220,7 @@ impl Cluster {
             let members: BTreeMap<u64, ClusterNode> = config
                 .nodes
                 .iter()
-                .map(|(id, a)| {
-                    let node = ClusterNode {
-                        raft: a.raft.to_string(),
-                        http: a.http.to_string(),
-                    };
-                    (*id, node)
-                })
+                .map(|(id, a)| (*id, ClusterNode::new(a.raft, a.http)))
                 .collect();
             match runtime.block_on(raft.initialize(members)) {
                 Ok(()) => tracing::info!(node_id, "initialized the cluster"),
@@ -310,14 +320,13 @@ impl Cluster {
     /// The gauges `/metrics` shows.
     pub fn gauges(&self) -> ClusterGauges {
         let m = self.raft.metrics().borrow().clone();
-        let last = m.last_log_index.map_or(0, |i| i + 1);
         let lag_entries = m
             .replication
             .as_ref()
             .map(|r| {
                 r.iter()
                     .filter(|(id, _)| **id != self.node_id)
-                    .map(|(id, l)| (*id, last.saturating_sub(l.map_or(0, |l| l.index + 1))))
+                    .map(|(id, l)| (*id, lag_entries(m.last_log_index, *l)))
                     .collect()
             })
             .unwrap_or_default();
@@ -351,15 +360,9 @@ impl Cluster {
                     n["committed_height"] = ledger_height.into();
                     n["applied_height"] = views_height.into();
                     n["lag_blocks"] = ledger_height.saturating_sub(views_height).into();
-                } else if let Some(matched) = m
-                    .replication
-                    .as_ref()
-                    .and_then(|r| r.get(id))
-                    .map(|l| l.map_or(0, |l| l.index + 1))
-                {
-                    // On the leader: entries the follower holds, against the leader's log.
-                    let last = m.last_log_index.map_or(0, |i| i + 1);
-                    n["lag_entries"] = last.saturating_sub(matched).into();
+                } else if let Some(matched) = m.replication.as_ref().and_then(|r| r.get(id)) {
+                    // On the leader: entries the follower lacks of the leader's log.
+                    n["lag_entries"] = lag_entries(m.last_log_index, *matched).into();
                 }
                 n
             })

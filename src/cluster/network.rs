@@ -108,6 +108,18 @@ pub struct Network {
 }
 
 impl Network {
+    /// A POST of `body` to `route` at `base` (`http://host:port`), carrying the cluster
+    /// id, the genesis hash and the MAC every node checks.
+    fn signed_post(&self, base: &str, route: &str, body: Vec<u8>) -> reqwest::RequestBuilder {
+        self.client
+            .post(format!("{base}{route}"))
+            .header(H_CLUSTER, &self.auth.cluster_id)
+            .header(H_GENESIS, &self.auth.genesis)
+            .header(H_MAC, self.auth.sign(route, &body))
+            .header("content-type", "application/octet-stream")
+            .body(body)
+    }
+
     pub fn new(auth: Arc<PeerAuth>, limits: RpcLimits) -> Result<Network, reqwest::Error> {
         let client = reqwest::Client::builder()
             .connect_timeout(Duration::from_millis(500))
@@ -132,14 +144,8 @@ impl Network {
     ) -> Result<Vec<BlockEntry>, String> {
         let body = encode(&(from, to));
         let res = self
-            .client
-            .post(format!("http://{raft}{BLOCKS}"))
-            .header(H_CLUSTER, &self.auth.cluster_id)
-            .header(H_GENESIS, &self.auth.genesis)
-            .header(H_MAC, self.auth.sign(BLOCKS, &body))
-            .header("content-type", "application/octet-stream")
+            .signed_post(&format!("http://{raft}"), BLOCKS, body)
             .timeout(Duration::from_secs(30))
-            .body(body)
             .send()
             .await
             .map_err(|e| format!("asking {raft} for blocks: {e}"))?;
@@ -202,14 +208,8 @@ impl Peer {
         }
         let sent = self
             .net
-            .client
-            .post(format!("{}{route}", self.base))
-            .header(H_CLUSTER, &self.net.auth.cluster_id)
-            .header(H_GENESIS, &self.net.auth.genesis)
-            .header(H_MAC, self.net.auth.sign(route, &body))
-            .header("content-type", "application/octet-stream")
+            .signed_post(&self.base, route, body)
             .timeout(option.hard_ttl())
-            .body(body)
             .send()
             .await;
         let res = match sent {
