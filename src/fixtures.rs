@@ -316,7 +316,7 @@ impl Fixtures {
             record_type: RECORD_TYPES[kind].to_owned(),
             created_at,
             version: 1,
-            metadata,
+            metadata: metadata.into(),
             payload,
         });
         (author_id, event)
@@ -365,8 +365,8 @@ impl Fixtures {
             version: slot.version,
             author_id: author_id.clone(),
             amended_at: now,
-            reason: self.rng.pick(AMEND_REASONS).to_string(),
-            metadata,
+            reason: self.rng.pick(AMEND_REASONS).to_string().into(),
+            metadata: metadata.map(Into::into),
             payload,
         });
         Some((author_id, event))
@@ -390,7 +390,7 @@ impl Fixtures {
             author_id: author_id.clone(),
             changed_at: now,
             status,
-            reason: self.rng.pick(reasons).to_string(),
+            reason: self.rng.pick(reasons).to_string().into(),
         });
         Some((author_id, event))
     }
@@ -407,7 +407,7 @@ impl Fixtures {
             version: r.version,
             erased_by: officer.clone(),
             erased_at: now,
-            reason: self.rng.pick(ERASE_REASONS).to_string(),
+            reason: self.rng.pick(ERASE_REASONS).to_string().into(),
         });
         Some((officer, event))
     }
@@ -431,7 +431,7 @@ impl Fixtures {
             patient_id: patient_id(r.patient),
             accessor_id: accessor.clone(),
             accessed_at: now,
-            purpose: purpose.to_owned(),
+            purpose: purpose.to_owned().into(),
         });
         Some((accessor, event))
     }
@@ -1109,7 +1109,7 @@ mod tests {
             match &env.event {
                 Event::RecordCreated(e) => {
                     assert!(e.created_at <= env.submitted_at);
-                    check_metadata(&e.metadata);
+                    check_metadata(e.metadata.as_plain().unwrap());
                     if let Some(p) = &e.payload {
                         assert!(p.cid.len() == 46 && p.cid.starts_with("Qm"), "{}", p.cid);
                     }
@@ -1119,7 +1119,10 @@ mod tests {
                         e.metadata.is_some() || e.payload.is_some(),
                         "changes something"
                     );
-                    e.metadata.as_deref().map(check_metadata);
+                    e.metadata
+                        .as_ref()
+                        .and_then(medledger_chaincode::Clinical::as_plain)
+                        .map(check_metadata);
                 }
                 _ => {}
             }

@@ -7,6 +7,9 @@
 //! - [`api`], [`serve`]: the HTTP API (actix-web) and `medledger serve`.
 //! - [`explorer`]: the chain tree over block header hashes, activity and totals, for
 //!   the block explorer's routes and checkpoints.
+//! - [`clinical`]: clinical text sealed under record content keys, and opened for reads.
+//! - [`keeper`]: keeps each node's key store in step with its ledger (erasures, keys a
+//!   cluster node missed).
 //! - [`cli`]: the `medledger` command's subcommands, callable from tests.
 //! - [`fixtures`]: a seeded generator of realistic events, every one valid for the
 //!   contract in order (tests, benchmarks, `medledger fixtures`).
@@ -15,9 +18,11 @@
 
 pub mod api;
 pub mod cli;
+pub mod clinical;
 pub mod cluster;
 pub mod explorer;
 pub mod fixtures;
+pub mod keeper;
 pub mod orderer;
 pub mod reconcile;
 pub mod serve;

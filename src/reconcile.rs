@@ -16,6 +16,7 @@
 //! reference it might hold cannot be ruled out, and destroying a key is final.
 
 use medledger_chaincode::{Envelope, Event};
+use medledger_payload::keystore::record_key_id;
 use medledger_payload::{Cid, OrphanScan, PayloadError, Payloads, ReconcileReport};
 use medledger_storage::{Ledger, StorageError};
 
@@ -71,6 +72,13 @@ pub fn strike_referenced(ledger: &Ledger, scan: &mut OrphanScan) -> Result<u64, 
                 position,
                 reason: e.to_string(),
             })?;
+            // A record's content key is named by its record id: any event of the record
+            // (the one that made the key may have been refused by the contract and still
+            // be in the ledger; its record then has no other event, and the key is kept
+            // all the same, as the ledger holds text sealed under it).
+            if let Some(record_id) = envelope.event.record_id() {
+                scan.referenced_key(&record_key_id(record_id));
+            }
             let payload = match &envelope.event {
                 Event::RecordCreated(e) => e.payload.as_ref(),
                 Event::RecordAmended(e) => e.payload.as_ref(),

@@ -184,6 +184,8 @@ pub struct Core {
     pub state: web::Data<AppState>,
     /// The runtime of the payload pipeline's background replication (Kubo), if any.
     replication: Option<tokio::runtime::Runtime>,
+    /// Keeps the key store in step with the ledger (crate::keeper).
+    keeper: std::sync::Mutex<Option<crate::keeper::Keeper>>,
 }
 
 impl Drop for Core {
@@ -222,6 +224,13 @@ fn open_payloads(
     };
     let mut pc = PayloadConfig::new(config.data_dir.join("payloads"));
     pc.master_key_path = s.master_key.clone();
+    if let Some(c) = &config.cluster {
+        // Every node wraps keys under the same master key, derived from the cluster
+        // secret, so a record's content key sent to another node opens there.
+        pc.master_key_bytes = Some(medledger_payload::SecretSeed(
+            c.config.derive_key("payload-master-key"),
+        ));
+    }
     pc.upload_concurrency = s.upload_concurrency;
     pc.download_concurrency = s.download_concurrency;
     pc.cid_version = cid_version;
@@ -301,6 +310,22 @@ impl Core {
         let projector = Arc::new(
             Projector::start(ledger.clone(), views.clone()).map_err(ServeError::Projector)?,
         );
+        let (payloads, replication) = open_payloads(config)?;
+        // Before the HTTP server accepts a request, so no submission is in flight whose
+        // payload is stored but whose record is not yet committed (it would look orphaned).
+        // Not in a cluster: there a record's key arrives before its block (the leader sends
+        // it first), so a key no local block names yet is no orphan; and a cluster stores
+        // no payloads.
+        if config.cluster.is_none() {
+            let reconciled = reconcile_payloads(&ledger, &payloads)?;
+            if reconciled.orphan_roots_unpinned + reconciled.orphan_keys_destroyed > 0 {
+                tracing::warn!(
+                    orphan_roots_unpinned = reconciled.orphan_roots_unpinned,
+                    orphan_keys_destroyed = reconciled.orphan_keys_destroyed,
+                    "removed payloads no record names (left by a crash or a refused submission)"
+                );
+            }
+        }
         let cluster = match &config.cluster {
             None => None,
             Some(c) => {
@@ -313,6 +338,7 @@ impl Core {
                     c.node_id,
                     &config.data_dir,
                     ledger.clone(),
+                    payloads.keys().clone(),
                     Box::new(move || nudged.nudge()),
                     rpc_body_max,
                 )?)
@@ -357,17 +383,6 @@ impl Core {
                 Auth::hs256(&secret, &config.jwt_rules)
             }
         };
-        let (payloads, replication) = open_payloads(config)?;
-        // Before the HTTP server accepts a request, so no submission is in flight whose
-        // payload is stored but whose record is not yet committed (it would look orphaned).
-        let reconciled = reconcile_payloads(&ledger, &payloads)?;
-        if reconciled.orphan_roots_unpinned + reconciled.orphan_keys_destroyed > 0 {
-            tracing::warn!(
-                orphan_roots_unpinned = reconciled.orphan_roots_unpinned,
-                orphan_keys_destroyed = reconciled.orphan_keys_destroyed,
-                "removed payloads no record names (left by a crash or a refused submission)"
-            );
-        }
         let key_path = config.data_dir.join(CHECKPOINT_KEY_FILE);
         let checkpoint_key = match &config.cluster {
             // Every node signs checkpoints with the same key, derived from the cluster secret.
@@ -396,11 +411,20 @@ impl Core {
             metrics: api::metrics::Metrics::default(),
             cluster,
         });
-        Ok(Core { state, replication })
+        let keeper = crate::keeper::Keeper::start(state.clone(), config.data_dir.clone())
+            .map_err(ServeError::Runtime)?;
+        Ok(Core {
+            state,
+            replication,
+            keeper: std::sync::Mutex::new(Some(keeper)),
+        })
     }
 
     /// Drains and closes everything, in order.
     pub fn close(&self) {
+        if let Some(mut keeper) = self.keeper.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            keeper.stop();
+        }
         self.state.orderer.shutdown();
         if let Some(c) = &self.state.cluster {
             c.shutdown();

@@ -2,10 +2,11 @@
 //! for a given index, except the tx id, which is a fresh UUIDv7 as the server would mint.
 
 use medledger_chaincode::{
-    Envelope, Event, PayloadRef, RecordCreated, Sha256Digest, Timestamp, TxId,
+    Clinical, Envelope, Event, PayloadRef, RecordCreated, Sealed, Sha256Digest, Timestamp, TxId,
 };
 
 use crate::fixtures::RECORD_TYPES;
+use medledger_payload::crypto::{seal_text, DataKey};
 
 /// Builds `RecordCreated` envelopes whose canonical encoding is `record_bytes` long
 /// (or as close above as the fixed fields allow). An event with a payload reference
@@ -50,7 +51,24 @@ impl RecordGenerator {
         }
     }
 
-    /// Envelope number `i`: record `r-{i}` of one of 10,000 patients in 20 hospitals.
+    /// [`Self::envelope`] with its clinical text already sealed, under a key made for this
+    /// process and kept nowhere: the form the orderer takes, for tests of the orderer and
+    /// the ledger that have no key store (the text is never read back).
+    pub fn sealed_envelope(&self, i: u64) -> Envelope {
+        static KEY: std::sync::OnceLock<DataKey> = std::sync::OnceLock::new();
+        let key = KEY.get_or_init(|| DataKey::generate().expect("the OS random source"));
+        let mut env = self.envelope(i);
+        let record_id = env.event.record_id().expect("a record event").to_owned();
+        for (field, value) in env.event.clinical_fields_mut() {
+            let text = value.as_plain().expect("generated in the clear").to_owned();
+            let (nonce, sealed) = seal_text(key, &record_id, field, &text).expect("sealing");
+            *value = Clinical::Sealed(Sealed::new(nonce, &sealed));
+        }
+        env
+    }
+
+    /// Envelope number `i`: record `r-{i}` of one of 10,000 patients in 20 hospitals,
+    /// its metadata in the clear (as a client sends it; the server seals it).
     pub fn envelope(&self, i: u64) -> Envelope {
         let patient = i.wrapping_mul(2_654_435_761) % 10_000;
         let hospital = patient % 20;
@@ -72,7 +90,7 @@ impl RecordGenerator {
                 record_type: record_type.to_string(),
                 created_at: ts,
                 version: 1,
-                metadata,
+                metadata: metadata.into(),
                 payload: self.with_payload.then(|| PayloadRef {
                     cid: "QmT78zSuBmuS4z925WZfrqQ1qHaJ56DQaTfyMUF7F8ff5o".into(),
                     size: 4096 + i % 65_536,

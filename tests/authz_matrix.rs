@@ -432,6 +432,7 @@ const MORE_ROUTES: &[(&str, &str)] = &[
     ("post", "/v1/records/batch"),
     ("get", "/v1/records/{id}/payload"),
     ("post", "/v1/records/{id}/erase"),
+    ("post", "/v1/patients/{id}/erase"),
     ("get", "/v1/ipfs/status"),
     ("get", "/v1/blocks"),
     ("get", "/v1/blocks/by-hash/{hash}"),
@@ -583,6 +584,24 @@ async fn payload_batch_and_explorer_cells() {
             _ => Forbidden,
         };
         check("POST erase", who, expected, s, &b);
+    }
+    // Forgetting a patient: admins only (p-e has no records: an admin's answer is 200
+    // with nothing erased).
+    for who in EVERYONE {
+        let (s, b) = send!(
+            &svc,
+            env,
+            who,
+            test::TestRequest::post()
+                .uri("/v1/patients/p-e/erase")
+                .set_json(json!({"reason": "patient request"}))
+        );
+        let expected = match who {
+            Admin => OkWithout,
+            Nobody => Unauthorized,
+            _ => Forbidden,
+        };
+        check("POST patient erase", who, expected, s, &b);
     }
     // A batch for h-1: each item is judged like a create (the answer is 200 with an
     // outcome per item), so the cell is that item's status.

@@ -52,7 +52,7 @@ fn no_receipt_before_the_fsync_returns() {
     let gen = RecordGenerator::new(300);
     fs.hold_syncs(true);
     let mut pending: Vec<_> = (0..20)
-        .map(|i| orderer.enqueue(&gen.envelope(i)).unwrap())
+        .map(|i| orderer.enqueue(&gen.sealed_envelope(i)).unwrap())
         .collect();
     std::thread::sleep(Duration::from_millis(100));
     for rx in &mut pending {
@@ -106,7 +106,7 @@ fn eager_cuts_a_lone_submission_when_idle_and_strict_waits_for_the_timer() {
         let ledger = file_ledger(dir.path());
         // A long timer makes the difference visible: strict waits for it, eager does not.
         let orderer = Orderer::start(ledger.clone(), config(policy, 300, 500)).unwrap();
-        let env = RecordGenerator::new(256).envelope(1);
+        let env = RecordGenerator::new(256).sealed_envelope(1);
         let t0 = std::time::Instant::now();
         let receipt = rt.block_on(orderer.submit(&env)).unwrap();
         let waited = t0.elapsed();
@@ -129,7 +129,7 @@ fn count_cuts_fill_blocks_under_load_and_receipts_match_the_chain() {
     let orderer =
         Arc::new(Orderer::start(ledger.clone(), config(CutPolicy::Strict, 5_000, 50)).unwrap());
     let gen = RecordGenerator::new(200);
-    let envs: Vec<Envelope> = (0..500).map(|i| gen.envelope(i)).collect();
+    let envs: Vec<Envelope> = (0..500).map(|i| gen.sealed_envelope(i)).collect();
     let results = rt.block_on(orderer.submit_batch(&envs));
     for (env, r) in envs.iter().zip(&results) {
         let r = r.as_ref().unwrap();
@@ -151,19 +151,19 @@ fn bad_input_is_rejected_at_ingress_and_nothing_is_written() {
     cfg.cutter.preferred_max_bytes = 2048;
     cfg.cutter.absolute_max_bytes = 4096;
     let orderer = Orderer::start(ledger.clone(), cfg).unwrap();
-    let big = RecordGenerator::new(5000).envelope(1);
+    let big = RecordGenerator::new(5000).sealed_envelope(1);
     assert!(matches!(
         orderer.enqueue(&big),
         Err(SubmitError::TooLarge { max: 4096, .. })
     ));
-    let mut invalid = RecordGenerator::new(100).envelope(2);
+    let mut invalid = RecordGenerator::new(100).sealed_envelope(2);
     invalid.submitter = String::new();
     assert!(matches!(
         orderer.enqueue(&invalid),
         Err(SubmitError::Invalid(_))
     ));
     // Between PreferredMaxBytes and AbsoluteMaxBytes: accepted, alone in its block.
-    let oversize = RecordGenerator::new(3000).envelope(3);
+    let oversize = RecordGenerator::new(3000).sealed_envelope(3);
     let r = runtime().block_on(orderer.submit(&oversize)).unwrap();
     let block = ledger.block(r.block_number).unwrap().unwrap();
     assert_eq!(
@@ -193,7 +193,7 @@ fn a_full_queue_answers_busy_at_once() {
     let mut accepted = Vec::new();
     let mut busy = 0;
     for i in 0..50 {
-        match orderer.enqueue(&gen.envelope(i)) {
+        match orderer.enqueue(&gen.sealed_envelope(i)) {
             Ok(rx) => accepted.push(rx),
             Err(SubmitError::Busy) => busy += 1,
             Err(e) => panic!("{e}"),
@@ -221,15 +221,16 @@ fn a_failed_fsync_fails_the_block_and_everything_after() {
     let orderer = Orderer::start(ledger.clone(), config(CutPolicy::Eager, 10, 500)).unwrap();
     let gen = RecordGenerator::new(200);
     let rt = runtime();
-    rt.block_on(orderer.submit(&gen.envelope(0))).unwrap();
+    rt.block_on(orderer.submit(&gen.sealed_envelope(0)))
+        .unwrap();
     fs.fail_once_at(fs.ops() + 1); // the next block's fdatasync
     assert!(matches!(
-        rt.block_on(orderer.submit(&gen.envelope(1))),
+        rt.block_on(orderer.submit(&gen.sealed_envelope(1))),
         Err(SubmitError::Failed(_))
     ));
     for i in 2..5 {
         assert!(matches!(
-            rt.block_on(orderer.submit(&gen.envelope(i))),
+            rt.block_on(orderer.submit(&gen.sealed_envelope(i))),
             Err(SubmitError::Failed(_))
         ));
     }
@@ -245,7 +246,7 @@ fn shutdown_commits_everything_queued() {
         Orderer::start(ledger.clone(), config(CutPolicy::Strict, 60_000, 100_000)).unwrap();
     let gen = RecordGenerator::new(200);
     let pending: Vec<_> = (0..300)
-        .map(|i| orderer.enqueue(&gen.envelope(i)).unwrap())
+        .map(|i| orderer.enqueue(&gen.sealed_envelope(i)).unwrap())
         .collect();
     orderer.shutdown();
     let rt = runtime();

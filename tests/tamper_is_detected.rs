@@ -39,7 +39,9 @@ fn every_flipped_bit_is_found_and_named() {
         let gen = medledger::workload::RecordGenerator::new(300);
         for n in 1..=24u64 {
             let tip = ledger.tip();
-            let txs: Vec<Vec<u8>> = (0..3).map(|i| gen.envelope(n * 10 + i).encode()).collect();
+            let txs: Vec<Vec<u8>> = (0..3)
+                .map(|i| gen.sealed_envelope(n * 10 + i).encode())
+                .collect();
             let block =
                 Block::from_txs(n, tip.tip_hash, tip.tip_timestamp_ms, CutReason::Count, txs);
             ledger.append(&block).unwrap();

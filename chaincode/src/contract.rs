@@ -11,6 +11,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::clinical::Clinical;
 use crate::event::{AccessGranted, Event, EventKind, PayloadRef, RecordCreated, RecordStatus};
 use crate::time::Timestamp;
 
@@ -38,8 +39,9 @@ pub struct RecordState {
     pub version: u32,
     /// The current lifecycle status.
     pub status: RecordStatus,
-    /// The current metadata (a small JSON object, as compact text).
-    pub metadata: String,
+    /// The current metadata (a small JSON object, as compact text; sealed when its
+    /// event was).
+    pub metadata: Clinical,
     /// The current payload reference, if the record has a payload.
     pub payload: Option<PayloadRef>,
     /// The payload's data key was destroyed (crypto-shredding); the payload reference is
@@ -119,9 +121,6 @@ pub enum ContractError {
         record_id: String,
         status: RecordStatus,
     },
-    /// An erasure of a record that has no payload.
-    #[error("record `{record_id}` has no payload to erase")]
-    NoPayload { record_id: String },
     /// An erasure of a payload that is already erased.
     #[error("the payload of record `{record_id}` is already erased")]
     PayloadAlreadyErased { record_id: String },
@@ -197,7 +196,6 @@ impl ContractError {
             ContractError::VersionConflict { .. } => "version_conflict",
             ContractError::RecordEnteredInError { .. } => "record_entered_in_error",
             ContractError::StatusUnchanged { .. } => "status_unchanged",
-            ContractError::NoPayload { .. } => "no_payload",
             ContractError::PayloadAlreadyErased { .. } => "payload_already_erased",
             ContractError::PatientMismatch { .. } => "patient_mismatch",
             ContractError::RecordMismatch { .. } => "record_mismatch",
@@ -218,7 +216,6 @@ pub const CONTRACT_CODES: &[&str] = &[
     "version_conflict",
     "record_entered_in_error",
     "status_unchanged",
-    "no_payload",
     "payload_already_erased",
     "patient_mismatch",
     "record_mismatch",
@@ -304,11 +301,10 @@ pub fn check_record_event(
         Event::PayloadErased(e) => {
             let state = existing(current, &e.record_id)?;
             next_version(state, e.version)?;
-            if state.payload.is_none() {
-                return Err(ContractError::NoPayload {
-                    record_id: e.record_id.clone(),
-                });
-            }
+            // A record without a payload may be erased too: erasure destroys the keys of
+            // its clinical text as well (format 2). Before, this was `no_payload`; the
+            // server checked the contract before committing, so no ledger holds such an
+            // erasure that it refused.
             if state.payload_erased {
                 return Err(ContractError::PayloadAlreadyErased {
                     record_id: e.record_id.clone(),
@@ -562,7 +558,6 @@ mod tests {
                 record_id: s(),
                 status: RecordStatus::Active,
             },
-            ContractError::NoPayload { record_id: s() },
             ContractError::PayloadAlreadyErased { record_id: s() },
             ContractError::PatientMismatch {
                 record_id: s(),
@@ -642,7 +637,7 @@ mod tests {
             author_id: "dr-b".into(),
             amended_at: Timestamp(2_000 + i64::from(version)),
             reason: "fix".into(),
-            metadata: metadata.map(str::to_owned),
+            metadata: metadata.map(Clinical::from),
             payload,
         })
     }
@@ -801,7 +796,7 @@ mod tests {
         let s1 = state_after(&[created(Some(payload(1)))]);
         let s2 = apply_record_event(Some(&s1), &amended(2, Some(r#"{"b":2}"#), None)).unwrap();
         assert_eq!(s2.version, 2);
-        assert_eq!(s2.metadata, r#"{"b":2}"#);
+        assert_eq!(s2.metadata, r#"{"b":2}"#.into());
         assert_eq!(s2.payload, Some(payload(1)));
         assert_eq!(s2.updated_at, Timestamp(2_002));
         assert_eq!(s2.updated_by, "dr-b");
@@ -810,7 +805,7 @@ mod tests {
 
         let s3 = apply_record_event(Some(&s2), &amended(3, None, Some(payload(2)))).unwrap();
         assert_eq!(s3.version, 3);
-        assert_eq!(s3.metadata, r#"{"b":2}"#);
+        assert_eq!(s3.metadata, r#"{"b":2}"#.into());
         assert_eq!(s3.payload, Some(payload(2)));
 
         // Neither given: only the version, time and author change.
@@ -974,14 +969,12 @@ mod tests {
             },
             "version_conflict",
         );
+        // A record without a payload is erased too (its clinical text).
         let bare = state_after(&[created(None)]);
-        rejects(
-            Some(&bare),
-            &erased(2),
-            ContractError::NoPayload {
-                record_id: R.into(),
-            },
-            "no_payload",
+        assert!(
+            apply_record_event(Some(&bare), &erased(2))
+                .unwrap()
+                .payload_erased
         );
         // Allowed while archived, too.
         let archived = state_after(&[created(Some(payload(1))), status(2, RecordStatus::Archived)]);
@@ -1214,9 +1207,6 @@ mod tests {
             ContractError::StatusUnchanged {
                 record_id: R.into(),
                 status: RecordStatus::Active,
-            },
-            ContractError::NoPayload {
-                record_id: R.into(),
             },
             ContractError::PayloadAlreadyErased {
                 record_id: R.into(),
@@ -1451,8 +1441,6 @@ mod tests {
             (Op::Erase { at, .. }, Some(m)) => {
                 if !ok_version(m) {
                     Err("version_conflict")
-                } else if m.payload.is_none() {
-                    Err("no_payload")
                 } else if m.erased {
                     Err("payload_already_erased")
                 } else {
@@ -1499,7 +1487,7 @@ mod tests {
                 author_id: "amender".into(),
                 amended_at: Timestamp(*at),
                 reason: "r".into(),
-                metadata: metadata.map(|n| format!("m{n}")),
+                metadata: metadata.map(|n| format!("m{n}").into()),
                 payload: p.map(payload),
             }),
             Op::Status { status, at, .. } => Event::RecordStatusChanged(RecordStatusChanged {
@@ -1542,7 +1530,7 @@ mod tests {
             && state.created_at == Timestamp(created_at)
             && state.version == m.version
             && status_str(state.status) == m.status
-            && state.metadata == m.metadata
+            && state.metadata.as_plain() == Some(m.metadata.as_str())
             && state.payload == m.payload.map(payload)
             && state.payload_erased == m.erased
             && state.updated_at == Timestamp(m.updated_at)

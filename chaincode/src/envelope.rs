@@ -14,6 +14,13 @@ use crate::event::{id, Event};
 use crate::limits::ENVELOPE_BYTES_MAX;
 use crate::time::Timestamp;
 
+/// The block format whose envelopes hold clinical text in the clear (written before
+/// sealing; read, never written).
+pub const FORMAT_PLAIN: u8 = 1;
+/// The block format whose envelopes hold clinical text only sealed: what the ledger
+/// writes.
+pub const FORMAT_SEALED: u8 = 2;
+
 /// SHA-256 of an envelope's canonical bytes.
 pub type TxHash = [u8; 32];
 
@@ -181,6 +188,15 @@ impl Envelope {
         Ok(env)
     }
 
+    /// Decodes canonical bytes found in a block of `format` and checks that their clinical
+    /// text has that format's form ([`Envelope::check_format`]): the rule `verify`
+    /// applies to every transaction.
+    pub fn decode_in(format: u8, bytes: &[u8]) -> Result<Envelope, DecodeError> {
+        let env = Envelope::decode(bytes)?;
+        env.check_format(format)?;
+        Ok(env)
+    }
+
     /// Whether `bytes` are exactly this envelope's canonical bytes, compared as they are
     /// encoded.
     fn encodes_to(&self, bytes: &[u8]) -> bool {
@@ -218,6 +234,33 @@ impl Envelope {
             }
             _ => None,
         }
+    }
+
+    /// Whether the event's clinical text has the form that a block of `format` requires:
+    /// in the clear in format [`FORMAT_PLAIN`] (blocks written before sealing), sealed in
+    /// format [`FORMAT_SEALED`] (docs/FORMAT.md). The orderer checks it before a block is
+    /// written and `verify` on every block read.
+    pub fn check_format(&self, format: u8) -> Result<(), DecodeError> {
+        let sealed = match format {
+            FORMAT_PLAIN => false,
+            FORMAT_SEALED => true,
+            other => return Err(DecodeError::UnknownFormat(other)),
+        };
+        for (field, value) in self.event.clinical_fields() {
+            if value.is_sealed() != sealed {
+                let found = if value.is_sealed() {
+                    "sealed"
+                } else {
+                    "plain text"
+                };
+                return Err(DecodeError::ClinicalForm {
+                    field,
+                    found,
+                    format,
+                });
+            }
+        }
+        Ok(())
     }
 
     /// Checks the submitter and every field of the event against its limit.
@@ -397,7 +440,7 @@ mod tests {
                     record_type: "note".into(),
                     created_at: Timestamp(t),
                     version: 1,
-                    metadata: m,
+                    metadata: m.into(),
                     payload: None,
                 })
             }),
@@ -408,7 +451,7 @@ mod tests {
                     author_id: "a".into(),
                     amended_at: Timestamp(v.into()),
                     reason: "fix".into(),
-                    metadata: meta.then(|| "{}".to_string()),
+                    metadata: meta.then(|| "{}".into()),
                     payload: None,
                 })
             }),

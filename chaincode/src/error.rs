@@ -53,4 +53,15 @@ pub enum DecodeError {
     /// The bytes decode, but re-encoding gives other bytes (not the canonical form).
     #[error("envelope bytes are not in canonical form")]
     NotCanonical,
+    /// A clinical text field in the form its block's format forbids: plain text in a
+    /// format-2 block, or a sealed value in a format-1 block (docs/FORMAT.md).
+    #[error("field `{field}` is {found} in a block of format {format}")]
+    ClinicalForm {
+        field: &'static str,
+        found: &'static str,
+        format: u8,
+    },
+    /// A block format this code does not know.
+    #[error("block format {0} is unknown")]
+    UnknownFormat(u8),
 }

@@ -9,6 +9,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::clinical::Clinical;
 use crate::error::EventError;
 use crate::limits::*;
 use crate::time::Timestamp;
@@ -90,8 +91,8 @@ pub struct RecordCreated {
     pub created_at: Timestamp,
     /// Always 1.
     pub version: u32,
-    /// A small JSON object, as compact text.
-    pub metadata: String,
+    /// A small JSON object, as compact text (sealed in format-2 blocks).
+    pub metadata: Clinical,
     pub payload: Option<PayloadRef>,
 }
 
@@ -103,9 +104,9 @@ pub struct RecordAmended {
     pub version: u32,
     pub author_id: String,
     pub amended_at: Timestamp,
-    pub reason: String,
+    pub reason: Clinical,
     /// New metadata, or `None` to keep the previous version's.
-    pub metadata: Option<String>,
+    pub metadata: Option<Clinical>,
     /// New payload, or `None` to keep the previous version's.
     pub payload: Option<PayloadRef>,
 }
@@ -119,7 +120,7 @@ pub struct RecordStatusChanged {
     pub author_id: String,
     pub changed_at: Timestamp,
     pub status: RecordStatus,
-    pub reason: String,
+    pub reason: Clinical,
 }
 
 /// A patient lets a clinician (or other party) read their records.
@@ -153,7 +154,7 @@ pub struct PayloadErased {
     pub version: u32,
     pub erased_by: String,
     pub erased_at: Timestamp,
-    pub reason: String,
+    pub reason: Clinical,
 }
 
 /// Someone read a record's payload: the audit trail.
@@ -163,7 +164,7 @@ pub struct AccessLogged {
     pub patient_id: String,
     pub accessor_id: String,
     pub accessed_at: Timestamp,
-    pub purpose: String,
+    pub purpose: Clinical,
 }
 
 /// One thing that happened to a record or to a patient's access grants.
@@ -233,6 +234,38 @@ impl Event {
         }
     }
 
+    /// The event's clinical text fields, by name (`metadata`, `reason`, `purpose`).
+    pub fn clinical_fields(&self) -> Vec<(&'static str, &Clinical)> {
+        match self {
+            Event::RecordCreated(e) => vec![("metadata", &e.metadata)],
+            Event::RecordAmended(e) => {
+                let mut fields = vec![("reason", &e.reason)];
+                fields.extend(e.metadata.as_ref().map(|m| ("metadata", m)));
+                fields
+            }
+            Event::RecordStatusChanged(e) => vec![("reason", &e.reason)],
+            Event::PayloadErased(e) => vec![("reason", &e.reason)],
+            Event::AccessLogged(e) => vec![("purpose", &e.purpose)],
+            Event::AccessGranted(_) | Event::AccessRevoked(_) => Vec::new(),
+        }
+    }
+
+    /// [`Event::clinical_fields`], to seal them in place.
+    pub fn clinical_fields_mut(&mut self) -> Vec<(&'static str, &mut Clinical)> {
+        match self {
+            Event::RecordCreated(e) => vec![("metadata", &mut e.metadata)],
+            Event::RecordAmended(e) => {
+                let mut fields = vec![("reason", &mut e.reason)];
+                fields.extend(e.metadata.as_mut().map(|m| ("metadata", m)));
+                fields
+            }
+            Event::RecordStatusChanged(e) => vec![("reason", &mut e.reason)],
+            Event::PayloadErased(e) => vec![("reason", &mut e.reason)],
+            Event::AccessLogged(e) => vec![("purpose", &mut e.purpose)],
+            Event::AccessGranted(_) | Event::AccessRevoked(_) => Vec::new(),
+        }
+    }
+
     /// Checks every field against its limit (see [`crate::limits`]). An event that passes
     /// has a bounded encoded size; whether it is valid for the record's current state is
     /// a separate question (the contract), answered against the views.
@@ -251,8 +284,7 @@ impl Event {
                         reason: "a new record is version 1",
                     });
                 }
-                text("metadata", &e.metadata, METADATA_LEN_MAX)?;
-                compact_json_object("metadata", &e.metadata)?;
+                metadata(&e.metadata)?;
                 payload(e.payload.as_ref())
             }
             Event::RecordAmended(e) => {
@@ -260,10 +292,9 @@ impl Event {
                 version(e.version)?;
                 id("author_id", &e.author_id)?;
                 time("amended_at", e.amended_at)?;
-                text("reason", &e.reason, REASON_LEN_MAX)?;
+                clinical("reason", &e.reason, REASON_LEN_MAX)?;
                 if let Some(m) = &e.metadata {
-                    text("metadata", m, METADATA_LEN_MAX)?;
-                    compact_json_object("metadata", m)?;
+                    metadata(m)?;
                 }
                 payload(e.payload.as_ref())
             }
@@ -272,7 +303,7 @@ impl Event {
                 version(e.version)?;
                 id("author_id", &e.author_id)?;
                 time("changed_at", e.changed_at)?;
-                text("reason", &e.reason, REASON_LEN_MAX)
+                clinical("reason", &e.reason, REASON_LEN_MAX)
             }
             Event::AccessGranted(e) => {
                 id("patient_id", &e.patient_id)?;
@@ -302,14 +333,14 @@ impl Event {
                 version(e.version)?;
                 id("erased_by", &e.erased_by)?;
                 time("erased_at", e.erased_at)?;
-                text("reason", &e.reason, REASON_LEN_MAX)
+                clinical("reason", &e.reason, REASON_LEN_MAX)
             }
             Event::AccessLogged(e) => {
                 id("record_id", &e.record_id)?;
                 id("patient_id", &e.patient_id)?;
                 id("accessor_id", &e.accessor_id)?;
                 time("accessed_at", e.accessed_at)?;
-                text("purpose", &e.purpose, REASON_LEN_MAX)
+                clinical("purpose", &e.purpose, REASON_LEN_MAX)
             }
         }
     }
@@ -390,6 +421,30 @@ fn compact_json_object(field: &'static str, value: &str) -> Result<(), EventErro
         }
     }
     Ok(())
+}
+
+/// A clinical text field: its text at most `max` bytes. A sealed value is checked by its
+/// length alone (what it seals was checked in the clear before sealing).
+fn clinical(field: &'static str, value: &Clinical, max: usize) -> Result<(), EventError> {
+    match value {
+        Clinical::Plain(text) => self::text(field, text, max),
+        Clinical::Sealed(sealed) if sealed.text_len() > max => Err(EventError::TooLong {
+            field,
+            len: sealed.text_len(),
+            max,
+        }),
+        Clinical::Sealed(_) => Ok(()),
+    }
+}
+
+/// Record metadata: at most [`METADATA_LEN_MAX`] bytes and, in the clear, a compact JSON
+/// object.
+fn metadata(value: &Clinical) -> Result<(), EventError> {
+    clinical("metadata", value, METADATA_LEN_MAX)?;
+    match value {
+        Clinical::Plain(text) => compact_json_object("metadata", text),
+        Clinical::Sealed(_) => Ok(()),
+    }
 }
 
 fn time(field: &'static str, t: Timestamp) -> Result<(), EventError> {

@@ -101,7 +101,8 @@ impl From<CryptoError> for PayloadError {
             | CryptoError::Authentication { .. }
             | CryptoError::Truncated
             | CryptoError::TrailingData
-            | CryptoError::AlreadyFailed => PayloadError::Corrupt(error.to_string()),
+            | CryptoError::AlreadyFailed
+            | CryptoError::Unseal { .. } => PayloadError::Corrupt(error.to_string()),
         }
     }
 }

@@ -250,6 +250,19 @@ impl KeyLog {
             .map_err(|e| self.commit_error(e))
     }
 
+    /// Returns once every record written so far is durable: a key read from the index may
+    /// have been appended by a caller still waiting for its group commit.
+    pub(crate) async fn wait_written_durable_async(&self) -> Result<(), KeyLogError> {
+        let lsn = self.lock().written_lsn;
+        self.wait_durable_async(lsn).await
+    }
+
+    /// [`Self::wait_written_durable_async`] for blocking callers.
+    pub(crate) fn wait_written_durable(&self) -> Result<(), KeyLogError> {
+        let lsn = self.lock().written_lsn;
+        self.wait_durable(lsn)
+    }
+
     fn check_writable(&self, inner: &Inner) -> Result<(), KeyLogError> {
         if inner.poisoned || self.commit.is_poisoned() {
             Err(KeyLogError::Poisoned)

@@ -85,6 +85,18 @@ pub fn new_key_id() -> Result<String, KeyStoreError> {
     Ok(hex::encode(bytes))
 }
 
+/// The key id of a record's content key, the key its clinical text is sealed under:
+/// the first 16 bytes of SHA-256(`"medledger-record-key-v1\0"` ‖ record id), in hex. Derived,
+/// so a record's key is found from its id alone, and one id names one key for life
+/// (after erasure it stays erased).
+pub fn record_key_id(record_id: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let mut hash = Sha256::new();
+    hash.update(b"medledger-record-key-v1\0");
+    hash.update(record_id.as_bytes());
+    hex::encode(&hash.finalize()[..KEY_ID_HEX_LEN / 2])
+}
+
 /// The raw bytes of a valid key id.
 fn parse_key_id(key_id: &str) -> Result<KeyIdBytes, KeyStoreError> {
     let valid = key_id.len() == KEY_ID_HEX_LEN
@@ -227,6 +239,69 @@ impl KeyStore {
             }
         }
         Ok(ids)
+    }
+
+    /// The content key of `record_id`, stored first if the record has none yet (a new
+    /// record, or one written before sealing); durable when it returns. Two callers
+    /// racing to create it both get the one that was stored. A destroyed key stays
+    /// destroyed: [`KeyStoreError::Erased`].
+    pub async fn record_key(&self, record_id: &str) -> Result<DataKey, KeyStoreError> {
+        let key_id = record_key_id(record_id);
+        let found = match self.load(&key_id) {
+            Err(KeyStoreError::NotFound(_)) => {
+                let key = DataKey::generate()?;
+                match self.store_async(&key_id, &key).await {
+                    Ok(()) => return Ok(key),
+                    // Stored meanwhile by a racing caller.
+                    Err(KeyStoreError::Exists(_)) => self.load(&key_id)?,
+                    Err(other) => return Err(other),
+                }
+            }
+            found => found?,
+        };
+        // The key found may have been appended by a caller still waiting for its group
+        // commit: nothing sealed under it may be acknowledged before it is durable.
+        self.log.wait_written_durable_async().await?;
+        Ok(found)
+    }
+
+    /// [`Self::record_key`] for callers without a runtime (tools that write a ledger
+    /// themselves, tests): the same key, durable when it returns.
+    pub fn record_key_blocking(&self, record_id: &str) -> Result<DataKey, KeyStoreError> {
+        let key_id = record_key_id(record_id);
+        let found = match self.load(&key_id) {
+            Err(KeyStoreError::NotFound(_)) => {
+                let key = DataKey::generate()?;
+                match self.store(&key_id, &key) {
+                    Ok(()) => return Ok(key),
+                    Err(KeyStoreError::Exists(_)) => self.load(&key_id)?,
+                    Err(other) => return Err(other),
+                }
+            }
+            found => found?,
+        };
+        self.log.wait_written_durable()?;
+        Ok(found)
+    }
+
+    /// Stores a key wrapped elsewhere under the same master key (a cluster's leader sends
+    /// each record's content key to every node): checked by unwrapping it first; durable
+    /// when it returns. A key already here is left as it is (`Ok`); a destroyed one stays
+    /// destroyed ([`KeyStoreError::Erased`]).
+    pub async fn store_wrapped(&self, key_id: &str, wrapped: &[u8]) -> Result<(), KeyStoreError> {
+        let key = self.master.unwrap(key_id, wrapped)?;
+        match self.store_async(key_id, &key).await {
+            Ok(()) => Ok(()),
+            Err(KeyStoreError::Exists(_)) => Ok(self.log.wait_written_durable_async().await?),
+            Err(other) => Err(other),
+        }
+    }
+
+    /// The key `key_id` wrapped anew, for sending to another node that shares the
+    /// master key.
+    pub fn wrapped(&self, key_id: &str) -> Result<Vec<u8>, KeyStoreError> {
+        let key = self.load(key_id)?;
+        Ok(self.master.wrap(key_id, &key)?.to_vec())
     }
 
     /// fdatasync calls the key log's group commits made since open.

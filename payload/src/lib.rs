@@ -23,6 +23,6 @@ pub use error::PayloadError;
 pub use outbox::{Outbox, OutboxOp};
 pub use pipeline::{
     OrphanScan, PayloadConfig, Payloads, PlaintextStream, ReconcileReport, ReplicationStatus,
-    StoredPayload,
+    SecretSeed, StoredPayload,
 };
 pub use unixfs::{only_hash, Block, DagSummary, FileBuilder};

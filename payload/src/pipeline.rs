@@ -31,6 +31,16 @@ const RECONCILE_CONCURRENCY: usize = 64;
 /// Deepest DAG `get` follows (a 174-ary tree of depth 8 exceeds any payload).
 const DAG_DEPTH_MAX: usize = 8;
 
+/// 32 secret bytes in a configuration; `Debug` does not show them.
+#[derive(Clone)]
+pub struct SecretSeed(pub [u8; 32]);
+
+impl std::fmt::Debug for SecretSeed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SecretSeed(..)")
+    }
+}
+
 /// How the pipeline is set up.
 #[derive(Clone, Debug)]
 pub struct PayloadConfig {
@@ -38,6 +48,9 @@ pub struct PayloadConfig {
     pub data_dir: PathBuf,
     /// The master key file; `None`: `<data_dir>/master.key`, created on first start.
     pub master_key_path: Option<PathBuf>,
+    /// The master key itself, instead of a file (a cluster's nodes share one, derived
+    /// from the cluster secret). Never printed.
+    pub master_key_bytes: Option<SecretSeed>,
     /// Blocks uploaded at once (`IPFS_UPLOAD_CONCURRENCY`), at least 1.
     pub upload_concurrency: usize,
     /// Blocks fetched ahead on download (`IPFS_DOWNLOAD_CONCURRENCY`), at least 1.
@@ -56,6 +69,7 @@ impl PayloadConfig {
         PayloadConfig {
             data_dir: data_dir.into(),
             master_key_path: None,
+            master_key_bytes: None,
             upload_concurrency: 4,
             download_concurrency: 6,
             cid_version: CidVersion::V0,
@@ -93,6 +107,12 @@ impl OrphanScan {
     /// Strikes off a payload the ledger references.
     pub fn referenced(&mut self, root: &Cid, key_id: &str) {
         self.roots.remove(root);
+        self.key_ids.remove(key_id);
+    }
+
+    /// Strikes off a key the ledger references by its id alone (a record's content key,
+    /// [`crate::keystore::record_key_id`]).
+    pub fn referenced_key(&mut self, key_id: &str) {
         self.key_ids.remove(key_id);
     }
 
@@ -171,7 +191,10 @@ impl Payloads {
             .master_key_path
             .clone()
             .unwrap_or_else(|| config.data_dir.join("master.key"));
-        let master = MasterKey::load_or_create(&master_path)?;
+        let master = match &config.master_key_bytes {
+            Some(seed) => MasterKey::from_bytes(seed.0),
+            None => MasterKey::load_or_create(&master_path)?,
+        };
         let keys = Arc::new(KeyStore::open(&config.data_dir.join("keys"), master)?);
         let (outbox, replicator, reader) = match &config.kubo {
             None => (None, None, Arc::clone(&store)),
@@ -426,6 +449,11 @@ impl Payloads {
             scan.referenced(&root, &key_id);
         }
         self.remove_orphans(scan).await
+    }
+
+    /// The key store: payload data keys and records' content keys.
+    pub fn keys(&self) -> &Arc<KeyStore> {
+        &self.keys
     }
 
     /// fdatasync calls of the local store and the key log since open (not the outbox's),

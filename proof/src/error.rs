@@ -118,10 +118,12 @@ pub enum HeaderError {
         /// The number of bytes past the header.
         extra: usize,
     },
-    /// A format byte other than [`crate::header::BLOCK_FORMAT`]: the rest of the layout
-    /// cannot be trusted, so nothing else is read.
+    /// A format byte outside [`crate::header::BLOCK_FORMAT_OLDEST`] to
+    /// [`crate::header::BLOCK_FORMAT`]: the rest of the layout cannot be trusted, so
+    /// nothing else is read.
     #[error(
-        "unknown block format {format} (only format {} is known)",
+        "unknown block format {format} (formats {} to {} are known)",
+        crate::header::BLOCK_FORMAT_OLDEST,
         crate::header::BLOCK_FORMAT
     )]
     UnknownFormat {

@@ -31,8 +31,12 @@ use crate::merkle::Hash;
 
 /// Size of a block header in bytes.
 pub const BLOCK_HEADER_LEN: usize = 88;
-/// The only header format this crate reads.
-pub const BLOCK_FORMAT: u8 = 1;
+/// The header format written today: 2, whose envelopes hold clinical text only sealed
+/// (docs/FORMAT.md). Format 1 (clinical text in the clear) is read, never written; the
+/// header layout is the same for both.
+pub const BLOCK_FORMAT: u8 = 2;
+/// The oldest header format this crate reads.
+pub const BLOCK_FORMAT_OLDEST: u8 = 1;
 
 /// Byte offset of `number` (u64 LE).
 pub const NUMBER_OFFSET: usize = 0;
@@ -66,6 +70,8 @@ pub struct HeaderFields {
     pub tx_count: u32,
     /// Why the block was cut (0 genesis … 6 drain; see docs/FORMAT.md).
     pub cut_reason: u8,
+    /// The block format, [`BLOCK_FORMAT_OLDEST`] to [`BLOCK_FORMAT`].
+    pub format: u8,
     /// Header hash of block `number - 1` (zeros for genesis).
     pub prev_hash: Hash,
     /// RFC 6962 root over the block's transaction hashes.
@@ -73,8 +79,8 @@ pub struct HeaderFields {
 }
 
 impl HeaderFields {
-    /// Reads exactly one header: [`BLOCK_HEADER_LEN`] bytes of format [`BLOCK_FORMAT`]
-    /// with zero reserved bytes. The cut reason is not interpreted.
+    /// Reads exactly one header: [`BLOCK_HEADER_LEN`] bytes of a known format with zero
+    /// reserved bytes. The cut reason is not interpreted.
     ///
     /// # Errors
     /// [`HeaderError::TooShort`] or [`HeaderError::TrailingBytes`] for any other length,
@@ -106,7 +112,7 @@ impl HeaderFields {
     /// # Errors
     /// [`HeaderError::UnknownFormat`] or [`HeaderError::ReservedNotZero`].
     pub fn decode(b: &[u8; BLOCK_HEADER_LEN]) -> Result<HeaderFields, HeaderError> {
-        if b[FORMAT_OFFSET] != BLOCK_FORMAT {
+        if !(BLOCK_FORMAT_OLDEST..=BLOCK_FORMAT).contains(&b[FORMAT_OFFSET]) {
             return Err(HeaderError::UnknownFormat {
                 format: b[FORMAT_OFFSET],
             });
@@ -120,12 +126,13 @@ impl HeaderFields {
             timestamp_ms: i64::from_le_bytes(array(b, TIMESTAMP_OFFSET)),
             tx_count: u32::from_le_bytes(array(b, TX_COUNT_OFFSET)),
             cut_reason: b[CUT_REASON_OFFSET],
+            format: b[FORMAT_OFFSET],
             prev_hash: array(b, PREV_HASH_OFFSET),
             data_hash: array(b, DATA_HASH_OFFSET),
         })
     }
 
-    /// The header bytes: format [`BLOCK_FORMAT`], reserved bytes zero, integers
+    /// The header bytes: reserved bytes zero, integers
     /// little-endian. [`HeaderFields::decode`] of them returns `self`.
     #[must_use]
     pub fn encode(&self) -> [u8; BLOCK_HEADER_LEN] {
@@ -134,7 +141,7 @@ impl HeaderFields {
         out[TIMESTAMP_OFFSET..TX_COUNT_OFFSET].copy_from_slice(&self.timestamp_ms.to_le_bytes());
         out[TX_COUNT_OFFSET..CUT_REASON_OFFSET].copy_from_slice(&self.tx_count.to_le_bytes());
         out[CUT_REASON_OFFSET] = self.cut_reason;
-        out[FORMAT_OFFSET] = BLOCK_FORMAT;
+        out[FORMAT_OFFSET] = self.format;
         out[PREV_HASH_OFFSET..DATA_HASH_OFFSET].copy_from_slice(&self.prev_hash);
         out[DATA_HASH_OFFSET..].copy_from_slice(&self.data_hash);
         out
@@ -170,6 +177,7 @@ mod tests {
             timestamp_ms: -3,
             tx_count: 0x0102_0304,
             cut_reason: 5,
+            format: BLOCK_FORMAT,
             prev_hash: [0xaa; 32],
             data_hash: [0xbb; 32],
         }
@@ -201,11 +209,20 @@ mod tests {
         );
         assert_eq!(HeaderFields::parse_prefix(&longer), Ok((h, &b"body"[..])));
         let mut bad = bytes;
-        bad[FORMAT_OFFSET] = 2;
+        bad[FORMAT_OFFSET] = 3;
         assert_eq!(
             HeaderFields::parse(&bad),
-            Err(HeaderError::UnknownFormat { format: 2 })
+            Err(HeaderError::UnknownFormat { format: 3 })
         );
+        bad[FORMAT_OFFSET] = 0;
+        assert_eq!(
+            HeaderFields::parse(&bad),
+            Err(HeaderError::UnknownFormat { format: 0 })
+        );
+        // Format 1, the one before sealing, is read as it was written.
+        let mut old = h;
+        old.format = 1;
+        assert_eq!(HeaderFields::parse(&old.encode()), Ok(old));
         let mut bad = bytes;
         bad[RESERVED_OFFSET + 1] = 1;
         assert_eq!(
@@ -234,8 +251,8 @@ mod tests {
                 "1 bytes after the 88-byte header",
             ),
             (
-                HeaderError::UnknownFormat { format: 2 },
-                "unknown block format 2 (only format 1 is known)",
+                HeaderError::UnknownFormat { format: 3 },
+                "unknown block format 3 (formats 1 to 2 are known)",
             ),
             (
                 HeaderError::ReservedNotZero { reserved: [0, 1] },

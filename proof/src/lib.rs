@@ -29,9 +29,9 @@
 //!
 //! // A chain of two blocks: genesis, then one block of two transactions.
 //! let txs: Vec<[u8; 32]> = [&b"tx a"[..], b"tx b"].iter().map(|t| Sha256::digest(t).into()).collect();
-//! let genesis = HeaderFields { number: 0, timestamp_ms: 1, tx_count: 0, cut_reason: 0,
+//! let genesis = HeaderFields { number: 0, timestamp_ms: 1, tx_count: 0, cut_reason: 0, format: 2,
 //!     prev_hash: [0; 32], data_hash: merkle::empty_root() }.encode();
-//! let block = HeaderFields { number: 1, timestamp_ms: 2, tx_count: 2, cut_reason: 5,
+//! let block = HeaderFields { number: 1, timestamp_ms: 2, tx_count: 2, cut_reason: 5, format: 2,
 //!     prev_hash: Sha256::digest(genesis).into(), data_hash: merkle::root_of_hashes(&txs) }.encode();
 //!
 //! // The chain tree: leaf n is the header hash of block n.

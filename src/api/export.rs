@@ -12,7 +12,9 @@ use super::auth::Caller;
 use super::error::ApiError;
 use super::lookup::{honour_min_height, may_read, query_error};
 use super::records::record_json;
+use super::submit::clinical_error;
 use super::AppState;
+use medledger_payload::keystore::KeyStore;
 
 type Data = web::Data<AppState>;
 
@@ -95,9 +97,11 @@ fn csv_line(fields: &[String]) -> String {
     line
 }
 
-fn csv_record(entry: &VersionEntry) -> String {
+fn csv_record(keys: &KeyStore, entry: &VersionEntry) -> Result<String, ApiError> {
     let s = &entry.state;
-    csv_line(&[
+    let metadata = crate::clinical::open(keys, &s.record_id, "metadata", &s.metadata)
+        .map_err(|e| clinical_error(&e))?;
+    Ok(csv_line(&[
         s.record_id.clone(),
         s.patient_id.clone(),
         s.hospital_id.clone(),
@@ -118,8 +122,8 @@ fn csv_record(entry: &VersionEntry) -> String {
         entry.at.tx_id().to_string(),
         entry.at.block.to_string(),
         entry.at.position.to_string(),
-        s.metadata.clone(),
-    ])
+        metadata.text().unwrap_or_default().to_owned(),
+    ]))
 }
 
 #[derive(Deserialize)]
@@ -182,13 +186,23 @@ pub async fn patient_export(
                             return ControlFlow::Break(());
                         }
                     }
+                    let keys = st.payloads.keys();
                     let line = if csv {
-                        csv_record(&entry)
+                        csv_record(keys, &entry)
                     } else {
-                        let mut line = serde_json::to_string(&record_json(&entry))
-                            .expect("a record serialises");
-                        line.push('\n');
-                        line
+                        record_json(keys, &entry).map(|json| {
+                            let mut line =
+                                serde_json::to_string(&json).expect("a record serialises");
+                            line.push('\n');
+                            line
+                        })
+                    };
+                    let line = match line {
+                        Ok(line) => line,
+                        Err(e) => {
+                            let _ = tx.blocking_send(Err(e));
+                            return ControlFlow::Break(());
+                        }
                     };
                     if tx.blocking_send(Ok(web::Bytes::from(line))).is_err() {
                         return ControlFlow::Break(()); // the client went away

@@ -29,6 +29,10 @@ pub const SCHEMAS: &[(&str, &str)] = &[
     ),
     ("grant.json", include_str!("../../schemas/grant.json")),
     ("erasure.json", include_str!("../../schemas/erasure.json")),
+    (
+        "patient_erasure.json",
+        include_str!("../../schemas/patient_erasure.json"),
+    ),
     ("new_node.json", include_str!("../../schemas/new_node.json")),
     ("voters.json", include_str!("../../schemas/voters.json")),
     ("error.json", include_str!("../../schemas/error.json")),

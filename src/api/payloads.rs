@@ -17,16 +17,13 @@ use futures_util::StreamExt;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use medledger_chaincode::contract::apply_record_event;
-use medledger_chaincode::{AccessLogged, Envelope, Event, PayloadErased, PayloadRef, Sha256Digest};
+use medledger_chaincode::{AccessLogged, Envelope, Event, PayloadRef, Sha256Digest};
 use medledger_payload::{Cid, PayloadError, StoredPayload};
 
 use super::auth::{Caller, Role};
 use super::error::ApiError;
-use super::lookup::{check_expected, honour_min_height, load_record, may_read};
-use super::submit::{
-    commit, contract_error, envelope, now, receipt_json, submit_for_verdict, NotAccepted,
-};
+use super::lookup::{honour_min_height, load_record, may_read};
+use super::submit::{clinical_error, envelope, now, submit_for_verdict, NotAccepted};
 use super::AppState;
 use crate::orderer::Receipt;
 
@@ -365,12 +362,20 @@ pub async fn read(
             patient_id: s.patient_id.clone(),
             accessor_id: caller.id().to_owned(),
             accessed_at: now(),
-            purpose: query.purpose.clone().unwrap_or_else(|| "treatment".into()),
+            purpose: query
+                .purpose
+                .clone()
+                .unwrap_or_else(|| "treatment".into())
+                .into(),
         }),
     );
+    let mut audit = audit;
     audit
         .check_limits()
         .map_err(|e| ApiError::bad_request("invalid_field", e.to_string()))?;
+    crate::clinical::seal(state.payloads.keys(), &mut audit)
+        .await
+        .map_err(|e| clinical_error(&e))?;
     // Queued, not awaited: the receipt is dropped and the event commits with its block.
     state.orderer.enqueue(&audit).map_err(|e| {
         ApiError::unavailable("busy", format!("the read could not be audited: {e}"), 1)
@@ -390,81 +395,6 @@ pub async fn read(
         .insert_header(("X-Payload-Cid", stored.cid.to_string()))
         .no_chunking(stored.size)
         .streaming(body))
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Erasure {
-    reason: String,
-    #[serde(default)]
-    expected_version: Option<u32>,
-}
-
-/// `POST /v1/records/{id}/erase` (admins): crypto-shred the payload. The `PayloadErased`
-/// event is committed first (durable), then the wrapped key is destroyed and the payload
-/// unpinned. Repeating the call on an erased record finishes a destruction that failed
-/// half way (it is idempotent) and answers 200.
-pub async fn erase(
-    state: Data,
-    caller: Caller,
-    path: web::Path<String>,
-    body: web::Json<Erasure>,
-) -> Result<HttpResponse, ApiError> {
-    let record_id = path.into_inner();
-    if caller.role() != Role::Admin {
-        return Err(ApiError::forbidden(
-            "erasing a payload is for the admin role",
-        ));
-    }
-    let current = load_record(&state, &record_id).await?;
-    let Some(p) = current.state.payload.clone() else {
-        return Err(ApiError::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "no_payload",
-            format!("record `{record_id}` has no payload"),
-        ));
-    };
-    let stored = stored_of(&p)?;
-    if current.state.payload_erased {
-        state
-            .payloads
-            .erase(&stored.key_id, &stored.cid)
-            .await
-            .map_err(payload_error)?;
-        return Ok(HttpResponse::Ok().json(json!({
-            "record_id": record_id, "version": current.state.version, "already_erased": true,
-        })));
-    }
-    check_expected(&current, body.expected_version)?;
-    let version = current.state.version + 1;
-    let env = envelope(
-        &caller,
-        Event::PayloadErased(PayloadErased {
-            record_id: record_id.clone(),
-            version,
-            erased_by: caller.id().to_owned(),
-            erased_at: now(),
-            reason: body.into_inner().reason,
-        }),
-    );
-    env.check_limits()
-        .map_err(|e| ApiError::bad_request("invalid_field", e.to_string()))?;
-    apply_record_event(Some(&current.state), &env.event).map_err(|e| contract_error(&e))?;
-    let receipt = commit(&state, &env).await?;
-    state
-        .payloads
-        .erase(&stored.key_id, &stored.cid)
-        .await
-        .map_err(|e| {
-            let mut err = payload_error(e);
-            err.code = "erase_incomplete";
-            err.message = format!(
-                "the ledger records the erasure (block {}), but the key could not be destroyed yet; repeat the request",
-                receipt.block_number
-            );
-            err
-        })?;
-    Ok(HttpResponse::Ok().json(receipt_json(&receipt, &record_id, version)))
 }
 
 /// `GET /v1/ipfs/status` (auditors and admins): the payload store and the replication

@@ -22,11 +22,13 @@ use super::lookup::{
 };
 use super::payloads;
 use super::submit::{
-    commit, contract_error, envelope, now, receipt_json, store_error, submit_error, verdict,
-    WriteQuery,
+    clinical_error, commit, contract_error, envelope, now, receipt_json, replicate_key,
+    store_error, submit_error, verdict, WriteQuery,
 };
 use super::{AppState, PAGE_LIMIT_DEFAULT};
+use crate::clinical::{self, Opened};
 use crate::orderer::SubmitError;
+use medledger_payload::keystore::KeyStore;
 
 /// Records in one batch submission, at most.
 pub const BATCH_RECORDS_MAX: usize = 1_000;
@@ -99,7 +101,7 @@ fn creation(
         record_type: body.record_type,
         created_at: body.created_at.unwrap_or(submitted),
         version: 1,
-        metadata: metadata_text(body.metadata),
+        metadata: metadata_text(body.metadata).into(),
         payload: None,
     });
     let env = envelope(caller, event);
@@ -210,6 +212,13 @@ pub async fn create_batch(
                 }
                 creation(&state, &caller, r).map(|(env, _)| env)
             });
+        let built = match built {
+            Ok(mut env) => match clinical::seal(state.payloads.keys(), &mut env).await {
+                Ok(()) => replicate_key(&state, &env).await.map(|()| env),
+                Err(e) => Err(clinical_error(&e)),
+            },
+            Err(e) => Err(e),
+        };
         match built {
             Ok(env) => match state.orderer.enqueue(&env) {
                 Ok(rx) => pending.push((i, env, rx)),
@@ -281,8 +290,8 @@ pub async fn amend(
             version,
             author_id: caller.id().to_owned(),
             amended_at: now(),
-            reason: body.reason,
-            metadata: body.metadata.map(|m| Value::Object(m).to_string()),
+            reason: body.reason.into(),
+            metadata: body.metadata.map(|m| Value::Object(m).to_string().into()),
             payload: None,
         }),
     );
@@ -325,7 +334,7 @@ pub async fn change_status(
             author_id: caller.id().to_owned(),
             changed_at: now(),
             status: body.status,
-            reason: body.reason,
+            reason: body.reason.into(),
         }),
     );
     apply_record_event(Some(&current.state), &env.event).map_err(|e| contract_error(&e))?;
@@ -334,8 +343,8 @@ pub async fn change_status(
 }
 
 /// A record as the API shows it: its current state, where that version is in the ledger,
-/// and its metadata as stored (canonical JSON, written out as is: never parsed and
-/// re-serialised per read).
+/// and its metadata opened (canonical JSON, written out as is: never parsed and
+/// re-serialised per read). An erased record shows its structural fields only.
 #[derive(Serialize)]
 pub struct RecordJson<'a> {
     record_id: &'a str,
@@ -346,10 +355,12 @@ pub struct RecordJson<'a> {
     created_at: medledger_chaincode::Timestamp,
     version: u32,
     status: medledger_chaincode::RecordStatus,
-    /// `null` if the stored text is not JSON (no record the API wrote).
-    metadata: Option<&'a serde_json::value::RawValue>,
+    /// `null` once erased, or if the stored text is not JSON (no record the API wrote).
+    metadata: Option<Box<serde_json::value::RawValue>>,
     payload: Option<PayloadJson<'a>>,
     payload_erased: bool,
+    /// The record was erased: its clinical text and payloads are gone for good.
+    erased: bool,
     updated_at: medledger_chaincode::Timestamp,
     updated_by: &'a str,
     event: Option<&'static str>,
@@ -366,10 +377,15 @@ struct PayloadJson<'a> {
     content_type: &'a str,
 }
 
-/// The record `entry` as the API shows it.
-pub fn record_json(entry: &VersionEntry) -> RecordJson<'_> {
+/// The record `entry` as the API shows it, its metadata opened with the record's key.
+pub fn record_json<'a>(
+    keys: &KeyStore,
+    entry: &'a VersionEntry,
+) -> Result<RecordJson<'a>, ApiError> {
     let s = &entry.state;
-    RecordJson {
+    let metadata = clinical::open(keys, &s.record_id, "metadata", &s.metadata)
+        .map_err(|e| clinical_error(&e))?;
+    Ok(RecordJson {
         record_id: &s.record_id,
         patient_id: &s.patient_id,
         hospital_id: &s.hospital_id,
@@ -378,7 +394,9 @@ pub fn record_json(entry: &VersionEntry) -> RecordJson<'_> {
         created_at: s.created_at,
         version: s.version,
         status: s.status,
-        metadata: serde_json::from_str(&s.metadata).ok(),
+        metadata: metadata
+            .text()
+            .and_then(|text| serde_json::value::RawValue::from_string(text.to_owned()).ok()),
         payload: s.payload.as_ref().map(|p| PayloadJson {
             cid: &p.cid,
             size: p.size,
@@ -386,13 +404,14 @@ pub fn record_json(entry: &VersionEntry) -> RecordJson<'_> {
             content_type: &p.content_type,
         }),
         payload_erased: s.payload_erased,
+        erased: metadata == Opened::Erased,
         updated_at: s.updated_at,
         updated_by: &s.updated_by,
         event: entry.event_kind().map(|k| k.as_str()),
         tx_id: entry.at.tx_id().to_string(),
         block_number: entry.at.block,
         position: entry.at.position,
-    }
+    })
 }
 
 #[derive(Deserialize)]
@@ -429,7 +448,7 @@ pub async fn get(
     };
     let etag = version_etag(&entry.at.tx_id().to_string());
     versioned(&req, &etag, || {
-        Ok(HttpResponse::Ok().json(record_json(&entry)))
+        Ok(HttpResponse::Ok().json(record_json(state.payloads.keys(), &entry)?))
     })
 }
 
@@ -464,8 +483,13 @@ pub async fn history(
             .then(|| versions.last().map(|v| v.state.version))
             .flatten()
             .filter(|&v| v < current.state.version);
+        let keys = state.payloads.keys();
+        let items = versions
+            .iter()
+            .map(|v| record_json(keys, v))
+            .collect::<Result<Vec<_>, _>>()?;
         Ok(HttpResponse::Ok().json(json!({
-            "items": versions.iter().map(record_json).collect::<Vec<_>>(),
+            "items": items,
             "next_after_version": next,
         })))
     })

@@ -13,6 +13,7 @@ use medledger_views::query::Views;
 use super::auth::Caller;
 use super::error::ApiError;
 use super::{AppState, PROJECTED_WAIT};
+use crate::clinical::{self, ClinicalError};
 use crate::orderer::{Receipt, SubmitError};
 
 pub(crate) fn now() -> Timestamp {
@@ -49,7 +50,6 @@ pub(crate) fn contract_error(e: &ContractError) -> ApiError {
         // a wildcard, so a new rule is a compile error here until it has its answer.
         ContractError::RecordEnteredInError { .. }
         | ContractError::StatusUnchanged { .. }
-        | ContractError::NoPayload { .. }
         | ContractError::PayloadAlreadyErased { .. }
         | ContractError::PatientMismatch { .. }
         | ContractError::RecordMismatch { .. }
@@ -68,6 +68,8 @@ pub(crate) fn submit_error(e: SubmitError) -> ApiError {
             ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "too_large", e.to_string())
         }
         SubmitError::Invalid(inner) => ApiError::bad_request("invalid_field", inner.to_string()),
+        // The server seals before it submits: reaching this is a bug, not the caller's.
+        SubmitError::Unsealed(_) => ApiError::internal(e.to_string()).with_code("unsealed"),
         SubmitError::Busy => ApiError::unavailable("busy", e.to_string(), 1),
         SubmitError::Closed => ApiError::unavailable("shutting_down", e.to_string(), 5),
         SubmitError::Failed(_) | SubmitError::WriterStopped => {
@@ -82,6 +84,21 @@ impl ApiError {
     fn with_code(mut self, code: &'static str) -> Self {
         self.code = code;
         self
+    }
+}
+
+/// The answer when clinical text cannot be sealed or opened.
+pub(crate) fn clinical_error(e: &ClinicalError) -> ApiError {
+    match e {
+        ClinicalError::Erased { .. } => ApiError::new(StatusCode::GONE, e.code(), e.to_string()),
+        ClinicalError::KeyMissing { .. } => ApiError::unavailable(e.code(), e.to_string(), 1),
+        ClinicalError::Failed { record_id, .. } => {
+            tracing::error!(error = %e, "clinical text");
+            ApiError::internal(format!(
+                "the clinical text of record `{record_id}` could not be sealed or opened"
+            ))
+            .with_code(e.code())
+        }
     }
 }
 
@@ -113,6 +130,15 @@ pub(crate) async fn submit_for_verdict(
     env.check_limits()
         .map_err(|e| NotAccepted::Refused(ApiError::bad_request("invalid_field", e.to_string())))?;
     ensure_projecting(state).map_err(NotAccepted::Refused)?;
+    // Clinical text leaves the request sealed: the ledger never holds it in the clear.
+    let mut sealed = env.clone();
+    clinical::seal(state.payloads.keys(), &mut sealed)
+        .await
+        .map_err(|e| NotAccepted::Refused(clinical_error(&e)))?;
+    replicate_key(state, &sealed)
+        .await
+        .map_err(NotAccepted::Refused)?;
+    let env = &sealed;
     let span = tracing::info_span!("ledger.commit", block = tracing::field::Empty);
     let submitted = {
         use tracing::Instrument as _;
@@ -127,6 +153,7 @@ pub(crate) async fn submit_for_verdict(
         Err(
             e @ (SubmitError::TooLarge { .. }
             | SubmitError::Invalid(_)
+            | SubmitError::Unsealed(_)
             | SubmitError::Busy
             | SubmitError::Closed
             | SubmitError::NotCommitted(_)),
@@ -136,6 +163,26 @@ pub(crate) async fn submit_for_verdict(
     state.projector.nudge();
     verdict(state, &receipt).await?;
     Ok(receipt)
+}
+
+/// In a cluster, sends the content key of `env`'s record to the other nodes and waits for
+/// a majority before the block that needs it is proposed (docs/CLUSTER.md, "Keys").
+pub(crate) async fn replicate_key(state: &AppState, env: &Envelope) -> Result<(), ApiError> {
+    let (Some(cluster), Some(record_id)) = (&state.cluster, env.event.record_id()) else {
+        return Ok(());
+    };
+    if env.event.clinical_fields().is_empty() {
+        return Ok(());
+    }
+    cluster.replicate_key(record_id).await.map_err(|e| {
+        ApiError::unavailable(
+            "not_committed",
+            format!(
+                "the record's key did not reach a majority of the nodes; nothing was written: {e}"
+            ),
+            1,
+        )
+    })
 }
 
 /// Refuses a write before the ledger when the projector has stopped for good: its

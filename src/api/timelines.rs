@@ -91,7 +91,7 @@ async fn timeline(
     let mut items = Vec::with_capacity(page.items.len());
     for entry in &page.items {
         if may_read(&state, &caller, entry)? {
-            items.push(record_json(entry));
+            items.push(record_json(state.payloads.keys(), entry)?);
         }
     }
     Ok(HttpResponse::Ok().json(Page {

@@ -81,7 +81,11 @@ fn copy_tree(from: &Path, to: &Path, copied: &mut Copied) -> std::io::Result<()>
 fn open_and_verify(dir: &Path) -> Result<serde_json::Value, String> {
     let (ledger, recovery) =
         Ledger::open(dir, LedgerOptions::default()).map_err(|e| e.to_string())?;
-    let is_envelope = |tx: &[u8]| Envelope::decode(tx).map(drop).map_err(|e| e.to_string());
+    let is_envelope = |format: u8, tx: &[u8]| {
+        Envelope::decode_in(format, tx)
+            .map(drop)
+            .map_err(|e| e.to_string())
+    };
     let report = verify(&ledger, &is_envelope).map_err(|e| e.to_string())?;
     let tip = ledger.tip();
     let _ = ledger.close();

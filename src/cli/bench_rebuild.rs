@@ -56,7 +56,7 @@ fn big_patient_record(i: u64) -> Envelope {
             record_type: ["lab_result", "clinical_note", "vital_signs"][(i % 3) as usize].into(),
             created_at: at,
             version: 1,
-            metadata: format!("{{\"title\":\"observation {i}\"}}"),
+            metadata: format!("{{\"title\":\"observation {i}\"}}").into(),
             payload: None,
         }),
     }

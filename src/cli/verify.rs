@@ -36,7 +36,11 @@ pub fn run(data_dir: &Path, out: &mut dyn Write) -> i32 {
     };
     // The engine checks its own rules; every transaction must also be a canonical
     // envelope of the contract.
-    let is_envelope = |tx: &[u8]| Envelope::decode(tx).map(drop).map_err(|e| e.to_string());
+    let is_envelope = |format: u8, tx: &[u8]| {
+        Envelope::decode_in(format, tx)
+            .map(drop)
+            .map_err(|e| e.to_string())
+    };
     match verify(&ledger, &is_envelope) {
         Ok(report) => {
             let block = report.failure.as_ref().map(|f| f.block);

@@ -17,10 +17,12 @@ use openraft::error::{ClientWriteError, RaftError};
 use openraft::{Raft, ServerState, SnapshotPolicy};
 use serde::{Deserialize, Serialize};
 
+use medledger_payload::keystore::{record_key_id, KeyStore, KeyStoreError};
 use medledger_storage::{Block, Ledger};
 
 use crate::orderer::{BlockSink, Committed, SinkError};
 pub use config::{ClusterConfig, ClusterConfigError, NodeAddrs};
+pub use network::KeyAnswer;
 use network::{Network, PeerAuth, RpcLimits, RpcServer};
 use store::{Applied, BlockEntry, LogStore, StateMachine};
 
@@ -80,6 +82,10 @@ pub const LOG_KEPT_ENTRIES: u64 = 64;
 /// The longest a membership change waits (a learner's catch-up included).
 pub const MEMBERSHIP_WAIT: Duration = Duration::from_secs(120);
 
+/// How long a record's content key may take to reach a majority before its write is
+/// refused (503, nothing proposed).
+pub const KEY_WAIT: Duration = Duration::from_secs(5);
+
 /// The subdirectory of the data dir holding the Raft log and vote.
 pub const RAFT_DIR: &str = "raft";
 
@@ -132,6 +138,8 @@ pub struct Cluster {
     pub stats: Arc<ClusterStats>,
     pub config: ClusterConfig,
     raft: Raft<TypeConfig>,
+    net: Network,
+    keys: Arc<KeyStore>,
     runtime: Mutex<Option<tokio::runtime::Runtime>>,
     rpc: Mutex<Option<RpcServer>>,
     handle: tokio::runtime::Handle,
@@ -146,6 +154,7 @@ impl Cluster {
         node_id: u64,
         data_dir: &Path,
         ledger: Arc<Ledger>,
+        keys: Arc<KeyStore>,
         on_apply: Box<dyn Fn() + Send + Sync>,
         rpc_body_max: usize,
     ) -> Result<Arc<Cluster>, ClusterError> {
@@ -206,14 +215,18 @@ impl Cluster {
         .validate()
         .map_err(|e| ClusterError::Raft(e.to_string()))?;
         let raft = runtime
-            .block_on(Raft::new(node_id, Arc::new(raft_config), net, log, sm))
+            .block_on(Raft::new(
+                node_id,
+                Arc::new(raft_config),
+                net.clone(),
+                log,
+                sm,
+            ))
             .map_err(|e| ClusterError::Raft(e.to_string()))?;
-        let rpc =
-            RpcServer::start(me.raft, raft.clone(), auth, ledger, limits).map_err(|source| {
-                ClusterError::Listen {
-                    addr: me.raft,
-                    source,
-                }
+        let rpc = RpcServer::start(me.raft, raft.clone(), auth, ledger, keys.clone(), limits)
+            .map_err(|source| ClusterError::Listen {
+                addr: me.raft,
+                source,
             })?;
         let lowest = *config.nodes.keys().next().expect("a cluster has a node");
         if fresh && node_id == lowest {
@@ -251,6 +264,8 @@ impl Cluster {
             stats,
             config,
             raft,
+            net,
+            keys,
             runtime: Mutex::new(Some(runtime)),
             rpc: Mutex::new(Some(rpc)),
             handle,
@@ -307,6 +322,98 @@ impl Cluster {
             Ok(Ok(Err(e))) => Err(Some(e.to_string())),
             Ok(Err(e)) => Err(Some(e.to_string())),
             Err(_) => Err(None),
+        }
+    }
+
+    /// The other members' node-to-node addresses, voters first.
+    fn peers(&self) -> (Vec<String>, usize) {
+        let m = self.raft.metrics().borrow().membership_config.clone();
+        let members = m.membership();
+        let voters: Vec<u64> = members.voter_ids().collect();
+        let mut peers: Vec<String> = voters
+            .iter()
+            .filter(|id| **id != self.node_id)
+            .filter_map(|id| members.get_node(id).map(|n| n.raft.clone()))
+            .collect();
+        for (id, node) in members.nodes() {
+            if !voters.contains(id) && *id != self.node_id {
+                peers.push(node.raft.clone());
+            }
+        }
+        (peers, voters.len())
+    }
+
+    /// Sends the content key of `record_id` (which this node holds) to every other member
+    /// and returns once a majority of the voters, this node included, hold it durably:
+    /// the key of a record is then as durable as the block that needs it, which is
+    /// proposed only after this returns.
+    pub async fn replicate_key(&self, record_id: &str) -> Result<(), String> {
+        let key_id = record_key_id(record_id);
+        let wrapped = self.keys.wrapped(&key_id).map_err(|e| e.to_string())?;
+        let (peers, voters) = self.peers();
+        let needed = voters / 2 + 1;
+        let mut held = 1; // this node
+        if held >= needed && peers.is_empty() {
+            return Ok(());
+        }
+        let mut sends: futures_util::stream::FuturesUnordered<_> = peers
+            .iter()
+            .map(|raft| self.net.put_key(raft, &key_id, &wrapped))
+            .collect();
+        let mut errors = Vec::new();
+        let deadline = tokio::time::sleep(KEY_WAIT);
+        tokio::pin!(deadline);
+        while held < needed {
+            tokio::select! {
+                next = futures_util::StreamExt::next(&mut sends) => match next {
+                    Some(Ok(true)) => held += 1,
+                    Some(Ok(false)) => return Err(format!("record `{record_id}` was erased on another node")),
+                    Some(Err(e)) => errors.push(e),
+                    None => break,
+                },
+                () = &mut deadline => {
+                    errors.push("no majority in time".into());
+                    break;
+                }
+            }
+        }
+        if held >= needed {
+            // The rest are sent on: a node that misses one fetches it when it needs it.
+            Ok(())
+        } else {
+            Err(format!(
+                "the content key reached {held} of the {needed} nodes a majority needs: {}",
+                errors.join("; ")
+            ))
+        }
+    }
+
+    /// Asks the other members for a key this node lacks, storing it (or its erasure)
+    /// when one has it; the answer says which.
+    pub async fn fetch_key(&self, key_id: &str) -> Result<KeyAnswer, String> {
+        let (peers, _) = self.peers();
+        let mut errors = Vec::new();
+        for raft in peers {
+            match self.net.get_key(&raft, key_id).await {
+                Ok(KeyAnswer::Wrapped(wrapped)) => {
+                    return match self.keys.store_wrapped(key_id, &wrapped).await {
+                        Ok(()) => Ok(KeyAnswer::Wrapped(wrapped)),
+                        Err(KeyStoreError::Erased(_)) => Ok(KeyAnswer::Erased),
+                        Err(e) => Err(e.to_string()),
+                    };
+                }
+                Ok(KeyAnswer::Erased) => {
+                    self.keys.destroy(key_id).map_err(|e| e.to_string())?;
+                    return Ok(KeyAnswer::Erased);
+                }
+                Ok(KeyAnswer::Absent) => {}
+                Err(e) => errors.push(e),
+            }
+        }
+        if errors.is_empty() {
+            Ok(KeyAnswer::Absent)
+        } else {
+            Err(errors.join("; "))
         }
     }
 

@@ -25,6 +25,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use sha2::Sha256;
 
+use medledger_payload::keystore::{KeyStore, KeyStoreError};
 use medledger_storage::Ledger;
 
 use super::store::{decode, encode, BlockEntry};
@@ -166,6 +167,51 @@ impl Network {
     }
 }
 
+/// What a node holds of a key another node asks for.
+#[derive(Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum KeyAnswer {
+    /// The key, wrapped under the cluster's master key.
+    Wrapped(Vec<u8>),
+    /// Destroyed here (the record was erased).
+    Erased,
+    /// Never held here.
+    Absent,
+}
+
+impl Network {
+    /// Sends a record's wrapped content key to the node at `raft`, which stores it
+    /// durably before it answers. `Ok(false)`: that node destroyed the key (erased).
+    pub async fn put_key(&self, raft: &str, key_id: &str, wrapped: &[u8]) -> Result<bool, String> {
+        let body = encode(&(key_id, wrapped));
+        let res = self
+            .signed_post(&format!("http://{raft}"), KEY_PUT, body)
+            .timeout(Duration::from_secs(5))
+            .send()
+            .await
+            .map_err(|e| format!("sending a key to {raft}: {e}"))?;
+        match res.status() {
+            s if s.is_success() => Ok(true),
+            reqwest::StatusCode::GONE => Ok(false),
+            s => Err(format!("{raft} answered {s} to a key")),
+        }
+    }
+
+    /// Asks the node at `raft` for a key.
+    pub async fn get_key(&self, raft: &str, key_id: &str) -> Result<KeyAnswer, String> {
+        let res = self
+            .signed_post(&format!("http://{raft}"), KEY_GET, encode(&key_id))
+            .timeout(Duration::from_secs(5))
+            .send()
+            .await
+            .map_err(|e| format!("asking {raft} for a key: {e}"))?;
+        if !res.status().is_success() {
+            return Err(format!("{raft} answered {} to a key request", res.status()));
+        }
+        let bytes = res.bytes().await.map_err(|e| e.to_string())?;
+        decode(&bytes)
+    }
+}
+
 impl RaftNetworkFactory<TypeConfig> for Network {
     type Network = Peer;
 
@@ -278,11 +324,14 @@ const APPEND: &str = "/raft/append";
 const VOTE: &str = "/raft/vote";
 const SNAPSHOT: &str = "/raft/snapshot";
 const BLOCKS: &str = "/raft/blocks";
+const KEY_PUT: &str = "/raft/keys/put";
+const KEY_GET: &str = "/raft/keys/get";
 
 struct RpcState {
     raft: Raft<TypeConfig>,
     auth: Arc<PeerAuth>,
     ledger: Arc<Ledger>,
+    keys: Arc<KeyStore>,
     limits: RpcLimits,
 }
 
@@ -386,6 +435,39 @@ async fn blocks(req: HttpRequest, body: web::Bytes, st: web::Data<RpcState>) -> 
     }
 }
 
+/// Stores a record's content key sent by the leader (durable before the answer): 200, or
+/// 410 when this node destroyed it (the record was erased).
+async fn key_put(req: HttpRequest, body: web::Bytes, st: web::Data<RpcState>) -> HttpResponse {
+    let (key_id, wrapped) = match admitted::<(String, Vec<u8>)>(&req, KEY_PUT, &body, &st) {
+        Ok(r) => r,
+        Err(refusal) => return refusal.response(),
+    };
+    match st.keys.store_wrapped(&key_id, &wrapped).await {
+        Ok(()) => HttpResponse::Ok().finish(),
+        Err(KeyStoreError::Erased(_)) => HttpResponse::Gone().finish(),
+        Err(e) => {
+            tracing::error!(error = %e, "storing a key sent by the leader");
+            HttpResponse::InternalServerError()
+                .json(serde_json::json!({"error": {"code": "key_store", "message": e.to_string()}}))
+        }
+    }
+}
+
+/// A key this node holds, for a node that lacks it (it was down when the key was sent).
+async fn key_get(req: HttpRequest, body: web::Bytes, st: web::Data<RpcState>) -> HttpResponse {
+    let key_id = match admitted::<String>(&req, KEY_GET, &body, &st) {
+        Ok(r) => r,
+        Err(refusal) => return refusal.response(),
+    };
+    match st.keys.wrapped(&key_id) {
+        Ok(wrapped) => octets(&KeyAnswer::Wrapped(wrapped)),
+        Err(KeyStoreError::Erased(_)) => octets(&KeyAnswer::Erased),
+        Err(KeyStoreError::NotFound(_)) => octets(&KeyAnswer::Absent),
+        Err(e) => HttpResponse::InternalServerError()
+            .json(serde_json::json!({"error": {"code": "key_store", "message": e.to_string()}})),
+    }
+}
+
 /// The node-to-node server, on its own thread and actix system.
 pub struct RpcServer {
     handle: actix_web::dev::ServerHandle,
@@ -399,6 +481,7 @@ impl RpcServer {
         raft: Raft<TypeConfig>,
         auth: Arc<PeerAuth>,
         ledger: Arc<Ledger>,
+        keys: Arc<KeyStore>,
         limits: RpcLimits,
     ) -> std::io::Result<RpcServer> {
         let (tx, rx) = std::sync::mpsc::channel();
@@ -409,6 +492,7 @@ impl RpcServer {
                     raft,
                     auth,
                     ledger,
+                    keys,
                     limits,
                 });
                 actix_web::rt::System::new().block_on(async move {
@@ -420,6 +504,8 @@ impl RpcServer {
                             .route(VOTE, web::post().to(vote))
                             .route(SNAPSHOT, web::post().to(snapshot))
                             .route(BLOCKS, web::post().to(blocks))
+                            .route(KEY_PUT, web::post().to(key_put))
+                            .route(KEY_GET, web::post().to(key_get))
                     })
                     .workers(1)
                     .client_request_timeout(Duration::from_secs(10))

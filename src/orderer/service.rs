@@ -23,8 +23,8 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use crossbeam_channel::{bounded, unbounded, Receiver, Select, Sender, TryRecvError};
 use tokio::sync::oneshot;
 
-use medledger_chaincode::{tx_hash, Envelope, EventError, TxHash, TxId};
-use medledger_storage::{Block, Hash, Ledger, StorageError};
+use medledger_chaincode::{tx_hash, DecodeError, Envelope, EventError, TxHash, TxId};
+use medledger_storage::{Block, Hash, Ledger, StorageError, BLOCK_FORMAT};
 
 use super::cutter::{Batch, ConfigError, CutPolicy, Cutter, CutterConfig};
 
@@ -104,6 +104,10 @@ pub enum SubmitError {
     /// A field breaks its limit (rejected at ingress, nothing written).
     #[error("invalid event: {0}")]
     Invalid(#[from] EventError),
+    /// Clinical text in the clear: the block format written holds it only sealed
+    /// (rejected at ingress, nothing written; `verify` would refuse the block).
+    #[error("clinical text must be sealed before it is ordered: {0}")]
+    Unsealed(DecodeError),
     /// The submission queue is full; try again shortly.
     #[error("the orderer is busy: the submission queue is full")]
     Busy,
@@ -360,6 +364,10 @@ impl Orderer {
             return Err(SubmitError::Closed);
         }
         envelope.check_limits()?;
+        // The rule `verify` applies to every block read, applied before one is written.
+        envelope
+            .check_format(BLOCK_FORMAT)
+            .map_err(SubmitError::Unsealed)?;
         let bytes = envelope.encode();
         let max = self.config.cutter.absolute_max_bytes;
         if bytes.len() > max as usize {

@@ -13,7 +13,8 @@ pub use medledger_proof::merkle;
 
 pub use error::StorageError;
 pub use ledger::block::{
-    Block, BlockDecodeError, BlockFrame, BlockHeader, CutReason, HeaderError, BLOCK_HEADER_LEN,
+    Block, BlockDecodeError, BlockFrame, BlockHeader, CutReason, HeaderError, BLOCK_FORMAT,
+    BLOCK_HEADER_LEN,
 };
 pub use ledger::{
     AppendReceipt, BlockLocation, ChainTip, Ledger, LedgerOptions, RecoveryReport, TxLocation,

@@ -2,6 +2,11 @@
 //! hashes, Merkle roots and tx hashes, committed under fixtures/golden/. A change to the
 //! encoding (bincode, the header layout, the frame) shows up here as a failing test and
 //! a visible diff. Regenerate deliberately with `MEDLEDGER_BLESS=1 cargo test`.
+//!
+//! `chain-v2.*` is what this code writes (block format 2, clinical text sealed);
+//! `chain-v1.*` is frozen: the same chain as format 1 wrote it (clinical text in the
+//! clear), which must keep opening and verifying (read old, write new). Blessing never
+//! rewrites it.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -119,10 +124,25 @@ fn events() -> Vec<Vec<Envelope>> {
     ]
 }
 
+/// [`events`] as format 2 writes them: every clinical field sealed. The ciphertext here
+/// is a placeholder of the right length (0xC1 bytes, nonce = the tx's last id byte); the
+/// sealing itself has its own vector in the payload crate (`crypto::clinical`).
+fn sealed_events() -> Vec<Vec<Envelope>> {
+    let mut all = events();
+    for env in all.iter_mut().flatten() {
+        let n = env.tx_id.0[15];
+        for (_, value) in env.event.clinical_fields_mut() {
+            let len = value.text_len() + 16;
+            *value = Clinical::Sealed(Sealed::new([n; 12], &vec![0xC1; len]));
+        }
+    }
+    all
+}
+
 fn chain() -> Vec<Block> {
     let mut blocks = vec![Block::genesis(T0)];
     let reasons = [CutReason::Count, CutReason::Idle, CutReason::Timeout];
-    for (i, envs) in events().into_iter().enumerate() {
+    for (i, envs) in sealed_events().into_iter().enumerate() {
         let prev = blocks.last().unwrap();
         let txs = envs.iter().map(Envelope::encode).collect();
         blocks.push(Block::from_txs(
@@ -171,11 +191,12 @@ fn render(blocks: &[Block]) -> (Vec<u8>, String) {
             "data_hash": hex::encode(b.header.data_hash),
             "timestamp_ms": b.header.timestamp_ms,
             "cut_reason": b.header.cut_reason.as_str(),
+            "format": b.header.format,
             "txs": txs,
         }));
     }
     let doc = json!({
-        "about": "medledger golden chain, block format 1: see docs/FORMAT.md. chain-v1.seg is a segment file holding these blocks' frames.",
+        "about": "medledger golden chain, block format 2 (clinical text sealed; placeholder ciphertext): see docs/FORMAT.md. chain-v2.seg is a segment file holding these blocks' frames. chain-v1.* is the same chain as block format 1 wrote it, frozen.",
         "blocks": described,
     });
     (segment, serde_json::to_string_pretty(&doc).unwrap() + "\n")
@@ -187,13 +208,13 @@ fn golden_chain_bytes_and_hashes_are_unchanged() {
     let dir = golden_dir();
     if std::env::var_os("MEDLEDGER_BLESS").is_some() {
         std::fs::create_dir_all(&dir).unwrap();
-        std::fs::write(dir.join("chain-v1.seg"), &segment).unwrap();
-        std::fs::write(dir.join("chain-v1.json"), &doc).unwrap();
+        std::fs::write(dir.join("chain-v2.seg"), &segment).unwrap();
+        std::fs::write(dir.join("chain-v2.json"), &doc).unwrap();
     }
     let committed_seg =
-        std::fs::read(dir.join("chain-v1.seg")).expect("fixtures/golden/chain-v1.seg");
+        std::fs::read(dir.join("chain-v2.seg")).expect("fixtures/golden/chain-v2.seg");
     let committed_doc =
-        std::fs::read_to_string(dir.join("chain-v1.json")).expect("fixtures/golden/chain-v1.json");
+        std::fs::read_to_string(dir.join("chain-v2.json")).expect("fixtures/golden/chain-v2.json");
     assert_eq!(
         doc, committed_doc,
         "the encoding changed: see the diff of fixtures/golden"
@@ -202,30 +223,51 @@ fn golden_chain_bytes_and_hashes_are_unchanged() {
 }
 
 #[test]
-fn the_committed_golden_segment_opens_and_verifies() {
-    let bytes = std::fs::read(golden_dir().join("chain-v1.seg")).unwrap();
-    let fs = CrashFs::new();
-    fs.set_contents(0, bytes);
-    let index = tempfile::tempdir().unwrap();
-    let (ledger, report) =
-        Ledger::open_with(Arc::new(fs), index.path(), LedgerOptions::default()).unwrap();
-    assert_eq!(report.reindexed_blocks, 4);
-    assert!(!report.created);
-    assert!(
-        verify(&ledger, &|tx| Envelope::decode(tx)
-            .map(drop)
-            .map_err(|e| e.to_string()))
-        .unwrap()
-        .ok
-    );
-    let expected = chain();
-    for b in &expected {
-        assert_eq!(ledger.block(b.header.number).unwrap().as_ref(), Some(b));
+fn the_committed_golden_segments_open_and_verify() {
+    for (file, format, expected) in [
+        ("chain-v2.seg", FORMAT_SEALED, sealed_events()),
+        ("chain-v1.seg", FORMAT_PLAIN, events()),
+    ] {
+        let bytes = std::fs::read(golden_dir().join(file)).unwrap();
+        let fs = CrashFs::new();
+        fs.set_contents(0, bytes);
+        let index = tempfile::tempdir().unwrap();
+        let (ledger, report) =
+            Ledger::open_with(Arc::new(fs), index.path(), LedgerOptions::default()).unwrap();
+        assert_eq!(report.reindexed_blocks, 4, "{file}");
+        assert!(!report.created);
+        let rule = |format: u8, tx: &[u8]| {
+            Envelope::decode_in(format, tx)
+                .map(drop)
+                .map_err(|e| e.to_string())
+        };
+        assert!(verify(&ledger, &rule).unwrap().ok, "{file}");
+        // Every event type decodes back to what was written, in its block's format.
+        let mut decoded = Vec::new();
+        for number in 1..4 {
+            let block = ledger.block(number).unwrap().unwrap();
+            assert_eq!(block.header.format, format, "{file}");
+            decoded.push(
+                block
+                    .txs
+                    .iter()
+                    .map(|t| Envelope::decode_in(format, t).unwrap())
+                    .collect::<Vec<_>>(),
+            );
+        }
+        assert_eq!(decoded, expected, "{file}");
     }
-    // Every event type decodes back to what was written.
-    let decoded: Vec<Vec<Envelope>> = expected[1..]
-        .iter()
-        .map(|b| b.txs.iter().map(|t| Envelope::decode(t).unwrap()).collect())
-        .collect();
-    assert_eq!(decoded, events());
+    // A format-2 block's envelopes hold no clinical text in the clear, and the frozen
+    // format-1 chain holds nothing sealed: each is refused under the other's rule.
+    let plain = events()[0][0].clone();
+    assert!(matches!(
+        plain.check_format(FORMAT_SEALED),
+        Err(DecodeError::ClinicalForm {
+            field: "metadata",
+            ..
+        })
+    ));
+    let sealed = sealed_events()[0][0].clone();
+    assert!(sealed.check_format(FORMAT_SEALED).is_ok());
+    assert!(sealed.check_format(FORMAT_PLAIN).is_err());
 }

@@ -35,6 +35,16 @@ pub fn fixture_ledger(dir: &Path, seed: u64, n: usize, per_block: usize) -> u64 
     })
     .take(n)
     .collect();
+    // Sealed as the server seals them, with the keys a server on `dir` would use.
+    let keys = medledger::clinical::open_keys(dir).unwrap();
+    let events: Vec<Envelope> = events
+        .into_iter()
+        .map(|mut env| {
+            medledger::clinical::seal_blocking(&keys, &mut env).unwrap();
+            env
+        })
+        .collect();
+    drop(keys);
     for chunk in events.chunks(per_block) {
         append_block(&ledger, chunk);
     }

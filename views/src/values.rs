@@ -14,7 +14,7 @@
 
 use bincode::{Decode, Encode};
 use medledger_chaincode::contract::RecordState;
-use medledger_chaincode::{EventKind, RecordStatus, Timestamp, TxId};
+use medledger_chaincode::{Clinical, EventKind, RecordStatus, Timestamp, TxId};
 
 use super::ViewError;
 
@@ -99,7 +99,8 @@ pub struct AuditEntry {
     pub at: TxPosition,
     pub accessor_id: String,
     pub accessed_at: Timestamp,
-    pub purpose: String,
+    /// As the ledger holds it: sealed under the record's key since format 2.
+    pub purpose: Clinical,
 }
 
 /// A committed transaction that changed nothing: the contract's verdict on it.

@@ -57,6 +57,7 @@ impl Chain {
                 timestamp_ms: 1_795_428_000_000 + 1000 * number as i64,
                 tx_count: count as u32,
                 cut_reason: if number == 0 { 0 } else { 1 },
+                format: medledger_proof::header::BLOCK_FORMAT,
                 prev_hash: blocks.last().map_or([0; 32], TestBlock::hash),
                 data_hash: merkle::root_of_hashes(&tx_hashes),
             };

@@ -135,6 +135,9 @@ pub struct BlockHeader {
     pub timestamp_ms: i64,
     pub tx_count: u32,
     pub cut_reason: CutReason,
+    /// The block format: [`BLOCK_FORMAT`] for every block this code writes; older
+    /// blocks keep theirs (docs/FORMAT.md says what each format's envelopes hold).
+    pub format: u8,
     pub prev_hash: Hash,
     pub data_hash: Hash,
 }
@@ -166,6 +169,7 @@ impl From<BlockHeader> for HeaderFields {
             timestamp_ms: h.timestamp_ms,
             tx_count: h.tx_count,
             cut_reason: h.cut_reason.as_u8(),
+            format: h.format,
             prev_hash: h.prev_hash,
             data_hash: h.data_hash,
         }
@@ -187,6 +191,7 @@ impl TryFrom<HeaderFields> for BlockHeader {
             timestamp_ms: f.timestamp_ms,
             tx_count: f.tx_count,
             cut_reason,
+            format: f.format,
             prev_hash: f.prev_hash,
             data_hash: f.data_hash,
         })
@@ -230,6 +235,7 @@ impl Block {
             timestamp_ms,
             tx_count: txs.len() as u32,
             cut_reason,
+            format: BLOCK_FORMAT,
             prev_hash,
             data_hash: merkle::root_of_hashes(tx_hashes),
         };
@@ -468,10 +474,10 @@ mod tests {
             BlockDecodeError::UnknownCutReason { cut_reason: 99 }
         );
         let mut bad_format = bytes.clone();
-        bad_format[21] = 2;
+        bad_format[21] = 3;
         assert_eq!(
             rejected(&bad_format),
-            BlockDecodeError::Header(HeaderError::UnknownFormat { format: 2 })
+            BlockDecodeError::Header(HeaderError::UnknownFormat { format: 3 })
         );
         let mut reserved = bytes.clone();
         reserved[23] = 1;

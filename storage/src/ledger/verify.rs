@@ -44,11 +44,12 @@ pub struct VerifyReport {
 /// the report (`ok: false` with the block number).
 ///
 /// The ledger checks its own rules (frames, links, Merkle roots, tx ids, the index);
-/// `check_tx` is the caller's rule for a transaction's bytes (the server passes the
-/// contract's envelope decoding), so the engine stays free of what a transaction means.
+/// `check_tx` is the caller's rule for a transaction's bytes in a block of the given
+/// format (the server passes the contract's envelope decoding and its rule for the
+/// format), so the engine stays free of what a transaction means.
 pub fn verify(
     ledger: &Ledger,
-    check_tx: &dyn Fn(&[u8]) -> Result<(), String>,
+    check_tx: &dyn Fn(u8, &[u8]) -> Result<(), String>,
 ) -> Result<VerifyReport, StorageError> {
     let dir = ledger.segments();
     let index = ledger.index();
@@ -156,7 +157,7 @@ fn check_block(
     body: &[u8],
     tip: &ChainTip,
     location: BlockLocation,
-    check_tx: &dyn Fn(&[u8]) -> Result<(), String>,
+    check_tx: &dyn Fn(u8, &[u8]) -> Result<(), String>,
 ) -> Result<Result<Block, String>, StorageError> {
     let block = match Block::decode(body) {
         Ok(block) => block,
@@ -176,7 +177,7 @@ fn check_block(
         ));
     }
     for (pos, tx) in block.txs.iter().enumerate() {
-        if let Err(why) = check_tx(tx) {
+        if let Err(why) = check_tx(block.header.format, tx) {
             return Ok(Err(format!("tx {pos}: {why}")));
         }
         let id = tx_id(tx).expect("check_link found an id in every tx");

@@ -1,0 +1,295 @@
+//! No clinical plaintext in the data dir, and erasure that erases everything.
+//!
+//! Records whose metadata, reasons, access purposes and payloads carry unique marker
+//! strings are written, amended with new payloads, changed and read. Before erasure no
+//! marker may appear in the ledger's segments or the payload store; after erasing one
+//! record and then its patient, no marker of erased content may appear in any byte of any
+//! file under the data dir (segments, index, views' SST and log files, payload store, key
+//! log), the reads show the records as erased with their structural fields only, a
+//! rebuild of the views brings nothing back, and `verify` passes. A second patient's
+//! records stay readable throughout.
+
+use actix_web::http::StatusCode;
+use actix_web::test;
+use serde_json::{json, Value};
+
+use medledger::api::auth::Role;
+use medledger::serve::app;
+
+mod common;
+use common::api::Env;
+
+macro_rules! call {
+    ($svc:expr, $req:expr) => {{
+        let res = test::call_service($svc, $req.to_request()).await;
+        let status = res.status();
+        let body = test::read_body(res).await;
+        (
+            status,
+            serde_json::from_slice::<Value>(&body).unwrap_or(Value::Null),
+        )
+    }};
+}
+
+/// Every file under `dir`, recursively.
+fn files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            out.extend(files(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
+
+/// The markers found in the files under `dir` whose path contains one of `parts` (all
+/// files when `parts` is empty), with the file they were found in.
+fn markers_in(dir: &std::path::Path, parts: &[&str], markers: &[String]) -> Vec<String> {
+    let mut found = Vec::new();
+    for path in files(dir) {
+        let name = path.to_string_lossy();
+        if !parts.is_empty() && !parts.iter().any(|p| name.contains(p)) {
+            continue;
+        }
+        let bytes = std::fs::read(&path).unwrap();
+        for m in markers {
+            if bytes.windows(m.len()).any(|w| w == m.as_bytes()) {
+                found.push(format!("{m} in {name}"));
+            }
+        }
+    }
+    found
+}
+
+#[actix_web::test]
+async fn no_plaintext_on_disk_and_erasure_erases_every_version() {
+    let env = Env::with(|config| config.rate_limit_per_sec = 0);
+    let data_dir = env.dir.path().to_path_buf();
+    let svc = test::init_service(app(env.core.state.clone())).await;
+    let dr = env.token(Role::Clinician, "dr-1", Some("h-1"));
+    let admin = env.token(Role::Admin, "admin-1", None);
+
+    // Three records of p-1 (the first erased on its own, the rest with the patient) and
+    // one of p-2 (kept). Every clinical field of every version carries its own marker.
+    let mut erased_markers = Vec::new();
+    let mut kept_markers = Vec::new();
+    let mut ids = Vec::new();
+    for (n, patient) in [(1, "p-1"), (2, "p-1"), (3, "p-1"), (4, "p-2")] {
+        let m = |what: &str| format!("MARKER-{what}-{n}-zq");
+        let (s, b) = call!(
+            &svc,
+            test::TestRequest::post()
+                .uri("/v1/records")
+                .insert_header(("Authorization", dr.as_str()))
+                .set_json(json!({"patient_id": patient, "hospital_id": "h-1",
+                    "record_type": "lab_result", "metadata": {"note": m("meta1")},
+                    "payload": {"content_type": "text/plain", "data": m("payload1")}}))
+        );
+        assert_eq!(s, StatusCode::CREATED, "{b}");
+        let id = b["record_id"].as_str().unwrap().to_owned();
+        let (s, b) = call!(
+            &svc,
+            test::TestRequest::post()
+                .uri(&format!("/v1/records/{id}/amendments"))
+                .insert_header(("Authorization", dr.as_str()))
+                .set_json(
+                    json!({"reason": m("reason2"), "metadata": {"note": m("meta2")},
+                    "payload": {"content_type": "text/plain", "data": m("payload2")}})
+                )
+        );
+        assert_eq!(s, StatusCode::CREATED, "{b}");
+        let (s, b) = call!(
+            &svc,
+            test::TestRequest::post()
+                .uri(&format!("/v1/records/{id}/status"))
+                .insert_header(("Authorization", dr.as_str()))
+                .set_json(json!({"status": "archived", "reason": m("status3")}))
+        );
+        assert_eq!(s, StatusCode::CREATED, "{b}");
+        let res = test::call_service(
+            &svc,
+            test::TestRequest::get()
+                .uri(&format!(
+                    "/v1/records/{id}/payload?purpose={}",
+                    m("purpose")
+                ))
+                .insert_header(("Authorization", dr.as_str()))
+                .to_request(),
+        )
+        .await;
+        assert_eq!(res.status(), StatusCode::OK);
+        // An inline string payload is stored as its JSON text.
+        assert_eq!(
+            test::read_body(res).await,
+            format!("\"{}\"", m("payload2")).as_bytes()
+        );
+        let markers = [
+            "meta1", "payload1", "reason2", "meta2", "payload2", "status3", "purpose",
+        ]
+        .map(m);
+        if patient == "p-1" {
+            erased_markers.extend(markers);
+        } else {
+            kept_markers.extend(markers);
+        }
+        ids.push(id);
+    }
+    // The reads show the text (the round trip works)...
+    let (s, b) = call!(
+        &svc,
+        test::TestRequest::get()
+            .uri(&format!("/v1/records/{}/history", ids[0]))
+            .insert_header(("Authorization", dr.as_str()))
+    );
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(b["items"][0]["metadata"]["note"], "MARKER-meta1-1-zq");
+    assert_eq!(b["items"][1]["metadata"]["note"], "MARKER-meta2-1-zq");
+    // ... while the ledger and the payload store hold none of it: sealed before written.
+    env.core.state.projector.nudge();
+    let all: Vec<String> = erased_markers
+        .iter()
+        .chain(&kept_markers)
+        .cloned()
+        .collect();
+    let leaks = markers_in(&data_dir, &["blocks", "payloads"], &all);
+    assert!(
+        leaks.is_empty(),
+        "plaintext in the ledger or payloads: {leaks:?}"
+    );
+
+    // Erase the first record on its own, then the patient (who has two more).
+    let (s, b) = call!(
+        &svc,
+        test::TestRequest::post()
+            .uri(&format!("/v1/records/{}/erase", ids[0]))
+            .insert_header(("Authorization", admin.as_str()))
+            .set_json(json!({"reason": "MARKER-erasure-reason-zq"}))
+    );
+    assert_eq!(s, StatusCode::OK, "{b}");
+    erased_markers.push("MARKER-erasure-reason-zq".into());
+    let (s, b) = call!(
+        &svc,
+        test::TestRequest::post()
+            .uri("/v1/patients/p-1/erase")
+            .insert_header(("Authorization", dr.as_str()))
+            .set_json(json!({"reason": "r"}))
+    );
+    assert_eq!(s, StatusCode::FORBIDDEN, "admins only: {b}");
+    let (s, b) = call!(
+        &svc,
+        test::TestRequest::post()
+            .uri("/v1/patients/p-1/erase")
+            .insert_header(("Authorization", admin.as_str()))
+            .set_json(json!({"reason": "MARKER-patient-erasure-zq"}))
+    );
+    assert_eq!(s, StatusCode::OK, "{b}");
+    assert_eq!(
+        (b["erased"].as_u64(), b["already_erased"].as_u64()),
+        (Some(2), Some(1)),
+        "{b}"
+    );
+    erased_markers.push("MARKER-patient-erasure-zq".into());
+
+    // Erased records: structural fields only, in every version; no further change.
+    for id in &ids[..3] {
+        let (s, b) = call!(
+            &svc,
+            test::TestRequest::get()
+                .uri(&format!("/v1/records/{id}/history"))
+                .insert_header(("Authorization", dr.as_str()))
+        );
+        assert_eq!(s, StatusCode::OK);
+        let items = b["items"].as_array().unwrap();
+        assert_eq!(items.len(), 4, "{b}");
+        for v in items {
+            assert_eq!(
+                (v["erased"].as_bool(), &v["metadata"]),
+                (Some(true), &Value::Null),
+                "{v}"
+            );
+            assert_eq!(v["patient_id"], "p-1");
+        }
+        let res = test::call_service(
+            &svc,
+            test::TestRequest::get()
+                .uri(&format!("/v1/records/{id}/payload"))
+                .insert_header(("Authorization", dr.as_str()))
+                .to_request(),
+        )
+        .await;
+        assert_eq!(res.status(), StatusCode::GONE);
+        let (s, b) = call!(
+            &svc,
+            test::TestRequest::post()
+                .uri(&format!("/v1/records/{id}/amendments"))
+                .insert_header(("Authorization", dr.as_str()))
+                .set_json(json!({"reason": "after", "metadata": {"n": 1}}))
+        );
+        assert_eq!(
+            (s, &b["error"]["code"]),
+            (StatusCode::GONE, &json!("record_erased"))
+        );
+    }
+    let (s, b) = call!(
+        &svc,
+        test::TestRequest::get()
+            .uri("/v1/patients/p-1/records")
+            .insert_header(("Authorization", dr.as_str()))
+    );
+    assert_eq!(s, StatusCode::OK);
+    assert!(
+        b["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|r| r["erased"] == true),
+        "{b}"
+    );
+    // The other patient's record is untouched.
+    let (s, b) = call!(
+        &svc,
+        test::TestRequest::get()
+            .uri(&format!("/v1/records/{}", ids[3]))
+            .insert_header(("Authorization", dr.as_str()))
+    );
+    assert_eq!(
+        (s, &b["metadata"]["note"]),
+        (StatusCode::OK, &json!("MARKER-meta2-4-zq"))
+    );
+    assert_eq!(b["erased"], false);
+
+    // Every byte of every file: no marker of erased content anywhere.
+    env.core.close();
+    let leaks = markers_in(&data_dir, &[], &erased_markers);
+    assert!(leaks.is_empty(), "erased text on disk: {leaks:?}");
+    drop(svc);
+    drop(env.core);
+
+    // The ledger verifies without a key, and a rebuild brings nothing back.
+    let mut out = Vec::new();
+    assert_eq!(
+        medledger::cli::verify::run(&data_dir, &mut out),
+        0,
+        "{}",
+        String::from_utf8_lossy(&out)
+    );
+    let mut out = Vec::new();
+    assert_eq!(
+        medledger::cli::rebuild::run_rebuild(
+            &data_dir,
+            medledger_views::Backend::RocksDb,
+            &mut out
+        ),
+        0,
+        "{}",
+        String::from_utf8_lossy(&out)
+    );
+    let leaks = markers_in(&data_dir, &[], &erased_markers);
+    assert!(
+        leaks.is_empty(),
+        "erased text on disk after the rebuild: {leaks:?}"
+    );
+}
