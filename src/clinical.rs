@@ -92,7 +92,7 @@ fn needs_sealing(env: &Envelope) -> Option<String> {
 fn seal_with(
     env: &mut Envelope,
     record_id: &str,
-    key: Result<medledger_payload::crypto::DataKey, KeyStoreError>,
+    key: Result<std::sync::Arc<medledger_payload::crypto::DataKey>, KeyStoreError>,
 ) -> Result<(), ClinicalError> {
     let key = match key {
         Ok(key) => key,
@@ -149,7 +149,7 @@ pub fn open(
     match value {
         Clinical::Plain(_) if keys.is_erased(&key_id) => Ok(Opened::Erased),
         Clinical::Plain(text) => Ok(Opened::Text(text.clone())),
-        Clinical::Sealed(sealed) => match keys.load(&key_id) {
+        Clinical::Sealed(sealed) => match keys.load_cached(&key_id) {
             Ok(key) => open_text(
                 &key,
                 record_id,

@@ -207,6 +207,13 @@ fn assert_readable(addr: SocketAddr, token: &str, ids: &[String], height: u64) {
         )
         .unwrap();
         assert_eq!(s, 200, "record {id} on {addr}: {b}");
+        // Its metadata opens here: the leader sent the record's key to this node, or this
+        // node fetched it (it was down when the key was sent).
+        assert_eq!(
+            b["metadata"],
+            serde_json::json!({"t": "x"}),
+            "{id} on {addr}"
+        );
     }
 }
 
@@ -402,6 +409,39 @@ fn three_nodes_replicate_fail_over_and_agree() {
         "{} records acknowledged, all readable on all three nodes at height {height}",
         acked.len()
     );
+
+    // An erasure through the leader reaches every node's key store.
+    let leader = c.leader(&admin, &all);
+    let (s, b) = request(
+        c.nodes[leader].http,
+        "POST",
+        "/v1/records/r-first/erase",
+        Some(&admin),
+        Some(r#"{"reason":"patient request"}"#),
+    )
+    .unwrap();
+    assert_eq!(s, 200, "{b}");
+    let height = b["height"].as_u64().unwrap();
+    for n in &c.nodes {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let (s, b) = request(
+                n.http,
+                "GET",
+                &format!("/v1/records/r-first?min_height={height}"),
+                Some(&dr),
+                None,
+            )
+            .unwrap();
+            assert_eq!(s, 200, "{b}");
+            if b["erased"] == true {
+                assert_eq!(b["metadata"], Value::Null, "{b}");
+                break;
+            }
+            assert!(Instant::now() < deadline, "not erased on {}: {b}", n.http);
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
 }
 
 fn one_node_cluster(root: &Path) -> medledger::serve::ClusterSettings {

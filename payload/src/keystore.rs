@@ -15,9 +15,11 @@
 //! under a new master key would be the remedy for a leaked disk; there is no command for
 //! it yet, see docs/PAYLOADS.md.)
 
+use std::collections::HashMap;
 use std::fs::{self, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use crate::crypto::{CryptoError, DataKey, MasterKey, WRAPPED_KEY_BYTES};
 use crate::fsutil::sync_dir;
@@ -67,9 +69,18 @@ pub struct KeyStore {
     master: MasterKey,
     log: KeyLog,
     /// The directory held old-layout files (`<id>.key`, `<id>.erased`) when opened. This
-    /// code never writes any, so without them at open a store need not look for them.
+    /// code never writes any, so without them at open a store never looks for them (a
+    /// stat and an open per lookup of a new key were a third of a sealed ingest's CPU).
     old_layout: bool,
+    /// Record keys read recently, unwrapped (a timeline page opens 50 records' text; a
+    /// read of the log and an unwrap per record cost a third of a page). Bounded by
+    /// [`KEY_CACHE_ENTRIES`]; every hit is checked against the log's erasures, so a key
+    /// destroyed is never served from here.
+    cache: Mutex<HashMap<KeyIdBytes, Arc<DataKey>>>,
 }
+
+/// Unwrapped keys the cache holds at most (~64 bytes each with the map's overhead).
+pub const KEY_CACHE_ENTRIES: usize = 65_536;
 
 fn io_error(path: &Path) -> impl FnOnce(io::Error) -> KeyStoreError + '_ {
     move |source| KeyStoreError::Io {
@@ -128,6 +139,7 @@ impl KeyStore {
             master,
             log,
             old_layout,
+            cache: Mutex::new(HashMap::new()),
         })
     }
 
@@ -180,6 +192,9 @@ impl KeyStore {
         match self.log.get(&id)? {
             Lookup::Wrapped(wrapped) => return Ok(self.master.unwrap(key_id, &wrapped)?),
             Lookup::Erased => return Err(KeyStoreError::Erased(key_id.to_string())),
+            Lookup::Absent if !self.old_layout => {
+                return Err(KeyStoreError::NotFound(key_id.to_string()))
+            }
             Lookup::Absent => {}
         }
         let path = self.key_path(key_id);
@@ -196,10 +211,37 @@ impl KeyStore {
         }
     }
 
+    /// [`Self::load`], through a bounded cache of unwrapped keys: for keys read again and
+    /// again (records' content keys). A destroyed key is never answered from the cache.
+    pub fn load_cached(&self, key_id: &str) -> Result<Arc<DataKey>, KeyStoreError> {
+        let id = parse_key_id(key_id)?;
+        let hit = self.cache_lock().get(&id).cloned();
+        if let Some(key) = hit {
+            // Checked on every hit: a destroy that ran after this key was cached.
+            if self.log.is_erased(&id) {
+                return Err(KeyStoreError::Erased(key_id.to_string()));
+            }
+            return Ok(key);
+        }
+        let key = Arc::new(self.load(key_id)?);
+        let mut cache = self.cache_lock();
+        if cache.len() >= KEY_CACHE_ENTRIES {
+            // Bounded without bookkeeping: the next reads refill it.
+            cache.clear();
+        }
+        cache.insert(id, key.clone());
+        Ok(key)
+    }
+
+    fn cache_lock(&self) -> std::sync::MutexGuard<'_, HashMap<KeyIdBytes, Arc<DataKey>>> {
+        self.cache.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// True if `key_id` was destroyed.
     pub fn is_erased(&self, key_id: &str) -> bool {
-        parse_key_id(key_id)
-            .is_ok_and(|id| self.log.is_erased(&id) || self.tombstone_path(key_id).exists())
+        parse_key_id(key_id).is_ok_and(|id| {
+            self.log.is_erased(&id) || (self.old_layout && self.tombstone_path(key_id).exists())
+        })
     }
 
     /// Destroys the key: afterwards nothing on this machine can decrypt its payload.
@@ -207,6 +249,7 @@ impl KeyStore {
     pub fn destroy(&self, key_id: &str) -> Result<(), KeyStoreError> {
         let id = parse_key_id(key_id)?;
         self.log.erase(&id)?;
+        self.cache_lock().remove(&id);
         // A key of the old layout: its file goes too (the log's tombstone, durable now,
         // answers "erased" whatever happens to the file from here on).
         let path = self.key_path(key_id);
@@ -245,15 +288,15 @@ impl KeyStore {
     /// record, or one written before sealing); durable when it returns. Two callers
     /// racing to create it both get the one that was stored. A destroyed key stays
     /// destroyed: [`KeyStoreError::Erased`].
-    pub async fn record_key(&self, record_id: &str) -> Result<DataKey, KeyStoreError> {
+    pub async fn record_key(&self, record_id: &str) -> Result<Arc<DataKey>, KeyStoreError> {
         let key_id = record_key_id(record_id);
-        let found = match self.load(&key_id) {
+        let found = match self.load_cached(&key_id) {
             Err(KeyStoreError::NotFound(_)) => {
                 let key = DataKey::generate()?;
                 match self.store_async(&key_id, &key).await {
-                    Ok(()) => return Ok(key),
+                    Ok(()) => return Ok(Arc::new(key)),
                     // Stored meanwhile by a racing caller.
-                    Err(KeyStoreError::Exists(_)) => self.load(&key_id)?,
+                    Err(KeyStoreError::Exists(_)) => self.load_cached(&key_id)?,
                     Err(other) => return Err(other),
                 }
             }
@@ -267,14 +310,14 @@ impl KeyStore {
 
     /// [`Self::record_key`] for callers without a runtime (tools that write a ledger
     /// themselves, tests): the same key, durable when it returns.
-    pub fn record_key_blocking(&self, record_id: &str) -> Result<DataKey, KeyStoreError> {
+    pub fn record_key_blocking(&self, record_id: &str) -> Result<Arc<DataKey>, KeyStoreError> {
         let key_id = record_key_id(record_id);
-        let found = match self.load(&key_id) {
+        let found = match self.load_cached(&key_id) {
             Err(KeyStoreError::NotFound(_)) => {
                 let key = DataKey::generate()?;
                 match self.store(&key_id, &key) {
-                    Ok(()) => return Ok(key),
-                    Err(KeyStoreError::Exists(_)) => self.load(&key_id)?,
+                    Ok(()) => return Ok(Arc::new(key)),
+                    Err(KeyStoreError::Exists(_)) => self.load_cached(&key_id)?,
                     Err(other) => return Err(other),
                 }
             }
@@ -317,6 +360,42 @@ mod tests {
     fn open(dir: &Path) -> KeyStore {
         let master = MasterKey::load_or_create(&dir.join("master.key")).unwrap();
         KeyStore::open(&dir.join("keys"), master).unwrap()
+    }
+
+    #[test]
+    fn record_keys_are_one_per_record_cached_and_never_served_once_destroyed() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path());
+        let a = store.record_key_blocking("r-1").unwrap();
+        let again = store.record_key_blocking("r-1").unwrap();
+        let (n, c) = crate::crypto::seal_text(&a, "r-1", "metadata", "text").unwrap();
+        assert_eq!(
+            crate::crypto::open_text(&again, "r-1", "metadata", &n, &c).unwrap(),
+            "text"
+        );
+        let other = store.record_key_blocking("r-2").unwrap();
+        assert!(crate::crypto::open_text(&other, "r-1", "metadata", &n, &c).is_err());
+        // Durable: a store opened again finds the same key.
+        drop(store);
+        let store = open(dir.path());
+        let id = record_key_id("r-1");
+        let cached = store.load_cached(&id).unwrap();
+        assert_eq!(
+            crate::crypto::open_text(&cached, "r-1", "metadata", &n, &c).unwrap(),
+            "text"
+        );
+        // Destroyed while cached: never answered again, and never made anew.
+        store.destroy(&id).unwrap();
+        assert!(matches!(
+            store.load_cached(&id),
+            Err(KeyStoreError::Erased(_))
+        ));
+        assert!(matches!(
+            store.record_key_blocking("r-1"),
+            Err(KeyStoreError::Erased(_))
+        ));
+        assert_eq!(id.len(), 32);
+        assert_ne!(record_key_id("r-1"), record_key_id("r-2"));
     }
 
     #[test]

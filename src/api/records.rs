@@ -22,7 +22,7 @@ use super::lookup::{
 };
 use super::payloads;
 use super::submit::{
-    clinical_error, commit, contract_error, envelope, now, receipt_json, replicate_key,
+    clinical_error, commit, contract_error, ensure_key, envelope, now, receipt_json, replicate_key,
     store_error, submit_error, verdict, WriteQuery,
 };
 use super::{AppState, PAGE_LIMIT_DEFAULT};
@@ -446,6 +446,7 @@ pub async fn get(
                 )
             })?,
     };
+    ensure_key(&state, &entry.state).await;
     let etag = version_etag(&entry.at.tx_id().to_string());
     versioned(&req, &etag, || {
         Ok(HttpResponse::Ok().json(record_json(state.payloads.keys(), &entry)?))
@@ -471,6 +472,7 @@ pub async fn history(
     let record_id = path.into_inner();
     honour_min_height(&state, query.min_height).await?;
     let current = load_for_read(&state, &caller, &record_id).await?;
+    ensure_key(&state, &current.state).await;
     // A page of versions is a function of the query and the current version.
     let etag = version_etag(&current.at.tx_id().to_string());
     versioned(&req, &etag, || {

@@ -6,8 +6,9 @@ use actix_web::http::StatusCode;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use medledger_chaincode::contract::ContractError;
+use medledger_chaincode::contract::{ContractError, RecordState};
 use medledger_chaincode::{Envelope, Event, Timestamp, TxId};
+use medledger_payload::keystore::{record_key_id, KeyStoreError};
 use medledger_views::query::Views;
 
 use super::auth::Caller;
@@ -183,6 +184,27 @@ pub(crate) async fn replicate_key(state: &AppState, env: &Envelope) -> Result<()
             1,
         )
     })
+}
+
+/// In a cluster, fetches the content key of `record` from the other nodes when this node
+/// lacks it (it was down when the leader sent it), so a read here does not wait for the
+/// key keeper. A failure is left to the read, which answers 503 `key_unavailable`.
+pub(crate) async fn ensure_key(state: &AppState, record: &RecordState) {
+    let Some(cluster) = &state.cluster else {
+        return;
+    };
+    if !record.metadata.is_sealed() {
+        return;
+    }
+    let key_id = record_key_id(&record.record_id);
+    if matches!(
+        state.payloads.keys().load(&key_id),
+        Err(KeyStoreError::NotFound(_))
+    ) {
+        if let Err(e) = cluster.fetch_key(&key_id).await {
+            tracing::warn!(error = %e, "fetching a record's key from the other nodes");
+        }
+    }
 }
 
 /// Refuses a write before the ledger when the projector has stopped for good: its

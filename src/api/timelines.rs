@@ -11,6 +11,7 @@ use super::auth::Caller;
 use super::error::ApiError;
 use super::lookup::{honour_min_height, may_read, query_error};
 use super::records::{record_json, RecordJson};
+use super::submit::ensure_key;
 use super::{AppState, PAGE_LIMIT_DEFAULT};
 
 type Data = web::Data<AppState>;
@@ -91,6 +92,7 @@ async fn timeline(
     let mut items = Vec::with_capacity(page.items.len());
     for entry in &page.items {
         if may_read(&state, &caller, entry)? {
+            ensure_key(&state, &entry.state).await;
             items.push(record_json(state.payloads.keys(), entry)?);
         }
     }

@@ -40,6 +40,10 @@ pub struct VerifyReport {
     pub failure: Option<VerifyFailure>,
 }
 
+/// The caller's rule for a transaction's bytes, given its block's format: `Err` names
+/// what is wrong.
+pub type TxRule = dyn Fn(u8, &[u8]) -> Result<(), String>;
+
 /// Verifies the whole ledger. I/O errors are returned as errors; damage is reported in
 /// the report (`ok: false` with the block number).
 ///
@@ -49,7 +53,7 @@ pub struct VerifyReport {
 /// format), so the engine stays free of what a transaction means.
 pub fn verify(
     ledger: &Ledger,
-    check_tx: &dyn Fn(u8, &[u8]) -> Result<(), String>,
+    check_tx: &TxRule,
 ) -> Result<VerifyReport, StorageError> {
     let dir = ledger.segments();
     let index = ledger.index();
@@ -157,7 +161,7 @@ fn check_block(
     body: &[u8],
     tip: &ChainTip,
     location: BlockLocation,
-    check_tx: &dyn Fn(u8, &[u8]) -> Result<(), String>,
+    check_tx: &TxRule,
 ) -> Result<Result<Block, String>, StorageError> {
     let block = match Block::decode(body) {
         Ok(block) => block,
