@@ -320,6 +320,11 @@ struct ServeArgs {
     /// DATA_DIR/payloads/master.key, created on first start.
     #[arg(long, env = "MEDLEDGER_MASTER_KEY")]
     master_key: Option<PathBuf>,
+    /// A command whose standard output is the master key in 64 hex digits (a KMS or HSM
+    /// client), run with `sh -c`. Or give the key itself in the environment variable
+    /// MEDLEDGER_MASTER_KEY_HEX. At most one of the three ways.
+    #[arg(long, env = "MEDLEDGER_MASTER_KEY_COMMAND")]
+    master_key_command: Option<String>,
     /// Export traces over OTLP/HTTP (protobuf) to --otlp-endpoint: a span per request,
     /// with the wait for the block's fsync inside (`true`/`false`, `1`/`0`).
     #[arg(long, env = "OTEL_ENABLED", value_parser = clap::builder::BoolishValueParser::new(), default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
@@ -537,6 +542,17 @@ fn main() -> ExitCode {
                     cid_version: a.cid_version,
                     ipfs_api: a.ipfs_api,
                     master_key: a.master_key,
+                    master_key_hex: match std::env::var("MEDLEDGER_MASTER_KEY_HEX") {
+                        Ok(text) => match medledger::serve::master_key_from_hex(&text) {
+                            Ok(seed) => Some(seed),
+                            Err(e) => {
+                                eprintln!("medledger: MEDLEDGER_MASTER_KEY_HEX: {e}");
+                                return ExitCode::from(2);
+                            }
+                        },
+                        Err(_) => None,
+                    },
+                    master_key_command: a.master_key_command,
                 },
                 cluster,
             };

@@ -137,6 +137,105 @@ pub struct PayloadSettings {
     pub ipfs_api: Option<String>,
     /// The master key file (none: `<data_dir>/payloads/master.key`, created on first start).
     pub master_key: Option<PathBuf>,
+    /// The master key itself, from the environment (`MEDLEDGER_MASTER_KEY_HEX`, 64 hex
+    /// digits): for a secret store that injects it. Never printed.
+    pub master_key_hex: Option<medledger_payload::SecretSeed>,
+    /// A command whose standard output is the master key in 64 hex digits
+    /// (`--master-key-command`): for a KMS or HSM client. Run with `sh -c`, at most
+    /// [`MASTER_KEY_COMMAND_WAIT`].
+    pub master_key_command: Option<String>,
+}
+
+/// How long `--master-key-command` may take.
+pub const MASTER_KEY_COMMAND_WAIT: Duration = Duration::from_secs(30);
+
+/// Reads 64 hex digits (surrounding whitespace ignored) as a 32-byte key; the error never
+/// repeats the text.
+pub fn master_key_from_hex(text: &str) -> Result<medledger_payload::SecretSeed, String> {
+    let mut bytes = [0u8; 32];
+    hex::decode_to_slice(text.trim(), &mut bytes)
+        .map_err(|_| "the master key must be 64 hex digits (32 bytes)".to_string())?;
+    Ok(medledger_payload::SecretSeed(bytes))
+}
+
+/// Runs `command` with `sh -c` and reads its standard output as the master key. Fails,
+/// without repeating the output, when it exits non-zero, runs past
+/// [`MASTER_KEY_COMMAND_WAIT`] (it is killed) or prints anything but 64 hex digits.
+pub fn master_key_from_command(command: &str) -> Result<medledger_payload::SecretSeed, String> {
+    use std::io::Read;
+    let mut child = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(command)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::inherit())
+        .spawn()
+        .map_err(|e| format!("the master key command could not start: {e}"))?;
+    let mut stdout = child.stdout.take().expect("piped");
+    let reader = std::thread::spawn(move || {
+        let mut out = Vec::new();
+        // At most a little more than a key's text: a command printing more is refused.
+        let _ = (&mut stdout).take(4096).read_to_end(&mut out);
+        out
+    });
+    let deadline = std::time::Instant::now() + MASTER_KEY_COMMAND_WAIT;
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(status)) => break status,
+            Ok(None) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(10))
+            }
+            Ok(None) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(format!(
+                    "the master key command ran past {} s and was stopped",
+                    MASTER_KEY_COMMAND_WAIT.as_secs()
+                ));
+            }
+            Err(e) => return Err(format!("the master key command: {e}")),
+        }
+    };
+    let out = reader.join().unwrap_or_default();
+    if !status.success() {
+        return Err(format!("the master key command failed ({status})"));
+    }
+    let text = String::from_utf8(out)
+        .map_err(|_| "the master key command printed something other than hex".to_string())?;
+    master_key_from_hex(&text).map_err(|e| format!("the master key command's output: {e}"))
+}
+
+/// The master key given as bytes (environment or command), if one is; at most one way of
+/// giving the key may be set.
+fn master_key_seed(
+    config: &ServeConfig,
+) -> Result<Option<medledger_payload::SecretSeed>, ServeError> {
+    let s = &config.payloads;
+    let given = [
+        s.master_key.is_some(),
+        s.master_key_hex.is_some(),
+        s.master_key_command.is_some(),
+    ]
+    .iter()
+    .filter(|g| **g)
+    .count();
+    let setting = |m: String| ServeError::PayloadSetting(m);
+    if given > 1 {
+        return Err(setting(
+            "give the master key one way: --master-key FILE, MEDLEDGER_MASTER_KEY_HEX or --master-key-command"
+                .into(),
+        ));
+    }
+    if config.cluster.is_some() && given > 0 {
+        return Err(setting(
+            "a cluster's master key is derived from the cluster secret: do not give one".into(),
+        ));
+    }
+    match (&s.master_key_hex, &s.master_key_command) {
+        (Some(seed), _) => Ok(Some(seed.clone())),
+        (None, Some(command)) => master_key_from_command(command).map(Some).map_err(setting),
+        (None, None) => Ok(None),
+    }
 }
 
 impl Default for PayloadSettings {
@@ -147,6 +246,8 @@ impl Default for PayloadSettings {
             cid_version: 0,
             ipfs_api: None,
             master_key: None,
+            master_key_hex: None,
+            master_key_command: None,
         }
     }
 }
@@ -224,6 +325,7 @@ fn open_payloads(
     };
     let mut pc = PayloadConfig::new(config.data_dir.join("payloads"));
     pc.master_key_path = s.master_key.clone();
+    pc.master_key_bytes = master_key_seed(config)?;
     if let Some(c) = &config.cluster {
         // Every node wraps keys under the same master key, derived from the cluster
         // secret, so a record's content key sent to another node opens there.

@@ -79,9 +79,10 @@ impl From<KeyStoreError> for PayloadError {
             KeyStoreError::Erased(id) => PayloadError::Erased(id),
             KeyStoreError::InvalidKeyId => PayloadError::InvalidKeyId,
             KeyStoreError::Crypto(crypto) => crypto.into(),
-            KeyStoreError::Exists(_) | KeyStoreError::Log(_) | KeyStoreError::Io { .. } => {
-                PayloadError::Storage(error.to_string())
-            }
+            KeyStoreError::Exists(_)
+            | KeyStoreError::WrongMasterKey(_)
+            | KeyStoreError::Log(_)
+            | KeyStoreError::Io { .. } => PayloadError::Storage(error.to_string()),
         }
     }
 }

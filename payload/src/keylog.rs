@@ -392,6 +392,15 @@ impl KeyLog {
     }
 
     /// Key ids with a live key.
+    /// Some live key's id, if the log holds one.
+    pub(crate) fn any_live_key_id(&self) -> Option<KeyIdBytes> {
+        self.lock()
+            .index
+            .iter()
+            .find(|(_, slot)| matches!(slot, Slot::Live { .. }))
+            .map(|(id, _)| *id)
+    }
+
     pub(crate) fn live_key_ids(&self) -> Vec<KeyIdBytes> {
         self.lock()
             .index

@@ -47,6 +47,11 @@ pub enum KeyStoreError {
     /// The key exists already.
     #[error("key {0} exists already")]
     Exists(String),
+    /// The master key given does not unwrap the keys stored here.
+    #[error(
+        "the master key does not unwrap the keys in {0}: it is not the key they were stored with"
+    )]
+    WrongMasterKey(PathBuf),
     /// Unwrapping or randomness failed.
     #[error(transparent)]
     Crypto(#[from] CryptoError),
@@ -134,13 +139,25 @@ impl KeyStore {
             let name = name.to_string_lossy();
             old_layout |= name.ends_with(".key") || name.ends_with(".erased");
         }
-        Ok(KeyStore {
+        let store = KeyStore {
             dir: dir.to_path_buf(),
             master,
             log,
             old_layout,
             cache: Mutex::new(HashMap::new()),
-        })
+        };
+        // A wrong master key (another node's file, a KMS answering for another store)
+        // is refused here, not found out on the first read.
+        if let Some(id) = store.log.any_live_key_id() {
+            match store.load(&hex::encode(id)) {
+                Err(KeyStoreError::Crypto(CryptoError::Unwrap { .. })) => {
+                    return Err(KeyStoreError::WrongMasterKey(dir.to_path_buf()))
+                }
+                Err(other) => return Err(other),
+                Ok(_) => {}
+            }
+        }
+        Ok(store)
     }
 
     /// The old layout's file of a key.

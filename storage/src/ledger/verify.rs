@@ -51,10 +51,7 @@ pub type TxRule = dyn Fn(u8, &[u8]) -> Result<(), String>;
 /// `check_tx` is the caller's rule for a transaction's bytes in a block of the given
 /// format (the server passes the contract's envelope decoding and its rule for the
 /// format), so the engine stays free of what a transaction means.
-pub fn verify(
-    ledger: &Ledger,
-    check_tx: &TxRule,
-) -> Result<VerifyReport, StorageError> {
+pub fn verify(ledger: &Ledger, check_tx: &TxRule) -> Result<VerifyReport, StorageError> {
     let dir = ledger.segments();
     let index = ledger.index();
     let height = ledger.tip().height;

@@ -1,0 +1,146 @@
+//! Where the master key comes from: a file (0600, created on first start), the
+//! environment (`MEDLEDGER_MASTER_KEY_HEX`), or a command's output (a KMS client). One
+//! way at a time; a wrong key is refused at start, not found out on the first read; the
+//! errors never repeat the key or the command's output.
+
+use actix_web::http::StatusCode;
+use actix_web::test;
+use serde_json::json;
+
+use medledger::api::auth::{self, Claims, Role};
+use medledger::serve::{app, master_key_from_hex, Core, ServeConfig};
+
+const KEY_A: &str = "0a0b0c0d0e0f101112131415161718191a1b1c1d1e1f202122232425262728aa";
+const KEY_B: &str = "ff0b0c0d0e0f101112131415161718191a1b1c1d1e1f202122232425262728bb";
+
+fn config(dir: &std::path::Path, set: impl FnOnce(&mut ServeConfig)) -> ServeConfig {
+    let mut c = ServeConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        workers: 1,
+        ..ServeConfig::new(dir.to_path_buf())
+    };
+    set(&mut c);
+    c
+}
+
+fn open_err(c: &ServeConfig) -> String {
+    match Core::open(c) {
+        Ok(_) => panic!("the server started"),
+        Err(e) => e.to_string(),
+    }
+}
+
+fn token(dir: &std::path::Path) -> String {
+    let (secret, _) = auth::load_or_create_secret(dir).unwrap();
+    let claims = Claims {
+        sub: "dr-1".into(),
+        role: Role::Clinician,
+        hospital: Some("h-1".into()),
+        exp: auth::now_secs() + 3600,
+    };
+    format!("Bearer {}", auth::mint(&secret, &claims).unwrap())
+}
+
+#[actix_web::test]
+async fn the_key_from_a_command_or_the_environment_opens_what_it_sealed() {
+    let dir = tempfile::tempdir().unwrap();
+    // A command (as a KMS client would be) seals a record and its payload...
+    let by_command = config(dir.path(), |c| {
+        c.payloads.master_key_command = Some(format!("printf '%s\\n' {KEY_A}"));
+    });
+    let core = Core::open(&by_command).unwrap();
+    let svc = test::init_service(app(core.state.clone())).await;
+    let dr = token(dir.path());
+    let res = test::call_service(
+        &svc,
+        test::TestRequest::post()
+            .uri("/v1/records")
+            .insert_header(("Authorization", dr.as_str()))
+            .set_json(
+                json!({"record_id": "r-1", "patient_id": "p-1", "hospital_id": "h-1",
+                "record_type": "note", "metadata": {"n": 1},
+                "payload": {"content_type": "text/plain", "data": "document"}}),
+            )
+            .to_request(),
+    )
+    .await;
+    assert_eq!(res.status(), StatusCode::CREATED);
+    // The answer holds the app's state (and so the ledger) until dropped.
+    drop(res);
+    drop(svc);
+    core.close();
+    drop(core);
+    assert!(
+        !dir.path().join("payloads/master.key").exists(),
+        "no key file is made when the key comes from elsewhere"
+    );
+
+    // ... and the same key from the environment opens both.
+    let by_env = config(dir.path(), |c| {
+        c.payloads.master_key_hex = Some(master_key_from_hex(KEY_A).unwrap());
+    });
+    let core = Core::open(&by_env).unwrap();
+    let svc = test::init_service(app(core.state.clone())).await;
+    let res = test::call_service(
+        &svc,
+        test::TestRequest::get()
+            .uri("/v1/records/r-1")
+            .insert_header(("Authorization", dr.as_str()))
+            .to_request(),
+    )
+    .await;
+    assert_eq!(res.status(), StatusCode::OK);
+    let body: serde_json::Value = test::read_body_json(res).await;
+    assert_eq!(body["metadata"], json!({"n": 1}));
+    let res = test::call_service(
+        &svc,
+        test::TestRequest::get()
+            .uri("/v1/records/r-1/payload")
+            .insert_header(("Authorization", dr.as_str()))
+            .to_request(),
+    )
+    .await;
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(test::read_body(res).await, "\"document\"".as_bytes());
+    drop(svc);
+    core.close();
+    drop(core);
+
+    // Another key is refused at start, naming no key.
+    let wrong = open_err(&config(dir.path(), |c| {
+        c.payloads.master_key_hex = Some(master_key_from_hex(KEY_B).unwrap());
+    }));
+    assert!(wrong.contains("does not unwrap"), "{wrong}");
+    assert!(!wrong.contains(KEY_B) && !wrong.contains(KEY_A), "{wrong}");
+}
+
+#[actix_web::test]
+async fn bad_sources_are_refused_without_echoing_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let two = open_err(&config(dir.path(), |c| {
+        c.payloads.master_key_hex = Some(master_key_from_hex(KEY_A).unwrap());
+        c.payloads.master_key_command = Some(format!("printf {KEY_A}"));
+    }));
+    assert!(two.contains("one way"), "{two}");
+    let failed = open_err(&config(dir.path(), |c| {
+        c.payloads.master_key_command = Some("echo SECRET-OUTPUT; exit 3".into());
+    }));
+    assert!(failed.contains("failed"), "{failed}");
+    assert!(!failed.contains("SECRET-OUTPUT"), "{failed}");
+    let not_hex = open_err(&config(dir.path(), |c| {
+        c.payloads.master_key_command = Some("echo not-a-key-SECRET".into());
+    }));
+    assert!(not_hex.contains("64 hex digits"), "{not_hex}");
+    assert!(!not_hex.contains("SECRET"), "{not_hex}");
+    let short = master_key_from_hex("abcd").unwrap_err();
+    assert!(!short.contains("abcd"), "{short}");
+    // Nothing was started by any of them: a default start works and makes its key file.
+    let core = Core::open(&config(dir.path(), |_| {})).unwrap();
+    core.close();
+    let mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(dir.path().join("payloads/master.key"))
+            .unwrap()
+            .permissions(),
+    );
+    assert_eq!(mode & 0o777, 0o600);
+}
