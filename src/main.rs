@@ -113,6 +113,11 @@ enum Command {
         #[arg(long, default_value_t = 1)]
         seed: u64,
     },
+    /// The keys of a running server (docs/PAYLOADS.md).
+    Keys {
+        #[command(subcommand)]
+        keys: KeysCommand,
+    },
     /// A running cluster's membership (docs/CLUSTER.md), asked of any node.
     Cluster {
         #[command(subcommand)]
@@ -173,6 +178,13 @@ struct ClusterTarget {
     /// A node's data dir (its JWT secret mints the request's admin token).
     #[arg(long, env = "MEDLEDGER_DATA_DIR", default_value = "medledger-data")]
     data_dir: PathBuf,
+}
+
+#[derive(Subcommand)]
+enum KeysCommand {
+    /// Re-wrap every data key under a new master key (a file), online; the old master
+    /// key file is replaced and nothing stays wrapped under it.
+    Rotate(ClusterTarget),
 }
 
 #[derive(Subcommand)]
@@ -647,6 +659,9 @@ fn main() -> ExitCode {
             from,
             limit,
         } => cli::blocks::run(&data_dir, from, limit, &mut stdout),
+        Command::Keys {
+            keys: KeysCommand::Rotate(t),
+        } => cli::keys::run_rotate(&t.url, &t.data_dir, &mut stdout),
         Command::Cluster { cluster } => {
             use medledger::cli::cluster::{run, Action};
             let (t, action) = match cluster {

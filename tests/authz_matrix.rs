@@ -433,6 +433,7 @@ const MORE_ROUTES: &[(&str, &str)] = &[
     ("get", "/v1/records/{id}/payload"),
     ("post", "/v1/records/{id}/erase"),
     ("post", "/v1/patients/{id}/erase"),
+    ("post", "/v1/keys/rotate"),
     ("get", "/v1/ipfs/status"),
     ("get", "/v1/blocks"),
     ("get", "/v1/blocks/by-hash/{hash}"),
@@ -602,6 +603,21 @@ async fn payload_batch_and_explorer_cells() {
             _ => Forbidden,
         };
         check("POST patient erase", who, expected, s, &b);
+    }
+    // Rotating the master key: admins only.
+    for who in EVERYONE {
+        let (s, b) = send!(
+            &svc,
+            env,
+            who,
+            test::TestRequest::post().uri("/v1/keys/rotate")
+        );
+        let expected = match who {
+            Admin => OkWithout,
+            Nobody => Unauthorized,
+            _ => Forbidden,
+        };
+        check("POST keys rotate", who, expected, s, &b);
     }
     // A batch for h-1: each item is judged like a create (the answer is 200 with an
     // outcome per item), so the cell is that item's status.

@@ -1,7 +1,7 @@
 //! Where the master key comes from: a file (0600, created on first start), the
 //! environment (`MEDLEDGER_MASTER_KEY_HEX`), or a command's output (a KMS client). One
 //! way at a time; a wrong key is refused at start, not found out on the first read; the
-//! errors never repeat the key or the command's output.
+//! errors never repeat the key or the command's output. And its rotation, online.
 
 use actix_web::http::StatusCode;
 use actix_web::test;
@@ -143,4 +143,135 @@ async fn bad_sources_are_refused_without_echoing_them() {
             .permissions(),
     );
     assert_eq!(mode & 0o777, 0o600);
+}
+
+#[actix_web::test]
+async fn a_rotation_online_keeps_every_record_and_payload_readable() {
+    let dir = tempfile::tempdir().unwrap();
+    let core = Core::open(&config(dir.path(), |_| {})).unwrap();
+    let svc = test::init_service(app(core.state.clone())).await;
+    let dr = token(dir.path());
+    let (secret, _) = auth::load_or_create_secret(dir.path()).unwrap();
+    let admin = format!(
+        "Bearer {}",
+        auth::mint(
+            &secret,
+            &Claims {
+                sub: "admin-1".into(),
+                role: Role::Admin,
+                hospital: None,
+                exp: auth::now_secs() + 3600,
+            }
+        )
+        .unwrap()
+    );
+    for i in 0..20 {
+        let res = test::call_service(
+            &svc,
+            test::TestRequest::post()
+                .uri("/v1/records")
+                .insert_header(("Authorization", dr.as_str()))
+                .set_json(json!({"record_id": format!("r-{i}"), "patient_id": "p-1",
+                    "hospital_id": "h-1", "record_type": "note", "metadata": {"i": i},
+                    "payload": {"content_type": "text/plain", "data": format!("doc {i}")}}))
+                .to_request(),
+        )
+        .await;
+        assert_eq!(res.status(), StatusCode::CREATED);
+    }
+    let master = dir.path().join("payloads/master.key");
+    let before = std::fs::read(&master).unwrap();
+    let res = test::call_service(
+        &svc,
+        test::TestRequest::post()
+            .uri("/v1/keys/rotate")
+            .insert_header(("Authorization", admin.as_str()))
+            .to_request(),
+    )
+    .await;
+    assert_eq!(res.status(), StatusCode::OK);
+    let body: serde_json::Value = test::read_body_json(res).await;
+    // 20 records' content keys and 20 payloads' keys.
+    assert_eq!(body["keys_rewrapped"], 40, "{body}");
+    assert_ne!(
+        std::fs::read(&master).unwrap(),
+        before,
+        "a new master key file"
+    );
+    for i in 0..20 {
+        let res = test::call_service(
+            &svc,
+            test::TestRequest::get()
+                .uri(&format!("/v1/records/r-{i}"))
+                .insert_header(("Authorization", dr.as_str()))
+                .to_request(),
+        )
+        .await;
+        let body: serde_json::Value = test::read_body_json(res).await;
+        assert_eq!(body["metadata"], json!({"i": i}));
+        let res = test::call_service(
+            &svc,
+            test::TestRequest::get()
+                .uri(&format!("/v1/records/r-{i}/payload"))
+                .insert_header(("Authorization", dr.as_str()))
+                .to_request(),
+        )
+        .await;
+        assert_eq!(
+            test::read_body(res).await,
+            format!("\"doc {i}\"").as_bytes()
+        );
+    }
+    drop(svc);
+    core.close();
+    drop(core);
+    // After a restart the new master key opens everything; a new record too.
+    let core = Core::open(&config(dir.path(), |_| {})).unwrap();
+    let svc = test::init_service(app(core.state.clone())).await;
+    let res = test::call_service(
+        &svc,
+        test::TestRequest::get()
+            .uri("/v1/records/r-7")
+            .insert_header(("Authorization", dr.as_str()))
+            .to_request(),
+    )
+    .await;
+    let body: serde_json::Value = test::read_body_json(res).await;
+    assert_eq!(body["metadata"], json!({"i": 7}));
+    drop(svc);
+    core.close();
+    drop(core);
+
+    // A key from the environment is not this server's to rotate.
+    let other = tempfile::tempdir().unwrap();
+    let core = Core::open(&config(other.path(), |c| {
+        c.payloads.master_key_hex = Some(master_key_from_hex(KEY_A).unwrap());
+    }))
+    .unwrap();
+    let svc = test::init_service(app(core.state.clone())).await;
+    let (secret, _) = auth::load_or_create_secret(other.path()).unwrap();
+    let admin = format!(
+        "Bearer {}",
+        auth::mint(
+            &secret,
+            &Claims {
+                sub: "admin-1".into(),
+                role: Role::Admin,
+                hospital: None,
+                exp: auth::now_secs() + 3600,
+            }
+        )
+        .unwrap()
+    );
+    let res = test::call_service(
+        &svc,
+        test::TestRequest::post()
+            .uri("/v1/keys/rotate")
+            .insert_header(("Authorization", admin.as_str()))
+            .to_request(),
+    )
+    .await;
+    assert_eq!(res.status(), StatusCode::CONFLICT);
+    let body: serde_json::Value = test::read_body_json(res).await;
+    assert_eq!(body["error"]["code"], "master_key_not_a_file");
 }

@@ -14,6 +14,9 @@
 //! (4 KiB payloads from 64 concurrent callers by default): payloads/s and fdatasync calls
 //! per payload (group commit, issue 23), beside this disk's small-write fdatasync rate
 //! (what one fsync per payload would allow).
+//!
+//! `medledger-bench keys` stores N records' content keys (issue 24) from 64 threads, then
+//! rotates the master key over all of them, and prints the seconds each took.
 
 use std::fs::OpenOptions;
 use std::io::Write;
@@ -57,6 +60,15 @@ enum Command {
         /// Seconds for each disk probe.
         #[arg(long, default_value_t = 3)]
         probe_seconds: u64,
+    },
+    /// Master key rotation: N records' keys stored, then all re-wrapped.
+    Keys {
+        /// Directory for the temporary data (on the disk being measured).
+        #[arg(long, default_value = "target/bench-data")]
+        dir: PathBuf,
+        /// Keys to store and rotate.
+        #[arg(long, default_value_t = 1_000_000)]
+        keys: u64,
     },
     /// Durable payload `put`s into the embedded store: payloads/s, fsyncs per payload.
     Payloads {
@@ -127,6 +139,7 @@ fn main() {
             callers,
             probe_seconds,
         } => run_payloads(&dir, payloads, payload_bytes, callers, probe_seconds),
+        Command::Keys { dir, keys } => run_keys(&dir, keys),
     };
     if let Err(e) = result {
         eprintln!("medledger-bench: {e}");
@@ -166,6 +179,56 @@ fn run_payloads(
         report["p50_ms"].as_f64().unwrap_or(0.0),
         report["p99_ms"].as_f64().unwrap_or(0.0),
         per_sec / naive_per_sec.max(1.0),
+    );
+    Ok(())
+}
+
+fn run_keys(dir: &Path, keys: u64) -> Result<(), String> {
+    use medledger_payload::crypto::MasterKey;
+    use medledger_payload::keystore::KeyStore;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    std::fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+    let scratch = tempfile::tempdir_in(dir).map_err(|e| e.to_string())?;
+    let master_path = scratch.path().join("master.key");
+    let master = MasterKey::load_or_create(&master_path).map_err(|e| e.to_string())?;
+    let store = KeyStore::open(&scratch.path().join("keys"), master).map_err(|e| e.to_string())?;
+    let next = AtomicU64::new(0);
+    let started = Instant::now();
+    std::thread::scope(|s| {
+        for _ in 0..64 {
+            s.spawn(|| loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= keys {
+                    return;
+                }
+                store
+                    .record_key_blocking(&format!("r-{i}"))
+                    .expect("storing a key");
+            });
+        }
+    });
+    let stored = started.elapsed().as_secs_f64();
+    let key_fsyncs = store.fsyncs();
+    let started = Instant::now();
+    let rotation = store
+        .rotate_master(&master_path)
+        .map_err(|e| e.to_string())?;
+    let rotated = started.elapsed().as_secs_f64();
+    let log_bytes = std::fs::metadata(scratch.path().join("keys/keys.log"))
+        .map(|m| m.len())
+        .unwrap_or(0);
+    println!(
+        "{}",
+        serde_json::json!({
+            "keys": keys,
+            "store_seconds": (stored * 1000.0).round() / 1000.0,
+            "keys_stored_per_sec": (keys as f64 / stored).round(),
+            "key_fsyncs": key_fsyncs,
+            "rotate_seconds": (rotated * 1000.0).round() / 1000.0,
+            "keys_rewrapped": rotation.keys_rewrapped,
+            "keys_rewrapped_per_sec": (rotation.keys_rewrapped as f64 / rotated).round(),
+            "key_log_mib": (log_bytes as f64 / 1048576.0 * 10.0).round() / 10.0,
+        })
     );
     Ok(())
 }

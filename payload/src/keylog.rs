@@ -28,7 +28,7 @@
 use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
-use std::io::{self, Read};
+use std::io::{self, Read, Write};
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -149,6 +149,35 @@ fn header() -> [u8; HEADER_BYTES as usize] {
     header[8..12].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
     header[12..].copy_from_slice(&(RECORD_BYTES as u32).to_le_bytes());
     header
+}
+
+/// What a key log holds: live keys (wrapped) and erased key ids.
+pub(crate) struct Contents {
+    pub(crate) keys: Vec<(KeyIdBytes, [u8; WRAPPED_KEY_BYTES])>,
+    pub(crate) erased: Vec<KeyIdBytes>,
+}
+
+/// Writes a new key log at `path` (which must not exist) holding `contents`, and makes
+/// it durable (the file and its directory): the next log of a master key rotation.
+pub(crate) fn write_new(path: &Path, contents: &Contents) -> io::Result<()> {
+    let mut out = Vec::with_capacity(
+        HEADER_BYTES as usize + RECORD_BYTES * (contents.keys.len() + contents.erased.len()),
+    );
+    out.extend_from_slice(&header());
+    for (id, wrapped) in &contents.keys {
+        out.extend_from_slice(&encode(KIND_KEY, id, wrapped));
+    }
+    for id in &contents.erased {
+        out.extend_from_slice(&erased_record(id));
+    }
+    let mut file = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
+    file.write_all(&out)?;
+    file.sync_all()?;
+    sync_parent_dir(path)
 }
 
 impl KeyLog {
@@ -391,7 +420,6 @@ impl KeyLog {
         self.wait_durable(overwrite_lsn)
     }
 
-    /// Key ids with a live key.
     /// Some live key's id, if the log holds one.
     pub(crate) fn any_live_key_id(&self) -> Option<KeyIdBytes> {
         self.lock()
@@ -401,6 +429,7 @@ impl KeyLog {
             .map(|(id, _)| *id)
     }
 
+    /// Key ids with a live key.
     pub(crate) fn live_key_ids(&self) -> Vec<KeyIdBytes> {
         self.lock()
             .index
@@ -408,6 +437,35 @@ impl KeyLog {
             .filter(|(_, slot)| matches!(slot, Slot::Live { .. }))
             .map(|(id, _)| *id)
             .collect()
+    }
+
+    /// Every live key's wrapped bytes and every erased key id (for a master key
+    /// rotation, which holds off every other use of the log meanwhile).
+    pub(crate) fn contents(&self) -> Result<Contents, KeyLogError> {
+        let (live, erased): (Vec<KeyIdBytes>, Vec<KeyIdBytes>) = {
+            let inner = self.lock();
+            let live = inner
+                .index
+                .iter()
+                .filter(|(_, s)| matches!(s, Slot::Live { .. }))
+                .map(|(id, _)| *id)
+                .collect();
+            let erased = inner
+                .index
+                .iter()
+                .filter(|(_, s)| matches!(s, Slot::Erased { .. }))
+                .map(|(id, _)| *id)
+                .collect();
+            (live, erased)
+        };
+        let mut keys = Vec::with_capacity(live.len());
+        for id in live {
+            match self.get(&id)? {
+                Lookup::Wrapped(w) => keys.push((id, w)),
+                Lookup::Erased | Lookup::Absent => {}
+            }
+        }
+        Ok(Contents { keys, erased })
     }
 
     /// fdatasync calls made by group commits since open.

@@ -11,15 +11,16 @@
 //! `load` looks in the log first, then for the key's file. Destroying a key kept in a file
 //! appends a durable tombstone to the log, then overwrites the file with zeros, fsyncs,
 //! unlinks it and fsyncs the directory. (On flash storage an overwrite may not reach the
-//! old cells; the wrapped key is useless without the master key. Re-wrapping every key
-//! under a new master key would be the remedy for a leaked disk; there is no command for
-//! it yet, see docs/PAYLOADS.md.)
+//! old cells; the wrapped key is useless without the master key, and
+//! [`KeyStore::rotate_master`] re-wraps every key under a new one, after which the old
+//! master key can be destroyed.)
 
 use std::collections::HashMap;
 use std::fs::{self, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard};
 
 use crate::crypto::{CryptoError, DataKey, MasterKey, WRAPPED_KEY_BYTES};
 use crate::fsutil::sync_dir;
@@ -71,17 +72,25 @@ pub enum KeyStoreError {
 /// Durable store of wrapped data keys.
 pub struct KeyStore {
     dir: PathBuf,
-    master: MasterKey,
-    log: KeyLog,
+    /// The master key and the log of keys wrapped under it. Every use holds the read
+    /// lock while it touches the log, so a master key rotation, which holds the write
+    /// lock, sees every key appended before it and none after.
+    current: RwLock<Arc<Keys>>,
     /// The directory held old-layout files (`<id>.key`, `<id>.erased`) when opened. This
     /// code never writes any, so without them at open a store never looks for them (a
     /// stat and an open per lookup of a new key were a third of a sealed ingest's CPU).
-    old_layout: bool,
+    old_layout: AtomicBool,
     /// Record keys read recently, unwrapped (a timeline page opens 50 records' text; a
     /// read of the log and an unwrap per record cost a third of a page). Bounded by
     /// [`KEY_CACHE_ENTRIES`]; every hit is checked against the log's erasures, so a key
     /// destroyed is never served from here.
     cache: Mutex<HashMap<KeyIdBytes, Arc<DataKey>>>,
+}
+
+/// The master key and the key log wrapped under it.
+struct Keys {
+    master: MasterKey,
+    log: KeyLog,
 }
 
 /// Unwrapped keys the cache holds at most (~64 bytes each with the map's overhead).
@@ -139,16 +148,16 @@ impl KeyStore {
             let name = name.to_string_lossy();
             old_layout |= name.ends_with(".key") || name.ends_with(".erased");
         }
+        let any_live = log.any_live_key_id();
         let store = KeyStore {
             dir: dir.to_path_buf(),
-            master,
-            log,
-            old_layout,
+            current: RwLock::new(Arc::new(Keys { master, log })),
+            old_layout: AtomicBool::new(old_layout),
             cache: Mutex::new(HashMap::new()),
         };
         // A wrong master key (another node's file, a KMS answering for another store)
         // is refused here, not found out on the first read.
-        if let Some(id) = store.log.any_live_key_id() {
+        if let Some(id) = any_live {
             match store.load(&hex::encode(id)) {
                 Err(KeyStoreError::Crypto(CryptoError::Unwrap { .. })) => {
                     return Err(KeyStoreError::WrongMasterKey(dir.to_path_buf()))
@@ -158,6 +167,16 @@ impl KeyStore {
             }
         }
         Ok(store)
+    }
+
+    /// The master key and the log, for one use (held only while the log is touched).
+    fn keys(&self) -> RwLockReadGuard<'_, Arc<Keys>> {
+        self.current.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Whether old-layout files may exist (see the field).
+    fn old_layout(&self) -> bool {
+        self.old_layout.load(Ordering::Acquire)
     }
 
     /// The old layout's file of a key.
@@ -172,33 +191,36 @@ impl KeyStore {
 
     /// Wraps and stores `key` under `key_id`; durable when it returns.
     pub fn store(&self, key_id: &str, key: &DataKey) -> Result<(), KeyStoreError> {
-        let lsn = self.append(key_id, key)?;
-        Ok(self.log.wait_durable(lsn)?)
+        let (keys, lsn) = self.append(key_id, key)?;
+        Ok(keys.log.wait_durable(lsn)?)
     }
 
     /// [`Self::store`] for async callers: the append is a write into the page cache on
     /// the calling task, and the wait joins the key log's next group commit.
     pub async fn store_async(&self, key_id: &str, key: &DataKey) -> Result<(), KeyStoreError> {
-        let lsn = self.append(key_id, key)?;
-        Ok(self.log.wait_durable_async(lsn).await?)
+        let (keys, lsn) = self.append(key_id, key)?;
+        Ok(keys.log.wait_durable_async(lsn).await?)
     }
 
-    /// Wraps `key` and appends it to the log; the LSN to wait for.
-    fn append(&self, key_id: &str, key: &DataKey) -> Result<u64, KeyStoreError> {
+    /// Wraps `key` and appends it to the log; the log and the LSN to wait for. (A
+    /// rotation after the append copies the key into its new log and makes it durable
+    /// there; waiting on the old log then still returns once the key is durable.)
+    fn append(&self, key_id: &str, key: &DataKey) -> Result<(Arc<Keys>, u64), KeyStoreError> {
         let id = parse_key_id(key_id)?;
         // Ids are 128 random bits, so these never hit in practice; they keep the old
         // layout's keys from being shadowed all the same (two stats a store, only where
         // old files exist).
-        if self.old_layout && self.tombstone_path(key_id).exists() {
+        if self.old_layout() && self.tombstone_path(key_id).exists() {
             return Err(KeyStoreError::Erased(key_id.to_string()));
         }
-        if self.old_layout && self.key_path(key_id).exists() {
+        if self.old_layout() && self.key_path(key_id).exists() {
             return Err(KeyStoreError::Exists(key_id.to_string()));
         }
-        let wrapped = self.master.wrap(key_id, key)?;
-        match self.log.append_unsynced(&id, &wrapped)? {
-            Some(lsn) => Ok(lsn),
-            None if self.log.is_erased(&id) => Err(KeyStoreError::Erased(key_id.to_string())),
+        let keys = self.keys();
+        let wrapped = keys.master.wrap(key_id, key)?;
+        match keys.log.append_unsynced(&id, &wrapped)? {
+            Some(lsn) => Ok((Arc::clone(&keys), lsn)),
+            None if keys.log.is_erased(&id) => Err(KeyStoreError::Erased(key_id.to_string())),
             None => Err(KeyStoreError::Exists(key_id.to_string())),
         }
     }
@@ -206,17 +228,18 @@ impl KeyStore {
     /// The data key stored under `key_id`.
     pub fn load(&self, key_id: &str) -> Result<DataKey, KeyStoreError> {
         let id = parse_key_id(key_id)?;
-        match self.log.get(&id)? {
-            Lookup::Wrapped(wrapped) => return Ok(self.master.unwrap(key_id, &wrapped)?),
+        let keys = self.keys();
+        match keys.log.get(&id)? {
+            Lookup::Wrapped(wrapped) => return Ok(keys.master.unwrap(key_id, &wrapped)?),
             Lookup::Erased => return Err(KeyStoreError::Erased(key_id.to_string())),
-            Lookup::Absent if !self.old_layout => {
+            Lookup::Absent if !self.old_layout() => {
                 return Err(KeyStoreError::NotFound(key_id.to_string()))
             }
             Lookup::Absent => {}
         }
         let path = self.key_path(key_id);
         match fs::read(&path) {
-            Ok(wrapped) => Ok(self.master.unwrap(key_id, &wrapped)?),
+            Ok(wrapped) => Ok(keys.master.unwrap(key_id, &wrapped)?),
             Err(error) if error.kind() == io::ErrorKind::NotFound => {
                 if self.tombstone_path(key_id).exists() {
                     Err(KeyStoreError::Erased(key_id.to_string()))
@@ -235,7 +258,7 @@ impl KeyStore {
         let hit = self.cache_lock().get(&id).cloned();
         if let Some(key) = hit {
             // Checked on every hit: a destroy that ran after this key was cached.
-            if self.log.is_erased(&id) {
+            if self.keys().log.is_erased(&id) {
                 return Err(KeyStoreError::Erased(key_id.to_string()));
             }
             return Ok(key);
@@ -257,7 +280,8 @@ impl KeyStore {
     /// True if `key_id` was destroyed.
     pub fn is_erased(&self, key_id: &str) -> bool {
         parse_key_id(key_id).is_ok_and(|id| {
-            self.log.is_erased(&id) || (self.old_layout && self.tombstone_path(key_id).exists())
+            self.keys().log.is_erased(&id)
+                || (self.old_layout() && self.tombstone_path(key_id).exists())
         })
     }
 
@@ -265,7 +289,7 @@ impl KeyStore {
     /// Idempotent; durable when it returns.
     pub fn destroy(&self, key_id: &str) -> Result<(), KeyStoreError> {
         let id = parse_key_id(key_id)?;
-        self.log.erase(&id)?;
+        self.keys().log.erase(&id)?;
         self.cache_lock().remove(&id);
         // A key of the old layout: its file goes too (the log's tombstone, durable now,
         // answers "erased" whatever happens to the file from here on).
@@ -287,7 +311,13 @@ impl KeyStore {
     /// Every key id with a live (not destroyed) key, in the log and in the old layout's
     /// files, in no particular order (for the reconcile with the ledger).
     pub fn live_key_ids(&self) -> Result<Vec<String>, KeyStoreError> {
-        let mut ids: Vec<String> = self.log.live_key_ids().iter().map(hex::encode).collect();
+        let mut ids: Vec<String> = self
+            .keys()
+            .log
+            .live_key_ids()
+            .iter()
+            .map(hex::encode)
+            .collect();
         for entry in fs::read_dir(&self.dir).map_err(io_error(&self.dir))? {
             let entry = entry.map_err(io_error(&self.dir))?;
             let name = entry.file_name();
@@ -321,7 +351,8 @@ impl KeyStore {
         };
         // The key found may have been appended by a caller still waiting for its group
         // commit: nothing sealed under it may be acknowledged before it is durable.
-        self.log.wait_written_durable_async().await?;
+        let keys = Arc::clone(&self.keys());
+        keys.log.wait_written_durable_async().await?;
         Ok(found)
     }
 
@@ -340,7 +371,7 @@ impl KeyStore {
             }
             found => found?,
         };
-        self.log.wait_written_durable()?;
+        self.keys().log.wait_written_durable()?;
         Ok(found)
     }
 
@@ -349,10 +380,13 @@ impl KeyStore {
     /// when it returns. A key already here is left as it is (`Ok`); a destroyed one stays
     /// destroyed ([`KeyStoreError::Erased`]).
     pub async fn store_wrapped(&self, key_id: &str, wrapped: &[u8]) -> Result<(), KeyStoreError> {
-        let key = self.master.unwrap(key_id, wrapped)?;
+        let key = self.keys().master.unwrap(key_id, wrapped)?;
         match self.store_async(key_id, &key).await {
             Ok(()) => Ok(()),
-            Err(KeyStoreError::Exists(_)) => Ok(self.log.wait_written_durable_async().await?),
+            Err(KeyStoreError::Exists(_)) => {
+                let keys = Arc::clone(&self.keys());
+                Ok(keys.log.wait_written_durable_async().await?)
+            }
             Err(other) => Err(other),
         }
     }
@@ -361,12 +395,229 @@ impl KeyStore {
     /// master key.
     pub fn wrapped(&self, key_id: &str) -> Result<Vec<u8>, KeyStoreError> {
         let key = self.load(key_id)?;
-        Ok(self.master.wrap(key_id, &key)?.to_vec())
+        Ok(self.keys().master.wrap(key_id, &key)?.to_vec())
     }
 
     /// fdatasync calls the key log's group commits made since open.
     pub fn fsyncs(&self) -> u64 {
-        self.log.fsyncs()
+        self.keys().log.fsyncs()
+    }
+}
+
+/// The next key log a master key rotation writes, beside `keys.log`.
+pub const KEY_LOG_NEXT_FILE: &str = "keys.log.next";
+
+/// The file a master key rotation writes the next master key to: `<master>.next`.
+pub fn next_master_path(master_path: &Path) -> PathBuf {
+    let mut name = master_path.as_os_str().to_owned();
+    name.push(".next");
+    PathBuf::from(name)
+}
+
+/// What a master key rotation did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Rotation {
+    /// Live keys unwrapped with the old master key and wrapped with the new one.
+    pub keys_rewrapped: u64,
+    /// Erased keys (tombstones) carried into the new log.
+    pub erased_kept: u64,
+}
+
+/// How far a rotation goes before it stops as if the process died there (crash-point
+/// tests); [`RotateStep::Done`] is a whole rotation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum RotateStep {
+    /// The next master key file is durable.
+    NextMaster,
+    /// The next key log is durable, not yet in place.
+    NextLog,
+    /// The next log is `keys.log` (the commit point); the master key file is the old one.
+    LogRenamed,
+    /// Everything: the next master key is the master key.
+    Done,
+}
+
+/// What [`recover_rotation`] found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RotationRecovery {
+    /// No rotation was under way.
+    None,
+    /// A rotation had not reached its commit point: its files were removed, the old
+    /// master key stays.
+    RolledBack,
+    /// A rotation had passed its commit point: the next master key was put in place.
+    RolledForward,
+}
+
+fn remove_if_present(path: &Path) -> Result<bool, KeyStoreError> {
+    match fs::remove_file(path) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(io_error(path)(e)),
+    }
+}
+
+fn sync_dir_of(path: &Path) -> Result<(), KeyStoreError> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    sync_dir(dir).map_err(io_error(dir))
+}
+
+/// Finishes or undoes a master key rotation that a crash interrupted, before the key
+/// store in `dir` opens with the master key file at `master_path`. Never guesses: a
+/// rotation is committed once its new log is `keys.log`, and which master key unwraps
+/// that log's keys says whether it got there.
+/// - `keys.log.next` exists: the commit point was not reached; the next log and the next
+///   master key are removed (the old ones were never changed).
+/// - only `<master>.next` exists: if the current master key unwraps a live key of
+///   `keys.log`, the rotation never committed (removed); if the next one does, it did,
+///   and the next master key file is renamed into place; if neither, the open fails.
+///   A log with no live key depends on neither key: the old one stays.
+pub fn recover_rotation(dir: &Path, master_path: &Path) -> Result<RotationRecovery, KeyStoreError> {
+    let next_log = dir.join(KEY_LOG_NEXT_FILE);
+    let next_master = next_master_path(master_path);
+    if remove_if_present(&next_log)? {
+        sync_dir_of(&next_log)?;
+        if remove_if_present(&next_master)? {
+            sync_dir_of(&next_master)?;
+        }
+        return Ok(RotationRecovery::RolledBack);
+    }
+    if !next_master.exists() {
+        return Ok(RotationRecovery::None);
+    }
+    let log = KeyLog::open(&dir.join(KEY_LOG_FILE))?;
+    let probe = match log.any_live_key_id() {
+        Some(id) => match log.get(&id)? {
+            Lookup::Wrapped(wrapped) => Some((hex::encode(id), wrapped)),
+            Lookup::Erased | Lookup::Absent => None,
+        },
+        None => None,
+    };
+    let Some((key_id, wrapped)) = probe else {
+        remove_if_present(&next_master)?;
+        sync_dir_of(&next_master)?;
+        return Ok(RotationRecovery::RolledBack);
+    };
+    if MasterKey::load_or_create(master_path)?
+        .unwrap(&key_id, &wrapped)
+        .is_ok()
+    {
+        remove_if_present(&next_master)?;
+        sync_dir_of(&next_master)?;
+        return Ok(RotationRecovery::RolledBack);
+    }
+    if MasterKey::load_or_create(&next_master)?
+        .unwrap(&key_id, &wrapped)
+        .is_ok()
+    {
+        fs::rename(&next_master, master_path).map_err(io_error(master_path))?;
+        sync_dir_of(master_path)?;
+        return Ok(RotationRecovery::RolledForward);
+    }
+    Err(KeyStoreError::WrongMasterKey(dir.to_path_buf()))
+}
+
+impl KeyStore {
+    /// Re-wraps every key under a new random master key, which replaces the file at
+    /// `master_path` (docs/PAYLOADS.md, "Master key rotation"). Online: every other use
+    /// of the store waits meanwhile (a few seconds per million keys). Crash-safe with
+    /// [`recover_rotation`] at the next open. Afterwards the old master key file is gone
+    /// and nothing on disk is wrapped under it.
+    pub fn rotate_master(&self, master_path: &Path) -> Result<Rotation, KeyStoreError> {
+        self.rotate_master_until(master_path, RotateStep::Done)
+    }
+
+    /// [`Self::rotate_master`], stopping after `stop` as if the process died there (for
+    /// crash-point tests; the store must then be dropped and opened again).
+    #[doc(hidden)]
+    pub fn rotate_master_until(
+        &self,
+        master_path: &Path,
+        stop: RotateStep,
+    ) -> Result<Rotation, KeyStoreError> {
+        let mut current = self.current.write().unwrap_or_else(|e| e.into_inner());
+        let next_log = self.dir.join(KEY_LOG_NEXT_FILE);
+        let next_master_file = next_master_path(master_path);
+        // Leftovers of a rotation that stopped before its commit point.
+        remove_if_present(&next_log)?;
+        remove_if_present(&next_master_file)?;
+        let next = MasterKey::load_or_create(&next_master_file)?;
+        if stop == RotateStep::NextMaster {
+            return Ok(Rotation {
+                keys_rewrapped: 0,
+                erased_kept: 0,
+            });
+        }
+        let mut contents = current.log.contents()?;
+        for (id, wrapped) in &mut contents.keys {
+            let key_id = hex::encode(*id);
+            let key = current.master.unwrap(&key_id, wrapped.as_slice())?;
+            *wrapped = next.wrap(&key_id, &key)?;
+        }
+        // Keys of the old layout join the new log, so no file stays wrapped under the
+        // old master key.
+        let mut old_files = Vec::new();
+        if self.old_layout() {
+            let known: std::collections::HashSet<KeyIdBytes> = contents
+                .keys
+                .iter()
+                .map(|(id, _)| *id)
+                .chain(contents.erased.iter().copied())
+                .collect();
+            for entry in fs::read_dir(&self.dir).map_err(io_error(&self.dir))? {
+                let path = entry.map_err(io_error(&self.dir))?.path();
+                let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+                let (key_id, erased) =
+                    match (name.strip_suffix(".key"), name.strip_suffix(".erased")) {
+                        (Some(k), _) => (k.to_owned(), false),
+                        (_, Some(k)) => (k.to_owned(), true),
+                        _ => continue,
+                    };
+                let Ok(id) = parse_key_id(&key_id) else {
+                    continue;
+                };
+                old_files.push(path.clone());
+                if known.contains(&id) {
+                    continue;
+                }
+                if erased {
+                    contents.erased.push(id);
+                } else {
+                    let wrapped = fs::read(&path).map_err(io_error(&path))?;
+                    let key = current.master.unwrap(&key_id, &wrapped)?;
+                    contents.keys.push((id, next.wrap(&key_id, &key)?));
+                }
+            }
+        }
+        let rotation = Rotation {
+            keys_rewrapped: contents.keys.len() as u64,
+            erased_kept: contents.erased.len() as u64,
+        };
+        crate::keylog::write_new(&next_log, &contents).map_err(io_error(&next_log))?;
+        if stop == RotateStep::NextLog {
+            return Ok(rotation);
+        }
+        // The commit point.
+        let log_path = self.dir.join(KEY_LOG_FILE);
+        fs::rename(&next_log, &log_path).map_err(io_error(&log_path))?;
+        sync_dir(&self.dir).map_err(io_error(&self.dir))?;
+        if stop == RotateStep::LogRenamed {
+            return Ok(rotation);
+        }
+        // From here the store uses the new log and key, whatever fails next: the old log
+        // file is gone, and a key appended to it would be lost. (If the master key file
+        // is not renamed below, the next open puts it in place: recover_rotation.)
+        let log = KeyLog::open(&log_path)?;
+        *current = Arc::new(Keys { master: next, log });
+        self.cache_lock().clear();
+        fs::rename(&next_master_file, master_path).map_err(io_error(master_path))?;
+        sync_dir_of(master_path)?;
+        for path in old_files {
+            remove_if_present(&path)?;
+        }
+        sync_dir(&self.dir).map_err(io_error(&self.dir))?;
+        self.old_layout.store(false, Ordering::Release);
+        Ok(rotation)
     }
 }
 
@@ -377,6 +628,135 @@ mod tests {
     fn open(dir: &Path) -> KeyStore {
         let master = MasterKey::load_or_create(&dir.join("master.key")).unwrap();
         KeyStore::open(&dir.join("keys"), master).unwrap()
+    }
+
+    /// A store with 40 keys, 5 of them destroyed: each key's id and a text sealed
+    /// under it (to check, after any crash, that every live key still opens its text).
+    /// A record, and a text sealed under its key (nonce, ciphertext).
+    type SealedText = (String, [u8; 12], Vec<u8>);
+
+    fn populated(dir: &Path) -> (KeyStore, Vec<SealedText>, Vec<String>) {
+        let store = open(dir);
+        let mut live = Vec::new();
+        let mut erased = Vec::new();
+        for i in 0..40 {
+            let record = format!("r-{i}");
+            let key = store.record_key_blocking(&record).unwrap();
+            let (n, c) = crate::crypto::seal_text(&key, &record, "metadata", "text").unwrap();
+            if i % 8 == 0 {
+                store.destroy(&record_key_id(&record)).unwrap();
+                erased.push(record);
+            } else {
+                live.push((record, n, c));
+            }
+        }
+        (store, live, erased)
+    }
+
+    fn check_every_key(store: &KeyStore, live: &[SealedText], erased: &[String]) {
+        for (record, n, c) in live {
+            let key = store.load(&record_key_id(record)).unwrap();
+            assert_eq!(
+                crate::crypto::open_text(&key, record, "metadata", n, c).unwrap(),
+                "text"
+            );
+        }
+        for record in erased {
+            assert!(store.is_erased(&record_key_id(record)));
+        }
+    }
+
+    #[test]
+    fn a_rotation_cut_at_any_step_rolls_back_or_forward_and_loses_no_key() {
+        let cases: Vec<(RotateStep, Option<u64>, RotationRecovery)> = vec![
+            (RotateStep::NextMaster, None, RotationRecovery::RolledBack),
+            (RotateStep::NextLog, None, RotationRecovery::RolledBack),
+            (RotateStep::NextLog, Some(0), RotationRecovery::RolledBack),
+            (RotateStep::NextLog, Some(15), RotationRecovery::RolledBack),
+            (
+                RotateStep::NextLog,
+                Some(16 + 82 * 3 + 40),
+                RotationRecovery::RolledBack,
+            ),
+            (
+                RotateStep::LogRenamed,
+                None,
+                RotationRecovery::RolledForward,
+            ),
+            (RotateStep::Done, None, RotationRecovery::None),
+        ];
+        for (stop, truncate, expected) in cases {
+            let dir = tempfile::tempdir().unwrap();
+            let master_path = dir.path().join("master.key");
+            let (store, live, erased) = populated(dir.path());
+            let old_master = fs::read(&master_path).unwrap();
+            let report = store.rotate_master_until(&master_path, stop).unwrap();
+            drop(store);
+            if let Some(len) = truncate {
+                let next = dir.path().join("keys").join(KEY_LOG_NEXT_FILE);
+                OpenOptions::new()
+                    .write(true)
+                    .open(&next)
+                    .unwrap()
+                    .set_len(len)
+                    .unwrap();
+            }
+            let recovered = recover_rotation(&dir.path().join("keys"), &master_path).unwrap();
+            assert_eq!(recovered, expected, "{stop:?} {truncate:?}");
+            assert!(!dir.path().join("keys").join(KEY_LOG_NEXT_FILE).exists());
+            assert!(!next_master_path(&master_path).exists());
+            let rotated = fs::read(&master_path).unwrap() != old_master;
+            assert_eq!(rotated, stop >= RotateStep::LogRenamed, "{stop:?}");
+            if stop == RotateStep::Done {
+                assert_eq!((report.keys_rewrapped, report.erased_kept), (35, 5));
+            }
+            // The store opens (the master key unwraps its keys) and every key is there.
+            let store = open(dir.path());
+            check_every_key(&store, &live, &erased);
+            // And the next rotation from here completes.
+            store.rotate_master(&master_path).unwrap();
+            check_every_key(&store, &live, &erased);
+            drop(store);
+            check_every_key(&open(dir.path()), &live, &erased);
+        }
+    }
+
+    #[test]
+    fn a_rotation_online_keeps_keys_stored_meanwhile_and_the_old_master_opens_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let master_path = dir.path().join("master.key");
+        let (store, mut live, erased) = populated(dir.path());
+        let store = Arc::new(store);
+        let old_master = MasterKey::load_or_create(&master_path).unwrap();
+        let writer = {
+            let store = Arc::clone(&store);
+            std::thread::spawn(move || {
+                (100..400)
+                    .map(|i| {
+                        let record = format!("r-{i}");
+                        let key = store.record_key_blocking(&record).unwrap();
+                        let (n, c) =
+                            crate::crypto::seal_text(&key, &record, "metadata", "text").unwrap();
+                        (record, n, c)
+                    })
+                    .collect::<Vec<_>>()
+            })
+        };
+        for _ in 0..3 {
+            store.rotate_master(&master_path).unwrap();
+        }
+        live.extend(writer.join().unwrap());
+        check_every_key(&store, &live, &erased);
+        drop(store);
+        let store = open(dir.path());
+        check_every_key(&store, &live, &erased);
+        // Nothing in the key directory unwraps with the first master key any more.
+        let log = KeyLog::open(&dir.path().join("keys").join(KEY_LOG_FILE)).unwrap();
+        let contents = log.contents().unwrap();
+        assert_eq!(contents.keys.len(), live.len());
+        for (id, wrapped) in &contents.keys {
+            assert!(old_master.unwrap(&hex::encode(id), wrapped).is_err());
+        }
     }
 
     #[test]
@@ -489,10 +869,11 @@ mod tests {
         for id in &ids {
             store.store(id, &DataKey::generate().unwrap()).unwrap();
         }
-        let wrapped = |store: &KeyStore, id: &str| match store.log.get(&parse_key_id(id).unwrap()) {
-            Ok(Lookup::Wrapped(w)) => w,
-            _ => panic!("key {id} is not live"),
-        };
+        let wrapped =
+            |store: &KeyStore, id: &str| match store.keys().log.get(&parse_key_id(id).unwrap()) {
+                Ok(Lookup::Wrapped(w)) => w,
+                _ => panic!("key {id} is not live"),
+            };
         let doomed = wrapped(&store, &ids[2]);
         let kept = wrapped(&store, &ids[3]);
         let files = all_file_bytes(dir.path());
@@ -571,6 +952,34 @@ mod tests {
         }
         let reopened = open(dir.path());
         assert!(matches!(reopened.load(&old), Err(KeyStoreError::Erased(_))));
-        assert_eq!(reopened.live_key_ids().unwrap(), vec![new]);
+        assert_eq!(reopened.live_key_ids().unwrap(), vec![new.clone()]);
+    }
+
+    #[test]
+    fn a_rotation_takes_the_old_layouts_keys_into_the_log_and_removes_their_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let master_path = dir.path().join("master.key");
+        let master = MasterKey::load_or_create(&master_path).unwrap();
+        let keys_dir = dir.path().join("keys");
+        fs::create_dir_all(&keys_dir).unwrap();
+        let (old, gone) = (new_key_id().unwrap(), new_key_id().unwrap());
+        let key = DataKey::generate().unwrap();
+        let wrapped = master.wrap(&old, &key).unwrap();
+        crate::fsutil::write_durably(&keys_dir.join(format!("{old}.key")), &wrapped).unwrap();
+        crate::fsutil::write_durably(&keys_dir.join(format!("{gone}.erased")), b"").unwrap();
+        let store = open(dir.path());
+        let (n, c) = crate::crypto::seal_text(&key, "r", "metadata", "old").unwrap();
+        let report = store.rotate_master(&master_path).unwrap();
+        assert_eq!((report.keys_rewrapped, report.erased_kept), (1, 1));
+        assert!(!keys_dir.join(format!("{old}.key")).exists());
+        assert!(!keys_dir.join(format!("{gone}.erased")).exists());
+        drop(store);
+        let store = open(dir.path());
+        let loaded = store.load(&old).unwrap();
+        assert_eq!(
+            crate::crypto::open_text(&loaded, "r", "metadata", &n, &c).unwrap(),
+            "old"
+        );
+        assert!(store.is_erased(&gone));
     }
 }

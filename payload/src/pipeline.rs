@@ -191,11 +191,19 @@ impl Payloads {
             .master_key_path
             .clone()
             .unwrap_or_else(|| config.data_dir.join("master.key"));
+        let keys_dir = config.data_dir.join("keys");
         let master = match &config.master_key_bytes {
             Some(seed) => MasterKey::from_bytes(seed.0),
-            None => MasterKey::load_or_create(&master_path)?,
+            None => {
+                // A rotation a crash interrupted is finished or undone first.
+                let recovered = crate::keystore::recover_rotation(&keys_dir, &master_path)?;
+                if recovered != crate::keystore::RotationRecovery::None {
+                    tracing::warn!(?recovered, "a master key rotation was interrupted");
+                }
+                MasterKey::load_or_create(&master_path)?
+            }
         };
-        let keys = Arc::new(KeyStore::open(&config.data_dir.join("keys"), master)?);
+        let keys = Arc::new(KeyStore::open(&keys_dir, master)?);
         let (outbox, replicator, reader) = match &config.kubo {
             None => (None, None, Arc::clone(&store)),
             Some(url) => {
@@ -449,6 +457,33 @@ impl Payloads {
             scan.referenced(&root, &key_id);
         }
         self.remove_orphans(scan).await
+    }
+
+    /// Whether the master key is a file this store owns (and so can rotate).
+    pub fn master_key_is_a_file(&self) -> bool {
+        self.config.master_key_bytes.is_none()
+    }
+
+    /// Re-wraps every key under a new master key (a file; see
+    /// [`KeyStore::rotate_master`]). Refused when the master key is not a file this
+    /// store owns (given from the environment, a command, or a cluster's secret).
+    pub async fn rotate_master(&self) -> Result<crate::keystore::Rotation, PayloadError> {
+        if !self.master_key_is_a_file() {
+            return Err(PayloadError::Storage(
+                "the master key does not come from a file: rotate it where it comes from".into(),
+            ));
+        }
+        let path = self
+            .config
+            .master_key_path
+            .clone()
+            .unwrap_or_else(|| self.config.data_dir.join("master.key"));
+        let keys = Arc::clone(&self.keys);
+        Ok(
+            tokio::task::spawn_blocking(move || keys.rotate_master(&path))
+                .await
+                .expect("key store panicked")?,
+        )
     }
 
     /// The key store: payload data keys and records' content keys.

@@ -230,3 +230,33 @@ pub async fn erase_patient(
         "failed": failed,
     })))
 }
+
+/// `POST /v1/keys/rotate` (admins): re-wrap every data key (payloads' and records') under
+/// a new master key; the old master key file is replaced. Key operations wait meanwhile.
+/// 409 `master_key_not_a_file` when the key comes from the environment, a command or a
+/// cluster's secret (rotate it there).
+pub async fn rotate_keys(state: Data, caller: Caller) -> Result<HttpResponse, ApiError> {
+    admins_only(&caller, "rotating the master key")?;
+    if !state.payloads.master_key_is_a_file() {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "master_key_not_a_file",
+            "the master key does not come from a file this server owns: rotate it where it comes from",
+        ));
+    }
+    let started = std::time::Instant::now();
+    let rotation = state.payloads.rotate_master().await.map_err(|e| {
+        tracing::error!(error = %e, "master key rotation");
+        ApiError::internal("the master key rotation failed; the old master key stays (see the log)")
+    })?;
+    tracing::info!(
+        keys = rotation.keys_rewrapped,
+        erased = rotation.erased_kept,
+        "rotated the master key"
+    );
+    Ok(HttpResponse::Ok().json(json!({
+        "keys_rewrapped": rotation.keys_rewrapped,
+        "erased_kept": rotation.erased_kept,
+        "seconds": started.elapsed().as_secs_f64(),
+    })))
+}

@@ -22,7 +22,8 @@ pub enum Action {
     Remove(u64),
 }
 
-fn admin_token(data_dir: &Path) -> Result<String, String> {
+/// An admin token for a request of the CLI, minted from the data dir's JWT secret.
+pub(crate) fn admin_token(data_dir: &Path) -> Result<String, String> {
     if !data_dir.join(crate::api::auth::SECRET_FILE).is_file() {
         return Err("the data dir has no JWT secret (start the node once first)".into());
     }
@@ -36,7 +37,9 @@ fn admin_token(data_dir: &Path) -> Result<String, String> {
     crate::api::auth::mint(&secret, &claims).map_err(|e| format!("minting a token: {e}"))
 }
 
-fn call(
+/// A GET (`body` none) or a JSON POST to a node, following a follower's 307 to the
+/// leader itself.
+pub(crate) fn call(
     client: &reqwest::blocking::Client,
     url: &str,
     token: &str,

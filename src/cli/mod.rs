@@ -10,6 +10,7 @@ pub mod cluster;
 pub mod config_file;
 pub mod fixtures;
 pub mod ipfs;
+pub mod keys;
 pub mod payloads;
 pub mod proof;
 pub mod rebuild;
