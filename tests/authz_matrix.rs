@@ -569,55 +569,36 @@ async fn payload_batch_and_explorer_cells() {
         };
         check("GET payload", who, expected, s, &b);
     }
-    // Erasing a payload: admins only.
+    // Admin-only writes: erasing a record, forgetting a patient (p-e has no records: an
+    // admin's answer is 200 with nothing erased), rotating the master key.
     for who in EVERYONE {
-        let (s, b) = send!(
-            &svc,
-            env,
-            who,
-            test::TestRequest::post()
-                .uri(&format!("/v1/records/r-e-{who:?}/erase"))
-                .set_json(json!({"reason": "patient request"}))
-        );
         let expected = match who {
             Admin => OkWithout,
             Nobody => Unauthorized,
             _ => Forbidden,
         };
-        check("POST erase", who, expected, s, &b);
-    }
-    // Forgetting a patient: admins only (p-e has no records: an admin's answer is 200
-    // with nothing erased).
-    for who in EVERYONE {
-        let (s, b) = send!(
-            &svc,
-            env,
-            who,
-            test::TestRequest::post()
-                .uri("/v1/patients/p-e/erase")
-                .set_json(json!({"reason": "patient request"}))
-        );
-        let expected = match who {
-            Admin => OkWithout,
-            Nobody => Unauthorized,
-            _ => Forbidden,
-        };
-        check("POST patient erase", who, expected, s, &b);
-    }
-    // Rotating the master key: admins only.
-    for who in EVERYONE {
-        let (s, b) = send!(
-            &svc,
-            env,
-            who,
-            test::TestRequest::post().uri("/v1/keys/rotate")
-        );
-        let expected = match who {
-            Admin => OkWithout,
-            Nobody => Unauthorized,
-            _ => Forbidden,
-        };
-        check("POST keys rotate", who, expected, s, &b);
+        let reason = json!({"reason": "patient request"});
+        for (label, req) in [
+            (
+                "POST erase",
+                test::TestRequest::post()
+                    .uri(&format!("/v1/records/r-e-{who:?}/erase"))
+                    .set_json(&reason),
+            ),
+            (
+                "POST patient erase",
+                test::TestRequest::post()
+                    .uri("/v1/patients/p-e/erase")
+                    .set_json(&reason),
+            ),
+            (
+                "POST keys rotate",
+                test::TestRequest::post().uri("/v1/keys/rotate"),
+            ),
+        ] {
+            let (s, b) = send!(&svc, env, who, req);
+            check(label, who, expected, s, &b);
+        }
     }
     // A batch for h-1: each item is judged like a create (the answer is 200 with an
     // outcome per item), so the cell is that item's status.

@@ -16,34 +16,10 @@ use serde_json::{json, Value};
 use medledger::api::auth::Role;
 use medledger::serve::app;
 
+#[macro_use]
 mod common;
 use common::api::Env;
-
-macro_rules! call {
-    ($svc:expr, $req:expr) => {{
-        let res = test::call_service($svc, $req.to_request()).await;
-        let status = res.status();
-        let body = test::read_body(res).await;
-        (
-            status,
-            serde_json::from_slice::<Value>(&body).unwrap_or(Value::Null),
-        )
-    }};
-}
-
-/// Every file under `dir`, recursively.
-fn files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir(dir).unwrap() {
-        let p = e.unwrap().path();
-        if p.is_dir() {
-            out.extend(files(&p));
-        } else {
-            out.push(p);
-        }
-    }
-    out
-}
+use common::files_under as files;
 
 /// The markers found in the files under `dir` whose path contains one of `parts` (all
 /// files when `parts` is empty), with the file they were found in.

@@ -7,8 +7,11 @@ use actix_web::http::StatusCode;
 use actix_web::test;
 use serde_json::json;
 
-use medledger::api::auth::{self, Claims, Role};
+use medledger::api::auth::Role;
 use medledger::serve::{app, master_key_from_hex, Core, ServeConfig};
+
+mod common;
+use common::api::bearer;
 
 const KEY_A: &str = "0a0b0c0d0e0f101112131415161718191a1b1c1d1e1f202122232425262728aa";
 const KEY_B: &str = "ff0b0c0d0e0f101112131415161718191a1b1c1d1e1f202122232425262728bb";
@@ -31,14 +34,7 @@ fn open_err(c: &ServeConfig) -> String {
 }
 
 fn token(dir: &std::path::Path) -> String {
-    let (secret, _) = auth::load_or_create_secret(dir).unwrap();
-    let claims = Claims {
-        sub: "dr-1".into(),
-        role: Role::Clinician,
-        hospital: Some("h-1".into()),
-        exp: auth::now_secs() + 3600,
-    };
-    format!("Bearer {}", auth::mint(&secret, &claims).unwrap())
+    bearer(dir, Role::Clinician, "dr-1", Some("h-1"))
 }
 
 #[actix_web::test]
@@ -151,20 +147,7 @@ async fn a_rotation_online_keeps_every_record_and_payload_readable() {
     let core = Core::open(&config(dir.path(), |_| {})).unwrap();
     let svc = test::init_service(app(core.state.clone())).await;
     let dr = token(dir.path());
-    let (secret, _) = auth::load_or_create_secret(dir.path()).unwrap();
-    let admin = format!(
-        "Bearer {}",
-        auth::mint(
-            &secret,
-            &Claims {
-                sub: "admin-1".into(),
-                role: Role::Admin,
-                hospital: None,
-                exp: auth::now_secs() + 3600,
-            }
-        )
-        .unwrap()
-    );
+    let admin = bearer(dir.path(), Role::Admin, "admin-1", None);
     for i in 0..20 {
         let res = test::call_service(
             &svc,
@@ -249,20 +232,7 @@ async fn a_rotation_online_keeps_every_record_and_payload_readable() {
     }))
     .unwrap();
     let svc = test::init_service(app(core.state.clone())).await;
-    let (secret, _) = auth::load_or_create_secret(other.path()).unwrap();
-    let admin = format!(
-        "Bearer {}",
-        auth::mint(
-            &secret,
-            &Claims {
-                sub: "admin-1".into(),
-                role: Role::Admin,
-                hospital: None,
-                exp: auth::now_secs() + 3600,
-            }
-        )
-        .unwrap()
-    );
+    let admin = bearer(other.path(), Role::Admin, "admin-1", None);
     let res = test::call_service(
         &svc,
         test::TestRequest::post()

@@ -905,18 +905,44 @@ mod tests {
         assert_eq!(live, expected);
     }
 
-    #[test]
-    fn old_layout_keys_are_read_listed_and_erased() {
-        let dir = tempfile::tempdir().unwrap();
-        // A key directory as written before the key log: one file per key, tombstones.
-        let master = MasterKey::load_or_create(&dir.path().join("master.key")).unwrap();
-        let keys_dir = dir.path().join("keys");
+    /// A key directory as written before the key log: one file per key (`old`), and a
+    /// tombstone (`gone`), wrapped under `<dir>/master.key`.
+    struct OldLayout {
+        keys_dir: PathBuf,
+        old: String,
+        gone: String,
+        key: DataKey,
+        wrapped: [u8; WRAPPED_KEY_BYTES],
+    }
+
+    fn old_layout(dir: &Path) -> OldLayout {
+        let master = MasterKey::load_or_create(&dir.join("master.key")).unwrap();
+        let keys_dir = dir.join("keys");
         fs::create_dir_all(&keys_dir).unwrap();
         let (old, gone) = (new_key_id().unwrap(), new_key_id().unwrap());
         let key = DataKey::generate().unwrap();
         let wrapped = master.wrap(&old, &key).unwrap();
         crate::fsutil::write_durably(&keys_dir.join(format!("{old}.key")), &wrapped).unwrap();
         crate::fsutil::write_durably(&keys_dir.join(format!("{gone}.erased")), b"").unwrap();
+        OldLayout {
+            keys_dir,
+            old,
+            gone,
+            key,
+            wrapped,
+        }
+    }
+
+    #[test]
+    fn old_layout_keys_are_read_listed_and_erased() {
+        let dir = tempfile::tempdir().unwrap();
+        let OldLayout {
+            keys_dir,
+            old,
+            gone,
+            key,
+            wrapped,
+        } = old_layout(dir.path());
 
         let store = open(dir.path());
         let mut enc = crate::crypto::Encryptor::new(&key).unwrap();
@@ -959,14 +985,13 @@ mod tests {
     fn a_rotation_takes_the_old_layouts_keys_into_the_log_and_removes_their_files() {
         let dir = tempfile::tempdir().unwrap();
         let master_path = dir.path().join("master.key");
-        let master = MasterKey::load_or_create(&master_path).unwrap();
-        let keys_dir = dir.path().join("keys");
-        fs::create_dir_all(&keys_dir).unwrap();
-        let (old, gone) = (new_key_id().unwrap(), new_key_id().unwrap());
-        let key = DataKey::generate().unwrap();
-        let wrapped = master.wrap(&old, &key).unwrap();
-        crate::fsutil::write_durably(&keys_dir.join(format!("{old}.key")), &wrapped).unwrap();
-        crate::fsutil::write_durably(&keys_dir.join(format!("{gone}.erased")), b"").unwrap();
+        let OldLayout {
+            keys_dir,
+            old,
+            gone,
+            key,
+            ..
+        } = old_layout(dir.path());
         let store = open(dir.path());
         let (n, c) = crate::crypto::seal_text(&key, "r", "metadata", "old").unwrap();
         let report = store.rotate_master(&master_path).unwrap();

@@ -31,12 +31,22 @@ impl Env {
 
     /// `Bearer <token>` for this caller, valid for an hour.
     pub fn token(&self, role: Role, sub: &str, hospital: Option<&str>) -> String {
-        let claims = Claims {
-            sub: sub.into(),
-            role,
-            hospital: hospital.map(Into::into),
-            exp: auth::now_secs() + 3600,
-        };
-        format!("Bearer {}", auth::mint(&self.secret, &claims).unwrap())
+        bearer_with(&self.secret, role, sub, hospital)
     }
+}
+
+/// `Bearer <token>` minted with the JWT secret of the data dir `dir`, valid for an hour.
+pub fn bearer(dir: &std::path::Path, role: Role, sub: &str, hospital: Option<&str>) -> String {
+    let (secret, _) = auth::load_or_create_secret(dir).unwrap();
+    bearer_with(&secret, role, sub, hospital)
+}
+
+fn bearer_with(secret: &[u8], role: Role, sub: &str, hospital: Option<&str>) -> String {
+    let claims = Claims {
+        sub: sub.into(),
+        role,
+        hospital: hospital.map(Into::into),
+        exp: auth::now_secs() + 3600,
+    };
+    format!("Bearer {}", auth::mint(secret, &claims).unwrap())
 }

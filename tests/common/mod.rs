@@ -24,6 +24,20 @@ use medledger::fixtures::{FixtureConfig, Fixtures};
 use medledger_chaincode::{tx_hash, Envelope};
 use medledger_storage::{Block, CutReason, Ledger, LedgerOptions};
 
+/// Every file under `dir`, recursively (tests that search a data dir's bytes).
+pub fn files_under(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            out.extend(files_under(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
+
 /// `n` fixture events (seed `seed`) in a new ledger in `dir`, `per_block` per block.
 /// Returns the ledger's height.
 pub fn fixture_ledger(dir: &Path, seed: u64, n: usize, per_block: usize) -> u64 {
