@@ -185,6 +185,14 @@ enum KeysCommand {
     /// Re-wrap every data key under a new master key (a file), online; the old master
     /// key file is replaced and nothing stays wrapped under it.
     Rotate(ClusterTarget),
+    /// Replace the JWT secret; tokens signed with the old one stay accepted for
+    /// --grace-seconds (at most a week). Mint new tokens with `medledger token` afterwards.
+    RotateJwt {
+        #[command(flatten)]
+        target: ClusterTarget,
+        #[arg(long, default_value_t = 86_400)]
+        grace_seconds: u64,
+    },
 }
 
 #[derive(Subcommand)]
@@ -661,7 +669,24 @@ fn main() -> ExitCode {
         } => cli::blocks::run(&data_dir, from, limit, &mut stdout),
         Command::Keys {
             keys: KeysCommand::Rotate(t),
-        } => cli::keys::run_rotate(&t.url, &t.data_dir, &mut stdout),
+        } => cli::keys::run_rotate(
+            &t.url,
+            &t.data_dir,
+            cli::keys::Rotate::MasterKey,
+            &mut stdout,
+        ),
+        Command::Keys {
+            keys:
+                KeysCommand::RotateJwt {
+                    target,
+                    grace_seconds,
+                },
+        } => cli::keys::run_rotate(
+            &target.url,
+            &target.data_dir,
+            cli::keys::Rotate::Jwt { grace_seconds },
+            &mut stdout,
+        ),
         Command::Cluster { cluster } => {
             use medledger::cli::cluster::{run, Action};
             let (t, action) = match cluster {

@@ -473,8 +473,8 @@ impl Core {
                 Auth::hs256(&secret, &config.jwt_rules)
             }
             None => {
-                let (secret, created) =
-                    auth::load_or_create_secret(&config.data_dir).map_err(ServeError::Auth)?;
+                let (checker, created) = Auth::hs256_of(&config.data_dir, &config.jwt_rules)
+                    .map_err(ServeError::Auth)?;
                 if created {
                     eprintln!(
                         "medledger: created an HS256 secret in {}; mint a token with\n  medledger token --data-dir {} --role clinician --sub dr-1 --hospital h-1",
@@ -482,7 +482,7 @@ impl Core {
                         config.data_dir.display()
                     );
                 }
-                Auth::hs256(&secret, &config.jwt_rules)
+                checker
             }
         };
         let key_path = config.data_dir.join(CHECKPOINT_KEY_FILE);

@@ -434,6 +434,7 @@ const MORE_ROUTES: &[(&str, &str)] = &[
     ("post", "/v1/records/{id}/erase"),
     ("post", "/v1/patients/{id}/erase"),
     ("post", "/v1/keys/rotate"),
+    ("post", "/v1/keys/rotate-jwt"),
     ("get", "/v1/ipfs/status"),
     ("get", "/v1/blocks"),
     ("get", "/v1/blocks/by-hash/{hash}"),
@@ -570,7 +571,8 @@ async fn payload_batch_and_explorer_cells() {
         check("GET payload", who, expected, s, &b);
     }
     // Admin-only writes: erasing a record, forgetting a patient (p-e has no records: an
-    // admin's answer is 200 with nothing erased), rotating the master key.
+    // admin's answer is 200 with nothing erased), rotating the master key and the JWT
+    // secret.
     for who in EVERYONE {
         let expected = match who {
             Admin => OkWithout,
@@ -594,6 +596,14 @@ async fn payload_batch_and_explorer_cells() {
             (
                 "POST keys rotate",
                 test::TestRequest::post().uri("/v1/keys/rotate"),
+            ),
+            // The tokens of this test, minted with the old secret, stay accepted: the
+            // grace is an hour.
+            (
+                "POST keys rotate-jwt",
+                test::TestRequest::post()
+                    .uri("/v1/keys/rotate-jwt")
+                    .set_json(json!({"grace_seconds": 3600})),
             ),
         ] {
             let (s, b) = send!(&svc, env, who, req);

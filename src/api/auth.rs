@@ -20,6 +20,11 @@ use super::AppState;
 
 /// The file in the data dir that holds the HS256 secret (hex, mode 0600).
 pub const SECRET_FILE: &str = "jwt-secret";
+/// The secret a rotation replaced, still accepted until its end of grace:
+/// `<hex secret> <unix seconds>`, mode 0600; removed once the grace is over.
+pub const PREVIOUS_SECRET_FILE: &str = "jwt-secret.previous";
+/// The longest grace a rotated secret may get: a week.
+pub const JWT_GRACE_SECS_MAX: u64 = 7 * 24 * 3600;
 /// The longest token accepted.
 const TOKEN_BYTES_MAX: usize = 8 * 1024;
 
@@ -79,13 +84,23 @@ const CLOCK_SKEW_SECS: u64 = 5;
 
 /// How tokens are checked.
 pub struct Auth {
-    key: DecodingKey,
+    keys: std::sync::RwLock<Keys>,
     validation: Validation,
+    /// The data dir whose HS256 secret this server may rotate (none: RS256, or a
+    /// cluster's secret derived from the cluster's).
+    rotatable: Option<PathBuf>,
     /// Tokens whose signature this key verified, with their claims. A client sends the
     /// same token with every request; checking the signature and parsing the claims again
     /// was ~5% of a worker's time per request. Expiry is checked on every use; a token
     /// that fails verification is never remembered.
     verified: Mutex<HashMap<String, Claims>>,
+}
+
+/// The keys tokens are verified with: the current one, and after a rotation the previous
+/// one until its end of grace (unix seconds).
+struct Keys {
+    current: DecodingKey,
+    previous: Option<(DecodingKey, u64)>,
 }
 
 /// The checks of one algorithm under `rules`: only that algorithm (so an HS256 token
@@ -138,6 +153,61 @@ impl Auth {
         )
     }
 
+    /// HS256 with the secret of `data_dir` (created if missing; true when created), and
+    /// the secret a rotation replaced while its grace lasts. This server may rotate it.
+    pub fn hs256_of(data_dir: &Path, rules: &TokenRules) -> Result<(Auth, bool), String> {
+        let (secret, created) = load_or_create_secret(data_dir)?;
+        let mut auth = Auth::hs256(&secret, rules);
+        auth.rotatable = Some(data_dir.to_path_buf());
+        let previous = load_previous_secret(data_dir, now_secs())?;
+        auth.keys_mut().previous = previous.map(|(s, until)| (DecodingKey::from_secret(&s), until));
+        Ok((auth, created))
+    }
+
+    /// Replaces the data dir's HS256 secret with a new random one; tokens signed with the
+    /// old one stay accepted for `grace_secs` (at most [`JWT_GRACE_SECS_MAX`]). Durable
+    /// when it returns: the old secret is written to [`PREVIOUS_SECRET_FILE`] first, then
+    /// the new one replaces [`SECRET_FILE`] (a crash between leaves the old one current).
+    /// Returns the end of grace (unix seconds).
+    pub fn rotate_hs256(&self, grace_secs: u64) -> Result<u64, String> {
+        let Some(dir) = &self.rotatable else {
+            return Err("this server's tokens are not checked with a secret it owns".into());
+        };
+        if grace_secs > JWT_GRACE_SECS_MAX {
+            return Err(format!("the grace is at most {JWT_GRACE_SECS_MAX} seconds"));
+        }
+        let (old, _) = load_or_create_secret(dir)?;
+        let mut new = vec![0u8; 32];
+        getrandom::fill(&mut new).map_err(|e| format!("no randomness: {e}"))?;
+        let until = now_secs() + grace_secs;
+        write_durably(
+            &dir.join(PREVIOUS_SECRET_FILE),
+            format!("{} {until}", hex::encode(&old)).as_bytes(),
+        )?;
+        write_durably(&dir.join(SECRET_FILE), hex::encode(&new).as_bytes())?;
+        {
+            let mut keys = self.keys_mut();
+            keys.previous = Some((DecodingKey::from_secret(&old), until));
+            keys.current = DecodingKey::from_secret(&new);
+        }
+        // Tokens remembered as verified were verified with the old secret.
+        self.verified().clear();
+        Ok(until)
+    }
+
+    /// Whether [`Auth::rotate_hs256`] may run here.
+    pub fn is_rotatable(&self) -> bool {
+        self.rotatable.is_some()
+    }
+
+    fn keys(&self) -> std::sync::RwLockReadGuard<'_, Keys> {
+        self.keys.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn keys_mut(&self) -> std::sync::RwLockWriteGuard<'_, Keys> {
+        self.keys.write().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// RS256 with a PEM public key.
     pub fn rs256(public_key_pem: &[u8], rules: &TokenRules) -> Result<Auth, String> {
         let key = DecodingKey::from_rsa_pem(public_key_pem)
@@ -147,8 +217,12 @@ impl Auth {
 
     fn new(key: DecodingKey, validation: Validation) -> Auth {
         Auth {
-            key,
+            keys: std::sync::RwLock::new(Keys {
+                current: key,
+                previous: None,
+            }),
             validation,
+            rotatable: None,
             verified: Mutex::new(HashMap::new()),
         }
     }
@@ -168,9 +242,7 @@ impl Auth {
         let claims = match remembered {
             Some(claims) => claims,
             None => {
-                let claims = jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation)
-                    .map(|d| d.claims)
-                    .map_err(|e| ApiError::unauthorized(refusal(&e)))?;
+                let claims = self.verify(token, now)?;
                 let mut verified = self.verified();
                 if verified.len() >= VERIFIED_TOKENS_MAX {
                     verified.clear();
@@ -186,10 +258,84 @@ impl Auth {
         Ok(claims)
     }
 
+    /// Verifies a token's signature and claims with the current key, or, while its grace
+    /// lasts, the previous one: a token of the previous key is then treated as expiring
+    /// at the end of grace at the latest.
+    fn verify(&self, token: &str, now: u64) -> Result<Claims, ApiError> {
+        let keys = self.keys();
+        let error = match jsonwebtoken::decode::<Claims>(token, &keys.current, &self.validation) {
+            Ok(d) => return Ok(d.claims),
+            Err(e) => e,
+        };
+        if let (jsonwebtoken::errors::ErrorKind::InvalidSignature, Some((previous, until))) =
+            (error.kind(), &keys.previous)
+        {
+            if now <= *until {
+                let mut claims = jsonwebtoken::decode::<Claims>(token, previous, &self.validation)
+                    .map(|d| d.claims)
+                    .map_err(|e| ApiError::unauthorized(refusal(&e)))?;
+                claims.exp = claims.exp.min(*until);
+                return Ok(claims);
+            }
+        }
+        Err(ApiError::unauthorized(refusal(&error)))
+    }
+
     fn verified(&self) -> std::sync::MutexGuard<'_, HashMap<String, Claims>> {
         // The map holds only verified tokens: one a panicking thread left is still right.
         self.verified.lock().unwrap_or_else(|e| e.into_inner())
     }
+}
+
+/// Writes `bytes` to `path` (mode 0600) through a temporary file renamed over it, with
+/// the file and its directory fsynced.
+fn write_durably(path: &Path, bytes: &[u8]) -> Result<(), String> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let tmp = path.with_extension("tmp");
+    let fail = |e: std::io::Error| format!("writing {}: {e}", path.display());
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)
+        .map_err(fail)?;
+    file.write_all(bytes)
+        .and_then(|()| file.sync_all())
+        .map_err(fail)?;
+    std::fs::rename(&tmp, path).map_err(fail)?;
+    let dir = path.parent().unwrap_or(Path::new("."));
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(fail)
+}
+
+/// The secret a rotation replaced and its end of grace, if its grace lasts at `now`; an
+/// expired one's file is removed (the old secret is destroyed).
+pub fn load_previous_secret(data_dir: &Path, now: u64) -> Result<Option<(Vec<u8>, u64)>, String> {
+    let path = data_dir.join(PREVIOUS_SECRET_FILE);
+    let text = match std::fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(format!("reading {}: {e}", path.display())),
+    };
+    let parsed = text.split_once(' ').and_then(|(secret, until)| {
+        Some((
+            hex::decode(secret.trim()).ok()?,
+            until.trim().parse::<u64>().ok()?,
+        ))
+    });
+    let Some((secret, until)) = parsed else {
+        return Err(format!(
+            "{} is not `<hex secret> <unix seconds>`",
+            path.display()
+        ));
+    };
+    if now > until {
+        std::fs::remove_file(&path).map_err(|e| format!("removing {}: {e}", path.display()))?;
+        return Ok(None);
+    }
+    Ok(Some((secret, until)))
 }
 
 /// The HS256 secret of `data_dir`, created (32 random bytes, mode 0600) if missing.
@@ -394,6 +540,55 @@ mod tests {
             exp,
         };
         mint(SECRET, &claims).unwrap()
+    }
+
+    fn claims(exp: u64) -> Claims {
+        Claims {
+            sub: "dr-1".into(),
+            role: Role::Clinician,
+            hospital: Some("h-1".into()),
+            exp,
+        }
+    }
+
+    #[test]
+    fn a_rotated_secret_is_accepted_until_its_grace_ends_then_destroyed() {
+        let dir = tempfile::tempdir().unwrap();
+        let (auth, _) = Auth::hs256_of(dir.path(), &TokenRules::default()).unwrap();
+        let (old_secret, _) = load_or_create_secret(dir.path()).unwrap();
+        let now = now_secs();
+        let old = mint(&old_secret, &claims(now + 3600)).unwrap();
+        let remembered = mint(&old_secret, &claims(now + 3599)).unwrap();
+        auth.check_at(&remembered, now).unwrap();
+        let until = auth.rotate_hs256(100).unwrap();
+        assert!((now + 100..=now + 102).contains(&until));
+        // The new secret is the data dir's: `medledger token` mints with it.
+        let (new_secret, created) = load_or_create_secret(dir.path()).unwrap();
+        assert!(!created);
+        assert_ne!(new_secret, old_secret);
+        let new = mint(&new_secret, &claims(now + 3600)).unwrap();
+        auth.check_at(&new, now).unwrap();
+        // An old token: accepted during the grace, capped at its end, then refused.
+        auth.check_at(&old, now).unwrap();
+        auth.check_at(&remembered, now).unwrap();
+        assert!(auth.check_at(&old, until + 10).is_err());
+        assert!(auth.check_at(&remembered, until + 10).is_err());
+        assert!(auth.check_at(&new, until + 10).is_ok());
+        // A server started during the grace accepts old tokens too...
+        let (restarted, _) = Auth::hs256_of(dir.path(), &TokenRules::default()).unwrap();
+        restarted.check_at(&old, now).unwrap();
+        // ... and once it is over, the old secret's file is removed.
+        let previous = dir.path().join(PREVIOUS_SECRET_FILE);
+        assert!(previous.exists());
+        assert_eq!(load_previous_secret(dir.path(), until + 1).unwrap(), None);
+        assert!(!previous.exists());
+        let (later, _) = Auth::hs256_of(dir.path(), &TokenRules::default()).unwrap();
+        assert!(later.check_at(&old, now).is_err());
+        // Bounds, and a server whose secret is not its own cannot rotate.
+        assert!(auth.rotate_hs256(JWT_GRACE_SECS_MAX + 1).is_err());
+        assert!(Auth::hs256(SECRET, &TokenRules::default())
+            .rotate_hs256(10)
+            .is_err());
     }
 
     #[test]

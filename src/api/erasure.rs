@@ -260,3 +260,47 @@ pub async fn rotate_keys(state: Data, caller: Caller) -> Result<HttpResponse, Ap
         "seconds": started.elapsed().as_secs_f64(),
     })))
 }
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JwtRotation {
+    #[serde(default)]
+    grace_seconds: Option<u64>,
+}
+
+/// How long tokens of a rotated JWT secret stay accepted unless the request says.
+pub const JWT_GRACE_SECS_DEFAULT: u64 = 24 * 3600;
+
+/// `POST /v1/keys/rotate-jwt` (admins): replace the HS256 secret tokens are signed with;
+/// tokens of the old one stay accepted for `grace_seconds` (default a day, at most a
+/// week). 409 `jwt_secret_not_rotatable` for RS256 tokens or a cluster's secret.
+pub async fn rotate_jwt(
+    state: Data,
+    caller: Caller,
+    body: web::Json<JwtRotation>,
+) -> Result<HttpResponse, ApiError> {
+    admins_only(&caller, "rotating the JWT secret")?;
+    if !state.auth.is_rotatable() {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "jwt_secret_not_rotatable",
+            "tokens here are checked with a key this server does not own (RS256, or a cluster's secret)",
+        ));
+    }
+    let grace = body.grace_seconds.unwrap_or(JWT_GRACE_SECS_DEFAULT);
+    if grace > crate::api::auth::JWT_GRACE_SECS_MAX {
+        return Err(ApiError::bad_request(
+            "invalid_field",
+            format!(
+                "grace_seconds is at most {}",
+                crate::api::auth::JWT_GRACE_SECS_MAX
+            ),
+        ));
+    }
+    let until = state.auth.rotate_hs256(grace).map_err(|e| {
+        tracing::error!(error = %e, "JWT secret rotation");
+        ApiError::internal("the JWT secret rotation failed; the old secret stays (see the log)")
+    })?;
+    tracing::info!(grace, "rotated the JWT secret");
+    Ok(HttpResponse::Ok().json(json!({ "previous_accepted_until": until })))
+}

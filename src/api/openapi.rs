@@ -33,6 +33,10 @@ pub const SCHEMAS: &[(&str, &str)] = &[
         "patient_erasure.json",
         include_str!("../../schemas/patient_erasure.json"),
     ),
+    (
+        "jwt_rotation.json",
+        include_str!("../../schemas/jwt_rotation.json"),
+    ),
     ("new_node.json", include_str!("../../schemas/new_node.json")),
     ("voters.json", include_str!("../../schemas/voters.json")),
     ("error.json", include_str!("../../schemas/error.json")),

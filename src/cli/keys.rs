@@ -1,6 +1,6 @@
-//! `medledger keys rotate`: re-wraps every data key under a new master key, on a running
-//! server (docs/PAYLOADS.md, "Master key rotation"). The request's admin token is minted
-//! from the data dir's JWT secret.
+//! `medledger keys rotate|rotate-jwt`: re-wraps every data key under a new master key
+//! (docs/PAYLOADS.md, "Master key rotation"), or replaces the JWT secret (docs/API.md), on
+//! a running server. The request's admin token is minted from the data dir's JWT secret.
 
 use std::io::Write;
 use std::path::Path;
@@ -8,9 +8,17 @@ use std::time::Duration;
 
 use super::cluster::{admin_token, call};
 
+/// What to rotate.
+pub enum Rotate {
+    /// The master key (`POST /v1/keys/rotate`).
+    MasterKey,
+    /// The JWT secret, the old one accepted for this many seconds more.
+    Jwt { grace_seconds: u64 },
+}
+
 /// Runs the rotation against the server at `url`; prints its JSON answer. 0 on success,
 /// 1 when the server refused or failed, 2 on a usage or connection problem.
-pub fn run_rotate(url: &str, data_dir: &Path, out: &mut dyn Write) -> i32 {
+pub fn run_rotate(url: &str, data_dir: &Path, what: Rotate, out: &mut dyn Write) -> i32 {
     let token = match admin_token(data_dir) {
         Ok(t) => t,
         Err(e) => {
@@ -29,13 +37,14 @@ pub fn run_rotate(url: &str, data_dir: &Path, out: &mut dyn Write) -> i32 {
         }
     };
     let url = url.trim_end_matches('/');
-    match call(
-        &client,
-        url,
-        &token,
-        "/v1/keys/rotate",
-        Some(serde_json::json!({})),
-    ) {
+    let (path, body) = match what {
+        Rotate::MasterKey => ("/v1/keys/rotate", serde_json::json!({})),
+        Rotate::Jwt { grace_seconds } => (
+            "/v1/keys/rotate-jwt",
+            serde_json::json!({ "grace_seconds": grace_seconds }),
+        ),
+    };
+    match call(&client, url, &token, path, Some(body)) {
         Ok(answer) => {
             let _ = writeln!(out, "{answer}");
             0
