@@ -55,6 +55,9 @@ pub enum ServeError {
     /// The JWT key or secret could not be read or made.
     #[error("{0}")]
     Auth(String),
+    /// The checkpoint key's files (a rotation's leftovers) could not be handled.
+    #[error("the checkpoint key files: {0}")]
+    CheckpointKeyFiles(String),
     #[error("reading {path}: {source}", path = .path.display())]
     JwtKey {
         path: PathBuf,
@@ -257,6 +260,8 @@ pub const PAYLOAD_CONCURRENCY_MAX: usize = 64;
 
 /// The file in the data dir holding the Ed25519 key that signs checkpoints (mode 0600).
 pub const CHECKPOINT_KEY_FILE: &str = "checkpoint.key";
+/// The public halves of the checkpoint keys rotated out, in the data dir.
+pub const CHECKPOINT_RETIRED_KEYS_FILE: &str = "checkpoint-keys.json";
 
 /// The default per-client rate limit (requests per second).
 pub const RATE_LIMIT_PER_SEC_DEFAULT: u32 = 1_000;
@@ -500,8 +505,19 @@ impl Core {
                 })?
             }
         };
+        let key_files = match &config.cluster {
+            Some(_) => None,
+            None => {
+                let files = crate::explorer::KeyFiles {
+                    key: key_path.clone(),
+                    retired: config.data_dir.join(CHECKPOINT_RETIRED_KEYS_FILE),
+                };
+                files.recover().map_err(ServeError::CheckpointKeyFiles)?;
+                Some(files)
+            }
+        };
         let state = web::Data::new(AppState {
-            explorer: crate::explorer::Explorer::new(ledger.clone(), checkpoint_key),
+            explorer: crate::explorer::Explorer::new(ledger.clone(), checkpoint_key, key_files),
             payloads,
             ledger,
             orderer,

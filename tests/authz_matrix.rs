@@ -435,6 +435,7 @@ const MORE_ROUTES: &[(&str, &str)] = &[
     ("post", "/v1/patients/{id}/erase"),
     ("post", "/v1/keys/rotate"),
     ("post", "/v1/keys/rotate-jwt"),
+    ("post", "/v1/checkpoint/rotate"),
     ("get", "/v1/ipfs/status"),
     ("get", "/v1/blocks"),
     ("get", "/v1/blocks/by-hash/{hash}"),
@@ -571,8 +572,8 @@ async fn payload_batch_and_explorer_cells() {
         check("GET payload", who, expected, s, &b);
     }
     // Admin-only writes: erasing a record, forgetting a patient (p-e has no records: an
-    // admin's answer is 200 with nothing erased), rotating the master key and the JWT
-    // secret.
+    // admin's answer is 200 with nothing erased), rotating the master key, the
+    // checkpoint key and the JWT secret.
     for who in EVERYONE {
         let expected = match who {
             Admin => OkWithout,
@@ -599,6 +600,10 @@ async fn payload_batch_and_explorer_cells() {
             ),
             // The tokens of this test, minted with the old secret, stay accepted: the
             // grace is an hour.
+            (
+                "POST checkpoint rotate",
+                test::TestRequest::post().uri("/v1/checkpoint/rotate"),
+            ),
             (
                 "POST keys rotate-jwt",
                 test::TestRequest::post()

@@ -373,7 +373,7 @@ async fn explorer_routes_match_the_ledger() {
     };
     let core = Core::open(&config).unwrap();
     assert_eq!(
-        core.state.explorer.key().public_key_doc().key_id,
+        core.state.explorer.key_doc().key_id,
         key_id.as_str().unwrap()
     );
     core.close();
@@ -401,4 +401,85 @@ async fn explorer_page_is_served() {
     assert!(!body.contains("src=\"http") && !body.contains("href=\"http"));
     drop(svc);
     env.core.close();
+}
+
+/// A rotation of the checkpoint key: new checkpoints are signed by the new key, the old
+/// key's public half stays published, and a checkpoint signed before verifies with it
+/// (and not with the new one). It survives a restart; admins only.
+#[actix_web::test]
+async fn a_rotated_checkpoint_key_stays_published_and_verifies_what_it_signed() {
+    let env = env();
+    let svc = test::init_service(app(env.core.state.clone())).await;
+    let dr = env.token(Role::Clinician, "dr-1", Some("h-1"));
+    let auditor = env.token(Role::Auditor, "au-1", None);
+    let admin = env.token(Role::Admin, "admin-1", None);
+    let body = json!({"patient_id": "p-1", "hospital_id": "h-1", "record_type": "note"});
+    let (s, b) = call!(
+        &svc,
+        test::TestRequest::post()
+            .uri("/v1/records")
+            .insert_header(("Authorization", dr.as_str()))
+            .set_json(&body)
+    );
+    assert_eq!(s, StatusCode::CREATED, "{b}");
+    let (_, old_key) = call!(&svc, test::TestRequest::get().uri("/v1/checkpoint/key"));
+    let (s, old_cp) = get!(&svc, "/v1/checkpoint", auditor);
+    assert_eq!(s, StatusCode::OK, "{old_cp}");
+
+    for (token, status) in [
+        (&auditor, StatusCode::FORBIDDEN),
+        (&dr, StatusCode::FORBIDDEN),
+    ] {
+        let (s, _) = call!(
+            &svc,
+            test::TestRequest::post()
+                .uri("/v1/checkpoint/rotate")
+                .insert_header(("Authorization", token.as_str()))
+        );
+        assert_eq!(s, status);
+    }
+    let (s, new_key) = call!(
+        &svc,
+        test::TestRequest::post()
+            .uri("/v1/checkpoint/rotate")
+            .insert_header(("Authorization", admin.as_str()))
+    );
+    assert_eq!(s, StatusCode::OK, "{new_key}");
+    assert_ne!(new_key["key_id"], old_key["key_id"]);
+    let (_, served) = call!(&svc, test::TestRequest::get().uri("/v1/checkpoint/key"));
+    assert_eq!(served, new_key);
+    let (s, new_cp) = get!(&svc, "/v1/checkpoint", auditor);
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(new_cp["key_id"], new_key["key_id"]);
+    medledger_proof::verify_json(new_cp.to_string().as_bytes(), &new_key.to_string()).unwrap();
+
+    // The old key is published with the keys rotated out, and verifies the old checkpoint.
+    let (s, keys) = call!(&svc, test::TestRequest::get().uri("/v1/checkpoint/keys"));
+    assert_eq!(s, StatusCode::OK, "{keys}");
+    assert_eq!(keys["current"], new_key);
+    let retired = &keys["retired"][0];
+    assert_eq!(retired["key_id"], old_key["key_id"]);
+    assert!(retired["retired_at_ms"].as_i64().unwrap() > 0);
+    let published = json!({"key_id": retired["key_id"], "public_key": retired["public_key"],
+        "algorithm": retired["algorithm"]});
+    medledger_proof::verify_json(old_cp.to_string().as_bytes(), &published.to_string()).unwrap();
+    assert!(
+        medledger_proof::verify_json(old_cp.to_string().as_bytes(), &new_key.to_string()).is_err()
+    );
+
+    // After a restart: the new key signs, the old one is still listed.
+    drop(svc);
+    let Env { dir, core, .. } = env;
+    core.close();
+    drop(core);
+    let config = ServeConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        workers: 1,
+        ..ServeConfig::new(dir.path().to_path_buf())
+    };
+    let core = Core::open(&config).unwrap();
+    let svc = test::init_service(app(core.state.clone())).await;
+    let (_, keys) = call!(&svc, test::TestRequest::get().uri("/v1/checkpoint/keys"));
+    assert_eq!(keys["current"], new_key);
+    assert_eq!(keys["retired"][0]["key_id"], old_key["key_id"]);
 }

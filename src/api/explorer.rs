@@ -12,7 +12,7 @@ use serde_json::{json, Value};
 use medledger_chaincode::{tx_hash, Envelope, Timestamp, TxId};
 use medledger_storage::Block;
 
-use super::auth::Caller;
+use super::auth::{Caller, Role};
 use super::error::ApiError;
 use super::AppState;
 use crate::orderer::CutPolicy;
@@ -371,7 +371,50 @@ pub async fn checkpoint(state: Data, caller: Caller) -> Result<HttpResponse, Api
 /// `GET /v1/checkpoint/key`: the public key checkpoints are signed with. Public: an
 /// auditor pins it once, out of band, and then trusts nothing else from the server.
 pub async fn checkpoint_key(state: Data) -> HttpResponse {
-    HttpResponse::Ok().json(state.explorer.key().public_key_doc())
+    HttpResponse::Ok().json(state.explorer.key_doc())
+}
+
+/// `GET /v1/checkpoint/keys`: the key that signs now and every key rotated out (public
+/// halves, with when each stopped signing), so a checkpoint signed before a rotation
+/// verifies. Public, as `/v1/checkpoint/key`.
+pub async fn checkpoint_keys(state: Data) -> Result<HttpResponse, ApiError> {
+    let retired = state.explorer.retired_keys().map_err(|e| {
+        tracing::error!(error = %e, "reading the retired checkpoint keys");
+        ApiError::internal("the retired checkpoint keys could not be read")
+    })?;
+    Ok(HttpResponse::Ok().json(serde_json::json!({
+        "current": state.explorer.key_doc(),
+        "retired": retired,
+    })))
+}
+
+/// `POST /v1/checkpoint/rotate` (admins): a new checkpoint signing key; the old one's
+/// public half joins `GET /v1/checkpoint/keys`. 409 `checkpoint_key_not_rotatable` in a
+/// cluster (its key derives from the cluster secret).
+pub async fn rotate_checkpoint_key(state: Data, caller: Caller) -> Result<HttpResponse, ApiError> {
+    if caller.role() != Role::Admin {
+        return Err(ApiError::forbidden(
+            "rotating the checkpoint key is for the admin role",
+        ));
+    }
+    if !state.explorer.key_is_rotatable() {
+        return Err(ApiError::new(
+            actix_web::http::StatusCode::CONFLICT,
+            "checkpoint_key_not_rotatable",
+            "the checkpoint key derives from the cluster secret",
+        ));
+    }
+    let st = state.clone();
+    let doc = web::block(move || st.explorer.rotate_key())
+        .await
+        .map_err(|e| ApiError::internal(e.to_string()))?
+        .map_err(|e| {
+            tracing::error!(error = %e, "checkpoint key rotation");
+            ApiError::internal(
+                "the checkpoint key rotation failed; the old key stays (see the log)",
+            )
+        })?;
+    Ok(HttpResponse::Ok().json(doc))
 }
 
 #[derive(Deserialize)]

@@ -134,6 +134,8 @@ routes! {
     get "/v1/tx/{id}" => explorer::tx, "explorer", auth: true, body: None, "A transaction, where it is, and the contract's verdict.";
     get "/v1/tx/{id}/proof" => explorer::tx_proof, "explorer", auth: true, body: None, "Inclusion proof of a transaction up to a signed checkpoint.";
     get "/v1/checkpoint" => explorer::checkpoint, "explorer", auth: true, body: None, "The latest signed checkpoint.";
+    get "/v1/checkpoint/keys" => explorer::checkpoint_keys, "explorer", auth: false, body: None, "The checkpoint signing key and the keys rotated out (Ed25519).";
+    post "/v1/checkpoint/rotate" => explorer::rotate_checkpoint_key, "explorer", auth: true, body: None, "A new checkpoint signing key; the old one stays published (admins).";
     get "/v1/checkpoint/key" => explorer::checkpoint_key, "explorer", auth: false, body: None, "The checkpoint signing key (Ed25519).";
     get "/v1/checkpoint/consistency" => explorer::consistency, "explorer", auth: true, body: None, "Consistency proof between two checkpoints.";
     get "/v1/activity" => explorer::activity, "explorer", auth: true, body: None, "Blocks and transactions per minute or hour.";

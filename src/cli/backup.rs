@@ -114,9 +114,11 @@ fn verified(dir: &Path, copied: &Copied, what: &str, out: &mut dyn Write) -> i32
 }
 
 /// The files of the data dir copied beside the ledger and the payload store.
-const KEY_FILES: [&str; 2] = [
+const KEY_FILES: [&str; 4] = [
     crate::api::auth::SECRET_FILE,
+    crate::api::auth::PREVIOUS_SECRET_FILE,
     crate::serve::CHECKPOINT_KEY_FILE,
+    crate::serve::CHECKPOINT_RETIRED_KEYS_FILE,
 ];
 
 /// `medledger backup`: prints `{"ok", "height", "tip_hash", "files", "bytes", ...}`; exit 0

@@ -58,7 +58,9 @@ struct Followed {
 /// The explorer's view of one ledger.
 pub struct Explorer {
     ledger: Arc<Ledger>,
-    key: CheckpointKey,
+    key: std::sync::RwLock<CheckpointKey>,
+    /// Where the key lives and rotates (none: a cluster's key, derived from its secret).
+    key_files: Option<KeyFiles>,
     followed: Mutex<Followed>,
     /// The last checkpoint signed of the whole chain, reused while no block is added.
     latest: Mutex<Option<Checkpoint>>,
@@ -116,12 +118,73 @@ impl Snapshot<'_> {
     }
 }
 
+/// The checkpoint key's file and the list of the keys it replaced (public halves only).
+pub struct KeyFiles {
+    /// The current key (0600).
+    pub key: std::path::PathBuf,
+    /// `[{"key_id", "public_key", "algorithm", "retired_at_ms"}, ...]`, oldest first.
+    pub retired: std::path::PathBuf,
+}
+
+/// A checkpoint key a rotation replaced: its public half, to verify what it signed.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct RetiredKey {
+    #[serde(flatten)]
+    pub key: medledger_proof::PublicKeyDoc,
+    /// When it stopped signing (ms since the Unix epoch).
+    pub retired_at_ms: i64,
+}
+
+impl KeyFiles {
+    /// The keys rotated out so far (none when the list was never written).
+    pub fn retired_keys(&self) -> Result<Vec<RetiredKey>, String> {
+        match std::fs::read(&self.retired) {
+            Ok(bytes) => serde_json::from_slice(&bytes)
+                .map_err(|e| format!("{} is not a key list: {e}", self.retired.display())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+            Err(e) => Err(format!("reading {}: {e}", self.retired.display())),
+        }
+    }
+
+    fn next_key(&self) -> std::path::PathBuf {
+        let mut name = self.key.as_os_str().to_owned();
+        name.push(".next");
+        name.into()
+    }
+
+    /// Removes what a rotation cut short left (a key never put in place).
+    pub fn recover(&self) -> Result<(), String> {
+        match std::fs::remove_file(self.next_key()) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(format!("removing {}: {e}", self.next_key().display())),
+        }
+    }
+}
+
+/// Writes `bytes` to `path` through a temporary file renamed over it, file and directory
+/// fsynced.
+fn write_durably(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let tmp = path.with_extension("tmp");
+    let mut file = std::fs::File::create(&tmp)?;
+    file.write_all(bytes)?;
+    file.sync_all()?;
+    std::fs::rename(&tmp, path)?;
+    sync_parent(path)
+}
+
+fn sync_parent(path: &std::path::Path) -> std::io::Result<()> {
+    std::fs::File::open(path.parent().unwrap_or(std::path::Path::new(".")))?.sync_all()
+}
+
 impl Explorer {
-    /// `key` signs the checkpoints.
-    pub fn new(ledger: Arc<Ledger>, key: CheckpointKey) -> Explorer {
+    /// `key` signs the checkpoints; with `key_files`, it can be rotated.
+    pub fn new(ledger: Arc<Ledger>, key: CheckpointKey, key_files: Option<KeyFiles>) -> Explorer {
         Explorer {
             ledger,
-            key,
+            key: std::sync::RwLock::new(key),
+            key_files,
             latest: Mutex::new(None),
             followed: Mutex::new(Followed {
                 tree: ChainTree::new(),
@@ -169,9 +232,65 @@ impl Explorer {
         Ok(Snapshot { guard })
     }
 
-    /// The key that signs checkpoints.
-    pub fn key(&self) -> &CheckpointKey {
-        &self.key
+    /// The public half of the key that signs checkpoints now.
+    pub fn key_doc(&self) -> medledger_proof::PublicKeyDoc {
+        self.key
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .public_key_doc()
+    }
+
+    /// The keys rotated out (empty for a key that never rotated or cannot).
+    pub fn retired_keys(&self) -> Result<Vec<RetiredKey>, String> {
+        self.key_files
+            .as_ref()
+            .map_or(Ok(Vec::new()), KeyFiles::retired_keys)
+    }
+
+    /// Whether the key is a file this explorer may rotate.
+    pub fn key_is_rotatable(&self) -> bool {
+        self.key_files.is_some()
+    }
+
+    /// Replaces the checkpoint signing key with a new one. Durable when it returns: the
+    /// current key's public half is added to the retired list first (so what it signed
+    /// stays verifiable), then the new key is written beside it and renamed into place
+    /// (a crash between leaves the current key, which `recover` keeps). Returns the new
+    /// key's public half.
+    pub fn rotate_key(&self) -> Result<medledger_proof::PublicKeyDoc, String> {
+        let files = self
+            .key_files
+            .as_ref()
+            .ok_or("the checkpoint key is not a file this server owns")?;
+        let mut key = self.key.write().unwrap_or_else(|e| e.into_inner());
+        let mut retired = files.retired_keys()?;
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64);
+        let current = key.public_key_doc();
+        if !retired.iter().any(|r| r.key.key_id == current.key_id) {
+            retired.push(RetiredKey {
+                key: current,
+                retired_at_ms: now_ms,
+            });
+        }
+        let fail = |what: &str, e: std::io::Error| format!("{what}: {e}");
+        write_durably(
+            &files.retired,
+            &serde_json::to_vec_pretty(&retired).expect("a key list serialises"),
+        )
+        .map_err(|e| fail("writing the retired key list", e))?;
+        files.recover()?;
+        let next = CheckpointKey::load_or_create(&files.next_key())
+            .map_err(|e| format!("creating the next key: {e}"))?;
+        std::fs::rename(files.next_key(), &files.key)
+            .map_err(|e| fail("putting the next key in place", e))?;
+        sync_parent(&files.key).map_err(|e| fail("syncing the key's directory", e))?;
+        let doc = next.public_key_doc();
+        *key = next;
+        // The cached checkpoint was signed by the old key.
+        *self.latest.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        Ok(doc)
     }
 
     /// A checkpoint of the first `tree_size` blocks, signed now.
@@ -193,7 +312,8 @@ impl Explorer {
         let timestamp = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as i64);
-        Ok(self.key.sign(&CheckpointBody {
+        let key = self.key.read().unwrap_or_else(|e| e.into_inner());
+        Ok(key.sign(&CheckpointBody {
             tree_size,
             root,
             tip_hash,
