@@ -158,6 +158,9 @@ pub struct Payloads {
     keys: Arc<KeyStore>,
     outbox: Option<Arc<Outbox>>,
     replicator: Option<tokio::task::JoinHandle<()>>,
+    /// A garbage collection runs in the background; and another was asked for meanwhile.
+    gc_running: Arc<std::sync::atomic::AtomicBool>,
+    gc_again: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Drop for Payloads {
@@ -232,6 +235,8 @@ impl Payloads {
             keys,
             outbox,
             replicator,
+            gc_running: Arc::default(),
+            gc_again: Arc::default(),
         })
     }
 
@@ -495,6 +500,45 @@ impl Payloads {
     /// for benchmarks.
     pub fn fsyncs(&self) -> u64 {
         self.store.fsyncs() + self.keys.fsyncs()
+    }
+
+    /// Starts a garbage collection of the local store in the background (on the current
+    /// Tokio runtime), so the blocks of payloads unpinned (erased) leave the disk without
+    /// holding up the caller. One runs at a time; one asked for while another runs runs
+    /// after it. Failures are logged.
+    pub fn collect_garbage_soon(&self) {
+        use std::sync::atomic::Ordering;
+        self.gc_again.store(true, Ordering::Release);
+        if self.gc_running.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let (store, running, again) = (
+            Arc::clone(&self.store),
+            Arc::clone(&self.gc_running),
+            Arc::clone(&self.gc_again),
+        );
+        tokio::spawn(async move {
+            loop {
+                again.store(false, Ordering::Release);
+                match store.gc().await {
+                    Ok(stats) => tracing::info!(
+                        blocks_removed = stats.blocks_removed,
+                        bytes_removed = stats.bytes_removed,
+                        "payload store garbage collected"
+                    ),
+                    Err(e) => tracing::warn!(error = %e, "payload store garbage collection"),
+                }
+                if again.load(Ordering::Acquire) {
+                    continue;
+                }
+                running.store(false, Ordering::Release);
+                // Asked for between the check and the release: run again if no one else
+                // took it.
+                if !again.load(Ordering::Acquire) || running.swap(true, Ordering::AcqRel) {
+                    break;
+                }
+            }
+        });
     }
 
     /// Runs garbage collection on the local store.

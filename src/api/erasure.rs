@@ -99,12 +99,17 @@ pub(crate) async fn destroy_record(state: &AppState, record_id: &str) -> Result<
             _ => break,
         }
     }
+    let any = !payloads.is_empty();
     for (key_id, cid) in payloads {
         state
             .payloads
             .erase(&key_id, &cid)
             .await
             .map_err(payload_error)?;
+    }
+    if any {
+        // The unpinned blocks leave the embedded store (ciphertext whose key is gone).
+        state.payloads.collect_garbage_soon();
     }
     Ok(())
 }
