@@ -7,7 +7,8 @@
 //! file under the data dir (segments, index, views' SST and log files, payload store, key
 //! log), the reads show the records as erased with their structural fields only, a
 //! rebuild of the views brings nothing back, and `verify` passes. A second patient's
-//! records stay readable throughout.
+//! records stay readable throughout. And a real server's log at trace level holds none
+//! of a record's text.
 
 use actix_web::http::StatusCode;
 use actix_web::test;
@@ -284,4 +285,101 @@ async fn no_plaintext_on_disk_and_erasure_erases_every_version() {
         leaks.is_empty(),
         "erased text on disk after the rebuild: {leaks:?}"
     );
+}
+
+/// The server's own log, at the most verbose level, over a record's life: created,
+/// amended, read, refused (bad JSON in its metadata, an amendment after its erasure) and
+/// erased. No marker of its clinical text may appear in what it printed.
+#[::core::prelude::v1::test]
+fn the_server_log_holds_no_clinical_text() {
+    use common::server::{free_port, request, token, wait_healthy, Running};
+    let dir = tempfile::tempdir().unwrap();
+    let addr = free_port();
+    let log_path = dir.path().join("server.log");
+    let log = std::fs::File::create(&log_path).unwrap();
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_medledger"))
+        .args(["serve", "--data-dir"])
+        .arg(dir.path().join("data"))
+        .args(["--listen", &addr.to_string(), "--workers", "2"])
+        .args(["--rate-limit-per-sec", "0"])
+        .env("RUST_LOG", "trace")
+        .stdout(std::process::Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let mut server = Running(wait_healthy(child, addr));
+    let data = dir.path().join("data");
+    let dr = token(&data, "clinician", "dr-1", Some("h-1"));
+    let admin = token(&data, "admin", "admin-1", None);
+    let markers = [
+        "LOGMARK-meta",
+        "LOGMARK-reason",
+        "LOGMARK-purpose",
+        "LOGMARK-bad",
+    ];
+    let (s, b) = request(
+        addr,
+        "POST",
+        "/v1/records",
+        Some(&dr),
+        Some(r#"{"record_id":"r-1","patient_id":"p-1","hospital_id":"h-1","record_type":"note","metadata":{"n":"LOGMARK-meta"},"payload":{"content_type":"text/plain","data":"x"}}"#),
+    )
+    .unwrap();
+    assert_eq!(s, 201, "{b}");
+    let (s, b) = request(
+        addr,
+        "POST",
+        "/v1/records/r-1/amendments",
+        Some(&dr),
+        Some(r#"{"reason":"LOGMARK-reason","metadata":{"n":"LOGMARK-meta"}}"#),
+    )
+    .unwrap();
+    assert_eq!(s, 201, "{b}");
+    let (s, _) = request(
+        addr,
+        "GET",
+        "/v1/records/r-1/payload?purpose=LOGMARK-purpose",
+        Some(&dr),
+        None,
+    )
+    .unwrap();
+    assert_eq!(s, 200);
+    let (s, _) = request(
+        addr,
+        "POST",
+        "/v1/records",
+        Some(&dr),
+        Some(r#"{"patient_id":"p-1","hospital_id":"h-1","record_type":"note","metadata":"LOGMARK-bad"}"#),
+    )
+    .unwrap();
+    assert_eq!(s, 400);
+    let (s, b) = request(
+        addr,
+        "POST",
+        "/v1/records/r-1/erase",
+        Some(&admin),
+        Some(r#"{"reason":"LOGMARK-reason"}"#),
+    )
+    .unwrap();
+    assert_eq!(s, 200, "{b}");
+    let (s, _) = request(
+        addr,
+        "POST",
+        "/v1/records/r-1/amendments",
+        Some(&dr),
+        Some(r#"{"reason":"LOGMARK-reason"}"#),
+    )
+    .unwrap();
+    assert_eq!(s, 410);
+    let _ = server.0.kill();
+    let _ = server.0.wait();
+    let text = std::fs::read_to_string(&log_path).unwrap();
+    assert!(
+        text.len() > 1000,
+        "the trace log was written: {} bytes",
+        text.len()
+    );
+    for m in markers {
+        assert!(!text.contains(m), "{m} in the server log");
+    }
 }
