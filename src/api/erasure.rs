@@ -99,7 +99,11 @@ pub(crate) async fn destroy_record(state: &AppState, record_id: &str) -> Result<
             _ => break,
         }
     }
-    let any = !payloads.is_empty();
+    // Only an erasure that destroys a payload key starts a GC (the keeper repeats every
+    // erasure, and a GC rewrites the store's pack).
+    let fresh = payloads
+        .keys()
+        .any(|key_id| !state.payloads.keys().is_erased(key_id));
     for (key_id, cid) in payloads {
         state
             .payloads
@@ -107,7 +111,7 @@ pub(crate) async fn destroy_record(state: &AppState, record_id: &str) -> Result<
             .await
             .map_err(payload_error)?;
     }
-    if any {
+    if fresh {
         // The unpinned blocks leave the embedded store (ciphertext whose key is gone).
         state.payloads.collect_garbage_soon();
     }
