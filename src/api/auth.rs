@@ -451,6 +451,15 @@ impl Caller {
         self.0.hospital.as_deref()
     }
 
+    /// Refuses (403) a caller that is not an admin: `what` "is for the admin role".
+    pub fn admin_only(&self, what: &str) -> Result<(), ApiError> {
+        if self.role() == Role::Admin {
+            Ok(())
+        } else {
+            Err(ApiError::forbidden(format!("{what} is for the admin role")))
+        }
+    }
+
     /// May create or change records of `hospital_id`: a clinician of that hospital, or an
     /// admin.
     pub fn may_write_records_of(&self, hospital_id: &str) -> bool {

@@ -20,7 +20,7 @@ use medledger_payload::Cid;
 use medledger_views::query::{Owner, TimelineFilter, Views};
 use medledger_views::values::VersionEntry;
 
-use super::auth::{Caller, Role};
+use super::auth::Caller;
 use super::error::ApiError;
 use super::lookup::{check_expected, load_record, query_error};
 use super::payloads::payload_error;
@@ -45,14 +45,6 @@ pub struct Erasure {
     reason: String,
     #[serde(default)]
     expected_version: Option<u32>,
-}
-
-fn admins_only(caller: &Caller, what: &str) -> Result<(), ApiError> {
-    if caller.role() == Role::Admin {
-        Ok(())
-    } else {
-        Err(ApiError::forbidden(format!("{what} is for the admin role")))
-    }
 }
 
 fn erasure_envelope(caller: &Caller, current: &VersionEntry, reason: &str) -> Envelope {
@@ -126,7 +118,7 @@ pub async fn erase_record(
     path: web::Path<String>,
     body: web::Json<Erasure>,
 ) -> Result<HttpResponse, ApiError> {
-    admins_only(&caller, "erasing a record")?;
+    caller.admin_only("erasing a record")?;
     let record_id = path.into_inner();
     let body = body.into_inner();
     let current = load_record(&state, &record_id).await?;
@@ -170,7 +162,7 @@ pub async fn erase_patient(
     path: web::Path<String>,
     body: web::Json<PatientErasure>,
 ) -> Result<HttpResponse, ApiError> {
-    admins_only(&caller, "erasing a patient")?;
+    caller.admin_only("erasing a patient")?;
     let patient_id = path.into_inner();
     let reason = body.into_inner().reason;
     let (mut erased, mut already, mut failed) = (0u64, 0u64, Vec::new());
@@ -238,78 +230,4 @@ pub async fn erase_patient(
         "already_erased": already,
         "failed": failed,
     })))
-}
-
-/// `POST /v1/keys/rotate` (admins): re-wrap every data key (payloads' and records') under
-/// a new master key; the old master key file is replaced. Key operations wait meanwhile.
-/// 409 `master_key_not_a_file` when the key comes from the environment, a command or a
-/// cluster's secret (rotate it there).
-pub async fn rotate_keys(state: Data, caller: Caller) -> Result<HttpResponse, ApiError> {
-    admins_only(&caller, "rotating the master key")?;
-    if !state.payloads.master_key_is_a_file() {
-        return Err(ApiError::new(
-            StatusCode::CONFLICT,
-            "master_key_not_a_file",
-            "the master key does not come from a file this server owns: rotate it where it comes from",
-        ));
-    }
-    let started = std::time::Instant::now();
-    let rotation = state.payloads.rotate_master().await.map_err(|e| {
-        tracing::error!(error = %e, "master key rotation");
-        ApiError::internal("the master key rotation failed; the old master key stays (see the log)")
-    })?;
-    tracing::info!(
-        keys = rotation.keys_rewrapped,
-        erased = rotation.erased_kept,
-        "rotated the master key"
-    );
-    Ok(HttpResponse::Ok().json(json!({
-        "keys_rewrapped": rotation.keys_rewrapped,
-        "erased_kept": rotation.erased_kept,
-        "seconds": started.elapsed().as_secs_f64(),
-    })))
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct JwtRotation {
-    #[serde(default)]
-    grace_seconds: Option<u64>,
-}
-
-/// How long tokens of a rotated JWT secret stay accepted unless the request says.
-pub const JWT_GRACE_SECS_DEFAULT: u64 = 24 * 3600;
-
-/// `POST /v1/keys/rotate-jwt` (admins): replace the HS256 secret tokens are signed with;
-/// tokens of the old one stay accepted for `grace_seconds` (default a day, at most a
-/// week). 409 `jwt_secret_not_rotatable` for RS256 tokens or a cluster's secret.
-pub async fn rotate_jwt(
-    state: Data,
-    caller: Caller,
-    body: web::Json<JwtRotation>,
-) -> Result<HttpResponse, ApiError> {
-    admins_only(&caller, "rotating the JWT secret")?;
-    if !state.auth.is_rotatable() {
-        return Err(ApiError::new(
-            StatusCode::CONFLICT,
-            "jwt_secret_not_rotatable",
-            "tokens here are checked with a key this server does not own (RS256, or a cluster's secret)",
-        ));
-    }
-    let grace = body.grace_seconds.unwrap_or(JWT_GRACE_SECS_DEFAULT);
-    if grace > crate::api::auth::JWT_GRACE_SECS_MAX {
-        return Err(ApiError::bad_request(
-            "invalid_field",
-            format!(
-                "grace_seconds is at most {}",
-                crate::api::auth::JWT_GRACE_SECS_MAX
-            ),
-        ));
-    }
-    let until = state.auth.rotate_hs256(grace).map_err(|e| {
-        tracing::error!(error = %e, "JWT secret rotation");
-        ApiError::internal("the JWT secret rotation failed; the old secret stays (see the log)")
-    })?;
-    tracing::info!(grace, "rotated the JWT secret");
-    Ok(HttpResponse::Ok().json(json!({ "previous_accepted_until": until })))
 }

@@ -12,7 +12,7 @@ use serde_json::{json, Value};
 use medledger_chaincode::{tx_hash, Envelope, Timestamp, TxId};
 use medledger_storage::Block;
 
-use super::auth::{Caller, Role};
+use super::auth::Caller;
 use super::error::ApiError;
 use super::AppState;
 use crate::orderer::CutPolicy;
@@ -392,11 +392,7 @@ pub async fn checkpoint_keys(state: Data) -> Result<HttpResponse, ApiError> {
 /// public half joins `GET /v1/checkpoint/keys`. 409 `checkpoint_key_not_rotatable` in a
 /// cluster (its key derives from the cluster secret).
 pub async fn rotate_checkpoint_key(state: Data, caller: Caller) -> Result<HttpResponse, ApiError> {
-    if caller.role() != Role::Admin {
-        return Err(ApiError::forbidden(
-            "rotating the checkpoint key is for the admin role",
-        ));
-    }
+    caller.admin_only("rotating the checkpoint key")?;
     if !state.explorer.key_is_rotatable() {
         return Err(ApiError::new(
             actix_web::http::StatusCode::CONFLICT,

@@ -13,6 +13,7 @@ pub mod error;
 pub mod explorer;
 pub mod export;
 pub mod grants;
+pub mod keys;
 pub mod limits;
 pub mod lookup;
 pub mod metrics;
@@ -112,8 +113,8 @@ routes! {
     get "/v1/records/{id}/payload" => payloads::read, "payloads", auth: true, body: None, "The record's payload, decrypted and streamed; the read is audited (AccessLogged).";
     get "/v1/ipfs/status" => payloads::status, "payloads", auth: true, body: None, "The payload store and the IPFS replication outbox.";
     post "/v1/records/{id}/erase" => erasure::erase_record, "records", auth: true, body: Some("erasure.json"), "Erase a record: its clinical text in every version and every payload it had (admins).";
-    post "/v1/keys/rotate-jwt" => erasure::rotate_jwt, "ops", auth: true, body: Some("jwt_rotation.json"), "Replace the JWT secret; old tokens stay accepted for a grace period (admins).";
-    post "/v1/keys/rotate" => erasure::rotate_keys, "ops", auth: true, body: None, "Re-wrap every data key under a new master key (admins).";
+    post "/v1/keys/rotate-jwt" => keys::rotate_jwt, "ops", auth: true, body: Some("jwt_rotation.json"), "Replace the JWT secret; old tokens stay accepted for a grace period (admins).";
+    post "/v1/keys/rotate" => keys::rotate_keys, "ops", auth: true, body: None, "Re-wrap every data key under a new master key (admins).";
     post "/v1/patients/{id}/erase" => erasure::erase_patient, "records", auth: true, body: Some("patient_erasure.json"), "Forget a patient: erase every record, every version (admins).";
     post "/v1/records/{id}/amendments" => records::amend, "records", auth: true, body: Some("amendment.json"), "Amend a record (409 on a stale `expected_version`).";
     post "/v1/records/{id}/status" => records::change_status, "records", auth: true, body: Some("status_change.json"), "Change a record's status.";
