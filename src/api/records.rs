@@ -202,24 +202,34 @@ pub async fn create_batch(
         ));
     }
     let mut outcomes: Vec<Option<Value>> = vec![None; records.len()];
+    // Built first, then sealed all at once: their new keys share the key log's group
+    // commits (and, in a cluster, their trips to the other nodes overlap), where one
+    // after another each waited for its own.
+    let built: Vec<Result<Envelope, ApiError>> = records
+        .into_iter()
+        .map(|raw| {
+            serde_json::from_str::<NewRecord>(raw.get())
+                .map_err(|e| ApiError::bad_request("invalid_body", format!("invalid record: {e}")))
+                .and_then(|r| {
+                    if r.payload.is_some() {
+                        return Err(payload_in_batch());
+                    }
+                    creation(&state, &caller, r).map(|(env, _)| env)
+                })
+        })
+        .collect();
+    let sealed = futures_util::future::join_all(built.into_iter().map(|built| async {
+        let mut env = built?;
+        clinical::seal(state.payloads.keys(), &mut env)
+            .await
+            .map_err(|e| clinical_error(&e))?;
+        replicate_key(&state, &env).await?;
+        Ok::<Envelope, ApiError>(env)
+    }))
+    .await;
     let mut pending = Vec::new();
-    for (i, raw) in records.into_iter().enumerate() {
-        let built = serde_json::from_str::<NewRecord>(raw.get())
-            .map_err(|e| ApiError::bad_request("invalid_body", format!("invalid record: {e}")))
-            .and_then(|r| {
-                if r.payload.is_some() {
-                    return Err(payload_in_batch());
-                }
-                creation(&state, &caller, r).map(|(env, _)| env)
-            });
-        let built = match built {
-            Ok(mut env) => match clinical::seal(state.payloads.keys(), &mut env).await {
-                Ok(()) => replicate_key(&state, &env).await.map(|()| env),
-                Err(e) => Err(clinical_error(&e)),
-            },
-            Err(e) => Err(e),
-        };
-        match built {
+    for (i, sealed) in sealed.into_iter().enumerate() {
+        match sealed {
             Ok(env) => match state.orderer.enqueue(&env) {
                 Ok(rx) => pending.push((i, env, rx)),
                 Err(e) => outcomes[i] = Some(item_error(&submit_error(e))),
