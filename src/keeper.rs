@@ -19,7 +19,6 @@ use std::time::Duration;
 
 use actix_web::web;
 use medledger_chaincode::{Envelope, Event};
-use medledger_payload::keystore::{record_key_id, KeyStoreError};
 use medledger_views::query::Views;
 
 use crate::api::AppState;
@@ -151,21 +150,16 @@ async fn keep(state: &AppState, env: &Envelope, block: u64, position: u32) -> Re
     if !sealed {
         return Ok(());
     }
-    let key_id = record_key_id(record_id);
-    match state.payloads.keys().load(&key_id) {
-        Err(KeyStoreError::NotFound(_)) => match cluster.fetch_key(&key_id).await? {
-            KeyAnswer::Wrapped(_) => {
-                tracing::info!(record_id, "fetched a record's key this node lacked");
-                Ok(())
-            }
-            KeyAnswer::Erased => Ok(()),
-            KeyAnswer::Absent => {
-                // A majority held it when its block was proposed; none answering now
-                // holds it. Reads of the record here answer 503 key_unavailable.
-                tracing::error!(record_id, "no other node holds this record's key");
-                Ok(())
-            }
-        },
-        _ => Ok(()),
+    match cluster.ensure_record_key(record_id).await? {
+        Some(KeyAnswer::Wrapped(_)) => {
+            tracing::info!(record_id, "fetched a record's key this node lacked");
+        }
+        Some(KeyAnswer::Absent) => {
+            // A majority held it when its block was proposed; none answering now holds
+            // it. Reads of the record here answer 503 key_unavailable.
+            tracing::error!(record_id, "no other node holds this record's key");
+        }
+        Some(KeyAnswer::Erased) | None => {}
     }
+    Ok(())
 }

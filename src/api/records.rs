@@ -22,8 +22,8 @@ use super::lookup::{
 };
 use super::payloads;
 use super::submit::{
-    clinical_error, commit, contract_error, ensure_key, envelope, now, receipt_json, replicate_key,
-    store_error, submit_error, verdict, WriteQuery,
+    clinical_error, commit, contract_error, ensure_key, envelope, now, receipt_json,
+    seal_for_ledger, store_error, submit_error, verdict, WriteQuery,
 };
 use super::{AppState, PAGE_LIMIT_DEFAULT};
 use crate::clinical::{self, Opened};
@@ -220,10 +220,7 @@ pub async fn create_batch(
         .collect();
     let sealed = futures_util::future::join_all(built.into_iter().map(|built| async {
         let mut env = built?;
-        clinical::seal(state.payloads.keys(), &mut env)
-            .await
-            .map_err(|e| clinical_error(&e))?;
-        replicate_key(&state, &env).await?;
+        seal_for_ledger(&state, &mut env).await?;
         Ok::<Envelope, ApiError>(env)
     }))
     .await;

@@ -8,7 +8,6 @@ use serde_json::{json, Value};
 
 use medledger_chaincode::contract::{ContractError, RecordState};
 use medledger_chaincode::{Envelope, Event, Timestamp, TxId};
-use medledger_payload::keystore::{record_key_id, KeyStoreError};
 use medledger_views::query::Views;
 
 use super::auth::Caller;
@@ -131,12 +130,8 @@ pub(crate) async fn submit_for_verdict(
     env.check_limits()
         .map_err(|e| NotAccepted::Refused(ApiError::bad_request("invalid_field", e.to_string())))?;
     ensure_projecting(state).map_err(NotAccepted::Refused)?;
-    // Clinical text leaves the request sealed: the ledger never holds it in the clear.
     let mut sealed = env.clone();
-    clinical::seal(state.payloads.keys(), &mut sealed)
-        .await
-        .map_err(|e| NotAccepted::Refused(clinical_error(&e)))?;
-    replicate_key(state, &sealed)
+    seal_for_ledger(state, &mut sealed)
         .await
         .map_err(NotAccepted::Refused)?;
     let env = &sealed;
@@ -166,9 +161,19 @@ pub(crate) async fn submit_for_verdict(
     Ok(receipt)
 }
 
+/// Seals `env`'s clinical text (the ledger never holds it in the clear) and, in a
+/// cluster, gets its record's key to a majority: what a submission needs before the
+/// orderer.
+pub(crate) async fn seal_for_ledger(state: &AppState, env: &mut Envelope) -> Result<(), ApiError> {
+    clinical::seal(state.payloads.keys(), env)
+        .await
+        .map_err(|e| clinical_error(&e))?;
+    replicate_key(state, env).await
+}
+
 /// In a cluster, sends the content key of `env`'s record to the other nodes and waits for
 /// a majority before the block that needs it is proposed (docs/CLUSTER.md, "Keys").
-pub(crate) async fn replicate_key(state: &AppState, env: &Envelope) -> Result<(), ApiError> {
+async fn replicate_key(state: &AppState, env: &Envelope) -> Result<(), ApiError> {
     let (Some(cluster), Some(record_id)) = (&state.cluster, env.event.record_id()) else {
         return Ok(());
     };
@@ -196,14 +201,8 @@ pub(crate) async fn ensure_key(state: &AppState, record: &RecordState) {
     if !record.metadata.is_sealed() {
         return;
     }
-    let key_id = record_key_id(&record.record_id);
-    if matches!(
-        state.payloads.keys().load(&key_id),
-        Err(KeyStoreError::NotFound(_))
-    ) {
-        if let Err(e) = cluster.fetch_key(&key_id).await {
-            tracing::warn!(error = %e, "fetching a record's key from the other nodes");
-        }
+    if let Err(e) = cluster.ensure_record_key(&record.record_id).await {
+        tracing::warn!(error = %e, "fetching a record's key from the other nodes");
     }
 }
 

@@ -388,6 +388,17 @@ impl Cluster {
         }
     }
 
+    /// Fetches `record_id`'s content key from the other members when this node lacks it
+    /// (it was down when the leader sent it): `None` when it is here (or erased here),
+    /// else what the others answered (stored, as [`Cluster::fetch_key`] does).
+    pub async fn ensure_record_key(&self, record_id: &str) -> Result<Option<KeyAnswer>, String> {
+        let key_id = record_key_id(record_id);
+        match self.keys.load_cached(&key_id) {
+            Err(KeyStoreError::NotFound(_)) => self.fetch_key(&key_id).await.map(Some),
+            _ => Ok(None),
+        }
+    }
+
     /// Asks the other members for a key this node lacks, storing it (or its erasure)
     /// when one has it; the answer says which.
     pub async fn fetch_key(&self, key_id: &str) -> Result<KeyAnswer, String> {
