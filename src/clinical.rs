@@ -131,11 +131,6 @@ impl Opened {
     }
 }
 
-/// Whether `record_id` was erased (its content key destroyed).
-pub fn is_erased(keys: &KeyStore, record_id: &str) -> bool {
-    keys.is_erased(&record_key_id(record_id))
-}
-
 /// Opens `record_id`'s clinical `field`. Text in the clear (written in block format 1)
 /// is shown unless the record was erased since; sealed text opens with the record's
 /// key, or is [`Opened::Erased`] once the key is destroyed.
