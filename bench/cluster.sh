@@ -4,8 +4,9 @@
 # ratios against the single node measured here.
 #
 #   1. ROUNDS (2) alternations of: one node, then three nodes (wrk against the leader):
-#      ~1 KiB records one per request (256 keep-alive connections) and in batches of 50
-#      (32 connections), SECONDS (10) each;
+#      ~1 KiB records one per request (256 keep-alive connections), the same with a
+#      ~100-byte inline payload (which a cluster sends to a majority before the record's
+#      block), and in batches of 50 (32 connections), SECONDS (10) each;
 #   2. KILLS (20) leader SIGKILLs under 4 writers through the other nodes: the time from
 #      the kill to the first acknowledged write through the new leader (p50, p99), the
 #      killed node restarted and caught up; then every acknowledged record is read from
@@ -44,15 +45,29 @@ wait_up() { # url log
 }
 
 rows=()
+# CPU ticks (user + system) the servers used so far: the three nodes share the cores,
+# so CPU per record tells what the cluster's work costs apart from the waits.
+cpu_ticks() {
+  local p t=0 f
+  for p in "${pids[@]}"; do
+    f=$(cut -d')' -f2 "/proc/$p/stat" 2>/dev/null) || continue
+    set -- $f
+    t=$((t + ${12} + ${13}))
+  done
+  echo "$t"
+}
+hz=$(getconf CLK_TCK)
 load() { # mode url token
-  local out json kind conns
-  for kind in meta batch; do
+  local out json kind conns before after
+  for kind in meta inline batch; do
     conns=256; [ "$kind" = batch ] && conns=32
+    before=$(cpu_ticks)
     out=$(TOKEN=$3 SCRIPTS=$here/http KIND=$kind BATCH=50 \
       wrk -t2 -c"$conns" -d"${secs}s" --timeout 10s -s "$here/http/payload.lua" "$2" 2>&1)
+    after=$(cpu_ticks)
     json=$(printf '%s\n' "$out" | sed -n 's/^WRKJSON //p')
     [ -n "$json" ] || { echo "wrk failed: $out" >&2; exit 1; }
-    json="{\"mode\":\"$1\",${json#\{}"
+    json="{\"mode\":\"$1\",\"cpu_s\":$(( (after - before) * 1000 / hz ))e-3,${json#\{}"
     echo "WRKJSON $json"
     rows+=("$json")
   done
@@ -154,13 +169,16 @@ python3 - "$fo" "${rows[@]}" <<'PY'
 import json, sys
 fo = json.loads(sys.argv[1])
 rows = [json.loads(r) for r in sys.argv[2:]]
-print("\n| mode | load | records/s | p50 ms | p99 ms | non-2xx |")
-print("|---|---|---:|---:|---:|---:|")
+print("\n| mode | load | records/s | p50 ms | p99 ms | non-2xx | server CPU µs/record |")
+print("|---|---|---:|---:|---:|---:|---:|")
 for r in rows:
     rec = r["rps"] * r["records_per_request"]
-    load = "one per request, 256 conns" if r["kind"] == "meta" else "batches of 50, 32 conns"
-    print(f"| {r['mode']} | {load} | {rec:,.0f} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} | {r['errors_status']} |")
-for kind, name in (("meta", "one per request"), ("batch", "batches of 50")) if rows else ():
+    cpu = r["cpu_s"] * 1e6 / max(1, rec * r["seconds"])
+    load = {"meta": "one per request, 256 conns", "inline": "one per request with a payload, 256 conns",
+            "batch": "batches of 50, 32 conns"}[r["kind"]]
+    print(f"| {r['mode']} | {load} | {rec:,.0f} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} | {r['errors_status']} | {cpu:,.0f} |")
+for kind, name in (("meta", "one per request"), ("inline", "one per request with a payload"),
+                   ("batch", "batches of 50")) if rows else ():
     s = [r["rps"] * r["records_per_request"] for r in rows if r["mode"] == "single" and r["kind"] == kind]
     c = [r["rps"] * r["records_per_request"] for r in rows if r["mode"] == "cluster" and r["kind"] == kind]
     print(f"\ncluster / single, {name}: {sum(c) / len(c) / (sum(s) / len(s)):.2f} (means of {len(s)} runs each)")

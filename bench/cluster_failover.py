@@ -16,6 +16,7 @@ expected version), and a reader reads acknowledged versions back from random liv
 with `min_height` set to the write's height: a version older than one acknowledged at
 or below that height is a regression (counted; must be 0).
 """
+import atexit
 import http.client
 import json
 import os
@@ -56,6 +57,8 @@ def main():
     admin, dr = state["admin"], state["clinician"]
     procs = {n["id"]: subprocess.Popen(n["cmd"], stdout=subprocess.DEVNULL,
                                        stderr=open(n["log"], "ab")) for n in state["nodes"]}
+    # Every node this script started stops with it, also when it fails.
+    atexit.register(lambda: [p.kill() for p in procs.values() if p.poll() is None])
 
     def up(i):
         for _ in range(600):

@@ -6,7 +6,9 @@
 //!   erasure a crash cut short, and on a cluster's other nodes it is how erasure reaches
 //!   their key stores);
 //! - in a cluster, for every record event sealed under a key this node lacks (it was
-//!   down when the leader sent the key), fetches the key from the other nodes.
+//!   down when the leader sent the key), fetches the key from the other nodes; and for
+//!   every accepted creation or amendment whose payload it lacks, fetches the payload:
+//!   a majority held it when the record was acknowledged, every node holds it in time.
 //!
 //! Its progress is a height in `<data_dir>/keeper.height`, written after each pass (not
 //! synced: after a crash it repeats a pass, and every step is idempotent).
@@ -22,7 +24,7 @@ use medledger_chaincode::{Envelope, Event};
 use medledger_views::query::Views;
 
 use crate::api::AppState;
-use crate::cluster::KeyAnswer;
+use crate::cluster::{KeyAnswer, PayloadFetch};
 
 /// The keeper's progress file in the data dir.
 pub const KEEPER_HEIGHT_FILE: &str = "keeper.height";
@@ -139,6 +141,9 @@ async fn keep(state: &AppState, env: &Envelope, block: u64, position: u32) -> Re
         }
         return Ok(());
     }
+    if let Some(cluster) = &state.cluster {
+        keep_payload(state, cluster, env, block, position).await?;
+    }
     let sealed = env
         .event
         .clinical_fields()
@@ -160,6 +165,45 @@ async fn keep(state: &AppState, env: &Envelope, block: u64, position: u32) -> Re
             tracing::error!(record_id, "no other node holds this record's key");
         }
         Some(KeyAnswer::Erased) | None => {}
+    }
+    Ok(())
+}
+
+/// In a cluster, fetches the payload of an accepted creation or amendment when this node
+/// lacks it.
+async fn keep_payload(
+    state: &AppState,
+    cluster: &crate::cluster::Cluster,
+    env: &Envelope,
+    block: u64,
+    position: u32,
+) -> Result<(), String> {
+    let payload = match &env.event {
+        Event::RecordCreated(e) => e.payload.as_ref(),
+        Event::RecordAmended(e) => e.payload.as_ref(),
+        _ => None,
+    };
+    let Some(p) = payload else {
+        return Ok(());
+    };
+    let rejected = Views::new(state.views.as_ref())
+        .rejection(block, position)
+        .map_err(|e| e.to_string())?
+        .is_some();
+    if rejected {
+        return Ok(()); // its payload was dropped with the submission
+    }
+    let Ok(root) = p.cid.parse() else {
+        tracing::error!(block, position, "a record names an unreadable CID");
+        return Ok(());
+    };
+    match cluster.ensure_payload(&root, &p.key_id).await? {
+        PayloadFetch::Absent => {
+            // A majority held it when its record was acknowledged; none answering now
+            // holds it. Reads of it here answer 404 until one does.
+            tracing::error!(block, position, "no other node holds this payload");
+        }
+        PayloadFetch::Held | PayloadFetch::Erased => {}
     }
     Ok(())
 }

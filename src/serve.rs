@@ -445,7 +445,7 @@ impl Core {
                     c.node_id,
                     &config.data_dir,
                     ledger.clone(),
-                    payloads.keys().clone(),
+                    payloads.clone(),
                     Box::new(move || nudged.nudge()),
                     rpc_body_max,
                 )?)

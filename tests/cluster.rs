@@ -597,3 +597,159 @@ fn a_node_is_added_promoted_and_another_removed_without_downtime() {
     let height = converge(&c, &admin, &rest, 0);
     assert_readable(c.nodes[new].http, &dr, &acked, height);
 }
+
+/// One request with raw bytes both ways (`Connection: close`): (status, body bytes).
+fn raw(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    token: &str,
+    content_type: &str,
+    body: &[u8],
+) -> (u16, Vec<u8>) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nAuthorization: Bearer {token}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    )
+    .unwrap();
+    s.write_all(body).unwrap();
+    let mut out = Vec::new();
+    s.read_to_end(&mut out).unwrap();
+    let split = out
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("a response head");
+    let status = String::from_utf8_lossy(&out[..split])
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    (status, out[split + 4..].to_vec())
+}
+
+/// A counter's value in `addr`'s `/metrics`.
+fn counter(addr: SocketAddr, name: &str) -> u64 {
+    let metrics = get_text(addr, "/metrics");
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("{name} ")))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in {metrics}"))
+}
+
+/// The payload of `id` as `addr` serves it once its views reach `height`.
+fn payload_on(addr: SocketAddr, token: &str, id: &str, height: u64) -> (u16, Vec<u8>) {
+    raw(
+        addr,
+        "GET",
+        &format!("/v1/records/{id}/payload?min_height={height}"),
+        token,
+        "application/json",
+        b"",
+    )
+}
+
+/// A payload is acknowledged only once a majority holds it, and then every node serves
+/// it: the node that was down when it was written fetches it, and it outlives the node
+/// that took it. Its erasure reaches every node.
+#[test]
+fn payloads_reach_a_majority_and_every_node_serves_them() {
+    let c = Cluster::new(3);
+    let mut procs: Vec<Option<Running>> = (0..3).map(|i| Some(Running(c.spawn(i)))).collect();
+    let admin = mint(&c.nodes[0].dir, "admin", "root");
+    let dr = mint(&c.nodes[0].dir, "clinician", "dr-1");
+    let all = [0, 1, 2];
+    let leader = c.leader(&admin, &all);
+    let down = (leader + 1) % 3;
+    let up = (leader + 2) % 3;
+    drop(procs[down].take()); // SIGKILL: a majority is still up
+
+    // 2.5 MB: ten leaves under a parent node, sent (and fetched) in two messages.
+    let file: Vec<u8> = (0..2_500_000u32).map(|i| (i * 31 % 253) as u8).collect();
+    let boundary = "clusterTESTboundary";
+    let mut body = format!(
+        "--{boundary}\r\nContent-Disposition: form-data; name=\"record\"\r\nContent-Type: application/json\r\n\r\n{}\r\n--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"scan.bin\"\r\nContent-Type: application/dicom\r\n\r\n",
+        record_body("r-pay")
+    )
+    .into_bytes();
+    body.extend_from_slice(&file);
+    body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+    let (s, receipt) = raw(
+        c.nodes[leader].http,
+        "POST",
+        "/v1/records",
+        &dr,
+        &format!("multipart/form-data; boundary={boundary}"),
+        &body,
+    );
+    assert_eq!(s, 201, "{}", String::from_utf8_lossy(&receipt));
+    let receipt: Value = serde_json::from_slice(&receipt).unwrap();
+    let height = receipt["height"].as_u64().unwrap();
+    // Acknowledged once the other node up held the copy the leader sent it.
+    assert_eq!(
+        counter(
+            c.nodes[up].http,
+            "medledger_cluster_payload_copies_received_total"
+        ),
+        1
+    );
+    for i in [leader, up] {
+        let (s, got) = payload_on(c.nodes[i].http, &dr, "r-pay", height);
+        assert_eq!(s, 200, "on node {i}: {}", String::from_utf8_lossy(&got));
+        assert!(got == file, "the same bytes on node {i}");
+    }
+
+    // The node that was down catches up and serves it (fetched from the others).
+    procs[down] = Some(Running(c.spawn(down)));
+    converge(&c, &admin, &all, height);
+    let (s, got) = payload_on(c.nodes[down].http, &dr, "r-pay", height);
+    assert_eq!(s, 200, "{}", String::from_utf8_lossy(&got));
+    assert!(got == file, "the same bytes on the node that was down");
+    assert_eq!(
+        counter(
+            c.nodes[down].http,
+            "medledger_cluster_payloads_fetched_total"
+        ),
+        1
+    );
+    assert_eq!(
+        counter(
+            c.nodes[down].http,
+            "medledger_cluster_payload_copies_received_total"
+        ),
+        0
+    );
+
+    // The node that took it dies; the other two still serve it.
+    drop(procs[leader].take());
+    let survivors = [down, up];
+    let new_leader = c.leader(&admin, &survivors);
+    for i in survivors {
+        let (s, got) = payload_on(c.nodes[i].http, &dr, "r-pay", height);
+        assert_eq!(s, 200);
+        assert!(
+            got == file,
+            "the same bytes on node {i} after the leader died"
+        );
+    }
+
+    // Its erasure reaches every live node: the payload is gone there.
+    let (s, b) = request(
+        c.nodes[new_leader].http,
+        "POST",
+        "/v1/records/r-pay/erase",
+        Some(&admin),
+        Some(r#"{"reason":"patient request"}"#),
+    )
+    .unwrap();
+    assert_eq!(s, 200, "{b}");
+    let height = b["height"].as_u64().unwrap();
+    for i in survivors {
+        let (s, got) = payload_on(c.nodes[i].http, &dr, "r-pay", height);
+        assert_eq!(s, 410, "{}", String::from_utf8_lossy(&got));
+    }
+}

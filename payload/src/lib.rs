@@ -16,6 +16,7 @@ pub mod keystore;
 mod outbox;
 pub mod pinstore;
 mod pipeline;
+mod replica;
 pub mod unixfs;
 
 pub use cid::{Cid, CidVersion, Codec};
@@ -25,4 +26,5 @@ pub use pipeline::{
     OrphanScan, PayloadConfig, Payloads, PlaintextStream, ReconcileReport, ReplicationStatus,
     SecretSeed, StoredPayload,
 };
+pub use replica::DAG_BLOCKS_MAX;
 pub use unixfs::{only_hash, Block, DagSummary, FileBuilder};

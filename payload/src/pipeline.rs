@@ -29,7 +29,7 @@ use crate::unixfs::{FileBuilder, CHUNK_BYTES};
 const RECONCILE_CONCURRENCY: usize = 64;
 
 /// Deepest DAG `get` follows (a 174-ary tree of depth 8 exceeds any payload).
-const DAG_DEPTH_MAX: usize = 8;
+pub(crate) const DAG_DEPTH_MAX: usize = 8;
 
 /// 32 secret bytes in a configuration; `Debug` does not show them.
 #[derive(Clone)]
@@ -152,10 +152,10 @@ pub struct ReplicationStatus {
 /// The payload pipeline. Cheap to share behind an `Arc`.
 pub struct Payloads {
     config: PayloadConfig,
-    store: Arc<dyn PinStore>,
+    pub(crate) store: Arc<dyn PinStore>,
     /// What reads go through: the store, or with Kubo the store falling back to it.
     reader: Arc<dyn PinStore>,
-    keys: Arc<KeyStore>,
+    pub(crate) keys: Arc<KeyStore>,
     outbox: Option<Arc<Outbox>>,
     replicator: Option<tokio::task::JoinHandle<()>>,
     /// A garbage collection runs in the background; and another was asked for meanwhile.

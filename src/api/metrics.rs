@@ -103,6 +103,20 @@ fn render_cluster(out: &mut String, cluster: Option<&crate::cluster::Cluster>) {
         "Snapshots installed here (blocks fetched from another node's ledger).",
         count(|s| &s.snapshots_installed),
     );
+    metric(
+        out,
+        "medledger_cluster_payload_copies_received_total",
+        "counter",
+        "Payload copies the leader sent here and this node now holds.",
+        count(|s| &s.payload_copies_received),
+    );
+    metric(
+        out,
+        "medledger_cluster_payloads_fetched_total",
+        "counter",
+        "Payloads this node lacked and fetched from another node.",
+        count(|s| &s.payloads_fetched),
+    );
     let name = "medledger_cluster_seconds_since_quorum_ack";
     let _ = writeln!(
         out,

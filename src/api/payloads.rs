@@ -23,7 +23,7 @@ use medledger_payload::{Cid, PayloadError, StoredPayload};
 use super::auth::{Caller, Role};
 use super::error::ApiError;
 use super::lookup::{honour_min_height, load_record, may_read};
-use super::submit::{clinical_error, envelope, now, submit_for_verdict, NotAccepted};
+use super::submit::{clinical_error, envelope, now, submit_with_payload, NotAccepted};
 use super::AppState;
 use crate::orderer::Receipt;
 
@@ -133,16 +133,30 @@ pub fn payload_ref(stored: &StoredPayload) -> PayloadRef {
     }
 }
 
-/// A cluster's nodes do not replicate payloads yet, so a payload would live on one disk
-/// while its record is acknowledged as replicated: refused (docs/CLUSTER.md).
-fn ensure_payloads_replicated(state: &AppState) -> Result<(), ApiError> {
-    match state.cluster {
-        None => Ok(()),
-        Some(_) => Err(ApiError::new(
-            StatusCode::NOT_IMPLEMENTED,
-            "payloads_not_replicated",
-            "this cluster does not take payloads yet: they would be stored on one node only",
-        )),
+/// In a cluster, sends a stored payload to the other nodes and waits until a majority
+/// hold it durably (IPFS Cluster's `replication_factor_min`), before its record is
+/// proposed: any node can serve it after the one that took it dies. Refused (503,
+/// nothing written; the caller abandons the payload) otherwise.
+pub(crate) async fn replicate(state: &AppState, stored: &StoredPayload) -> Result<(), ApiError> {
+    let Some(cluster) = &state.cluster else {
+        return Ok(());
+    };
+    cluster.replicate_payload(stored).await.map_err(|e| {
+        ApiError::unavailable(
+            "not_committed",
+            format!("the payload did not reach a majority of the nodes; nothing was written: {e}"),
+            1,
+        )
+    })
+}
+
+/// In a cluster, fetches a payload this node lacks (it was down when it was sent, or it
+/// joined later) from the other nodes before it is read. A failure is left to the read.
+async fn ensure_held(state: &AppState, stored: &StoredPayload) {
+    if let Some(cluster) = &state.cluster {
+        if let Err(e) = cluster.ensure_payload(&stored.cid, &stored.key_id).await {
+            tracing::warn!(error = %e, "fetching a payload from the other nodes");
+        }
     }
 }
 
@@ -151,7 +165,6 @@ pub async fn store_inline(
     state: &AppState,
     inline: InlinePayload,
 ) -> Result<StoredPayload, ApiError> {
-    ensure_payloads_replicated(state)?;
     let body = futures_util::stream::once(async move { Ok::<_, io::Error>(inline.bytes) });
     state
         .payloads
@@ -170,11 +183,15 @@ pub fn attach(env: &mut Envelope, stored: &StoredPayload) {
 }
 
 /// Erases a stored payload that no accepted transaction names (its submission was refused
-/// or rejected): its key is destroyed (so its blocks are unreadable) and it is unpinned. A
-/// failure leaves an orphan for the reconcile and is logged.
+/// or rejected): its key is destroyed (so its blocks are unreadable) and it is unpinned,
+/// here and, in a cluster, on the other nodes. A failure leaves an orphan for the
+/// reconcile and is logged.
 pub async fn abandon(state: &AppState, stored: &StoredPayload) {
     if let Err(e) = state.payloads.erase(&stored.key_id, &stored.cid).await {
         tracing::warn!(error = %e, "could not abandon the payload of a refused submission");
+    }
+    if let Some(cluster) = &state.cluster {
+        cluster.drop_payload(stored);
     }
 }
 
@@ -192,7 +209,6 @@ where
     T: serde::de::DeserializeOwned,
     F: FnOnce(&T) -> Result<(), ApiError>,
 {
-    ensure_payloads_replicated(state)?;
     let mut multipart = actix_multipart::Multipart::new(req.headers(), body.into_inner());
     let bad = |m: String| ApiError::bad_request("invalid_multipart", m);
     // 1. The record.
@@ -306,7 +322,7 @@ pub(crate) async fn commit_with_payload(
     if let Some(stored) = &stored {
         attach(&mut env, stored);
     }
-    match submit_for_verdict(state, &env).await {
+    match submit_with_payload(state, &env, stored.as_ref()).await {
         Ok(receipt) => Ok((env, receipt)),
         Err(NotAccepted::Refused(e) | NotAccepted::Rejected(e)) => {
             // No accepted transaction names this payload.
@@ -354,6 +370,7 @@ pub async fn read(
         ));
     };
     let stored = stored_of(p)?;
+    ensure_held(&state, &stored).await;
     let stream = state.payloads.get(&stored).await.map_err(payload_error)?;
     let audit = envelope(
         &caller,

@@ -127,13 +127,30 @@ pub(crate) async fn submit_for_verdict(
     state: &AppState,
     env: &Envelope,
 ) -> Result<Receipt, NotAccepted> {
+    submit_with_payload(state, env, None).await
+}
+
+/// [`submit_for_verdict`] of an envelope naming `payload` (stored here): in a cluster
+/// the payload goes to a majority while the record's text is sealed and its key goes
+/// there too, and the block is proposed once all of it is held.
+pub(crate) async fn submit_with_payload(
+    state: &AppState,
+    env: &Envelope,
+    payload: Option<&medledger_payload::StoredPayload>,
+) -> Result<Receipt, NotAccepted> {
     env.check_limits()
         .map_err(|e| NotAccepted::Refused(ApiError::bad_request("invalid_field", e.to_string())))?;
     ensure_projecting(state).map_err(NotAccepted::Refused)?;
     let mut sealed = env.clone();
-    seal_for_ledger(state, &mut sealed)
-        .await
-        .map_err(NotAccepted::Refused)?;
+    let replicated = async {
+        match payload {
+            Some(p) => super::payloads::replicate(state, p).await,
+            None => Ok(()),
+        }
+    };
+    let (was_sealed, replicated) =
+        futures_util::future::join(seal_for_ledger(state, &mut sealed), replicated).await;
+    was_sealed.and(replicated).map_err(NotAccepted::Refused)?;
     let env = &sealed;
     let span = tracing::info_span!("ledger.commit", block = tracing::field::Empty);
     let submitted = {

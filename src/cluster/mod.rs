@@ -6,6 +6,8 @@
 
 pub mod config;
 pub mod network;
+mod replica;
+mod shipper;
 pub mod store;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -17,13 +19,14 @@ use openraft::error::{ClientWriteError, RaftError};
 use openraft::{Raft, ServerState, SnapshotPolicy};
 use serde::{Deserialize, Serialize};
 
-use medledger_payload::keystore::{record_key_id, KeyStore, KeyStoreError};
+use medledger_payload::Payloads;
 use medledger_storage::{Block, Ledger};
 
 use crate::orderer::{BlockSink, Committed, SinkError};
 pub use config::{ClusterConfig, ClusterConfigError, NodeAddrs};
 pub use network::KeyAnswer;
 use network::{Network, PeerAuth, RpcLimits, RpcServer};
+pub use replica::PayloadFetch;
 use store::{Applied, BlockEntry, LogStore, StateMachine};
 
 /// A node as Raft's membership records it: its two addresses.
@@ -86,6 +89,10 @@ pub const MEMBERSHIP_WAIT: Duration = Duration::from_secs(120);
 /// refused (503, nothing proposed).
 pub const KEY_WAIT: Duration = Duration::from_secs(5);
 
+/// How long a payload may take to reach a majority before its write is refused (503,
+/// nothing proposed, the payload dropped).
+pub const PAYLOAD_WAIT: Duration = Duration::from_secs(60);
+
 /// The subdirectory of the data dir holding the Raft log and vote.
 pub const RAFT_DIR: &str = "raft";
 
@@ -119,6 +126,10 @@ pub struct ClusterStats {
     pub leader_changes: std::sync::atomic::AtomicU64,
     pub snapshots_built: std::sync::atomic::AtomicU64,
     pub snapshots_installed: std::sync::atomic::AtomicU64,
+    /// Payload copies the leader sent here, held.
+    pub payload_copies_received: std::sync::atomic::AtomicU64,
+    /// Payloads this node lacked and fetched from another.
+    pub payloads_fetched: std::sync::atomic::AtomicU64,
 }
 
 /// What `/metrics` shows of the cluster, as this node sees it.
@@ -139,7 +150,11 @@ pub struct Cluster {
     pub config: ClusterConfig,
     raft: Raft<TypeConfig>,
     net: Network,
-    keys: Arc<KeyStore>,
+    payloads: Arc<Payloads>,
+    /// Held while a payload this node lacks is fetched (see `ensure_payload`).
+    fetching: tokio::sync::Mutex<()>,
+    /// Keys and payloads to the other nodes, in groups.
+    shipper: Arc<shipper::Shipper>,
     runtime: Mutex<Option<tokio::runtime::Runtime>>,
     rpc: Mutex<Option<RpcServer>>,
     handle: tokio::runtime::Handle,
@@ -154,7 +169,7 @@ impl Cluster {
         node_id: u64,
         data_dir: &Path,
         ledger: Arc<Ledger>,
-        keys: Arc<KeyStore>,
+        payloads: Arc<Payloads>,
         on_apply: Box<dyn Fn() + Send + Sync>,
         rpc_body_max: usize,
     ) -> Result<Arc<Cluster>, ClusterError> {
@@ -223,11 +238,19 @@ impl Cluster {
                 sm,
             ))
             .map_err(|e| ClusterError::Raft(e.to_string()))?;
-        let rpc = RpcServer::start(me.raft, raft.clone(), auth, ledger, keys.clone(), limits)
-            .map_err(|source| ClusterError::Listen {
-                addr: me.raft,
-                source,
-            })?;
+        let rpc = RpcServer::start(
+            me.raft,
+            raft.clone(),
+            auth,
+            ledger,
+            payloads.clone(),
+            stats.clone(),
+            limits,
+        )
+        .map_err(|source| ClusterError::Listen {
+            addr: me.raft,
+            source,
+        })?;
         let lowest = *config.nodes.keys().next().expect("a cluster has a node");
         if fresh && node_id == lowest {
             let members: BTreeMap<u64, ClusterNode> = config
@@ -259,13 +282,16 @@ impl Cluster {
             }
         });
         let handle = runtime.handle().clone();
+        let shipper = Arc::new(shipper::Shipper::new(net.clone(), handle.clone()));
         Ok(Arc::new(Cluster {
             node_id,
             stats,
             config,
             raft,
             net,
-            keys,
+            payloads,
+            fetching: tokio::sync::Mutex::new(()),
+            shipper,
             runtime: Mutex::new(Some(runtime)),
             rpc: Mutex::new(Some(rpc)),
             handle,
@@ -341,91 +367,6 @@ impl Cluster {
             }
         }
         (peers, voters.len())
-    }
-
-    /// Sends the content key of `record_id` (which this node holds) to every other member
-    /// and returns once a majority of the voters, this node included, hold it durably:
-    /// the key of a record is then as durable as the block that needs it, which is
-    /// proposed only after this returns.
-    pub async fn replicate_key(&self, record_id: &str) -> Result<(), String> {
-        let key_id = record_key_id(record_id);
-        let wrapped = self.keys.wrapped(&key_id).map_err(|e| e.to_string())?;
-        let (peers, voters) = self.peers();
-        let needed = voters / 2 + 1;
-        let mut held = 1; // this node
-        if held >= needed && peers.is_empty() {
-            return Ok(());
-        }
-        let mut sends: futures_util::stream::FuturesUnordered<_> = peers
-            .iter()
-            .map(|raft| self.net.put_key(raft, &key_id, &wrapped))
-            .collect();
-        let mut errors = Vec::new();
-        let deadline = tokio::time::sleep(KEY_WAIT);
-        tokio::pin!(deadline);
-        while held < needed {
-            tokio::select! {
-                next = futures_util::StreamExt::next(&mut sends) => match next {
-                    Some(Ok(true)) => held += 1,
-                    Some(Ok(false)) => return Err(format!("record `{record_id}` was erased on another node")),
-                    Some(Err(e)) => errors.push(e),
-                    None => break,
-                },
-                () = &mut deadline => {
-                    errors.push("no majority in time".into());
-                    break;
-                }
-            }
-        }
-        if held >= needed {
-            // The rest are sent on: a node that misses one fetches it when it needs it.
-            Ok(())
-        } else {
-            Err(format!(
-                "the content key reached {held} of the {needed} nodes a majority needs: {}",
-                errors.join("; ")
-            ))
-        }
-    }
-
-    /// Fetches `record_id`'s content key from the other members when this node lacks it
-    /// (it was down when the leader sent it): `None` when it is here (or erased here),
-    /// else what the others answered (stored, as [`Cluster::fetch_key`] does).
-    pub async fn ensure_record_key(&self, record_id: &str) -> Result<Option<KeyAnswer>, String> {
-        let key_id = record_key_id(record_id);
-        match self.keys.load_cached(&key_id) {
-            Err(KeyStoreError::NotFound(_)) => self.fetch_key(&key_id).await.map(Some),
-            _ => Ok(None),
-        }
-    }
-
-    /// Asks the other members for a key this node lacks, storing it (or its erasure)
-    /// when one has it; the answer says which.
-    pub async fn fetch_key(&self, key_id: &str) -> Result<KeyAnswer, String> {
-        let (peers, _) = self.peers();
-        let mut errors = Vec::new();
-        for raft in peers {
-            match self.net.get_key(&raft, key_id).await {
-                Ok(KeyAnswer::Wrapped(wrapped)) => {
-                    return match self.keys.store_wrapped(key_id, &wrapped).await {
-                        Ok(()) => Ok(KeyAnswer::Wrapped(wrapped)),
-                        Err(KeyStoreError::Erased(_)) => Ok(KeyAnswer::Erased),
-                        Err(e) => Err(e.to_string()),
-                    };
-                }
-                Ok(KeyAnswer::Erased) => {
-                    self.keys.destroy(key_id).map_err(|e| e.to_string())?;
-                    return Ok(KeyAnswer::Erased);
-                }
-                Ok(KeyAnswer::Absent) => {}
-                Err(e) => errors.push(e),
-            }
-        }
-        if errors.is_empty() {
-            Ok(KeyAnswer::Absent)
-        } else {
-            Err(errors.join("; "))
-        }
     }
 
     /// Whether this node leads (writes are taken here).

@@ -25,10 +25,11 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use sha2::Sha256;
 
-use medledger_payload::keystore::{KeyStore, KeyStoreError};
+use medledger_payload::keystore::KeyStoreError;
+use medledger_payload::{Block, Cid, PayloadError, Payloads};
 use medledger_storage::Ledger;
 
-use super::store::{decode, encode, BlockEntry};
+use super::store::{as_bytes, decode, encode, BlockEntry};
 use super::{ClusterNode, TypeConfig};
 
 type NodeId = u64;
@@ -135,6 +136,11 @@ impl Network {
 }
 
 impl Network {
+    /// Block bytes per message of a payload copy.
+    pub fn copy_bytes(&self) -> usize {
+        self.limits.copy_bytes()
+    }
+
     /// Blocks `from..to` of the ledger of the node at `raft` (as many as fit in one
     /// answer; at least one), to install a snapshot.
     pub async fn fetch_blocks(
@@ -179,23 +185,6 @@ pub enum KeyAnswer {
 }
 
 impl Network {
-    /// Sends a record's wrapped content key to the node at `raft`, which stores it
-    /// durably before it answers. `Ok(false)`: that node destroyed the key (erased).
-    pub async fn put_key(&self, raft: &str, key_id: &str, wrapped: &[u8]) -> Result<bool, String> {
-        let body = encode(&(key_id, wrapped));
-        let res = self
-            .signed_post(&format!("http://{raft}"), KEY_PUT, body)
-            .timeout(Duration::from_secs(5))
-            .send()
-            .await
-            .map_err(|e| format!("sending a key to {raft}: {e}"))?;
-        match res.status() {
-            s if s.is_success() => Ok(true),
-            reqwest::StatusCode::GONE => Ok(false),
-            s => Err(format!("{raft} answered {s} to a key")),
-        }
-    }
-
     /// Asks the node at `raft` for a key.
     pub async fn get_key(&self, raft: &str, key_id: &str) -> Result<KeyAnswer, String> {
         let res = self
@@ -211,6 +200,281 @@ impl Network {
         decode(&bytes)
     }
 }
+
+/// One block of a payload's DAG between two nodes (still ciphertext; the receiver checks
+/// it against its CID).
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+pub struct WireBlock {
+    #[serde(with = "as_bytes")]
+    pub cid: Vec<u8>,
+    #[serde(with = "as_bytes")]
+    pub data: Vec<u8>,
+}
+
+impl WireBlock {
+    fn of(b: Block) -> WireBlock {
+        WireBlock {
+            cid: b.cid.to_bytes(),
+            data: b.data.to_vec(),
+        }
+    }
+
+    pub fn block(self) -> Result<Block, String> {
+        let cid = Cid::from_bytes(&self.cid).map_err(|e| format!("a block's CID: {e}"))?;
+        Ok(Block {
+            cid,
+            data: self.data.into(),
+        })
+    }
+}
+
+/// A payload a node holds: its root and its data key's id.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+pub struct PayloadId {
+    #[serde(with = "as_bytes")]
+    pub root: Vec<u8>,
+    pub key_id: String,
+}
+
+impl PayloadId {
+    pub fn new(root: &Cid, key_id: &str) -> PayloadId {
+        PayloadId {
+            root: root.to_bytes(),
+            key_id: key_id.to_owned(),
+        }
+    }
+
+    fn root(&self) -> Result<Cid, String> {
+        Cid::from_bytes(&self.root).map_err(|e| format!("a payload's root: {e}"))
+    }
+}
+
+/// The last message of a payload copy: its last blocks, and the order to hold it (its
+/// key wrapped under the shared master key).
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+pub struct Hold {
+    id: PayloadId,
+    #[serde(with = "as_bytes")]
+    wrapped: Vec<u8>,
+    blocks: Vec<WireBlock>,
+}
+
+/// What the leader sends a node to hold durably before it proposes the block that needs
+/// it. Many travel in one message ([`super::shipper`]), so they share the receiver's
+/// group commits.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+pub enum Copy {
+    /// A record's content key, wrapped under the shared master key.
+    Key {
+        key_id: String,
+        #[serde(with = "as_bytes")]
+        wrapped: Vec<u8>,
+    },
+    /// A payload's last blocks, pin and data key.
+    Payload(Hold),
+}
+
+impl Copy {
+    /// Its size in a message, about.
+    pub fn bytes(&self) -> usize {
+        match self {
+            Copy::Key { key_id, wrapped } => key_id.len() + wrapped.len() + 16,
+            Copy::Payload(h) => {
+                h.id.root.len()
+                    + h.id.key_id.len()
+                    + h.wrapped.len()
+                    + h.blocks
+                        .iter()
+                        .map(|b| b.cid.len() + b.data.len() + 16)
+                        .sum::<usize>()
+                    + 32
+            }
+        }
+    }
+}
+
+/// A node's answer for one copy.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+pub enum CopyAnswer {
+    /// Held durably.
+    Held,
+    /// Refused: its key was destroyed there (the record was erased).
+    Erased,
+    /// Not held (the reason).
+    Failed(String),
+}
+
+/// A node's answer to "send me blocks of this payload from the `from`th on".
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+pub enum PayloadPiece {
+    /// The next blocks, in the sender's order; with the last of them, the data key.
+    Blocks {
+        blocks: Vec<WireBlock>,
+        wrapped_key: Option<Vec<u8>>,
+    },
+    /// Its key was destroyed here (the record was erased).
+    Erased,
+    /// Not held here.
+    Absent,
+}
+
+/// Why a copy of a payload did not reach another node.
+#[derive(Debug)]
+pub enum CopyRefused {
+    /// The payload's key was destroyed there (its record was erased).
+    Erased,
+    /// Anything else: unreachable, refused, timed out.
+    Failed(String),
+}
+
+impl Network {
+    /// A signed POST that must answer 2xx (410 is [`CopyRefused::Erased`]); its body.
+    async fn post_ok(
+        &self,
+        raft: &str,
+        route: &str,
+        body: Vec<u8>,
+        timeout: Duration,
+    ) -> Result<web::Bytes, CopyRefused> {
+        let res = self
+            .signed_post(&format!("http://{raft}"), route, body)
+            .timeout(timeout)
+            .send()
+            .await
+            .map_err(|e| CopyRefused::Failed(format!("{route} to {raft}: {e}")))?;
+        match res.status() {
+            s if s.is_success() => {}
+            reqwest::StatusCode::GONE => return Err(CopyRefused::Erased),
+            s => {
+                return Err(CopyRefused::Failed(format!(
+                    "{raft} answered {s} to {route}"
+                )))
+            }
+        }
+        if res
+            .content_length()
+            .is_some_and(|n| n > self.limits.body_max as u64)
+        {
+            return Err(CopyRefused::Failed(format!(
+                "{raft} sent too large an answer"
+            )));
+        }
+        res.bytes()
+            .await
+            .map_err(|e| CopyRefused::Failed(e.to_string()))
+    }
+
+    /// A copy of a payload this node holds, for the node at `raft`: the blocks `cids` (the
+    /// whole DAG, [`Payloads::dag_cids`]) that do not fit in one message are sent first,
+    /// in messages of at most [`COPY_MESSAGE_BYTES_MAX`]; the rest, with the order to hold
+    /// it, is the copy returned (a small payload is all in it).
+    pub async fn payload_copy(
+        &self,
+        raft: &str,
+        payloads: &Payloads,
+        cids: &[Cid],
+        id: PayloadId,
+        wrapped: Vec<u8>,
+    ) -> Result<Copy, CopyRefused> {
+        let failed = |e: PayloadError| CopyRefused::Failed(e.to_string());
+        let budget = self.limits.copy_bytes();
+        let mut next = 0;
+        loop {
+            let (mut blocks, mut bytes) = (Vec::new(), 0usize);
+            while next < cids.len() {
+                let block = payloads
+                    .blocks(&cids[next..=next])
+                    .await
+                    .map_err(failed)?
+                    .pop()
+                    .expect("one block asked, one given");
+                if !blocks.is_empty() && bytes + block.data.len() > budget {
+                    break;
+                }
+                bytes += block.data.len();
+                blocks.push(WireBlock::of(block));
+                next += 1;
+            }
+            if next == cids.len() {
+                return Ok(Copy::Payload(Hold {
+                    id,
+                    wrapped,
+                    blocks,
+                }));
+            }
+            self.post_ok(raft, PAYLOAD_BLOCKS, encode(&blocks), COPY_TIMEOUT)
+                .await?;
+        }
+    }
+
+    /// Sends `copies` to the node at `raft` in one message; its answer for each, in order.
+    pub async fn send_copies(
+        &self,
+        raft: &str,
+        copies: &[Copy],
+    ) -> Result<Vec<CopyAnswer>, String> {
+        let bytes = self
+            .post_ok(raft, COPIES, encode(&copies), COPIES_TIMEOUT)
+            .await
+            .map_err(|e| match e {
+                CopyRefused::Erased => format!("{raft} answered 410"),
+                CopyRefused::Failed(e) => e,
+            })?;
+        let answers: Vec<CopyAnswer> = decode(&bytes)?;
+        if answers.len() != copies.len() {
+            return Err(format!(
+                "{raft} answered {} copies of {}",
+                answers.len(),
+                copies.len()
+            ));
+        }
+        Ok(answers)
+    }
+
+    /// Blocks of a payload the node at `raft` holds, from the `from`th of its DAG on.
+    pub async fn payload_piece(
+        &self,
+        raft: &str,
+        id: &PayloadId,
+        from: u32,
+    ) -> Result<PayloadPiece, String> {
+        let bytes = self
+            .post_ok(raft, PAYLOAD_GET, encode(&(id, from)), COPY_TIMEOUT)
+            .await
+            .map_err(|e| match e {
+                CopyRefused::Erased => format!("{raft} answered 410"),
+                CopyRefused::Failed(e) => e,
+            })?;
+        decode(&bytes)
+    }
+
+    /// Tells the node at `raft` to drop its copy of a payload no record will name (its
+    /// submission was refused or rejected).
+    pub async fn drop_payload(&self, raft: &str, id: &PayloadId) -> Result<(), String> {
+        self.post_ok(raft, PAYLOAD_DROP, encode(id), Duration::from_secs(5))
+            .await
+            .map(drop)
+            .map_err(|e| format!("{e:?}"))
+    }
+}
+
+/// The most block bytes in one message of a payload copy: a large payload goes in
+/// several, so a copy in flight holds at most this much per peer.
+pub const COPY_MESSAGE_BYTES_MAX: usize = 2 << 20;
+
+impl RpcLimits {
+    /// Block bytes per message of a payload copy (at least one block per message).
+    pub fn copy_bytes(&self) -> usize {
+        (self.body_max / 2).min(COPY_MESSAGE_BYTES_MAX)
+    }
+}
+
+/// The longest one message of a payload copy's leading blocks may take.
+const COPY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The longest a message of copies may take (its writes have stopped waiting for it by
+/// then: 5 s for a key).
+const COPIES_TIMEOUT: Duration = Duration::from_secs(10);
 
 impl RaftNetworkFactory<TypeConfig> for Network {
     type Network = Peer;
@@ -324,14 +588,18 @@ const APPEND: &str = "/raft/append";
 const VOTE: &str = "/raft/vote";
 const SNAPSHOT: &str = "/raft/snapshot";
 const BLOCKS: &str = "/raft/blocks";
-const KEY_PUT: &str = "/raft/keys/put";
+const COPIES: &str = "/raft/copies";
 const KEY_GET: &str = "/raft/keys/get";
+const PAYLOAD_BLOCKS: &str = "/raft/payloads/blocks";
+const PAYLOAD_GET: &str = "/raft/payloads/get";
+const PAYLOAD_DROP: &str = "/raft/payloads/drop";
 
 struct RpcState {
     raft: Raft<TypeConfig>,
     auth: Arc<PeerAuth>,
     ledger: Arc<Ledger>,
-    keys: Arc<KeyStore>,
+    payloads: Arc<Payloads>,
+    stats: Arc<super::ClusterStats>,
     limits: RpcLimits,
 }
 
@@ -435,22 +703,64 @@ async fn blocks(req: HttpRequest, body: web::Bytes, st: web::Data<RpcState>) -> 
     }
 }
 
-/// Stores a record's content key sent by the leader (durable before the answer): 200, or
-/// 410 when this node destroyed it (the record was erased).
-async fn key_put(req: HttpRequest, body: web::Bytes, st: web::Data<RpcState>) -> HttpResponse {
-    let (key_id, wrapped) = match admitted::<(String, Vec<u8>)>(&req, KEY_PUT, &body, &st) {
+/// Holds the copies the leader sent (keys and payloads), all at once, so they share the
+/// key log's and the pack's group commits; durable before the answer, which says for
+/// each whether it is held or was erased here.
+async fn copies(req: HttpRequest, body: web::Bytes, st: web::Data<RpcState>) -> HttpResponse {
+    let copies = match admitted::<Vec<Copy>>(&req, COPIES, &body, &st) {
         Ok(r) => r,
         Err(refusal) => return refusal.response(),
     };
-    match st.keys.store_wrapped(&key_id, &wrapped).await {
-        Ok(()) => HttpResponse::Ok().finish(),
-        Err(KeyStoreError::Erased(_)) => HttpResponse::Gone().finish(),
-        Err(e) => {
-            tracing::error!(error = %e, "storing a key sent by the leader");
-            HttpResponse::InternalServerError()
-                .json(serde_json::json!({"error": {"code": "key_store", "message": e.to_string()}}))
-        }
+    let started = std::time::Instant::now();
+    let n = copies.len();
+    let held = futures_util::future::join_all(copies.into_iter().map(|copy| hold(&st, copy))).await;
+    if started.elapsed() > std::time::Duration::from_secs(1) {
+        let ms = started.elapsed().as_millis() as u64;
+        tracing::warn!(copies = n, ms, "holding copies sent by the leader was slow");
     }
+    octets(&held)
+}
+
+/// Holds one copy.
+async fn hold(st: &RpcState, copy: Copy) -> CopyAnswer {
+    match copy {
+        Copy::Key { key_id, wrapped } => {
+            match st.payloads.keys().store_wrapped(&key_id, &wrapped).await {
+                Ok(()) => CopyAnswer::Held,
+                Err(KeyStoreError::Erased(_)) => CopyAnswer::Erased,
+                Err(e) => {
+                    tracing::error!(error = %e, "storing a key sent by the leader");
+                    CopyAnswer::Failed(e.to_string())
+                }
+            }
+        }
+        Copy::Payload(h) => match hold_payload(st, h).await {
+            Ok(()) => {
+                st.stats
+                    .payload_copies_received
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                CopyAnswer::Held
+            }
+            Err(PayloadError::Erased(_)) => CopyAnswer::Erased,
+            Err(e) => {
+                tracing::warn!(error = %e, "holding a payload sent by the leader");
+                CopyAnswer::Failed(e.to_string())
+            }
+        },
+    }
+}
+
+/// Stores a payload copy's last blocks, pins it and stores its key.
+async fn hold_payload(st: &RpcState, h: Hold) -> Result<(), PayloadError> {
+    let root = h.id.root().map_err(PayloadError::Corrupt)?;
+    let blocks: Vec<Block> = h
+        .blocks
+        .into_iter()
+        .map(WireBlock::block)
+        .collect::<Result<_, _>>()
+        .map_err(PayloadError::Corrupt)?;
+    st.payloads.put_blocks(blocks).await?;
+    st.payloads.adopt(&root, &h.id.key_id, &h.wrapped).await
 }
 
 /// A key this node holds, for a node that lacks it (it was down when the key was sent).
@@ -459,12 +769,112 @@ async fn key_get(req: HttpRequest, body: web::Bytes, st: web::Data<RpcState>) ->
         Ok(r) => r,
         Err(refusal) => return refusal.response(),
     };
-    match st.keys.wrapped(&key_id) {
+    match st.payloads.keys().wrapped(&key_id) {
         Ok(wrapped) => octets(&KeyAnswer::Wrapped(wrapped)),
         Err(KeyStoreError::Erased(_)) => octets(&KeyAnswer::Erased),
         Err(KeyStoreError::NotFound(_)) => octets(&KeyAnswer::Absent),
         Err(e) => HttpResponse::InternalServerError()
             .json(serde_json::json!({"error": {"code": "key_store", "message": e.to_string()}})),
+    }
+}
+
+fn internal(code: &'static str, e: impl std::fmt::Display) -> HttpResponse {
+    HttpResponse::InternalServerError()
+        .json(serde_json::json!({"error": {"code": code, "message": e.to_string()}}))
+}
+
+/// Blocks of a payload copy the leader sends (checked against their CIDs; not durable
+/// before the hold that follows).
+async fn payload_blocks(
+    req: HttpRequest,
+    body: web::Bytes,
+    st: web::Data<RpcState>,
+) -> HttpResponse {
+    let wire = match admitted::<Vec<WireBlock>>(&req, PAYLOAD_BLOCKS, &body, &st) {
+        Ok(r) => r,
+        Err(refusal) => return refusal.response(),
+    };
+    let blocks: Result<Vec<Block>, String> = wire.into_iter().map(WireBlock::block).collect();
+    let blocks = match blocks {
+        Ok(b) => b,
+        Err(e) => return bad_body(e),
+    };
+    match st.payloads.put_blocks(blocks).await {
+        Ok(()) => HttpResponse::Ok().finish(),
+        Err(e @ PayloadError::Corrupt(_)) => bad_body(e.to_string()),
+        Err(e) => internal("payload_store", e),
+    }
+}
+
+/// Blocks of a payload this node holds, for a node that lacks it: from the `from`th
+/// block of its DAG, as many as fit in one copy message (at least one), with its
+/// wrapped key after the last.
+async fn payload_get(req: HttpRequest, body: web::Bytes, st: web::Data<RpcState>) -> HttpResponse {
+    let (id, from) = match admitted::<(PayloadId, u32)>(&req, PAYLOAD_GET, &body, &st) {
+        Ok(r) => r,
+        Err(refusal) => return refusal.response(),
+    };
+    let root = match id.root() {
+        Ok(r) => r,
+        Err(e) => return bad_body(e),
+    };
+    let keys = st.payloads.keys();
+    if keys.is_erased(&id.key_id) {
+        return octets(&PayloadPiece::Erased);
+    }
+    match st.payloads.holds(&root, &id.key_id).await {
+        Ok(true) => {}
+        Ok(false) => return octets(&PayloadPiece::Absent),
+        Err(e) => return internal("payload_store", e),
+    }
+    let cids = match st.payloads.dag_cids(&root).await {
+        Ok(c) => c,
+        Err(e) => return internal("payload_store", e),
+    };
+    let (mut blocks, mut bytes) = (Vec::new(), 0usize);
+    let mut next = from as usize;
+    while next < cids.len() {
+        let block = match st.payloads.blocks(&cids[next..=next]).await {
+            Ok(mut b) => b.pop().expect("one block asked, one given"),
+            Err(e) => return internal("payload_store", e),
+        };
+        if !blocks.is_empty() && bytes + block.data.len() > st.limits.copy_bytes() {
+            break;
+        }
+        bytes += block.data.len();
+        blocks.push(WireBlock::of(block));
+        next += 1;
+    }
+    let wrapped_key = if next >= cids.len() {
+        match keys.wrapped(&id.key_id) {
+            Ok(w) => Some(w),
+            Err(KeyStoreError::Erased(_)) => return octets(&PayloadPiece::Erased),
+            Err(e) => return internal("key_store", e),
+        }
+    } else {
+        None
+    };
+    octets(&PayloadPiece::Blocks {
+        blocks,
+        wrapped_key,
+    })
+}
+
+/// Drops a copy of a payload no record will name (its submission was refused or
+/// rejected on the leader): its key is destroyed and it is unpinned.
+async fn payload_drop(req: HttpRequest, body: web::Bytes, st: web::Data<RpcState>) -> HttpResponse {
+    let id = match admitted::<PayloadId>(&req, PAYLOAD_DROP, &body, &st) {
+        Ok(r) => r,
+        Err(refusal) => return refusal.response(),
+    };
+    let root = match id.root() {
+        Ok(r) => r,
+        Err(e) => return bad_body(e),
+    };
+    match st.payloads.erase(&id.key_id, &root).await {
+        Ok(()) => HttpResponse::Ok().finish(),
+        Err(PayloadError::InvalidKeyId) => bad_body("invalid key id".into()),
+        Err(e) => internal("payload_store", e),
     }
 }
 
@@ -481,7 +891,8 @@ impl RpcServer {
         raft: Raft<TypeConfig>,
         auth: Arc<PeerAuth>,
         ledger: Arc<Ledger>,
-        keys: Arc<KeyStore>,
+        payloads: Arc<Payloads>,
+        stats: Arc<super::ClusterStats>,
         limits: RpcLimits,
     ) -> std::io::Result<RpcServer> {
         let (tx, rx) = std::sync::mpsc::channel();
@@ -492,7 +903,8 @@ impl RpcServer {
                     raft,
                     auth,
                     ledger,
-                    keys,
+                    payloads,
+                    stats,
                     limits,
                 });
                 actix_web::rt::System::new().block_on(async move {
@@ -504,8 +916,11 @@ impl RpcServer {
                             .route(VOTE, web::post().to(vote))
                             .route(SNAPSHOT, web::post().to(snapshot))
                             .route(BLOCKS, web::post().to(blocks))
-                            .route(KEY_PUT, web::post().to(key_put))
+                            .route(COPIES, web::post().to(copies))
                             .route(KEY_GET, web::post().to(key_get))
+                            .route(PAYLOAD_BLOCKS, web::post().to(payload_blocks))
+                            .route(PAYLOAD_GET, web::post().to(payload_get))
+                            .route(PAYLOAD_DROP, web::post().to(payload_drop))
                     })
                     .workers(1)
                     .client_request_timeout(Duration::from_secs(10))

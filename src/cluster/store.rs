@@ -55,7 +55,7 @@ pub struct BlockEntry {
 
 /// A `Vec<u8>` as one byte string (a length and a copy), not a sequence of u8 values
 /// (serde's default, which bincode encodes one byte per call).
-mod as_bytes {
+pub(super) mod as_bytes {
     use serde::de::{Deserializer, SeqAccess, Visitor};
     use serde::Serializer;
 
