@@ -88,10 +88,90 @@ impl ResponseError for ApiError {
         if let Some(secs) = self.retry_after {
             res.insert_header(("Retry-After", secs.to_string()));
         }
+        // A server error's message often comes from an I/O error naming a file: the log
+        // keeps it whole, the client gets it without the paths.
+        let message = if self.status.is_server_error() {
+            let redacted = without_paths(&self.message);
+            if redacted != self.message {
+                if self.status == StatusCode::INTERNAL_SERVER_ERROR {
+                    tracing::error!(code = self.code, message = %self.message, "answered 500");
+                } else {
+                    tracing::debug!(code = self.code, message = %self.message, "answered 5xx");
+                }
+            }
+            redacted
+        } else {
+            self.message.clone()
+        };
         res.json(json!({"error": {
             "code": self.code,
-            "message": self.message,
+            "message": message,
             "details": self.details,
         }}))
+    }
+}
+
+/// `message` with every path-like word (a `/` followed by at least one more `/`, such as
+/// a file path or a URL) replaced by `<path>`; what precedes the first `/` of a word and
+/// its closing punctuation stay.
+pub fn without_paths(message: &str) -> String {
+    let mut out = String::with_capacity(message.len());
+    let mut rest = message;
+    while !rest.is_empty() {
+        let word_end = rest.find(char::is_whitespace).unwrap_or(rest.len());
+        let (word, tail) = rest.split_at(word_end);
+        match word.find('/') {
+            Some(slash) if word[slash + 1..].contains('/') => {
+                let body = &word[slash..];
+                let kept = body.trim_end_matches(|c: char| ")]}>,;:.'\"`".contains(c));
+                out.push_str(&word[..slash]);
+                out.push_str("<path>");
+                out.push_str(&body[kept.len()..]);
+            }
+            _ => out.push_str(word),
+        }
+        let space_end = tail
+            .find(|c: char| !c.is_whitespace())
+            .unwrap_or(tail.len());
+        out.push_str(&tail[..space_end]);
+        rest = &tail[space_end..];
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn server_errors_do_not_carry_paths() {
+        let m = "writing /var/lib/medledger/ledger/seg-000001.log: No space left on device (os error 28)";
+        assert_eq!(
+            without_paths(m),
+            "writing <path>: No space left on device (os error 28)"
+        );
+        assert_eq!(
+            without_paths("opening `/srv/d/views` failed; see (/x/y)."),
+            "opening `<path>` failed; see (<path>)."
+        );
+        assert_eq!(
+            without_paths("record `r/1` is 5 KiB/s"),
+            "record `r/1` is 5 KiB/s"
+        );
+        let e = ApiError::internal(m);
+        let body = actix_web::body::to_bytes(e.error_response().into_body());
+        let body = futures_util::FutureExt::now_or_never(body)
+            .unwrap()
+            .unwrap();
+        let text = String::from_utf8(body.to_vec()).unwrap();
+        assert!(!text.contains("/var/lib"), "{text}");
+        assert!(text.contains("No space left on device"), "{text}");
+        // Client errors keep their message (ids may hold slashes).
+        let e = ApiError::bad_request("invalid_body", "id `a/b/c` is bad");
+        let body = actix_web::body::to_bytes(e.error_response().into_body());
+        let body = futures_util::FutureExt::now_or_never(body)
+            .unwrap()
+            .unwrap();
+        assert!(String::from_utf8(body.to_vec()).unwrap().contains("a/b/c"));
     }
 }

@@ -249,8 +249,9 @@ async fn readyz(state: web::Data<AppState>) -> HttpResponse {
         "projector_lag_seconds": lag.seconds,
         "views_caught_up_with_start": caught_up,
         "start_height": state.projector.start_height(),
-        "ledger_error": poisoned,
-        "projector_error": projector_error,
+        // Without the server's paths: the log has them whole.
+        "ledger_error": poisoned.as_deref().map(error::without_paths),
+        "projector_error": projector_error.as_deref().map(error::without_paths),
     });
     if ready {
         HttpResponse::Ok().json(body)
