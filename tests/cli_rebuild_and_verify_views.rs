@@ -30,6 +30,20 @@ fn verify(dir: &Path, backend: Backend, code: i32) -> Value {
     json(&out)
 }
 
+/// Views behind the ledger (here: none at all) are not a pass: what they lack was not
+/// compared.
+#[test]
+fn views_behind_the_ledger_do_not_pass() {
+    let dir = tempfile::tempdir().unwrap();
+    let height = common::fixture_ledger(dir.path(), 3, 200, 50);
+    for &backend in Backend::compiled() {
+        let report = verify(dir.path(), backend, 1);
+        assert_eq!(report["ok"], false, "{report}");
+        assert_eq!(report["height"], 0, "{report}");
+        assert_eq!(report["ledger_height"], height, "{report}");
+    }
+}
+
 #[test]
 fn rebuild_then_verify_then_tamper_on_every_backend() {
     let dir = tempfile::tempdir().unwrap();
