@@ -224,69 +224,99 @@ fn a_leader_cut_off_acknowledges_nothing_and_its_tail_is_dropped() {
         acked.push(id);
     }
 
-    net.cut(old, false);
-    let cut_at = Instant::now();
-    // Clients still reach the old leader; nothing it takes may be acknowledged.
-    let cut_writes: Vec<_> = (0..3)
-        .map(|k| {
-            let (addr, dr) = (net.http_addr(old), dr.clone());
-            std::thread::spawn(move || {
-                let id = format!("r-cut-{k}");
-                let got = request(addr, "POST", "/v1/records", Some(&dr), Some(&body(&id)));
-                (id, got.map(|(s, b)| (s, b["error"]["code"].clone())))
-            })
-        })
-        .collect();
-    let rest: Vec<u32> = (1..=3).filter(|&n| n != old).collect();
-    let new = leader_of(&net, &admin, &rest);
-    assert_ne!(new, old);
-    let mut took = None;
-    for i in 0..10 {
-        let id = format!("r-during-{i}");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            let s = create(&net, net.http_addr(new), &dr, &id);
-            if s == 201 {
-                took.get_or_insert(cut_at.elapsed());
-                break;
-            }
-            // 503 while the new leader settles; 409 if an unknown outcome did land.
-            if s == 409 {
-                break;
-            }
-            assert!(Instant::now() < deadline, "the majority takes writes ({s})");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        acked.push(id);
-    }
-    eprintln!(
-        "the majority's first acknowledged write came {:?} after the cut",
-        took.unwrap()
-    );
+    // MEDLEDGER_PARTITIONS rounds (1 in CI; `bench/cluster-partitions.sh N` runs more): each
+    // cuts off whoever leads, writes through both sides, heals and waits for agreement.
+    let rounds: u32 = std::env::var("MEDLEDGER_PARTITIONS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1);
     let mut cut_ids = Vec::new();
-    for t in cut_writes {
-        let (id, got) = t.join().unwrap();
-        match got {
-            Ok((201, _)) => panic!("{id} was acknowledged by a leader cut off from the majority"),
-            Ok((s, code)) => eprintln!("{id}: {s} {code}"),
-            Err(e) => eprintln!("{id}: no answer ({e})"),
+    let mut height;
+    let mut old = old;
+    let mut failovers = Vec::new();
+    let mut round = 0;
+    loop {
+        net.cut(old, false);
+        let cut_at = Instant::now();
+        // Clients still reach the old leader; nothing it takes may be acknowledged.
+        let cut_writes: Vec<_> = (0..3)
+            .map(|k| {
+                let (addr, dr) = (net.http_addr(old), dr.clone());
+                std::thread::spawn(move || {
+                    let id = format!("r-cut-{round}-{k}");
+                    let got = request(addr, "POST", "/v1/records", Some(&dr), Some(&body(&id)));
+                    (id, got.map(|(s, b)| (s, b["error"]["code"].clone())))
+                })
+            })
+            .collect();
+        let rest: Vec<u32> = (1..=3).filter(|&n| n != old).collect();
+        let new = leader_of(&net, &admin, &rest);
+        assert_ne!(new, old);
+        let mut took = None;
+        for i in 0..10 {
+            let id = format!("r-during-{round}-{i}");
+            let deadline = Instant::now() + Duration::from_secs(10);
+            loop {
+                let s = create(&net, net.http_addr(new), &dr, &id);
+                if s == 201 {
+                    took.get_or_insert(cut_at.elapsed());
+                    break;
+                }
+                // 503 while the new leader settles; 409 if an unknown outcome did land.
+                if s == 409 {
+                    break;
+                }
+                assert!(Instant::now() < deadline, "the majority takes writes ({s})");
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            acked.push(id);
         }
-        cut_ids.push(id);
-    }
-
-    net.cut(old, true);
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let height = loop {
-        let tips: Vec<_> = (1..=3).map(|n| tip(net.http_addr(n), &admin)).collect();
-        if tips.iter().all(|t| t == &tips[0]) {
-            break tips[0].0;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the nodes did not agree after healing: {tips:?}"
+        eprintln!(
+            "the majority's first acknowledged write came {:?} after the cut",
+            took.unwrap()
         );
-        std::thread::sleep(Duration::from_millis(100));
-    };
+        for t in cut_writes {
+            let (id, got) = t.join().unwrap();
+            match got {
+                Ok((201, _)) => {
+                    panic!("{id} was acknowledged by a leader cut off from the majority")
+                }
+                Ok((s, code)) => eprintln!("{id}: {s} {code}"),
+                Err(e) => eprintln!("{id}: no answer ({e})"),
+            }
+            cut_ids.push(id);
+        }
+
+        net.cut(old, true);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        height = loop {
+            let tips: Vec<_> = (1..=3).map(|n| tip(net.http_addr(n), &admin)).collect();
+            if tips.iter().all(|t| t == &tips[0]) {
+                break tips[0].0;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the nodes did not agree after healing: {tips:?}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        };
+        failovers.push(took.expect("the majority took a write"));
+        round += 1;
+        if round == rounds {
+            break;
+        }
+        old = leader_of(&net, &admin, &[1, 2, 3]);
+    }
+    failovers.sort();
+    eprintln!(
+        "{rounds} partitions: {} writes acknowledged, {} sent to a cut-off leader (none \
+         acknowledged, none on any node); majority's first write after the cut: median \
+         {:?}, max {:?}",
+        acked.len(),
+        cut_ids.len(),
+        failovers[failovers.len() / 2],
+        failovers.last().unwrap()
+    );
     for n in 1..=3 {
         for id in &acked {
             let path = format!("/v1/records/{id}?min_height={height}");
