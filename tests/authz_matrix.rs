@@ -698,3 +698,67 @@ async fn payload_batch_and_explorer_cells() {
     drop(svc);
     env.core.close();
 }
+
+/// A timeline page holds the rows the caller may read, however many it may not read lie
+/// between them: neither a short page nor a cursor tells that hidden records exist.
+#[actix_web::test]
+async fn pages_do_not_reveal_hidden_records() {
+    let env = Env::new();
+    let svc = test::init_service(app(env.core.state.clone())).await;
+    // p-1's records, newest last: 6 lab results, the imaging study dr-s may read, 6 more.
+    for i in 0..13 {
+        let record_type = if i == 6 { "imaging" } else { "lab_result" };
+        let (s, b) = send!(
+            &svc,
+            env,
+            Who::Admin,
+            test::TestRequest::post().uri("/v1/records").set_json(
+                json!({"record_id": format!("r-{i}"), "patient_id": "p-1", "hospital_id": "h-1",
+                    "record_type": record_type})
+            )
+        );
+        assert_eq!(s, StatusCode::CREATED, "{b}");
+    }
+    let (s, b) = send!(
+        &svc,
+        env,
+        Who::OwnPatient,
+        test::TestRequest::post()
+            .uri("/v1/patients/p-1/grants")
+            .set_json(json!({"grantee_id": "dr-s", "scope": ["imaging"]}))
+    );
+    assert_eq!(s, StatusCode::CREATED, "{b}");
+    let page = |uri: String| {
+        let svc = &svc;
+        let env = &env;
+        async move {
+            let (s, b) = send!(
+                svc,
+                env,
+                Who::OutOfScopeGrant,
+                test::TestRequest::get().uri(&uri)
+            );
+            assert_eq!(s, StatusCode::OK, "{b}");
+            serde_json::from_str::<Value>(&b).unwrap()
+        }
+    };
+    // A page of one: the readable record, though six newer ones come first.
+    let first = page("/v1/patients/p-1/records?limit=1".into()).await;
+    let ids: Vec<_> = first["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["record_id"].clone())
+        .collect();
+    assert_eq!(ids, vec![json!("r-6")], "{first}");
+    // What follows holds nothing more (the six older ones are hidden too).
+    if let Some(cursor) = first["next_cursor"].as_str() {
+        let rest = page(format!("/v1/patients/p-1/records?limit=1&cursor={cursor}")).await;
+        assert_eq!(rest["items"], json!([]), "{rest}");
+        assert!(rest["next_cursor"].is_null(), "{rest}");
+    }
+    // A page of five: the one record, and no cursor (nothing more it may read).
+    let all = page("/v1/patients/p-1/records?limit=5".into()).await;
+    assert_eq!(all["items"].as_array().unwrap().len(), 1, "{all}");
+    assert!(all["next_cursor"].is_null(), "{all}");
+}

@@ -16,6 +16,10 @@ use super::{AppState, PAGE_LIMIT_DEFAULT};
 
 type Data = web::Data<AppState>;
 
+/// Reads of a timeline one request makes, at most, to fill a page with rows the caller
+/// may read (each reads up to the page's size in rows it returns).
+const PAGE_READS_MAX: usize = 8;
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TimelineQuery {
@@ -40,6 +44,7 @@ impl TimelineQuery {
     }
 }
 
+#[derive(Clone, Copy)]
 enum OwnerKind {
     Patient,
     Clinician,
@@ -71,34 +76,54 @@ async fn timeline(
         ));
     }
     honour_min_height(&state, query.min_height).await?;
-    let st = state.clone();
-    let page = web::block(move || {
-        let views = Views::new(st.views.as_ref());
-        let owner_ref = match kind {
-            OwnerKind::Patient => Owner::Patient(&owner),
-            OwnerKind::Clinician => Owner::Author(&owner),
-            OwnerKind::Hospital => Owner::Hospital(&owner),
-        };
-        views.timeline(owner_ref, &query.filter(), query.cursor.as_deref(), limit)
-    })
-    .await
-    .map_err(|e| ApiError::internal(e.to_string()))?
-    .map_err(query_error)?;
     #[derive(Serialize)]
     struct Page<'a> {
         items: Vec<RecordJson<'a>>,
-        next_cursor: Option<&'a str>,
+        next_cursor: Option<String>,
     }
-    let mut items = Vec::with_capacity(page.items.len());
-    for entry in &page.items {
-        if may_read(&state, &caller, entry)? {
-            ensure_key(&state, &entry.state).await;
-            items.push(record_json(state.payloads.keys(), entry)?);
+    // A page holds `limit` rows the caller may read, whatever it may not read between
+    // them: rows are fetched until the page is full or the timeline ends, so neither a
+    // short page nor a cursor tells that hidden rows exist (up to PAGE_READS_MAX
+    // reads of the timeline per request; past that the page is short and has a cursor).
+    let mut entries = Vec::with_capacity(limit);
+    let mut cursor = query.cursor.clone();
+    let mut reads = 0usize;
+    let filter = query.filter();
+    loop {
+        let want = limit - entries.len();
+        let (st, owner, filter, after) =
+            (state.clone(), owner.clone(), filter.clone(), cursor.clone());
+        let page = web::block(move || {
+            let views = Views::new(st.views.as_ref());
+            let owner_ref = match kind {
+                OwnerKind::Patient => Owner::Patient(&owner),
+                OwnerKind::Clinician => Owner::Author(&owner),
+                OwnerKind::Hospital => Owner::Hospital(&owner),
+            };
+            views.timeline(owner_ref, &filter, after.as_deref(), want)
+        })
+        .await
+        .map_err(|e| ApiError::internal(e.to_string()))?
+        .map_err(query_error)?;
+        reads += 1;
+        for entry in page.items {
+            if may_read(&state, &caller, &entry)? {
+                entries.push(entry);
+            }
         }
+        cursor = page.next_cursor;
+        if entries.len() >= limit || cursor.is_none() || reads >= PAGE_READS_MAX {
+            break;
+        }
+    }
+    let mut items = Vec::with_capacity(entries.len());
+    for entry in &entries {
+        ensure_key(&state, &entry.state).await;
+        items.push(record_json(state.payloads.keys(), entry)?);
     }
     Ok(HttpResponse::Ok().json(Page {
         items,
-        next_cursor: page.next_cursor.as_deref(),
+        next_cursor: cursor,
     }))
 }
 
