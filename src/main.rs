@@ -556,6 +556,7 @@ fn main() -> ExitCode {
                 },
                 workers: a.workers,
                 rate_limit_per_sec: a.rate_limit_per_sec,
+                body_grace: medledger::api::slow_body::BODY_GRACE,
                 payloads: medledger::serve::PayloadSettings {
                     upload_concurrency: a.ipfs_upload_concurrency,
                     download_concurrency: a.ipfs_download_concurrency,

@@ -120,6 +120,9 @@ pub struct ServeConfig {
     pub workers: usize,
     /// Requests per second per client address (burst: twice that); 0 turns it off.
     pub rate_limit_per_sec: u32,
+    /// Time a request body has before it must keep coming (it grows with what arrives:
+    /// `api::slow_body`); a body too slow is answered 408 `body_timeout`.
+    pub body_grace: Duration,
     /// The payload pipeline.
     pub payloads: PayloadSettings,
     /// A node of a cluster (none: one node on its own, the default).
@@ -279,6 +282,7 @@ impl ServeConfig {
             jwt_rules: crate::api::auth::TokenRules::default(),
             workers: 0,
             rate_limit_per_sec: RATE_LIMIT_PER_SEC_DEFAULT,
+            body_grace: api::slow_body::BODY_GRACE,
             payloads: PayloadSettings::default(),
             cluster: None,
         }
@@ -526,6 +530,7 @@ impl Core {
             auth,
             rate_limit: (config.rate_limit_per_sec > 0)
                 .then(|| RateLimiter::new(config.rate_limit_per_sec)),
+            body_grace: config.body_grace,
             metrics: api::metrics::Metrics::default(),
             cluster,
         });
@@ -591,6 +596,16 @@ pub fn app(
             );
             crate::telemetry::join_remote_trace(&span, req.headers());
             let state = req.app_data::<web::Data<AppState>>().cloned();
+            let mut req = req;
+            if let Some(s) = &state {
+                // A body must keep coming (the server's request timeout covers the head).
+                let body = actix_web::HttpMessage::take_payload(&mut req);
+                req.set_payload(api::slow_body::with_deadline(
+                    body,
+                    s.body_grace,
+                    api::slow_body::BODY_BYTES_PER_SEC,
+                ));
+            }
             let limited = state
                 .as_ref()
                 .and_then(|s| s.rate_limit.as_ref())

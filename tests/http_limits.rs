@@ -184,3 +184,35 @@ fn serve_config_file_is_checked() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("soon"), "{err}");
 }
+
+/// A JSON body that stops coming is answered 408 `body_timeout` once its grace is over,
+/// not held open for as long as the client likes.
+#[actix_web::test]
+async fn a_body_that_stops_coming_is_answered_408() {
+    use actix_web::dev::Payload;
+    use futures_util::StreamExt;
+    let env = Env::with(|c| c.body_grace = std::time::Duration::from_millis(300));
+    let svc = test::init_service(app(env.core.state.clone())).await;
+    let token = env.token(Role::Clinician, "dr-1", Some("h-1"));
+    // `{"record_id":` and then nothing, ever.
+    let stalled = futures_util::stream::once(async {
+        Ok::<_, actix_web::error::PayloadError>(actix_web::web::Bytes::from_static(
+            b"{\"record_id\":",
+        ))
+    })
+    .chain(futures_util::stream::pending());
+    let req = test::TestRequest::post()
+        .uri("/v1/records")
+        .insert_header(("Authorization", token))
+        .insert_header(("Content-Type", "application/json"))
+        .to_request();
+    let (req, _) = req.replace_payload(Payload::from(
+        Box::pin(stalled) as std::pin::Pin<Box<dyn futures_util::Stream<Item = _>>>
+    ));
+    let started = std::time::Instant::now();
+    let res = test::call_service(&svc, req).await;
+    assert_eq!(res.status(), StatusCode::REQUEST_TIMEOUT);
+    assert!(started.elapsed() < std::time::Duration::from_secs(10));
+    let body: Value = serde_json::from_slice(&test::read_body(res).await).unwrap();
+    assert_eq!(body["error"]["code"], "body_timeout", "{body}");
+}

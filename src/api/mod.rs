@@ -20,6 +20,7 @@ pub mod metrics;
 pub mod openapi;
 pub mod payloads;
 pub mod records;
+pub mod slow_body;
 pub mod submit;
 pub mod timelines;
 
@@ -59,6 +60,8 @@ pub struct AppState {
     pub auth: Auth,
     /// The per-client rate limit (none: off).
     pub rate_limit: Option<limits::RateLimiter>,
+    /// A request body's grace before it must keep coming (`slow_body`).
+    pub body_grace: std::time::Duration,
     pub metrics: metrics::Metrics,
     /// This node's cluster (none: one node on its own).
     pub cluster: Option<Arc<crate::cluster::Cluster>>,
@@ -209,6 +212,15 @@ pub(crate) fn json_error(err: actix_web::error::JsonPayloadError) -> ApiError {
         E::Deserialize(e) => {
             ApiError::bad_request("invalid_body", format!("invalid JSON body: {e}"))
         }
+        E::Payload(p) if slow_body::is_timeout(&p) => ApiError::new(
+            actix_web::http::StatusCode::REQUEST_TIMEOUT,
+            "body_timeout",
+            format!(
+                "{}; after the first seconds it must come at {} KiB/s or faster",
+                slow_body::BODY_TIMEOUT_MESSAGE,
+                slow_body::BODY_BYTES_PER_SEC / 1024
+            ),
+        ),
         other => ApiError::bad_request("invalid_body", format!("unreadable body: {other}")),
     }
 }
