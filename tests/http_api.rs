@@ -419,6 +419,28 @@ async fn records_flow_and_errors() {
         (s, b["error"]["code"].as_str()),
         (StatusCode::NOT_FOUND, Some("no_route"))
     );
+    // A route under another method: 405 with what it takes, in the one error body.
+    let res = test::call_service(
+        &svc,
+        test::TestRequest::put()
+            .uri("/v1/patients/p-1/grants")
+            .to_request(),
+    )
+    .await;
+    assert_eq!(res.status(), StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(res.headers().get("allow").unwrap(), "GET, POST");
+    let b: Value = serde_json::from_slice(&test::read_body(res).await).unwrap();
+    assert_eq!(b["error"]["code"], "method_not_allowed", "{b}");
+    let (s, b) = call!(
+        &svc,
+        test::TestRequest::default()
+            .method(actix_web::http::Method::TRACE)
+            .uri("/v1/records/r-1")
+    );
+    assert_eq!(
+        (s, b["error"]["code"].as_str()),
+        (StatusCode::METHOD_NOT_ALLOWED, Some("method_not_allowed"))
+    );
 
     // Batch: per-item outcomes.
     let (s, b) = call!(&svc, test::TestRequest::post().uri("/v1/records/batch").insert_header(("Authorization", dr1.as_str()))

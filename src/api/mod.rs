@@ -158,13 +158,47 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             ApiError::bad_request("invalid_path", format!("invalid path: {err}")).into()
         }));
     register_routes(cfg);
-    cfg.default_service(web::to(|| async {
-        Err::<HttpResponse, _>(ApiError::new(
-            actix_web::http::StatusCode::NOT_FOUND,
-            "no_route",
-            "no such route",
-        ))
+    cfg.default_service(web::to(|req: actix_web::HttpRequest| async move {
+        // A path served under other methods: 405 with the methods it takes.
+        let allowed = methods_of(req.path());
+        if allowed.is_empty() {
+            return Err::<HttpResponse, _>(ApiError::new(
+                actix_web::http::StatusCode::NOT_FOUND,
+                "no_route",
+                "no such route",
+            ));
+        }
+        let allow = allowed.join(", ");
+        let mut res = actix_web::ResponseError::error_response(&ApiError::new(
+            actix_web::http::StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            format!("this route takes {allow}"),
+        ));
+        if let Ok(v) = actix_web::http::header::HeaderValue::from_str(&allow) {
+            res.headers_mut().insert(actix_web::http::header::ALLOW, v);
+        }
+        Ok(res)
     }));
+}
+
+/// The methods (upper case) of the routes whose pattern `path` matches.
+fn methods_of(path: &str) -> Vec<String> {
+    let segments: Vec<&str> = path.split('/').collect();
+    let mut methods: Vec<String> = ROUTES
+        .iter()
+        .filter(|r| {
+            let pattern: Vec<&str> = r.path.split('/').collect();
+            pattern.len() == segments.len()
+                && pattern
+                    .iter()
+                    .zip(&segments)
+                    .all(|(p, s)| p == s || (p.starts_with('{') && !s.is_empty()))
+        })
+        .map(|r| r.method.to_ascii_uppercase())
+        .collect();
+    methods.sort();
+    methods.dedup();
+    methods
 }
 
 /// The JSON extractor's settings: a body limit and this API's error bodies.
