@@ -75,6 +75,8 @@ pub struct ChainTip {
     pub height: u64,
     pub tip_hash: Hash,
     pub tip_timestamp_ms: i64,
+    /// The last block's format (a block's format never decreases).
+    pub tip_format: u8,
 }
 
 impl ChainTip {
@@ -83,7 +85,18 @@ impl ChainTip {
         height: 0,
         tip_hash: [0; 32],
         tip_timestamp_ms: 0,
+        tip_format: 0,
     };
+
+    /// The tip once `block` (whose hash is `hash`) extends the chain.
+    pub fn after(block: &Block, hash: Hash) -> ChainTip {
+        ChainTip {
+            height: block.header.number + 1,
+            tip_hash: hash,
+            tip_timestamp_ms: block.header.timestamp_ms,
+            tip_format: block.header.format,
+        }
+    }
 }
 
 /// What `append` returns once the block is durable and indexed.
@@ -295,11 +308,7 @@ impl Ledger {
             w.poisoned = Some(e.to_string());
             return Err(e);
         }
-        *self.tip.write().unwrap_or_else(|p| p.into_inner()) = ChainTip {
-            height: h.number + 1,
-            tip_hash: hash,
-            tip_timestamp_ms: h.timestamp_ms,
-        };
+        *self.tip.write().unwrap_or_else(|p| p.into_inner()) = ChainTip::after(block, hash);
         Ok(AppendReceipt {
             number: h.number,
             hash,

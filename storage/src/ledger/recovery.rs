@@ -138,6 +138,7 @@ pub(crate) fn recover(dir: &dyn SegmentDir, index: &Index) -> Result<Recovered, 
             height: indexed,
             tip_hash: block.hash(),
             tip_timestamp_ms: block.header.timestamp_ms,
+            tip_format: block.header.format,
         };
         (loc.segment, loc.offset + u64::from(loc.len), tip)
     };
@@ -191,11 +192,7 @@ pub(crate) fn recover(dir: &dyn SegmentDir, index: &Index) -> Result<Recovered, 
                         flush(index, &mut pending)?;
                     }
                     report.reindexed_blocks += 1;
-                    tip = ChainTip {
-                        height: block.header.number + 1,
-                        tip_hash: hash,
-                        tip_timestamp_ms: block.header.timestamp_ms,
-                    };
+                    tip = ChainTip::after(&block, hash);
                     offset += u64::from(len);
                 }
                 FrameRead::Bad(why) => {

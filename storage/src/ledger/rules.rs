@@ -58,14 +58,19 @@ pub enum LinkBreak {
         reason: CutReason,
         tx_count: u32,
     },
+    /// Its format is older than the previous block's (formats only move forward: a
+    /// format-1 block after a format-2 one would hold clinical text in the clear after
+    /// the chain promised ciphertext).
+    #[error("block format {found} after format {previous}: a block's format never decreases")]
+    Format { found: u8, previous: u8 },
     /// A transaction is too short to hold its id.
     #[error("transaction {position} is shorter than a tx id ({TX_ID_LEN} bytes)")]
     TxWithoutId { position: u32 },
 }
 
 /// Whether `block` is the next block after `tip`: its number, its link, a timestamp no
-/// earlier than the previous block's, the genesis rule, its Merkle root and a tx id in
-/// every transaction.
+/// earlier than the previous block's, a format no older than the previous block's, the
+/// genesis rule, its Merkle root and a tx id in every transaction.
 pub fn check_link(block: &Block, tip: &ChainTip) -> Result<(), LinkBreak> {
     let h = &block.header;
     if h.number != tip.height {
@@ -84,6 +89,12 @@ pub fn check_link(block: &Block, tip: &ChainTip) -> Result<(), LinkBreak> {
     }
     if tip.height > 0 && h.timestamp_ms < tip.tip_timestamp_ms {
         return Err(LinkBreak::Timestamp);
+    }
+    if tip.height > 0 && h.format < tip.tip_format {
+        return Err(LinkBreak::Format {
+            found: h.format,
+            previous: tip.tip_format,
+        });
     }
     let is_genesis = h.number == 0;
     if (h.cut_reason == CutReason::Genesis) != is_genesis || (h.tx_count == 0) != is_genesis {
@@ -109,11 +120,7 @@ mod tests {
     use super::*;
 
     fn tip_after(block: &Block) -> ChainTip {
-        ChainTip {
-            height: block.header.number + 1,
-            tip_hash: block.hash(),
-            tip_timestamp_ms: block.header.timestamp_ms,
-        }
+        ChainTip::after(block, block.hash())
     }
 
     #[test]
@@ -140,6 +147,18 @@ mod tests {
         let mut earlier = good.clone();
         earlier.header.timestamp_ms = 0;
         assert_eq!(check_link(&earlier, &tip), Err(LinkBreak::Timestamp));
+        let mut older_format = good.clone();
+        older_format.header.format = tip.tip_format - 1;
+        assert_eq!(
+            check_link(&older_format, &tip),
+            Err(LinkBreak::Format {
+                found: tip.tip_format - 1,
+                previous: tip.tip_format
+            })
+        );
+        let mut newer_format = good.clone();
+        newer_format.header.format = tip.tip_format + 1;
+        assert_eq!(check_link(&newer_format, &tip), Ok(()));
         let mut wrong_root = good.clone();
         wrong_root.txs[0][0] ^= 1;
         assert_eq!(check_link(&wrong_root, &tip), Err(LinkBreak::DataHash));

@@ -69,6 +69,7 @@ pub fn verify(ledger: &Ledger, check_tx: &TxRule) -> Result<VerifyReport, Storag
         height: 0,
         tip_hash: [0; 32],
         tip_timestamp_ms: i64::MIN,
+        tip_format: 0,
     };
     let segments = dir
         .list()
@@ -127,11 +128,7 @@ pub fn verify(ledger: &Ledger, check_tx: &TxRule) -> Result<VerifyReport, Storag
             report.blocks += 1;
             report.transactions += u64::from(block.header.tx_count);
             report.bytes += u64::from(location.len);
-            tip = ChainTip {
-                height: tip.height + 1,
-                tip_hash: block.hash(),
-                tip_timestamp_ms: block.header.timestamp_ms,
-            };
+            tip = ChainTip::after(&block, block.hash());
             report.tip_hash = hex::encode(tip.tip_hash);
             offset += u64::from(location.len);
         }
