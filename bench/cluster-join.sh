@@ -14,26 +14,8 @@ records=${1:-1000000}
 . "$root/scripts/lib/packages.sh"
 # shellcheck disable=SC2046
 apt_install bench/cluster-join.sh $(missing_packages curl python3)
-bin=${MEDLEDGER_BIN:-}
-if [ -z "$bin" ]; then
-  (cd "$root" && cargo build --release --locked -p medledger --bin medledger >&2)
-  bin="${CARGO_TARGET_DIR:-$root/target}/release/medledger"
-fi
-
-data=$(mktemp -d -t medledger-bench-join.XXXXXX)
-pids=()
-stop_all() {
-  for p in "${pids[@]}"; do
-    if kill -0 "$p" 2>/dev/null; then kill -TERM "$p"; wait "$p" || true; fi
-  done
-  pids=()
-}
-trap 'stop_all; rm -rf "$data"' EXIT
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_up() { # url
-  for _ in $(seq 1 400); do curl -fsS "$1/healthz" >/dev/null 2>&1 && return 0; sleep 0.05; done
-  echo "a server did not start:" >&2; cat "$data/cluster.log" >&2; exit 1
-}
+. "$here/lib/servers.sh"
+bench_data join
 
 f=$data/cluster.toml
 echo 'cluster_id = "join"' >"$f"
@@ -51,7 +33,7 @@ for i in 1 2 3; do
   "$bin" serve --cluster "$f" --node-id "$i" --data-dir "$data/n$i" --rate-limit-per-sec 0 2>>"$data/cluster.log" &
   pids+=($!)
 done
-for i in 1 2 3; do wait_up "http://${http[$i]}"; done
+for i in 1 2 3; do wait_up "http://${http[$i]}" "$data/cluster.log"; done
 admin=$("$bin" token --data-dir "$data/n1" --role admin --sub admin-1 | tail -1)
 leader=$(python3 - "$admin" "${http[1]}" <<'PY'
 import json, sys, time, urllib.request
@@ -128,7 +110,7 @@ height=$(curl -fsS -H "Authorization: Bearer $admin" "http://$leader/v1/chain" |
 bytes=$(du -sb "$data/n1" | cut -f1)
 "$bin" serve --cluster "$f4" --node-id 4 --data-dir "$data/n4" --rate-limit-per-sec 0 2>>"$data/cluster.log" &
 pids+=($!)
-wait_up "http://${http[4]}"
+wait_up "http://${http[4]}" "$data/cluster.log"
 t0=$(date +%s.%N)
 # It returns once the learner caught up, or after its 120 s limit (the learner goes on
 # catching up): the figures below come from the new node itself.

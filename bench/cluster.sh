@@ -23,26 +23,8 @@ rounds=${1:-2} secs=${2:-10} kills=${3:-20}
 # shellcheck disable=SC2046
 apt_install bench/cluster.sh $(missing_packages wrk curl python3)
 command -v wrk >/dev/null || { echo "bench/cluster.sh: wrk missing after install" >&2; exit 1; }
-bin=${MEDLEDGER_BIN:-}
-if [ -z "$bin" ]; then
-  (cd "$root" && cargo build --release --locked -p medledger --bin medledger >&2)
-  bin="${CARGO_TARGET_DIR:-$root/target}/release/medledger"
-fi
-
-data=$(mktemp -d -t medledger-bench-cluster.XXXXXX)
-pids=()
-stop_all() {
-  for p in "${pids[@]}"; do
-    if kill -0 "$p" 2>/dev/null; then kill -TERM "$p"; wait "$p" || true; fi
-  done
-  pids=()
-}
-trap 'stop_all; rm -rf "$data"' EXIT
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_up() { # url log
-  for _ in $(seq 1 400); do curl -fsS "$1/healthz" >/dev/null 2>&1 && return 0; sleep 0.05; done
-  echo "a server did not start:" >&2; cat "$2" >&2; exit 1
-}
+. "$here/lib/servers.sh"
+bench_data cluster
 
 rows=()
 # CPU ticks (user + system) the servers used so far: the three nodes share the cores,

@@ -564,15 +564,8 @@ async fn leaf_depth(store: &dyn PinStore, root: Cid) -> Result<usize, PayloadErr
         if cid.codec() == Codec::Raw {
             return Ok(depth);
         }
-        let block = store.get_block(&cid).await?.ok_or_else(|| {
-            if depth == 0 {
-                PayloadError::NotFound(format!("payload {root}"))
-            } else {
-                PayloadError::NotFound(format!("block {cid} is missing"))
-            }
-        })?;
-        let node = decode_node(&block).map_err(|e| PayloadError::Corrupt(e.to_string()))?;
-        match node.links.first() {
+        let links = dag_links(store, root, cid, depth).await?;
+        match links.first() {
             None => return Ok(depth),
             Some(child) => cid = *child,
         }
@@ -580,6 +573,25 @@ async fn leaf_depth(store: &dyn PinStore, root: Cid) -> Result<usize, PayloadErr
     Err(PayloadError::Corrupt(format!(
         "DAG under {root} is deeper than {DAG_DEPTH_MAX}"
     )))
+}
+
+/// The links of the dag-pb node `cid`, `depth` levels under the payload `root` (a missing
+/// root is the payload missing; a missing node below it, a block missing).
+pub(crate) async fn dag_links(
+    store: &dyn PinStore,
+    root: Cid,
+    cid: Cid,
+    depth: usize,
+) -> Result<Vec<Cid>, PayloadError> {
+    let block = store.get_block(&cid).await?.ok_or_else(|| {
+        if depth == 0 {
+            PayloadError::NotFound(format!("payload {root}"))
+        } else {
+            PayloadError::NotFound(format!("block {cid} is missing"))
+        }
+    })?;
+    let node = decode_node(&block).map_err(|e| PayloadError::Corrupt(e.to_string()))?;
+    Ok(node.links)
 }
 
 /// The leaves under `root`, left to right. Fetches only parent nodes (small); leaves are

@@ -11,10 +11,9 @@
 use std::sync::Arc;
 
 use crate::cid::{Cid, Codec};
-use crate::dagpb::decode_node;
 use crate::error::PayloadError;
 use crate::keystore::KeyStoreError;
-use crate::pipeline::{Payloads, DAG_DEPTH_MAX};
+use crate::pipeline::{dag_links, Payloads, DAG_DEPTH_MAX};
 use crate::unixfs::Block;
 
 /// The most blocks a payload's DAG may have to be copied (a payload of AbsoluteMaxBytes
@@ -38,20 +37,13 @@ impl Payloads {
             if cid.codec() == Codec::Raw {
                 continue;
             }
-            let block = self.store.get_block(&cid).await?.ok_or_else(|| {
-                if depth == 0 {
-                    PayloadError::NotFound(format!("payload {root}"))
-                } else {
-                    PayloadError::NotFound(format!("block {cid} is missing"))
-                }
-            })?;
-            let node = decode_node(&block).map_err(|e| PayloadError::Corrupt(e.to_string()))?;
-            if !node.links.is_empty() && depth >= DAG_DEPTH_MAX {
+            let links = dag_links(&*self.store, *root, cid, depth).await?;
+            if !links.is_empty() && depth >= DAG_DEPTH_MAX {
                 return Err(PayloadError::Corrupt(format!(
                     "DAG under {root} is deeper than {DAG_DEPTH_MAX}"
                 )));
             }
-            stack.extend(node.links.iter().rev().map(|child| (*child, depth + 1)));
+            stack.extend(links.iter().rev().map(|child| (*child, depth + 1)));
         }
         Ok(out)
     }
