@@ -143,6 +143,16 @@ pub struct ClusterGauges {
     pub seconds_since_quorum_ack: Option<f64>,
 }
 
+/// The other members as this node sees them.
+struct Peers {
+    /// Their node-to-node addresses: the voters first, then the learners.
+    addrs: Vec<String>,
+    /// How many of `addrs` are voters.
+    voter_peers: usize,
+    /// Voters in the membership, this node included if it is one.
+    voters: usize,
+}
+
 /// A running cluster node: Raft, its RPC server, and the runtime they run on.
 pub struct Cluster {
     pub node_id: u64,
@@ -352,21 +362,26 @@ impl Cluster {
     }
 
     /// The other members' node-to-node addresses, voters first.
-    fn peers(&self) -> (Vec<String>, usize) {
+    fn peers(&self) -> Peers {
         let m = self.raft.metrics().borrow().membership_config.clone();
         let members = m.membership();
         let voters: Vec<u64> = members.voter_ids().collect();
-        let mut peers: Vec<String> = voters
+        let mut addrs: Vec<String> = voters
             .iter()
             .filter(|id| **id != self.node_id)
             .filter_map(|id| members.get_node(id).map(|n| n.raft.clone()))
             .collect();
+        let voter_peers = addrs.len();
         for (id, node) in members.nodes() {
             if !voters.contains(id) && *id != self.node_id {
-                peers.push(node.raft.clone());
+                addrs.push(node.raft.clone());
             }
         }
-        (peers, voters.len())
+        Peers {
+            addrs,
+            voter_peers,
+            voters: voters.len(),
+        }
     }
 
     /// Whether this node leads (writes are taken here).

@@ -40,17 +40,19 @@ impl Cluster {
     where
         F: Future<Output = Result<(), CopyRefused>> + Send + 'static,
     {
-        let (peers, voters) = self.peers();
-        let needed = voters / 2 + 1;
+        let peers = self.peers();
+        let needed = peers.voters / 2 + 1;
         let mut held = 1; // this node
-        if held >= needed && peers.is_empty() {
+        if held >= needed && peers.addrs.is_empty() {
             return Ok(());
         }
-        let (tx, mut rx) = tokio::sync::mpsc::channel(peers.len().max(1));
-        for raft in peers {
+        let (tx, mut rx) = tokio::sync::mpsc::channel(peers.addrs.len().max(1));
+        for (i, raft) in peers.addrs.into_iter().enumerate() {
+            // A learner gets its copy too, but only voters make the majority.
+            let voter = i < peers.voter_peers;
             let (tx, sent) = (tx.clone(), send(raft));
             self.handle.spawn(async move {
-                let _ = tx.send(sent.await).await;
+                let _ = tx.send((voter, sent.await)).await;
             });
         }
         drop(tx);
@@ -60,11 +62,11 @@ impl Cluster {
         while held < needed {
             tokio::select! {
                 next = rx.recv() => match next {
-                    Some(Ok(())) => held += 1,
-                    Some(Err(CopyRefused::Erased)) => {
+                    Some((voter, Ok(()))) => held += usize::from(voter),
+                    Some((_, Err(CopyRefused::Erased))) => {
                         return Err(format!("{what} was erased on another node"));
                     }
-                    Some(Err(CopyRefused::Failed(e))) => errors.push(e),
+                    Some((_, Err(CopyRefused::Failed(e)))) => errors.push(e),
                     None => break,
                 },
                 () = &mut deadline => {
@@ -147,8 +149,7 @@ impl Cluster {
     /// submission was refused or rejected). Not waited on: a copy left behind is an
     /// orphan, ciphertext whose key no record names.
     pub fn drop_payload(&self, stored: &StoredPayload) {
-        let (peers, _) = self.peers();
-        for raft in peers {
+        for raft in self.peers().addrs {
             let (net, id) = (
                 self.net.clone(),
                 PayloadId::new(&stored.cid, &stored.key_id),
@@ -185,9 +186,8 @@ impl Cluster {
             return Ok(PayloadFetch::Held);
         }
         let id = PayloadId::new(root, key_id);
-        let (peers, _) = self.peers();
         let mut errors = Vec::new();
-        'peers: for raft in peers {
+        'peers: for raft in self.peers().addrs {
             let mut from = 0u32;
             loop {
                 let piece = match self.net.payload_piece(&raft, &id, from).await {
@@ -260,9 +260,8 @@ impl Cluster {
     /// when one has it; the answer says which.
     pub async fn fetch_key(&self, key_id: &str) -> Result<KeyAnswer, String> {
         let keys = self.payloads.keys();
-        let (peers, _) = self.peers();
         let mut errors = Vec::new();
-        for raft in peers {
+        for raft in self.peers().addrs {
             match self.net.get_key(&raft, key_id).await {
                 Ok(KeyAnswer::Wrapped(wrapped)) => {
                     return match keys.store_wrapped(key_id, &wrapped).await {
