@@ -130,11 +130,7 @@ async fn keep(state: &AppState, env: &Envelope, block: u64, position: u32) -> Re
         return Ok(());
     };
     if let Event::PayloadErased(_) = &env.event {
-        let accepted = Views::new(state.views.as_ref())
-            .rejection(block, position)
-            .map_err(|e| e.to_string())?
-            .is_none();
-        if accepted {
+        if accepted(state, block, position)? {
             crate::api::erasure::destroy_record(state, record_id)
                 .await
                 .map_err(|e| e.message)?;
@@ -169,6 +165,15 @@ async fn keep(state: &AppState, env: &Envelope, block: u64, position: u32) -> Re
     Ok(())
 }
 
+/// Whether the contract accepted the transaction at `position` of `block` (the views
+/// record every rejection).
+fn accepted(state: &AppState, block: u64, position: u32) -> Result<bool, String> {
+    Ok(Views::new(state.views.as_ref())
+        .rejection(block, position)
+        .map_err(|e| e.to_string())?
+        .is_none())
+}
+
 /// In a cluster, fetches the payload of an accepted creation or amendment when this node
 /// lacks it.
 async fn keep_payload(
@@ -186,11 +191,7 @@ async fn keep_payload(
     let Some(p) = payload else {
         return Ok(());
     };
-    let rejected = Views::new(state.views.as_ref())
-        .rejection(block, position)
-        .map_err(|e| e.to_string())?
-        .is_some();
-    if rejected {
+    if !accepted(state, block, position)? {
         return Ok(()); // its payload was dropped with the submission
     }
     let Ok(root) = p.cid.parse() else {

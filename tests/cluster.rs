@@ -219,18 +219,7 @@ fn assert_readable(addr: SocketAddr, token: &str, ids: &[String], height: u64) {
 
 /// The body of a GET as text (`/metrics`).
 fn get_text(addr: SocketAddr, path: &str) -> String {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(addr).unwrap();
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).unwrap();
-    out.split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or_default()
+    String::from_utf8(raw(addr, "GET", path, None, "text/plain", b"").1).unwrap()
 }
 
 fn mint(dir: &Path, role: &str, sub: &str) -> String {
@@ -603,16 +592,19 @@ fn raw(
     addr: SocketAddr,
     method: &str,
     path: &str,
-    token: &str,
+    token: Option<&str>,
     content_type: &str,
     body: &[u8],
 ) -> (u16, Vec<u8>) {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect(addr).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let auth = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
     write!(
         s,
-        "{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nAuthorization: Bearer {token}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n\r\n",
+        "{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n{auth}Content-Type: {content_type}\r\nContent-Length: {}\r\n\r\n",
         body.len()
     )
     .unwrap();
@@ -647,7 +639,7 @@ fn payload_on(addr: SocketAddr, token: &str, id: &str, height: u64) -> (u16, Vec
         addr,
         "GET",
         &format!("/v1/records/{id}/payload?min_height={height}"),
-        token,
+        Some(token),
         "application/json",
         b"",
     )
@@ -682,7 +674,7 @@ fn payloads_reach_a_majority_and_every_node_serves_them() {
         c.nodes[leader].http,
         "POST",
         "/v1/records",
-        &dr,
+        Some(&dr),
         &format!("multipart/form-data; boundary={boundary}"),
         &body,
     );

@@ -219,13 +219,43 @@ impl WireBlock {
         }
     }
 
-    pub fn block(self) -> Result<Block, String> {
+    fn block(self) -> Result<Block, String> {
         let cid = Cid::from_bytes(&self.cid).map_err(|e| format!("a block's CID: {e}"))?;
         Ok(Block {
             cid,
             data: self.data.into(),
         })
     }
+
+    /// The blocks a message carries (an unreadable CID refuses them all).
+    pub fn blocks(wire: Vec<WireBlock>) -> Result<Vec<Block>, String> {
+        wire.into_iter().map(WireBlock::block).collect()
+    }
+}
+
+/// The blocks `cids[*next..]` of this node's store, as many as one message carries
+/// (`budget` bytes of block data, at least one block); `next` moves past them.
+async fn next_blocks(
+    payloads: &Payloads,
+    cids: &[Cid],
+    next: &mut usize,
+    budget: usize,
+) -> Result<Vec<WireBlock>, PayloadError> {
+    let (mut blocks, mut bytes) = (Vec::new(), 0usize);
+    while let Some(cid) = cids.get(*next) {
+        let block = payloads
+            .blocks(std::slice::from_ref(cid))
+            .await?
+            .pop()
+            .expect("one block asked, one given");
+        if !blocks.is_empty() && bytes + block.data.len() > budget {
+            break;
+        }
+        bytes += block.data.len();
+        blocks.push(WireBlock::of(block));
+        *next += 1;
+    }
+    Ok(blocks)
 }
 
 /// A payload a node holds: its root and its data key's id.
@@ -327,6 +357,15 @@ pub enum CopyRefused {
     Failed(String),
 }
 
+impl std::fmt::Display for CopyRefused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CopyRefused::Erased => f.write_str("the other node answered 410 (erased there)"),
+            CopyRefused::Failed(e) => f.write_str(e),
+        }
+    }
+}
+
 impl Network {
     /// A signed POST that must answer 2xx (410 is [`CopyRefused::Erased`]); its body.
     async fn post_ok(
@@ -376,25 +415,11 @@ impl Network {
         id: PayloadId,
         wrapped: Vec<u8>,
     ) -> Result<Copy, CopyRefused> {
-        let failed = |e: PayloadError| CopyRefused::Failed(e.to_string());
-        let budget = self.limits.copy_bytes();
         let mut next = 0;
         loop {
-            let (mut blocks, mut bytes) = (Vec::new(), 0usize);
-            while next < cids.len() {
-                let block = payloads
-                    .blocks(&cids[next..=next])
-                    .await
-                    .map_err(failed)?
-                    .pop()
-                    .expect("one block asked, one given");
-                if !blocks.is_empty() && bytes + block.data.len() > budget {
-                    break;
-                }
-                bytes += block.data.len();
-                blocks.push(WireBlock::of(block));
-                next += 1;
-            }
+            let blocks = next_blocks(payloads, cids, &mut next, self.limits.copy_bytes())
+                .await
+                .map_err(|e| CopyRefused::Failed(e.to_string()))?;
             if next == cids.len() {
                 return Ok(Copy::Payload(Hold {
                     id,
@@ -416,10 +441,7 @@ impl Network {
         let bytes = self
             .post_ok(raft, COPIES, encode(&copies), COPIES_TIMEOUT)
             .await
-            .map_err(|e| match e {
-                CopyRefused::Erased => format!("{raft} answered 410"),
-                CopyRefused::Failed(e) => e,
-            })?;
+            .map_err(|e| e.to_string())?;
         let answers: Vec<CopyAnswer> = decode(&bytes)?;
         if answers.len() != copies.len() {
             return Err(format!(
@@ -441,10 +463,7 @@ impl Network {
         let bytes = self
             .post_ok(raft, PAYLOAD_GET, encode(&(id, from)), COPY_TIMEOUT)
             .await
-            .map_err(|e| match e {
-                CopyRefused::Erased => format!("{raft} answered 410"),
-                CopyRefused::Failed(e) => e,
-            })?;
+            .map_err(|e| e.to_string())?;
         decode(&bytes)
     }
 
@@ -454,7 +473,7 @@ impl Network {
         self.post_ok(raft, PAYLOAD_DROP, encode(id), Duration::from_secs(5))
             .await
             .map(drop)
-            .map_err(|e| format!("{e:?}"))
+            .map_err(|e| e.to_string())
     }
 }
 
@@ -696,10 +715,8 @@ async fn blocks(req: HttpRequest, body: web::Bytes, st: web::Data<RpcState>) -> 
     .await;
     match read {
         Ok(Ok(list)) => octets(&list),
-        Ok(Err(e)) => HttpResponse::InternalServerError()
-            .json(serde_json::json!({"error": {"code": "ledger_read", "message": e}})),
-        Err(e) => HttpResponse::InternalServerError()
-            .json(serde_json::json!({"error": {"code": "ledger_read", "message": e.to_string()}})),
+        Ok(Err(e)) => internal("ledger_read", e),
+        Err(e) => internal("ledger_read", e),
     }
 }
 
@@ -753,12 +770,7 @@ async fn hold(st: &RpcState, copy: Copy) -> CopyAnswer {
 /// Stores a payload copy's last blocks, pins it and stores its key.
 async fn hold_payload(st: &RpcState, h: Hold) -> Result<(), PayloadError> {
     let root = h.id.root().map_err(PayloadError::Corrupt)?;
-    let blocks: Vec<Block> = h
-        .blocks
-        .into_iter()
-        .map(WireBlock::block)
-        .collect::<Result<_, _>>()
-        .map_err(PayloadError::Corrupt)?;
+    let blocks = WireBlock::blocks(h.blocks).map_err(PayloadError::Corrupt)?;
     st.payloads.put_blocks(blocks).await?;
     st.payloads.adopt(&root, &h.id.key_id, &h.wrapped).await
 }
@@ -773,8 +785,7 @@ async fn key_get(req: HttpRequest, body: web::Bytes, st: web::Data<RpcState>) ->
         Ok(wrapped) => octets(&KeyAnswer::Wrapped(wrapped)),
         Err(KeyStoreError::Erased(_)) => octets(&KeyAnswer::Erased),
         Err(KeyStoreError::NotFound(_)) => octets(&KeyAnswer::Absent),
-        Err(e) => HttpResponse::InternalServerError()
-            .json(serde_json::json!({"error": {"code": "key_store", "message": e.to_string()}})),
+        Err(e) => internal("key_store", e),
     }
 }
 
@@ -794,8 +805,7 @@ async fn payload_blocks(
         Ok(r) => r,
         Err(refusal) => return refusal.response(),
     };
-    let blocks: Result<Vec<Block>, String> = wire.into_iter().map(WireBlock::block).collect();
-    let blocks = match blocks {
+    let blocks = match WireBlock::blocks(wire) {
         Ok(b) => b,
         Err(e) => return bad_body(e),
     };
@@ -831,20 +841,11 @@ async fn payload_get(req: HttpRequest, body: web::Bytes, st: web::Data<RpcState>
         Ok(c) => c,
         Err(e) => return internal("payload_store", e),
     };
-    let (mut blocks, mut bytes) = (Vec::new(), 0usize);
     let mut next = from as usize;
-    while next < cids.len() {
-        let block = match st.payloads.blocks(&cids[next..=next]).await {
-            Ok(mut b) => b.pop().expect("one block asked, one given"),
-            Err(e) => return internal("payload_store", e),
-        };
-        if !blocks.is_empty() && bytes + block.data.len() > st.limits.copy_bytes() {
-            break;
-        }
-        bytes += block.data.len();
-        blocks.push(WireBlock::of(block));
-        next += 1;
-    }
+    let blocks = match next_blocks(&st.payloads, &cids, &mut next, st.limits.copy_bytes()).await {
+        Ok(b) => b,
+        Err(e) => return internal("payload_store", e),
+    };
     let wrapped_key = if next >= cids.len() {
         match keys.wrapped(&id.key_id) {
             Ok(w) => Some(w),

@@ -12,7 +12,7 @@ use std::time::Duration;
 use medledger_payload::keystore::{record_key_id, KeyStoreError};
 use medledger_payload::{Cid, PayloadError, StoredPayload};
 
-use super::network::{Copy, CopyRefused, KeyAnswer, PayloadId, PayloadPiece};
+use super::network::{Copy, CopyRefused, KeyAnswer, PayloadId, PayloadPiece, WireBlock};
 use super::{Cluster, KEY_WAIT, PAYLOAD_WAIT};
 
 /// Whether a node fetched a payload it lacked.
@@ -215,9 +215,8 @@ impl Cluster {
                             continue 'peers;
                         }
                         from += blocks.len() as u32;
-                        let blocks: Result<Vec<_>, String> =
-                            blocks.into_iter().map(|b| b.block()).collect();
-                        if let Err(e) = payloads.put_blocks(blocks?).await {
+                        let blocks = WireBlock::blocks(blocks)?;
+                        if let Err(e) = payloads.put_blocks(blocks).await {
                             errors.push(format!("{raft}: {e}"));
                             continue 'peers;
                         }
