@@ -33,6 +33,20 @@ fn open_err(c: &ServeConfig) -> String {
     }
 }
 
+/// A GET of `uri` through `svc` with the `Authorization` value `token`.
+macro_rules! get {
+    ($svc:expr, $uri:expr, $token:expr) => {
+        test::call_service(
+            $svc,
+            test::TestRequest::get()
+                .uri($uri)
+                .insert_header(("Authorization", $token))
+                .to_request(),
+        )
+        .await
+    };
+}
+
 fn token(dir: &std::path::Path) -> String {
     bearer(dir, Role::Clinician, "dr-1", Some("h-1"))
 }
@@ -77,25 +91,11 @@ async fn the_key_from_a_command_or_the_environment_opens_what_it_sealed() {
     });
     let core = Core::open(&by_env).unwrap();
     let svc = test::init_service(app(core.state.clone())).await;
-    let res = test::call_service(
-        &svc,
-        test::TestRequest::get()
-            .uri("/v1/records/r-1")
-            .insert_header(("Authorization", dr.as_str()))
-            .to_request(),
-    )
-    .await;
+    let res = get!(&svc, "/v1/records/r-1", dr.as_str());
     assert_eq!(res.status(), StatusCode::OK);
     let body: serde_json::Value = test::read_body_json(res).await;
     assert_eq!(body["metadata"], json!({"n": 1}));
-    let res = test::call_service(
-        &svc,
-        test::TestRequest::get()
-            .uri("/v1/records/r-1/payload")
-            .insert_header(("Authorization", dr.as_str()))
-            .to_request(),
-    )
-    .await;
+    let res = get!(&svc, "/v1/records/r-1/payload", dr.as_str());
     assert_eq!(res.status(), StatusCode::OK);
     assert_eq!(test::read_body(res).await, "\"document\"".as_bytes());
     drop(svc);
@@ -182,24 +182,10 @@ async fn a_rotation_online_keeps_every_record_and_payload_readable() {
         "a new master key file"
     );
     for i in 0..20 {
-        let res = test::call_service(
-            &svc,
-            test::TestRequest::get()
-                .uri(&format!("/v1/records/r-{i}"))
-                .insert_header(("Authorization", dr.as_str()))
-                .to_request(),
-        )
-        .await;
+        let res = get!(&svc, &format!("/v1/records/r-{i}"), dr.as_str());
         let body: serde_json::Value = test::read_body_json(res).await;
         assert_eq!(body["metadata"], json!({"i": i}));
-        let res = test::call_service(
-            &svc,
-            test::TestRequest::get()
-                .uri(&format!("/v1/records/r-{i}/payload"))
-                .insert_header(("Authorization", dr.as_str()))
-                .to_request(),
-        )
-        .await;
+        let res = get!(&svc, &format!("/v1/records/r-{i}/payload"), dr.as_str());
         assert_eq!(
             test::read_body(res).await,
             format!("\"doc {i}\"").as_bytes()
@@ -211,14 +197,7 @@ async fn a_rotation_online_keeps_every_record_and_payload_readable() {
     // After a restart the new master key opens everything; a new record too.
     let core = Core::open(&config(dir.path(), |_| {})).unwrap();
     let svc = test::init_service(app(core.state.clone())).await;
-    let res = test::call_service(
-        &svc,
-        test::TestRequest::get()
-            .uri("/v1/records/r-7")
-            .insert_header(("Authorization", dr.as_str()))
-            .to_request(),
-    )
-    .await;
+    let res = get!(&svc, "/v1/records/r-7", dr.as_str());
     let body: serde_json::Value = test::read_body_json(res).await;
     assert_eq!(body["metadata"], json!({"i": 7}));
     drop(svc);
