@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# `bench/cluster.sh [ROUNDS] [SECONDS] [KILLS]`: a three-node cluster against one node, on
+# `bench/cluster.sh [ROUNDS] [SECONDS] [KILLS] [TRANSFERS] [PARTITIONS]`: a three-node cluster against one node, on
 # this machine in one run (issue 22). The three nodes share its cores, so the figures are
 # ratios against the single node measured here.
 #
@@ -11,14 +11,18 @@
 #      the kill to the first acknowledged write through the new leader (p50, p99), the
 #      killed node restarted and caught up; then every acknowledged record is read from
 #      every node and every node's tip compared (lost and divergent counts must be 0).
-#      `bench/cluster.sh 0 0 100` runs only this, with 100 kills.
+#      `bench/cluster.sh 0 0 100` runs only this, with 100 kills;
+#   3. TRANSFERS (20) leadership handovers to a random other node under the same writers
+#      (`medledger cluster transfer-leader`'s route): the time until the target leads;
+#   4. PARTITIONS (0) leader partitions, by bench/cluster-partitions.sh (network
+#      namespaces, root). The long run: `bench/cluster.sh 0 0 100 20 20`.
 #
 # Release build, rate limit off, every address 127.0.0.1, data in a temp dir; every server
 # is stopped when the script exits, also on failure. MEDLEDGER_BIN picks the binary.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/.." && pwd)
-rounds=${1:-2} secs=${2:-10} kills=${3:-20}
+rounds=${1:-2} secs=${2:-10} kills=${3:-20} transfers=${4:-20} partitions=${5:-0}
 . "$root/scripts/lib/packages.sh"
 # shellcheck disable=SC2046
 apt_install bench/cluster.sh $(missing_packages wrk curl python3)
@@ -144,7 +148,7 @@ state["admin"] = tok("--role", "admin", "--sub", "admin-1")
 state["clinician"] = tok("--role", "clinician", "--sub", "dr-1", "--hospital", "h-1")
 json.dump(state, open(state_path, "w"))
 PY
-fo=$(python3 "$here/cluster_failover.py" "$d/state.json" "$kills" 0 | sed -n 's/^FAILOVERJSON //p')
+fo=$(python3 "$here/cluster_failover.py" "$d/state.json" "$kills" 0 "$transfers" | sed -n 's/^FAILOVERJSON //p')
 echo "FAILOVERJSON $fo"
 
 python3 - "$fo" "${rows[@]}" <<'PY'
@@ -168,4 +172,10 @@ print(f"\nfailover over {fo['kills']} leader kills: p50 {fo['failover_p50_ms']} 
       f"max {fo['failover_max_ms']} ms; restarted node caught up in p50 {fo['catchup_p50_ms']} ms; "
       f"{fo['acked']} records acknowledged, {fo['lost']} lost, {fo['divergent']} divergent heights; "
       f"{fo['amendments']} amendments, {fo['version_reads']} version reads, {fo['version_regressions']} regressions")
+print(f"\nleadership transfers: {fo['transfers']}, until the target led: p50 {fo['transfer_p50_ms']} ms, "
+      f"max {fo['transfer_max_ms']} ms")
 PY
+if [ "$partitions" -gt 0 ]; then
+  echo
+  "$here/cluster-partitions.sh" "$partitions"
+fi

@@ -1,13 +1,15 @@
 #!/usr/bin/env python3
 """Leader kills and partitions against a running three-node cluster (bench/cluster.sh).
 
-Usage: cluster_failover.py STATE_JSON KILLS PARTITIONS
+Usage: cluster_failover.py STATE_JSON KILLS PARTITIONS [TRANSFERS]
 
 STATE_JSON names the nodes (id, http, data dir, the command that starts each), the admin
 and clinician tokens. For each kill: the leader is SIGKILLed while 4 writer threads create
 records through the other nodes (following 307s); the time from the kill to the first
 201 is the failover time; the node is restarted and must catch up. Partitions (network
 namespaces, root) are done by tests/cluster_partition.rs; here PARTITIONS must be 0.
+After the kills, TRANSFERS (0) times the leadership is handed to a random other node
+(`POST /v1/cluster/leader`) under the same writers: the time until the target leads.
 At the end every acknowledged record must be readable on every node, and every node must
 have the same tip: a line of JSON with the counts, and a Markdown summary.
 
@@ -51,6 +53,7 @@ def request(addr, method, path, token=None, body=None, timeout=10):
 def main():
     state = json.load(open(sys.argv[1]))
     kills, partitions = int(sys.argv[2]), int(sys.argv[3])
+    transfers = int(sys.argv[4]) if len(sys.argv) > 4 else 0
     if partitions:
         sys.exit("partitions: run tests/cluster_partition.rs (network namespaces)")
     nodes = {n["id"]: n for n in state["nodes"]}
@@ -212,6 +215,19 @@ def main():
         catchups.append(time.monotonic() - t0)
         if converge(list(nodes)) < 0:
             divergent += 1
+    handovers = []
+    for k in range(transfers):
+        time.sleep(0.5)
+        old = leader(list(nodes))
+        target = random.choice([i for i in nodes if i != old])
+        t0 = time.monotonic()
+        s, b = request(nodes[old]["http"], "POST", "/v1/cluster/leader", admin,
+                       json.dumps({"id": target}), timeout=15)
+        if s != 200 or b.get("leader_id") != target:
+            sys.exit(f"transfer {k} from {old} to {target}: {s} {b}")
+        handovers.append(time.monotonic() - t0)
+        if converge(list(nodes)) < 0:
+            divergent += 1
     stop.set()
     for t in threads:
         t.join()
@@ -234,13 +250,15 @@ def main():
         p.send_signal(signal.SIGTERM)
     for p in procs.values():
         p.wait()
-    f = sorted(failovers)
-    pct = lambda q: f[min(len(f) - 1, int(q * len(f)))] * 1000 if f else 0
+    f, h = sorted(failovers), sorted(handovers)
+    pct = lambda q, f=f: f[min(len(f) - 1, int(q * len(f)))] * 1000 if f else 0
     result = {"kills": kills, "acked": len(acked), "lost": lost, "divergent": divergent,
               "amendments": len(versions), "version_reads": checked[0],
               "version_regressions": regressions[0],
               "failover_p50_ms": round(pct(0.5), 1), "failover_p99_ms": round(pct(0.99), 1),
               "failover_max_ms": round(max(f) * 1000, 1) if f else 0,
+              "transfers": transfers, "transfer_p50_ms": round(pct(0.5, h), 1),
+              "transfer_max_ms": round(max(h) * 1000, 1) if h else 0,
               "catchup_p50_ms": round(sorted(catchups)[len(catchups) // 2] * 1000, 1) if catchups else 0,
               "height": height}
     print("FAILOVERJSON " + json.dumps(result))

@@ -227,6 +227,14 @@ enum ClusterCommand {
         #[arg(long)]
         id: u64,
     },
+    /// Hand the leadership to another voter (before stopping the leader's machine);
+    /// returns once it leads. Writes pause for the handover.
+    TransferLeader {
+        #[command(flatten)]
+        target: ClusterTarget,
+        #[arg(long)]
+        id: u64,
+    },
 }
 
 #[derive(Subcommand)]
@@ -700,6 +708,9 @@ fn main() -> ExitCode {
                 } => (target, Action::AddLearner { id, raft, http }),
                 ClusterCommand::Promote { target, id } => (target, Action::Promote(id)),
                 ClusterCommand::Remove { target, id } => (target, Action::Remove(id)),
+                ClusterCommand::TransferLeader { target, id } => {
+                    (target, Action::TransferLeader(id))
+                }
             };
             run(&t.url, &t.data_dir, action, &mut stdout)
         }

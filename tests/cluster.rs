@@ -480,15 +480,19 @@ fn raft_messages_without_the_cluster_secret_are_refused() {
     config.cluster = Some(settings);
     let core = Core::open(&config).unwrap();
     let genesis = hex::encode(medledger_storage::Block::genesis(0).hash());
-    for (cluster, genesis, mac, code) in [
+    // A forged "campaign now" would move the leadership: refused like Raft's own.
+    for ((cluster, genesis, mac, code), route) in [
         ("solo", genesis.as_str(), "00", "bad_mac"),
         ("other", genesis.as_str(), "00", "cluster_mismatch"),
         ("solo", "00", "00", "genesis_mismatch"),
-    ] {
+    ]
+    .into_iter()
+    .flat_map(|c| [(c, "/raft/vote"), (c, "/raft/elect")])
+    {
         let (s, b) = common::server::request_with_headers(
             raft,
             "POST",
-            "/raft/vote",
+            route,
             None,
             Some("{}"),
             &[
@@ -498,13 +502,17 @@ fn raft_messages_without_the_cluster_secret_are_refused() {
             ],
         )
         .unwrap();
-        assert_eq!((s, b["error"]["code"].as_str()), (403, Some(code)), "{b}");
+        assert_eq!(
+            (s, b["error"]["code"].as_str()),
+            (403, Some(code)),
+            "{route}: {b}"
+        );
     }
     core.close();
 }
 
 #[test]
-fn a_node_is_added_promoted_and_another_removed_without_downtime() {
+fn a_node_is_added_promoted_another_removed_and_the_leadership_handed_over() {
     let mut c = Cluster::new(3);
     let mut procs: Vec<Option<Running>> = (0..3).map(|i| Some(Running(c.spawn(i)))).collect();
     let admin = mint(&c.nodes[0].dir, "admin", "root");
@@ -583,6 +591,67 @@ fn a_node_is_added_promoted_and_another_removed_without_downtime() {
         assert_eq!(s, 201, "{b}");
         acked.push(id);
     }
+    // The leadership is handed to the new node (asked of it: a follower follows the 307
+    // to the leader), while a client goes on writing.
+    assert_ne!(c.leader(&admin, &rest), new);
+    let stop = AtomicBool::new(false);
+    let during = std::thread::scope(|s| {
+        let writer = s.spawn(|| {
+            let mut ok = Vec::new();
+            for n in 0.. {
+                if stop.load(Ordering::Relaxed) {
+                    break;
+                }
+                let id = format!("r-transfer-{n}");
+                match create(&c, c.nodes[leader].http, &dr, &id) {
+                    (201, _) => ok.push(id),
+                    // During the handover: nothing was proposed (503), or no answer.
+                    (503, _) | (0, _) => std::thread::sleep(Duration::from_millis(20)),
+                    (s, b) => panic!("a write during the transfer: {s} {b}"),
+                }
+            }
+            ok
+        });
+        std::thread::sleep(Duration::from_millis(300));
+        let status = change(
+            "transfer-leader",
+            format!("http://{}", c.nodes[new].http),
+            &["--id", "4"],
+        );
+        assert_eq!(status["leader_id"], 4, "{status}");
+        std::thread::sleep(Duration::from_millis(300));
+        stop.store(true, Ordering::Relaxed);
+        writer.join().unwrap()
+    });
+    assert!(
+        !during.is_empty(),
+        "no write acknowledged around the transfer"
+    );
+    acked.extend(during);
+    // The new node takes writes itself (no 307).
+    let (s, b) = request(
+        c.nodes[new].http,
+        "POST",
+        "/v1/records",
+        Some(&dr),
+        Some(&record_body("r-new-leader")),
+    )
+    .unwrap();
+    assert_eq!(s, 201, "{b}");
+    acked.push("r-new-leader".into());
+    // Handing it to a node that is not a voter is refused.
+    let out = Command::new(env!("CARGO_BIN_EXE_medledger"))
+        .args(["cluster", "transfer-leader", "--url"])
+        .arg(format!("http://{}", c.nodes[new].http))
+        .args(["--data-dir", &dir, "--id", &gone])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("transfer_refused"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
     let height = converge(&c, &admin, &rest, 0);
     assert_readable(c.nodes[new].http, &dr, &acked, height);
 }

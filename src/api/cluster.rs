@@ -38,13 +38,13 @@ fn status_json(state: &AppState, cluster: Option<&crate::cluster::Cluster>) -> s
 fn cluster_admin<'a>(
     state: &'a AppState,
     caller: &Caller,
-) -> Result<&'a crate::cluster::Cluster, ApiError> {
+) -> Result<&'a std::sync::Arc<crate::cluster::Cluster>, ApiError> {
     if caller.role() != super::auth::Role::Admin {
         return Err(ApiError::forbidden(
             "only admins may change the cluster's membership",
         ));
     }
-    state.cluster.as_deref().ok_or_else(|| {
+    state.cluster.as_ref().ok_or_else(|| {
         ApiError::new(
             StatusCode::CONFLICT,
             "not_a_cluster",
@@ -85,7 +85,7 @@ pub async fn add_learner(
         .add_learner(body.id, node)
         .await
         .map_err(membership_error)?;
-    Ok(HttpResponse::Ok().json(status_json(&state, Some(cluster))))
+    Ok(HttpResponse::Ok().json(status_json(&state, Some(cluster.as_ref()))))
 }
 
 /// The voters a membership change leaves.
@@ -114,7 +114,30 @@ pub async fn set_voters(
     }
     let voters = body.into_inner().voters;
     cluster.set_voters(voters).await.map_err(membership_error)?;
-    Ok(HttpResponse::Ok().json(status_json(&state, Some(cluster))))
+    Ok(HttpResponse::Ok().json(status_json(&state, Some(cluster.as_ref()))))
+}
+
+/// The voter to hand the leadership to.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Leader {
+    id: u64,
+}
+
+/// `POST /v1/cluster/leader` (admins, on the leader): hands the leadership to the voter
+/// `id` and answers once it leads (writes pause for the handover, typically well under a
+/// second). 409 `transfer_refused` when it could not (not a voter, or it did not win).
+pub async fn transfer_leader(
+    state: Data,
+    caller: Caller,
+    body: web::Json<Leader>,
+) -> Result<HttpResponse, ApiError> {
+    let cluster = cluster_admin(&state, &caller)?;
+    cluster
+        .transfer_leader(body.id)
+        .await
+        .map_err(|e| ApiError::new(StatusCode::CONFLICT, "transfer_refused", e))?;
+    Ok(HttpResponse::Ok().json(status_json(&state, Some(cluster.as_ref()))))
 }
 
 /// For a write (any method but GET, HEAD and OPTIONS under `/v1/`) that reaches a node

@@ -130,6 +130,7 @@ routes! {
     get "/v1/hospitals/{id}/records" => timelines::hospital_timeline, "records", auth: true, body: None, "A hospital's records, newest first.";
     post "/v1/cluster/learners" => cluster::add_learner, "ops", auth: true, body: Some("new_node.json"), "Add a node as a learner; answered once it caught up (admins, on the leader).";
     post "/v1/cluster/voters" => cluster::set_voters, "ops", auth: true, body: Some("voters.json"), "Make exactly these nodes the voters: promote or remove (admins, on the leader).";
+    post "/v1/cluster/leader" => cluster::transfer_leader, "ops", auth: true, body: Some("leader.json"), "Hand the leadership to another voter; answered once it leads (admins, on the leader).";
     get "/v1/cluster" => cluster::status, "ops", auth: true, body: None, "The cluster's nodes, leader, term and heights (auditors, admins).";
     get "/v1/chain" => explorer::chain, "explorer", auth: true, body: None, "Height, tip, genesis, totals and the cutter's settings.";
     get "/v1/blocks" => explorer::blocks, "explorer", auth: true, body: None, "Block headers, newest first by default.";

@@ -39,6 +39,7 @@ pub const SCHEMAS: &[(&str, &str)] = &[
     ),
     ("new_node.json", include_str!("../../schemas/new_node.json")),
     ("voters.json", include_str!("../../schemas/voters.json")),
+    ("leader.json", include_str!("../../schemas/leader.json")),
     ("error.json", include_str!("../../schemas/error.json")),
     ("event.json", include_str!("../../schemas/event.json")),
 ];

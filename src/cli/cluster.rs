@@ -1,4 +1,4 @@
-//! `medledger cluster status|add-learner|promote|remove`: a running cluster's membership,
+//! `medledger cluster status|add-learner|promote|remove|transfer-leader`: a running cluster's membership,
 //! asked of any node (a change sent to a follower follows its 307 to the leader). The
 //! request's admin token is minted from the node's data dir (every node's holds the
 //! cluster's JWT secret).
@@ -20,6 +20,7 @@ pub enum Action {
     },
     Promote(u64),
     Remove(u64),
+    TransferLeader(u64),
 }
 
 /// An admin token for a request of the CLI, minted from the data dir's JWT secret.
@@ -130,6 +131,13 @@ pub fn run(url: &str, data_dir: &Path, action: Action, out: &mut dyn Write) -> i
             &token,
             "/v1/cluster/learners",
             Some(json!({"id": id, "raft": raft.to_string(), "http": http.to_string()})),
+        ),
+        Action::TransferLeader(id) => call(
+            &client,
+            url,
+            &token,
+            "/v1/cluster/leader",
+            Some(json!({ "id": id })),
         ),
         Action::Promote(id) | Action::Remove(id) => {
             let mut v = voters(&status);

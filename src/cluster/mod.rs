@@ -93,6 +93,11 @@ pub const KEY_WAIT: Duration = Duration::from_secs(5);
 /// nothing proposed, the payload dropped).
 pub const PAYLOAD_WAIT: Duration = Duration::from_secs(60);
 
+/// The longest a leadership transfer takes before it is given up.
+pub const TRANSFER_WAIT: Duration = Duration::from_secs(5);
+/// How long one campaign of a transfer's target is given to win.
+const TRANSFER_ROUND: Duration = Duration::from_millis(700);
+
 /// The subdirectory of the data dir holding the Raft log and vote.
 pub const RAFT_DIR: &str = "raft";
 
@@ -165,6 +170,9 @@ pub struct Cluster {
     fetching: tokio::sync::Mutex<()>,
     /// Keys and payloads to the other nodes, in groups.
     shipper: Arc<shipper::Shipper>,
+    /// Held by the writer thread while it proposes a block, and by a leadership transfer
+    /// for its whole length: no block is proposed while the leadership is handed over.
+    proposing: tokio::sync::Mutex<()>,
     runtime: Mutex<Option<tokio::runtime::Runtime>>,
     rpc: Mutex<Option<RpcServer>>,
     handle: tokio::runtime::Handle,
@@ -302,6 +310,7 @@ impl Cluster {
             payloads,
             fetching: tokio::sync::Mutex::new(()),
             shipper,
+            proposing: tokio::sync::Mutex::new(()),
             runtime: Mutex::new(Some(runtime)),
             rpc: Mutex::new(Some(rpc)),
             handle,
@@ -342,6 +351,90 @@ impl Cluster {
         self.membership_change(async move { raft.change_membership(voters, false).await })
             .await
             .map_err(|e| e.unwrap_or_else(|| "the change did not commit in time".into()))
+    }
+
+    /// Hands the leadership to the voter `target`; on the leader only. Proposals stop,
+    /// `target`'s log catches up with this node's, and `target` campaigns: this node's
+    /// leader lease has long expired (openraft renews it only when it is elected), so it
+    /// grants the vote and steps down, and the two are a majority of three. Writes that
+    /// arrive meanwhile wait, then are answered `not_committed` here (503: nothing was
+    /// proposed) and go to the new leader. Returns once `target` leads.
+    pub async fn transfer_leader(self: &Arc<Self>, target: u64) -> Result<(), String> {
+        let me = self.clone();
+        let job = self.handle.spawn(async move { me.hand_over(target).await });
+        match tokio::time::timeout(TRANSFER_WAIT + Duration::from_secs(1), job).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(_) => Err(format!(
+                "node {target} did not take the leadership within {} s",
+                TRANSFER_WAIT.as_secs()
+            )),
+        }
+    }
+
+    async fn hand_over(&self, target: u64) -> Result<(), String> {
+        let raft_addr = {
+            let m = self.raft.metrics().borrow().membership_config.clone();
+            let members = m.membership();
+            if !members.voter_ids().any(|id| id == target) {
+                return Err(format!("node {target} is not a voter"));
+            }
+            members
+                .get_node(&target)
+                .map(|n| n.raft.clone())
+                .ok_or_else(|| format!("node {target} has no address"))?
+        };
+        if target == self.node_id {
+            return if self.is_leader() {
+                Ok(())
+            } else {
+                Err(format!("node {target} does not lead; ask the leader"))
+            };
+        }
+        let started = tokio::time::Instant::now();
+        let deadline = started + TRANSFER_WAIT;
+        let _paused = tokio::time::timeout_at(deadline, self.proposing.lock())
+            .await
+            .map_err(|_| "a block in flight did not finish in time".to_string())?;
+        if !self.is_leader() {
+            return Err("this node no longer leads".into());
+        }
+        let mut metrics = self.raft.metrics();
+        // Campaigns until `target` leads: the first may come before this node's lease
+        // (one election timeout after it was elected) has expired.
+        loop {
+            let last = metrics.borrow().last_log_index;
+            if let Err(e) = self.net.elect(&raft_addr, last).await {
+                tracing::warn!(target, error = %e, "asking a node to campaign failed");
+            }
+            let round = (tokio::time::Instant::now() + TRANSFER_ROUND).min(deadline);
+            let led = tokio::time::timeout_at(
+                round,
+                metrics.wait_for(|m| m.current_leader == Some(target)),
+            )
+            .await;
+            if matches!(led, Ok(Ok(_))) {
+                tracing::info!(
+                    target,
+                    ms = started.elapsed().as_millis() as u64,
+                    "handed the leadership over"
+                );
+                return Ok(());
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(format!(
+                    "node {target} did not take the leadership within {} s",
+                    TRANSFER_WAIT.as_secs()
+                ));
+            }
+            if !self.is_leader() {
+                // Another node won the election this started; the leadership moved on.
+                let now = self.raft.metrics().borrow().current_leader;
+                return Err(format!(
+                    "node {target} did not win the election (leader now: {now:?})"
+                ));
+            }
+        }
     }
 
     /// Runs a membership change on Raft's runtime for at most [`MEMBERSHIP_WAIT`]; the
@@ -489,6 +582,8 @@ impl BlockSink for Cluster {
     /// Proposes the block and waits until it is committed (durable on a majority) and
     /// applied here. Called by the orderer's writer thread (not a runtime thread).
     fn commit(&self, block: &Block) -> Result<Committed, SinkError> {
+        // Not a runtime thread, so it may block: a transfer holds this while it runs.
+        let _proposing = self.proposing.blocking_lock();
         if !self.is_leader() {
             return Err(SinkError::NotCommitted(
                 "this node is not the cluster's leader".into(),

@@ -477,6 +477,17 @@ impl Network {
     }
 }
 
+impl Network {
+    /// Asks the node at `raft` to campaign now, once its log reaches `last_log_index` (a
+    /// leader handing its leadership over, [`super::Cluster::transfer_leader`]).
+    pub async fn elect(&self, raft: &str, last_log_index: Option<u64>) -> Result<(), String> {
+        self.post_ok(raft, ELECT, encode(&last_log_index), Duration::from_secs(5))
+            .await
+            .map(drop)
+            .map_err(|e| e.to_string())
+    }
+}
+
 /// The most block bytes in one message of a payload copy: a large payload goes in
 /// several, so a copy in flight holds at most this much per peer.
 pub const COPY_MESSAGE_BYTES_MAX: usize = 2 << 20;
@@ -612,6 +623,7 @@ const KEY_GET: &str = "/raft/keys/get";
 const PAYLOAD_BLOCKS: &str = "/raft/payloads/blocks";
 const PAYLOAD_GET: &str = "/raft/payloads/get";
 const PAYLOAD_DROP: &str = "/raft/payloads/drop";
+const ELECT: &str = "/raft/elect";
 
 struct RpcState {
     raft: Raft<TypeConfig>,
@@ -879,6 +891,33 @@ async fn payload_drop(req: HttpRequest, body: web::Bytes, st: web::Data<RpcState
     }
 }
 
+/// How long a node asked to campaign waits for its log to reach the leader's.
+const ELECT_LOG_WAIT: Duration = Duration::from_secs(2);
+
+/// Campaigns now (the leader hands its leadership to this node), once this node's log
+/// holds the leader's last entry: a voter refuses a candidate whose log is behind its own.
+async fn elect(req: HttpRequest, body: web::Bytes, st: web::Data<RpcState>) -> HttpResponse {
+    let wanted = match admitted::<Option<u64>>(&req, ELECT, &body, &st) {
+        Ok(r) => r,
+        Err(refusal) => return refusal.response(),
+    };
+    let mut metrics = st.raft.metrics();
+    let caught_up = tokio::time::timeout(
+        ELECT_LOG_WAIT,
+        metrics.wait_for(|m| m.last_log_index >= wanted),
+    )
+    .await;
+    if !matches!(caught_up, Ok(Ok(_))) {
+        return HttpResponse::Conflict().json(serde_json::json!({"error": {
+            "code": "log_behind",
+            "message": "this node's log did not reach the leader's last entry in time"}}));
+    }
+    match st.raft.trigger().elect().await {
+        Ok(()) => HttpResponse::Ok().finish(),
+        Err(e) => internal("raft", e),
+    }
+}
+
 /// The node-to-node server, on its own thread and actix system.
 pub struct RpcServer {
     handle: actix_web::dev::ServerHandle,
@@ -922,6 +961,7 @@ impl RpcServer {
                             .route(PAYLOAD_BLOCKS, web::post().to(payload_blocks))
                             .route(PAYLOAD_GET, web::post().to(payload_get))
                             .route(PAYLOAD_DROP, web::post().to(payload_drop))
+                            .route(ELECT, web::post().to(elect))
                     })
                     .workers(1)
                     .client_request_timeout(Duration::from_secs(10))
