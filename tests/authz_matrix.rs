@@ -474,9 +474,10 @@ async fn every_route_with_a_token_is_in_the_matrix() {
 const CLUSTER_ROUTES: &[(&str, &str)] = &[
     ("post", "/v1/cluster/learners"),
     ("post", "/v1/cluster/voters"),
+    ("post", "/v1/cluster/leader"),
 ];
 
-/// Membership changes are for admins alone (on one node they are refused as such; the
+/// Membership changes and leadership transfers are for admins alone (on one node they are refused as such; the
 /// cluster tests change a real cluster's membership).
 #[actix_web::test]
 async fn cluster_membership_cells() {
@@ -489,6 +490,7 @@ async fn cluster_membership_cells() {
             json!({"id": 4, "raft": "127.0.0.1:7104", "http": "127.0.0.1:8104"}),
         ),
         ("/v1/cluster/voters", json!({"voters": [1, 2, 4]})),
+        ("/v1/cluster/leader", json!({"id": 2})),
     ];
     for (route, body) in bodies {
         let cells = [

@@ -41,7 +41,7 @@ fn cluster_admin<'a>(
 ) -> Result<&'a std::sync::Arc<crate::cluster::Cluster>, ApiError> {
     if caller.role() != super::auth::Role::Admin {
         return Err(ApiError::forbidden(
-            "only admins may change the cluster's membership",
+            "only admins may change the cluster's membership or leader",
         ));
     }
     state.cluster.as_ref().ok_or_else(|| {
