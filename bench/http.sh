@@ -6,7 +6,8 @@
 #      rate limit; the server's CPU seconds, peak RSS and bytes on disk per record;
 #      then the same records through POST /v1/records/batch: 4 per request over 256
 #      connections, and 50 per request over 64 connections (the peers' batched runs);
-#   2. patient timeline pages (limit 50) of the peers' patients, 64 connections;
+#   2. patient timeline pages (limit 50) of the peers' patients, 64 connections; then the
+#      same pages asked again with their validators (If-None-Match: 304s);
 #   3. the peers' mixed run: 80% timeline pages, 20% submissions, 64 connections;
 #   4. latency at low load (one connection): eager policy, then `--cut-policy strict`;
 #   5. `medledger rebuild` of the views from the ledger those runs wrote.
@@ -90,6 +91,25 @@ run submit-batch-50 64 2 "$batch_s" batch.lua 50
 # Reads start once the views have caught up with the submissions.
 for _ in $(seq 1 600); do [ "$(metric medledger_projector_lag_blocks)" = 0 ] && break; sleep 0.1; done
 run timeline-pages 64 2 "$read_s" read.lua
+# Repeated reads of unchanged timelines: each page's validator (ETag), then the same
+# pages again with If-None-Match (304 without reading a record).
+python3 - "$url" "$admin" "$REQUESTS_DIR/patients.txt" >"$data/etags.txt" <<'PY'
+import http.client, sys
+url, token, patients = sys.argv[1], sys.argv[2], sys.argv[3]
+host, port = url[len("http://"):].split(":")
+c = http.client.HTTPConnection(host, int(port), timeout=10)
+for p in sorted({l.strip() for l in open(patients) if l.strip()}):
+    c.request("GET", f"/v1/patients/{p}/records?limit=50", headers={"Authorization": f"Bearer {token}"})
+    r = c.getresponse()
+    r.read()
+    tag = r.getheader("ETag")
+    if r.status != 200 or not tag:
+        sys.exit(f"no validator for {p}: {r.status}")
+    print(f"{p}\t{tag}")
+PY
+export ETAGS=$data/etags.txt
+run timeline-pages-304 64 2 "$read_s" read.lua
+unset ETAGS
 run mixed-80-20 64 2 "$mixed_s" mixed.lua
 run low-load-eager 1 1 "$low_s" submit.lua
 # Bytes on disk per committed record: the whole data dir (ledger, index, views, keys,

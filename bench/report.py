@@ -145,7 +145,7 @@ print("|---|---|---:|---:|---:|---:|")
 print(f"| medledger embedded | ingest, 1 per call | {fmt(embedded['events_per_sec'])} | "
       f"{embedded['p50_ms']:.2f} | {embedded['p99_ms']:.2f} | {embedded['p999_ms']:.2f} |")
 for name in ("submit-eager", "submit-batch-4", f"submit-batch-{params['batch']}", "timeline-pages",
-             "mixed-80-20", "low-load-eager", "low-load-strict"):
+             "timeline-pages-304", "mixed-80-20", "low-load-eager", "low-load-strict"):
     j = http.get(name)
     if j and not (name == "submit-batch-4" and params["batch"] == 4):
         per = j.get("records_per_request", 1)
@@ -159,3 +159,9 @@ for r in rows:
     label = r["workload"] + (f", {r['batch']} per call" if r["workload"] == "ingest" else "")
     print(f"| {r['peer']} | {label} | {fmt(r['operations_per_second'])} | {lat['p50_us'] / 1000:.2f} | "
           f"{lat['p99_us'] / 1000:.2f} | {lat['p999_us'] / 1000:.2f} |")
+h304 = http.get("timeline-pages-304")
+if ht and h304:
+    print()
+    print(f"Repeated reads of unchanged timelines with If-None-Match: {fmt(h304['rps'])} pages/s, "
+          f"{h304['rps'] / ht['rps']:.1f}× the uncached page rate in the same run "
+          f"({h304.get('not_modified', 0):,} of {h304['requests']:,} answers 304).")

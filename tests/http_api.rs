@@ -601,3 +601,164 @@ async fn record_reads_answer_304_for_the_version_the_client_holds() {
         assert_ne!(res.headers().get("etag").unwrap().to_str().unwrap(), etag);
     }
 }
+
+/// A timeline page carries a validator of the owner's last change: `If-None-Match` with
+/// it answers 304 (no rows read) until a record of the timeline or a grant of the patient
+/// changes, and only for the same caller and query.
+#[actix_web::test]
+async fn timeline_pages_answer_304_until_the_timeline_changes() {
+    let env = env();
+    let svc = test::init_service(app(env.core.state.clone())).await;
+    let dr1 = env.token(Role::Clinician, "dr-1", Some("h-1"));
+    let dr2 = env.token(Role::Clinician, "dr-2", Some("h-2"));
+    let patient = env.token(Role::Patient, "p-7", None);
+    let post = |uri: &str, token: &str, body: serde_json::Value| {
+        test::TestRequest::post()
+            .uri(uri)
+            .insert_header(("Authorization", token.to_owned()))
+            .set_json(body)
+            .to_request()
+    };
+    let create = |id: &str, patient_id: &str| {
+        post(
+            "/v1/records",
+            &dr1,
+            json!({"record_id": id, "patient_id": patient_id, "hospital_id": "h-1",
+                "record_type": "note", "metadata": {"n": 1}}),
+        )
+    };
+    let res = test::call_service(&svc, create("r-t1", "p-7")).await;
+    assert_eq!(res.status(), StatusCode::CREATED);
+    // (status, etag, item count) of a GET with an optional If-None-Match.
+    let get = |uri: &'static str, token: &str, etag: Option<&str>| {
+        let mut req = test::TestRequest::get()
+            .uri(uri)
+            .insert_header(("Authorization", token.to_owned()));
+        if let Some(etag) = etag {
+            req = req.insert_header(("If-None-Match", etag.to_owned()));
+        }
+        let svc = &svc;
+        let req = req.to_request();
+        async move {
+            let res = test::call_service(svc, req).await;
+            let status = res.status();
+            let etag = res
+                .headers()
+                .get("etag")
+                .map(|v| v.to_str().unwrap().to_owned());
+            if etag.is_some() {
+                assert_eq!(
+                    res.headers().get("cache-control").unwrap(),
+                    "private, no-cache"
+                );
+            }
+            let body = test::read_body(res).await;
+            let items = match status {
+                StatusCode::OK => serde_json::from_slice::<serde_json::Value>(&body).unwrap()
+                    ["items"]
+                    .as_array()
+                    .unwrap()
+                    .len(),
+                _ => {
+                    assert!(body.is_empty(), "{uri}: {status} {body:?}");
+                    0
+                }
+            };
+            (status, etag, items)
+        }
+    };
+    const P7: &str = "/v1/patients/p-7/records";
+    let (s, tag, n) = get(P7, &dr1, None).await;
+    assert_eq!((s, n), (StatusCode::OK, 1));
+    let tag = tag.expect("a patient's timeline has a validator");
+    assert!(tag.starts_with("W/\""), "{tag}");
+    let (s, again, _) = get(P7, &dr1, Some(&tag)).await;
+    assert_eq!(
+        (s, again.as_deref()),
+        (StatusCode::NOT_MODIFIED, Some(&*tag))
+    );
+    // Another caller, or another query, does not match it.
+    assert_eq!(get(P7, &patient, Some(&tag)).await.0, StatusCode::OK);
+    assert_eq!(
+        get("/v1/patients/p-7/records?limit=1", &dr1, Some(&tag))
+            .await
+            .0,
+        StatusCode::OK
+    );
+    // Another patient's record leaves this timeline's validator alone.
+    let res = test::call_service(&svc, create("r-t2", "p-8")).await;
+    assert_eq!(res.status(), StatusCode::CREATED);
+    assert_eq!(get(P7, &dr1, Some(&tag)).await.0, StatusCode::NOT_MODIFIED);
+    // An amendment of one of its records changes it.
+    let res = test::call_service(
+        &svc,
+        post(
+            "/v1/records/r-t1/amendments",
+            &dr1,
+            json!({"reason": "fix", "metadata": {"n": 2}}),
+        ),
+    )
+    .await;
+    assert_eq!(res.status(), StatusCode::CREATED);
+    let (s, tag2, n) = get(P7, &dr1, Some(&tag)).await;
+    assert_eq!((s, n), (StatusCode::OK, 1));
+    assert_ne!(tag2.as_deref(), Some(&*tag));
+    // A clinician of another hospital sees nothing, then a grant changes that.
+    let (s, before, n) = get(P7, &dr2, None).await;
+    assert_eq!((s, n), (StatusCode::OK, 0));
+    let before = before.unwrap();
+    assert_eq!(
+        get(P7, &dr2, Some(&before)).await.0,
+        StatusCode::NOT_MODIFIED
+    );
+    let res = test::call_service(
+        &svc,
+        post(
+            "/v1/patients/p-7/grants",
+            &patient,
+            json!({"grantee_id": "dr-2"}),
+        ),
+    )
+    .await;
+    assert_eq!(res.status(), StatusCode::CREATED);
+    let (s, _, n) = get(P7, &dr2, Some(&before)).await;
+    assert_eq!((s, n), (StatusCode::OK, 1));
+    // A grant that runs out changes the validator when it does, with no event.
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    let soon = medledger::chaincode::Timestamp(now_ms + 1_500).to_string();
+    let res = test::call_service(
+        &svc,
+        post(
+            "/v1/patients/p-7/grants",
+            &patient,
+            json!({"grantee_id": "dr-3", "expires_at": soon}),
+        ),
+    )
+    .await;
+    assert_eq!(res.status(), StatusCode::CREATED);
+    let dr3 = env.token(Role::Clinician, "dr-3", Some("h-3"));
+    let (s, granted, n) = get(P7, &dr3, None).await;
+    assert_eq!((s, n), (StatusCode::OK, 1));
+    let granted = granted.unwrap();
+    assert_eq!(
+        get(P7, &dr3, Some(&granted)).await.0,
+        StatusCode::NOT_MODIFIED
+    );
+    std::thread::sleep(std::time::Duration::from_millis(1_700));
+    let (s, _, n) = get(P7, &dr3, Some(&granted)).await;
+    assert_eq!((s, n), (StatusCode::OK, 0));
+    // Its own hospital's timeline has a validator for a clinician; the records it wrote
+    // have none (they may be of hospitals it no longer works at, read through grants).
+    let (s, own, _) = get("/v1/hospitals/h-1/records", &dr1, None).await;
+    assert_eq!(s, StatusCode::OK);
+    let own = own.expect("a clinician's own hospital has a validator");
+    assert_eq!(
+        get("/v1/hospitals/h-1/records", &dr1, Some(&own)).await.0,
+        StatusCode::NOT_MODIFIED
+    );
+    let (s, none, _) = get("/v1/clinicians/dr-1/records", &dr1, None).await;
+    assert_eq!((s, none), (StatusCode::OK, None));
+}

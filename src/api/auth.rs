@@ -447,7 +447,7 @@ impl Caller {
         &self.0.sub
     }
 
-    fn hospital(&self) -> Option<&str> {
+    pub fn hospital(&self) -> Option<&str> {
         self.0.hospital.as_deref()
     }
 

@@ -151,7 +151,7 @@ pub(crate) fn version_etag(tx_id: &str) -> String {
 
 /// Whether the request's `If-None-Match` names `etag` (weak comparison, RFC 9110
 /// section 13.1.2: `W/` ignored on both sides; `*` matches any current representation).
-fn not_modified(req: &actix_web::HttpRequest, etag: &str) -> bool {
+pub(crate) fn not_modified(req: &actix_web::HttpRequest, etag: &str) -> bool {
     let bare = |tag: &str| tag.trim().trim_start_matches("W/").to_owned();
     let ours = bare(etag);
     req.headers()
@@ -170,17 +170,25 @@ pub(crate) fn versioned(
     etag: &str,
     body: impl FnOnce() -> Result<actix_web::HttpResponse, ApiError>,
 ) -> Result<actix_web::HttpResponse, ApiError> {
-    use actix_web::http::header::{CACHE_CONTROL, ETAG};
-    let mut response = if not_modified(req, etag) {
+    let response = if not_modified(req, etag) {
         actix_web::HttpResponse::NotModified().finish()
     } else {
         body()?
     };
+    Ok(with_validator(response, etag))
+}
+
+/// `response` with the validator `etag` and `Cache-Control: private, no-cache`.
+pub(crate) fn with_validator(
+    mut response: actix_web::HttpResponse,
+    etag: &str,
+) -> actix_web::HttpResponse {
+    use actix_web::http::header::{HeaderValue, CACHE_CONTROL, ETAG};
     let headers = response.headers_mut();
-    headers.insert(ETAG, etag.parse().expect("a tx id is a valid header value"));
     headers.insert(
-        CACHE_CONTROL,
-        actix_web::http::header::HeaderValue::from_static("private, no-cache"),
+        ETAG,
+        etag.parse().expect("a validator is a valid header value"),
     );
-    Ok(response)
+    headers.insert(CACHE_CONTROL, HeaderValue::from_static("private, no-cache"));
+    response
 }

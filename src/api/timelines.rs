@@ -1,17 +1,20 @@
 //! Timeline routes: a patient's, a clinician's or a hospital's records, newest first,
 //! filtered and paged, with only what the caller may read.
 
-use actix_web::{web, HttpResponse};
+use actix_web::{web, HttpRequest, HttpResponse};
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 
+use medledger_chaincode::contract::GrantState;
 use medledger_chaincode::{RecordStatus, Timestamp};
 use medledger_views::query::{Owner, TimelineFilter, Views, PAGE_LIMIT_MAX};
 
-use super::auth::Caller;
+use super::auth::{Caller, Role};
 use super::error::ApiError;
-use super::lookup::{honour_min_height, may_read, query_error};
+use super::lookup::{honour_min_height, may_read, not_modified, query_error, with_validator};
 use super::records::{record_json, RecordJson};
 use super::submit::ensure_key;
+use super::submit::{now, store_error};
 use super::{AppState, PAGE_LIMIT_DEFAULT};
 
 type Data = web::Data<AppState>;
@@ -51,12 +54,76 @@ enum OwnerKind {
     Hospital,
 }
 
+impl OwnerKind {
+    fn owner(self, id: &str) -> Owner<'_> {
+        match self {
+            OwnerKind::Patient => Owner::Patient(id),
+            OwnerKind::Clinician => Owner::Author(id),
+            OwnerKind::Hospital => Owner::Hospital(id),
+        }
+    }
+}
+
+/// The validator of a timeline page (see `medledger_views::changes`): the height of the
+/// owner's last change, with everything else the page depends on: the caller (role, id,
+/// hospital), the query, and for a clinician on a patient's timeline whether their grant
+/// exists and has expired. None where what the caller may read of the page can change
+/// with no change of the owner's timeline: the records a clinician wrote may be of
+/// hospitals it no longer works at, read through the grants of every patient in them.
+fn validator(
+    state: &AppState,
+    caller: &Caller,
+    kind: OwnerKind,
+    owner: &str,
+    query: &TimelineQuery,
+    grant: Option<&Option<GrantState>>,
+) -> Option<String> {
+    let grant = match (caller.role(), kind) {
+        (Role::Clinician, OwnerKind::Clinician) => return None,
+        (Role::Clinician, OwnerKind::Hospital) if caller.hospital() != Some(owner) => return None,
+        (_, _) => match grant {
+            None => '-',
+            Some(None) => 'n',
+            Some(Some(g)) if g.expires_at.is_some_and(|end| now() >= end) => 'x',
+            Some(Some(_)) => 'g',
+        },
+    };
+    let changes = state.projector.changes();
+    let changed = changes.of(kind.owner(owner));
+    let mut scope = Sha256::new();
+    for part in [
+        format!("{:?}", caller.role()).as_str(),
+        caller.id(),
+        caller.hospital().unwrap_or(""),
+        owner,
+        query.record_type.as_deref().unwrap_or(""),
+        &format!(
+            "{:?}|{:?}|{:?}|{:?}|{}",
+            kind as u8,
+            query.status,
+            query.from,
+            query.to,
+            query.limit.unwrap_or(0)
+        ),
+        query.cursor.as_deref().unwrap_or(""),
+    ] {
+        scope.update((part.len() as u64).to_be_bytes());
+        scope.update(part.as_bytes());
+    }
+    let scope = hex::encode(&scope.finalize()[..8]);
+    Some(format!(
+        "W/\"t-{:x}-{changed}-{grant}-{scope}\"",
+        changes.epoch()
+    ))
+}
+
 async fn timeline(
     state: Data,
     caller: Caller,
     kind: OwnerKind,
     owner: String,
     query: TimelineQuery,
+    req: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
     let allowed = match kind {
         OwnerKind::Patient => caller.may_list_patient(&owner),
@@ -76,6 +143,23 @@ async fn timeline(
         ));
     }
     honour_min_height(&state, query.min_height).await?;
+    // Every row of a patient's timeline is that patient's: a clinician's grant is read
+    // once for the page, not once per row.
+    let grant = match (kind, caller.role()) {
+        (OwnerKind::Patient, Role::Clinician) => Some(
+            Views::new(state.views.as_ref())
+                .grant(&owner, caller.id())
+                .map_err(store_error)?,
+        ),
+        _ => None,
+    };
+    // Taken before the rows are read: the rows sent are at least as new as it.
+    let etag = validator(&state, &caller, kind, &owner, &query, grant.as_ref());
+    if let Some(tag) = &etag {
+        if not_modified(&req, tag) {
+            return Ok(with_validator(HttpResponse::NotModified().finish(), tag));
+        }
+    }
     #[derive(Serialize)]
     struct Page<'a> {
         items: Vec<RecordJson<'a>>,
@@ -95,19 +179,18 @@ async fn timeline(
             (state.clone(), owner.clone(), filter.clone(), cursor.clone());
         let page = web::block(move || {
             let views = Views::new(st.views.as_ref());
-            let owner_ref = match kind {
-                OwnerKind::Patient => Owner::Patient(&owner),
-                OwnerKind::Clinician => Owner::Author(&owner),
-                OwnerKind::Hospital => Owner::Hospital(&owner),
-            };
-            views.timeline(owner_ref, &filter, after.as_deref(), want)
+            views.timeline(kind.owner(&owner), &filter, after.as_deref(), want)
         })
         .await
         .map_err(|e| ApiError::internal(e.to_string()))?
         .map_err(query_error)?;
         reads += 1;
         for entry in page.items {
-            if may_read(&state, &caller, &entry)? {
+            let readable = match &grant {
+                Some(g) => caller.may_read_record(&entry.state, g.as_ref(), now()),
+                None => may_read(&state, &caller, &entry)?,
+            };
+            if readable {
                 entries.push(entry);
             }
         }
@@ -121,10 +204,14 @@ async fn timeline(
         ensure_key(&state, &entry.state).await;
         items.push(record_json(state.payloads.keys(), entry)?);
     }
-    Ok(HttpResponse::Ok().json(Page {
+    let response = HttpResponse::Ok().json(Page {
         items,
         next_cursor: cursor,
-    }))
+    });
+    Ok(match &etag {
+        Some(tag) => with_validator(response, tag),
+        None => response,
+    })
 }
 
 /// `GET /v1/patients/{id}/records`.
@@ -133,6 +220,7 @@ pub async fn patient_timeline(
     caller: Caller,
     path: web::Path<String>,
     query: web::Query<TimelineQuery>,
+    req: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
     timeline(
         state,
@@ -140,6 +228,7 @@ pub async fn patient_timeline(
         OwnerKind::Patient,
         path.into_inner(),
         query.into_inner(),
+        req,
     )
     .await
 }
@@ -150,6 +239,7 @@ pub async fn clinician_timeline(
     caller: Caller,
     path: web::Path<String>,
     query: web::Query<TimelineQuery>,
+    req: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
     timeline(
         state,
@@ -157,6 +247,7 @@ pub async fn clinician_timeline(
         OwnerKind::Clinician,
         path.into_inner(),
         query.into_inner(),
+        req,
     )
     .await
 }
@@ -167,6 +258,7 @@ pub async fn hospital_timeline(
     caller: Caller,
     path: web::Path<String>,
     query: web::Query<TimelineQuery>,
+    req: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
     timeline(
         state,
@@ -174,6 +266,7 @@ pub async fn hospital_timeline(
         OwnerKind::Hospital,
         path.into_inner(),
         query.into_inner(),
+        req,
     )
     .await
 }

@@ -15,6 +15,7 @@
 //! batch is one atomic `apply_batch`.
 
 pub(crate) mod bulk;
+pub mod changes;
 pub mod keys;
 pub mod project;
 pub mod projector;

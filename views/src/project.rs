@@ -29,6 +29,7 @@ use medledger_chaincode::contract::{
 };
 use medledger_chaincode::{Envelope, Event, RecordStatus};
 
+use super::changes::Touched;
 use super::keys;
 use super::values::{
     self, event_kind_code, AuditEntry, Rejection, Summary, TxPosition, VersionEntry,
@@ -69,6 +70,9 @@ pub struct Projection<'s> {
     row_scratch: Vec<u8>,
     /// Ops a partitions' batch holds before [`Projection::batch_full`], or 0.
     batch_ops: usize,
+    /// The timelines the events so far changed (the live projection's; a rebuild's
+    /// partitions note nothing).
+    touched: Touched,
 }
 
 /// Bytes of keys and values reserved per op of a partitions' batch (~130 in the
@@ -87,6 +91,7 @@ impl<'s> Projection<'s> {
             partition_rows: ViewBatch::new(0),
             row_scratch: Vec::new(),
             batch_ops: 0,
+            touched: Touched::default(),
         })
     }
 
@@ -112,6 +117,7 @@ impl<'s> Projection<'s> {
             partition_rows: ViewBatch::new(0),
             row_scratch: Vec::new(),
             batch_ops,
+            touched: Touched::default(),
         }
     }
 
@@ -269,6 +275,11 @@ impl<'s> Projection<'s> {
         std::mem::replace(&mut self.batch, ViewBatch::new(height))
     }
 
+    /// The timelines the events projected since the last call changed.
+    pub fn take_touched(&mut self) -> Touched {
+        std::mem::take(&mut self.touched)
+    }
+
     /// Makes sure the current version of `record_id`, if the record exists, is in
     /// `records`: read from the store if it is not there yet (a partition's overlay holds
     /// every record its events can name).
@@ -329,6 +340,7 @@ impl<'s> Projection<'s> {
         };
         // A partition writes its grants when it ends.
         if self.store.is_some() {
+            self.touched.grant(patient_id);
             let key = keys::grant(patient_id, grantee_id);
             match &next {
                 Some(g) => self.batch.put(View::Grants, key, values::encode(g)),
@@ -376,6 +388,11 @@ impl<'s> Projection<'s> {
                     event: code,
                     state: record_created(e),
                 };
+                if !partition {
+                    let s = &entry.state;
+                    self.touched
+                        .record(&s.patient_id, &s.author_id, &s.hospital_id);
+                }
                 write_summary(&mut self.batch, &entry.state, false);
                 let mut row = Vec::new();
                 let scratch = &mut self.row_scratch;
@@ -401,6 +418,11 @@ impl<'s> Projection<'s> {
         );
         let status = entry.state.status;
         change_record(&mut entry.state, event);
+        if !partition {
+            let s = &entry.state;
+            self.touched
+                .record(&s.patient_id, &s.author_id, &s.hospital_id);
+        }
         entry.at = at;
         entry.event = code;
         if entry.state.status != status {

@@ -32,6 +32,7 @@ use std::time::{Duration, Instant};
 
 use medledger_storage::{Ledger, StorageError};
 
+use crate::changes::{Changes, Touched};
 use crate::project::Projection;
 use crate::{ViewError, ViewStore};
 
@@ -167,6 +168,8 @@ pub struct Projector {
     start_height: u64,
     shared: Arc<Shared>,
     thread: Mutex<Option<JoinHandle<()>>>,
+    /// When each timeline last changed (raised after each block's rows are written).
+    changes: Arc<Changes>,
 }
 
 impl Projector {
@@ -201,11 +204,12 @@ impl Projector {
             rejected: AtomicU64::new(0),
             height: tokio::sync::watch::Sender::new(applied),
         });
+        let changes = Arc::new(Changes::new(applied));
         let thread = {
-            let (ledger, shared) = (ledger.clone(), shared.clone());
+            let (ledger, shared, changes) = (ledger.clone(), shared.clone(), changes.clone());
             std::thread::Builder::new()
                 .name("projector".into())
-                .spawn(move || run(&ledger, store.as_ref(), &shared, flush_interval))
+                .spawn(move || run(&ledger, store.as_ref(), &shared, &changes, flush_interval))
                 .map_err(StartError::Thread)?
         };
         Ok(Projector {
@@ -213,6 +217,7 @@ impl Projector {
             start_height: tip,
             shared,
             thread: Mutex::new(Some(thread)),
+            changes,
         })
     }
 
@@ -224,6 +229,11 @@ impl Projector {
             drop(lock(&self.shared.state));
             self.shared.wake.notify_all();
         }
+    }
+
+    /// When each timeline last changed, for HTTP validators.
+    pub fn changes(&self) -> &Changes {
+        &self.changes
     }
 
     /// Blocks `0..applied_height` are in the views.
@@ -356,7 +366,13 @@ impl Drop for Projector {
     }
 }
 
-fn run(ledger: &Ledger, store: &dyn ViewStore, shared: &Shared, flush_interval: Duration) {
+fn run(
+    ledger: &Ledger,
+    store: &dyn ViewStore,
+    shared: &Shared,
+    changes: &Changes,
+    flush_interval: Duration,
+) {
     // Blocks applied since the last flush, and when that was.
     let mut unflushed = false;
     let mut flushed_at = Instant::now();
@@ -377,7 +393,9 @@ fn run(ledger: &Ledger, store: &dyn ViewStore, shared: &Shared, flush_interval: 
         let tip = ledger.tip().height;
         if applied < tip {
             match apply(ledger, store, applied) {
-                Ok((events, rejected)) => {
+                Ok((events, rejected, touched)) => {
+                    // After the rows are written, before anyone sees the new height.
+                    changes.raise(&touched, applied + 1);
                     unflushed = true;
                     shared.events.fetch_add(events, Ordering::Relaxed);
                     shared.rejected.fetch_add(rejected, Ordering::Relaxed);
@@ -418,8 +436,13 @@ fn run(ledger: &Ledger, store: &dyn ViewStore, shared: &Shared, flush_interval: 
     }
 }
 
-/// Applies block `number` in one batch; returns (applied, rejected) transactions.
-fn apply(ledger: &Ledger, store: &dyn ViewStore, number: u64) -> Result<(u64, u64), ProjectError> {
+/// Applies block `number` in one batch; returns the applied and rejected transactions
+/// and the timelines the block changed.
+fn apply(
+    ledger: &Ledger,
+    store: &dyn ViewStore,
+    number: u64,
+) -> Result<(u64, u64, Touched), ProjectError> {
     let frame = ledger.block_frame(number)?.ok_or_else(|| {
         ProjectError::Invariant(format!(
             "block {number} is below the tip but not in the ledger"
@@ -436,5 +459,10 @@ fn apply(ledger: &Ledger, store: &dyn ViewStore, number: u64) -> Result<(u64, u6
     let mut batch = projection.take_batch();
     batch.sort_by_key();
     store.write(&batch)?;
-    Ok((u64::from(outcome.applied), u64::from(outcome.rejected)))
+    let touched = projection.take_touched();
+    Ok((
+        u64::from(outcome.applied),
+        u64::from(outcome.rejected),
+        touched,
+    ))
 }
