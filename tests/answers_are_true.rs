@@ -292,7 +292,10 @@ fn a_client_reads_its_own_writes_at_once() {
         (400, Some("invalid_query")),
         "{answer}"
     );
-    // A min_height the ledger does not reach answers 503 with Retry-After, not stale data.
+    // A min_height the ledger does not reach answers 503 with Retry-After, not stale data;
+    // on one node at once (its ledger holds every block it acknowledged), not after
+    // READ_WAIT (5 s) of waiting for views that cannot get there.
+    let asked = std::time::Instant::now();
     let (status, body) = request(
         addr,
         "GET",
@@ -305,6 +308,11 @@ fn a_client_reads_its_own_writes_at_once() {
         (status, body["error"]["code"].as_str()),
         (503, Some("views_behind")),
         "{body}"
+    );
+    assert!(
+        asked.elapsed() < std::time::Duration::from_secs(4),
+        "answered after {:?}",
+        asked.elapsed()
     );
 }
 

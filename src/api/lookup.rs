@@ -44,6 +44,20 @@ pub(crate) async fn honour_min_height(
     min_height: Option<u64>,
 ) -> Result<(), ApiError> {
     match min_height {
+        // One node acknowledges only what its ledger holds: a height above the tip was
+        // never acknowledged here, and waiting for the views would not bring it.
+        Some(height) if state.cluster.is_none() && height > state.ledger.tip().height => {
+            let views = state.projector.applied_height();
+            Err(ApiError::unavailable(
+                "views_behind",
+                format!(
+                    "this node holds {} blocks, fewer than min_height {height}",
+                    state.ledger.tip().height
+                ),
+                1,
+            )
+            .with_details(json!({"min_height": height, "views_height": views})))
+        }
         Some(height) => views_at(state, height).await,
         None => Ok(()),
     }
