@@ -13,7 +13,7 @@ use std::path::Path;
 
 use medledger_chaincode::{Clinical, Envelope, Sealed};
 use medledger_payload::crypto::{open_text, seal_text, CryptoError, MasterKey};
-use medledger_payload::keystore::{record_key_id, KeyStore, KeyStoreError};
+use medledger_payload::keystore::{record_key_bytes, record_key_id, KeyStore, KeyStoreError};
 
 /// Opens the key store a server on `data_dir` uses (`<data_dir>/payloads/keys`, wrapped
 /// under `<data_dir>/payloads/master.key`), for tools that write the ledger themselves.
@@ -140,11 +140,10 @@ pub fn open(
     field: &'static str,
     value: &Clinical,
 ) -> Result<Opened, ClinicalError> {
-    let key_id = record_key_id(record_id);
     match value {
-        Clinical::Plain(_) if keys.is_erased(&key_id) => Ok(Opened::Erased),
+        Clinical::Plain(_) if keys.is_erased(&record_key_id(record_id)) => Ok(Opened::Erased),
         Clinical::Plain(text) => Ok(Opened::Text(text.clone())),
-        Clinical::Sealed(sealed) => match keys.load_cached(&key_id) {
+        Clinical::Sealed(sealed) => match keys.load_cached_id(&record_key_bytes(record_id)) {
             Ok(key) => open_text(
                 &key,
                 record_id,

@@ -38,7 +38,7 @@ use crate::fsutil::sync_parent_dir;
 use crate::groupcommit::{file_sync, CommitError, GroupCommit, SharedSyncFn};
 
 /// Raw bytes of a key id (its 32 hex characters decoded).
-pub(crate) type KeyIdBytes = [u8; 16];
+pub type KeyIdBytes = [u8; 16];
 
 const MAGIC: &[u8; 8] = b"MLKEYLOG";
 const FORMAT_VERSION: u32 = 1;

@@ -15,16 +15,16 @@
 //! [`KeyStore::rotate_master`] re-wraps every key under a new one, after which the old
 //! master key can be destroyed.)
 
-use std::collections::HashMap;
 use std::fs::{self, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard};
 
 use crate::crypto::{CryptoError, DataKey, MasterKey, WRAPPED_KEY_BYTES};
 use crate::fsutil::sync_dir;
-use crate::keylog::{KeyIdBytes, KeyLog, Lookup};
+pub use crate::keylog::KeyIdBytes;
+use crate::keylog::{KeyLog, Lookup};
 
 pub use crate::keylog::KeyLogError;
 
@@ -82,9 +82,18 @@ pub struct KeyStore {
     old_layout: AtomicBool,
     /// Record keys read recently, unwrapped (a timeline page opens 50 records' text; a
     /// read of the log and an unwrap per record cost a third of a page). Bounded by
-    /// [`KEY_CACHE_ENTRIES`]; every hit is checked against the log's erasures, so a key
-    /// destroyed is never served from here.
-    cache: Mutex<HashMap<KeyIdBytes, Arc<DataKey>>>,
+    /// [`KEY_CACHE_ENTRIES`]; a hit is checked against the log's erasures whenever a key
+    /// was destroyed since it was cached, so a key destroyed is never served from here.
+    cache: Mutex<foldhash::HashMap<KeyIdBytes, Cached>>,
+    /// Keys destroyed since the store was opened: a cached key that saw the current
+    /// count needs no look at the log (checking every hit was a tenth of a page's CPU).
+    erasures: AtomicU64,
+}
+
+/// A key in the cache, with the erasure count read before it was loaded.
+struct Cached {
+    key: Arc<DataKey>,
+    erasures: u64,
 }
 
 /// The master key and the key log wrapped under it.
@@ -115,11 +124,18 @@ pub fn new_key_id() -> Result<String, KeyStoreError> {
 /// so a record's key is found from its id alone, and one id names one key for life
 /// (after erasure it stays erased).
 pub fn record_key_id(record_id: &str) -> String {
+    hex::encode(record_key_bytes(record_id))
+}
+
+/// [`record_key_id`]'s bytes.
+pub fn record_key_bytes(record_id: &str) -> KeyIdBytes {
     use sha2::{Digest, Sha256};
     let mut hash = Sha256::new();
     hash.update(b"medledger-record-key-v1\0");
     hash.update(record_id.as_bytes());
-    hex::encode(&hash.finalize()[..KEY_ID_HEX_LEN / 2])
+    let mut id = [0u8; KEY_ID_HEX_LEN / 2];
+    id.copy_from_slice(&hash.finalize()[..KEY_ID_HEX_LEN / 2]);
+    id
 }
 
 /// The raw bytes of a valid key id.
@@ -153,7 +169,8 @@ impl KeyStore {
             dir: dir.to_path_buf(),
             current: RwLock::new(Arc::new(Keys { master, log })),
             old_layout: AtomicBool::new(old_layout),
-            cache: Mutex::new(HashMap::new()),
+            cache: Mutex::new(foldhash::HashMap::default()),
+            erasures: AtomicU64::new(0),
         };
         // A wrong master key (another node's file, a KMS answering for another store)
         // is refused here, not found out on the first read.
@@ -254,26 +271,48 @@ impl KeyStore {
     /// [`Self::load`], through a bounded cache of unwrapped keys: for keys read again and
     /// again (records' content keys). A destroyed key is never answered from the cache.
     pub fn load_cached(&self, key_id: &str) -> Result<Arc<DataKey>, KeyStoreError> {
-        let id = parse_key_id(key_id)?;
-        let hit = self.cache_lock().get(&id).cloned();
-        if let Some(key) = hit {
-            // Checked on every hit: a destroy that ran after this key was cached.
-            if self.keys().log.is_erased(&id) {
-                return Err(KeyStoreError::Erased(key_id.to_string()));
+        self.load_cached_id(&parse_key_id(key_id)?)
+    }
+
+    /// [`Self::load_cached`] by the id's bytes ([`record_key_bytes`]).
+    pub fn load_cached_id(&self, id: &KeyIdBytes) -> Result<Arc<DataKey>, KeyStoreError> {
+        // Read before the lookup: a destroy counts after it removed its key from here.
+        let erasures = self.erasures.load(Ordering::Acquire);
+        let hit = self
+            .cache_lock()
+            .get(id)
+            .map(|c| (c.key.clone(), c.erasures));
+        if let Some((key, seen)) = hit {
+            if seen == erasures {
+                return Ok(key);
+            }
+            // A key was destroyed since this one was cached: its destroy removed it from
+            // here, but may have raced with the load that put it back. The log says.
+            if self.keys().log.is_erased(id) {
+                return Err(KeyStoreError::Erased(hex::encode(id)));
+            }
+            if let Some(c) = self.cache_lock().get_mut(id) {
+                c.erasures = c.erasures.max(erasures);
             }
             return Ok(key);
         }
-        let key = Arc::new(self.load(key_id)?);
+        let key = Arc::new(self.load(&hex::encode(id))?);
         let mut cache = self.cache_lock();
         if cache.len() >= KEY_CACHE_ENTRIES {
             // Bounded without bookkeeping: the next reads refill it.
             cache.clear();
         }
-        cache.insert(id, key.clone());
+        cache.insert(
+            *id,
+            Cached {
+                key: key.clone(),
+                erasures,
+            },
+        );
         Ok(key)
     }
 
-    fn cache_lock(&self) -> std::sync::MutexGuard<'_, HashMap<KeyIdBytes, Arc<DataKey>>> {
+    fn cache_lock(&self) -> std::sync::MutexGuard<'_, foldhash::HashMap<KeyIdBytes, Cached>> {
         self.cache.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -291,6 +330,8 @@ impl KeyStore {
         let id = parse_key_id(key_id)?;
         self.keys().log.erase(&id)?;
         self.cache_lock().remove(&id);
+        // After the removal: a key cached before this count is checked on its next hit.
+        self.erasures.fetch_add(1, Ordering::AcqRel);
         // A key of the old layout: its file goes too (the log's tombstone, durable now,
         // answers "erased" whatever happens to the file from here on).
         let path = self.key_path(key_id);
@@ -781,12 +822,34 @@ mod tests {
             crate::crypto::open_text(&cached, "r-1", "metadata", &n, &c).unwrap(),
             "text"
         );
+        let other_id = record_key_id("r-2");
+        store.load_cached(&other_id).unwrap();
         // Destroyed while cached: never answered again, and never made anew.
         store.destroy(&id).unwrap();
         assert!(matches!(
             store.load_cached(&id),
             Err(KeyStoreError::Erased(_))
         ));
+        // A load that raced with the destroy put the key back after its removal, with
+        // the count of erasures before it: the log is asked, and says erased.
+        let raw = parse_key_id(&id).unwrap();
+        store.cache_lock().insert(
+            raw,
+            Cached {
+                key: cached.clone(),
+                erasures: 0,
+            },
+        );
+        assert!(matches!(
+            store.load_cached(&id),
+            Err(KeyStoreError::Erased(_))
+        ));
+        // A key cached before another's erasure is still served (checked once).
+        assert!(store.load_cached(&other_id).is_ok());
+        assert_eq!(
+            store.cache_lock()[&parse_key_id(&other_id).unwrap()].erasures,
+            1
+        );
         assert!(matches!(
             store.record_key_blocking("r-1"),
             Err(KeyStoreError::Erased(_))

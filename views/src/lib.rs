@@ -454,6 +454,12 @@ pub trait ViewStore: Send + Sync {
     /// The value at `key` in `view`.
     fn get(&self, view: View, key: &[u8]) -> Result<Option<Vec<u8>>, ViewError>;
 
+    /// The values at `keys` in `view`, in the keys' order: one call for a timeline page's
+    /// records (a store that can batches the lookups).
+    fn get_many(&self, view: View, keys: &[Vec<u8>]) -> Result<Vec<Option<Vec<u8>>>, ViewError> {
+        keys.iter().map(|k| self.get(view, k)).collect()
+    }
+
     /// Up to `limit` rows of `view` whose keys start with `prefix`, in ascending key
     /// order, starting strictly after `after` when given (the pagination cursor).
     fn scan(

@@ -260,40 +260,36 @@ impl<'s> Views<'s> {
             None => start_after(&plan, filter),
             Some(c) => Some(open_cursor(&plan, c)?),
         };
-        let mut items = Vec::new();
+        // The page's record keys from the scan, then their rows in one lookup.
+        let mut wanted: Vec<Vec<u8>> = Vec::with_capacity(limit.min(1024));
         let mut scanned = 0usize;
         let mut last_key: Option<Vec<u8>> = None;
         let mut exhausted = true;
-        let mut failure = None;
         let scan_rows_max = SCAN_ROWS_MAX.max(limit);
         self.visit(&plan, filter, after.as_deref(), &mut |key, summary_ok| {
             scanned += 1;
             last_key = Some(key.to_vec());
             if let Some(record_id) = summary_ok {
-                match self.record(&record_id) {
-                    Ok(Some(entry)) => items.push(entry),
-                    Ok(None) => {
-                        failure = Some(ViewError::Malformed {
-                            what: "timeline (a row names no record)",
-                        });
-                        return ControlFlow::Break(());
-                    }
-                    Err(e) => {
-                        failure = Some(e);
-                        return ControlFlow::Break(());
-                    }
-                }
+                wanted.push(keys::record(&record_id));
             }
-            if items.len() >= limit || scanned >= scan_rows_max {
+            if wanted.len() >= limit || scanned >= scan_rows_max {
                 exhausted = false;
                 ControlFlow::Break(())
             } else {
                 ControlFlow::Continue(())
             }
         })?;
-        if let Some(e) = failure {
-            return Err(e.into());
-        }
+        let items = self
+            .store
+            .get_many(View::Records, &wanted)?
+            .into_iter()
+            .map(|row| match row {
+                Some(b) => values::decode(&b, "record"),
+                None => Err(ViewError::Malformed {
+                    what: "timeline (a row names no record)",
+                }),
+            })
+            .collect::<Result<Vec<VersionEntry>, ViewError>>()?;
         let next_cursor = match (exhausted, last_key) {
             (false, Some(k)) => Some(seal_cursor(&plan, &k[plan.prefix.len()..])),
             _ => None,

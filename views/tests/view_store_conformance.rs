@@ -32,6 +32,7 @@ fn suite(open: &Open) {
     a_batch_and_its_height_land_together(open);
     the_height_never_goes_back(open);
     views_are_separate(open);
+    get_many_answers_in_the_keys_order(open);
     scans_honour_prefix_order_cursor_and_limit(open);
     for_each_streams_and_stops(open);
     clear_resets_everything(open);
@@ -122,6 +123,35 @@ fn views_are_separate(open: &Open) {
         assert_eq!(s.get(*v, b"same-key").unwrap().as_ref(), Some(val));
         assert_eq!(s.scan(*v, b"", None, 10).unwrap().len(), 1);
     }
+}
+
+fn get_many_answers_in_the_keys_order(open: &Open) {
+    let (_d, s) = fresh(open);
+    s.write(&batch(
+        1,
+        &[
+            (View::Records, b"b", b"2"),
+            (View::Records, b"a", b"1"),
+            (View::Grants, b"c", b"other view"),
+        ],
+    ))
+    .unwrap();
+    // Unsorted, repeated, absent, and a key of another view: each answered in its place.
+    let keys: Vec<Vec<u8>> = [&b"b"[..], b"zz", b"a", b"c", b"b", b""]
+        .iter()
+        .map(|k| k.to_vec())
+        .collect();
+    let got = s.get_many(View::Records, &keys).unwrap();
+    let want: Vec<Option<Vec<u8>>> = vec![
+        Some(b"2".to_vec()),
+        None,
+        Some(b"1".to_vec()),
+        None,
+        Some(b"2".to_vec()),
+        None,
+    ];
+    assert_eq!(got, want);
+    assert!(s.get_many(View::Records, &[]).unwrap().is_empty());
 }
 
 fn scans_honour_prefix_order_cursor_and_limit(open: &Open) {
