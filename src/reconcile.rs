@@ -72,9 +72,10 @@ pub fn strike_referenced(ledger: &Ledger, scan: &mut OrphanScan) -> Result<u64, 
                 position,
                 reason: e.to_string(),
             })?;
-            // A record's content key is named by its record id: any event of the record
-            // (the one that made the key may have been refused by the contract and still
-            // be in the ledger; its record then has no other event, and the key is kept
+            // Records' content keys are no candidates (KeyKind::Record), except those an
+            // older version stored as payload keys: named by their record id, so any
+            // event of the record strikes one off (the one that made the key may have
+            // been refused by the contract and still be in the ledger; the key is kept
             // all the same, as the ledger holds text sealed under it).
             if let Some(record_id) = envelope.event.record_id() {
                 scan.referenced_key(&record_key_id(record_id));

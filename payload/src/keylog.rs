@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! header (16 bytes): magic "MLKEYLOG" ‖ format version u32 LE (1) ‖ record bytes u32 LE (82)
-//! record (82 bytes): kind u8 (1 key, 2 erased) ‖ key id (16 raw bytes)
+//! record (82 bytes): kind u8 (1 key, 2 erased, 3 record key) ‖ key id (16 raw bytes)
 //!                    ‖ wrapped key (61 bytes; zeros in an erased record)
 //!                    ‖ crc32c u32 LE over the 78 bytes before it
 //! ```
@@ -48,6 +48,9 @@ const _: () = assert!(RECORD_BYTES == 82);
 const CRC_OFFSET: usize = RECORD_BYTES - 4;
 const KIND_KEY: u8 = 1;
 const KIND_ERASED: u8 = 2;
+/// A record's content key (a live key like [`KIND_KEY`]): never taken for an orphan, as
+/// a record whose submission was refused keeps its id and may be created later.
+const KIND_RECORD_KEY: u8 = 3;
 
 /// Errors of the key log.
 #[derive(Debug, thiserror::Error)]
@@ -78,8 +81,9 @@ pub enum KeyLogError {
 /// What the log knows about a key id.
 #[derive(Clone, Copy, Debug)]
 enum Slot {
-    /// The key's record is at `offset`.
-    Live { offset: u64 },
+    /// The key's record is at `offset`; `record`: a record's content key
+    /// ([`KIND_RECORD_KEY`]).
+    Live { offset: u64, record: bool },
     /// A tombstone ends at `tombstone_lsn`; `key_offset` is the key's own record, still
     /// to be overwritten (or overwritten again: harmless) by the next `erase` of it.
     Erased {
@@ -134,9 +138,18 @@ fn erased_record(key_id: &KeyIdBytes) -> [u8; RECORD_BYTES] {
 /// A slot's kind if its CRC and kind are valid.
 fn decode_kind(record: &[u8]) -> Option<u8> {
     let crc = u32::from_le_bytes(record[CRC_OFFSET..].try_into().expect("4 bytes"));
-    let valid =
-        crc32c::crc32c(&record[..CRC_OFFSET]) == crc && matches!(record[0], KIND_KEY | KIND_ERASED);
+    let valid = crc32c::crc32c(&record[..CRC_OFFSET]) == crc
+        && matches!(record[0], KIND_KEY | KIND_ERASED | KIND_RECORD_KEY);
     valid.then_some(record[0])
+}
+
+/// The kind of a live key's record.
+fn live_kind(record_key: bool) -> u8 {
+    if record_key {
+        KIND_RECORD_KEY
+    } else {
+        KIND_KEY
+    }
 }
 
 fn key_id_of(record: &[u8]) -> KeyIdBytes {
@@ -151,9 +164,10 @@ fn header() -> [u8; HEADER_BYTES as usize] {
     header
 }
 
-/// What a key log holds: live keys (wrapped) and erased key ids.
+/// What a key log holds: live keys (wrapped, and whether each is a record's content
+/// key) and erased key ids.
 pub(crate) struct Contents {
-    pub(crate) keys: Vec<(KeyIdBytes, [u8; WRAPPED_KEY_BYTES])>,
+    pub(crate) keys: Vec<(KeyIdBytes, [u8; WRAPPED_KEY_BYTES], bool)>,
     pub(crate) erased: Vec<KeyIdBytes>,
 }
 
@@ -164,8 +178,8 @@ pub(crate) fn write_new(path: &Path, contents: &Contents) -> io::Result<()> {
         HEADER_BYTES as usize + RECORD_BYTES * (contents.keys.len() + contents.erased.len()),
     );
     out.extend_from_slice(&header());
-    for (id, wrapped) in &contents.keys {
-        out.extend_from_slice(&encode(KIND_KEY, id, wrapped));
+    for (id, wrapped, record) in &contents.keys {
+        out.extend_from_slice(&encode(live_kind(*record), id, wrapped));
     }
     for id in &contents.erased {
         out.extend_from_slice(&erased_record(id));
@@ -309,7 +323,7 @@ impl KeyLog {
         key_id: &KeyIdBytes,
         wrapped: &[u8; WRAPPED_KEY_BYTES],
     ) -> Result<bool, KeyLogError> {
-        let Some(lsn) = self.append_unsynced(key_id, wrapped)? else {
+        let Some(lsn) = self.append_unsynced(key_id, wrapped, false)? else {
             return Ok(false);
         };
         self.wait_durable(lsn)?;
@@ -323,6 +337,7 @@ impl KeyLog {
         &self,
         key_id: &KeyIdBytes,
         wrapped: &[u8; WRAPPED_KEY_BYTES],
+        record: bool,
     ) -> Result<Option<u64>, KeyLogError> {
         let mut inner = self.lock();
         self.check_writable(&inner)?;
@@ -330,10 +345,14 @@ impl KeyLog {
             return Ok(None);
         }
         let offset = inner.len;
-        let lsn = Self::write(&mut inner, &encode(KIND_KEY, key_id, wrapped), offset)
-            .map_err(|e| self.io_error(e))?;
+        let lsn = Self::write(
+            &mut inner,
+            &encode(live_kind(record), key_id, wrapped),
+            offset,
+        )
+        .map_err(|e| self.io_error(e))?;
         inner.len += RECORD_BYTES as u64;
-        inner.index.insert(*key_id, Slot::Live { offset });
+        inner.index.insert(*key_id, Slot::Live { offset, record });
         Ok(Some(lsn))
     }
 
@@ -344,7 +363,7 @@ impl KeyLog {
             match inner.index.get(key_id) {
                 None => return Ok(Lookup::Absent),
                 Some(Slot::Erased { .. }) => return Ok(Lookup::Erased),
-                Some(Slot::Live { offset }) => (Arc::clone(&inner.file), *offset),
+                Some(Slot::Live { offset, .. }) => (Arc::clone(&inner.file), *offset),
             }
         };
         let mut record = [0u8; RECORD_BYTES];
@@ -359,7 +378,7 @@ impl KeyLog {
             return Err(damaged("the record names another key id"));
         }
         match decode_kind(&record) {
-            Some(KIND_KEY) => Ok(Lookup::Wrapped(
+            Some(KIND_KEY | KIND_RECORD_KEY) => Ok(Lookup::Wrapped(
                 record[17..CRC_OFFSET].try_into().expect("61 bytes"),
             )),
             // Erased in place after the index was read.
@@ -387,7 +406,7 @@ impl KeyLog {
                 }) => (tombstone_lsn, key_offset),
                 found => {
                     let key_offset = match found {
-                        Some(Slot::Live { offset }) => Some(offset),
+                        Some(Slot::Live { offset, .. }) => Some(offset),
                         _ => None,
                     };
                     let offset = inner.len;
@@ -429,12 +448,13 @@ impl KeyLog {
             .map(|(id, _)| *id)
     }
 
-    /// Key ids with a live key.
-    pub(crate) fn live_key_ids(&self) -> Vec<KeyIdBytes> {
+    /// Key ids with a live key, records' content keys left out (the reconcile's
+    /// candidates: a payload's key no record names is an orphan; a record's is not).
+    pub(crate) fn live_payload_key_ids(&self) -> Vec<KeyIdBytes> {
         self.lock()
             .index
             .iter()
-            .filter(|(_, slot)| matches!(slot, Slot::Live { .. }))
+            .filter(|(_, slot)| matches!(slot, Slot::Live { record: false, .. }))
             .map(|(id, _)| *id)
             .collect()
     }
@@ -442,13 +462,15 @@ impl KeyLog {
     /// Every live key's wrapped bytes and every erased key id (for a master key
     /// rotation, which holds off every other use of the log meanwhile).
     pub(crate) fn contents(&self) -> Result<Contents, KeyLogError> {
-        let (live, erased): (Vec<KeyIdBytes>, Vec<KeyIdBytes>) = {
+        let (live, erased): (Vec<(KeyIdBytes, bool)>, Vec<KeyIdBytes>) = {
             let inner = self.lock();
             let live = inner
                 .index
                 .iter()
-                .filter(|(_, s)| matches!(s, Slot::Live { .. }))
-                .map(|(id, _)| *id)
+                .filter_map(|(id, s)| match s {
+                    Slot::Live { record, .. } => Some((*id, *record)),
+                    Slot::Erased { .. } => None,
+                })
                 .collect();
             let erased = inner
                 .index
@@ -459,9 +481,9 @@ impl KeyLog {
             (live, erased)
         };
         let mut keys = Vec::with_capacity(live.len());
-        for id in live {
+        for (id, record) in live {
             match self.get(&id)? {
-                Lookup::Wrapped(w) => keys.push((id, w)),
+                Lookup::Wrapped(w) => keys.push((id, w, record)),
                 Lookup::Erased | Lookup::Absent => {}
             }
         }
@@ -517,14 +539,15 @@ fn recover(path: &Path, file: &File, bytes: &[u8]) -> Result<Recovered, KeyLogEr
                     reason: "a record fails its CRC and valid records follow it",
                 })
             }
-            Some(KIND_KEY) if tombstones.contains(&key_id) => {
+            Some(KIND_KEY | KIND_RECORD_KEY) if tombstones.contains(&key_id) => {
                 overwrite.push((i, key_id));
                 index.insert(key_id, erased);
             }
-            Some(KIND_KEY) => match index.entry(key_id) {
+            Some(kind @ (KIND_KEY | KIND_RECORD_KEY)) => match index.entry(key_id) {
                 Entry::Vacant(entry) => {
                     entry.insert(Slot::Live {
                         offset: offset_of(i),
+                        record: *kind == KIND_RECORD_KEY,
                     });
                 }
                 Entry::Occupied(_) => {
@@ -653,7 +676,34 @@ mod tests {
             let w = wrapped(n);
             assert!(!bytes.windows(20).any(|win| win == &w[..20]), "key {n}");
         }
-        assert_eq!(log.live_key_ids(), vec![id(3)]);
+        assert_eq!(log.live_payload_key_ids(), vec![id(3)]);
+    }
+
+    #[test]
+    fn record_keys_are_live_kept_across_reopen_and_rotation_and_never_candidates() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("keys.log");
+        let log = KeyLog::open(&path).unwrap();
+        let lsn = log
+            .append_unsynced(&id(1), &wrapped(1), true)
+            .unwrap()
+            .unwrap();
+        log.wait_durable(lsn).unwrap();
+        assert!(log.append(&id(2), &wrapped(2)).unwrap());
+        drop(log);
+        let log = KeyLog::open(&path).unwrap();
+        assert!(is_live(&log, 1) && is_live(&log, 2));
+        // Only the payload key is a reconcile candidate.
+        assert_eq!(log.live_payload_key_ids(), vec![id(2)]);
+        // A rotation's new log keeps the kinds.
+        let next = dir.path().join("next.log");
+        write_new(&next, &log.contents().unwrap()).unwrap();
+        let rotated = KeyLog::open(&next).unwrap();
+        assert!(is_live(&rotated, 1));
+        assert_eq!(rotated.live_payload_key_ids(), vec![id(2)]);
+        // Erased like any key.
+        rotated.erase(&id(1)).unwrap();
+        assert!(matches!(rotated.get(&id(1)).unwrap(), Lookup::Erased));
     }
 
     #[test]

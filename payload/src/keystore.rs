@@ -69,6 +69,17 @@ pub enum KeyStoreError {
     },
 }
 
+/// What a stored key is for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KeyKind {
+    /// A payload's data key: an orphan (for the reconcile) when no record names it.
+    Payload,
+    /// A record's content key ([`record_key_id`]): never an orphan. A record whose
+    /// submission was refused after its text was sealed keeps its id, and may be created
+    /// later under the same key; destroying the key would make the id unusable for good.
+    Record,
+}
+
 /// Durable store of wrapped data keys.
 pub struct KeyStore {
     dir: PathBuf,
@@ -207,22 +218,32 @@ impl KeyStore {
     }
 
     /// Wraps and stores `key` under `key_id`; durable when it returns.
-    pub fn store(&self, key_id: &str, key: &DataKey) -> Result<(), KeyStoreError> {
-        let (keys, lsn) = self.append(key_id, key)?;
+    pub fn store(&self, key_id: &str, key: &DataKey, kind: KeyKind) -> Result<(), KeyStoreError> {
+        let (keys, lsn) = self.append(key_id, key, kind)?;
         Ok(keys.log.wait_durable(lsn)?)
     }
 
     /// [`Self::store`] for async callers: the append is a write into the page cache on
     /// the calling task, and the wait joins the key log's next group commit.
-    pub async fn store_async(&self, key_id: &str, key: &DataKey) -> Result<(), KeyStoreError> {
-        let (keys, lsn) = self.append(key_id, key)?;
+    pub async fn store_async(
+        &self,
+        key_id: &str,
+        key: &DataKey,
+        kind: KeyKind,
+    ) -> Result<(), KeyStoreError> {
+        let (keys, lsn) = self.append(key_id, key, kind)?;
         Ok(keys.log.wait_durable_async(lsn).await?)
     }
 
     /// Wraps `key` and appends it to the log; the log and the LSN to wait for. (A
     /// rotation after the append copies the key into its new log and makes it durable
     /// there; waiting on the old log then still returns once the key is durable.)
-    fn append(&self, key_id: &str, key: &DataKey) -> Result<(Arc<Keys>, u64), KeyStoreError> {
+    fn append(
+        &self,
+        key_id: &str,
+        key: &DataKey,
+        kind: KeyKind,
+    ) -> Result<(Arc<Keys>, u64), KeyStoreError> {
         let id = parse_key_id(key_id)?;
         // Ids are 128 random bits, so these never hit in practice; they keep the old
         // layout's keys from being shadowed all the same (two stats a store, only where
@@ -235,7 +256,10 @@ impl KeyStore {
         }
         let keys = self.keys();
         let wrapped = keys.master.wrap(key_id, key)?;
-        match keys.log.append_unsynced(&id, &wrapped)? {
+        match keys
+            .log
+            .append_unsynced(&id, &wrapped, kind == KeyKind::Record)?
+        {
             Some(lsn) => Ok((Arc::clone(&keys), lsn)),
             None if keys.log.is_erased(&id) => Err(KeyStoreError::Erased(key_id.to_string())),
             None => Err(KeyStoreError::Exists(key_id.to_string())),
@@ -349,13 +373,15 @@ impl KeyStore {
         }
     }
 
-    /// Every key id with a live (not destroyed) key, in the log and in the old layout's
-    /// files, in no particular order (for the reconcile with the ledger).
-    pub fn live_key_ids(&self) -> Result<Vec<String>, KeyStoreError> {
+    /// Every key id with a live (not destroyed) payload key ([`KeyKind::Payload`]), in the
+    /// log and in the old layout's files, in no particular order: the reconcile's
+    /// candidates. (Records' content keys stored before [`KeyKind`] existed are in the
+    /// log as payload keys.)
+    pub fn live_payload_key_ids(&self) -> Result<Vec<String>, KeyStoreError> {
         let mut ids: Vec<String> = self
             .keys()
             .log
-            .live_key_ids()
+            .live_payload_key_ids()
             .iter()
             .map(hex::encode)
             .collect();
@@ -381,7 +407,7 @@ impl KeyStore {
         let found = match self.load_cached(&key_id) {
             Err(KeyStoreError::NotFound(_)) => {
                 let key = DataKey::generate()?;
-                match self.store_async(&key_id, &key).await {
+                match self.store_async(&key_id, &key, KeyKind::Record).await {
                     Ok(()) => return Ok(Arc::new(key)),
                     // Stored meanwhile by a racing caller.
                     Err(KeyStoreError::Exists(_)) => self.load_cached(&key_id)?,
@@ -404,7 +430,7 @@ impl KeyStore {
         let found = match self.load_cached(&key_id) {
             Err(KeyStoreError::NotFound(_)) => {
                 let key = DataKey::generate()?;
-                match self.store(&key_id, &key) {
+                match self.store(&key_id, &key, KeyKind::Record) {
                     Ok(()) => return Ok(Arc::new(key)),
                     Err(KeyStoreError::Exists(_)) => self.load_cached(&key_id)?,
                     Err(other) => return Err(other),
@@ -420,9 +446,14 @@ impl KeyStore {
     /// each record's content key to every node): checked by unwrapping it first; durable
     /// when it returns. A key already here is left as it is (`Ok`); a destroyed one stays
     /// destroyed ([`KeyStoreError::Erased`]).
-    pub async fn store_wrapped(&self, key_id: &str, wrapped: &[u8]) -> Result<(), KeyStoreError> {
+    pub async fn store_wrapped(
+        &self,
+        key_id: &str,
+        wrapped: &[u8],
+        kind: KeyKind,
+    ) -> Result<(), KeyStoreError> {
         let key = self.keys().master.unwrap(key_id, wrapped)?;
-        match self.store_async(key_id, &key).await {
+        match self.store_async(key_id, &key, kind).await {
             Ok(()) => Ok(()),
             Err(KeyStoreError::Exists(_)) => {
                 let keys = Arc::clone(&self.keys());
@@ -590,7 +621,7 @@ impl KeyStore {
             });
         }
         let mut contents = current.log.contents()?;
-        for (id, wrapped) in &mut contents.keys {
+        for (id, wrapped, _) in &mut contents.keys {
             let key_id = hex::encode(*id);
             let key = current.master.unwrap(&key_id, wrapped.as_slice())?;
             *wrapped = next.wrap(&key_id, &key)?;
@@ -602,7 +633,7 @@ impl KeyStore {
             let known: std::collections::HashSet<KeyIdBytes> = contents
                 .keys
                 .iter()
-                .map(|(id, _)| *id)
+                .map(|(id, _, _)| *id)
                 .chain(contents.erased.iter().copied())
                 .collect();
             for entry in fs::read_dir(&self.dir).map_err(io_error(&self.dir))? {
@@ -626,7 +657,8 @@ impl KeyStore {
                 } else {
                     let wrapped = fs::read(&path).map_err(io_error(&path))?;
                     let key = current.master.unwrap(&key_id, &wrapped)?;
-                    contents.keys.push((id, next.wrap(&key_id, &key)?));
+                    // Old-layout keys predate the kinds: payload keys, as the log's.
+                    contents.keys.push((id, next.wrap(&key_id, &key)?, false));
                 }
             }
         }
@@ -795,7 +827,7 @@ mod tests {
         let log = KeyLog::open(&dir.path().join("keys").join(KEY_LOG_FILE)).unwrap();
         let contents = log.contents().unwrap();
         assert_eq!(contents.keys.len(), live.len());
-        for (id, wrapped) in &contents.keys {
+        for (id, wrapped, _) in &contents.keys {
             assert!(old_master.unwrap(&hex::encode(id), wrapped).is_err());
         }
     }
@@ -867,7 +899,7 @@ mod tests {
         let mut ciphertext = enc.push(b"secret").unwrap();
         ciphertext.extend(enc.finish().unwrap());
 
-        open(dir.path()).store(&id, &key).unwrap();
+        open(dir.path()).store(&id, &key, KeyKind::Payload).unwrap();
         let store = open(dir.path());
         let loaded = store.load(&id).unwrap();
         let mut dec = crate::crypto::Decryptor::new(&loaded);
@@ -882,7 +914,7 @@ mod tests {
             Err(KeyStoreError::Erased(_))
         ));
         assert!(matches!(
-            store.store(&id, &key),
+            store.store(&id, &key, KeyKind::Payload),
             Err(KeyStoreError::Erased(_))
         ));
         assert!(!store.key_path(&id).exists());
@@ -930,7 +962,9 @@ mod tests {
         let store = open(dir.path());
         let ids: Vec<String> = (0..5).map(|_| new_key_id().unwrap()).collect();
         for id in &ids {
-            store.store(id, &DataKey::generate().unwrap()).unwrap();
+            store
+                .store(id, &DataKey::generate().unwrap(), KeyKind::Payload)
+                .unwrap();
         }
         let wrapped =
             |store: &KeyStore, id: &str| match store.keys().log.get(&parse_key_id(id).unwrap()) {
@@ -961,7 +995,7 @@ mod tests {
             Err(KeyStoreError::Erased(_))
         ));
         reopened.load(&ids[3]).unwrap();
-        let mut live = reopened.live_key_ids().unwrap();
+        let mut live = reopened.live_payload_key_ids().unwrap();
         live.sort();
         let mut expected: Vec<String> = ids.iter().filter(|i| **i != ids[2]).cloned().collect();
         expected.sort();
@@ -1017,14 +1051,16 @@ mod tests {
         assert_eq!(plaintext, b"old note");
         assert!(matches!(store.load(&gone), Err(KeyStoreError::Erased(_))));
         assert!(matches!(
-            store.store(&old, &DataKey::generate().unwrap()),
+            store.store(&old, &DataKey::generate().unwrap(), KeyKind::Payload),
             Err(KeyStoreError::Exists(_))
         ));
         // New keys go to the log, next to the old files.
         let new = new_key_id().unwrap();
-        store.store(&new, &DataKey::generate().unwrap()).unwrap();
+        store
+            .store(&new, &DataKey::generate().unwrap(), KeyKind::Payload)
+            .unwrap();
         assert!(!keys_dir.join(format!("{new}.key")).exists());
-        let mut live = store.live_key_ids().unwrap();
+        let mut live = store.live_payload_key_ids().unwrap();
         live.sort();
         let mut expected = vec![old.clone(), new.clone()];
         expected.sort();
@@ -1041,7 +1077,7 @@ mod tests {
         }
         let reopened = open(dir.path());
         assert!(matches!(reopened.load(&old), Err(KeyStoreError::Erased(_))));
-        assert_eq!(reopened.live_key_ids().unwrap(), vec![new.clone()]);
+        assert_eq!(reopened.live_payload_key_ids().unwrap(), vec![new.clone()]);
     }
 
     #[test]

@@ -20,7 +20,7 @@ use crate::cid::{Cid, CidVersion, Codec};
 use crate::crypto::{DataKey, Decryptor, Encryptor, MasterKey};
 use crate::dagpb::decode_node;
 use crate::error::PayloadError;
-use crate::keystore::{new_key_id, KeyStore};
+use crate::keystore::{new_key_id, KeyKind, KeyStore};
 use crate::outbox::{replicate, BoundedUploads, Outbox, OutboxOp};
 use crate::pinstore::{EmbeddedStore, KuboStore, PinStore, ReadFallback};
 use crate::unixfs::{FileBuilder, CHUNK_BYTES};
@@ -288,7 +288,7 @@ impl Payloads {
         // before it). A crash before both are durable leaves at most an orphan (a key or a
         // pin no record names) for `reconcile`: `put` has not returned, so no record does.
         let (stored_key, pinned) = tokio::join!(
-            self.keys.store_async(&key_id, &key),
+            self.keys.store_async(&key_id, &key, KeyKind::Payload),
             self.store.pin(&summary.root)
         );
         if let Err(error) = stored_key
@@ -406,11 +406,12 @@ impl Payloads {
     pub async fn orphan_scan(&self) -> Result<OrphanScan, PayloadError> {
         let roots: HashSet<Cid> = self.store.pinned_roots().await?.into_iter().collect();
         let keys = Arc::clone(&self.keys);
-        let key_ids: HashSet<String> = tokio::task::spawn_blocking(move || keys.live_key_ids())
-            .await
-            .expect("key store panicked")?
-            .into_iter()
-            .collect();
+        let key_ids: HashSet<String> =
+            tokio::task::spawn_blocking(move || keys.live_payload_key_ids())
+                .await
+                .expect("key store panicked")?
+                .into_iter()
+                .collect();
         Ok(OrphanScan {
             pinned_roots: roots.len(),
             live_keys: key_ids.len(),

@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use crate::cid::{Cid, Codec};
 use crate::error::PayloadError;
-use crate::keystore::KeyStoreError;
+use crate::keystore::{KeyKind, KeyStoreError};
 use crate::pipeline::{dag_links, Payloads, DAG_DEPTH_MAX};
 use crate::unixfs::Block;
 
@@ -85,7 +85,7 @@ impl Payloads {
             return Err(PayloadError::Erased(key_id.to_owned()));
         }
         let (stored_key, pinned) = tokio::join!(
-            self.keys.store_wrapped(key_id, wrapped),
+            self.keys.store_wrapped(key_id, wrapped, KeyKind::Payload),
             self.store.pin(root)
         );
         pinned?;

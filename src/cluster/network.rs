@@ -25,7 +25,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use sha2::Sha256;
 
-use medledger_payload::keystore::KeyStoreError;
+use medledger_payload::keystore::{KeyKind, KeyStoreError};
 use medledger_payload::{Block, Cid, PayloadError, Payloads};
 use medledger_storage::Ledger;
 
@@ -754,7 +754,12 @@ async fn copies(req: HttpRequest, body: web::Bytes, st: web::Data<RpcState>) -> 
 async fn hold(st: &RpcState, copy: Copy) -> CopyAnswer {
     match copy {
         Copy::Key { key_id, wrapped } => {
-            match st.payloads.keys().store_wrapped(&key_id, &wrapped).await {
+            match st
+                .payloads
+                .keys()
+                .store_wrapped(&key_id, &wrapped, KeyKind::Record)
+                .await
+            {
                 Ok(()) => CopyAnswer::Held,
                 Err(KeyStoreError::Erased(_)) => CopyAnswer::Erased,
                 Err(e) => {

@@ -9,7 +9,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use medledger_payload::keystore::{record_key_id, KeyStoreError};
+use medledger_payload::keystore::{record_key_id, KeyKind, KeyStoreError};
 use medledger_payload::{Cid, PayloadError, StoredPayload};
 
 use super::network::{Copy, CopyRefused, KeyAnswer, PayloadId, PayloadPiece, WireBlock};
@@ -263,7 +263,7 @@ impl Cluster {
         for raft in self.peers().addrs {
             match self.net.get_key(&raft, key_id).await {
                 Ok(KeyAnswer::Wrapped(wrapped)) => {
-                    return match keys.store_wrapped(key_id, &wrapped).await {
+                    return match keys.store_wrapped(key_id, &wrapped, KeyKind::Record).await {
                         Ok(()) => Ok(KeyAnswer::Wrapped(wrapped)),
                         Err(KeyStoreError::Erased(_)) => Ok(KeyAnswer::Erased),
                         Err(e) => Err(e.to_string()),
