@@ -427,7 +427,14 @@ impl Core {
         // Not in a cluster: there a record's key arrives before its block (the leader sends
         // it first), so a key no local block names yet is no orphan; and a cluster stores
         // no payloads.
-        if config.cluster.is_none() {
+        if config.cluster.is_none() && payloads.clean_stop_height() == Some(ledger.tip().height) {
+            // Stopped cleanly with no orphan at this height, and opened by nothing since
+            // (every open removes the mark): nothing to reconcile.
+            tracing::info!(
+                height = ledger.tip().height,
+                "the payload store was closed cleanly at this height: no reconcile"
+            );
+        } else if config.cluster.is_none() {
             let reconciled = reconcile_payloads(&ledger, &payloads)?;
             if reconciled.orphan_roots_unpinned + reconciled.orphan_keys_destroyed > 0 {
                 tracing::warn!(
@@ -533,6 +540,7 @@ impl Core {
             body_grace: config.body_grace,
             metrics: api::metrics::Metrics::default(),
             cluster,
+            payloads_unresolved: Default::default(),
         });
         let keeper = crate::keeper::Keeper::start(state.clone(), config.data_dir.clone())
             .map_err(ServeError::Runtime)?;
@@ -562,8 +570,16 @@ impl Core {
         if let Err(e) = self.state.views.flush() {
             tracing::error!(error = %e, "flushing the views");
         }
-        if let Err(e) = self.state.ledger.close() {
+        let closed = self.state.ledger.close();
+        if let Err(e) = &closed {
             tracing::error!(error = %e, "closing the ledger");
+        }
+        // Nothing stores a payload any more: if every one stored was named by a committed
+        // record or abandoned, the next start needs no reconcile.
+        if closed.is_ok() && self.state.cluster.is_none() && !self.state.payloads_unresolved.any() {
+            if let Err(e) = self.state.payloads.mark_clean_stop(height) {
+                tracing::error!(error = %e, "marking the payload store's clean stop");
+            }
         }
     }
 }

@@ -187,3 +187,45 @@ async fn a_refused_record_id_can_be_created_after_a_restart() {
     drop(svc);
     core.close();
 }
+
+/// A clean stop marks the payload store, and the next start at the same height skips the
+/// reconcile's ledger scan; a request that left its payload unresolved (here: a guard
+/// dropped unresolved, as a cancelled upload leaves it) keeps the mark off, and a crash
+/// (no close) leaves none: the next start reconciles.
+#[actix_web::test]
+async fn a_clean_stop_skips_the_reconcile_and_anything_else_does_not() {
+    let Env { dir, core, .. } = Env::new();
+    let config = ServeConfig::new(dir.path().to_path_buf());
+    // An orphan put straight into the store (no request guards it): a clean stop does
+    // not know of it, so the next start keeps it (the scan is skipped).
+    let first = orphan(&core.state.payloads).await;
+    core.close();
+    drop(core);
+    assert!(dir.path().join("payloads/clean-stop").exists());
+    let core = Core::open(&config).unwrap();
+    assert!(readable(&core.state.payloads, &first).await.is_ok());
+    // Every open takes the mark away, durably.
+    assert!(!dir.path().join("payloads/clean-stop").exists());
+    // A request left a payload unresolved: no mark, and the next start removes both.
+    let second = orphan(&core.state.payloads).await;
+    drop(core.state.payloads_unresolved.begin());
+    core.close();
+    drop(core);
+    assert!(!dir.path().join("payloads/clean-stop").exists());
+    let core = Core::open(&config).unwrap();
+    for p in [&first, &second] {
+        assert_eq!(
+            readable(&core.state.payloads, p).await.unwrap_err(),
+            "payload_erased"
+        );
+    }
+    // A crash (no close): no mark, the next start reconciles.
+    let third = orphan(&core.state.payloads).await;
+    drop(core);
+    let core = Core::open(&config).unwrap();
+    assert_eq!(
+        readable(&core.state.payloads, &third).await.unwrap_err(),
+        "payload_erased"
+    );
+    core.close();
+}

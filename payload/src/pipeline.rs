@@ -8,7 +8,7 @@
 
 use std::collections::HashSet;
 use std::io;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::Arc;
 
@@ -161,6 +161,27 @@ pub struct Payloads {
     /// A garbage collection runs in the background; and another was asked for meanwhile.
     gc_running: Arc<std::sync::atomic::AtomicBool>,
     gc_again: Arc<std::sync::atomic::AtomicBool>,
+    /// The ledger height of the clean stop found (and removed) at open
+    /// ([`Payloads::clean_stop_height`]).
+    clean_stop: Option<u64>,
+}
+
+/// A file in the payload directory that says the store held no orphan when it was last
+/// closed cleanly, at a ledger height ([`Payloads::mark_clean_stop`]). Removed, durably,
+/// by every open: a store opened since, and not closed cleanly, has none.
+pub const CLEAN_STOP_FILE: &str = "clean-stop";
+
+/// Reads and removes (durably) the clean-stop file of `dir`: the height it names.
+fn take_clean_stop(dir: &Path) -> Result<Option<u64>, PayloadError> {
+    let path = dir.join(CLEAN_STOP_FILE);
+    let height = match std::fs::read_to_string(&path) {
+        Ok(text) => text.trim().parse::<u64>().ok(),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(storage_error(e)),
+    };
+    std::fs::remove_file(&path).map_err(storage_error)?;
+    crate::fsutil::sync_dir(dir).map_err(storage_error)?;
+    Ok(height)
 }
 
 impl Drop for Payloads {
@@ -190,6 +211,7 @@ impl Payloads {
     ) -> Result<Payloads, PayloadError> {
         assert!(config.upload_concurrency > 0 && config.download_concurrency > 0);
         std::fs::create_dir_all(&config.data_dir).map_err(storage_error)?;
+        let clean_stop = take_clean_stop(&config.data_dir)?;
         let master_path = config
             .master_key_path
             .clone()
@@ -237,7 +259,30 @@ impl Payloads {
             replicator,
             gc_running: Arc::default(),
             gc_again: Arc::default(),
+            clean_stop,
         })
+    }
+
+    /// The ledger height at which this store was last closed cleanly with no orphan
+    /// ([`Payloads::mark_clean_stop`]), if it was, and has not been opened since: then a
+    /// reconcile at that height would find nothing. `None` after a crash, or when any
+    /// other open came between.
+    pub fn clean_stop_height(&self) -> Option<u64> {
+        self.clean_stop
+    }
+
+    /// Records, durably, that the store holds no orphan at ledger height `height`: call
+    /// it last, once nothing can store a payload any more (the server stopped) and every
+    /// payload stored is named by a committed record or was abandoned. The next open
+    /// finds it ([`Payloads::clean_stop_height`]) and removes it.
+    pub fn mark_clean_stop(&self, height: u64) -> Result<(), PayloadError> {
+        let dir = &self.config.data_dir;
+        let tmp = dir.join(format!("{CLEAN_STOP_FILE}.tmp"));
+        let mut file = std::fs::File::create(&tmp).map_err(storage_error)?;
+        io::Write::write_all(&mut file, format!("{height}\n").as_bytes()).map_err(storage_error)?;
+        file.sync_all().map_err(storage_error)?;
+        std::fs::rename(&tmp, dir.join(CLEAN_STOP_FILE)).map_err(storage_error)?;
+        crate::fsutil::sync_dir(dir).map_err(storage_error)
     }
 
     /// Stores a payload: encrypts it under a new data key, chunks the ciphertext into a

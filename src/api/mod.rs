@@ -65,6 +65,8 @@ pub struct AppState {
     pub metrics: metrics::Metrics,
     /// This node's cluster (none: one node on its own).
     pub cluster: Option<Arc<crate::cluster::Cluster>>,
+    /// Whether a request may have left a stored payload unnamed (no clean stop then).
+    pub payloads_unresolved: payloads::Unresolved,
 }
 
 /// One route: how it is registered and how `/v1/openapi.json` describes it.

@@ -9,6 +9,7 @@
 //! refused upload leaves nothing readable behind.
 
 use std::io;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
@@ -185,13 +186,61 @@ pub fn attach(env: &mut Envelope, stored: &StoredPayload) {
 /// Erases a stored payload that no accepted transaction names (its submission was refused
 /// or rejected): its key is destroyed (so its blocks are unreadable) and it is unpinned,
 /// here and, in a cluster, on the other nodes. A failure leaves an orphan for the
-/// reconcile and is logged.
-pub async fn abandon(state: &AppState, stored: &StoredPayload) {
-    if let Err(e) = state.payloads.erase(&stored.key_id, &stored.cid).await {
+/// reconcile and is logged; `false` then.
+pub async fn abandon(state: &AppState, stored: &StoredPayload) -> bool {
+    let erased = state.payloads.erase(&stored.key_id, &stored.cid).await;
+    if let Err(e) = &erased {
         tracing::warn!(error = %e, "could not abandon the payload of a refused submission");
     }
     if let Some(cluster) = &state.cluster {
         cluster.drop_payload(stored);
+    }
+    erased.is_ok()
+}
+
+/// Whether a request may have left a stored payload that no record names and that was
+/// not abandoned: cancelled between its store and its commit (a client gone), an outcome
+/// unknown, a failed abandon. Then the server does not mark a clean stop, and the next
+/// start reconciles the payload store with the whole ledger
+/// ([`medledger_payload::Payloads::mark_clean_stop`]).
+#[derive(Debug, Default)]
+pub struct Unresolved(AtomicBool);
+
+impl Unresolved {
+    /// A request's payload from before it is stored until it is named by a committed
+    /// record or abandoned.
+    pub fn begin(&self) -> InFlight<'_> {
+        InFlight {
+            unresolved: self,
+            resolved: false,
+        }
+    }
+
+    /// Whether some request left its payload unresolved.
+    pub fn any(&self) -> bool {
+        self.0.load(Ordering::Acquire)
+    }
+}
+
+/// See [`Unresolved::begin`]: dropped without [`InFlight::resolve`], it marks the store
+/// as possibly holding an orphan.
+pub struct InFlight<'a> {
+    unresolved: &'a Unresolved,
+    resolved: bool,
+}
+
+impl InFlight<'_> {
+    /// The payload is named by a committed record, abandoned, or was never stored.
+    pub fn resolve(mut self) {
+        self.resolved = true;
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        if !self.resolved {
+            self.unresolved.0.store(true, Ordering::Release);
+        }
     }
 }
 
@@ -314,20 +363,33 @@ fn stored_of(p: &PayloadRef) -> Result<StoredPayload, ApiError> {
 
 /// Commits an envelope whose payload (if any) is stored, as [`commit`] does; a submission
 /// refused before the ledger or rejected by the contract abandons the payload.
+/// `in_flight` is resolved unless the payload may be left unnamed (an outcome unknown,
+/// an abandon that failed).
 pub(crate) async fn commit_with_payload(
     state: &AppState,
     mut env: Envelope,
     stored: Option<StoredPayload>,
+    in_flight: InFlight<'_>,
 ) -> Result<(Envelope, Receipt), ApiError> {
     if let Some(stored) = &stored {
         attach(&mut env, stored);
     }
-    match submit_with_payload(state, &env, stored.as_ref()).await {
-        Ok(receipt) => Ok((env, receipt)),
+    let submitted = submit_with_payload(state, &env, stored.as_ref()).await;
+    let Some(stored) = stored else {
+        in_flight.resolve();
+        return submitted
+            .map(|receipt| (env, receipt))
+            .map_err(ApiError::from);
+    };
+    match submitted {
+        Ok(receipt) => {
+            in_flight.resolve();
+            Ok((env, receipt))
+        }
         Err(NotAccepted::Refused(e) | NotAccepted::Rejected(e)) => {
             // No accepted transaction names this payload.
-            if let Some(stored) = &stored {
-                abandon(state, stored).await;
+            if abandon(state, &stored).await {
+                in_flight.resolve();
             }
             Err(e)
         }

@@ -129,6 +129,8 @@ pub async fn create(
     caller: Caller,
     _query: web::Query<WriteQuery>,
 ) -> Result<HttpResponse, ApiError> {
+    // From before a payload is stored until its record commits or it is abandoned.
+    let in_flight = state.payloads_unresolved.begin();
     let (env, stored) = if payloads::is_multipart(&req) {
         let (record, stored) = payloads::read_multipart::<NewRecord, _>(&req, body, &state, |r| {
             check_create(&caller, r)?;
@@ -144,7 +146,14 @@ pub async fn create(
         match creation(&state, &caller, record) {
             Ok((env, _)) => (env, Some(stored)),
             Err(e) => {
-                let _ = state.payloads.erase(&stored.key_id, &stored.cid).await;
+                if state
+                    .payloads
+                    .erase(&stored.key_id, &stored.cid)
+                    .await
+                    .is_ok()
+                {
+                    in_flight.resolve();
+                }
                 return Err(e);
             }
         }
@@ -163,7 +172,7 @@ pub async fn create(
         (env, stored)
     };
     let record_id = env.event.record_id().unwrap_or_default().to_owned();
-    let (_, receipt) = payloads::commit_with_payload(&state, env, stored).await?;
+    let (_, receipt) = payloads::commit_with_payload(&state, env, stored, in_flight).await?;
     Ok(HttpResponse::Created().json(receipt_json(&receipt, &record_id, 1)))
 }
 
@@ -303,11 +312,12 @@ pub async fn amend(
         }),
     );
     apply_record_event(Some(&current.state), &env.event).map_err(|e| contract_error(&e))?;
+    let in_flight = state.payloads_unresolved.begin();
     let stored = match inline {
         Some(inline) => Some(payloads::store_inline(&state, inline).await?),
         None => None,
     };
-    let (_, receipt) = payloads::commit_with_payload(&state, env, stored).await?;
+    let (_, receipt) = payloads::commit_with_payload(&state, env, stored, in_flight).await?;
     Ok(HttpResponse::Created().json(receipt_json(&receipt, &record_id, version)))
 }
 

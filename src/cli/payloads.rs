@@ -54,7 +54,16 @@ fn reconcile(p: &ReconcileParams) -> Result<serde_json::Value, String> {
     })?;
     let payload_dir = p.data_dir.join("payloads");
     let report = open_payloads(&payload_dir, p).and_then(|(payloads, runtime)| {
-        let report = reconcile_payloads(&ledger, &payloads).map_err(|e| e.to_string());
+        let report = reconcile_payloads(&ledger, &payloads)
+            .map_err(|e| e.to_string())
+            .and_then(|report| {
+                // Reconciled, and nothing else holds the store: the next `serve` at this
+                // height starts without a reconcile.
+                payloads
+                    .mark_clean_stop(ledger.tip().height)
+                    .map_err(|e| e.to_string())?;
+                Ok(report)
+            });
         drop(payloads);
         if let Some(runtime) = runtime {
             runtime.shutdown_background();
