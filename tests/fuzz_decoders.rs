@@ -19,37 +19,8 @@ use medledger::storage::{Block, BlockHeader, CutReason, Ledger, LedgerOptions};
 use medledger_payload::dagpb::{decode_node, encode_file_leaf, encode_file_parent, ChildLink};
 use medledger_payload::{Cid, CidVersion, Codec};
 
-/// xorshift64*: deterministic, no dependency.
-struct Rng(u64);
-
-impl Rng {
-    fn new(salt: u64) -> Rng {
-        let seed = std::env::var("MEDLEDGER_FUZZ_SEED")
-            .ok()
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(0x5eed_f00d_u64);
-        Rng((seed ^ salt.wrapping_mul(0x9e37_79b9_7f4a_7c15)) | 1)
-    }
-
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n.max(1) as u64) as usize
-    }
-}
-
-/// How many mutations each decoder gets.
-fn rounds(default: usize) -> usize {
-    std::env::var("MEDLEDGER_FUZZ_ROUNDS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(default)
-}
+mod common;
+use common::fuzz::{rounds, Rng};
 
 /// One damaged copy of `seeds[i]` for some i, where the damage begins, and what it was.
 fn mutate(rng: &mut Rng, seeds: &[Vec<u8>]) -> (Vec<u8>, usize, Damage) {

@@ -16,34 +16,7 @@ use medledger::serve::app;
 #[macro_use]
 mod common;
 use common::api::Env;
-
-/// xorshift64*: deterministic, no dependency.
-struct Rng(u64);
-
-impl Rng {
-    fn new() -> Rng {
-        let seed = std::env::var("MEDLEDGER_FUZZ_SEED")
-            .ok()
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(0x7a11_ed5e_u64);
-        Rng(seed | 1)
-    }
-
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n.max(1) as u64) as usize
-    }
-
-    fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
-        &items[self.below(items.len())]
-    }
-}
+use common::fuzz::{rounds, Rng};
 
 /// Path segments and query values that break parsers: empty, dots, encoded NUL and
 /// invalid UTF-8, a slash, huge and negative numbers, long strings.
@@ -198,11 +171,8 @@ async fn every_route_answers_damaged_requests_with_a_4xx_json_error() {
         Some("Basic YWRtaW46YWRtaW4="),
     ];
     let data_dir = env.dir.path().to_string_lossy().into_owned();
-    let per_route = std::env::var("MEDLEDGER_FUZZ_ROUNDS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(60);
-    let mut rng = Rng::new();
+    let per_route = rounds(60);
+    let mut rng = Rng::new(6);
     let (mut answered, mut refused) = (0, 0);
     for route in ROUTES {
         let example = example(route.body);

@@ -49,19 +49,8 @@ async fn readable(payloads: &Payloads, payload: &StoredPayload) -> Result<(), St
 
 #[actix_web::test]
 async fn orphans_are_reconciled_by_command_and_at_start() {
-    let Env { dir, core, secret } = Env::with(|config| config.rate_limit_per_sec = 0);
-    let env_token = {
-        let claims = medledger::api::auth::Claims {
-            sub: "dr-1".into(),
-            role: Role::Clinician,
-            hospital: Some("h-1".into()),
-            exp: medledger::api::auth::now_secs() + 3600,
-        };
-        format!(
-            "Bearer {}",
-            medledger::api::auth::mint(&secret, &claims).unwrap()
-        )
-    };
+    let Env { dir, core, .. } = Env::with(|config| config.rate_limit_per_sec = 0);
+    let env_token = common::api::bearer(dir.path(), Role::Clinician, "dr-1", Some("h-1"));
     let svc = actix_web::test::init_service(app(core.state.clone())).await;
     let res = actix_web::test::call_service(
         &svc,
@@ -145,7 +134,7 @@ fn bench_payloads_runs() {
 /// stays destroyed).
 #[actix_web::test]
 async fn a_refused_record_id_can_be_created_after_a_restart() {
-    let Env { dir, core, secret } = Env::new();
+    let Env { dir, core, .. } = Env::new();
     core.state
         .payloads
         .keys()
@@ -155,16 +144,7 @@ async fn a_refused_record_id_can_be_created_after_a_restart() {
     core.close();
     drop(core);
     let core = Core::open(&ServeConfig::new(dir.path().to_path_buf())).unwrap();
-    let claims = medledger::api::auth::Claims {
-        sub: "dr-1".into(),
-        role: Role::Clinician,
-        hospital: Some("h-1".into()),
-        exp: medledger::api::auth::now_secs() + 3600,
-    };
-    let token = format!(
-        "Bearer {}",
-        medledger::api::auth::mint(&secret, &claims).unwrap()
-    );
+    let token = common::api::bearer(dir.path(), Role::Clinician, "dr-1", Some("h-1"));
     let svc = actix_web::test::init_service(app(core.state.clone())).await;
     let res = actix_web::test::call_service(
         &svc,

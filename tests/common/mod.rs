@@ -16,6 +16,7 @@ macro_rules! call {
 }
 
 pub mod api;
+pub mod fuzz;
 pub mod server;
 
 use std::path::Path;
