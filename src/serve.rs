@@ -424,9 +424,8 @@ impl Core {
         let (payloads, replication) = open_payloads(config)?;
         // Before the HTTP server accepts a request, so no submission is in flight whose
         // payload is stored but whose record is not yet committed (it would look orphaned).
-        // Not in a cluster: there a record's key arrives before its block (the leader sends
-        // it first), so a key no local block names yet is no orphan; and a cluster stores
-        // no payloads.
+        // Not in a cluster: there a record's key and payload arrive before its block (the
+        // leader sends them first), so what no local block names yet is no orphan.
         if config.cluster.is_none() && payloads.clean_stop_height() == Some(ledger.tip().height) {
             // Stopped cleanly with no orphan at this height, and opened by nothing since
             // (every open removes the mark): nothing to reconcile.

@@ -64,14 +64,16 @@ impl OwnerKind {
     }
 }
 
-/// The validator of a timeline page (see `medledger_views::changes`): the height of the
-/// owner's last change, with everything else the page depends on: the caller (role, id,
+/// The validator of a timeline page (see `medledger_views::changes`): `changed`, the
+/// height of the owner's last change (taken before the grant and the rows are read, so
+/// both are at least as new as it), with everything else the page depends on: the caller (role, id,
 /// hospital), the query, and for a clinician on a patient's timeline whether their grant
 /// exists and has expired. None where what the caller may read of the page can change
 /// with no change of the owner's timeline: the records a clinician wrote may be of
 /// hospitals it no longer works at, read through the grants of every patient in them.
 fn validator(
     state: &AppState,
+    changed: u64,
     caller: &Caller,
     kind: OwnerKind,
     owner: &str,
@@ -88,8 +90,6 @@ fn validator(
             Some(Some(_)) => 'g',
         },
     };
-    let changes = state.projector.changes();
-    let changed = changes.of(kind.owner(owner));
     let mut scope = Sha256::new();
     for part in [
         format!("{:?}", caller.role()).as_str(),
@@ -113,7 +113,7 @@ fn validator(
     let scope = hex::encode(&scope.finalize()[..8]);
     Some(format!(
         "W/\"t-{:x}-{changed}-{grant}-{scope}\"",
-        changes.epoch()
+        state.projector.changes().epoch()
     ))
 }
 
@@ -143,6 +143,8 @@ async fn timeline(
         ));
     }
     honour_min_height(&state, query.min_height).await?;
+    // Taken first: the grant and the rows read after it are at least as new as it.
+    let changed = state.projector.changes().of(kind.owner(&owner));
     // Every row of a patient's timeline is that patient's: a clinician's grant is read
     // once for the page, not once per row.
     let grant = match (kind, caller.role()) {
@@ -153,8 +155,15 @@ async fn timeline(
         ),
         _ => None,
     };
-    // Taken before the rows are read: the rows sent are at least as new as it.
-    let etag = validator(&state, &caller, kind, &owner, &query, grant.as_ref());
+    let etag = validator(
+        &state,
+        changed,
+        &caller,
+        kind,
+        &owner,
+        &query,
+        grant.as_ref(),
+    );
     if let Some(tag) = &etag {
         if not_modified(&req, tag) {
             return Ok(with_validator(HttpResponse::NotModified().finish(), tag));

@@ -408,12 +408,15 @@ impl Cluster {
                 tracing::warn!(target, error = %e, "asking a node to campaign failed");
             }
             let round = (tokio::time::Instant::now() + TRANSFER_ROUND).min(deadline);
-            let led = tokio::time::timeout_at(
-                round,
-                metrics.wait_for(|m| m.current_leader == Some(target)),
-            )
-            .await;
-            if matches!(led, Ok(Ok(_))) {
+            let led = matches!(
+                tokio::time::timeout_at(
+                    round,
+                    metrics.wait_for(|m| m.current_leader == Some(target)),
+                )
+                .await,
+                Ok(Ok(_))
+            );
+            if led {
                 tracing::info!(
                     target,
                     ms = started.elapsed().as_millis() as u64,
@@ -428,11 +431,20 @@ impl Cluster {
                 ));
             }
             if !self.is_leader() {
-                // Another node won the election this started; the leadership moved on.
+                // This node stepped down: the campaign under way decides. Wait for its
+                // winner (the target, or another node whose timer fired first).
+                let _ = tokio::time::timeout_at(
+                    deadline,
+                    metrics.wait_for(|m| m.current_leader.is_some_and(|l| l != self.node_id)),
+                )
+                .await;
                 let now = self.raft.metrics().borrow().current_leader;
-                return Err(format!(
-                    "node {target} did not win the election (leader now: {now:?})"
-                ));
+                return match now {
+                    Some(l) if l == target => Ok(()),
+                    _ => Err(format!(
+                        "node {target} did not win the election (leader now: {now:?})"
+                    )),
+                };
             }
         }
     }
