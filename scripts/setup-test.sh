@@ -7,6 +7,8 @@
 #    conflict with it), so npm is looked for as the command the tests run;
 #  - curl, flock (util-linux) and sha256sum (coreutils), which tests/ipfs-test-node/start.sh uses;
 #  - ip (iproute2), which makes the network namespaces of tests/cluster_partition.rs;
+#  - mkfs.ext4 (e2fsprogs) and mount/umount (mount), which make the small loop-mounted disk
+#    of tests/full_disk.rs;
 #  - playwright-core from npm, which drives Chromium (tests/browser/, pinned by its lock file);
 #  - PostgreSQL, Redis and NATS server, the peers the bench/peers tests start
 #    (scripts/install-peers.sh).
@@ -16,13 +18,13 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib/packages.sh
 # shellcheck disable=SC2207
-need=($(missing_packages chromium nodejs curl util-linux coreutils iproute2))
+need=($(missing_packages chromium nodejs curl util-linux coreutils iproute2 e2fsprogs mount))
 command -v npm >/dev/null 2>&1 || need+=(npm)
 apt_install setup-test "${need[@]}"
 scripts/install-peers.sh
 [ "${MEDLEDGER_SETUP_DRY_RUN:-0}" = 1 ] && [ ${#need[@]} -gt 0 ] && exit 0
 [ -x /usr/bin/chromium ] || { echo "setup-test: /usr/bin/chromium missing: install chromium" >&2; exit 1; }
-for c in node npm curl flock sha256sum ip; do
+for c in node npm curl flock sha256sum ip mkfs.ext4 mount umount; do
   command -v "$c" >/dev/null 2>&1 || { echo "setup-test: $c missing after install" >&2; exit 1; }
 done
 # Whether tests/browser resolves playwright-core the way explorer.mjs will.

@@ -20,6 +20,7 @@ pub mod api;
 pub mod cli;
 pub mod clinical;
 pub mod cluster;
+pub mod disk;
 pub mod explorer;
 pub mod fixtures;
 pub mod keeper;

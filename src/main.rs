@@ -331,6 +331,12 @@ struct ServeArgs {
     /// off (benchmarks). Over the limit: 429 with Retry-After.
     #[arg(long, env = "MEDLEDGER_RATE_LIMIT_PER_SEC", default_value_t = medledger::serve::RATE_LIMIT_PER_SEC_DEFAULT)]
     rate_limit_per_sec: u32,
+    /// Free space (MiB) kept on the data dir's disk for the views' flushes and recovery:
+    /// below it writes answer 507 `storage_full` (nothing written) until space is freed.
+    /// 0 turns the reserve off.
+    #[arg(long, env = "MEDLEDGER_DISK_RESERVE_MIB", default_value_t = medledger::disk::RESERVE_BYTES_DEFAULT >> 20,
+          value_parser = clap::value_parser!(u64).range(0..=medledger::disk::RESERVE_MIB_MAX))]
+    disk_reserve_mib: u64,
     /// Chunk workers uploading a payload's blocks at once.
     #[arg(long, env = "IPFS_UPLOAD_CONCURRENCY", default_value_t = 4)]
     ipfs_upload_concurrency: usize,
@@ -564,6 +570,7 @@ fn main() -> ExitCode {
                 },
                 workers: a.workers,
                 rate_limit_per_sec: a.rate_limit_per_sec,
+                disk_reserve_bytes: a.disk_reserve_mib << 20,
                 body_grace: medledger::api::slow_body::BODY_GRACE,
                 payloads: medledger::serve::PayloadSettings {
                     upload_concurrency: a.ipfs_upload_concurrency,

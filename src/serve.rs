@@ -127,6 +127,9 @@ pub struct ServeConfig {
     pub payloads: PayloadSettings,
     /// A node of a cluster (none: one node on its own, the default).
     pub cluster: Option<ClusterSettings>,
+    /// Free space kept on the data dir's disk (`crate::disk`): writes are refused with
+    /// 507 below it, and the ledger refuses blocks below half of it. 0: no reserve.
+    pub disk_reserve_bytes: u64,
 }
 
 /// The payload pipeline's knobs (the data dir and the size limit come from the rest of
@@ -285,6 +288,7 @@ impl ServeConfig {
             body_grace: api::slow_body::BODY_GRACE,
             payloads: PayloadSettings::default(),
             cluster: None,
+            disk_reserve_bytes: crate::disk::RESERVE_BYTES_DEFAULT,
         }
     }
 }
@@ -384,6 +388,9 @@ impl Core {
                 .cluster
                 .as_ref()
                 .map(|_| crate::cluster::GENESIS_TIMESTAMP_MS),
+            // Writes are refused at the door below the whole reserve; the ledger's half
+            // is for the blocks already on their way then.
+            reserve_bytes: config.disk_reserve_bytes / 2,
             ..LedgerOptions::default()
         };
         let (ledger, recovery) =
@@ -540,6 +547,7 @@ impl Core {
             metrics: api::metrics::Metrics::default(),
             cluster,
             payloads_unresolved: Default::default(),
+            disk: crate::disk::DiskSpace::new(config.data_dir.clone(), config.disk_reserve_bytes),
         });
         let keeper = crate::keeper::Keeper::start(state.clone(), config.data_dir.clone())
             .map_err(ServeError::Runtime)?;

@@ -239,6 +239,81 @@ fn a_failed_fsync_fails_the_block_and_everything_after() {
 }
 
 #[test]
+fn a_full_disk_refuses_blocks_and_the_orderer_goes_on_once_space_is_freed() {
+    let index = tempfile::tempdir().unwrap();
+    let fs = CrashFs::new();
+    let ledger = ledger_on(&fs, index.path());
+    // Blocks of 10, four in flight: the blocks built on a refused one are in the pipe.
+    let orderer = Orderer::start(ledger.clone(), config(CutPolicy::Eager, 10, 10)).unwrap();
+    let gen = RecordGenerator::new(500);
+    let rt = runtime();
+    let used = || -> u64 {
+        (0..4)
+            .filter_map(|s| fs.contents(s))
+            .map(|c| c.len() as u64)
+            .sum()
+    };
+    // One block of 10 measures a block; then room for one and a half more.
+    let before = used();
+    let first: Vec<_> = (0..10)
+        .map(|i| orderer.enqueue(&gen.sealed_envelope(i)).unwrap())
+        .collect();
+    for rx in first {
+        rt.block_on(rx).unwrap().unwrap();
+    }
+    let block = used() - before;
+    fs.set_capacity(Some(used() + block * 3 / 2));
+    // Syncs held while 200 are queued: four blocks are cut and in flight; the second
+    // meets the full disk, and the two behind it were built on it.
+    fs.hold_syncs(true);
+    let pending: Vec<_> = (10..210)
+        .map(|i| (i, orderer.enqueue(&gen.sealed_envelope(i)).unwrap()))
+        .collect();
+    std::thread::sleep(Duration::from_millis(100));
+    let inflight = &orderer.stats().inflight_blocks;
+    assert_eq!(inflight.load(std::sync::atomic::Ordering::Relaxed), 4);
+    fs.hold_syncs(false);
+    let (mut acked, mut refused) = (Vec::new(), Vec::new());
+    for (i, rx) in pending {
+        match rt.block_on(rx).unwrap() {
+            Ok(receipt) => acked.push(receipt),
+            Err(SubmitError::StorageFull(why)) => {
+                assert!(why.contains("disk is full"), "{why}");
+                refused.push(i);
+            }
+            Err(other) => panic!("submission {i}: {other}"),
+        }
+    }
+    assert!(
+        !acked.is_empty() && !refused.is_empty(),
+        "{} acked",
+        acked.len()
+    );
+    assert!(ledger.poisoned().is_none(), "a full disk does not poison");
+    for r in &acked {
+        assert!(
+            ledger.tx(&r.tx_id.0).unwrap().is_some(),
+            "acknowledged and present"
+        );
+    }
+    for &i in &refused {
+        let tx_id = gen.sealed_envelope(i).tx_id;
+        assert!(ledger.tx(&tx_id.0).unwrap().is_none(), "refused and absent");
+    }
+
+    // Space freed: everything is taken again, on a chain that verifies.
+    fs.set_capacity(None);
+    let height = ledger.tip().height;
+    for i in 210..260 {
+        rt.block_on(orderer.submit(&gen.sealed_envelope(i)))
+            .unwrap();
+    }
+    assert!(ledger.tip().height > height);
+    orderer.shutdown();
+    medledger_storage::ledger::verify::verify(&ledger, &|_, _| Ok(())).unwrap();
+}
+
+#[test]
 fn shutdown_commits_everything_queued() {
     let dir = tempfile::tempdir().unwrap();
     let ledger = file_ledger(dir.path());

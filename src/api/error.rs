@@ -6,6 +6,9 @@ use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, ResponseError};
 use serde_json::{json, Value};
 
+/// Seconds a client waits before writing again after 507 `storage_full`.
+pub const STORAGE_FULL_RETRY_AFTER: u32 = 5;
+
 /// An error answer.
 #[derive(Debug)]
 pub struct ApiError {
@@ -57,6 +60,24 @@ impl ApiError {
         ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", message)
     }
 
+    /// 507 `storage_full`: the disk is full (or would eat into the reserve); nothing was
+    /// written. Writes are taken again by themselves once space is freed.
+    pub fn storage_full(message: impl Into<String>) -> Self {
+        let mut e = ApiError::new(StatusCode::INSUFFICIENT_STORAGE, "storage_full", message);
+        e.retry_after = Some(STORAGE_FULL_RETRY_AFTER);
+        e
+    }
+
+    /// The message a client may see: a server error's without the paths it may name
+    /// (the log keeps it whole).
+    pub fn public_message(&self) -> String {
+        if self.status.is_server_error() {
+            without_paths(&self.message)
+        } else {
+            self.message.clone()
+        }
+    }
+
     pub fn unavailable(code: &'static str, message: impl Into<String>, retry_after: u32) -> Self {
         let mut e = ApiError::new(StatusCode::SERVICE_UNAVAILABLE, code, message);
         e.retry_after = Some(retry_after);
@@ -90,19 +111,14 @@ impl ResponseError for ApiError {
         }
         // A server error's message often comes from an I/O error naming a file: the log
         // keeps it whole, the client gets it without the paths.
-        let message = if self.status.is_server_error() {
-            let redacted = without_paths(&self.message);
-            if redacted != self.message {
-                if self.status == StatusCode::INTERNAL_SERVER_ERROR {
-                    tracing::error!(code = self.code, message = %self.message, "answered 500");
-                } else {
-                    tracing::debug!(code = self.code, message = %self.message, "answered 5xx");
-                }
+        let message = self.public_message();
+        if message != self.message {
+            if self.status == StatusCode::INTERNAL_SERVER_ERROR {
+                tracing::error!(code = self.code, message = %self.message, "answered 500");
+            } else {
+                tracing::debug!(code = self.code, message = %self.message, "answered 5xx");
             }
-            redacted
-        } else {
-            self.message.clone()
-        };
+        }
         res.json(json!({"error": {
             "code": self.code,
             "message": message,

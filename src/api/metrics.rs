@@ -285,6 +285,22 @@ pub async fn render(state: web::Data<AppState>) -> HttpResponse {
             reason.as_str()
         );
     }
+    if let Some(free) = state.disk.free_now() {
+        metric(
+            &mut out,
+            "medledger_disk_free_bytes",
+            "gauge",
+            "Free bytes on the data dir's disk (writes answer 507 below the reserve).",
+            free,
+        );
+    }
+    metric(
+        &mut out,
+        "medledger_disk_reserve_bytes",
+        "gauge",
+        "Free space kept for the views' flushes and recovery (--disk-reserve-mib).",
+        state.disk.reserve(),
+    );
     metric(
         &mut out,
         "medledger_queue_depth",

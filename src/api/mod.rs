@@ -67,6 +67,8 @@ pub struct AppState {
     pub cluster: Option<Arc<crate::cluster::Cluster>>,
     /// Whether a request may have left a stored payload unnamed (no clean stop then).
     pub payloads_unresolved: payloads::Unresolved,
+    /// The data dir's free space against the reserve (507 `storage_full` below it).
+    pub disk: crate::disk::DiskSpace,
 }
 
 /// One route: how it is registered and how `/v1/openapi.json` describes it.

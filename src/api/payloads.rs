@@ -166,6 +166,7 @@ pub async fn store_inline(
     state: &AppState,
     inline: InlinePayload,
 ) -> Result<StoredPayload, ApiError> {
+    super::submit::disk_room(state, inline.bytes.len() as u64)?;
     let body = futures_util::stream::once(async move { Ok::<_, io::Error>(inline.bytes) });
     state
         .payloads
@@ -286,6 +287,15 @@ where
     let record: T = serde_json::from_slice(&json)
         .map_err(|e| ApiError::bad_request("invalid_body", format!("invalid record part: {e}")))?;
     check(&record)?;
+    // The whole upload's length when the client sent it: an upload the disk has no room
+    // for is refused before a byte of it is stored.
+    let declared = req
+        .headers()
+        .get(actix_web::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap_or(0);
+    super::submit::disk_room(state, declared)?;
     // 2. The file, streamed: a bounded channel between the multipart reader (not Send)
     // and the pipeline, so at most a few chunks are in memory.
     let mut field = multipart

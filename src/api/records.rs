@@ -270,7 +270,7 @@ pub async fn create_batch(
 }
 
 fn item_error(e: &ApiError) -> Value {
-    json!({"status": e.status.as_u16(), "error": {"code": e.code, "message": e.message, "details": e.details}})
+    json!({"status": e.status.as_u16(), "error": {"code": e.code, "message": e.public_message(), "details": e.details}})
 }
 
 #[derive(Deserialize)]

@@ -72,6 +72,7 @@ pub(crate) fn submit_error(e: SubmitError) -> ApiError {
         SubmitError::Unsealed(_) => ApiError::internal(e.to_string()).with_code("unsealed"),
         SubmitError::Busy => ApiError::unavailable("busy", e.to_string(), 1),
         SubmitError::Closed => ApiError::unavailable("shutting_down", e.to_string(), 5),
+        SubmitError::StorageFull(_) => ApiError::storage_full(e.to_string()),
         SubmitError::Failed(_) | SubmitError::WriterStopped => {
             ApiError::internal(e.to_string()).with_code("ledger_failed")
         }
@@ -169,6 +170,7 @@ pub(crate) async fn submit_with_payload(
             | SubmitError::Unsealed(_)
             | SubmitError::Busy
             | SubmitError::Closed
+            | SubmitError::StorageFull(_)
             | SubmitError::NotCommitted(_)),
         ) => return Err(NotAccepted::Refused(submit_error(e))),
     };
@@ -182,10 +184,21 @@ pub(crate) async fn submit_with_payload(
 /// cluster, gets its record's key to a majority: what a submission needs before the
 /// orderer.
 pub(crate) async fn seal_for_ledger(state: &AppState, env: &mut Envelope) -> Result<(), ApiError> {
+    // Before the record's key is written: on a full disk nothing of it is.
+    disk_room(state, 0)?;
     clinical::seal(state.payloads.keys(), env)
         .await
         .map_err(|e| clinical_error(&e))?;
     replicate_key(state, env).await
+}
+
+/// Refuses a write of about `incoming` bytes with 507 `storage_full` (Retry-After) when
+/// the data dir's disk is down to its reserve (crate::disk).
+pub(crate) fn disk_room(state: &AppState, incoming: u64) -> Result<(), ApiError> {
+    state.disk.check(incoming).map_err(|e| {
+        ApiError::storage_full(e.to_string())
+            .with_details(json!({"free_bytes": e.free, "reserve_bytes": e.reserve}))
+    })
 }
 
 /// In a cluster, sends the content key of `env`'s record to the other nodes and waits for

@@ -115,6 +115,11 @@ pub enum SubmitError {
     /// this transaction reached the disk is unknown.
     #[error("the ledger could not commit the block: {0}")]
     Failed(Arc<StorageError>),
+    /// The disk is full (or the block would eat into the space kept in reserve for the
+    /// views and recovery): nothing was written, and the ledger takes writes again once
+    /// space is freed. Try again later.
+    #[error("{0}")]
+    StorageFull(String),
     /// The block writer thread is gone (it panicked); nothing more is committed.
     /// Whether this transaction reached the disk is unknown.
     #[error("the ledger could not commit the block: the block writer stopped")]
@@ -153,6 +158,9 @@ pub enum SinkError {
 impl From<SinkError> for SubmitError {
     fn from(e: SinkError) -> SubmitError {
         match e {
+            SinkError::Storage(e) if matches!(*e, StorageError::NoSpace { .. }) => {
+                SubmitError::StorageFull(e.to_string())
+            }
             SinkError::Storage(e) => SubmitError::Failed(e),
             SinkError::NotCommitted(why) => SubmitError::NotCommitted(why),
             SinkError::Uncertain(why) => SubmitError::Uncertain(why),
@@ -279,7 +287,8 @@ impl Orderer {
         config.validate()?;
         let (queue, queue_rx) = bounded(config.queue_capacity);
         let (job_tx, job_rx) = bounded::<Job>(config.inflight_blocks_max);
-        let (done_tx, done_rx) = unbounded::<()>();
+        // One message per block done: whether it failed.
+        let (done_tx, done_rx) = unbounded::<bool>();
         let stats = Arc::new(OrdererStats::default());
         let tip = ledger.tip();
         let cutter = CutterThread {
@@ -293,7 +302,9 @@ impl Orderer {
             next_number: tip.height,
             prev_hash: tip.tip_hash,
             last_timestamp_ms: tip.tip_timestamp_ms,
-            follow: follow_tip.then(|| ledger.clone()),
+            follow_tip,
+            ledger: ledger.clone(),
+            resync: false,
             stats: stats.clone(),
         };
         let (ack_tx, ack_rx) = unbounded::<(Job, Result<Committed, SubmitError>)>();
@@ -309,7 +320,9 @@ impl Orderer {
                 })?,
             std::thread::Builder::new()
                 .name("medledger-writer".into())
-                .spawn(move || write_blocks(sink.as_ref(), &job_rx, &ack_tx, &writer_stats))
+                .spawn(move || {
+                    write_blocks(sink.as_ref(), !follow_tip, &job_rx, &ack_tx, &writer_stats)
+                })
                 .map_err(|source| OrdererError::Thread {
                     thread: "writer",
                     source,
@@ -442,14 +455,19 @@ struct CutterThread {
     policy: CutPolicy,
     queue: Receiver<Msg>,
     jobs: Sender<Job>,
-    done: Receiver<()>,
+    done: Receiver<bool>,
     inflight: usize,
     inflight_max: usize,
     next_number: u64,
     prev_hash: Hash,
     last_timestamp_ms: i64,
-    /// Replicated: the ledger whose tip each block is built on.
-    follow: Option<Arc<Ledger>>,
+    /// Replicated: each block is built on the ledger's tip as it is then.
+    follow_tip: bool,
+    /// The ledger whose tip blocks are built on (replicated: always; one node: after a
+    /// failed block).
+    ledger: Arc<Ledger>,
+    /// A block failed: the next one is built on the ledger's tip, once none is in flight.
+    resync: bool,
     stats: Arc<OrdererStats>,
 }
 
@@ -478,7 +496,7 @@ impl CutterThread {
                     wake = wake.min(deadline);
                 }
                 match done.recv_deadline(wake) {
-                    Ok(()) => self.finish_one(),
+                    Ok(failed) => self.finish_one(failed),
                     Err(crossbeam_channel::RecvTimeoutError::Timeout) => {}
                     Err(crossbeam_channel::RecvTimeoutError::Disconnected) => self.inflight = 0,
                 }
@@ -504,8 +522,8 @@ impl CutterThread {
                 None => sel.select(),
             };
             if op.index() == d {
-                if op.recv(&done).is_ok() {
-                    self.finish_one();
+                if let Ok(failed) = op.recv(&done) {
+                    self.finish_one(failed);
                 }
             } else {
                 debug_assert_eq!(op.index(), q);
@@ -586,16 +604,17 @@ impl CutterThread {
     }
 
     fn wait_done(&mut self) {
-        if self.done.recv().is_ok() {
-            self.finish_one();
+        if let Ok(failed) = self.done.recv() {
+            self.finish_one(failed);
         } else {
             // The writer is gone (it only exits when `jobs` is dropped): nothing is in flight.
             self.inflight = 0;
         }
     }
 
-    fn finish_one(&mut self) {
+    fn finish_one(&mut self, failed: bool) {
         self.inflight -= 1;
+        self.resync |= failed;
         self.stats
             .inflight_blocks
             .store(self.inflight, Ordering::Relaxed);
@@ -618,8 +637,18 @@ impl CutterThread {
             tx_ids.push(s.tx_id);
             replies.push(s.reply);
         }
-        if let Some(ledger) = &self.follow {
-            let tip = ledger.tip();
+        let mut from_tip = self.follow_tip;
+        if self.resync {
+            // A block failed (a full disk): those built on it failed with it. Wait for
+            // them, then build on what the ledger really holds.
+            while self.inflight > 0 {
+                self.wait_done();
+            }
+            self.resync = false;
+            from_tip = true;
+        }
+        if from_tip {
+            let tip = self.ledger.tip();
             self.next_number = tip.height;
             self.prev_hash = tip.tip_hash;
             self.last_timestamp_ms = self.last_timestamp_ms.max(tip.tip_timestamp_ms);
@@ -666,14 +695,31 @@ impl CutterThread {
 /// The writer thread: commit each block through the sink (one node: write + fdatasync +
 /// index) and pass the outcome to the acker. It does nothing else, so the next block's
 /// write starts as soon as the previous one is durable. A failed local append poisons
-/// the ledger, which then fails every later block the same way.
+/// the ledger, which then fails every later block the same way; a full disk refuses the
+/// block without poisoning, and with `pipelined` blocks the ones already built on the
+/// refused block are answered as it was, untried (they cannot extend the chain), until
+/// the cutter starts again from the ledger's tip.
 fn write_blocks(
     sink: &dyn BlockSink,
+    pipelined: bool,
     jobs: &Receiver<Job>,
     acks: &Sender<(Job, Result<Committed, SubmitError>)>,
     stats: &OrdererStats,
 ) {
+    // The number of the block that failed last, and why.
+    let mut failed: Option<(u64, SubmitError)> = None;
     for job in jobs {
+        let number = job.block.header.number;
+        if let Some((refused, why)) = &failed {
+            if pipelined && number > *refused {
+                let why = why.clone();
+                if acks.send((job, Err(why))).is_err() {
+                    return;
+                }
+                continue;
+            }
+        }
+        failed = None;
         let started = std::time::Instant::now();
         let span = tracing::info_span!(
             "block.append",
@@ -684,9 +730,17 @@ fn write_blocks(
         stats.append_seconds.observe(started.elapsed());
         let outcome = outcome.map_err(|e| {
             let e = SubmitError::from(e);
-            tracing::error!(block = job.block.header.number, error = %e, "block commit failed");
+            match &e {
+                SubmitError::StorageFull(_) => {
+                    tracing::warn!(block = number, error = %e, "block refused")
+                }
+                _ => tracing::error!(block = number, error = %e, "block commit failed"),
+            }
             e
         });
+        if let Err(e) = &outcome {
+            failed = Some((number, e.clone()));
+        }
         if acks.send((job, outcome)).is_err() {
             return;
         }
@@ -699,11 +753,12 @@ fn write_blocks(
 /// keeps it off the writer's path between two fsyncs.
 fn acknowledge(
     acks: &Receiver<(Job, Result<Committed, SubmitError>)>,
-    done: &Sender<()>,
+    done: &Sender<bool>,
     stats: &OrdererStats,
 ) {
     for (job, outcome) in acks {
         let count = job.replies.len() as u64;
+        let failed = outcome.is_err();
         match outcome {
             Ok(receipt) => {
                 for (pos, ((reply, tx_id), tx_hash)) in job
@@ -733,7 +788,7 @@ fn acknowledge(
                 stats.failed_blocks.fetch_add(1, Ordering::Relaxed);
             }
         }
-        if done.send(()).is_err() {
+        if done.send(failed).is_err() {
             return;
         }
     }

@@ -52,12 +52,27 @@ pub enum StorageError {
          same data directory (a server, rebuild or verify), or by this one; stop it first"
     )]
     InUse { path: String },
+    /// The disk is full, or the block would take its free space below the reserve kept
+    /// for the index, the views and recovery. Nothing was written and the ledger is not
+    /// poisoned: appends succeed again once space is freed.
+    #[error("{}", no_space_message(*.free, *.reserve))]
+    NoSpace { free: Option<u64>, reserve: u64 },
     /// A block is larger than a frame may be.
     #[error("block of {len} bytes exceeds the frame limit of {max} bytes")]
     BlockTooLarge { len: u64, max: u64 },
     /// The ledger options are out of range.
     #[error("invalid ledger option: {0}")]
     InvalidOption(String),
+}
+
+fn no_space_message(free: Option<u64>, reserve: u64) -> String {
+    match free {
+        Some(free) => format!(
+            "the disk is full: {free} bytes free, {reserve} kept in reserve for the index, \
+             the views and recovery; nothing was written"
+        ),
+        None => "the disk is full: a write found no space; nothing was written".to_string(),
+    }
 }
 
 impl StorageError {

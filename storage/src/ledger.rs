@@ -6,7 +6,9 @@
 //! - [`Ledger::append`] checks that the block extends the tip, writes its frame and
 //!   fdatasyncs the segment (and the directory when it creates a segment) before it
 //!   returns. A failed write or sync poisons the ledger: every later append fails until
-//!   it is reopened.
+//!   it is reopened. A full disk does not: a block that would eat into the reserve, or
+//!   whose write finds no space, is refused with nothing written and the next append
+//!   may succeed once space is freed.
 //! - Readers (by number, by hash, by tx id, from a height on) run concurrently with the
 //!   writer and see exactly the blocks that are durable and indexed.
 
@@ -45,6 +47,12 @@ pub struct LedgerOptions {
     /// The genesis block's timestamp when the ledger is created (None: the clock's).
     /// A cluster's nodes fix it, so each creates the same genesis block on its own.
     pub genesis_timestamp_ms: Option<i64>,
+    /// Free space an append leaves on the segments' file system: a block that would
+    /// take the free space below it is refused ([`StorageError::NoSpace`], nothing
+    /// written, not poisoned), so the index and the views, which share the disk, can
+    /// still flush and recovery can still run. 0: no reserve (a write fails only when
+    /// the disk is full, still without poisoning the ledger).
+    pub reserve_bytes: u64,
 }
 
 impl Default for LedgerOptions {
@@ -52,6 +60,7 @@ impl Default for LedgerOptions {
         LedgerOptions {
             segment_bytes_max: 64 * 1024 * 1024,
             genesis_timestamp_ms: None,
+            reserve_bytes: 0,
         }
     }
 }
@@ -256,7 +265,9 @@ impl Ledger {
     /// Errors: [`StorageError::DoesNotExtend`] if the block breaks a rule of
     /// [`rules::check_link`] (its number is not the height, its prev_hash is not the tip's
     /// hash, its Merkle root is wrong, a tx has no id; nothing is written); [`StorageError::Poisoned`]
-    /// if an earlier failure poisoned the ledger; an I/O error poisons it.
+    /// if an earlier failure poisoned the ledger; [`StorageError::NoSpace`] if the disk is
+    /// full or the block would eat into the reserve (nothing written, not poisoned); any
+    /// other I/O error poisons it.
     pub fn append(&self, block: &Block) -> Result<AppendReceipt, StorageError> {
         let mut w = lock(&self.writer);
         if let Some(why) = &w.poisoned {
@@ -278,10 +289,13 @@ impl Ledger {
         }
         let mut frame = std::mem::take(&mut w.frame);
         encode_frame(block, &mut frame);
-        let result = self.write_frame(&mut w, &frame);
+        let result = self
+            .check_space(frame.len() as u64)
+            .and_then(|()| self.write_frame(&mut w, &frame));
         w.frame = frame;
         let location = match result {
             Ok(loc) => loc,
+            Err(e @ StorageError::NoSpace { .. }) => return Err(e),
             Err(e) => {
                 w.poisoned = Some(e.to_string());
                 return Err(e);
@@ -316,7 +330,30 @@ impl Ledger {
         })
     }
 
-    /// Writes and syncs one frame, rolling to a new segment first if needed.
+    /// Refuses a frame of `len` bytes that would take the free space below the reserve.
+    fn check_space(&self, len: u64) -> Result<(), StorageError> {
+        let reserve = self.options.reserve_bytes;
+        if reserve == 0 {
+            return Ok(());
+        }
+        let free = self
+            .dir
+            .free_bytes()
+            .map_err(|e| StorageError::io("reading the free space of the blocks directory", e))?;
+        match free {
+            Some(free) if free < reserve.saturating_add(len) => Err(StorageError::NoSpace {
+                free: Some(free),
+                reserve,
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    /// Writes and syncs one frame, rolling to a new segment first if needed. A write
+    /// that finds the disk full is undone (the segment cut back to where the frame
+    /// began) and answered [`StorageError::NoSpace`]: nothing of it was synced, so the
+    /// ledger stays as it was. A sync that fails is another matter (the page cache can
+    /// no longer be trusted) and poisons it.
     fn write_frame(&self, w: &mut Writer, frame: &[u8]) -> Result<BlockLocation, StorageError> {
         let frame_len = frame.len() as u64;
         if w.len > 0 && w.len + frame_len > self.options.segment_bytes_max {
@@ -335,9 +372,15 @@ impl Ledger {
         let offset = w.len;
         let describe = || self.dir.describe(w.segment);
         if let Err(e) = w.file.write_all_at(frame, offset) {
-            // Best effort to drop a partial frame; the poison stands either way, and
-            // recovery truncates whatever remains.
-            let _ = w.file.set_len(offset);
+            // Drop the partial frame. If that works after a full disk, the ledger is as
+            // it was; otherwise the poison stands and recovery truncates what remains.
+            let cut = w.file.set_len(offset);
+            if fs::is_no_space(&e) && cut.is_ok() {
+                return Err(StorageError::NoSpace {
+                    free: None,
+                    reserve: self.options.reserve_bytes,
+                });
+            }
             return Err(StorageError::io(format!("writing {}", describe()), e));
         }
         w.file

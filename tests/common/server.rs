@@ -122,6 +122,22 @@ pub fn request_with_headers(
 /// A server child that is killed (and reaped) when dropped, also when a test panics.
 pub struct Running(pub Child);
 
+impl Running {
+    /// Stops the server cleanly (SIGTERM: it drains, flushes the views and exits 0).
+    pub fn stop(mut self) {
+        let sent = Command::new("kill")
+            .args(["-TERM", &self.0.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(sent.success());
+        let status = self.0.wait().unwrap();
+        assert!(
+            status.success(),
+            "the server exited with {status} on SIGTERM"
+        );
+    }
+}
+
 impl Drop for Running {
     fn drop(&mut self) {
         let _ = self.0.kill();

@@ -38,8 +38,13 @@ use crate::{ViewError, ViewStore};
 
 /// How often the projector looks for new blocks when nobody nudges it.
 pub const POLL_INTERVAL: Duration = Duration::from_millis(20);
-/// How long the projector waits before retrying after a store or ledger error.
-const RETRY_INTERVAL: Duration = Duration::from_millis(500);
+/// How long the projector waits before retrying after a store or ledger error; each
+/// failure in a row doubles it, up to [`RETRY_INTERVAL_MAX`]. Nudges (every write sends
+/// one) do not cut it short, so a failing store is not retried, and logged, at the rate
+/// of writes.
+const RETRY_INTERVAL: Duration = Duration::from_millis(250);
+/// The longest wait between retries: what the views may trail once the cause is gone.
+const RETRY_INTERVAL_MAX: Duration = Duration::from_secs(4);
 /// How often the projector makes the views durable while it applies blocks: what a crash
 /// can make it replay (about a second of blocks).
 pub const FLUSH_INTERVAL: Duration = Duration::from_secs(1);
@@ -138,7 +143,7 @@ impl From<ViewError> for ProjectError {
 impl From<StorageError> for ProjectError {
     fn from(e: StorageError) -> Self {
         match e {
-            StorageError::Io { .. } | StorageError::Index(_) => {
+            StorageError::Io { .. } | StorageError::Index(_) | StorageError::NoSpace { .. } => {
                 ProjectError::Transient(e.to_string())
             }
             StorageError::Poisoned(_)
@@ -376,14 +381,14 @@ fn run(
     // Blocks applied since the last flush, and when that was.
     let mut unflushed = false;
     let mut flushed_at = Instant::now();
+    let mut retry = RETRY_INTERVAL;
     while !shared.stop.load(Ordering::Acquire) {
         shared.nudged.store(false, Ordering::Release);
         if unflushed && flushed_at.elapsed() >= flush_interval {
             if let Err(e) = store.flush_in_background() {
-                tracing::error!(error = %e, "projector: cannot flush the views; retrying");
-                let mut state = lock(&shared.state);
-                state.error = Some(format!("flushing the views: {e}"));
-                let _ = shared.wake.wait_timeout(state, RETRY_INTERVAL);
+                tracing::error!(error = %e, retry_in_ms = retry.as_millis() as u64, "projector: cannot flush the views; retrying");
+                lock(&shared.state).error = Some(format!("flushing the views: {e}"));
+                back_off(shared, &mut retry);
                 continue;
             }
             unflushed = false;
@@ -403,15 +408,15 @@ fn run(
                     // Wakes every waiter for this height, async or blocked.
                     shared.height.send_replace(applied + 1);
                     state.error = None;
+                    retry = RETRY_INTERVAL;
                     if applied + 1 >= ledger.tip().height {
                         state.caught_up_at = Instant::now();
                     }
                 }
                 Err(ProjectError::Transient(e)) => {
-                    tracing::error!(block = applied, error = %e, "projector: cannot apply block; retrying");
-                    let mut state = lock(&shared.state);
-                    state.error = Some(format!("block {applied}: {e}"));
-                    let _ = shared.wake.wait_timeout(state, RETRY_INTERVAL);
+                    tracing::error!(block = applied, error = %e, retry_in_ms = retry.as_millis() as u64, "projector: cannot apply block; retrying");
+                    lock(&shared.state).error = Some(format!("block {applied}: {e}"));
+                    back_off(shared, &mut retry);
                 }
                 Err(ProjectError::Invariant(e)) => {
                     tracing::error!(block = applied, error = %e, "projector: invariant broken; stopped");
@@ -433,6 +438,24 @@ fn run(
         if let Err(e) = store.flush() {
             tracing::error!(error = %e, "projector: cannot flush the views at shutdown");
         }
+    }
+}
+
+/// Waits `retry` (or until the projector stops), whatever nudges arrive, and doubles it
+/// for the next failure in a row.
+fn back_off(shared: &Shared, retry: &mut Duration) {
+    let until = Instant::now() + *retry;
+    *retry = (*retry * 2).min(RETRY_INTERVAL_MAX);
+    let mut state = lock(&shared.state);
+    while !shared.stop.load(Ordering::Acquire) {
+        let now = Instant::now();
+        if now >= until {
+            return;
+        }
+        state = match shared.wake.wait_timeout(state, until - now) {
+            Ok((guard, _)) => guard,
+            Err(poisoned) => poisoned.into_inner().0,
+        };
     }
 }
 

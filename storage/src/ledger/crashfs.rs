@@ -30,6 +30,14 @@ struct State {
     crash_at: Option<u64>,
     fail_once_at: Option<u64>,
     hold_syncs: bool,
+    /// A full disk: the live images together hold at most this many bytes.
+    capacity: Option<u64>,
+}
+
+impl State {
+    fn used(&self) -> u64 {
+        self.files.values().map(|f| f.live.len() as u64).sum()
+    }
 }
 
 impl State {
@@ -88,6 +96,12 @@ impl CrashFs {
     /// Only operation `k` fails (an I/O error the device recovers from); later ones work.
     pub fn fail_once_at(&self, k: u64) {
         self.lock().fail_once_at = Some(k);
+    }
+
+    /// Limits the file system to `capacity` bytes (None: unlimited). A write past it
+    /// writes what fits and fails with `StorageFull`, as a full disk does.
+    pub fn set_capacity(&self, capacity: Option<u64>) {
+        self.lock().capacity = capacity;
     }
 
     /// While held, every `sync_data` blocks (a slow disk), so tests can observe that
@@ -195,6 +209,11 @@ impl SegmentDir for CrashFs {
         Ok(())
     }
 
+    fn free_bytes(&self) -> io::Result<Option<u64>> {
+        let st = self.lock();
+        Ok(st.capacity.map(|c| c.saturating_sub(st.used())))
+    }
+
     fn describe(&self, segment: u32) -> String {
         format!("crashfs:{}", segment_file_name(segment))
     }
@@ -241,13 +260,32 @@ impl SegmentFile for CrashFile {
     }
 
     fn write_all_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
+        let room = {
+            let st = self.fs.lock();
+            st.capacity.map(|c| c.saturating_sub(st.used()))
+        };
         self.with(true, |f| {
             let start = usize::try_from(offset).map_err(io::Error::other)?;
-            let end = start + buf.len();
+            let mut end = start + buf.len();
+            let mut full = false;
+            if let Some(room) = room {
+                let growth = end.saturating_sub(f.live.len()) as u64;
+                if growth > room {
+                    // What fits is written (a short write), then the disk is full.
+                    end -= usize::try_from(growth - room).map_err(io::Error::other)?;
+                    full = true;
+                }
+            }
             if f.live.len() < end {
                 f.live.resize(end, 0);
             }
-            f.live[start..end].copy_from_slice(buf);
+            f.live[start..end].copy_from_slice(&buf[..end - start]);
+            if full {
+                return Err(io::Error::new(
+                    io::ErrorKind::StorageFull,
+                    "crashfs: no space left",
+                ));
+            }
             Ok(())
         })
     }

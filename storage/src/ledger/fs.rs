@@ -24,6 +24,38 @@ pub trait SegmentDir: Send + Sync + 'static {
     fn sync(&self) -> io::Result<()>;
     /// A human-readable name for a segment, for errors.
     fn describe(&self, segment: u32) -> String;
+    /// Bytes an unprivileged writer may still use on the file system holding the
+    /// segments (statvfs's `f_bavail`), or None where that is not known.
+    fn free_bytes(&self) -> io::Result<Option<u64>> {
+        Ok(None)
+    }
+}
+
+/// Free bytes for unprivileged writers on the file system holding `path` (statvfs).
+pub fn free_bytes_at(path: &std::path::Path) -> io::Result<u64> {
+    use std::os::unix::ffi::OsStrExt as _;
+    let c_path = std::ffi::CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "a path with a NUL byte"))?;
+    let mut st = std::mem::MaybeUninit::<libc::statvfs>::uninit();
+    // SAFETY: `c_path` is a valid NUL-terminated string and `st` is written by statvfs
+    // before it is read (only on success).
+    let rc = unsafe { libc::statvfs(c_path.as_ptr(), st.as_mut_ptr()) };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: statvfs returned 0, so it filled `st`.
+    let st = unsafe { st.assume_init() };
+    // The field types differ between platforms (aliases of u64 on Linux x86_64).
+    #[allow(clippy::unnecessary_cast, clippy::useless_conversion)]
+    Ok((st.f_bavail as u64).saturating_mul(st.f_frsize as u64))
+}
+
+/// Whether an I/O error says the disk (or the writer's quota) is full.
+pub fn is_no_space(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded
+    )
 }
 
 /// One segment file. Positional I/O only, so readers and the writer share it safely.
@@ -108,6 +140,10 @@ impl SegmentDir for FileSegmentDir {
             .join(segment_file_name(segment))
             .display()
             .to_string()
+    }
+
+    fn free_bytes(&self) -> io::Result<Option<u64>> {
+        free_bytes_at(&self.path).map(Some)
     }
 }
 
