@@ -85,9 +85,11 @@ async fn concurrent_puts_share_fsyncs() {
     let stored = put_concurrently(&payloads, 0..64).await;
     let fsyncs = payloads.fsyncs() - before;
     eprintln!("{fsyncs} fsyncs for 64 payloads");
-    // Before group commit a payload cost 4 fsyncs (blocks, pin, key file, key dir): 256.
-    // Now the pins and the keys of concurrent payloads share their logs' syncs.
-    assert!(fsyncs <= 96, "{fsyncs} fsyncs for 64 payloads");
+    // Before group commit a payload cost 4 fsyncs (blocks, pin, key file, key dir): 256;
+    // unshared logs would still cost 3 (192). Now the pins and the keys of concurrent
+    // payloads share their logs' syncs: 64 for the blocks and a few dozen for both logs,
+    // how few depending on how the puts overlap (96 to 110 seen under a loaded CI).
+    assert!(fsyncs <= 128, "{fsyncs} fsyncs for 64 payloads");
     for (payload, data) in &stored {
         assert_eq!(&read_all(&payloads, payload).await.unwrap(), data);
     }

@@ -51,22 +51,43 @@ fn free_port() -> u16 {
 impl TestNode {
     /// Starts a node; panics with the script's output if it does not come up.
     pub fn start() -> TestNode {
-        let port = free_port();
-        TestNode::start_on(port, None)
+        TestNode::start_on_a_free_port(None)
     }
 
     /// Starts a node whose npm packages live in `cache` (installed there if it is empty)
     /// instead of the user's cache.
     pub fn start_with_cache(cache: &Path) -> TestNode {
-        TestNode::start_with(free_port(), None, Some(cache))
+        TestNode::start_on_a_free_port(Some(cache))
+    }
+
+    /// A port found free can be taken by another test before the node binds it: then
+    /// another port, three times at most.
+    fn start_on_a_free_port(cache: Option<&Path>) -> TestNode {
+        let mut last = String::new();
+        for _ in 0..3 {
+            match TestNode::try_start(free_port(), None, cache) {
+                Ok(node) => return node,
+                Err(why) if why.contains("EADDRINUSE") => last = why,
+                Err(why) => TestNode::fail(&why),
+            }
+        }
+        TestNode::fail(&last)
     }
 
     /// Starts a node on `port`, reusing `state` (a restart) if given.
     pub fn start_on(port: u16, state: Option<&Path>) -> TestNode {
-        TestNode::start_with(port, state, None)
+        TestNode::try_start(port, state, None).unwrap_or_else(|why| TestNode::fail(&why))
     }
 
-    fn start_with(port: u16, state: Option<&Path>, cache: Option<&Path>) -> TestNode {
+    fn fail(why: &str) -> ! {
+        panic!("the test IPFS node did not start (needs node and npm; first start runs npm install):\n{why}")
+    }
+
+    fn try_start(
+        port: u16,
+        state: Option<&Path>,
+        cache: Option<&Path>,
+    ) -> Result<TestNode, String> {
         let mut command = Command::new("bash");
         command
             .arg(scripts_dir().join("start.sh"))
@@ -87,16 +108,16 @@ impl TestNode {
                 .find_map(|line| line.strip_prefix(name).map(str::to_string))
         };
         match (output.status.success(), field("API="), field("STATE=")) {
-            (true, Some(api), Some(state)) => TestNode {
+            (true, Some(api), Some(state)) => Ok(TestNode {
                 api,
                 state: PathBuf::from(state),
                 port,
-            },
-            _ => panic!(
-                "the test IPFS node did not start (needs node and npm; first start runs npm install):\n{}\n{}",
+            }),
+            _ => Err(format!(
+                "{}\n{}",
                 stdout,
                 String::from_utf8_lossy(&output.stderr)
-            ),
+            )),
         }
     }
 
