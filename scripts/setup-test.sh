@@ -12,6 +12,8 @@
 #  - playwright-core from npm, which drives Chromium (tests/browser/, pinned by its lock file);
 #  - PostgreSQL, Redis and NATS server, the peers the bench/peers tests start
 #    (scripts/install-peers.sh).
+#  - schemathesis (pinned, from PyPI, in a venv under ~/.cache/medledger-tools), the
+#    schema-driven fuzzer tests/schemathesis.rs runs against /v1/openapi.json.
 # The IPFS test node's own npm packages are installed by tests/ipfs-test-node/start.sh on
 # first use, once, under a lock.
 set -euo pipefail
@@ -34,4 +36,19 @@ if ! playwright_resolves; then
   npm ci --prefix tests/browser --no-audit --no-fund --loglevel=error >/dev/null
 fi
 playwright_resolves || { echo "setup-test: playwright-core missing in tests/browser after npm ci" >&2; exit 1; }
+# schemathesis in a venv of its own (its dependencies stay out of the system's Python).
+st_version=4.32.5
+st_venv=${MEDLEDGER_TOOLS:-$HOME/.cache/medledger-tools}/schemathesis
+st_ok() { "$st_venv/bin/schemathesis" --version 2>/dev/null | grep -qx "schemathesis, version $st_version"; }
+if ! st_ok; then
+  if [ "${MEDLEDGER_SETUP_DRY_RUN:-0}" = 1 ]; then
+    echo "setup-test: would install schemathesis $st_version (pip)"
+  else
+    echo "setup-test: installing schemathesis $st_version in $st_venv (pip)" >&2
+    rm -rf "$st_venv"
+    python3 -m venv "$st_venv"
+    "$st_venv/bin/pip" install -q --disable-pip-version-check "schemathesis==$st_version"
+    st_ok || { echo "setup-test: schemathesis $st_version missing after pip install" >&2; exit 1; }
+  fi
+fi
 echo "setup-test: ok" >&2

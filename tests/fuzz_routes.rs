@@ -1,7 +1,8 @@
 //! Mutation fuzzing of every route (issue 27): for each route of `api::ROUTES`, requests
 //! made from a valid one with damaged path parameters, query strings, bodies and
 //! tokens. Every answer must be below 500, every 4xx must be the one JSON error body
-//! (`{"error": {"code", ...}}`), and no answer may name a server path. Bounded: a fixed
+//! (`{"error": {"code", ...}}`), every status must be one the OpenAPI document lists for
+//! the operation, and no answer may name a server path. Bounded: a fixed
 //! number of requests per route, the same ones on every run (`MEDLEDGER_FUZZ_ROUNDS`,
 //! `MEDLEDGER_FUZZ_SEED` for more or other ones).
 
@@ -171,6 +172,8 @@ async fn every_route_answers_damaged_requests_with_a_4xx_json_error() {
         Some("Basic YWRtaW46YWRtaW4="),
     ];
     let data_dir = env.dir.path().to_string_lossy().into_owned();
+    let doc = medledger::api::openapi::document();
+    let mut undocumented = std::collections::BTreeSet::new();
     let per_route = rounds(60);
     let mut rng = Rng::new(6);
     let (mut answered, mut refused) = (0, 0);
@@ -229,6 +232,10 @@ async fn every_route_answers_damaged_requests_with_a_4xx_json_error() {
                 "{} {path}: {status} {text}",
                 route.method
             );
+            let documented = &doc["paths"][route.path][route.method]["responses"];
+            if documented.get(status.as_str()).is_none() {
+                undocumented.insert(format!("{} {} {status}: {text}", route.method, route.path));
+            }
             assert!(
                 !text.contains(&data_dir),
                 "{} {path}: an answer names the data dir: {text}",
@@ -243,7 +250,10 @@ async fn every_route_answers_damaged_requests_with_a_4xx_json_error() {
                     )
                 });
                 assert!(
-                    v["error"]["code"].as_str().is_some_and(|c| !c.is_empty()),
+                    v["error"]["code"]
+                        .as_str()
+                        .is_some_and(|c| !c.is_empty()
+                            && c.bytes().all(|b| b.is_ascii_lowercase() || b == b'_')),
                     "{} {path}: {status} without an error code: {v}",
                     route.method
                 );
@@ -252,6 +262,12 @@ async fn every_route_answers_damaged_requests_with_a_4xx_json_error() {
             }
         }
     }
+    // Every answer is one the OpenAPI document lists for the operation.
+    assert!(
+        undocumented.is_empty(),
+        "answers the OpenAPI document does not list:\n{}",
+        undocumented.into_iter().collect::<Vec<_>>().join("\n")
+    );
     eprintln!("{answered} answered, {refused} refused");
     assert!(
         answered > 0 && refused > 0,

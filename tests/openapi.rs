@@ -149,3 +149,69 @@ fn with_unknown(example: &Value) -> Value {
         .insert("no_such_field".into(), Value::Bool(true));
     v
 }
+
+/// Every operation states its answers (each error status with the one error body, and
+/// Retry-After where it is sent) and every parameter its range or form, so a schema-driven
+/// fuzzer (schemathesis) can check what it gets.
+#[actix_web::test]
+async fn every_answer_and_every_parameter_is_described() {
+    let doc = medledger::api::openapi::document();
+    let error_ref = "#/components/schemas/error";
+    for route in ROUTES {
+        let op = &doc["paths"][route.path][route.method];
+        let responses = op["responses"].as_object().unwrap();
+        assert!(
+            responses.get("default").is_none(),
+            "{} {}: a catch-all hides what is answered",
+            route.method,
+            route.path
+        );
+        let mut expected = vec!["400", "404", "405", "429", "500", "503"];
+        if route.auth {
+            expected.extend(["401", "403"]);
+        }
+        if route.method != "get" && route.path.starts_with("/v1/") {
+            expected.extend(["409", "422", "507"]);
+        }
+        for status in expected {
+            let r = &responses
+                .get(status)
+                .unwrap_or_else(|| panic!("{} {}: no {status}", route.method, route.path));
+            if route.path != "/readyz" || status != "503" {
+                assert_eq!(
+                    r["content"]["application/json"]["schema"]["$ref"], error_ref,
+                    "{} {} {status}",
+                    route.method, route.path
+                );
+            }
+            if ["429", "507"].contains(&status) || (status == "503" && route.path != "/readyz") {
+                assert!(
+                    r["headers"]["Retry-After"].is_object(),
+                    "{} {} {status}: Retry-After",
+                    route.method,
+                    route.path
+                );
+            }
+        }
+        for p in op["parameters"].as_array().unwrap() {
+            let schema = &p["schema"];
+            let what = format!("{} {} {}", route.method, route.path, p["name"]);
+            match schema["type"].as_str() {
+                Some("integer") => {
+                    assert!(
+                        schema["minimum"].is_u64() && schema["maximum"].is_u64(),
+                        "{what}"
+                    )
+                }
+                Some("string") => assert!(
+                    schema["maxLength"].is_u64()
+                        || schema["enum"].is_array()
+                        || schema["format"].is_string()
+                        || schema["pattern"].is_string(),
+                    "{what}: unbounded"
+                ),
+                other => panic!("{what}: type {other:?}"),
+            }
+        }
+    }
+}

@@ -44,19 +44,18 @@ pub(crate) async fn honour_min_height(
     min_height: Option<u64>,
 ) -> Result<(), ApiError> {
     match min_height {
-        // One node acknowledges only what its ledger holds: a height above the tip was
-        // never acknowledged here, and waiting for the views would not bring it.
+        // One node acknowledges only what its ledger holds (a receipt's height is never
+        // above the tip): a height above it was never acknowledged here, and neither
+        // waiting nor trying again would bring it. The client's error, not the server's.
         Some(height) if state.cluster.is_none() && height > state.ledger.tip().height => {
-            let views = state.projector.applied_height();
-            Err(ApiError::unavailable(
-                "views_behind",
+            let tip = state.ledger.tip().height;
+            Err(ApiError::bad_request(
+                "min_height_ahead",
                 format!(
-                    "this node holds {} blocks, fewer than min_height {height}",
-                    state.ledger.tip().height
+                    "this node holds {tip} blocks: no write it acknowledged has min_height {height}"
                 ),
-                1,
             )
-            .with_details(json!({"min_height": height, "views_height": views})))
+            .with_details(json!({"min_height": height, "height": tip})))
         }
         Some(height) => views_at(state, height).await,
         None => Ok(()),

@@ -49,80 +49,261 @@ fn component(file: &str) -> &str {
     file.strip_suffix(".json").unwrap_or(file)
 }
 
-/// Query parameters by route (documentation; unknown parameters are refused with 400).
-fn query_params(method: &str, path: &str) -> Vec<(&'static str, &'static str, &'static str)> {
-    let timeline = vec![
-        ("type", "string", "Only this record type."),
-        (
-            "status",
-            "string",
-            "Only this status: active, archived, entered_in_error.",
-        ),
-        ("from", "string", "Created at or after (RFC 3339)."),
-        ("to", "string", "Created before (RFC 3339)."),
-        ("limit", "integer", "Page size, 1 to 1,000 (default 50)."),
-        ("cursor", "string", "The previous page's next_cursor."),
-    ];
+/// A query parameter: name, JSON Schema (with its range or values), description.
+type Param = (&'static str, Value, &'static str);
+
+/// An integer from `min` to `max` (None: the largest a client's JSON integer holds).
+fn int(min: u64, max: Option<u64>) -> Value {
+    json!({"type": "integer", "minimum": min, "maximum": max.unwrap_or(i64::MAX as u64)})
+}
+
+fn text() -> Value {
+    json!({"type": "string", "minLength": 1, "maxLength": 256})
+}
+
+/// A path parameter's schema: block numbers, hashes and tx ids have their forms; every
+/// other id is 1 to 128 characters (medledger_chaincode::limits::ID_LEN_MAX).
+fn path_param(path: &str, name: &str) -> Value {
+    match (path, name) {
+        (_, "number") => int(0, None),
+        (_, "hash") => json!({"type": "string", "pattern": "^[0-9a-f]{64}$"}),
+        (p, "id") if p.starts_with("/v1/tx/") => json!({"type": "string", "format": "uuid"}),
+        _ => {
+            json!({"type": "string", "minLength": 1, "maxLength": medledger_chaincode::limits::ID_LEN_MAX})
+        }
+    }
+}
+
+/// Query parameters by route, with their ranges and formats (unknown parameters, and
+/// values outside them, are refused with 400).
+fn query_params(path: &str) -> Vec<Param> {
     let min_height = (
         "min_height",
-        "integer",
+        int(0, None),
         "Read one's own writes: answer once the views hold this many blocks (a write's `height`); waits at most 5 s, then 503 views_behind.",
     );
-    let mut timeline = timeline;
-    timeline.push(min_height);
-    match (method, path) {
-        (_, "/v1/patients/{id}/records")
-        | (_, "/v1/clinicians/{id}/records")
-        | (_, "/v1/hospitals/{id}/records") => timeline,
-        (_, "/v1/records/{id}") => vec![
+    let timeline = vec![
+        ("type", text(), "Only this record type."),
+        (
+            "status",
+            json!({"type": "string", "enum": ["active", "archived", "entered_in_error"]}),
+            "Only this status.",
+        ),
+        (
+            "from",
+            json!({"type": "string", "format": "date-time"}),
+            "Created at or after (RFC 3339).",
+        ),
+        (
+            "to",
+            json!({"type": "string", "format": "date-time"}),
+            "Created before (RFC 3339).",
+        ),
+        ("limit", int(1, Some(1_000)), "Page size (default 50)."),
+        ("cursor", text(), "The previous page's next_cursor."),
+        min_height.clone(),
+    ];
+    match path {
+        "/v1/patients/{id}/records"
+        | "/v1/clinicians/{id}/records"
+        | "/v1/hospitals/{id}/records" => timeline,
+        "/v1/records/{id}" => vec![
             (
                 "as_of_block",
-                "integer",
+                int(0, None),
                 "The record as of the ledger's first N blocks.",
             ),
             min_height,
         ],
-        (_, "/v1/records/{id}/history") => vec![
-            ("after_version", "integer", "Versions after this one."),
-            ("limit", "integer", "Page size (default 50)."),
+        "/v1/records/{id}/history" => vec![
+            (
+                "after_version",
+                int(0, Some(u64::from(u32::MAX))),
+                "Versions after this one.",
+            ),
+            ("limit", int(1, Some(1_000)), "Page size (default 50)."),
             min_height,
         ],
-        (_, "/v1/patients/{id}/export") => vec![min_height],
-        (_, "/v1/patients/{id}/grants") => vec![
-            ("after", "string", "Grantees after this id."),
-            ("limit", "integer", "Page size (default 50)."),
+        "/v1/patients/{id}/export" => vec![min_height],
+        "/v1/patients/{id}/grants" => vec![
+            ("after", text(), "Grantees after this id."),
+            ("limit", int(1, Some(1_000)), "Page size (default 50)."),
         ],
-        (_, "/v1/blocks") => vec![
-            ("from", "integer", "The first block listed."),
-            ("limit", "integer", "1 to 100 (default 20)."),
-            ("order", "string", "desc (default) or asc."),
+        "/v1/blocks" => vec![
+            ("from", int(0, None), "The first block listed."),
+            ("limit", int(1, Some(100)), "Page size (default 20)."),
+            (
+                "order",
+                json!({"type": "string", "enum": ["desc", "asc"]}),
+                "Newest first (default) or oldest first.",
+            ),
         ],
-        (_, "/v1/checkpoint/consistency") => vec![
-            ("from", "integer", "The older tree size (required, ≥ 1)."),
+        "/v1/checkpoint/consistency" => vec![
+            ("from", int(1, None), "The older tree size (required)."),
             (
                 "to",
-                "integer",
+                int(1, None),
                 "The newer tree size (default: the whole chain).",
             ),
         ],
-        (_, "/v1/records/{id}/payload") => vec![
+        "/v1/records/{id}/payload" => vec![
             (
                 "purpose",
-                "string",
+                text(),
                 "Why the payload is read, recorded in the audit trail (default: treatment).",
             ),
             min_height,
         ],
-        (_, "/v1/activity") => vec![
-            ("bucket", "string", "minute (default) or hour."),
+        "/v1/activity" => vec![
+            (
+                "bucket",
+                json!({"type": "string", "enum": ["minute", "hour"]}),
+                "Bucket size (default minute).",
+            ),
             (
                 "buckets",
-                "integer",
-                "How many, ending now: 1 to 1,440 (default 60).",
+                int(1, Some(1_440)),
+                "How many, ending now (default 60).",
             ),
         ],
         _ => Vec::new(),
     }
+}
+
+/// The error answer with `status`, for the codes docs/API.md lists.
+fn error_response(description: &str, retry_after: bool) -> Value {
+    let mut r = json!({
+        "description": description,
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/error"}}}
+    });
+    if retry_after {
+        r["headers"] = json!({"Retry-After": {
+            "description": "Seconds to wait before trying again.",
+            "schema": {"type": "integer", "minimum": 1}
+        }});
+    }
+    r
+}
+
+/// What a successful answer of route `r` carries.
+fn success(r: &super::RouteDoc) -> (&'static str, Value) {
+    let json_object = json!({"application/json": {"schema": {"type": "object"}}});
+    let creates = [
+        "/v1/records",
+        "/v1/records/{id}/amendments",
+        "/v1/records/{id}/status",
+        "/v1/patients/{id}/grants",
+    ];
+    let status = if r.method == "post" && creates.contains(&r.path) {
+        "201"
+    } else {
+        "200"
+    };
+    let content = match r.path {
+        "/metrics" => json!({"text/plain": {"schema": {"type": "string"}}}),
+        "/explorer" => json!({"text/html": {"schema": {"type": "string"}}}),
+        "/v1/records/{id}/payload" => {
+            json!({"*/*": {"schema": {"type": "string", "format": "binary"}}})
+        }
+        "/v1/patients/{id}/export" => json!({
+            "application/x-ndjson": {"schema": {"type": "string"}},
+            "text/csv": {"schema": {"type": "string"}}
+        }),
+        _ => json_object,
+    };
+    (
+        status,
+        json!({"description": "Success.", "content": content}),
+    )
+}
+
+/// Every answer route `r` can give: its success, and each error status with the codes
+/// behind it (docs/API.md), `Retry-After` where it is sent.
+fn responses(r: &super::RouteDoc) -> Value {
+    let (ok, body) = success(r);
+    let mut out = Map::new();
+    out.insert(ok.to_owned(), body);
+    let write = r.method != "get" && r.path.starts_with("/v1/");
+    let mut errors: Vec<(&str, &str, bool)> = vec![
+        ("400", "A malformed path, query or body: invalid_query, invalid_path, invalid_body, invalid_field, invalid_limit, invalid_cursor, invalid_range, ...", false),
+        ("404", "not_found: the id names nothing (never said of what the ledger holds).", false),
+        ("405", "method_not_allowed: `Allow` lists the methods the path takes.", false),
+        ("429", "rate_limited: over the per-client rate.", true),
+        ("500", "internal, store_error, ledger_failed: the message names no path.", false),
+        ("503", "busy, shutting_down, views_behind, projection_timeout, projector_stopped; in a cluster no_leader, not_committed, outcome_unknown.", true),
+    ];
+    if r.path.starts_with("/v1/records/{id}") {
+        errors.push((
+            "410",
+            "record_erased: the record's clinical text and payloads were erased for good.",
+            false,
+        ));
+    }
+    if r.auth {
+        errors.push(("401", "unauthorized: no, bad or expired token.", false));
+        errors.push((
+            "403",
+            "forbidden: the caller may not do this (docs/API.md's rules).",
+            false,
+        ));
+    }
+    if r.body.is_some() {
+        errors.push(("408", "body_timeout: the body stopped coming.", false));
+        errors.push(("413", "body_too_large, too_large.", false));
+        errors.push(("415", "unsupported_media_type.", false));
+    }
+    if write {
+        errors.push((
+            "307",
+            "not_leader: a cluster follower; `Location` names the leader.",
+            false,
+        ));
+        errors.push((
+            "409",
+            "record_exists, version_conflict, a rejection in commit order, membership_refused.",
+            false,
+        ));
+        errors.push((
+            "422",
+            "The contract's codes for an event invalid in the record's state.",
+            false,
+        ));
+        errors.push((
+            "507",
+            "storage_full: the disk is down to its reserve; nothing was written.",
+            true,
+        ));
+    }
+    for (status, description, retry_after) in errors {
+        let mut e = error_response(description, retry_after);
+        if status == "307" {
+            e["headers"] = json!({"Location": {"description": "The same path on the leader.", "schema": {"type": "string"}}});
+        }
+        out.insert(status.to_owned(), e);
+    }
+    if r.path == "/v1/patients/{id}/erase" {
+        out.insert(
+            "207".to_owned(),
+            json!({"description": "Some records could not be erased: `failed` lists them with their codes.",
+                   "content": {"application/json": {"schema": {"type": "object"}}}}),
+        );
+    }
+    if r.path == "/readyz" {
+        out.insert(
+            "503".to_owned(),
+            json!({"description": "Not ready: the readiness report says why.",
+                   "content": {"application/json": {"schema": {"type": "object"}}}}),
+        );
+    }
+    let validated = ["/v1/records/{id}", "/v1/records/{id}/history"];
+    if r.method == "get" && (r.path.ends_with("/records") || validated.contains(&r.path)) {
+        out.insert(
+            "304".to_owned(),
+            json!({"description": "Not modified: the page's ETag matches If-None-Match.",
+                   "headers": {"ETag": {"schema": {"type": "string"}}}}),
+        );
+    }
+    Value::Object(out)
 }
 
 /// Builds the document.
@@ -133,28 +314,17 @@ pub fn document() -> Value {
             .path
             .split('/')
             .filter_map(|seg| seg.strip_prefix('{').and_then(|s| s.strip_suffix('}')))
-            .map(|name| json!({"name": name, "in": "path", "required": true, "schema": {"type": "string"}}))
+            .map(|name| json!({"name": name, "in": "path", "required": true, "schema": path_param(r.path, name)}))
             .collect();
-        for (name, ty, description) in query_params(r.method, r.path) {
-            parameters.push(json!({"name": name, "in": "query", "required": r.path == "/v1/checkpoint/consistency" && name == "from", "description": description, "schema": {"type": ty}}));
+        for (name, schema, description) in query_params(r.path) {
+            parameters.push(json!({"name": name, "in": "query", "required": r.path == "/v1/checkpoint/consistency" && name == "from", "description": description, "schema": schema}));
         }
-        let ok = if r.method == "post" && r.path != "/v1/records/batch" {
-            "201"
-        } else {
-            "200"
-        };
         let mut op = json!({
             "summary": r.summary,
             "tags": [r.tag],
             "operationId": format!("{}_{}", r.method, r.path.trim_start_matches('/').replace(['/', '{', '}', '.'], "_")),
             "parameters": parameters,
-            "responses": {
-                ok: {"description": "Success."},
-                "default": {
-                    "description": "An error (docs/API.md lists the codes).",
-                    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/error"}}}
-                }
-            }
+            "responses": responses(r),
         });
         if r.auth {
             op["security"] = json!([{"bearer": []}]);
