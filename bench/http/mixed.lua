@@ -24,4 +24,11 @@ function request()
   return wrk.format("GET", "/v1/patients/" .. patients[n % #patients + 1] .. "/records?limit=50", read_headers)
 end
 
+-- SOAK_DELAY_MS (bench/soak.sh): each connection pauses this long before each request,
+-- for a steady rate below the maximum.
+local pause = tonumber(os.getenv("SOAK_DELAY_MS") or "")
+if pause then
+  function delay() return pause end
+end
+
 done = common.done
