@@ -29,30 +29,19 @@ fi
 apt_install bench/soak.sh $(missing_packages wrk curl)
 command -v wrk >/dev/null || { echo "bench/soak.sh: wrk missing after install" >&2; exit 1; }
 target=${CARGO_TARGET_DIR:-$root/target}
-bin=${MEDLEDGER_BIN:-}
-if [ -z "$bin" ]; then
-  (cd "$root" && cargo build --release --locked -p medledger --bin medledger >&2)
-  bin="$target/release/medledger"
-fi
-
-data=$(mktemp -d -t medledger-soak.XXXXXX)
-pid=
-stop() {
-  if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then kill -TERM "$pid"; wait "$pid" || true; fi
-  pid=
-}
-trap 'stop; rm -rf "$data"' EXIT
+. "$here/lib/servers.sh"
+bench_data soak
 
 (cd "$root" && cargo build --release --locked -p medledger-bench-peers --bin peers-bench >&2)
 "$target/release/peers-bench" --body-bytes 1024 --requests-out "$data/requests"
 export REQUESTS_DIR=$data/requests SCRIPTS=$here/http
 
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+port=$(free_port)
 url="http://127.0.0.1:$port"
 "$bin" serve --data-dir "$data/server" --listen "127.0.0.1:$port" --rate-limit-per-sec 0 2>>"$data/serve.log" &
 pid=$!
-for _ in $(seq 1 200); do curl -fsS "$url/healthz" >/dev/null 2>&1 && break; sleep 0.05; done
-curl -fsS "$url/healthz" >/dev/null || { echo "bench/soak.sh: the server did not start" >&2; cat "$data/serve.log" >&2; exit 1; }
+pids+=("$pid")
+wait_up "$url" "$data/serve.log"
 admin=$("$bin" token --data-dir "$data/server" --role admin --sub admin-1 | tail -1)
 rss_bytes() { awk '/^VmRSS:/ { print $2 * 1024 }' "/proc/$pid/status"; }
 conns=64
@@ -81,7 +70,7 @@ for m in $(seq 1 "$minutes"); do
   lines+=("$line")
 done
 committed=$(curl -fsS "$url/metrics" | awk '$1 == "medledger_committed_total" { print $2 }')
-stop
+stop_all
 
 printf '%s\n' "${lines[@]}" >"$data/minutes.ndjson"
 python3 - "$minutes" "$max_rps" "$committed" "$data/minutes.ndjson" <<'PY'

@@ -1,5 +1,5 @@
 # Shared by the bench scripts that start servers of their own (bench/cluster.sh,
-# bench/cluster-join.sh); source it after setting `root` (the repository).
+# bench/cluster-join.sh, bench/soak.sh); source it after setting `root` (the repository).
 #
 # - `bin`: MEDLEDGER_BIN, or the release binary built here;
 # - `data`: a temp dir named after the script (`bench_data NAME`);
