@@ -22,6 +22,9 @@ cd "$(dirname "$0")/.."
 # shellcheck disable=SC2207
 need=($(missing_packages chromium nodejs curl util-linux coreutils iproute2 e2fsprogs mount))
 command -v npm >/dev/null 2>&1 || need+=(npm)
+# The schemathesis venv needs venv and ensurepip: Debian's python3 has them only with
+# python3-venv (a pyenv or upstream build has them already).
+python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || need+=(python3-venv)
 apt_install setup-test "${need[@]}"
 scripts/install-peers.sh
 [ "${MEDLEDGER_SETUP_DRY_RUN:-0}" = 1 ] && [ ${#need[@]} -gt 0 ] && exit 0
