@@ -39,15 +39,27 @@ pub struct DiskSpace {
 }
 
 /// A write refused because it would eat into the reserve.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error(
-    "the disk is full: {free} bytes free, {reserve} kept in reserve for the index, the \
-     views and recovery; nothing was written"
-)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct StorageFull {
     pub free: u64,
     pub reserve: u64,
 }
+
+/// The ledger's words for the same refusal ([`StorageError::NoSpace`]), so a client reads
+/// one message whichever of the two refused its write.
+///
+/// [`StorageError::NoSpace`]: medledger_storage::StorageError::NoSpace
+impl std::fmt::Display for StorageFull {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let same = medledger_storage::StorageError::NoSpace {
+            free: Some(self.free),
+            reserve: self.reserve,
+        };
+        write!(f, "{same}")
+    }
+}
+
+impl std::error::Error for StorageFull {}
 
 impl DiskSpace {
     /// Checks for the file system holding `path`, keeping `reserve` bytes free (0: no

@@ -18,16 +18,7 @@ mod common;
 use common::server::{request, token, wait_healthy, Running};
 
 fn ip(args: &[&str]) {
-    let out = Command::new("ip")
-        .args(args)
-        .output()
-        .expect("the ip command (iproute2)");
-    assert!(
-        out.status.success(),
-        "ip {}: {} (network namespaces need root)",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::run_as_root("ip", args, "network namespaces");
 }
 
 /// The namespaces and links; deleting the namespaces removes every veth.

@@ -24,16 +24,7 @@ const DISK_MIB: u64 = 256;
 const RESERVE_MIB: u64 = 64;
 
 fn run(cmd: &str, args: &[&str]) {
-    let out = Command::new(cmd)
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("{cmd}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd} {}: {} (loop mounts need root)",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::run_as_root(cmd, args, "loop mounts");
 }
 
 /// A loop-mounted ext4 file system of `DISK_MIB`, unmounted when dropped.

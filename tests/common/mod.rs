@@ -19,6 +19,21 @@ pub mod api;
 pub mod fuzz;
 pub mod server;
 
+/// Runs `cmd` with `args` and panics with its standard error if it fails; `needs_root`
+/// names what the test does that only root may (network namespaces, loop mounts).
+pub fn run_as_root(cmd: &str, args: &[&str], needs_root: &str) {
+    let out = std::process::Command::new(cmd)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("{cmd}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd} {}: {} ({needs_root} need root)",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 use std::path::Path;
 
 use medledger::fixtures::{FixtureConfig, Fixtures};
