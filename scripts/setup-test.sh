@@ -14,6 +14,8 @@
 #    (scripts/install-peers.sh).
 #  - schemathesis (pinned, from PyPI, in a venv under ~/.cache/medledger-tools), the
 #    schema-driven fuzzer tests/schemathesis.rs runs against /v1/openapi.json.
+#  - PyJWT and cryptography (pinned, tests/idp/requirements.txt, in a venv), which mint the
+#    identity provider tokens of tests/idp_tokens.rs.
 # The IPFS test node's own npm packages are installed by tests/ipfs-test-node/start.sh on
 # first use, once, under a lock.
 set -euo pipefail
@@ -52,6 +54,21 @@ if ! st_ok; then
     python3 -m venv "$st_venv"
     "$st_venv/bin/pip" install -q --disable-pip-version-check "schemathesis==$st_version"
     st_ok || { echo "setup-test: schemathesis $st_version missing after pip install" >&2; exit 1; }
+  fi
+fi
+# PyJWT and cryptography in a venv of their own: tests/idp_tokens.rs mints identity
+# provider tokens with a library independent of the server's (tests/idp/requirements.txt).
+jwt_venv=${MEDLEDGER_TOOLS:-$HOME/.cache/medledger-tools}/pyjwt
+jwt_ok() { "$jwt_venv/bin/pip" freeze 2>/dev/null | sort | cmp -s - <(sort tests/idp/requirements.txt); }
+if ! jwt_ok; then
+  if [ "${MEDLEDGER_SETUP_DRY_RUN:-0}" = 1 ]; then
+    echo "setup-test: would install tests/idp/requirements.txt (pip)"
+  else
+    echo "setup-test: installing tests/idp/requirements.txt in $jwt_venv (pip)" >&2
+    rm -rf "$jwt_venv"
+    python3 -m venv "$jwt_venv"
+    "$jwt_venv/bin/pip" install -q --disable-pip-version-check -r tests/idp/requirements.txt
+    jwt_ok || { echo "setup-test: $jwt_venv does not hold exactly tests/idp/requirements.txt after pip install" >&2; exit 1; }
   fi
 fi
 echo "setup-test: ok" >&2

@@ -314,8 +314,38 @@ struct ServeArgs {
     backend: BackendArg,
     /// RS256: check bearer tokens with this PEM public key instead of the data dir's
     /// HS256 secret.
-    #[arg(long, env = "MEDLEDGER_JWT_PUBLIC_KEY")]
+    #[arg(long, env = "MEDLEDGER_JWT_PUBLIC_KEY", conflicts_with = "jwks_file")]
     jwt_public_key: Option<PathBuf>,
+    /// Check bearer tokens with your identity provider's signing keys: a JWKS document
+    /// (RS256/384/512, PS256/384/512, ES256, ES384, EdDSA keys, chosen by the token's
+    /// `kid`). Re-read on SIGHUP and every `--jwks-refresh-secs`; a file that does not
+    /// parse leaves the keys as they were.
+    #[arg(long, env = "MEDLEDGER_JWKS_FILE")]
+    jwks_file: Option<PathBuf>,
+    /// How often the JWKS file is looked at for a change (seconds).
+    #[arg(long, env = "MEDLEDGER_JWKS_REFRESH_SECS", default_value_t = 60,
+          value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    jwks_refresh_secs: u64,
+    /// The claim holding the caller's id: a name, or a dotted path into nested claims.
+    #[arg(long, env = "MEDLEDGER_JWT_SUBJECT_CLAIM", default_value = "sub", value_parser = claim_value)]
+    jwt_subject_claim: String,
+    /// The claim holding the caller's role (`patient`, `clinician`, `auditor`, `admin`):
+    /// a string, or an array with exactly one of them (Keycloak: `realm_access.roles`).
+    #[arg(long, env = "MEDLEDGER_JWT_ROLE_CLAIM", default_value = "role", value_parser = claim_value)]
+    jwt_role_claim: String,
+    /// The claim holding a clinician's hospital id.
+    #[arg(long, env = "MEDLEDGER_JWT_HOSPITAL_CLAIM", default_value = "hospital", value_parser = claim_value)]
+    jwt_hospital_claim: String,
+    /// Clock difference allowed between the identity provider and this server for
+    /// `exp`, `nbf` and `iat` (seconds).
+    #[arg(long, env = "MEDLEDGER_JWT_CLOCK_SKEW_SECS", default_value_t = medledger::api::auth::CLOCK_SKEW_SECS_DEFAULT,
+          value_parser = clap::value_parser!(u64).range(0..=medledger::api::auth::CLOCK_SKEW_SECS_MAX))]
+    jwt_clock_skew_secs: u64,
+    /// The longest a bearer token may live (`exp - iat`, seconds); tokens must then carry
+    /// `iat`. Unset: any lifetime.
+    #[arg(long, env = "MEDLEDGER_JWT_MAX_LIFETIME_SECS",
+          value_parser = clap::value_parser!(u64).range(60..=medledger::api::auth::TOKEN_LIFETIME_SECS_MAX))]
+    jwt_max_lifetime_secs: Option<u64>,
     /// The `iss` every bearer token must carry (your identity provider's issuer URL, e.g.
     /// Keycloak's `https://HOST/realms/REALM`). Unset: not checked.
     #[arg(long, env = "MEDLEDGER_JWT_ISSUER", value_parser = claim_value)]
@@ -564,9 +594,18 @@ fn main() -> ExitCode {
                     queue_capacity: a.queue_capacity,
                 },
                 jwt_public_key: a.jwt_public_key,
+                jwks_file: a.jwks_file,
+                jwks_refresh: std::time::Duration::from_secs(a.jwks_refresh_secs),
                 jwt_rules: medledger::api::auth::TokenRules {
                     issuer: a.jwt_issuer,
                     audience: a.jwt_audience,
+                    claims: medledger::api::auth::ClaimPaths {
+                        subject: a.jwt_subject_claim,
+                        role: a.jwt_role_claim,
+                        hospital: a.jwt_hospital_claim,
+                    },
+                    clock_skew_secs: a.jwt_clock_skew_secs,
+                    max_lifetime_secs: a.jwt_max_lifetime_secs,
                 },
                 workers: a.workers,
                 rate_limit_per_sec: a.rate_limit_per_sec,

@@ -114,6 +114,10 @@ pub struct ServeConfig {
     pub orderer: OrdererConfig,
     /// RS256 public key (PEM); without it, HS256 with the data dir's secret.
     pub jwt_public_key: Option<PathBuf>,
+    /// Check bearer tokens with the keys of this JWKS file (re-read on SIGHUP and every
+    /// `jwks_refresh`).
+    pub jwks_file: Option<PathBuf>,
+    pub jwks_refresh: Duration,
     /// The issuer and audience every token must name, when set.
     pub jwt_rules: crate::api::auth::TokenRules,
     /// HTTP worker threads (0: one per core).
@@ -282,6 +286,8 @@ impl ServeConfig {
             backend: Backend::RocksDb,
             orderer: OrdererConfig::default(),
             jwt_public_key: None,
+            jwks_file: None,
+            jwks_refresh: Duration::from_secs(60),
             jwt_rules: crate::api::auth::TokenRules::default(),
             workers: 0,
             rate_limit_per_sec: RATE_LIMIT_PER_SEC_DEFAULT,
@@ -475,6 +481,10 @@ impl Core {
             }
         });
         let auth = match &config.jwt_public_key {
+            None if config.jwks_file.is_some() => {
+                let path = config.jwks_file.as_ref().expect("checked");
+                Auth::jwks_file(path, &config.jwt_rules).map_err(ServeError::Auth)?
+            }
             Some(path) => {
                 let pem = std::fs::read(path).map_err(|source| ServeError::JwtKey {
                     path: path.clone(),
@@ -705,6 +715,7 @@ pub fn run(config: ServeConfig) -> Result<(), ServeError> {
     } else {
         config.workers
     };
+    let watched = state.clone();
     let result = actix_web::rt::System::new().block_on(async move {
         let server = HttpServer::new(move || app(state.clone()))
             .workers(workers)
@@ -722,8 +733,58 @@ pub fn run(config: ServeConfig) -> Result<(), ServeError> {
             config.listen,
             config.data_dir.display()
         );
+        if config.jwks_file.is_some() {
+            eprintln!(
+                "medledger: bearer tokens are checked with {}",
+                watched.auth.describe()
+            );
+            actix_web::rt::spawn(watch_jwks(watched, config.jwks_refresh));
+        }
         server.run().await.map_err(ServeError::Http)
     });
     core.close();
     result
+}
+
+/// Re-reads the JWKS file on SIGHUP and every `every`: an identity provider rolls its keys
+/// over by publishing the new one first. A file that does not read or parse is logged and
+/// the keys stay as they were.
+async fn watch_jwks(state: web::Data<AppState>, every: Duration) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut hangup = match signal(SignalKind::hangup()) {
+        Ok(s) => Some(s),
+        Err(e) => {
+            tracing::error!(error = %e, "no SIGHUP handler; the JWKS file is re-read on the timer only");
+            None
+        }
+    };
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await;
+    loop {
+        let why = match &mut hangup {
+            Some(h) => tokio::select! {
+                _ = h.recv() => "SIGHUP",
+                _ = tick.tick() => "timer",
+            },
+            None => {
+                tick.tick().await;
+                "timer"
+            }
+        };
+        match state.auth.reload_jwks() {
+            Ok(Some((keys, skipped))) => {
+                tracing::info!(
+                    keys,
+                    skipped,
+                    why,
+                    "the JWKS file changed: its keys replace the set"
+                )
+            }
+            Ok(None) => tracing::debug!(why, "the JWKS file is unchanged"),
+            Err(e) => {
+                tracing::error!(error = %e, why, "the JWKS file was not taken; the keys stay as they were")
+            }
+        }
+    }
 }

@@ -478,6 +478,7 @@ async fn a_server_configured_for_an_identity_provider_checks_its_tokens() {
         config.jwt_rules = medledger::api::auth::TokenRules {
             issuer: Some("https://idp.example/realms/h".into()),
             audience: Some("medledger".into()),
+            ..Default::default()
         };
     });
     let svc = test::init_service(app(env.core.state.clone())).await;

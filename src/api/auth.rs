@@ -66,9 +66,40 @@ pub struct Claims {
 /// Tokens remembered as verified, at most (then the memory starts over).
 const VERIFIED_TOKENS_MAX: usize = 4096;
 
-/// What a token must say besides its signature, when the server is configured to ask:
-/// the identity provider that issued it (`iss`) and the service it was issued for (`aud`).
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+/// Where the claims this server needs are found in a token: a claim's name, or a dotted
+/// path into nested objects (Keycloak's `realm_access.roles`). A name that holds dots
+/// itself (an Auth0-style `https://hospital.example/role`) is tried whole first.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClaimPaths {
+    /// The caller's id (default `sub`; Entra ID's stable user id is `oid`).
+    pub subject: String,
+    /// The caller's role: a string, or an array holding exactly one of this server's
+    /// role names (default `role`).
+    pub role: String,
+    /// The caller's hospital (default `hospital`).
+    pub hospital: String,
+}
+
+impl Default for ClaimPaths {
+    fn default() -> Self {
+        ClaimPaths {
+            subject: "sub".into(),
+            role: "role".into(),
+            hospital: "hospital".into(),
+        }
+    }
+}
+
+/// Seconds of clock difference allowed between a token's issuer and this server, for
+/// `exp`, `nbf` and `iat`, by default.
+pub const CLOCK_SKEW_SECS_DEFAULT: u64 = 5;
+/// The most clock difference `--jwt-clock-skew-secs` may allow.
+pub const CLOCK_SKEW_SECS_MAX: u64 = 300;
+/// The longest `--jwt-max-lifetime-secs` (a year: `medledger token` mints at most that).
+pub const TOKEN_LIFETIME_SECS_MAX: u64 = 366 * 24 * 3600;
+
+/// What a token must say besides its signature.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TokenRules {
     /// `--jwt-issuer`: the `iss` every token must carry.
     pub issuer: Option<String>,
@@ -76,19 +107,36 @@ pub struct TokenRules {
     /// checked (a token minted by `medledger token` has none; one from an identity
     /// provider usually names its client).
     pub audience: Option<String>,
+    /// Where the subject, role and hospital are.
+    pub claims: ClaimPaths,
+    /// Clock difference allowed, at most [`CLOCK_SKEW_SECS_MAX`].
+    pub clock_skew_secs: u64,
+    /// `--jwt-max-lifetime-secs`: a token must carry `iat` and live at most this long
+    /// (`exp - iat`). None: any lifetime.
+    pub max_lifetime_secs: Option<u64>,
 }
 
-/// Seconds of clock difference allowed between the token's issuer and this server, for
-/// `exp` and `nbf`.
-const CLOCK_SKEW_SECS: u64 = 5;
+impl Default for TokenRules {
+    fn default() -> Self {
+        TokenRules {
+            issuer: None,
+            audience: None,
+            claims: ClaimPaths::default(),
+            clock_skew_secs: CLOCK_SKEW_SECS_DEFAULT,
+            max_lifetime_secs: None,
+        }
+    }
+}
 
 /// How tokens are checked.
 pub struct Auth {
     keys: std::sync::RwLock<Keys>,
-    validation: Validation,
-    /// The data dir whose HS256 secret this server may rotate (none: RS256, or a
+    rules: TokenRules,
+    /// The data dir whose HS256 secret this server may rotate (none: a key set, or a
     /// cluster's secret derived from the cluster's).
     rotatable: Option<PathBuf>,
+    /// The JWKS file the key set came from, and the bytes last read from it.
+    jwks: Option<(PathBuf, Mutex<Vec<u8>>)>,
     /// Tokens whose signature this key verified, with their claims. A client sends the
     /// same token with every request; checking the signature and parsing the claims again
     /// was ~5% of a worker's time per request. Expiry is checked on every use; a token
@@ -96,20 +144,26 @@ pub struct Auth {
     verified: Mutex<HashMap<String, Claims>>,
 }
 
-/// The keys tokens are verified with: the current one, and after a rotation the previous
-/// one until its end of grace (unix seconds).
-struct Keys {
-    current: DecodingKey,
-    previous: Option<(DecodingKey, u64)>,
+/// The keys tokens are verified with.
+enum Keys {
+    /// HS256: the current secret, and after a rotation the previous one until its end of
+    /// grace (unix seconds).
+    Secret {
+        current: DecodingKey,
+        previous: Option<(DecodingKey, u64)>,
+    },
+    /// Public keys, each with its one algorithm: `--jwt-public-key` (one RS256 key) or a
+    /// JWKS document.
+    Set(super::jwks::KeySet),
 }
 
 /// The checks of one algorithm under `rules`: only that algorithm (so an HS256 token
 /// signed with an RS256 public key as its secret, or `alg: none`, is refused), `exp`
-/// required and `nbf` honoured within [`CLOCK_SKEW_SECS`], and the issuer and audience
-/// the rules name.
+/// required and `nbf` honoured within the clock skew, and the issuer and audience the
+/// rules name.
 fn validation(algorithm: Algorithm, rules: &TokenRules) -> Validation {
     let mut validation = Validation::new(algorithm);
-    validation.leeway = CLOCK_SKEW_SECS;
+    validation.leeway = rules.clock_skew_secs;
     validation.validate_nbf = true;
     let mut required = vec!["exp"];
     match &rules.audience {
@@ -137,19 +191,113 @@ fn refusal(error: &jsonwebtoken::errors::Error) -> &'static str {
         ErrorKind::InvalidIssuer => "the bearer token is from another issuer (iss)",
         ErrorKind::MissingRequiredClaim(_) => "the bearer token lacks a required claim",
         ErrorKind::InvalidSignature => "the bearer token's signature does not verify",
-        ErrorKind::InvalidAlgorithm | ErrorKind::InvalidAlgorithmName => {
-            "the bearer token is signed with another algorithm than this server accepts"
-        }
+        ErrorKind::InvalidAlgorithm | ErrorKind::InvalidAlgorithmName => ALGORITHM_REFUSED,
         _ => "the bearer token is not a valid JWT with the claims this server needs",
     }
+}
+
+const ALGORITHM_REFUSED: &str =
+    "the bearer token is signed with another algorithm than this server accepts";
+
+/// The value at `path` in a token's claims (see [`ClaimPaths`]).
+fn claim_at<'v>(claims: &'v serde_json::Value, path: &str) -> Option<&'v serde_json::Value> {
+    claims
+        .get(path)
+        .or_else(|| path.split('.').try_fold(claims, |v, part| v.get(part)))
+        .filter(|v| !v.is_null())
+}
+
+/// A numeric date claim (`exp`, `iat`) in whole seconds.
+fn seconds(claims: &serde_json::Value, name: &str) -> Option<u64> {
+    let v = claims.get(name)?;
+    v.as_u64()
+        .or_else(|| v.as_f64().filter(|f| *f >= 0.0).map(|f| f as u64))
+}
+
+/// The caller a verified token names, under `rules`, at `now`.
+fn claims_of(token: &serde_json::Value, rules: &TokenRules, now: u64) -> Result<Claims, String> {
+    use medledger_chaincode::limits::ID_LEN_MAX;
+    let paths = &rules.claims;
+    let id = |v: &serde_json::Value| {
+        v.as_str()
+            .filter(|s| (1..=ID_LEN_MAX).contains(&s.len()))
+            .map(str::to_owned)
+    };
+    let sub = claim_at(token, &paths.subject)
+        .and_then(id)
+        .ok_or_else(|| {
+            format!(
+            "the bearer token's subject (`{}`) is missing or not an id of 1 to {ID_LEN_MAX} bytes",
+            paths.subject
+        )
+        })?;
+    let mut roles: Vec<Role> = match claim_at(token, &paths.role) {
+        Some(serde_json::Value::String(s)) => Role::parse(s).into_iter().collect(),
+        Some(serde_json::Value::Array(items)) => items
+            .iter()
+            .filter_map(|v| v.as_str().and_then(Role::parse))
+            .collect(),
+        _ => Vec::new(),
+    };
+    roles.dedup();
+    let role = match roles.as_slice() {
+        [role] => *role,
+        _ => {
+            return Err(format!(
+                "the bearer token's `{}` claim must name exactly one role of patient, clinician, auditor, admin",
+                paths.role
+            ))
+        }
+    };
+    let hospital = match claim_at(token, &paths.hospital) {
+        None => None,
+        Some(v) => Some(id(v).ok_or_else(|| {
+            format!(
+                "the bearer token's hospital (`{}`) is not an id of 1 to {ID_LEN_MAX} bytes",
+                paths.hospital
+            )
+        })?),
+    };
+    // Required and numeric: the validation checked it.
+    let exp = seconds(token, "exp").unwrap_or(0);
+    match seconds(token, "iat") {
+        Some(iat) if iat > now + rules.clock_skew_secs => {
+            return Err("the bearer token was issued in the future (iat)".into())
+        }
+        Some(iat) => {
+            if let Some(max) = rules.max_lifetime_secs {
+                if exp.saturating_sub(iat) > max {
+                    return Err(format!(
+                        "the bearer token lives longer than this server accepts ({max} s)"
+                    ));
+                }
+            }
+        }
+        None if token.get("iat").is_some() => {
+            return Err("the bearer token's iat is not a date".into())
+        }
+        None if rules.max_lifetime_secs.is_some() => {
+            return Err("the bearer token lacks a required claim (iat)".into())
+        }
+        None => {}
+    }
+    Ok(Claims {
+        sub,
+        role,
+        hospital,
+        exp,
+    })
 }
 
 impl Auth {
     /// HS256 with `secret`.
     pub fn hs256(secret: &[u8], rules: &TokenRules) -> Auth {
         Auth::new(
-            DecodingKey::from_secret(secret),
-            validation(Algorithm::HS256, rules),
+            Keys::Secret {
+                current: DecodingKey::from_secret(secret),
+                previous: None,
+            },
+            rules,
         )
     }
 
@@ -157,10 +305,15 @@ impl Auth {
     /// the secret a rotation replaced while its grace lasts. This server may rotate it.
     pub fn hs256_of(data_dir: &Path, rules: &TokenRules) -> Result<(Auth, bool), String> {
         let (secret, created) = load_or_create_secret(data_dir)?;
-        let mut auth = Auth::hs256(&secret, rules);
-        auth.rotatable = Some(data_dir.to_path_buf());
         let previous = load_previous_secret(data_dir, now_secs())?;
-        auth.keys_mut().previous = previous.map(|(s, until)| (DecodingKey::from_secret(&s), until));
+        let mut auth = Auth::new(
+            Keys::Secret {
+                current: DecodingKey::from_secret(&secret),
+                previous: previous.map(|(s, until)| (DecodingKey::from_secret(&s), until)),
+            },
+            rules,
+        );
+        auth.rotatable = Some(data_dir.to_path_buf());
         Ok((auth, created))
     }
 
@@ -185,11 +338,10 @@ impl Auth {
             format!("{} {until}", hex::encode(&old)).as_bytes(),
         )?;
         write_durably(&dir.join(SECRET_FILE), hex::encode(&new).as_bytes())?;
-        {
-            let mut keys = self.keys_mut();
-            keys.previous = Some((DecodingKey::from_secret(&old), until));
-            keys.current = DecodingKey::from_secret(&new);
-        }
+        *self.keys_mut() = Keys::Secret {
+            current: DecodingKey::from_secret(&new),
+            previous: Some((DecodingKey::from_secret(&old), until)),
+        };
         // Tokens remembered as verified were verified with the old secret.
         self.verified().clear();
         Ok(until)
@@ -212,17 +364,68 @@ impl Auth {
     pub fn rs256(public_key_pem: &[u8], rules: &TokenRules) -> Result<Auth, String> {
         let key = DecodingKey::from_rsa_pem(public_key_pem)
             .map_err(|e| format!("the RS256 public key is not a PEM RSA key: {e}"))?;
-        Ok(Auth::new(key, validation(Algorithm::RS256, rules)))
+        let set = super::jwks::KeySet {
+            keys: vec![super::jwks::SetKey {
+                kid: None,
+                algorithm: Algorithm::RS256,
+                key,
+            }],
+            skipped: 0,
+        };
+        Ok(Auth::new(Keys::Set(set), rules))
     }
 
-    fn new(key: DecodingKey, validation: Validation) -> Auth {
+    /// The keys of a JWKS file (`--jwks-file`), re-read by [`Auth::reload_jwks`].
+    pub fn jwks_file(path: &Path, rules: &TokenRules) -> Result<Auth, String> {
+        let bytes = read_jwks(path)?;
+        let set = super::jwks::parse(&bytes).map_err(|e| format!("{}: {e}", path.display()))?;
+        let mut auth = Auth::new(Keys::Set(set), rules);
+        auth.jwks = Some((path.to_path_buf(), Mutex::new(bytes)));
+        Ok(auth)
+    }
+
+    /// Re-reads the JWKS file: when it changed and parses, its keys replace the set
+    /// (and tokens remembered as verified are forgotten: a key removed from the set
+    /// verifies nothing from now on). Returns the number of keys taken, or none when
+    /// nothing changed (or the keys are not from a file). A file that does not read or
+    /// parse leaves the set as it was.
+    pub fn reload_jwks(&self) -> Result<Option<(usize, usize)>, String> {
+        let Some((path, last)) = &self.jwks else {
+            return Ok(None);
+        };
+        let bytes = read_jwks(path)?;
+        let mut last = last.lock().unwrap_or_else(|e| e.into_inner());
+        if *last == bytes {
+            return Ok(None);
+        }
+        let set = super::jwks::parse(&bytes).map_err(|e| format!("{}: {e}", path.display()))?;
+        let taken = (set.keys.len(), set.skipped);
+        *self.keys_mut() = Keys::Set(set);
+        self.verified().clear();
+        *last = bytes;
+        Ok(Some(taken))
+    }
+
+    /// The keys' kind and count, for the start-up line.
+    pub fn describe(&self) -> String {
+        match (&*self.keys(), &self.jwks) {
+            (Keys::Secret { .. }, _) => "HS256 secret".into(),
+            (Keys::Set(set), Some((path, _))) => format!(
+                "{} key(s) of {} ({} skipped)",
+                set.keys.len(),
+                path.display(),
+                set.skipped
+            ),
+            (Keys::Set(_), None) => "an RS256 public key".into(),
+        }
+    }
+
+    fn new(keys: Keys, rules: &TokenRules) -> Auth {
         Auth {
-            keys: std::sync::RwLock::new(Keys {
-                current: key,
-                previous: None,
-            }),
-            validation,
+            keys: std::sync::RwLock::new(keys),
+            rules: rules.clone(),
             rotatable: None,
+            jwks: None,
             verified: Mutex::new(HashMap::new()),
         }
     }
@@ -252,39 +455,75 @@ impl Auth {
             }
         };
         // jsonwebtoken's rule: expired when `exp < now - leeway`.
-        if claims.exp < now.saturating_sub(self.validation.leeway) {
+        if claims.exp < now.saturating_sub(self.rules.clock_skew_secs) {
             return Err(ApiError::unauthorized("the bearer token has expired"));
         }
         Ok(claims)
     }
 
-    /// Verifies a token's signature and claims with the current key, or, while its grace
-    /// lasts, the previous one: a token of the previous key is then treated as expiring
-    /// at the end of grace at the latest.
+    /// Verifies a token's signature and claims: with the current secret or, while its
+    /// grace lasts, the previous one (a token of the previous secret is then treated as
+    /// expiring at the end of grace at the latest); or with the key of the set its header
+    /// names, for that key's one algorithm.
     fn verify(&self, token: &str, now: u64) -> Result<Claims, ApiError> {
+        let refused = |e: jsonwebtoken::errors::Error| ApiError::unauthorized(refusal(&e));
+        let header = jsonwebtoken::decode_header(token).map_err(refused)?;
         let keys = self.keys();
-        let error = match jsonwebtoken::decode::<Claims>(token, &keys.current, &self.validation) {
-            Ok(d) => return Ok(d.claims),
-            Err(e) => e,
-        };
-        if let (jsonwebtoken::errors::ErrorKind::InvalidSignature, Some((previous, until))) =
-            (error.kind(), &keys.previous)
-        {
-            if now <= *until {
-                let mut claims = jsonwebtoken::decode::<Claims>(token, previous, &self.validation)
-                    .map(|d| d.claims)
-                    .map_err(|e| ApiError::unauthorized(refusal(&e)))?;
-                claims.exp = claims.exp.min(*until);
-                return Ok(claims);
+        let (value, until) = match &*keys {
+            Keys::Secret { current, previous } => {
+                let validation = validation(Algorithm::HS256, &self.rules);
+                match jsonwebtoken::decode::<serde_json::Value>(token, current, &validation) {
+                    Ok(d) => (d.claims, None),
+                    Err(e) => match (e.kind(), previous) {
+                        (
+                            jsonwebtoken::errors::ErrorKind::InvalidSignature,
+                            Some((previous, until)),
+                        ) if now <= *until => {
+                            let d = jsonwebtoken::decode(token, previous, &validation)
+                                .map_err(refused)?;
+                            (d.claims, Some(*until))
+                        }
+                        _ => return Err(refused(e)),
+                    },
+                }
             }
+            Keys::Set(set) => {
+                let key = set
+                    .pick(header.kid.as_deref())
+                    .map_err(ApiError::unauthorized)?;
+                if header.alg != key.algorithm {
+                    return Err(ApiError::unauthorized(ALGORITHM_REFUSED));
+                }
+                let validation = validation(key.algorithm, &self.rules);
+                let d = jsonwebtoken::decode::<serde_json::Value>(token, &key.key, &validation)
+                    .map_err(refused)?;
+                (d.claims, None)
+            }
+        };
+        let mut claims = claims_of(&value, &self.rules, now).map_err(ApiError::unauthorized)?;
+        if let Some(until) = until {
+            claims.exp = claims.exp.min(until);
         }
-        Err(ApiError::unauthorized(refusal(&error)))
+        Ok(claims)
     }
 
     fn verified(&self) -> std::sync::MutexGuard<'_, HashMap<String, Claims>> {
         // The map holds only verified tokens: one a panicking thread left is still right.
         self.verified.lock().unwrap_or_else(|e| e.into_inner())
     }
+}
+
+/// The bytes of a JWKS file, at most [`super::jwks::JWKS_BYTES_MAX`].
+fn read_jwks(path: &Path) -> Result<Vec<u8>, String> {
+    use std::io::Read as _;
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)
+        .and_then(|f| {
+            f.take(super::jwks::JWKS_BYTES_MAX as u64 + 1)
+                .read_to_end(&mut bytes)
+        })
+        .map_err(|e| format!("reading the key set {}: {e}", path.display()))?;
+    Ok(bytes)
 }
 
 /// Writes `bytes` to `path` (mode 0600) through a temporary file renamed over it, with
@@ -660,6 +899,7 @@ mod tests {
         let rules = TokenRules {
             issuer: Some("https://idp.example/realms/hospital".into()),
             audience: Some("medledger".into()),
+            ..TokenRules::default()
         };
         Auth::rs256(
             include_bytes!("../../fixtures/jwt/test-rsa.pub.pem"),
@@ -794,5 +1034,256 @@ mod tests {
         assert!(auth
             .check_at(&rs256_token(&provider_claims(now)), now)
             .is_ok());
+    }
+
+    /// A key set of the three test keys, each with its kid: `rsa`, `ec`, `ed`.
+    fn key_set_file(dir: &Path, kids: &[&str]) -> PathBuf {
+        let jwk = |kid: &str| {
+            let text = match kid {
+                "rsa" => include_str!("../../fixtures/jwt/test-rsa.pub.jwk.json"),
+                "ec" => include_str!("../../fixtures/jwt/test-ec.pub.jwk.json"),
+                "ed" => include_str!("../../fixtures/jwt/test-ed25519.pub.jwk.json"),
+                _ => unreachable!(),
+            };
+            let mut jwk: serde_json::Value = serde_json::from_str(text).unwrap();
+            jwk["kid"] = kid.into();
+            jwk
+        };
+        let keys: Vec<_> = kids.iter().map(|k| jwk(k)).collect();
+        let path = dir.join("jwks.json");
+        std::fs::write(&path, serde_json::json!({ "keys": keys }).to_string()).unwrap();
+        path
+    }
+
+    /// A token signed by the test key `kid` names, with that kid in its header.
+    fn signed(kid: &str, claims: &serde_json::Value) -> String {
+        let (algorithm, key) = match kid {
+            "rsa" => (
+                Algorithm::RS256,
+                EncodingKey::from_rsa_pem(include_bytes!("../../fixtures/jwt/test-rsa.pem")),
+            ),
+            "ec" => (
+                Algorithm::ES256,
+                EncodingKey::from_ec_pem(include_bytes!("../../fixtures/jwt/test-ec.pem")),
+            ),
+            "ed" => (
+                Algorithm::EdDSA,
+                EncodingKey::from_ed_pem(include_bytes!("../../fixtures/jwt/test-ed25519.pem")),
+            ),
+            _ => unreachable!(),
+        };
+        let mut header = Header::new(algorithm);
+        header.kid = Some(kid.into());
+        jsonwebtoken::encode(&header, claims, &key.unwrap()).unwrap()
+    }
+
+    #[test]
+    fn a_key_set_verifies_rs256_es256_and_eddsa_tokens_by_kid() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = key_set_file(dir.path(), &["rsa", "ec", "ed"]);
+        let rules = TokenRules {
+            issuer: Some("https://idp.example/realms/hospital".into()),
+            audience: Some("medledger".into()),
+            ..TokenRules::default()
+        };
+        let auth = Auth::jwks_file(&path, &rules).unwrap();
+        let now = now_secs();
+        let claims = provider_claims(now);
+        for kid in ["rsa", "ec", "ed"] {
+            assert_eq!(
+                auth.check_at(&signed(kid, &claims), now).unwrap().sub,
+                "dr-7"
+            );
+        }
+        // A token that names a kid the set lacks.
+        let mut header = Header::new(Algorithm::RS256);
+        header.kid = Some("retired".into());
+        let key =
+            EncodingKey::from_rsa_pem(include_bytes!("../../fixtures/jwt/test-rsa.pem")).unwrap();
+        let unknown = jsonwebtoken::encode(&header, &claims, &key).unwrap();
+        assert_eq!(
+            auth.check_at(&unknown, now).unwrap_err().message,
+            "the bearer token's key (kid) is not in this server's key set"
+        );
+        // No kid, several keys.
+        assert_eq!(
+            auth.check_at(&rs256_token(&claims), now)
+                .unwrap_err()
+                .message,
+            "the bearer token names no key (kid) and this server has several"
+        );
+        // The RSA key's kid on an ES256 header: the key verifies RS256 only.
+        let mut header = Header::new(Algorithm::ES256);
+        header.kid = Some("rsa".into());
+        let ec =
+            EncodingKey::from_ec_pem(include_bytes!("../../fixtures/jwt/test-ec.pem")).unwrap();
+        let crossed = jsonwebtoken::encode(&header, &claims, &ec).unwrap();
+        assert_eq!(
+            auth.check_at(&crossed, now).unwrap_err().message,
+            ALGORITHM_REFUSED
+        );
+        // HS256 with the RSA key's public JWK as the secret: the confusion attack.
+        let mut header = Header::new(Algorithm::HS256);
+        header.kid = Some("rsa".into());
+        let confused = jsonwebtoken::encode(
+            &header,
+            &claims,
+            &EncodingKey::from_secret(include_bytes!("../../fixtures/jwt/test-rsa.pub.jwk.json")),
+        )
+        .unwrap();
+        assert_eq!(
+            auth.check_at(&confused, now).unwrap_err().message,
+            ALGORITHM_REFUSED
+        );
+    }
+
+    #[test]
+    fn claims_are_found_where_the_identity_provider_puts_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = key_set_file(dir.path(), &["ec"]);
+        // Keycloak: roles under realm_access.roles among the realm's own; the hospital a
+        // user attribute mapped into a nested claim; the id in preferred_username.
+        let rules = TokenRules {
+            claims: ClaimPaths {
+                subject: "preferred_username".into(),
+                role: "realm_access.roles".into(),
+                hospital: "org.hospital".into(),
+            },
+            ..TokenRules::default()
+        };
+        let auth = Auth::jwks_file(&path, &rules).unwrap();
+        let now = now_secs();
+        let token = |roles: serde_json::Value| {
+            signed(
+                "ec",
+                &serde_json::json!({
+                    "sub": "f81d4fae-7dec-11d0-a765-00a0c91e6bf6",
+                    "preferred_username": "dr-9",
+                    "realm_access": {"roles": roles},
+                    "org": {"hospital": "h-3"},
+                    "exp": now + 300,
+                }),
+            )
+        };
+        let claims = auth
+            .check_at(
+                &token(serde_json::json!(["offline_access", "clinician"])),
+                now,
+            )
+            .unwrap();
+        assert_eq!(
+            (claims.sub.as_str(), claims.role, claims.hospital.as_deref()),
+            ("dr-9", Role::Clinician, Some("h-3"))
+        );
+        let message = |roles| auth.check_at(&token(roles), now).unwrap_err().message;
+        for roles in [
+            serde_json::json!(["clinician", "admin"]),
+            serde_json::json!(["offline_access"]),
+            serde_json::json!([]),
+            serde_json::json!(7),
+        ] {
+            assert_eq!(
+                message(roles),
+                "the bearer token's `realm_access.roles` claim must name exactly one role of patient, clinician, auditor, admin"
+            );
+        }
+        // A claim name with dots is taken whole (Auth0's namespaced claims).
+        let auth = Auth::jwks_file(
+            &path,
+            &TokenRules {
+                claims: ClaimPaths {
+                    role: "https://hospital.example/role".into(),
+                    ..ClaimPaths::default()
+                },
+                ..TokenRules::default()
+            },
+        )
+        .unwrap();
+        let t = signed(
+            "ec",
+            &serde_json::json!({"sub": "au-2", "https://hospital.example/role": "auditor", "exp": now + 60}),
+        );
+        assert_eq!(auth.check_at(&t, now).unwrap().role, Role::Auditor);
+        // A subject that is no id.
+        let t = signed(
+            "ec",
+            &serde_json::json!({"sub": "x".repeat(129), "https://hospital.example/role": "auditor", "exp": now + 60}),
+        );
+        assert!(auth
+            .check_at(&t, now)
+            .unwrap_err()
+            .message
+            .contains("subject (`sub`)"));
+    }
+
+    #[test]
+    fn a_token_lives_no_longer_than_the_server_allows() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = key_set_file(dir.path(), &["ed"]);
+        let auth = Auth::jwks_file(
+            &path,
+            &TokenRules {
+                max_lifetime_secs: Some(3600),
+                clock_skew_secs: 30,
+                ..TokenRules::default()
+            },
+        )
+        .unwrap();
+        let now = now_secs();
+        let token = |iat: Option<u64>, exp: u64| {
+            let mut claims = serde_json::json!({"sub": "p-1", "role": "patient", "exp": exp});
+            if let Some(iat) = iat {
+                claims["iat"] = iat.into();
+            }
+            signed("ed", &claims)
+        };
+        assert!(auth.check_at(&token(Some(now), now + 3600), now).is_ok());
+        let refused = |t: String| auth.check_at(&t, now).unwrap_err().message;
+        assert_eq!(
+            refused(token(Some(now), now + 3601)),
+            "the bearer token lives longer than this server accepts (3600 s)"
+        );
+        assert_eq!(
+            refused(token(None, now + 60)),
+            "the bearer token lacks a required claim (iat)"
+        );
+        assert_eq!(
+            refused(token(Some(now + 31), now + 600)),
+            "the bearer token was issued in the future (iat)"
+        );
+        // Within the configured skew: 30 s.
+        assert!(auth
+            .check_at(&token(Some(now + 30), now + 600), now)
+            .is_ok());
+    }
+
+    #[test]
+    fn a_changed_key_set_replaces_the_keys_and_a_broken_one_is_not_taken() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = key_set_file(dir.path(), &["rsa"]);
+        let auth = Auth::jwks_file(&path, &TokenRules::default()).unwrap();
+        let now = now_secs();
+        let claims = serde_json::json!({"sub": "admin-1", "role": "admin", "exp": now + 60});
+        let (rsa, ed) = (signed("rsa", &claims), signed("ed", &claims));
+        auth.check_at(&rsa, now).unwrap();
+        assert!(auth.check_at(&ed, now).is_err());
+        assert_eq!(auth.reload_jwks().unwrap(), None, "unchanged");
+        // The provider rolls over: the new key is published beside the old, then alone.
+        key_set_file(dir.path(), &["rsa", "ed"]);
+        assert_eq!(auth.reload_jwks().unwrap(), Some((2, 0)));
+        auth.check_at(&ed, now).unwrap();
+        key_set_file(dir.path(), &["ed"]);
+        assert_eq!(auth.reload_jwks().unwrap(), Some((1, 0)));
+        // The old key's token was remembered as verified: forgotten with its key.
+        assert!(auth.check_at(&rsa, now).is_err());
+        auth.check_at(&ed, now).unwrap();
+        // A broken file, or none, leaves the keys as they were.
+        std::fs::write(&path, b"{\"keys\": [").unwrap();
+        assert!(auth.reload_jwks().unwrap_err().contains("not JSON"));
+        auth.check_at(&ed, now).unwrap();
+        std::fs::remove_file(&path).unwrap();
+        assert!(auth.reload_jwks().is_err());
+        auth.check_at(&ed, now).unwrap();
+        assert!(Auth::jwks_file(&path, &TokenRules::default()).is_err());
     }
 }

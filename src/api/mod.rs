@@ -13,6 +13,7 @@ pub mod error;
 pub mod explorer;
 pub mod export;
 pub mod grants;
+pub mod jwks;
 pub mod keys;
 pub mod limits;
 pub mod lookup;
