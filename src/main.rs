@@ -354,6 +354,13 @@ struct ServeArgs {
     /// issues tokens for). Unset: `aud` is not checked.
     #[arg(long, env = "MEDLEDGER_JWT_AUDIENCE", value_parser = claim_value)]
     jwt_audience: Option<String>,
+    /// Serve HTTPS with this certificate chain (PEM, the server's certificate first);
+    /// needs `--tls-key`. Without it: plain HTTP (loopback by default).
+    #[arg(long, env = "MEDLEDGER_TLS_CERT", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The private key of `--tls-cert` (PEM: PKCS#8, PKCS#1 or SEC1).
+    #[arg(long, env = "MEDLEDGER_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
     /// HTTP worker threads (0: one per core).
     #[arg(long, env = "MEDLEDGER_WORKERS", default_value_t = 0)]
     workers: usize,
@@ -610,6 +617,10 @@ fn main() -> ExitCode {
                 workers: a.workers,
                 rate_limit_per_sec: a.rate_limit_per_sec,
                 disk_reserve_bytes: a.disk_reserve_mib << 20,
+                tls: match (a.tls_cert, a.tls_key) {
+                    (Some(cert), Some(key)) => Some(medledger::serve::TlsFiles { cert, key }),
+                    _ => None,
+                },
                 body_grace: medledger::api::slow_body::BODY_GRACE,
                 payloads: medledger::serve::PayloadSettings {
                     upload_concurrency: a.ipfs_upload_concurrency,

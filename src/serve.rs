@@ -55,6 +55,8 @@ pub enum ServeError {
     /// The JWT key or secret could not be read or made.
     #[error("{0}")]
     Auth(String),
+    #[error("TLS: {0}")]
+    Tls(String),
     /// The checkpoint key's files (a rotation's leftovers) could not be handled.
     #[error("the checkpoint key files: {0}")]
     CheckpointKeyFiles(String),
@@ -105,6 +107,65 @@ pub struct ClusterSettings {
     pub node_id: u64,
 }
 
+/// The PEM files of HTTPS: the certificate chain (the server's first) and its private key.
+#[derive(Clone, Debug)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+/// The largest certificate chain or key file read.
+const TLS_FILE_BYTES_MAX: u64 = 1 << 20;
+
+impl TlsFiles {
+    /// The rustls configuration of these files: TLS 1.2 and 1.3 with rustls' safe
+    /// defaults (ring), no client certificates, HTTP/1.1 offered by ALPN.
+    pub fn server_config(&self) -> Result<rustls::ServerConfig, String> {
+        use rustls::pki_types::pem::PemObject;
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+        let read = |path: &std::path::Path, what: &str| -> Result<Vec<u8>, String> {
+            use std::io::Read as _;
+            let mut bytes = Vec::new();
+            std::fs::File::open(path)
+                .and_then(|f| f.take(TLS_FILE_BYTES_MAX + 1).read_to_end(&mut bytes))
+                .map_err(|e| format!("reading the {what} {}: {e}", path.display()))?;
+            if bytes.len() as u64 > TLS_FILE_BYTES_MAX {
+                return Err(format!("the {what} {} is over 1 MiB", path.display()));
+            }
+            Ok(bytes)
+        };
+        let chain = read(&self.cert, "certificate")?;
+        let certs = CertificateDer::pem_slice_iter(&chain)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| format!("the certificate {} is not PEM: {e}", self.cert.display()))?;
+        if certs.is_empty() {
+            return Err(format!(
+                "the certificate {} holds no CERTIFICATE block",
+                self.cert.display()
+            ));
+        }
+        let key = PrivateKeyDer::from_pem_slice(&read(&self.key, "key")?).map_err(|e| {
+            format!(
+                "the key {} is not a PEM private key (PKCS#8, PKCS#1 or SEC1): {e}",
+                self.key.display()
+            )
+        })?;
+        // ring's provider: X25519, P-256 and P-384 key exchange, no post-quantum hybrid
+        // (X25519MLKEM768 needs aws-lc-rs, a CMake build of AWS-LC; rustls deprecates
+        // ring's provider for that reason alone).
+        #[allow(deprecated)]
+        let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+        let mut config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| e.to_string())?
+            .with_no_client_auth()
+            .with_single_cert(certs, key)
+            .map_err(|e| format!("the certificate and key do not make a server identity: {e}"))?;
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        Ok(config)
+    }
+}
+
 /// Everything `serve` needs.
 #[derive(Clone, Debug)]
 pub struct ServeConfig {
@@ -134,6 +195,8 @@ pub struct ServeConfig {
     /// Free space kept on the data dir's disk (`crate::disk`): writes are refused with
     /// 507 below it, and the ledger refuses blocks below half of it. 0: no reserve.
     pub disk_reserve_bytes: u64,
+    /// Serve HTTPS with this certificate chain and key (PEM files); none: plain HTTP.
+    pub tls: Option<TlsFiles>,
 }
 
 /// The payload pipeline's knobs (the data dir and the size limit come from the rest of
@@ -295,6 +358,7 @@ impl ServeConfig {
             payloads: PayloadSettings::default(),
             cluster: None,
             disk_reserve_bytes: crate::disk::RESERVE_BYTES_DEFAULT,
+            tls: None,
         }
     }
 }
@@ -716,20 +780,34 @@ pub fn run(config: ServeConfig) -> Result<(), ServeError> {
         config.workers
     };
     let watched = state.clone();
+    let tls = match &config.tls {
+        Some(files) => match files.server_config() {
+            Ok(tls) => Some(tls),
+            Err(e) => {
+                core.close();
+                return Err(ServeError::Tls(e));
+            }
+        },
+        None => None,
+    };
     let result = actix_web::rt::System::new().block_on(async move {
         let server = HttpServer::new(move || app(state.clone()))
             .workers(workers)
             .backlog(4096)
             .max_connections(25_000)
             .client_request_timeout(Duration::from_secs(30))
-            .shutdown_timeout(30)
-            .bind(config.listen)
-            .map_err(|source| ServeError::Listen {
-                addr: config.listen,
-                source,
-            })?;
+            .shutdown_timeout(30);
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let server = match tls {
+            Some(tls) => server.bind_rustls_0_23(config.listen, tls),
+            None => server.bind(config.listen),
+        }
+        .map_err(|source| ServeError::Listen {
+            addr: config.listen,
+            source,
+        })?;
         eprintln!(
-            "medledger: serving on http://{} (data dir {})",
+            "medledger: serving on {scheme}://{} (data dir {})",
             config.listen,
             config.data_dir.display()
         );
