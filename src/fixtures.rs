@@ -37,7 +37,7 @@
 //!
 //! Each event is drawn with these target shares: `RecordCreated` 70%, `RecordAmended`
 //! 10%, `RecordStatusChanged` 5%, `AccessGranted` 3%, `AccessRevoked` 1%,
-//! `PayloadErased` 1%, `AccessLogged` 10%. A follow-up that finds no suitable target (at
+//! `PayloadErased` 1%, `RecordsRead` 10% (one record read). A follow-up that finds no suitable target (at
 //! the start of a stream, or when a few picks hit unsuitable records) becomes a
 //! `RecordCreated`, so creations run slightly above 70% at the very start and for tiny
 //! configs.
@@ -62,8 +62,8 @@ use std::collections::HashSet;
 
 use medledger_chaincode::envelope::{Envelope, TxId};
 use medledger_chaincode::event::{
-    AccessGranted, AccessLogged, AccessRevoked, Event, PayloadErased, PayloadRef, RecordAmended,
-    RecordCreated, RecordStatus, RecordStatusChanged, Sha256Digest,
+    AccessGranted, AccessRevoked, Event, PayloadErased, PayloadRef, RecordAmended, RecordCreated,
+    RecordStatus, RecordStatusChanged, RecordsRead, Sha256Digest,
 };
 use medledger_chaincode::limits::VERSION_MAX;
 use medledger_chaincode::time::Timestamp;
@@ -417,21 +417,35 @@ impl Fixtures {
         let r = self.recent[i];
         // 10% the patient through a portal, 75% a clinician of the record's hospital,
         // 15% a clinician elsewhere.
-        let (accessor, purpose) = match self.rng.weighted(&[10, 75, 15]) {
-            0 => (patient_id(r.patient), "patient_request"),
-            1 => (self.record_clinician(&r, 400), self.rng.pick(PURPOSES)),
+        let (accessor, purpose, role, hospital) = match self.rng.weighted(&[10, 75, 15]) {
+            0 => (patient_id(r.patient), "patient_request", "patient", None),
+            1 => (
+                self.record_clinician(&r, 400),
+                self.rng.pick(PURPOSES),
+                "clinician",
+                Some(numbered("h-", u64::from(r.hospital) + 1, 4)),
+            ),
             _ => {
                 let h = self.hospital_near(r.hospital, 1000);
                 let c = self.pick_clinician();
-                (clinician_id(h, c), self.rng.pick(PURPOSES))
+                (
+                    clinician_id(h, c),
+                    self.rng.pick(PURPOSES),
+                    "clinician",
+                    Some(numbered("h-", u64::from(h) + 1, 4)),
+                )
             }
         };
-        let event = Event::AccessLogged(AccessLogged {
-            record_id: record_id(r.serial),
+        let event = Event::RecordsRead(RecordsRead {
             patient_id: patient_id(r.patient),
-            accessor_id: accessor.clone(),
-            accessed_at: now,
-            purpose: purpose.to_owned().into(),
+            record_ids: vec![record_id(r.serial)],
+            reader_id: accessor.clone(),
+            reader_role: role.to_owned(),
+            reader_hospital: hospital,
+            what: "record".to_owned(),
+            purpose: purpose.to_owned(),
+            break_glass: None,
+            read_at: now,
         });
         Some((accessor, event))
     }
@@ -1011,13 +1025,14 @@ const ERASE_REASONS: &[&str] = &[
     "retention period expired",
     "court order",
 ];
+/// Drawn from `medledger_chaincode::READ_PURPOSES`.
 const PURPOSES: &[&str] = &[
     "treatment",
     "treatment",
     "treatment",
-    "emergency_access",
-    "billing",
-    "quality_review",
+    "emergency",
+    "payment",
+    "operations",
 ];
 
 const _: () = assert!(TYPE_WEIGHTS.len() == RECORD_TYPES.len());
@@ -1082,6 +1097,7 @@ mod tests {
             Event::AccessRevoked(e) => &e.revoked_by,
             Event::PayloadErased(e) => &e.erased_by,
             Event::AccessLogged(e) => &e.accessor_id,
+            Event::RecordsRead(e) => &e.reader_id,
         }
     }
 
@@ -1126,7 +1142,15 @@ mod tests {
                 }
                 _ => {}
             }
-            if let Some(record_id) = env.event.record_id() {
+            if let Event::RecordsRead(e) = &env.event {
+                // A read changes nothing; it names existing records of its patient.
+                for id in &e.record_ids {
+                    let r = records
+                        .get(id)
+                        .unwrap_or_else(|| panic!("event {i} reads an unknown record"));
+                    assert_eq!(r.patient_id, e.patient_id, "event {i}");
+                }
+            } else if let Some(record_id) = env.event.record_id() {
                 let next = apply_record_event(records.get(record_id), &env.event)
                     .unwrap_or_else(|e| panic!("event {i} rejected: {e}: {env:?}"));
                 records.insert(record_id.to_owned(), next);
@@ -1182,7 +1206,7 @@ mod tests {
             (EventKind::AccessGranted, 30.0),
             (EventKind::AccessRevoked, 10.0),
             (EventKind::PayloadErased, 10.0),
-            (EventKind::AccessLogged, 100.0),
+            (EventKind::RecordsRead, 100.0),
         ];
         for (kind, target) in targets_per_mille {
             let got = f64::from(kinds.get(&kind).copied().unwrap_or(0)) * 1_000.0 / n as f64;
@@ -1242,7 +1266,7 @@ mod tests {
     /// intended, paste the new value printed by the failure here AND regenerate the
     /// committed sample of generated events, so the change shows up as a reviewed diff.
     const GOLDEN_FIRST_1000_SHA256: &str =
-        "a0390b0b3aa3733bc499b6aa5269e27fc0b444dcedd5939ec072c8f0ba32eba7";
+        "b70ac5b3bcee6fd1a08c7851c55cdbf66fab76a30c0abf1f88828bc962882f6e";
 
     #[test]
     fn first_thousand_events_match_golden_hash() {

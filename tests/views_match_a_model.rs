@@ -28,8 +28,11 @@ struct Model {
     /// record id → every version: (block, position, state).
     records: HashMap<String, Vec<(u64, u32, RecordState)>>,
     grants: BTreeMap<(String, String), GrantState>,
-    /// record id → (block, position) of each access log.
+    /// record id → (block, position) of each `AccessLogged` (payload reads before
+    /// `RecordsRead`).
     audit: HashMap<String, Vec<(u64, u32)>>,
+    /// (`p` or `r`, patient or record id) → (block, position) of each `RecordsRead`.
+    reads: HashMap<(u8, String), Vec<(u64, u32)>>,
     rejected: Vec<(u64, u32, &'static str)>,
 }
 
@@ -38,6 +41,18 @@ impl Model {
         match event {
             Event::AccessGranted(e) => self.grant(block, pos, &e.patient_id, &e.grantee_id, event),
             Event::AccessRevoked(e) => self.grant(block, pos, &e.patient_id, &e.grantee_id, event),
+            Event::RecordsRead(e) => {
+                let mut push = |by: u8, id: &str| {
+                    self.reads
+                        .entry((by, id.to_owned()))
+                        .or_default()
+                        .push((block, pos))
+                };
+                push(b'p', &e.patient_id);
+                for r in &e.record_ids {
+                    push(b'r', r);
+                }
+            }
             _ => {
                 let id = event.record_id().unwrap().to_owned();
                 let current = self.records.get(&id).and_then(|v| v.last()).map(|v| &v.2);
@@ -258,6 +273,23 @@ fn check_against_model(store: &dyn ViewStore, model: &Model, height: u64) {
         let trail = views.audit_trail(id, None, 1000).unwrap();
         let got: Vec<_> = trail.iter().map(|e| (e.at.block, e.at.position)).collect();
         assert_eq!(&got, entries);
+    }
+    // The access logs, newest first, paged by cursor.
+    assert!(!model.reads.is_empty(), "the fixtures read records");
+    for ((by, id), entries) in &model.reads {
+        let mut got = Vec::new();
+        let mut after = None;
+        loop {
+            let page = views.access_log(*by, id, after, 3).unwrap();
+            got.extend(page.iter().map(|e| (e.at.block, e.at.position)));
+            match page.last() {
+                Some(last) if page.len() == 3 => after = Some((last.at.block, last.at.position)),
+                _ => break,
+            }
+        }
+        let mut want = entries.clone();
+        want.reverse();
+        assert_eq!(got, want, "access log of {} {id}", *by as char);
     }
 
     // Timelines, with and without filters, paged by cursor until the end.

@@ -323,7 +323,7 @@ pub fn check_record_event(
             }
             Ok(())
         }
-        Event::AccessGranted(_) | Event::AccessRevoked(_) => {
+        Event::AccessGranted(_) | Event::AccessRevoked(_) | Event::RecordsRead(_) => {
             Err(ContractError::NotARecordEvent { kind: event.kind() })
         }
     }
@@ -377,7 +377,10 @@ pub fn change_record(state: &mut RecordState, event: Event) {
             bump(state, e.version, e.erased_at, e.erased_by);
         }
         Event::AccessLogged(_) => {}
-        Event::RecordCreated(_) | Event::AccessGranted(_) | Event::AccessRevoked(_) => {
+        Event::RecordCreated(_)
+        | Event::AccessGranted(_)
+        | Event::AccessRevoked(_)
+        | Event::RecordsRead(_) => {
             panic!(
                 "change_record: a {} changes no existing record",
                 event.kind().as_str()
@@ -435,7 +438,8 @@ pub fn apply_grant_event(
         | Event::RecordAmended(_)
         | Event::RecordStatusChanged(_)
         | Event::PayloadErased(_)
-        | Event::AccessLogged(_) => {
+        | Event::AccessLogged(_)
+        | Event::RecordsRead(_) => {
             return Err(ContractError::NotAGrantEvent { kind: event.kind() })
         }
     };

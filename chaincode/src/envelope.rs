@@ -280,6 +280,7 @@ impl Envelope {
 mod tests {
     use super::*;
     use crate::event::*;
+    use crate::limits::READ_RECORDS_MAX;
     use proptest::prelude::*;
 
     fn sample() -> Envelope {
@@ -423,6 +424,92 @@ mod tests {
             })
         ));
         assert_eq!(sample().check_limits(), Ok(()));
+    }
+
+    fn read(record_ids: Vec<String>) -> Envelope {
+        Envelope {
+            tx_id: TxId([7; 16]),
+            submitter: "dr-1".into(),
+            submitted_at: Timestamp(1),
+            event: Event::RecordsRead(RecordsRead {
+                patient_id: "p-1".into(),
+                record_ids,
+                reader_id: "dr-1".into(),
+                reader_role: "clinician".into(),
+                reader_hospital: Some("h-1".into()),
+                what: "timeline".into(),
+                purpose: "treatment".into(),
+                break_glass: None,
+                read_at: Timestamp(1),
+            }),
+        }
+    }
+
+    #[test]
+    fn a_read_round_trips_has_no_subject_and_keeps_to_its_rules() {
+        let env = read(vec!["r-1".into(), "r-2".into()]);
+        assert_eq!(env.check_limits(), Ok(()));
+        let bytes = env.encode();
+        assert_eq!(Envelope::decode(&bytes), Ok(env.clone()));
+        // No record nor grant: a rebuild gives it to the first partition, which needs no
+        // state for it.
+        assert_eq!(Envelope::subject_of(&bytes), None);
+        assert_eq!(env.event.record_id(), None);
+        assert_eq!(env.event.key_name().as_deref(), Some("patient/p-1"));
+        assert!(env.event.clinical_fields().is_empty());
+        assert_eq!(env.check_format(FORMAT_SEALED), Ok(()));
+        let broken = |change: &dyn Fn(&mut RecordsRead)| {
+            let mut env = read(vec!["r-1".into()]);
+            let Event::RecordsRead(e) = &mut env.event else {
+                unreachable!()
+            };
+            change(e);
+            env.check_limits().unwrap_err()
+        };
+        assert_eq!(
+            broken(&|e| e.record_ids.clear()),
+            EventError::Empty {
+                field: "record_ids"
+            }
+        );
+        assert!(matches!(
+            broken(&|e| e.record_ids = vec!["r".into(); READ_RECORDS_MAX + 1]),
+            EventError::TooMany {
+                field: "record_ids",
+                ..
+            }
+        ));
+        for (field, change) in [
+            (
+                "reader_role",
+                &(|e: &mut RecordsRead| e.reader_role = "nurse".into())
+                    as &dyn Fn(&mut RecordsRead),
+            ),
+            ("what", &|e: &mut RecordsRead| e.what = "gossip".into()),
+            ("purpose", &|e: &mut RecordsRead| {
+                e.purpose = "curiosity".into()
+            }),
+        ] {
+            assert!(
+                matches!(broken(change), EventError::Malformed { field: f, .. } if f == field),
+                "{field}"
+            );
+        }
+        assert!(matches!(
+            broken(&|e| e.record_ids = vec!["r/1".into()]),
+            EventError::BadCharacters {
+                field: "record_ids",
+                ..
+            }
+        ));
+        // A break-glass reason is clinical text: sealed in the block format written.
+        let mut env = read(vec!["r-1".into()]);
+        if let Event::RecordsRead(e) = &mut env.event {
+            e.break_glass = Some("unconscious".into());
+        }
+        assert_eq!(env.event.clinical_fields().len(), 1);
+        assert!(env.check_format(FORMAT_SEALED).is_err());
+        assert_eq!(env.check_format(FORMAT_PLAIN), Ok(()));
     }
 
     fn arb_id() -> impl Strategy<Value = String> {

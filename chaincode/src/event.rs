@@ -167,6 +167,56 @@ pub struct AccessLogged {
     pub purpose: Clinical,
 }
 
+/// What a read of clinical content showed: the route it came through.
+pub const READ_KINDS: [&str; 6] = [
+    "record", "history", "as_of", "timeline", "export", "payload",
+];
+
+/// Why records were read: codes after HL7's PurposeOfUse (TREAT, ETREAT, HPAYMT, HOPERAT,
+/// HRESCH, PUBHLTH, HLEGAL, PATRQT, HSYSADMIN), never free text, so no clinical detail
+/// rides in the clear.
+pub const READ_PURPOSES: [&str; 9] = [
+    "treatment",
+    "emergency",
+    "payment",
+    "operations",
+    "research",
+    "public_health",
+    "legal",
+    "patient_request",
+    "audit",
+];
+
+/// Someone read clinical content of one patient's records (a record, its history, an
+/// earlier version, a page of a timeline, an export, a payload): the accounting of
+/// disclosures. A read of several patients' records is one event per patient.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, bincode::Encode, bincode::Decode)]
+pub struct RecordsRead {
+    pub patient_id: String,
+    /// The records read, in the order answered: 1 to [`READ_RECORDS_MAX`].
+    pub record_ids: Vec<String>,
+    pub reader_id: String,
+    /// `patient`, `clinician`, `auditor` or `admin`.
+    pub reader_role: String,
+    pub reader_hospital: Option<String>,
+    /// One of [`READ_KINDS`].
+    pub what: String,
+    /// One of [`READ_PURPOSES`].
+    pub purpose: String,
+    /// A clinician without a grant read in an emergency: the reason they gave, sealed
+    /// under the patient's access key (forgetting the patient destroys it).
+    pub break_glass: Option<Clinical>,
+    pub read_at: Timestamp,
+}
+
+impl RecordsRead {
+    /// The name of the key this event's clinical text is sealed under: the patient's
+    /// access key (ids never hold `/`, so it is no record's).
+    pub fn key_name(patient_id: &str) -> String {
+        format!("patient/{patient_id}")
+    }
+}
+
 /// One thing that happened to a record or to a patient's access grants.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, bincode::Encode, bincode::Decode)]
 #[serde(tag = "type", rename_all = "snake_case")]
@@ -178,6 +228,7 @@ pub enum Event {
     AccessRevoked(AccessRevoked),
     PayloadErased(PayloadErased),
     AccessLogged(AccessLogged),
+    RecordsRead(RecordsRead),
 }
 
 /// The type of an event, without its data.
@@ -191,6 +242,7 @@ pub enum EventKind {
     AccessRevoked,
     PayloadErased,
     AccessLogged,
+    RecordsRead,
 }
 
 impl EventKind {
@@ -204,6 +256,7 @@ impl EventKind {
             EventKind::AccessRevoked => "access_revoked",
             EventKind::PayloadErased => "payload_erased",
             EventKind::AccessLogged => "access_logged",
+            EventKind::RecordsRead => "records_read",
         }
     }
 }
@@ -219,6 +272,7 @@ impl Event {
             Event::AccessRevoked(_) => EventKind::AccessRevoked,
             Event::PayloadErased(_) => EventKind::PayloadErased,
             Event::AccessLogged(_) => EventKind::AccessLogged,
+            Event::RecordsRead(_) => EventKind::RecordsRead,
         }
     }
 
@@ -230,7 +284,16 @@ impl Event {
             Event::RecordStatusChanged(e) => Some(&e.record_id),
             Event::PayloadErased(e) => Some(&e.record_id),
             Event::AccessLogged(e) => Some(&e.record_id),
-            Event::AccessGranted(_) | Event::AccessRevoked(_) => None,
+            Event::AccessGranted(_) | Event::AccessRevoked(_) | Event::RecordsRead(_) => None,
+        }
+    }
+
+    /// The name of the key the event's clinical text is sealed under: its record's, or
+    /// for a read, the patient's access key ([`RecordsRead::key_name`]).
+    pub fn key_name(&self) -> Option<String> {
+        match self {
+            Event::RecordsRead(e) => Some(RecordsRead::key_name(&e.patient_id)),
+            _ => self.record_id().map(str::to_owned),
         }
     }
 
@@ -246,6 +309,7 @@ impl Event {
             Event::RecordStatusChanged(e) => vec![("reason", &e.reason)],
             Event::PayloadErased(e) => vec![("reason", &e.reason)],
             Event::AccessLogged(e) => vec![("purpose", &e.purpose)],
+            Event::RecordsRead(e) => e.break_glass.iter().map(|r| ("break_glass", r)).collect(),
             Event::AccessGranted(_) | Event::AccessRevoked(_) => Vec::new(),
         }
     }
@@ -262,6 +326,11 @@ impl Event {
             Event::RecordStatusChanged(e) => vec![("reason", &mut e.reason)],
             Event::PayloadErased(e) => vec![("reason", &mut e.reason)],
             Event::AccessLogged(e) => vec![("purpose", &mut e.purpose)],
+            Event::RecordsRead(e) => e
+                .break_glass
+                .iter_mut()
+                .map(|r| ("break_glass", r))
+                .collect(),
             Event::AccessGranted(_) | Event::AccessRevoked(_) => Vec::new(),
         }
     }
@@ -342,6 +411,37 @@ impl Event {
                 time("accessed_at", e.accessed_at)?;
                 clinical("purpose", &e.purpose, REASON_LEN_MAX)
             }
+            Event::RecordsRead(e) => {
+                id("patient_id", &e.patient_id)?;
+                if e.record_ids.is_empty() {
+                    return Err(EventError::Empty {
+                        field: "record_ids",
+                    });
+                }
+                if e.record_ids.len() > READ_RECORDS_MAX {
+                    return Err(EventError::TooMany {
+                        field: "record_ids",
+                        count: e.record_ids.len(),
+                        max: READ_RECORDS_MAX,
+                    });
+                }
+                e.record_ids.iter().try_for_each(|r| id("record_ids", r))?;
+                id("reader_id", &e.reader_id)?;
+                one_of(
+                    "reader_role",
+                    &e.reader_role,
+                    &["patient", "clinician", "auditor", "admin"],
+                )?;
+                if let Some(h) = &e.reader_hospital {
+                    id("reader_hospital", h)?;
+                }
+                one_of("what", &e.what, &READ_KINDS)?;
+                one_of("purpose", &e.purpose, &READ_PURPOSES)?;
+                if let Some(reason) = &e.break_glass {
+                    clinical("break_glass", reason, REASON_LEN_MAX)?;
+                }
+                time("read_at", e.read_at)
+            }
         }
     }
 }
@@ -360,6 +460,17 @@ pub(crate) fn id(field: &'static str, value: &str) -> Result<(), EventError> {
         });
     }
     Ok(())
+}
+
+fn one_of(field: &'static str, value: &str, allowed: &[&str]) -> Result<(), EventError> {
+    if allowed.contains(&value) {
+        Ok(())
+    } else {
+        Err(EventError::Malformed {
+            field,
+            reason: "is not one of the names docs/FORMAT.md lists for it",
+        })
+    }
 }
 
 fn record_type(field: &'static str, value: &str) -> Result<(), EventError> {

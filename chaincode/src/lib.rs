@@ -26,6 +26,7 @@ pub use envelope::{tx_hash, Envelope, Subject, TxHash, TxId, FORMAT_PLAIN, FORMA
 pub use error::{DecodeError, EventError};
 pub use event::{
     AccessGranted, AccessLogged, AccessRevoked, Event, EventKind, PayloadErased, PayloadRef,
-    RecordAmended, RecordCreated, RecordStatus, RecordStatusChanged, Sha256Digest,
+    RecordAmended, RecordCreated, RecordStatus, RecordStatusChanged, RecordsRead, Sha256Digest,
+    READ_KINDS, READ_PURPOSES,
 };
 pub use time::Timestamp;

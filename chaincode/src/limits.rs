@@ -16,6 +16,8 @@ pub const CID_LEN_MAX: usize = 128;
 pub const CONTENT_TYPE_LEN_MAX: usize = 128;
 /// Record types named in one access grant's scope.
 pub const SCOPE_ENTRIES_MAX: usize = 32;
+/// Records named by one read event (a read of more is several events).
+pub const READ_RECORDS_MAX: usize = 1000;
 /// Record versions: a record can be changed this many times.
 pub const VERSION_MAX: u32 = 1_000_000;
 /// The largest envelope the decoder will allocate for (the cutter's AbsoluteMaxBytes is

@@ -55,11 +55,15 @@ pub enum View {
     /// (block, position) → why a committed transaction changed nothing (the contract
     /// rejected it for the state it met): the validation outcome, as Fabric flags it.
     Rejected = 10,
+    /// Reads of clinical content, newest first: (`p`, patient id, block descending,
+    /// position descending) → the read; (`r`, record id, ...) → the same read without its
+    /// list of records.
+    AccessLog = 11,
 }
 
 impl View {
     /// Every view, in byte order.
-    pub const ALL: [View; 10] = [
+    pub const ALL: [View; 11] = [
         View::Records,
         View::RecordVersions,
         View::PatientTimeline,
@@ -70,6 +74,7 @@ impl View {
         View::Grants,
         View::Audit,
         View::Rejected,
+        View::AccessLog,
     ];
 
     /// The stable name (RocksDB column family, logs, digests).
@@ -85,6 +90,7 @@ impl View {
             View::Grants => "grants",
             View::Audit => "audit",
             View::Rejected => "rejected",
+            View::AccessLog => "access_log",
         }
     }
 }
@@ -97,7 +103,9 @@ impl View {
 /// - 1: `record_versions` held every version of a record, the current one too.
 /// - 2: `record_versions` holds the superseded versions; the current one is only in
 ///   `records` (each record's state is stored once until it is amended).
-pub const LAYOUT: u32 = 2;
+/// - 3: `access_log`, the reads of clinical content (`RecordsRead`) by patient and by
+///   record.
+pub const LAYOUT: u32 = 3;
 
 /// The stored applied height and layout: height (u64 LE) then layout (u32 LE).
 pub(crate) fn encode_meta(applied_height: u64) -> [u8; 12] {

@@ -27,12 +27,12 @@ use foldhash::HashMap;
 use medledger_chaincode::contract::{
     apply_grant_event, change_record, check_record_event, record_created, GrantState, RecordState,
 };
-use medledger_chaincode::{Envelope, Event, RecordStatus};
+use medledger_chaincode::{Envelope, Event, RecordStatus, RecordsRead};
 
 use super::changes::Touched;
 use super::keys;
 use super::values::{
-    self, event_kind_code, AuditEntry, Rejection, Summary, TxPosition, VersionEntry,
+    self, event_kind_code, AccessLogEntry, AuditEntry, Rejection, Summary, TxPosition, VersionEntry,
 };
 use super::{View, ViewBatch, ViewError, ViewOp, ViewStore};
 
@@ -248,7 +248,7 @@ impl<'s> Projection<'s> {
             &mut grants.iter().map(|(k, v)| (k.as_slice(), v.as_slice())),
         )?;
         self.partition_rows.sort_by_key();
-        for view in [View::RecordVersions, View::Audit] {
+        for view in [View::RecordVersions, View::Audit, View::AccessLog] {
             store.write_range(
                 view,
                 &mut self.partition_rows.ops().filter_map(|op| match op {
@@ -324,7 +324,61 @@ impl<'s> Projection<'s> {
             | Event::RecordStatusChanged(_)
             | Event::PayloadErased(_)
             | Event::AccessLogged(_) => self.apply_record(at, event),
+            Event::RecordsRead(_) => {
+                let Event::RecordsRead(e) = event else {
+                    unreachable!()
+                };
+                self.apply_read(at, e);
+                Ok(Ok(()))
+            }
         }
+    }
+
+    /// A read of clinical content: one row in the patient's access log, one in each
+    /// record's. It changes no state and the contract has no rule for it.
+    fn apply_read(&mut self, at: TxPosition, e: RecordsRead) {
+        let partition = self.store.is_none();
+        let mut entry = AccessLogEntry {
+            at,
+            patient_id: e.patient_id,
+            record_ids: Vec::new(),
+            reader_id: e.reader_id,
+            reader_role: e.reader_role,
+            reader_hospital: e.reader_hospital,
+            what: e.what,
+            purpose: e.purpose,
+            break_glass: e.break_glass,
+            read_at: e.read_at,
+        };
+        for record_id in &e.record_ids {
+            kept(&mut self.batch, &mut self.partition_rows, partition).put_encoded(
+                View::AccessLog,
+                |k| {
+                    keys::write_access_log(
+                        k,
+                        keys::ACCESS_BY_RECORD,
+                        record_id,
+                        at.block,
+                        at.position,
+                    )
+                },
+                |v| values::encode_into(&entry, v),
+            );
+        }
+        entry.record_ids = e.record_ids;
+        kept(&mut self.batch, &mut self.partition_rows, partition).put_encoded(
+            View::AccessLog,
+            |k| {
+                keys::write_access_log(
+                    k,
+                    keys::ACCESS_BY_PATIENT,
+                    &entry.patient_id,
+                    at.block,
+                    at.position,
+                )
+            },
+            |v| values::encode_into(&entry, v),
+        );
     }
 
     fn apply_grant(

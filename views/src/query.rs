@@ -13,7 +13,7 @@ use medledger_chaincode::{RecordStatus, Timestamp};
 use sha2::{Digest, Sha256};
 
 use super::keys;
-use super::values::{self, AuditEntry, Rejection, Summary, VersionEntry};
+use super::values::{self, AccessLogEntry, AuditEntry, Rejection, Summary, VersionEntry};
 use super::{View, ViewError, ViewStore};
 
 /// The most items one page returns.
@@ -235,6 +235,26 @@ impl<'s> Views<'s> {
             .scan(View::Audit, &prefix, cursor.as_deref(), limit)?
             .iter()
             .map(|(_, v)| values::decode(v, "audit entry").map_err(QueryError::from))
+            .collect()
+    }
+
+    /// The reads of a patient's (`by` [`keys::ACCESS_BY_PATIENT`]) or a record's
+    /// ([`keys::ACCESS_BY_RECORD`]) clinical content, newest first, at most `limit`,
+    /// after the read at `(block, position)`.
+    pub fn access_log(
+        &self,
+        by: u8,
+        id: &str,
+        after: Option<(u64, u32)>,
+        limit: usize,
+    ) -> Result<Vec<AccessLogEntry>, QueryError> {
+        check_limit(limit)?;
+        let prefix = keys::access_log_prefix(by, id);
+        let cursor = after.map(|(b, p)| keys::access_log(by, id, b, p));
+        self.store
+            .scan(View::AccessLog, &prefix, cursor.as_deref(), limit)?
+            .iter()
+            .map(|(_, v)| values::decode(v, "access log entry").map_err(QueryError::from))
             .collect()
     }
 

@@ -103,6 +103,23 @@ pub struct AuditEntry {
     pub purpose: Clinical,
 }
 
+/// One read of clinical content (a `RecordsRead` event) and where it is.
+#[derive(Clone, Debug, PartialEq, Eq, Encode, Decode)]
+pub struct AccessLogEntry {
+    pub at: TxPosition,
+    pub patient_id: String,
+    /// The records read; empty in a record's own log (the key names the record).
+    pub record_ids: Vec<String>,
+    pub reader_id: String,
+    pub reader_role: String,
+    pub reader_hospital: Option<String>,
+    pub what: String,
+    pub purpose: String,
+    /// Break-glass: the reason, sealed under the patient's access key.
+    pub break_glass: Option<Clinical>,
+    pub read_at: Timestamp,
+}
+
 /// A committed transaction that changed nothing: the contract's verdict on it.
 #[derive(Clone, Debug, PartialEq, Eq, Encode, Decode)]
 pub struct Rejection {
@@ -123,6 +140,7 @@ pub fn event_kind_code(kind: EventKind) -> u8 {
         EventKind::AccessRevoked => 4,
         EventKind::PayloadErased => 5,
         EventKind::AccessLogged => 6,
+        EventKind::RecordsRead => 7,
     }
 }
 
@@ -136,6 +154,7 @@ pub fn event_kind_from_code(code: u8) -> Option<EventKind> {
         4 => EventKind::AccessRevoked,
         5 => EventKind::PayloadErased,
         6 => EventKind::AccessLogged,
+        7 => EventKind::RecordsRead,
         _ => return None,
     })
 }
@@ -165,11 +184,11 @@ mod tests {
 
     #[test]
     fn every_event_kind_code_round_trips() {
-        for code in 0..=6 {
+        for code in 0..=7 {
             let kind = event_kind_from_code(code).unwrap();
             assert_eq!(event_kind_code(kind), code);
         }
-        assert_eq!(event_kind_from_code(7), None);
+        assert_eq!(event_kind_from_code(8), None);
     }
 
     #[test]
