@@ -78,15 +78,19 @@ pub fn seal_blocking(keys: &KeyStore, env: &mut Envelope) -> Result<(), Clinical
     seal_with(env, &record_id, key)
 }
 
-/// The record whose key `env` needs, if it has clinical text in the clear.
+/// The key `env` needs (its record's, or for a read the patient's access key), if it
+/// has clinical text in the clear.
 fn needs_sealing(env: &Envelope) -> Option<String> {
-    let record_id = env.event.record_id()?;
     let plain = env
         .event
         .clinical_fields()
         .iter()
         .any(|(_, value)| !value.is_sealed());
-    plain.then(|| record_id.to_owned())
+    if plain {
+        env.event.key_name()
+    } else {
+        None
+    }
 }
 
 fn seal_with(

@@ -361,6 +361,11 @@ struct ServeArgs {
     /// The private key of `--tls-cert` (PEM: PKCS#8, PKCS#1 or SEC1).
     #[arg(long, env = "MEDLEDGER_TLS_KEY", requires = "tls_cert")]
     tls_key: Option<PathBuf>,
+    /// Reads of clinical content on the ledger: `sync` answers once the read's access
+    /// event is durable, `async` once it is queued (lost if the process dies within
+    /// BatchTimeout plus one block's fsync), `off` records none.
+    #[arg(long, env = "MEDLEDGER_AUDIT_READS", value_enum, default_value_t = medledger::api::audit::AuditReads::Sync)]
+    audit_reads: medledger::api::audit::AuditReads,
     /// HTTP worker threads (0: one per core).
     #[arg(long, env = "MEDLEDGER_WORKERS", default_value_t = 0)]
     workers: usize,
@@ -617,6 +622,7 @@ fn main() -> ExitCode {
                 workers: a.workers,
                 rate_limit_per_sec: a.rate_limit_per_sec,
                 disk_reserve_bytes: a.disk_reserve_mib << 20,
+                audit_reads: a.audit_reads,
                 tls: match (a.tls_cert, a.tls_key) {
                     (Some(cert), Some(key)) => Some(medledger::serve::TlsFiles { cert, key }),
                     _ => None,

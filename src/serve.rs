@@ -197,6 +197,8 @@ pub struct ServeConfig {
     pub disk_reserve_bytes: u64,
     /// Serve HTTPS with this certificate chain and key (PEM files); none: plain HTTP.
     pub tls: Option<TlsFiles>,
+    /// Whether reads of clinical content wait for their access event.
+    pub audit_reads: crate::api::audit::AuditReads,
 }
 
 /// The payload pipeline's knobs (the data dir and the size limit come from the rest of
@@ -359,6 +361,7 @@ impl ServeConfig {
             cluster: None,
             disk_reserve_bytes: crate::disk::RESERVE_BYTES_DEFAULT,
             tls: None,
+            audit_reads: crate::api::audit::AuditReads::Sync,
         }
     }
 }
@@ -615,6 +618,7 @@ impl Core {
             views,
             projector,
             auth,
+            audit_reads: config.audit_reads,
             rate_limit: (config.rate_limit_per_sec > 0)
                 .then(|| RateLimiter::new(config.rate_limit_per_sec)),
             body_grace: config.body_grace,

@@ -31,6 +31,11 @@ struct Cluster {
     /// The first nodes' cluster file.
     file: PathBuf,
     nodes: Vec<Node>,
+    /// `--audit-reads` of the nodes: `off` by default here, so a read on a follower
+    /// shows that node's own views (the replication under test); with reads recorded,
+    /// a follower sends them to the leader
+    /// (`reads_of_clinical_content_are_recorded_by_the_leader`).
+    audit_reads: &'static str,
 }
 
 impl Cluster {
@@ -59,6 +64,7 @@ impl Cluster {
             _root: root,
             file,
             nodes,
+            audit_reads: "off",
         }
     }
 
@@ -70,6 +76,7 @@ impl Cluster {
             .args(["--node-id", &node.id.to_string(), "--data-dir"])
             .arg(&node.dir)
             .args(["--workers", "1", "--rate-limit-per-sec", "0"])
+            .args(["--audit-reads", self.audit_reads])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -224,6 +231,62 @@ fn get_text(addr: SocketAddr, path: &str) -> String {
 
 fn mint(dir: &Path, role: &str, sub: &str) -> String {
     token(dir, role, sub, Some("h-1"))
+}
+
+#[test]
+fn reads_of_clinical_content_are_recorded_by_the_leader() {
+    let mut c = Cluster::new(3);
+    c.audit_reads = "sync";
+    let _procs: Vec<Running> = (0..3).map(|i| Running(c.spawn(i))).collect();
+    let admin = mint(&c.nodes[0].dir, "admin", "root");
+    let dr = mint(&c.nodes[0].dir, "clinician", "dr-1");
+    let all = [0, 1, 2];
+    let leader = c.leader(&admin, &all);
+    let follower = (leader + 1) % 3;
+    let (s, b) = create(&c, c.nodes[leader].http, &dr, "r-read");
+    assert_eq!(s, 201, "{b}");
+    let height = b["height"].as_u64().unwrap();
+    // A follower cannot put the read on the ledger: it sends the reader to the leader.
+    let (s, b) = request(
+        c.nodes[follower].http,
+        "GET",
+        &format!("/v1/records/r-read?min_height={height}"),
+        Some(&dr),
+        None,
+    )
+    .unwrap();
+    assert_eq!(s, 307, "{b}");
+    assert_eq!(b["error"]["code"], "not_leader");
+    let location = b["error"]["details"]["location"].as_str().unwrap();
+    assert_eq!(
+        location,
+        format!(
+            "http://{}/v1/records/r-read?min_height={height}",
+            c.nodes[leader].http
+        )
+    );
+    let (s, b) = request(
+        c.nodes[leader].http,
+        "GET",
+        "/v1/records/r-read",
+        Some(&dr),
+        None,
+    )
+    .unwrap();
+    assert_eq!(s, 200, "{b}");
+    // The read is on every node's ledger: its access log shows it anywhere.
+    let tip = converge(&c, &admin, &all, height + 1);
+    let (s, b) = request(
+        c.nodes[follower].http,
+        "GET",
+        &format!("/v1/records/r-read/access-log?min_height={tip}"),
+        Some(&admin),
+        None,
+    )
+    .unwrap();
+    assert_eq!(s, 200, "{b}");
+    assert_eq!(b["items"][0]["reader"]["id"], "dr-1");
+    assert_eq!(b["items"][0]["what"], "record");
 }
 
 #[test]

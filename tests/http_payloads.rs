@@ -117,21 +117,29 @@ async fn payloads_round_trip_are_audited_limited_and_erased() {
         );
         assert_eq!(s, status);
     }
-    // Each successful read is in the audit trail (dr-1, then p-1).
+    // Each successful read is on the ledger, in the record's access log.
     let height = env.core.state.ledger.tip().height;
     env.core.state.projector.nudge();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     let trail = loop {
         let trail = Views::new(env.core.state.views.as_ref())
-            .audit_trail(&r1, None, 100)
+            .access_log(medledger_views::keys::ACCESS_BY_RECORD, &r1, None, 100)
             .unwrap();
-        if trail.len() >= 2 || std::time::Instant::now() > deadline {
+        if trail.len() >= 3 || std::time::Instant::now() > deadline {
             break trail;
         }
         std::thread::sleep(std::time::Duration::from_millis(20));
     };
-    let who: Vec<&str> = trail.iter().map(|a| a.accessor_id.as_str()).collect();
-    assert_eq!(who, ["dr-1", "p-1"], "audit trail after height {height}");
+    // Newest first: p-1's and dr-1's payload reads, after dr-1's read of the record.
+    let who: Vec<(&str, &str)> = trail
+        .iter()
+        .map(|a| (a.reader_id.as_str(), a.what.as_str()))
+        .collect();
+    assert_eq!(
+        who,
+        [("p-1", "payload"), ("dr-1", "payload"), ("dr-1", "record")],
+        "access log after height {height}"
+    );
 
     // 3. Bytes as base64, and a 1.5 MiB multipart upload (several 256 KiB chunks).
     let bin: Vec<u8> = (0..70_000u32)

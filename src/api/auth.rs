@@ -764,6 +764,16 @@ impl Caller {
         matches!(self.role(), Role::Admin | Role::Auditor)
     }
 
+    /// May read who read a patient's records (the accounting of disclosures): that
+    /// patient, auditors, admins.
+    pub fn may_read_access_log_of(&self, patient_id: &str) -> bool {
+        match self.role() {
+            Role::Admin | Role::Auditor => true,
+            Role::Patient => self.id() == patient_id,
+            Role::Clinician => false,
+        }
+    }
+
     /// May list a clinician's records: that clinician, auditors, admins.
     pub fn may_list_clinician(&self, clinician_id: &str) -> bool {
         match self.role() {

@@ -150,10 +150,13 @@ pub fn write_elsewhere(
     path_and_query: &str,
 ) -> Option<HttpResponse> {
     let cluster = state.cluster.as_ref()?;
-    if matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS)
-        || !path_and_query.starts_with("/v1/")
-        || cluster.is_leader()
-    {
+    let read = matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS);
+    // A read of clinical content puts an event on the ledger, which only the leader
+    // commits: it goes there too (unless reads are not recorded).
+    let recorded_read = read
+        && state.audit_reads != super::audit::AuditReads::Off
+        && reads_clinical_content(path_and_query);
+    if (read && !recorded_read) || !path_and_query.starts_with("/v1/") || cluster.is_leader() {
         return None;
     }
     Some(match cluster.leader() {
@@ -163,8 +166,13 @@ pub fn write_elsewhere(
                 StatusCode::TEMPORARY_REDIRECT,
                 "not_leader",
                 format!(
-                    "node {} does not take writes; node {id} leads",
-                    cluster.node_id
+                    "node {} does not take writes{}; node {id} leads",
+                    cluster.node_id,
+                    if recorded_read {
+                        " (a read of clinical content is one: it is recorded on the ledger)"
+                    } else {
+                        ""
+                    }
                 ),
             )
             .with_details(json!({"leader_id": id, "location": location}))
@@ -182,4 +190,49 @@ pub fn write_elsewhere(
         )
         .error_response(),
     })
+}
+
+/// Whether a GET of `path_and_query` shows clinical content (and so is recorded on the
+/// ledger): a record, its history or payload, a timeline, an export.
+pub fn reads_clinical_content(path_and_query: &str) -> bool {
+    let path = path_and_query.split('?').next().unwrap_or("");
+    let parts: Vec<&str> = path.trim_end_matches('/').split('/').collect();
+    match parts.as_slice() {
+        ["", "v1", "records", id] => *id != "batch",
+        ["", "v1", "records", _, "history" | "payload"] => true,
+        ["", "v1", "patients" | "clinicians" | "hospitals", _, "records"] => true,
+        ["", "v1", "patients", _, "export"] => true,
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_reads_of_clinical_content_are_the_audited_routes() {
+        use super::reads_clinical_content as reads;
+        for path in [
+            "/v1/records/r-1",
+            "/v1/records/r-1?as_of_block=3",
+            "/v1/records/r-1/history",
+            "/v1/records/r-1/payload?purpose=treatment",
+            "/v1/patients/p-1/records",
+            "/v1/clinicians/dr-1/records?limit=5",
+            "/v1/hospitals/h-1/records",
+            "/v1/patients/p-1/export",
+        ] {
+            assert!(reads(path), "{path}");
+        }
+        for path in [
+            "/v1/records/batch",
+            "/v1/records/r-1/access-log",
+            "/v1/patients/p-1/access-log",
+            "/v1/patients/p-1/grants",
+            "/v1/chain",
+            "/v1/tx/abc",
+            "/healthz",
+        ] {
+            assert!(!reads(path), "{path}");
+        }
+    }
 }

@@ -219,6 +219,16 @@ pub async fn erase_patient(
             None => break,
         }
     }
+    if failed.is_empty() {
+        // The reasons given for break-glass reads of this patient go with the records;
+        // who read what stays on the ledger.
+        let keys = state.payloads.keys().clone();
+        let name = medledger_chaincode::RecordsRead::key_name(&patient_id);
+        tokio::task::spawn_blocking(move || clinical::destroy(&keys, &name))
+            .await
+            .map_err(|e| ApiError::internal(e.to_string()))?
+            .map_err(|e| clinical_error(&e))?;
+    }
     let status = if failed.is_empty() {
         StatusCode::OK
     } else {

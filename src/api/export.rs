@@ -8,6 +8,7 @@ use serde::Deserialize;
 use medledger_views::query::{Owner, TimelineFilter, Views};
 use medledger_views::values::VersionEntry;
 
+use super::audit::{self, Declared};
 use super::auth::Caller;
 use super::error::ApiError;
 use super::lookup::{honour_min_height, may_read, query_error};
@@ -130,7 +131,13 @@ fn csv_record(keys: &KeyStore, entry: &VersionEntry) -> Result<String, ApiError>
 #[serde(deny_unknown_fields)]
 pub struct ExportQuery {
     min_height: Option<u64>,
+    purpose: Option<String>,
+    break_glass: Option<String>,
 }
+
+/// Records an export sends in one chunk: each chunk's reads are on the ledger before its
+/// lines leave.
+const EXPORT_CHUNK_RECORDS: usize = 256;
 
 /// `GET /v1/patients/{id}/export`: the whole timeline as NDJSON (or CSV with
 /// `Accept: text/csv`), streamed in constant memory (a bounded channel between the
@@ -148,7 +155,14 @@ pub async fn patient_export(
             "you may not export the records of `{patient_id}`"
         )));
     }
+    let declared = Declared::parse(
+        &caller,
+        query.purpose.as_deref(),
+        query.break_glass.as_deref(),
+        true,
+    )?;
     honour_min_height(&state, query.min_height).await?;
+    audit::check_break_glass(&state, &declared, &patient_id).await?;
     let csv = req
         .headers()
         .get(actix_web::http::header::ACCEPT)
@@ -174,16 +188,36 @@ pub async fn patient_export(
                 }
             }
             let views = Views::new(st.views.as_ref());
+            // Lines wait here until their reads are on the ledger.
+            let mut chunk: Vec<(String, web::Bytes)> = Vec::new();
+            let flush = |chunk: &mut Vec<(String, web::Bytes)>| -> bool {
+                let reads: Vec<(&str, &str)> = chunk
+                    .iter()
+                    .map(|(record_id, _)| (patient_id.as_str(), record_id.as_str()))
+                    .collect();
+                if let Err(e) = audit::record_blocking(&st, &caller, &declared, "export", &reads) {
+                    let _ = tx.blocking_send(Err(e));
+                    return false;
+                }
+                for (_, line) in chunk.drain(..) {
+                    if tx.blocking_send(Ok(line)).is_err() {
+                        return false; // the client went away
+                    }
+                }
+                true
+            };
             let result = views.export_timeline(
                 Owner::Patient(&patient_id),
                 &TimelineFilter::default(),
                 &mut |entry| {
-                    match may_read(&st, &caller, &entry) {
-                        Ok(false) => return ControlFlow::Continue(()),
-                        Ok(true) => {}
-                        Err(e) => {
-                            let _ = tx.blocking_send(Err(e));
-                            return ControlFlow::Break(());
+                    if !declared.is_break_glass() {
+                        match may_read(&st, &caller, &entry) {
+                            Ok(false) => return ControlFlow::Continue(()),
+                            Ok(true) => {}
+                            Err(e) => {
+                                let _ = tx.blocking_send(Err(e));
+                                return ControlFlow::Break(());
+                            }
                         }
                     }
                     let keys = st.payloads.keys();
@@ -204,14 +238,21 @@ pub async fn patient_export(
                             return ControlFlow::Break(());
                         }
                     };
-                    if tx.blocking_send(Ok(web::Bytes::from(line))).is_err() {
-                        return ControlFlow::Break(()); // the client went away
+                    chunk.push((entry.state.record_id.clone(), web::Bytes::from(line)));
+                    if chunk.len() >= EXPORT_CHUNK_RECORDS && !flush(&mut chunk) {
+                        return ControlFlow::Break(());
                     }
                     ControlFlow::Continue(())
                 },
             );
-            if let Err(e) = result {
-                let _ = tx.blocking_send(Err(query_error(e)));
+            match result {
+                Err(e) => {
+                    let _ = tx.blocking_send(Err(query_error(e)));
+                }
+                Ok(()) if !chunk.is_empty() => {
+                    flush(&mut chunk);
+                }
+                Ok(()) => {}
             }
         })
         .map_err(|e| ApiError::internal(format!("starting the export: {e}")))?;

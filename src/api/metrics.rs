@@ -147,6 +147,8 @@ pub struct Metrics {
     /// series exists.
     requests: Mutex<HashMap<String, RouteSeries>>,
     pub submissions_rejected: AtomicU64,
+    /// Reads of clinical content put on the ledger.
+    pub audit: super::audit::AuditStats,
 }
 
 impl Metrics {
@@ -250,6 +252,27 @@ pub async fn render(state: web::Data<AppState>) -> HttpResponse {
         "counter",
         "Transactions durable in a block.",
         load(&stats.committed),
+    );
+    metric(
+        &mut out,
+        "medledger_read_events_total",
+        "counter",
+        "Access events (RecordsRead) submitted for reads of clinical content.",
+        load(&state.metrics.audit.events),
+    );
+    metric(
+        &mut out,
+        "medledger_records_read_total",
+        "counter",
+        "Records shown by reads of clinical content, as the access events name them.",
+        load(&state.metrics.audit.records),
+    );
+    metric(
+        &mut out,
+        "medledger_break_glass_reads_total",
+        "counter",
+        "Reads by clinicians without a grant, under break-glass.",
+        load(&state.metrics.audit.break_glass),
     );
     metric(
         &mut out,

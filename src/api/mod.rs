@@ -6,6 +6,8 @@
 //! 2xx is never followed by a rejection. Every write answer carries its `height`; reads
 //! take `?min_height=` to see one's own writes.
 
+pub mod access_log;
+pub mod audit;
 pub mod auth;
 pub mod cluster;
 pub mod erasure;
@@ -59,6 +61,8 @@ pub struct AppState {
     /// The encrypted payload pipeline.
     pub payloads: Arc<medledger_payload::Payloads>,
     pub auth: Auth,
+    /// Whether reads of clinical content wait for their access event (`--audit-reads`).
+    pub audit_reads: audit::AuditReads,
     /// The per-client rate limit (none: off).
     pub rate_limit: Option<limits::RateLimiter>,
     /// A request body's grace before it must keep coming (`slow_body`).
@@ -118,7 +122,9 @@ routes! {
     post "/v1/records/batch" => records::create_batch, "records", auth: true, body: Some("new_records.json"), "Create up to 1,000 records; each item gets its own outcome.";
     get "/v1/records/{id}" => records::get, "records", auth: true, body: None, "A record now, or as of the first N blocks (`as_of_block`).";
     get "/v1/records/{id}/history" => records::history, "records", auth: true, body: None, "Every version of a record with its block and tx.";
-    get "/v1/records/{id}/payload" => payloads::read, "payloads", auth: true, body: None, "The record's payload, decrypted and streamed; the read is audited (AccessLogged).";
+    get "/v1/records/{id}/payload" => payloads::read, "payloads", auth: true, body: None, "The record's payload, decrypted and streamed; the read is on the ledger (RecordsRead) before it is answered.";
+    get "/v1/records/{id}/access-log" => access_log::record_access_log, "audit", auth: true, body: None, "Who read this record, newest first (its patient, auditors, admins).";
+    get "/v1/patients/{id}/access-log" => access_log::patient_access_log, "audit", auth: true, body: None, "Who read what of this patient's records, newest first (the patient, auditors, admins).";
     get "/v1/ipfs/status" => payloads::status, "payloads", auth: true, body: None, "The payload store and the IPFS replication outbox.";
     post "/v1/records/{id}/erase" => erasure::erase_record, "records", auth: true, body: Some("erasure.json"), "Erase a record: its clinical text in every version and every payload it had (admins).";
     post "/v1/keys/rotate-jwt" => keys::rotate_jwt, "ops", auth: true, body: Some("jwt_rotation.json"), "Replace the JWT secret; old tokens stay accepted for a grace period (admins).";

@@ -103,28 +103,61 @@ fn query_params(path: &str) -> Vec<Param> {
         ("cursor", text(), "The previous page's next_cursor."),
         min_height.clone(),
     ];
+    // Every read of clinical content is recorded on the ledger with why it was made.
+    let purpose = (
+        "purpose",
+        json!({"type": "string", "enum": medledger_chaincode::READ_PURPOSES}),
+        "Why the records are read, recorded with the read (default treatment).",
+    );
+    let break_glass = (
+        "break_glass",
+        json!({"type": "string", "minLength": 1, "maxLength": medledger_chaincode::limits::REASON_LEN_MAX}),
+        "Clinicians: read one patient's records without a grant in an emergency; the reason, recorded (sealed) with the read. Others: 400 break_glass_not_allowed.",
+    );
+    let access_log = vec![
+        ("limit", int(1, Some(1_000)), "Page size (default 50)."),
+        (
+            "cursor",
+            json!({"type": "string", "pattern": "^[0-9]+-[0-9]+$"}),
+            "The previous page's next_cursor.",
+        ),
+        min_height.clone(),
+    ];
+    let read = |mut params: Vec<Param>, one_patient: bool| {
+        params.push(purpose.clone());
+        if one_patient {
+            params.push(break_glass.clone());
+        }
+        params
+    };
     match path {
-        "/v1/patients/{id}/records"
-        | "/v1/clinicians/{id}/records"
-        | "/v1/hospitals/{id}/records" => timeline,
-        "/v1/records/{id}" => vec![
-            (
-                "as_of_block",
-                int(0, None),
-                "The record as of the ledger's first N blocks.",
-            ),
-            min_height,
-        ],
-        "/v1/records/{id}/history" => vec![
-            (
-                "after_version",
-                int(0, Some(u64::from(u32::MAX))),
-                "Versions after this one.",
-            ),
-            ("limit", int(1, Some(1_000)), "Page size (default 50)."),
-            min_height,
-        ],
-        "/v1/patients/{id}/export" => vec![min_height],
+        "/v1/patients/{id}/records" => read(timeline, true),
+        "/v1/clinicians/{id}/records" | "/v1/hospitals/{id}/records" => read(timeline, false),
+        "/v1/records/{id}/access-log" | "/v1/patients/{id}/access-log" => access_log,
+        "/v1/records/{id}" => read(
+            vec![
+                (
+                    "as_of_block",
+                    int(0, None),
+                    "The record as of the ledger's first N blocks.",
+                ),
+                min_height,
+            ],
+            true,
+        ),
+        "/v1/records/{id}/history" => read(
+            vec![
+                (
+                    "after_version",
+                    int(0, Some(u64::from(u32::MAX))),
+                    "Versions after this one.",
+                ),
+                ("limit", int(1, Some(1_000)), "Page size (default 50)."),
+                min_height,
+            ],
+            true,
+        ),
+        "/v1/patients/{id}/export" => read(vec![min_height], true),
         "/v1/patients/{id}/grants" => vec![
             ("after", text(), "Grantees after this id."),
             ("limit", int(1, Some(1_000)), "Page size (default 50)."),
@@ -146,14 +179,7 @@ fn query_params(path: &str) -> Vec<Param> {
                 "The newer tree size (default: the whole chain).",
             ),
         ],
-        "/v1/records/{id}/payload" => vec![
-            (
-                "purpose",
-                text(),
-                "Why the payload is read, recorded in the audit trail (default: treatment).",
-            ),
-            min_height,
-        ],
+        "/v1/records/{id}/payload" => read(vec![min_height], true),
         "/v1/activity" => vec![
             (
                 "bucket",
@@ -236,6 +262,18 @@ fn responses(r: &super::RouteDoc) -> Value {
         errors.push((
             "410",
             "record_erased: the record's clinical text and payloads were erased for good.",
+            false,
+        ));
+    }
+    if r.method == "get" && super::cluster::reads_clinical_content(r.path) {
+        errors.push((
+            "507",
+            "storage_full: the read could not be recorded on the ledger (the disk is down to half its reserve); nothing was shown.",
+            true,
+        ));
+        errors.push((
+            "410",
+            "record_erased; patient_forgotten: a break-glass read of a forgotten patient cannot be recorded.",
             false,
         ));
     }

@@ -18,13 +18,14 @@ use futures_util::StreamExt;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use medledger_chaincode::{AccessLogged, Envelope, Event, PayloadRef, Sha256Digest};
+use medledger_chaincode::{Envelope, Event, PayloadRef, Sha256Digest};
 use medledger_payload::{Cid, PayloadError, StoredPayload};
 
+use super::audit::{self, Declared};
 use super::auth::{Caller, Role};
 use super::error::ApiError;
 use super::lookup::{honour_min_height, load_record, may_read};
-use super::submit::{clinical_error, envelope, now, submit_with_payload, NotAccepted};
+use super::submit::{submit_with_payload, NotAccepted};
 use super::AppState;
 use crate::orderer::Receipt;
 
@@ -351,8 +352,10 @@ pub fn is_multipart(req: &HttpRequest) -> bool {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ReadQuery {
-    /// Why the payload is read (recorded in the audit trail).
+    /// Why the payload is read (recorded on the ledger with the read).
     purpose: Option<String>,
+    /// A clinician without a grant reads in an emergency: the reason.
+    break_glass: Option<String>,
     /// Read one's own writes: the views reflect at least this many blocks first.
     min_height: Option<u64>,
 }
@@ -409,9 +412,8 @@ pub(crate) async fn commit_with_payload(
 
 /// `GET /v1/records/{id}/payload[?purpose=...]`: the current version's payload,
 /// decrypted and streamed (checked against its size and SHA-256 at the end). Auditors
-/// may not read payloads. Every read appends `AccessLogged` (batched through the cutter,
-/// not waited on); if that cannot be queued, the read is refused: no read goes
-/// unaudited.
+/// may not read payloads. Every read is on the ledger before the payload leaves
+/// (`RecordsRead`, see [`audit`]); a read that cannot be recorded is refused.
 pub async fn read(
     state: Data,
     caller: Caller,
@@ -419,9 +421,17 @@ pub async fn read(
     query: web::Query<ReadQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let record_id = path.into_inner();
+    let declared = Declared::parse(
+        &caller,
+        query.purpose.as_deref(),
+        query.break_glass.as_deref(),
+        true,
+    )?;
     honour_min_height(&state, query.min_height).await?;
     let entry = load_record(&state, &record_id).await?;
-    if caller.role() == Role::Auditor || !may_read(&state, &caller, &entry)? {
+    if caller.role() == Role::Auditor
+        || !(declared.is_break_glass() || may_read(&state, &caller, &entry)?)
+    {
         return Err(ApiError::forbidden(format!(
             "you may not read the payload of record `{record_id}`"
         )));
@@ -444,32 +454,8 @@ pub async fn read(
     let stored = stored_of(p)?;
     ensure_held(&state, &stored).await;
     let stream = state.payloads.get(&stored).await.map_err(payload_error)?;
-    let audit = envelope(
-        &caller,
-        Event::AccessLogged(AccessLogged {
-            record_id: record_id.clone(),
-            patient_id: s.patient_id.clone(),
-            accessor_id: caller.id().to_owned(),
-            accessed_at: now(),
-            purpose: query
-                .purpose
-                .clone()
-                .unwrap_or_else(|| "treatment".into())
-                .into(),
-        }),
-    );
-    let mut audit = audit;
-    audit
-        .check_limits()
-        .map_err(|e| ApiError::bad_request("invalid_field", e.to_string()))?;
-    crate::clinical::seal(state.payloads.keys(), &mut audit)
-        .await
-        .map_err(|e| clinical_error(&e))?;
-    // Queued, not awaited: the receipt is dropped and the event commits with its block.
-    state.orderer.enqueue(&audit).map_err(|e| {
-        ApiError::unavailable("busy", format!("the read could not be audited: {e}"), 1)
-    })?;
-    state.projector.nudge();
+    let read = [(s.patient_id.as_str(), record_id.as_str())];
+    audit::record(&state, &caller, &declared, "payload", &read).await?;
     // A failure mid-stream (a corrupt block, a size or SHA-256 mismatch at the end) cuts
     // the connection short of Content-Length, so the client can tell.
     let body = stream.map(|item| {

@@ -14,11 +14,12 @@ use medledger_chaincode::{
 use medledger_views::query::Views;
 use medledger_views::values::VersionEntry;
 
+use super::audit::{self, Declared};
 use super::auth::Caller;
 use super::error::ApiError;
 use super::lookup::{
-    check_expected, honour_min_height, load_for_read, load_for_write, query_error, version_etag,
-    versioned,
+    check_expected, honour_min_height, load_for_read, load_for_write, not_modified, query_error,
+    version_etag, versioned, with_validator,
 };
 use super::payloads;
 use super::submit::{
@@ -436,6 +437,10 @@ pub fn record_json<'a>(
 pub struct RecordQuery {
     as_of_block: Option<u64>,
     min_height: Option<u64>,
+    /// Why the record is read (docs/API.md, "Reads on the ledger").
+    purpose: Option<String>,
+    /// A clinician without a grant reads in an emergency: the reason.
+    break_glass: Option<String>,
 }
 
 /// `GET /v1/records/{id}[?as_of_block=N]`: the record as of the ledger's first N blocks.
@@ -447,8 +452,14 @@ pub async fn get(
     query: web::Query<RecordQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let record_id = path.into_inner();
+    let declared = Declared::parse(
+        &caller,
+        query.purpose.as_deref(),
+        query.break_glass.as_deref(),
+        true,
+    )?;
     honour_min_height(&state, query.min_height).await?;
-    let current = load_for_read(&state, &caller, &record_id).await?;
+    let current = load_for_read(&state, &caller, &record_id, &declared).await?;
     let views = Views::new(state.views.as_ref());
     let entry = match query.as_of_block {
         None => current,
@@ -465,9 +476,19 @@ pub async fn get(
     };
     ensure_key(&state, &entry.state).await;
     let etag = version_etag(&entry.at.tx_id().to_string());
-    versioned(&req, &etag, || {
-        Ok(HttpResponse::Ok().json(record_json(state.payloads.keys(), &entry)?))
-    })
+    // A 304 shows nothing the client did not hold: the 200 that gave it was recorded.
+    if not_modified(&req, &etag) {
+        return Ok(with_validator(HttpResponse::NotModified().finish(), &etag));
+    }
+    let what = if query.as_of_block.is_some() {
+        "as_of"
+    } else {
+        "record"
+    };
+    let read = [(entry.state.patient_id.as_str(), record_id.as_str())];
+    audit::record(&state, &caller, &declared, what, &read).await?;
+    let response = HttpResponse::Ok().json(record_json(state.payloads.keys(), &entry)?);
+    Ok(with_validator(response, &etag))
 }
 
 #[derive(Deserialize)]
@@ -476,6 +497,8 @@ pub struct HistoryQuery {
     after_version: Option<u32>,
     limit: Option<usize>,
     min_height: Option<u64>,
+    purpose: Option<String>,
+    break_glass: Option<String>,
 }
 
 /// `GET /v1/records/{id}/history`: every version, oldest first, each with its block and tx.
@@ -487,11 +510,21 @@ pub async fn history(
     query: web::Query<HistoryQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let record_id = path.into_inner();
+    let declared = Declared::parse(
+        &caller,
+        query.purpose.as_deref(),
+        query.break_glass.as_deref(),
+        true,
+    )?;
     honour_min_height(&state, query.min_height).await?;
-    let current = load_for_read(&state, &caller, &record_id).await?;
+    let current = load_for_read(&state, &caller, &record_id, &declared).await?;
     ensure_key(&state, &current.state).await;
     // A page of versions is a function of the query and the current version.
     let etag = version_etag(&current.at.tx_id().to_string());
+    if !not_modified(&req, &etag) {
+        let read = [(current.state.patient_id.as_str(), record_id.as_str())];
+        audit::record(&state, &caller, &declared, "history", &read).await?;
+    }
     versioned(&req, &etag, || {
         let views = Views::new(state.views.as_ref());
         let limit = query.limit.unwrap_or(PAGE_LIMIT_DEFAULT);

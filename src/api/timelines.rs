@@ -9,6 +9,7 @@ use medledger_chaincode::contract::GrantState;
 use medledger_chaincode::{RecordStatus, Timestamp};
 use medledger_views::query::{Owner, TimelineFilter, Views, PAGE_LIMIT_MAX};
 
+use super::audit::{self, Declared};
 use super::auth::{Caller, Role};
 use super::error::ApiError;
 use super::lookup::{honour_min_height, may_read, not_modified, query_error, with_validator};
@@ -34,6 +35,8 @@ pub struct TimelineQuery {
     limit: Option<usize>,
     cursor: Option<String>,
     min_height: Option<u64>,
+    purpose: Option<String>,
+    break_glass: Option<String>,
 }
 
 impl TimelineQuery {
@@ -106,6 +109,7 @@ fn validator(
             query.limit.unwrap_or(0)
         ),
         query.cursor.as_deref().unwrap_or(""),
+        query.break_glass.as_deref().unwrap_or(""),
     ] {
         scope.update((part.len() as u64).to_be_bytes());
         scope.update(part.as_bytes());
@@ -135,6 +139,12 @@ async fn timeline(
             "you may not list the records of `{owner}`"
         )));
     }
+    let declared = Declared::parse(
+        &caller,
+        query.purpose.as_deref(),
+        query.break_glass.as_deref(),
+        matches!(kind, OwnerKind::Patient),
+    )?;
     let limit = query.limit.unwrap_or(PAGE_LIMIT_DEFAULT);
     if limit == 0 || limit > PAGE_LIMIT_MAX {
         return Err(ApiError::bad_request(
@@ -178,29 +188,38 @@ async fn timeline(
     // them: rows are fetched until the page is full or the timeline ends, so neither a
     // short page nor a cursor tells that hidden rows exist (up to PAGE_READS_MAX
     // reads of the timeline per request; past that the page is short and has a cursor).
+    let readable = |entry: &medledger_views::values::VersionEntry| -> Result<bool, ApiError> {
+        Ok(declared.is_break_glass()
+            || match &grant {
+                Some(g) => caller.may_read_record(&entry.state, g.as_ref(), now()),
+                None => may_read(&state, &caller, entry)?,
+            })
+    };
     let mut entries = Vec::with_capacity(limit);
     let mut cursor = query.cursor.clone();
     let mut reads = 0usize;
+    let mut hidden = false;
     let filter = query.filter();
+    let read = |want: usize, after: Option<String>| {
+        let (st, owner, filter) = (state.clone(), owner.clone(), filter.clone());
+        async move {
+            web::block(move || {
+                let views = Views::new(st.views.as_ref());
+                views.timeline(kind.owner(&owner), &filter, after.as_deref(), want)
+            })
+            .await
+            .map_err(|e| ApiError::internal(e.to_string()))?
+            .map_err(query_error)
+        }
+    };
     loop {
-        let want = limit - entries.len();
-        let (st, owner, filter, after) =
-            (state.clone(), owner.clone(), filter.clone(), cursor.clone());
-        let page = web::block(move || {
-            let views = Views::new(st.views.as_ref());
-            views.timeline(kind.owner(&owner), &filter, after.as_deref(), want)
-        })
-        .await
-        .map_err(|e| ApiError::internal(e.to_string()))?
-        .map_err(query_error)?;
+        let page = read(limit - entries.len(), cursor.clone()).await?;
         reads += 1;
         for entry in page.items {
-            let readable = match &grant {
-                Some(g) => caller.may_read_record(&entry.state, g.as_ref(), now()),
-                None => may_read(&state, &caller, &entry)?,
-            };
-            if readable {
+            if readable(&entry)? {
                 entries.push(entry);
+            } else {
+                hidden = true;
             }
         }
         cursor = page.next_cursor;
@@ -208,6 +227,38 @@ async fn timeline(
             break;
         }
     }
+    // A full page's cursor must not promise rows the caller cannot see: where rows may
+    // be hidden (a clinician's, outside its own hospital's list, without break-glass),
+    // look ahead (within the same budget of reads) for one it may read; none before the
+    // end, and the page is the last.
+    let may_hide = caller.role() == Role::Clinician
+        && !declared.is_break_glass()
+        && !(matches!(kind, OwnerKind::Hospital) && caller.hospital() == Some(owner.as_str()));
+    let mut ahead = cursor.clone();
+    while (hidden || may_hide) && entries.len() >= limit && reads < PAGE_READS_MAX {
+        let Some(after) = ahead else {
+            cursor = None;
+            break;
+        };
+        let page = read(limit, Some(after)).await?;
+        reads += 1;
+        let mut found = false;
+        for entry in &page.items {
+            if readable(entry)? {
+                found = true;
+                break;
+            }
+        }
+        if found {
+            break;
+        }
+        ahead = page.next_cursor;
+    }
+    let shown: Vec<(&str, &str)> = entries
+        .iter()
+        .map(|e| (e.state.patient_id.as_str(), e.state.record_id.as_str()))
+        .collect();
+    audit::record(&state, &caller, &declared, "timeline", &shown).await?;
     let mut items = Vec::with_capacity(entries.len());
     for entry in &entries {
         ensure_key(&state, &entry.state).await;
