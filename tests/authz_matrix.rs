@@ -109,6 +109,8 @@ enum Cell {
     PayloadErased,
     /// 409 `not_a_cluster`: allowed, but this server runs as one node.
     NotACluster,
+    /// 400 `break_glass_not_allowed`: break-glass is for clinicians only.
+    NoBreakGlass,
     Forbidden,
     Unauthorized,
 }
@@ -302,6 +304,21 @@ const R1_READERS: [Cell; 10] = [
     Unauthorized,
 ];
 
+/// Under `?break_glass=`: every clinician reads p-1's records; patients, auditors and
+/// admins may not declare it.
+const BREAK_GLASS: [Cell; 10] = [
+    NoBreakGlass,
+    NoBreakGlass,
+    Ok,
+    Ok,
+    Ok,
+    Ok,
+    Ok,
+    NoBreakGlass,
+    NoBreakGlass,
+    Unauthorized,
+];
+
 /// Readers of p-1's payloads: as [`R1_READERS`], without auditors.
 fn payload_readers(allowed: Cell) -> [Cell; 10] {
     let mut cells = R1_READERS;
@@ -376,6 +393,35 @@ fn rows() -> Vec<Row> {
             "r-1",
             |_, _| get("/v1/records/r-1"),
             R1_READERS,
+        )
+        .showing("\"r-1\""),
+        // Break-glass: every clinician reads, flagged; other roles may not declare it.
+        row(
+            "get",
+            "/v1/records/{id}",
+            "r-1 under break-glass",
+            |_, _| get("/v1/records/r-1?break_glass=unconscious"),
+            BREAK_GLASS,
+        )
+        .showing("\"r-1\""),
+        row(
+            "get",
+            "/v1/patients/{id}/records",
+            "p-1 under break-glass",
+            |_, _| get("/v1/patients/p-1/records?limit=1000&break_glass=unconscious"),
+            // The list's own rule first: another patient may not list p-1 at all.
+            [
+                NoBreakGlass,
+                Forbidden,
+                Ok,
+                Ok,
+                Ok,
+                Ok,
+                Ok,
+                NoBreakGlass,
+                NoBreakGlass,
+                Unauthorized,
+            ],
         )
         .showing("\"r-1\""),
         // p-2's record at h-2: h-2's clinicians read it, whatever p-1 granted them.
@@ -950,6 +996,7 @@ fn cell_of(row: &Row, label: &str, status: StatusCode, body: &str) -> Cell {
         (StatusCode::NOT_FOUND, "no_payload") => NoPayload,
         (StatusCode::GONE, "payload_erased") => PayloadErased,
         (StatusCode::CONFLICT, "not_a_cluster") => NotACluster,
+        (StatusCode::BAD_REQUEST, "break_glass_not_allowed") => NoBreakGlass,
         (StatusCode::FORBIDDEN, "forbidden") => Forbidden,
         (StatusCode::UNAUTHORIZED, "unauthorized") => Unauthorized,
         _ => panic!("{label}: an answer no cell describes, {status}: {body}"),
