@@ -123,8 +123,9 @@ async fn payloads_round_trip_are_audited_limited_and_erased() {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     let trail = loop {
         let trail = Views::new(env.core.state.views.as_ref())
-            .access_log(medledger_views::keys::ACCESS_BY_RECORD, &r1, None, 100)
-            .unwrap();
+            .access_log("p-1", Some(&r1), None, 100)
+            .unwrap()
+            .items;
         if trail.len() >= 3 || std::time::Instant::now() > deadline {
             break trail;
         }

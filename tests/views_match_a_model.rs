@@ -31,8 +31,8 @@ struct Model {
     /// record id → (block, position) of each `AccessLogged` (payload reads before
     /// `RecordsRead`).
     audit: HashMap<String, Vec<(u64, u32)>>,
-    /// (`p` or `r`, patient or record id) → (block, position) of each `RecordsRead`.
-    reads: HashMap<(u8, String), Vec<(u64, u32)>>,
+    /// patient id → (block, position, record ids) of each `RecordsRead`.
+    reads: HashMap<String, Vec<(u64, u32, Vec<String>)>>,
     rejected: Vec<(u64, u32, &'static str)>,
 }
 
@@ -41,18 +41,11 @@ impl Model {
         match event {
             Event::AccessGranted(e) => self.grant(block, pos, &e.patient_id, &e.grantee_id, event),
             Event::AccessRevoked(e) => self.grant(block, pos, &e.patient_id, &e.grantee_id, event),
-            Event::RecordsRead(e) => {
-                let mut push = |by: u8, id: &str| {
-                    self.reads
-                        .entry((by, id.to_owned()))
-                        .or_default()
-                        .push((block, pos))
-                };
-                push(b'p', &e.patient_id);
-                for r in &e.record_ids {
-                    push(b'r', r);
-                }
-            }
+            Event::RecordsRead(e) => self.reads.entry(e.patient_id.clone()).or_default().push((
+                block,
+                pos,
+                e.record_ids.clone(),
+            )),
             _ => {
                 let id = event.record_id().unwrap().to_owned();
                 let current = self.records.get(&id).and_then(|v| v.last()).map(|v| &v.2);
@@ -274,22 +267,37 @@ fn check_against_model(store: &dyn ViewStore, model: &Model, height: u64) {
         let got: Vec<_> = trail.iter().map(|e| (e.at.block, e.at.position)).collect();
         assert_eq!(&got, entries);
     }
-    // The access logs, newest first, paged by cursor.
+    // The access logs, newest first, paged by cursor: a patient's, and each record's
+    // (its patient's reads that name it).
     assert!(!model.reads.is_empty(), "the fixtures read records");
-    for ((by, id), entries) in &model.reads {
-        let mut got = Vec::new();
-        let mut after = None;
-        loop {
-            let page = views.access_log(*by, id, after, 3).unwrap();
-            got.extend(page.iter().map(|e| (e.at.block, e.at.position)));
-            match page.last() {
-                Some(last) if page.len() == 3 => after = Some((last.at.block, last.at.position)),
-                _ => break,
+    for (patient, entries) in &model.reads {
+        let mut records: Vec<Option<&str>> = vec![None];
+        records.extend(
+            entries
+                .iter()
+                .flat_map(|(_, _, ids)| ids.iter().map(|i| Some(i.as_str()))),
+        );
+        records.sort();
+        records.dedup();
+        for record in records {
+            let mut got = Vec::new();
+            let mut after = None;
+            loop {
+                let page = views.access_log(patient, record, after, 3).unwrap();
+                got.extend(page.items.iter().map(|e| (e.at.block, e.at.position)));
+                match page.next {
+                    Some(next) => after = Some(next),
+                    None => break,
+                }
             }
+            let want: Vec<(u64, u32)> = entries
+                .iter()
+                .rev()
+                .filter(|(_, _, ids)| record.is_none_or(|r| ids.iter().any(|i| i == r)))
+                .map(|(b, p, _)| (*b, *p))
+                .collect();
+            assert_eq!(got, want, "access log of {patient} {record:?}");
         }
-        let mut want = entries.clone();
-        want.reverse();
-        assert_eq!(got, want, "access log of {} {id}", *by as char);
     }
 
     // Timelines, with and without filters, paged by cursor until the end.

@@ -6,7 +6,6 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use medledger_chaincode::RecordsRead;
-use medledger_views::keys::{ACCESS_BY_PATIENT, ACCESS_BY_RECORD};
 use medledger_views::query::{Views, PAGE_LIMIT_MAX};
 use medledger_views::values::AccessLogEntry;
 
@@ -39,7 +38,7 @@ fn cursor_of(text: &str) -> Result<(u64, u32), ApiError> {
         })
 }
 
-fn entry_json(state: &AppState, e: &AccessLogEntry, with_records: bool) -> Result<Value, ApiError> {
+fn entry_json(state: &AppState, e: &AccessLogEntry) -> Result<Value, ApiError> {
     let reason = match &e.break_glass {
         None => None,
         Some(sealed) => {
@@ -52,7 +51,7 @@ fn entry_json(state: &AppState, e: &AccessLogEntry, with_records: bool) -> Resul
                 .or(Some(String::new()))
         }
     };
-    let mut item = json!({
+    Ok(json!({
         "block_number": e.at.block,
         "position": e.at.position,
         "tx_id": e.at.tx_id().to_string(),
@@ -63,17 +62,14 @@ fn entry_json(state: &AppState, e: &AccessLogEntry, with_records: bool) -> Resul
         "break_glass": e.break_glass.is_some(),
         "break_glass_reason": reason.filter(|r| !r.is_empty()),
         "patient_id": e.patient_id,
-    });
-    if with_records {
-        item["record_ids"] = json!(e.record_ids);
-    }
-    Ok(item)
+        "record_ids": e.record_ids,
+    }))
 }
 
 async fn page(
     state: &Data,
-    by: u8,
-    id: &str,
+    patient_id: &str,
+    record: Option<&str>,
     query: &AccessLogQuery,
 ) -> Result<HttpResponse, ApiError> {
     let limit = query.limit.unwrap_or(PAGE_LIMIT_DEFAULT);
@@ -84,20 +80,23 @@ async fn page(
         ));
     }
     let after = query.cursor.as_deref().map(cursor_of).transpose()?;
-    let entries = Views::new(state.views.as_ref())
-        .access_log(by, id, after, limit)
-        .map_err(query_error)?;
-    let next_cursor = (entries.len() == limit)
-        .then(|| {
-            entries
-                .last()
-                .map(|e| format!("{}-{}", e.at.block, e.at.position))
-        })
-        .flatten();
-    let items = entries
+    let (st, patient, record_id) = (
+        state.clone(),
+        patient_id.to_owned(),
+        record.map(str::to_owned),
+    );
+    let page = web::block(move || {
+        Views::new(st.views.as_ref()).access_log(&patient, record_id.as_deref(), after, limit)
+    })
+    .await
+    .map_err(|e| ApiError::internal(e.to_string()))?
+    .map_err(query_error)?;
+    let items = page
+        .items
         .iter()
-        .map(|e| entry_json(state, e, by == ACCESS_BY_PATIENT))
+        .map(|e| entry_json(state, e))
         .collect::<Result<Vec<_>, _>>()?;
+    let next_cursor = page.next.map(|(b, p)| format!("{b}-{p}"));
     Ok(HttpResponse::Ok()
         .insert_header(("Cache-Control", "private, no-store"))
         .json(json!({"items": items, "next_cursor": next_cursor})))
@@ -118,7 +117,7 @@ pub async fn patient_access_log(
         )));
     }
     honour_min_height(&state, query.min_height).await?;
-    page(&state, ACCESS_BY_PATIENT, &patient_id, &query).await
+    page(&state, &patient_id, None, &query).await
 }
 
 /// `GET /v1/records/{id}/access-log`: the reads of one record (its patient, auditors,
@@ -137,5 +136,11 @@ pub async fn record_access_log(
             "you may not read the access log of record `{record_id}`"
         )));
     }
-    page(&state, ACCESS_BY_RECORD, &record_id, &query).await
+    page(
+        &state,
+        &record.state.patient_id,
+        Some(record_id.as_str()),
+        &query,
+    )
+    .await
 }

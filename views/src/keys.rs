@@ -157,30 +157,25 @@ pub fn audit(record_id: &str, block: u64, position: u32) -> Vec<u8> {
     k
 }
 
-/// The access log of a patient (`ACCESS_BY_PATIENT`) or of a record (`ACCESS_BY_RECORD`).
-pub const ACCESS_BY_PATIENT: u8 = b'p';
-pub const ACCESS_BY_RECORD: u8 = b'r';
-
-/// The prefix of one patient's or record's `access_log` rows.
-pub fn access_log_prefix(by: u8, id: &str) -> Vec<u8> {
-    let mut k = Vec::with_capacity(id.len() + 2);
-    k.push(by);
-    push_id(&mut k, id);
+/// The prefix of one patient's `access_log` rows.
+pub fn access_log_prefix(patient_id: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(patient_id.len() + 1);
+    push_id(&mut k, patient_id);
     k
 }
 
-/// Appends an `access_log` key to `k`: newest first (block and position descending).
-pub fn write_access_log(k: &mut Vec<u8>, by: u8, id: &str, block: u64, position: u32) {
-    k.push(by);
-    push_id(k, id);
+/// Appends an `access_log` key to `k`: a patient's reads, newest first (block and
+/// position descending).
+pub fn write_access_log(k: &mut Vec<u8>, patient_id: &str, block: u64, position: u32) {
+    push_id(k, patient_id);
     k.extend_from_slice(&(!block).to_be_bytes());
     k.extend_from_slice(&(!position).to_be_bytes());
 }
 
 /// `access_log` key (see [`write_access_log`]).
-pub fn access_log(by: u8, id: &str, block: u64, position: u32) -> Vec<u8> {
-    let mut k = Vec::with_capacity(id.len() + 14);
-    write_access_log(&mut k, by, id, block, position);
+pub fn access_log(patient_id: &str, block: u64, position: u32) -> Vec<u8> {
+    let mut k = Vec::with_capacity(patient_id.len() + 13);
+    write_access_log(&mut k, patient_id, block, position);
     k
 }
 

@@ -55,9 +55,8 @@ pub enum View {
     /// (block, position) → why a committed transaction changed nothing (the contract
     /// rejected it for the state it met): the validation outcome, as Fabric flags it.
     Rejected = 10,
-    /// Reads of clinical content, newest first: (`p`, patient id, block descending,
-    /// position descending) → the read; (`r`, record id, ...) → the same read without its
-    /// list of records.
+    /// Reads of clinical content, newest first: (patient id, block descending, position
+    /// descending) → the read. A record's reads are its patient's that name it.
     AccessLog = 11,
 }
 
@@ -103,8 +102,7 @@ impl View {
 /// - 1: `record_versions` held every version of a record, the current one too.
 /// - 2: `record_versions` holds the superseded versions; the current one is only in
 ///   `records` (each record's state is stored once until it is amended).
-/// - 3: `access_log`, the reads of clinical content (`RecordsRead`) by patient and by
-///   record.
+/// - 3: `access_log`, the reads of clinical content (`RecordsRead`) by patient.
 pub const LAYOUT: u32 = 3;
 
 /// The stored applied height and layout: height (u64 LE) then layout (u32 LE).

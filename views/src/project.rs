@@ -334,14 +334,15 @@ impl<'s> Projection<'s> {
         }
     }
 
-    /// A read of clinical content: one row in the patient's access log, one in each
-    /// record's. It changes no state and the contract has no rule for it.
+    /// A read of clinical content: one row in the patient's access log (a record's log
+    /// is its patient's, filtered). It changes no state and the contract has no rule for
+    /// it.
     fn apply_read(&mut self, at: TxPosition, e: RecordsRead) {
         let partition = self.store.is_none();
-        let mut entry = AccessLogEntry {
+        let entry = AccessLogEntry {
             at,
             patient_id: e.patient_id,
-            record_ids: Vec::new(),
+            record_ids: e.record_ids,
             reader_id: e.reader_id,
             reader_role: e.reader_role,
             reader_hospital: e.reader_hospital,
@@ -350,33 +351,9 @@ impl<'s> Projection<'s> {
             break_glass: e.break_glass,
             read_at: e.read_at,
         };
-        for record_id in &e.record_ids {
-            kept(&mut self.batch, &mut self.partition_rows, partition).put_encoded(
-                View::AccessLog,
-                |k| {
-                    keys::write_access_log(
-                        k,
-                        keys::ACCESS_BY_RECORD,
-                        record_id,
-                        at.block,
-                        at.position,
-                    )
-                },
-                |v| values::encode_into(&entry, v),
-            );
-        }
-        entry.record_ids = e.record_ids;
         kept(&mut self.batch, &mut self.partition_rows, partition).put_encoded(
             View::AccessLog,
-            |k| {
-                keys::write_access_log(
-                    k,
-                    keys::ACCESS_BY_PATIENT,
-                    &entry.patient_id,
-                    at.block,
-                    at.position,
-                )
-            },
+            |k| keys::write_access_log(k, &entry.patient_id, at.block, at.position),
             |v| values::encode_into(&entry, v),
         );
     }

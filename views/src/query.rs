@@ -39,6 +39,14 @@ pub struct TimelineFilter {
     pub to: Option<Timestamp>,
 }
 
+/// A page of an access log: the reads, and where the next page starts (none: the log
+/// ends here).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AccessLogPage {
+    pub items: Vec<AccessLogEntry>,
+    pub next: Option<(u64, u32)>,
+}
+
 /// One page of a timeline, newest first.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Page {
@@ -238,24 +246,51 @@ impl<'s> Views<'s> {
             .collect()
     }
 
-    /// The reads of a patient's (`by` [`keys::ACCESS_BY_PATIENT`]) or a record's
-    /// ([`keys::ACCESS_BY_RECORD`]) clinical content, newest first, at most `limit`,
-    /// after the read at `(block, position)`.
+    /// The reads of a patient's clinical content, or of one of its records (`record`),
+    /// newest first, at most `limit`, after the read at `(block, position)`. A record's
+    /// reads are found among its patient's: a page stops after [`SCAN_ROWS_MAX`] of them
+    /// even if fewer matched, and its `next` says where to go on.
     pub fn access_log(
         &self,
-        by: u8,
-        id: &str,
+        patient_id: &str,
+        record: Option<&str>,
         after: Option<(u64, u32)>,
         limit: usize,
-    ) -> Result<Vec<AccessLogEntry>, QueryError> {
+    ) -> Result<AccessLogPage, QueryError> {
         check_limit(limit)?;
-        let prefix = keys::access_log_prefix(by, id);
-        let cursor = after.map(|(b, p)| keys::access_log(by, id, b, p));
+        let prefix = keys::access_log_prefix(patient_id);
+        let cursor = after.map(|(b, p)| keys::access_log(patient_id, b, p));
+        let mut page = AccessLogPage {
+            items: Vec::new(),
+            next: None,
+        };
+        let mut scanned = 0usize;
+        let mut failure = None;
         self.store
-            .scan(View::AccessLog, &prefix, cursor.as_deref(), limit)?
-            .iter()
-            .map(|(_, v)| values::decode(v, "access log entry").map_err(QueryError::from))
-            .collect()
+            .for_each(View::AccessLog, &prefix, cursor.as_deref(), &mut |_, v| {
+                scanned += 1;
+                let entry: AccessLogEntry = match values::decode(v, "access log entry") {
+                    Ok(e) => e,
+                    Err(e) => {
+                        failure = Some(e);
+                        return ControlFlow::Break(());
+                    }
+                };
+                let at = (entry.at.block, entry.at.position);
+                if record.is_none_or(|r| entry.record_ids.iter().any(|id| id == r)) {
+                    page.items.push(entry);
+                }
+                if page.items.len() >= limit || scanned >= SCAN_ROWS_MAX {
+                    page.next = Some(at);
+                    ControlFlow::Break(())
+                } else {
+                    ControlFlow::Continue(())
+                }
+            })?;
+        if let Some(e) = failure {
+            return Err(e.into());
+        }
+        Ok(page)
     }
 
     /// Why the transaction at `(block, position)` was rejected, if it was.

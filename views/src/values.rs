@@ -108,7 +108,7 @@ pub struct AuditEntry {
 pub struct AccessLogEntry {
     pub at: TxPosition,
     pub patient_id: String,
-    /// The records read; empty in a record's own log (the key names the record).
+    /// The records read, in the order shown.
     pub record_ids: Vec<String>,
     pub reader_id: String,
     pub reader_role: String,
