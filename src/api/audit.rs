@@ -229,6 +229,54 @@ fn count(state: &AppState, declared: &Declared, envs: &[Envelope], records: usiz
     }
 }
 
+type Pending = tokio::sync::oneshot::Receiver<Result<crate::orderer::Receipt, SubmitError>>;
+
+/// The checked events of a read (none when reads are not recorded).
+fn prepared(
+    state: &AppState,
+    caller: &Caller,
+    declared: &Declared,
+    what: &'static str,
+    reads: &[(&str, &str)],
+) -> Result<Vec<Envelope>, ApiError> {
+    if reads.is_empty() || state.audit_reads == AuditReads::Off {
+        return Ok(Vec::new());
+    }
+    let envs = events(caller, declared, what, reads);
+    envs.iter().try_for_each(check)?;
+    Ok(envs)
+}
+
+/// Queues sealed events; the receipts to wait for.
+fn enqueue_all(
+    state: &AppState,
+    declared: &Declared,
+    envs: &[Envelope],
+    records: usize,
+) -> Result<Vec<Pending>, ApiError> {
+    let pending = envs
+        .iter()
+        .map(|env| {
+            state
+                .orderer
+                .enqueue(env)
+                .map_err(|e| unaudited(submit_error(e)))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    count(state, declared, envs, records);
+    state.projector.nudge();
+    Ok(pending)
+}
+
+fn waited(
+    outcome: Result<Result<crate::orderer::Receipt, SubmitError>, impl Sized>,
+) -> Result<(), ApiError> {
+    outcome
+        .unwrap_or(Err(SubmitError::Closed))
+        .map(drop)
+        .map_err(|e| unaudited(submit_error(e)))
+}
+
 /// Records `reads` ((patient id, record id) pairs, in the order shown) as read by
 /// `caller`, waiting as `--audit-reads` says. An error refuses the read.
 pub(crate) async fn record(
@@ -238,32 +286,18 @@ pub(crate) async fn record(
     what: &'static str,
     reads: &[(&str, &str)],
 ) -> Result<(), ApiError> {
-    if reads.is_empty() || state.audit_reads == AuditReads::Off {
-        return Ok(());
-    }
-    let mut envs = events(caller, declared, what, reads);
-    let mut pending = Vec::with_capacity(envs.len());
+    let mut envs = prepared(state, caller, declared, what, reads)?;
     for env in &mut envs {
-        check(env)?;
         crate::clinical::seal(state.payloads.keys(), env)
             .await
             .map_err(|e| seal_error(env, &e))?;
-        pending.push(
-            state
-                .orderer
-                .enqueue(env)
-                .map_err(|e| unaudited(submit_error(e)))?,
-        );
     }
-    count(state, declared, &envs, reads.len());
+    let pending = enqueue_all(state, declared, &envs, reads.len())?;
     if state.audit_reads == AuditReads::Sync {
         for rx in pending {
-            rx.await
-                .unwrap_or(Err(SubmitError::Closed))
-                .map_err(|e| unaudited(submit_error(e)))?;
+            waited(rx.await)?;
         }
     }
-    state.projector.nudge();
     Ok(())
 }
 
@@ -275,30 +309,16 @@ pub(crate) fn record_blocking(
     what: &'static str,
     reads: &[(&str, &str)],
 ) -> Result<(), ApiError> {
-    if reads.is_empty() || state.audit_reads == AuditReads::Off {
-        return Ok(());
-    }
-    let mut envs = events(caller, declared, what, reads);
-    let mut pending = Vec::with_capacity(envs.len());
+    let mut envs = prepared(state, caller, declared, what, reads)?;
     for env in &mut envs {
-        check(env)?;
         crate::clinical::seal_blocking(state.payloads.keys(), env)
             .map_err(|e| seal_error(env, &e))?;
-        pending.push(
-            state
-                .orderer
-                .enqueue(env)
-                .map_err(|e| unaudited(submit_error(e)))?,
-        );
     }
-    count(state, declared, &envs, reads.len());
+    let pending = enqueue_all(state, declared, &envs, reads.len())?;
     if state.audit_reads == AuditReads::Sync {
         for rx in pending {
-            rx.blocking_recv()
-                .unwrap_or(Err(SubmitError::Closed))
-                .map_err(|e| unaudited(submit_error(e)))?;
+            waited(rx.blocking_recv())?;
         }
     }
-    state.projector.nudge();
     Ok(())
 }
