@@ -446,6 +446,12 @@ impl Event {
     }
 }
 
+/// Whether `value` is an identifier the ledger takes (see [`id`]): callers named by a
+/// token are checked with it, since their id goes into the events they cause.
+pub fn is_valid_id(value: &str) -> bool {
+    id("id", value).is_ok()
+}
+
 /// Identifiers: 1..=ID_LEN_MAX bytes of `[A-Za-z0-9._:@-]`, so they are safe in URLs,
 /// keys and logs.
 pub(crate) fn id(field: &'static str, value: &str) -> Result<(), EventError> {

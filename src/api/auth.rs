@@ -218,16 +218,18 @@ fn seconds(claims: &serde_json::Value, name: &str) -> Option<u64> {
 fn claims_of(token: &serde_json::Value, rules: &TokenRules, now: u64) -> Result<Claims, String> {
     use medledger_chaincode::limits::ID_LEN_MAX;
     let paths = &rules.claims;
+    // The caller's id and hospital go into the events it causes (a write, a read on the
+    // ledger): the ledger's rule for ids.
     let id = |v: &serde_json::Value| {
         v.as_str()
-            .filter(|s| (1..=ID_LEN_MAX).contains(&s.len()))
+            .filter(|s| medledger_chaincode::is_valid_id(s))
             .map(str::to_owned)
     };
     let sub = claim_at(token, &paths.subject)
         .and_then(id)
         .ok_or_else(|| {
             format!(
-            "the bearer token's subject (`{}`) is missing or not an id of 1 to {ID_LEN_MAX} bytes",
+            "the bearer token's subject (`{}`) is missing or not an id (1 to {ID_LEN_MAX} bytes of letters, digits and . _ : @ -)",
             paths.subject
         )
         })?;
@@ -253,7 +255,7 @@ fn claims_of(token: &serde_json::Value, rules: &TokenRules, now: u64) -> Result<
         None => None,
         Some(v) => Some(id(v).ok_or_else(|| {
             format!(
-                "the bearer token's hospital (`{}`) is not an id of 1 to {ID_LEN_MAX} bytes",
+                "the bearer token's hospital (`{}`) is not an id (1 to {ID_LEN_MAX} bytes of letters, digits and . _ : @ -)",
                 paths.hospital
             )
         })?),
@@ -1224,6 +1226,16 @@ mod tests {
             .unwrap_err()
             .message
             .contains("subject (`sub`)"));
+        // Nor one with a character the ledger's ids do not take.
+        let t = signed(
+            "ec",
+            &serde_json::json!({"sub": "dr+1@hospital.example", "https://hospital.example/role": "auditor", "exp": now + 60}),
+        );
+        assert!(auth
+            .check_at(&t, now)
+            .unwrap_err()
+            .message
+            .contains("not an id"));
     }
 
     #[test]

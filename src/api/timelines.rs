@@ -236,7 +236,7 @@ async fn timeline(
         && !(matches!(kind, OwnerKind::Hospital) && caller.hospital() == Some(owner.as_str()));
     let mut ahead = cursor.clone();
     while (hidden || may_hide) && entries.len() >= limit && reads < PAGE_READS_MAX {
-        let Some(after) = ahead else {
+        let Some(after) = ahead.take() else {
             cursor = None;
             break;
         };
@@ -249,10 +249,15 @@ async fn timeline(
                 break;
             }
         }
-        if found {
-            break;
+        match page.next_cursor {
+            _ if found => break,
+            // The timeline ends with nothing more the caller may read.
+            None => {
+                cursor = None;
+                break;
+            }
+            next => ahead = next,
         }
-        ahead = page.next_cursor;
     }
     let shown: Vec<(&str, &str)> = entries
         .iter()

@@ -18,8 +18,16 @@ pub fn run(
         eprintln!("medledger: --role must be patient, clinician, auditor or admin");
         return 2;
     };
-    if sub.is_empty() || sub.len() > medledger_chaincode::limits::ID_LEN_MAX {
-        eprintln!("medledger: --sub must be 1 to 128 bytes");
+    // The server takes only tokens whose ids the ledger takes.
+    if !medledger_chaincode::is_valid_id(sub) {
+        eprintln!("medledger: --sub must be 1 to 128 bytes of letters, digits and . _ : @ -");
+        return 2;
+    }
+    if hospital
+        .as_deref()
+        .is_some_and(|h| !medledger_chaincode::is_valid_id(h))
+    {
+        eprintln!("medledger: --hospital must be 1 to 128 bytes of letters, digits and . _ : @ -");
         return 2;
     }
     if !(1..=8_760).contains(&ttl_hours) {
