@@ -198,7 +198,8 @@ pub fn reads_clinical_content(path_and_query: &str) -> bool {
     let path = path_and_query.split('?').next().unwrap_or("");
     let parts: Vec<&str> = path.trim_end_matches('/').split('/').collect();
     match parts.as_slice() {
-        ["", "v1", "records", id] => *id != "batch",
+        // `GET /v1/records/batch` too: `batch` is a valid record id.
+        ["", "v1", "records", _] => true,
         ["", "v1", "records", _, "history" | "payload"] => true,
         ["", "v1", "patients" | "clinicians" | "hospitals", _, "records"] => true,
         ["", "v1", "patients", _, "export"] => true,
@@ -224,7 +225,7 @@ mod tests {
             assert!(reads(path), "{path}");
         }
         for path in [
-            "/v1/records/batch",
+            "/v1/records",
             "/v1/records/r-1/access-log",
             "/v1/patients/p-1/access-log",
             "/v1/patients/p-1/grants",
