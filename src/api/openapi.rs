@@ -68,8 +68,21 @@ fn path_param(path: &str, name: &str) -> Value {
         (_, "number") => int(0, None),
         (_, "hash") => json!({"type": "string", "pattern": "^[0-9a-f]{64}$"}),
         (p, "id") if p.starts_with("/v1/tx/") => json!({"type": "string", "format": "uuid"}),
-        _ => {
-            json!({"type": "string", "minLength": 1, "maxLength": medledger_chaincode::limits::ID_LEN_MAX})
+        (p, _) => {
+            let mut schema = json!({"type": "string", "minLength": 1, "maxLength": medledger_chaincode::limits::ID_LEN_MAX});
+            // The ids docs/API.md's examples use (a test server holds them, so a
+            // schema-driven client sees successes as well as 404s).
+            let example = match p.split('/').nth(2) {
+                Some("records") => Some("r-1"),
+                Some("patients") => Some("p-1"),
+                Some("hospitals") => Some("h-1"),
+                Some("clinicians") => Some("dr-1"),
+                _ => None,
+            };
+            if let (Some(example), "id") = (example, name) {
+                schema["examples"] = json!([example]);
+            }
+            schema
         }
     }
 }
@@ -225,7 +238,107 @@ fn success(r: &super::RouteDoc) -> (&'static str, Value) {
     } else {
         "200"
     };
-    let content = match r.path {
+    let of = |name: &str| json!({"application/json": {"schema": {"$ref": format!("#/components/schemas/{name}")}}});
+    let content = match (r.method, r.path) {
+        ("get", "/v1/records/{id}") => of("record"),
+        ("get", "/v1/records/{id}/history") => of("record_history"),
+        (
+            "get",
+            "/v1/patients/{id}/records"
+            | "/v1/clinicians/{id}/records"
+            | "/v1/hospitals/{id}/records",
+        ) => of("record_page"),
+        ("get", "/v1/patients/{id}/access-log" | "/v1/records/{id}/access-log") => {
+            of("access_log_page")
+        }
+        ("post", "/v1/records" | "/v1/records/{id}/amendments" | "/v1/records/{id}/status") => {
+            of("receipt")
+        }
+        _ => content_of(r.path, json_object),
+    };
+    (
+        status,
+        json!({"description": "Success.", "content": content}),
+    )
+}
+
+/// The success bodies described by schema (components `record`, `record_page`,
+/// `record_history`, `access_log_page`, `receipt`): schemathesis checks every answer
+/// against them. Closed objects (`additionalProperties: false`), so a field the server
+/// adds or drops fails the check until the document says so.
+fn success_schemas() -> Vec<(&'static str, Value)> {
+    let id = json!({"type": "string", "minLength": 1, "maxLength": medledger_chaincode::limits::ID_LEN_MAX});
+    let time = json!({"type": "string", "format": "date-time"});
+    let count = json!({"type": "integer", "minimum": 0});
+    let closed = |properties: Value| {
+        let required: Vec<String> = properties
+            .as_object()
+            .expect("properties")
+            .keys()
+            .cloned()
+            .collect();
+        json!({"type": "object", "additionalProperties": false, "required": required, "properties": properties})
+    };
+    let record = closed(json!({
+        "record_id": id, "patient_id": id, "hospital_id": id,
+        "record_type": {"type": "string", "minLength": 1, "maxLength": medledger_chaincode::limits::RECORD_TYPE_LEN_MAX},
+        "author_id": id, "created_at": time, "version": {"type": "integer", "minimum": 1},
+        "status": {"type": "string", "enum": ["active", "archived", "entered_in_error"]},
+        "metadata": {"type": ["object", "null"]},
+        "payload": {"oneOf": [{"type": "null"}, closed(json!({
+            "cid": {"type": "string"}, "size": count,
+            "sha256": {"type": "string", "pattern": "^[0-9a-f]{64}$"},
+            "content_type": {"type": "string"}
+        }))]},
+        "payload_erased": {"type": "boolean"}, "erased": {"type": "boolean"},
+        "updated_at": time, "updated_by": id,
+        "event": {"type": ["string", "null"]},
+        "tx_id": {"type": "string", "format": "uuid"}, "block_number": count, "position": count
+    }));
+    let reference = json!({"$ref": "#/components/schemas/record"});
+    let reader = closed(
+        json!({"id": id, "role": {"type": "string", "enum": ["patient", "clinician", "auditor", "admin"]}, "hospital": {"type": ["string", "null"]}}),
+    );
+    let read = closed(json!({
+        "block_number": count, "position": count, "tx_id": {"type": "string", "format": "uuid"},
+        "read_at": time, "reader": reader,
+        "what": {"type": "string", "enum": medledger_chaincode::READ_KINDS},
+        "purpose": {"type": "string", "enum": medledger_chaincode::READ_PURPOSES},
+        "break_glass": {"type": "boolean"}, "break_glass_reason": {"type": ["string", "null"]},
+        "patient_id": id, "record_ids": {"type": "array", "items": id}
+    }));
+    vec![
+        ("record", record),
+        (
+            "record_page",
+            closed(
+                json!({"items": {"type": "array", "items": reference}, "next_cursor": {"type": ["string", "null"]}}),
+            ),
+        ),
+        (
+            "record_history",
+            closed(
+                json!({"items": {"type": "array", "items": reference}, "next_after_version": {"type": ["integer", "null"], "minimum": 1}}),
+            ),
+        ),
+        (
+            "access_log_page",
+            closed(
+                json!({"items": {"type": "array", "items": read}, "next_cursor": {"type": ["string", "null"]}}),
+            ),
+        ),
+        (
+            "receipt",
+            closed(
+                json!({"tx_id": {"type": "string", "format": "uuid"}, "record_id": id, "version": {"type": "integer", "minimum": 1}, "block_number": count, "position": count, "height": {"type": "integer", "minimum": 1}}),
+            ),
+        ),
+    ]
+}
+
+/// The content of a success that has no schema of its own.
+fn content_of(path: &str, json_object: Value) -> Value {
+    match path {
         "/metrics" => json!({"text/plain": {"schema": {"type": "string"}}}),
         "/explorer" => json!({"text/html": {"schema": {"type": "string"}}}),
         "/v1/records/{id}/payload" => {
@@ -236,11 +349,7 @@ fn success(r: &super::RouteDoc) -> (&'static str, Value) {
             "text/csv": {"schema": {"type": "string"}}
         }),
         _ => json_object,
-    };
-    (
-        status,
-        json!({"description": "Success.", "content": content}),
-    )
+    }
 }
 
 /// Every answer route `r` can give: its success, and each error status with the codes
@@ -382,6 +491,9 @@ pub fn document() -> Value {
         // Refer to sibling schemas by component, as OpenAPI resolves references.
         rewrite_refs(&mut schema);
         schemas.insert(component(file).to_owned(), schema);
+    }
+    for (name, schema) in success_schemas() {
+        schemas.insert(name.to_owned(), schema);
     }
     json!({
         "openapi": "3.1.0",
