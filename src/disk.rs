@@ -126,6 +126,20 @@ impl DiskSpace {
     }
 }
 
+/// The bytes of a small file a user provides (a key set, a certificate), at most `max`:
+/// a larger one is refused without being read whole. `what` names it in the error.
+pub fn read_bounded(path: &std::path::Path, max: u64, what: &str) -> Result<Vec<u8>, String> {
+    use std::io::Read as _;
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)
+        .and_then(|f| f.take(max + 1).read_to_end(&mut bytes))
+        .map_err(|e| format!("reading the {what} {}: {e}", path.display()))?;
+    if bytes.len() as u64 > max {
+        return Err(format!("the {what} {} is over {max} bytes", path.display()));
+    }
+    Ok(bytes)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

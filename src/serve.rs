@@ -123,16 +123,8 @@ impl TlsFiles {
     pub fn server_config(&self) -> Result<rustls::ServerConfig, String> {
         use rustls::pki_types::pem::PemObject;
         use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-        let read = |path: &std::path::Path, what: &str| -> Result<Vec<u8>, String> {
-            use std::io::Read as _;
-            let mut bytes = Vec::new();
-            std::fs::File::open(path)
-                .and_then(|f| f.take(TLS_FILE_BYTES_MAX + 1).read_to_end(&mut bytes))
-                .map_err(|e| format!("reading the {what} {}: {e}", path.display()))?;
-            if bytes.len() as u64 > TLS_FILE_BYTES_MAX {
-                return Err(format!("the {what} {} is over 1 MiB", path.display()));
-            }
-            Ok(bytes)
+        let read = |path: &std::path::Path, what: &str| {
+            crate::disk::read_bounded(path, TLS_FILE_BYTES_MAX, what)
         };
         let chain = read(&self.cert, "certificate")?;
         let certs = CertificateDer::pem_slice_iter(&chain)

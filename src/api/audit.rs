@@ -136,12 +136,6 @@ fn events(
             None => by_patient.push((patient_id, vec![(*record_id).to_owned()])),
         }
     }
-    let role = match caller.role() {
-        Role::Patient => "patient",
-        Role::Clinician => "clinician",
-        Role::Auditor => "auditor",
-        Role::Admin => "admin",
-    };
     by_patient
         .into_iter()
         .map(|(patient_id, record_ids)| {
@@ -151,7 +145,7 @@ fn events(
                     patient_id: patient_id.to_owned(),
                     record_ids,
                     reader_id: caller.id().to_owned(),
-                    reader_role: role.to_owned(),
+                    reader_role: caller.role().as_str().to_owned(),
                     reader_hospital: caller.hospital().map(str::to_owned),
                     what: what.to_owned(),
                     purpose: declared.purpose.to_owned(),
@@ -172,19 +166,23 @@ fn unaudited(e: ApiError) -> ApiError {
     ApiError { message, ..e }
 }
 
+/// 410 `patient_forgotten`: the patient's access key is destroyed.
+fn forgotten(patient_id: &str) -> ApiError {
+    ApiError::new(
+        StatusCode::GONE,
+        "patient_forgotten",
+        format!("patient `{patient_id}` was forgotten: a break-glass read of it can no longer be recorded"),
+    )
+}
+
 /// Why a read's event could not be sealed: a forgotten patient's access key is destroyed,
 /// so no break-glass reason can be recorded for it (its records are erased: nothing
 /// clinical is left to read).
 fn seal_error(env: &Envelope, e: &crate::clinical::ClinicalError) -> ApiError {
     match (e, &env.event) {
-        (crate::clinical::ClinicalError::Erased { .. }, Event::RecordsRead(read)) => ApiError::new(
-            StatusCode::GONE,
-            "patient_forgotten",
-            format!(
-                "patient `{}` was forgotten: a break-glass read of it can no longer be recorded",
-                read.patient_id
-            ),
-        ),
+        (crate::clinical::ClinicalError::Erased { .. }, Event::RecordsRead(read)) => {
+            forgotten(&read.patient_id)
+        }
         _ => unaudited(clinical_error(e)),
     }
 }
@@ -202,22 +200,15 @@ pub(crate) async fn check_break_glass(
     let name = RecordsRead::key_name(patient_id);
     match state.payloads.keys().record_key(&name).await {
         Ok(_) => Ok(()),
-        Err(medledger_payload::keystore::KeyStoreError::Erased(_)) => Err(ApiError::new(
-            StatusCode::GONE,
-            "patient_forgotten",
-            format!(
-                "patient `{patient_id}` was forgotten: a break-glass read of it can no longer be recorded"
-            ),
-        )),
+        Err(medledger_payload::keystore::KeyStoreError::Erased(_)) => Err(forgotten(patient_id)),
         Err(e) => Err(ApiError::internal(format!("the key store: {e}"))),
     }
 }
 
 fn check(env: &Envelope) -> Result<(), ApiError> {
-    env.check_limits().map_err(|e| {
-        // The server built it from checked ids: a breach is a bug.
-        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
-    })
+    // The server built it from checked ids: a breach is a bug.
+    env.check_limits()
+        .map_err(|e| ApiError::internal(e.to_string()))
 }
 
 fn count(state: &AppState, declared: &Declared, envs: &[Envelope], records: usize) {

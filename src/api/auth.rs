@@ -39,6 +39,16 @@ pub enum Role {
 }
 
 impl Role {
+    /// The role's name in tokens and events.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Patient => "patient",
+            Role::Clinician => "clinician",
+            Role::Auditor => "auditor",
+            Role::Admin => "admin",
+        }
+    }
+
     pub fn parse(s: &str) -> Option<Role> {
         match s {
             "patient" => Some(Role::Patient),
@@ -379,7 +389,7 @@ impl Auth {
 
     /// The keys of a JWKS file (`--jwks-file`), re-read by [`Auth::reload_jwks`].
     pub fn jwks_file(path: &Path, rules: &TokenRules) -> Result<Auth, String> {
-        let bytes = read_jwks(path)?;
+        let bytes = crate::disk::read_bounded(path, super::jwks::JWKS_BYTES_MAX as u64, "key set")?;
         let set = super::jwks::parse(&bytes).map_err(|e| format!("{}: {e}", path.display()))?;
         let mut auth = Auth::new(Keys::Set(set), rules);
         auth.jwks = Some((path.to_path_buf(), Mutex::new(bytes)));
@@ -395,7 +405,7 @@ impl Auth {
         let Some((path, last)) = &self.jwks else {
             return Ok(None);
         };
-        let bytes = read_jwks(path)?;
+        let bytes = crate::disk::read_bounded(path, super::jwks::JWKS_BYTES_MAX as u64, "key set")?;
         let mut last = last.lock().unwrap_or_else(|e| e.into_inner());
         if *last == bytes {
             return Ok(None);
@@ -513,19 +523,6 @@ impl Auth {
         // The map holds only verified tokens: one a panicking thread left is still right.
         self.verified.lock().unwrap_or_else(|e| e.into_inner())
     }
-}
-
-/// The bytes of a JWKS file, at most [`super::jwks::JWKS_BYTES_MAX`].
-fn read_jwks(path: &Path) -> Result<Vec<u8>, String> {
-    use std::io::Read as _;
-    let mut bytes = Vec::new();
-    std::fs::File::open(path)
-        .and_then(|f| {
-            f.take(super::jwks::JWKS_BYTES_MAX as u64 + 1)
-                .read_to_end(&mut bytes)
-        })
-        .map_err(|e| format!("reading the key set {}: {e}", path.display()))?;
-    Ok(bytes)
 }
 
 /// Writes `bytes` to `path` (mode 0600) through a temporary file renamed over it, with

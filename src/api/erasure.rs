@@ -60,16 +60,22 @@ fn erasure_envelope(caller: &Caller, current: &VersionEntry, reason: &str) -> En
     )
 }
 
+/// Destroys the content key named `name` (a record's, or a patient's access key),
+/// durably; idempotent.
+async fn destroy_key(state: &AppState, name: &str) -> Result<(), ApiError> {
+    let keys = state.payloads.keys().clone();
+    let name = name.to_owned();
+    tokio::task::spawn_blocking(move || clinical::destroy(&keys, &name))
+        .await
+        .map_err(|e| ApiError::internal(e.to_string()))?
+        .map_err(|e| clinical_error(&e))
+}
+
 /// Destroys what makes `record_id` readable: its content key, then the data key of every
 /// payload any version named, unpinning those payloads. Durable when it returns;
 /// idempotent.
 pub(crate) async fn destroy_record(state: &AppState, record_id: &str) -> Result<(), ApiError> {
-    let keys = state.payloads.keys().clone();
-    let id = record_id.to_owned();
-    tokio::task::spawn_blocking(move || clinical::destroy(&keys, &id))
-        .await
-        .map_err(|e| ApiError::internal(e.to_string()))?
-        .map_err(|e| clinical_error(&e))?;
+    destroy_key(state, record_id).await?;
     let mut payloads: BTreeMap<String, Cid> = BTreeMap::new();
     let views = Views::new(state.views.as_ref());
     let mut after = 0;
@@ -222,12 +228,11 @@ pub async fn erase_patient(
     if failed.is_empty() {
         // The reasons given for break-glass reads of this patient go with the records;
         // who read what stays on the ledger.
-        let keys = state.payloads.keys().clone();
-        let name = medledger_chaincode::RecordsRead::key_name(&patient_id);
-        tokio::task::spawn_blocking(move || clinical::destroy(&keys, &name))
-            .await
-            .map_err(|e| ApiError::internal(e.to_string()))?
-            .map_err(|e| clinical_error(&e))?;
+        destroy_key(
+            &state,
+            &medledger_chaincode::RecordsRead::key_name(&patient_id),
+        )
+        .await?;
     }
     let status = if failed.is_empty() {
         StatusCode::OK

@@ -176,18 +176,21 @@ pub(crate) fn not_modified(req: &actix_web::HttpRequest, etag: &str) -> bool {
         .any(|tag| tag.trim() == "*" || bare(tag) == ours)
 }
 
-/// A read of clinical content: 304 when the client holds this version (`body` is not
-/// run: nothing more is read), else what `body` answers; either way with the validator
-/// and `Cache-Control: private, no-cache` (a browser may keep it, must ask again, and no
-/// shared cache may keep it at all).
-pub(crate) fn versioned(
+/// A read of clinical content: 304 when the client holds this version (neither `shown`
+/// nor `body` run: nothing more is read, and nothing new shown is recorded), else
+/// `shown` (the read put on the ledger) then what `body` answers; either way with the
+/// validator and `Cache-Control: private, no-cache` (a browser may keep it, must ask
+/// again, and no shared cache may keep it at all).
+pub(crate) async fn versioned(
     req: &actix_web::HttpRequest,
     etag: &str,
+    shown: impl std::future::Future<Output = Result<(), ApiError>>,
     body: impl FnOnce() -> Result<actix_web::HttpResponse, ApiError>,
 ) -> Result<actix_web::HttpResponse, ApiError> {
     let response = if not_modified(req, etag) {
         actix_web::HttpResponse::NotModified().finish()
     } else {
+        shown.await?;
         body()?
     };
     Ok(with_validator(response, etag))
