@@ -41,34 +41,30 @@ if ! playwright_resolves; then
   npm ci --prefix tests/browser --no-audit --no-fund --loglevel=error >/dev/null
 fi
 playwright_resolves || { echo "setup-test: playwright-core missing in tests/browser after npm ci" >&2; exit 1; }
+tools=${MEDLEDGER_TOOLS:-$HOME/.cache/medledger-tools}
+# `pip_venv NAME CHECK WHAT PIP_ARGS...`: unless CHECK (a function) passes, makes the venv
+# $tools/NAME anew and pip-installs PIP_ARGS in it (WHAT names them), then CHECK must pass.
+pip_venv() {
+  local name=$1 check=$2 what=$3 venv=$tools/$1
+  shift 3
+  "$check" && return 0
+  if [ "${MEDLEDGER_SETUP_DRY_RUN:-0}" = 1 ]; then
+    echo "setup-test: would install $what (pip)"
+    return 0
+  fi
+  echo "setup-test: installing $what in $venv (pip)" >&2
+  rm -rf "$venv"
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install -q --disable-pip-version-check "$@"
+  "$check" || { echo "setup-test: $what missing from $venv after pip install" >&2; exit 1; }
+}
 # schemathesis in a venv of its own (its dependencies stay out of the system's Python).
 st_version=4.32.5
-st_venv=${MEDLEDGER_TOOLS:-$HOME/.cache/medledger-tools}/schemathesis
-st_ok() { "$st_venv/bin/schemathesis" --version 2>/dev/null | grep -qx "schemathesis, version $st_version"; }
-if ! st_ok; then
-  if [ "${MEDLEDGER_SETUP_DRY_RUN:-0}" = 1 ]; then
-    echo "setup-test: would install schemathesis $st_version (pip)"
-  else
-    echo "setup-test: installing schemathesis $st_version in $st_venv (pip)" >&2
-    rm -rf "$st_venv"
-    python3 -m venv "$st_venv"
-    "$st_venv/bin/pip" install -q --disable-pip-version-check "schemathesis==$st_version"
-    st_ok || { echo "setup-test: schemathesis $st_version missing after pip install" >&2; exit 1; }
-  fi
-fi
+st_ok() { "$tools/schemathesis/bin/schemathesis" --version 2>/dev/null | grep -qx "schemathesis, version $st_version"; }
+pip_venv schemathesis st_ok "schemathesis $st_version" "schemathesis==$st_version"
 # PyJWT and cryptography in a venv of their own: tests/idp_tokens.rs mints identity
-# provider tokens with a library independent of the server's (tests/idp/requirements.txt).
-jwt_venv=${MEDLEDGER_TOOLS:-$HOME/.cache/medledger-tools}/pyjwt
-jwt_ok() { "$jwt_venv/bin/pip" freeze 2>/dev/null | sort | cmp -s - <(sort tests/idp/requirements.txt); }
-if ! jwt_ok; then
-  if [ "${MEDLEDGER_SETUP_DRY_RUN:-0}" = 1 ]; then
-    echo "setup-test: would install tests/idp/requirements.txt (pip)"
-  else
-    echo "setup-test: installing tests/idp/requirements.txt in $jwt_venv (pip)" >&2
-    rm -rf "$jwt_venv"
-    python3 -m venv "$jwt_venv"
-    "$jwt_venv/bin/pip" install -q --disable-pip-version-check -r tests/idp/requirements.txt
-    jwt_ok || { echo "setup-test: $jwt_venv does not hold exactly tests/idp/requirements.txt after pip install" >&2; exit 1; }
-  fi
-fi
+# provider tokens with a library independent of the server's (tests/idp/requirements.txt),
+# exactly the versions pinned there.
+jwt_ok() { "$tools/pyjwt/bin/pip" freeze 2>/dev/null | sort | cmp -s - <(sort tests/idp/requirements.txt); }
+pip_venv pyjwt jwt_ok tests/idp/requirements.txt -r tests/idp/requirements.txt
 echo "setup-test: ok" >&2
