@@ -16,6 +16,14 @@ use medledger_chaincode::{Envelope, Event};
 mod common;
 use common::api::Env;
 
+/// p-1's access log, once the views hold every block the ledger holds now.
+fn patient_log(env: &Env) -> String {
+    format!(
+        "/v1/patients/p-1/access-log?min_height={}",
+        env.core.state.ledger.tip().height
+    )
+}
+
 /// The `RecordsRead` events on the ledger, oldest first.
 fn reads_on_ledger(env: &Env) -> Vec<medledger_chaincode::RecordsRead> {
     let ledger = &env.core.state.ledger;
@@ -159,16 +167,7 @@ async fn every_read_of_clinical_content_is_on_the_ledger_before_it_is_answered()
     assert_eq!(reads_on_ledger(&env).len(), before + 1);
 
     // The access logs: the patient's (newest first, with the records), the record's.
-    let (s, b) = call!(
-        &svc,
-        get(
-            format!(
-                "/v1/patients/p-1/access-log?min_height={}",
-                env.core.state.ledger.tip().height
-            ),
-            &p1
-        )
-    );
+    let (s, b) = call!(&svc, get(patient_log(&env), &p1));
     assert_eq!(s, StatusCode::OK, "{b}");
     let items = b["items"].as_array().unwrap();
     assert_eq!(items.len(), before + 1);
@@ -297,16 +296,7 @@ async fn break_glass_opens_one_patients_records_flagged_and_counted() {
         );
     }
     // The patient sees it, reason opened.
-    let (s, b) = call!(
-        &svc,
-        get(
-            format!(
-                "/v1/patients/p-1/access-log?min_height={}",
-                env.core.state.ledger.tip().height
-            ),
-            &p1
-        )
-    );
+    let (s, b) = call!(&svc, get(patient_log(&env), &p1));
     assert_eq!(s, StatusCode::OK);
     let items = b["items"].as_array().unwrap();
     assert_eq!(items.len(), 3);
@@ -359,16 +349,7 @@ async fn break_glass_opens_one_patients_records_flagged_and_counted() {
             .set_json(json!({"reason": "gdpr"}))
     );
     assert_eq!(s, StatusCode::OK, "{b}");
-    let (s, b) = call!(
-        &svc,
-        get(
-            format!(
-                "/v1/patients/p-1/access-log?min_height={}",
-                env.core.state.ledger.tip().height
-            ),
-            &admin
-        )
-    );
+    let (s, b) = call!(&svc, get(patient_log(&env), &admin));
     assert_eq!(s, StatusCode::OK, "{b}");
     let items = b["items"].as_array().unwrap();
     assert_eq!(items.len(), 3);
