@@ -1203,6 +1203,9 @@ async fn pages_do_not_reveal_hidden_records() {
     let env = Env::new();
     let svc = test::init_service(app(env.core.state.clone())).await;
     // p-1's records, newest last: 6 lab results, the imaging study dr-s may read, 6 more.
+    // Each a minute apart: records created in the same millisecond are ordered by id
+    // (r-9 before r-6 before r-12), which would put more hidden rows after r-6 than the
+    // 8 reads of a page can pass.
     for i in 0..13 {
         let record_type = if i == 6 { "imaging" } else { "lab_result" };
         let (s, b) = send!(
@@ -1211,7 +1214,7 @@ async fn pages_do_not_reveal_hidden_records() {
             Who::Admin,
             test::TestRequest::post().uri("/v1/records").set_json(
                 json!({"record_id": format!("r-{i}"), "patient_id": "p-1", "hospital_id": "h-1",
-                    "record_type": record_type})
+                    "record_type": record_type, "created_at": format!("2026-11-23T10:{i:02}:00Z")})
             )
         );
         assert_eq!(s, StatusCode::CREATED, "{b}");
