@@ -1,10 +1,16 @@
 //! The replication outbox: a durable queue of pins and unpins still to be applied to the
 //! Kubo replica, and the task that drains it with exponential backoff and jitter.
 //!
-//! File `<data_dir>/outbox.log`, one text line per event, fsynced before `push` returns:
+//! File `<data_dir>/outbox.log`, one text line per event, durable before `push` returns:
 //! `<seq> pin <cid>`, `<seq> unpin <cid>`, `<seq> done`. Replay keeps the entries without
 //! a `done`; a torn last line is ignored (it was never acknowledged). When the queue
-//! empties, the file is truncated.
+//! empties, the file is truncated. Lines are made durable by group commit
+//! ([`crate::groupcommit`]): concurrent `push`es share one fdatasync.
+//!
+//! A `pin` entry may be durable before the local pin it replicates is (a payload's pin,
+//! key and outbox entry become durable concurrently), and a payload may be unpinned
+//! locally (erased, an orphan) before its `pin` entry is applied: the replicator skips a
+//! `pin` whose root is no longer pinned locally instead of retrying it for ever.
 
 use std::collections::VecDeque;
 use std::fs::{File, OpenOptions};
@@ -19,6 +25,7 @@ use tokio::task::JoinSet;
 
 use crate::cid::{Cid, Codec};
 use crate::dagpb::decode_node;
+use crate::groupcommit::{file_sync, CommitError, GroupCommit, SharedSyncFn};
 use crate::pinstore::{PinStore, PinStoreError};
 use crate::unixfs::Block;
 
@@ -32,15 +39,19 @@ pub enum OutboxOp {
 }
 
 struct State {
-    file: File,
+    file: Arc<File>,
     pending: VecDeque<(u64, OutboxOp)>,
     next_seq: u64,
+    /// Bytes written since open (a truncation counts one): the group commit's LSN.
+    written_lsn: u64,
 }
 
 /// The durable outbox.
 pub struct Outbox {
     path: PathBuf,
-    state: Mutex<State>,
+    state: Arc<Mutex<State>>,
+    commit: Arc<GroupCommit>,
+    sync: SharedSyncFn,
     notify: Notify,
     failures: AtomicU64,
     replicated: AtomicU64,
@@ -88,13 +99,20 @@ impl Outbox {
         }
         file.sync_all()?;
         crate::fsutil::sync_parent_dir(path)?;
+        let state = Arc::new(Mutex::new(State {
+            file: Arc::new(file),
+            pending,
+            next_seq,
+            written_lsn: 0,
+        }));
+        let sync = file_sync(Arc::clone(&state), |state| {
+            (Arc::clone(&state.file), state.written_lsn)
+        });
         Ok(Outbox {
             path: path.to_path_buf(),
-            state: Mutex::new(State {
-                file,
-                pending,
-                next_seq,
-            }),
+            state,
+            commit: Arc::new(GroupCommit::new(0)),
+            sync,
             notify: Notify::new(),
             failures: AtomicU64::new(0),
             replicated: AtomicU64::new(0),
@@ -105,38 +123,77 @@ impl Outbox {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Queues `op`; durable when it returns.
-    pub fn push(&self, op: OutboxOp) -> io::Result<()> {
-        let mut state = self.lock();
-        let seq = state.next_seq;
-        let line = match op {
-            OutboxOp::Pin(cid) => format!("{seq} pin {cid}\n"),
-            OutboxOp::Unpin(cid) => format!("{seq} unpin {cid}\n"),
+    /// Writes `bytes` under the lock (or truncates the file when `None`) and returns the
+    /// LSN to wait for.
+    fn write(state: &mut State, bytes: Option<&[u8]>) -> io::Result<u64> {
+        match bytes {
+            Some(bytes) => {
+                (&*state.file).write_all(bytes)?;
+                state.written_lsn += bytes.len() as u64;
+            }
+            None => {
+                state.file.set_len(0)?;
+                state.written_lsn += 1;
+            }
+        }
+        Ok(state.written_lsn)
+    }
+
+    async fn wait_durable(&self, lsn: u64) -> io::Result<()> {
+        self.commit
+            .wait_durable_async(lsn, &self.sync)
+            .await
+            .map_err(|error| match error {
+                CommitError::Io(error) => error,
+                poisoned @ CommitError::Poisoned => io::Error::other(poisoned),
+            })
+    }
+
+    /// Queues `op`; durable when it returns (in the next group commit of the outbox).
+    pub async fn push(&self, op: OutboxOp) -> io::Result<()> {
+        let lsn = {
+            let mut state = self.lock();
+            if self.commit.is_poisoned() {
+                return Err(io::Error::other(CommitError::Poisoned));
+            }
+            let seq = state.next_seq;
+            let line = match op {
+                OutboxOp::Pin(cid) => format!("{seq} pin {cid}\n"),
+                OutboxOp::Unpin(cid) => format!("{seq} unpin {cid}\n"),
+            };
+            let lsn = Self::write(&mut state, Some(line.as_bytes()))?;
+            state.next_seq += 1;
+            state.pending.push_back((seq, op));
+            lsn
         };
-        state.file.write_all(line.as_bytes())?;
-        state.file.sync_data()?;
-        state.next_seq += 1;
-        state.pending.push_back((seq, op));
-        drop(state);
         self.notify.notify_one();
-        Ok(())
+        self.wait_durable(lsn).await
     }
 
     fn front(&self) -> Option<(u64, OutboxOp)> {
         self.lock().pending.front().copied()
     }
 
-    fn complete(&self, seq: u64) -> io::Result<()> {
-        let mut state = self.lock();
-        state.pending.retain(|(s, _)| *s != seq);
-        if state.pending.is_empty() {
-            state.file.set_len(0)?;
-        } else {
-            state.file.write_all(format!("{seq} done\n").as_bytes())?;
-        }
-        state.file.sync_data()?;
+    /// Marks `seq` applied; durable when it returns (a lost `done` only repeats an
+    /// idempotent pin or unpin).
+    async fn complete(&self, seq: u64) -> io::Result<()> {
+        let lsn = {
+            let mut state = self.lock();
+            state.pending.retain(|(s, _)| *s != seq);
+            if state.pending.is_empty() {
+                Self::write(&mut state, None)?
+            } else {
+                Self::write(&mut state, Some(format!("{seq} done\n").as_bytes()))?
+            }
+        };
+        self.wait_durable(lsn).await?;
         self.replicated.fetch_add(1, Ordering::Relaxed);
         Ok(())
+    }
+
+    /// fdatasync calls of the outbox since open.
+    pub fn fsyncs(&self) -> u64 {
+        self.commit.fsyncs()
     }
 
     /// Entries not yet applied to the replica.
@@ -187,13 +244,20 @@ pub(crate) async fn replicate(
             continue;
         };
         let result = match op {
-            OutboxOp::Pin(root) => copy_dag(&*local, &remote, root, concurrency).await,
+            // Unpinned locally since (erased, an orphan whose pin never became durable):
+            // its blocks may be gone, and an `unpin` entry follows if the node had it.
+            OutboxOp::Pin(root) => match local.is_pinned(&root).await {
+                Ok(false) => Ok(()),
+                Ok(true) => copy_dag(&*local, &remote, root, concurrency).await,
+                Err(error) => Err(error),
+            },
             OutboxOp::Unpin(root) => remote.unpin(&root).await,
         };
-        match result
-            .map_err(|e| e.to_string())
-            .and_then(|()| outbox.complete(seq).map_err(|e| e.to_string()))
-        {
+        let result = match result {
+            Ok(()) => outbox.complete(seq).await.map_err(|e| e.to_string()),
+            Err(error) => Err(error.to_string()),
+        };
+        match result {
             Ok(()) => consecutive_failures = 0,
             Err(error) => {
                 outbox.failures.fetch_add(1, Ordering::Relaxed);
@@ -287,29 +351,59 @@ mod tests {
     use super::*;
     use crate::cid::CidVersion;
 
-    #[test]
-    fn replay_keeps_unfinished_entries_and_ignores_a_torn_line() {
+    #[tokio::test]
+    async fn replay_keeps_unfinished_entries_and_ignores_a_torn_line() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("outbox.log");
         let a = Cid::for_block(CidVersion::V1, Codec::Raw, b"a");
         let b = Cid::for_block(CidVersion::V1, Codec::Raw, b"b");
         {
             let outbox = Outbox::open(&path).unwrap();
-            outbox.push(OutboxOp::Pin(a)).unwrap();
-            outbox.push(OutboxOp::Unpin(b)).unwrap();
-            outbox.complete(0).unwrap();
+            outbox.push(OutboxOp::Pin(a)).await.unwrap();
+            outbox.push(OutboxOp::Unpin(b)).await.unwrap();
+            outbox.complete(0).await.unwrap();
         }
         let mut file = OpenOptions::new().append(true).open(&path).unwrap();
         file.write_all(b"7 pin bafk").unwrap();
         let outbox = Outbox::open(&path).unwrap();
         assert_eq!(outbox.depth(), 1);
         assert_eq!(outbox.front(), Some((1, OutboxOp::Unpin(b))));
-        outbox.push(OutboxOp::Pin(a)).unwrap();
+        outbox.push(OutboxOp::Pin(a)).await.unwrap();
         assert_eq!(outbox.front(), Some((1, OutboxOp::Unpin(b))));
-        outbox.complete(1).unwrap();
-        outbox.complete(2).unwrap();
+        outbox.complete(1).await.unwrap();
+        outbox.complete(2).await.unwrap();
         assert_eq!(outbox.depth(), 0);
         assert_eq!(std::fs::metadata(&path).unwrap().len(), 0);
+        // Truncated durably, then written again from the start.
+        outbox.push(OutboxOp::Unpin(a)).await.unwrap();
+        drop(outbox);
+        let outbox = Outbox::open(&path).unwrap();
+        assert_eq!(outbox.front(), Some((3, OutboxOp::Unpin(a))));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_pushes_share_fdatasyncs_and_all_replay() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("outbox.log");
+        let outbox = Arc::new(Outbox::open(&path).unwrap());
+        let mut tasks = JoinSet::new();
+        for i in 0..64u32 {
+            let outbox = Arc::clone(&outbox);
+            tasks.spawn(async move {
+                for j in 0..10u32 {
+                    let cid =
+                        Cid::for_block(CidVersion::V1, Codec::Raw, format!("{i}-{j}").as_bytes());
+                    outbox.push(OutboxOp::Pin(cid)).await.unwrap();
+                }
+            });
+        }
+        while let Some(done) = tasks.join_next().await {
+            done.unwrap();
+        }
+        // 640 durable pushes; one fsync each before group commit.
+        assert!(outbox.fsyncs() < 640, "{} fsyncs", outbox.fsyncs());
+        drop(outbox);
+        assert_eq!(Outbox::open(&path).unwrap().depth(), 640);
     }
 
     #[test]

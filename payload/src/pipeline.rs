@@ -328,25 +328,30 @@ impl Payloads {
             uploads.submit(block).await?;
         }
         uploads.finish().await?;
-        // The key and the pin become durable concurrently, each in its log's next group
-        // commit; the pin's sync also covers this payload's blocks (same pack, written
-        // before it). A crash before both are durable leaves at most an orphan (a key or a
-        // pin no record names) for `reconcile`: `put` has not returned, so no record does.
-        let (stored_key, pinned) = tokio::join!(
+        // The key, the pin and (with Kubo) the replication entry become durable
+        // concurrently, each in its log's next group commit; the pin's sync also covers
+        // this payload's blocks (same pack, written before it). A crash before all are
+        // durable leaves at most an orphan (a key or a pin no record names) for
+        // `reconcile`, and an outbox entry the replicator skips once the pin is gone:
+        // `put` has not returned, so no record names them.
+        let queued = async {
+            match &self.outbox {
+                Some(outbox) => outbox.push(OutboxOp::Pin(summary.root)).await,
+                None => Ok(()),
+            }
+        };
+        let (stored_key, pinned, queued) = tokio::join!(
             self.keys.store_async(&key_id, &key, KeyKind::Payload),
-            self.store.pin(&summary.root)
+            self.store.pin(&summary.root),
+            queued
         );
         if let Err(error) = stored_key
             .map_err(PayloadError::from)
             .and(pinned.map_err(Into::into))
+            .and(queued.map_err(storage_error))
         {
             self.discard(&key_id, &summary.root).await;
             return Err(error);
-        }
-        if let Some(outbox) = &self.outbox {
-            outbox
-                .push(OutboxOp::Pin(summary.root))
-                .map_err(storage_error)?;
         }
         Ok(StoredPayload {
             cid: summary.root,
@@ -365,7 +370,14 @@ impl Payloads {
         let destroyed = tokio::task::spawn_blocking(move || keys.destroy(&id))
             .await
             .expect("key store panicked");
-        let unpinned = self.store.unpin(root).await;
+        let mut unpinned = self.store.unpin(root).await.map_err(|e| e.to_string());
+        if let (Ok(()), Some(outbox)) = (&unpinned, &self.outbox) {
+            // The replicator may have copied it to the node already.
+            unpinned = outbox
+                .push(OutboxOp::Unpin(*root))
+                .await
+                .map_err(|e| e.to_string());
+        }
         if destroyed.is_err() || unpinned.is_err() {
             tracing::warn!(%root, "a failed put left an orphan; reconcile removes it");
         }
@@ -415,7 +427,10 @@ impl Payloads {
             .expect("key store panicked")?;
         self.store.unpin(cid).await?;
         if let Some(outbox) = &self.outbox {
-            outbox.push(OutboxOp::Unpin(*cid)).map_err(storage_error)?;
+            outbox
+                .push(OutboxOp::Unpin(*cid))
+                .await
+                .map_err(storage_error)?;
         }
         Ok(())
     }
@@ -439,7 +454,10 @@ impl Payloads {
     pub async fn unpin_orphan(&self, root: &Cid) -> Result<(), PayloadError> {
         self.store.unpin(root).await?;
         if let Some(outbox) = &self.outbox {
-            outbox.push(OutboxOp::Unpin(*root)).map_err(storage_error)?;
+            outbox
+                .push(OutboxOp::Unpin(*root))
+                .await
+                .map_err(storage_error)?;
         }
         Ok(())
     }
