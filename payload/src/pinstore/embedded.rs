@@ -20,7 +20,10 @@
 //! fsyncs the directory, then deletes the old pack. It removes blocks not reachable from a
 //! pinned root that either were already in the log when it was opened (no upload of this
 //! process can own them) or are reachable from a root unpinned since; blocks of an upload
-//! still in flight are kept.
+//! still in flight are kept. The copy runs without the store's lock (the old pack's bytes
+//! up to the plan never change): only planning and the last step hold it, and the last
+//! step copies what was appended meanwhile as it is, so puts and reads go on while a GC
+//! copies gigabytes.
 
 use std::collections::{HashMap, HashSet};
 use std::fs::{self, File, OpenOptions};
@@ -72,6 +75,9 @@ struct Inner {
     /// Bytes written since open, across GC's file swaps: the group commit's LSN.
     written_lsn: u64,
     poisoned: bool,
+    /// Run by a GC between its copy and its last step (tests interleave writes there).
+    #[cfg(test)]
+    gc_pause: Option<Box<dyn FnOnce() + Send>>,
 }
 
 /// A content-addressed blockstore in a directory; see the module documentation.
@@ -81,6 +87,8 @@ pub struct EmbeddedStore {
     /// fdatasync the current pack, returning the LSN written before it (what a group's
     /// leader runs).
     sync: SharedSyncFn,
+    /// Held by the GC running, if any.
+    gc_running: Arc<Mutex<()>>,
 }
 
 fn pack_name(generation: u64) -> String {
@@ -223,6 +231,8 @@ impl EmbeddedStore {
             stored_bytes: 0,
             written_lsn: 0,
             poisoned: false,
+            #[cfg(test)]
+            gc_pause: None,
         };
         inner.replay(&path)?;
         let inner = Arc::new(Mutex::new(inner));
@@ -233,6 +243,7 @@ impl EmbeddedStore {
             inner,
             commit: Arc::new(GroupCommit::new(0)),
             sync,
+            gc_running: Arc::default(),
         })
     }
 
@@ -403,7 +414,8 @@ impl Inner {
         reached
     }
 
-    fn gc(&mut self, commit: &GroupCommit) -> Result<GcStats, PinStoreError> {
+    /// GC's first step, under the lock: what to remove, and a snapshot of what to copy.
+    fn gc_plan(&mut self, commit: &GroupCommit) -> Result<Option<GcPlan>, PinStoreError> {
         self.check_writable(commit)?;
         let live = self.reachable_from(self.pins.iter());
         let released = self.reachable_from(self.unpinned.iter());
@@ -413,30 +425,62 @@ impl Inner {
             .filter(|(cid, entry)| !live.contains(cid) && (entry.settled || released.contains(cid)))
             .map(|(cid, _)| *cid)
             .collect();
+        let unpinned: Vec<Cid> = self.unpinned.iter().copied().collect();
         if doomed.is_empty() {
-            self.unpinned.clear();
-            return Ok(GcStats {
-                blocks_kept: self.index.len() as u64,
-                ..GcStats::default()
-            });
+            for cid in &unpinned {
+                self.unpinned.remove(cid);
+            }
+            return Ok(None);
         }
-        let generation = self.generation + 1;
-        let final_path = self.dir.join(pack_name(generation));
-        let temporary = self.dir.join(format!("{}.tmp", pack_name(generation)));
-        let mut writer = io::BufWriter::with_capacity(1 << 20, File::create(&temporary)?);
-        let mut new_index = HashMap::with_capacity(self.index.len() - doomed.len());
-        let mut offset = 0u64;
-        let mut stats = GcStats::default();
-        let mut stored_bytes = 0u64;
-        let mut data = Vec::new();
         // Sorted by offset: the new pack keeps the old order (children before parents).
-        let mut kept: Vec<(&Cid, &Entry)> = self
+        let mut kept: Vec<(Cid, u64, u32)> = self
             .index
             .iter()
             .filter(|(c, _)| !doomed.contains(c))
+            .map(|(cid, entry)| (*cid, entry.data_offset, entry.data_len))
             .collect();
-        kept.sort_by_key(|(_, entry)| entry.data_offset);
-        for (cid, entry) in kept {
+        kept.sort_by_key(|(_, offset, _)| *offset);
+        Ok(Some(GcPlan {
+            dir: self.dir.clone(),
+            generation: self.generation + 1,
+            file: Arc::clone(&self.file),
+            copied_up_to: self.write_offset,
+            kept,
+            pins: self.pins.iter().copied().collect(),
+            doomed,
+            unpinned,
+        }))
+    }
+
+    /// GC's last step, under the lock again: what was written to the old pack while the
+    /// copy ran (blocks, pins, unpins: copied as they are, after the copy, so a replay
+    /// sees them in the same order), any doomed block a pin made live again meanwhile,
+    /// then the new pack replaces the old one.
+    fn gc_finish(
+        &mut self,
+        plan: GcPlan,
+        copy: GcCopy,
+        commit: &GroupCommit,
+    ) -> Result<GcStats, PinStoreError> {
+        if let Err(error) = self.check_writable(commit) {
+            let _ = fs::remove_file(plan.temporary());
+            return Err(error);
+        }
+        let mut copy = copy;
+        // The rest of the old pack's tail, written since the copy caught up.
+        copy.copy_tail(&self.file, self.write_offset)?;
+        let GcCopy {
+            mut writer,
+            mut offsets,
+            mut offset,
+            tail_base,
+            ..
+        } = copy;
+        // A doomed block a pin reaches again (re-pinned while the copy ran).
+        let live = self.reachable_from(self.pins.iter());
+        let mut data = Vec::new();
+        for cid in plan.doomed.iter().filter(|cid| live.contains(cid)) {
+            let entry = &self.index[cid];
             data.resize(entry.data_len as usize, 0);
             self.file.read_exact_at(&mut data, entry.data_offset)?;
             if !cid.verifies(&data) {
@@ -444,50 +488,141 @@ impl Inner {
             }
             let record = encode_record(KIND_BLOCK, cid, &data);
             writer.write_all(&record)?;
-            let data_offset = offset + (record.len() - data.len()) as u64;
-            offset += record.len() as u64;
-            stored_bytes += data.len() as u64;
-            stats.blocks_kept += 1;
-            new_index.insert(
-                *cid,
-                Entry {
-                    data_offset,
-                    ..entry.clone()
-                },
-            );
-        }
-        for pin in &self.pins {
-            let record = encode_record(KIND_PIN, pin, &[]);
-            writer.write_all(&record)?;
+            offsets.insert(*cid, offset + (record.len() - data.len()) as u64);
             offset += record.len() as u64;
         }
         let file = writer.into_inner().map_err(|e| e.into_error())?;
         file.sync_all()?;
         commit.count_fsync();
         drop(file);
-        fs::rename(&temporary, &final_path)?;
+        let final_path = plan.dir.join(pack_name(plan.generation));
+        fs::rename(plan.temporary(), &final_path)?;
         sync_dir(&self.dir)?;
-        let old_path = self.dir.join(pack_name(self.generation));
         let new_file = OpenOptions::new()
             .read(true)
             .append(true)
             .open(&final_path)?;
-        fs::remove_file(&old_path)?;
+        fs::remove_file(self.dir.join(pack_name(self.generation)))?;
         sync_dir(&self.dir)?;
-        for cid in &doomed {
-            stats.bytes_removed += u64::from(self.index[cid].data_len);
-        }
-        stats.blocks_removed = doomed.len() as u64;
-        self.generation = generation;
+        let mut stats = GcStats::default();
+        let mut stored_bytes = 0u64;
+        self.index.retain(|cid, entry| {
+            let new_offset = if entry.data_offset >= plan.copied_up_to {
+                // In the tail, copied as it was.
+                Some(entry.data_offset - plan.copied_up_to + tail_base)
+            } else {
+                offsets.get(cid).copied()
+            };
+            match new_offset {
+                Some(new_offset) => {
+                    entry.data_offset = new_offset;
+                    stored_bytes += u64::from(entry.data_len);
+                    stats.blocks_kept += 1;
+                    true
+                }
+                None => {
+                    stats.bytes_removed += u64::from(entry.data_len);
+                    stats.blocks_removed += 1;
+                    false
+                }
+            }
+        });
+        self.generation = plan.generation;
         self.file = Arc::new(new_file);
         self.write_offset = offset;
-        self.index = new_index;
         self.stored_bytes = stored_bytes;
-        self.unpinned.clear();
+        // Unpinned since the plan: the next GC's.
+        for cid in &plan.unpinned {
+            self.unpinned.remove(cid);
+        }
         // The new pack holds every live block and pin and was fsynced: whatever a group
         // commit was waiting for is durable (doomed blocks are not needed by anyone).
         commit.mark_durable(self.written_lsn);
         Ok(stats)
+    }
+}
+
+/// What a GC copies, planned under the lock.
+struct GcPlan {
+    dir: PathBuf,
+    generation: u64,
+    /// The pack being replaced; its first `copied_up_to` bytes never change again.
+    file: Arc<File>,
+    copied_up_to: u64,
+    /// Blocks kept, by offset in the old pack: (CID, data offset, data length).
+    kept: Vec<(Cid, u64, u32)>,
+    pins: Vec<Cid>,
+    doomed: HashSet<Cid>,
+    /// Roots unpinned when planned: their blocks are doomed by this GC.
+    unpinned: Vec<Cid>,
+}
+
+impl GcPlan {
+    fn temporary(&self) -> PathBuf {
+        self.dir.join(format!("{}.tmp", pack_name(self.generation)))
+    }
+
+    /// GC's middle step, without the lock: the kept blocks and the pins into the new
+    /// pack, fsynced (so the last step, under the lock, syncs only the tail).
+    fn copy(&self) -> Result<GcCopy, PinStoreError> {
+        let mut writer = io::BufWriter::with_capacity(1 << 20, File::create(self.temporary())?);
+        let mut offsets = HashMap::with_capacity(self.kept.len());
+        let mut offset = 0u64;
+        let mut data = Vec::new();
+        for (cid, data_offset, data_len) in &self.kept {
+            data.resize(*data_len as usize, 0);
+            self.file.read_exact_at(&mut data, *data_offset)?;
+            if !cid.verifies(&data) {
+                return Err(PinStoreError::Corrupt(*cid));
+            }
+            let record = encode_record(KIND_BLOCK, cid, &data);
+            writer.write_all(&record)?;
+            offsets.insert(*cid, offset + (record.len() - data.len()) as u64);
+            offset += record.len() as u64;
+        }
+        for pin in &self.pins {
+            let record = encode_record(KIND_PIN, pin, &[]);
+            writer.write_all(&record)?;
+            offset += record.len() as u64;
+        }
+        writer.flush()?;
+        writer.get_ref().sync_data()?;
+        Ok(GcCopy {
+            writer,
+            offsets,
+            offset,
+            tail_base: offset,
+            tail_from: self.copied_up_to,
+        })
+    }
+}
+
+/// The new pack as GC's middle step left it.
+struct GcCopy {
+    writer: io::BufWriter<File>,
+    /// Kept blocks' data offsets in the new pack.
+    offsets: HashMap<Cid, u64>,
+    /// Bytes written to the new pack.
+    offset: u64,
+    /// Where the old pack's tail (from the plan's `copied_up_to`) begins in the new one.
+    tail_base: u64,
+    /// The old pack's bytes up to here are in the new pack.
+    tail_from: u64,
+}
+
+impl GcCopy {
+    /// Appends the old pack's records from `tail_from` up to `up_to` as they are, a MiB
+    /// at a time.
+    fn copy_tail(&mut self, old: &File, up_to: u64) -> Result<(), PinStoreError> {
+        let mut buffer = vec![0u8; 1 << 20];
+        while self.tail_from < up_to {
+            let n = (up_to - self.tail_from).min(buffer.len() as u64) as usize;
+            old.read_exact_at(&mut buffer[..n], self.tail_from)?;
+            self.writer.write_all(&buffer[..n])?;
+            self.tail_from += n as u64;
+            self.offset += n as u64;
+        }
+        Ok(())
     }
 }
 
@@ -594,8 +729,46 @@ impl PinStore for EmbeddedStore {
     }
 
     async fn gc(&self) -> Result<GcStats, PinStoreError> {
-        let commit = Arc::clone(&self.commit);
-        self.run(move |inner| inner.gc(&commit)).await
+        let (inner, commit, running) = (
+            Arc::clone(&self.inner),
+            Arc::clone(&self.commit),
+            Arc::clone(&self.gc_running),
+        );
+        tokio::task::spawn_blocking(move || {
+            // One GC at a time; puts, pins, unpins and reads go on while it copies.
+            let _running = running.lock().unwrap_or_else(|p| p.into_inner());
+            let Some(plan) = lock(&inner).gc_plan(&commit)? else {
+                return Ok(GcStats {
+                    blocks_kept: lock(&inner).index.len() as u64,
+                    ..GcStats::default()
+                });
+            };
+            let copy = match plan.copy() {
+                Ok(copy) => copy,
+                Err(error) => {
+                    let _ = fs::remove_file(plan.temporary());
+                    return Err(error);
+                }
+            };
+            let mut copy = copy;
+            #[cfg(test)]
+            {
+                let pause = lock(&inner).gc_pause.take();
+                if let Some(pause) = pause {
+                    pause();
+                }
+            }
+            // Catch up with what was appended during the copy without the lock, so the
+            // last step copies only what comes meanwhile.
+            let written = lock(&inner).write_offset;
+            if let Err(error) = copy.copy_tail(&plan.file, written) {
+                let _ = fs::remove_file(plan.temporary());
+                return Err(error);
+            }
+            lock(&inner).gc_finish(plan, copy, &commit)
+        })
+        .await
+        .expect("a GC panicked")
     }
 
     fn fsyncs(&self) -> u64 {
@@ -682,5 +855,82 @@ mod tests {
         drop(store);
         let store = EmbeddedStore::open(dir.path()).unwrap();
         assert_eq!(store.get_block(&a.cid).await.unwrap(), None);
+    }
+
+    /// A GC's copy holds no lock: while it is paused between its copy and its last step,
+    /// blocks are stored and read, roots pinned and unpinned, and a root whose blocks the
+    /// GC meant to remove is pinned again. Afterwards (and after a reopen) everything
+    /// pinned reads back, the doomed block is gone, and what was unpinned meanwhile is the
+    /// next GC's.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_gc_copies_without_the_lock_and_keeps_what_was_written_meanwhile() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(EmbeddedStore::open(dir.path()).unwrap());
+        let [a, b, c, d, e] = [
+            b"kept: pinned throughout".as_slice(),
+            b"unpinned, then pinned again during the copy",
+            b"pinned, unpinned during the copy",
+            b"stored and pinned during the copy",
+            b"unpinned before the GC: removed",
+        ]
+        .map(raw_block);
+        for block in [&a, &b, &c, &e] {
+            store.put_block(block.clone()).await.unwrap();
+            store.pin(&block.cid).await.unwrap();
+        }
+        store.unpin(&b.cid).await.unwrap();
+        store.unpin(&e.cid).await.unwrap();
+
+        let (paused_tx, paused_rx) = std::sync::mpsc::channel::<()>();
+        let (resume_tx, resume_rx) = std::sync::mpsc::channel::<()>();
+        lock(&store.inner).gc_pause = Some(Box::new(move || {
+            paused_tx.send(()).unwrap();
+            resume_rx.recv().unwrap();
+        }));
+        let gc = tokio::spawn({
+            let store = Arc::clone(&store);
+            async move { store.gc().await }
+        });
+        tokio::task::spawn_blocking(move || paused_rx.recv().unwrap())
+            .await
+            .unwrap();
+        let bounded = std::time::Duration::from_secs(10);
+        tokio::time::timeout(bounded, async {
+            assert_eq!(store.get_block(&a.cid).await.unwrap().unwrap(), a.data);
+            store.put_block(d.clone()).await.unwrap();
+            store.pin(&d.cid).await.unwrap();
+            store.unpin(&c.cid).await.unwrap();
+            store.pin(&b.cid).await.unwrap();
+        })
+        .await
+        .expect("the store answered while the GC was copying");
+        resume_tx.send(()).unwrap();
+        let stats = gc.await.unwrap().unwrap();
+        assert_eq!((stats.blocks_removed, stats.blocks_kept), (1, 4));
+
+        let check = |store: Arc<EmbeddedStore>| {
+            let (a, b, c, d, e) = (a.clone(), b.clone(), c.clone(), d.clone(), e.clone());
+            async move {
+                for block in [&a, &b, &d] {
+                    assert!(store.is_pinned(&block.cid).await.unwrap());
+                    assert_eq!(
+                        store.get_block(&block.cid).await.unwrap().unwrap(),
+                        block.data
+                    );
+                }
+                assert!(!store.is_pinned(&c.cid).await.unwrap());
+                assert_eq!(store.get_block(&e.cid).await.unwrap(), None);
+            }
+        };
+        check(Arc::clone(&store)).await;
+        // C, unpinned during the copy, goes at the next GC.
+        let stats = store.gc().await.unwrap();
+        assert_eq!((stats.blocks_removed, stats.blocks_kept), (1, 3));
+        assert_eq!(store.get_block(&c.cid).await.unwrap(), None);
+        drop(store);
+        let store = Arc::new(EmbeddedStore::open(dir.path()).unwrap());
+        check(Arc::clone(&store)).await;
+        assert_eq!(store.get_block(&c.cid).await.unwrap(), None);
+        assert_eq!(store.pinned_roots().await.unwrap().len(), 3);
     }
 }
