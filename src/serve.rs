@@ -365,6 +365,9 @@ pub struct Core {
     replication: Option<tokio::runtime::Runtime>,
     /// Keeps the key store in step with the ledger (crate::keeper).
     keeper: std::sync::Mutex<Option<crate::keeper::Keeper>>,
+    /// A reconcile ran at open (the store was not closed cleanly): the blocks of orphans
+    /// and of uploads a crash cut short are garbage for a GC once the server runs.
+    collect_garbage: bool,
 }
 
 impl Drop for Core {
@@ -498,6 +501,7 @@ impl Core {
         // payload is stored but whose record is not yet committed (it would look orphaned).
         // Not in a cluster: there a record's key and payload arrive before its block (the
         // leader sends them first), so what no local block names yet is no orphan.
+        let mut collect_garbage = false;
         if config.cluster.is_none() && payloads.clean_stop_height() == Some(ledger.tip().height) {
             // Stopped cleanly with no orphan at this height, and opened by nothing since
             // (every open removes the mark): nothing to reconcile.
@@ -506,6 +510,7 @@ impl Core {
                 "the payload store was closed cleanly at this height: no reconcile"
             );
         } else if config.cluster.is_none() {
+            collect_garbage = true;
             let reconciled = reconcile_payloads(&ledger, &payloads)?;
             if reconciled.orphan_roots_unpinned + reconciled.orphan_keys_destroyed > 0 {
                 tracing::warn!(
@@ -625,6 +630,7 @@ impl Core {
             state,
             replication,
             keeper: std::sync::Mutex::new(Some(keeper)),
+            collect_garbage,
         })
     }
 
@@ -776,6 +782,7 @@ pub fn run(config: ServeConfig) -> Result<(), ServeError> {
         config.workers
     };
     let watched = state.clone();
+    let collect_garbage = core.collect_garbage;
     let tls = match &config.tls {
         Some(files) => match files.server_config() {
             Ok(tls) => Some(tls),
@@ -807,6 +814,10 @@ pub fn run(config: ServeConfig) -> Result<(), ServeError> {
             config.listen,
             config.data_dir.display()
         );
+        if collect_garbage {
+            // In the background: a GC copies without the store's lock.
+            watched.payloads.collect_garbage_soon();
+        }
         if config.jwks_file.is_some() {
             eprintln!(
                 "medledger: bearer tokens are checked with {}",

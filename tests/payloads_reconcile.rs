@@ -85,10 +85,14 @@ async fn orphans_are_reconciled_by_command_and_at_start() {
     assert_eq!(report["live_keys"], 2, "{report}");
     assert_eq!(report["orphan_roots_unpinned"], 1, "{report}");
     assert_eq!(report["orphan_keys_destroyed"], 1, "{report}");
+    // Its ciphertext leaves the disk too (one raw block for a small payload).
+    assert_eq!(report["blocks_removed"], 1, "{report}");
+    assert!(report["bytes_removed"].as_u64().unwrap() > 0, "{report}");
     let (code, again) = reconcile(dir.path());
     assert_eq!(code, 0);
     assert_eq!(again["orphan_roots_unpinned"], 0, "{again}");
     assert_eq!(again["orphan_keys_destroyed"], 0, "{again}");
+    assert_eq!(again["blocks_removed"], 0, "{again}");
 
     // Another orphan, then a server start: it is gone before anything is served; the
     // record's payload stays.

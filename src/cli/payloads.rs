@@ -57,12 +57,28 @@ fn reconcile(p: &ReconcileParams) -> Result<serde_json::Value, String> {
         let report = reconcile_payloads(&ledger, &payloads)
             .map_err(|e| e.to_string())
             .and_then(|report| {
+                // The orphans' blocks, and those of uploads a crash cut short.
+                // On a thread of its own, as the reconcile: this may run inside a runtime
+                // (tests).
+                let collected = std::thread::scope(|scope| {
+                    scope
+                        .spawn(|| {
+                            tokio::runtime::Builder::new_current_thread()
+                                .enable_all()
+                                .build()
+                                .map_err(|e| format!("starting a runtime: {e}"))?
+                                .block_on(payloads.gc())
+                                .map_err(|e| format!("collecting garbage: {e}"))
+                        })
+                        .join()
+                        .expect("the GC thread panicked")
+                })?;
                 // Reconciled, and nothing else holds the store: the next `serve` at this
                 // height starts without a reconcile.
                 payloads
                     .mark_clean_stop(ledger.tip().height)
                     .map_err(|e| e.to_string())?;
-                Ok(report)
+                Ok((report, collected))
             });
         drop(payloads);
         if let Some(runtime) = runtime {
@@ -72,7 +88,7 @@ fn reconcile(p: &ReconcileParams) -> Result<serde_json::Value, String> {
     });
     let height = ledger.tip().height;
     let closed = ledger.close().map_err(|e| e.to_string());
-    let report = report?;
+    let (report, collected) = report?;
     closed?;
     Ok(json!({
         "ledger_height": height,
@@ -80,6 +96,8 @@ fn reconcile(p: &ReconcileParams) -> Result<serde_json::Value, String> {
         "live_keys": report.live_keys,
         "orphan_roots_unpinned": report.orphan_roots_unpinned,
         "orphan_keys_destroyed": report.orphan_keys_destroyed,
+        "blocks_removed": collected.blocks_removed,
+        "bytes_removed": collected.bytes_removed,
     }))
 }
 
