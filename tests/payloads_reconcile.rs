@@ -192,7 +192,9 @@ async fn a_clean_stop_skips_the_reconcile_and_anything_else_does_not() {
     assert!(!dir.path().join("payloads/clean-stop").exists());
     // A request left a payload unresolved: no mark, and the next start removes both.
     let second = orphan(&core.state.payloads).await;
-    drop(core.state.payloads_unresolved.begin());
+    let mut in_flight = core.state.payloads_unresolved.begin();
+    in_flight.storing();
+    drop(in_flight);
     core.close();
     drop(core);
     assert!(!dir.path().join("payloads/clean-stop").exists());
@@ -212,4 +214,77 @@ async fn a_clean_stop_skips_the_reconcile_and_anything_else_does_not() {
         "payload_erased"
     );
     core.close();
+}
+
+/// A multipart body: `record`, then `file`, then whatever `extra` holds.
+fn multipart(record: &str, file: &[u8], extra: &str) -> (String, Vec<u8>) {
+    let boundary = "medledgerRECONCILEboundary";
+    let mut body = Vec::new();
+    body.extend_from_slice(format!("--{boundary}\r\nContent-Disposition: form-data; name=\"record\"\r\nContent-Type: application/json\r\n\r\n{record}\r\n").as_bytes());
+    body.extend_from_slice(format!("--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.bin\"\r\nContent-Type: text/plain\r\n\r\n").as_bytes());
+    body.extend_from_slice(file);
+    body.extend_from_slice(format!("\r\n{extra}--{boundary}--\r\n").as_bytes());
+    (format!("multipart/form-data; boundary={boundary}"), body)
+}
+
+/// Requests refused before their payload was stored, or whose stored payload was
+/// abandoned, leave nothing unnamed: the clean stop is still marked, so the next start
+/// skips the reconcile. (Each of them used to keep the mark off.)
+#[actix_web::test]
+async fn refused_uploads_leave_the_clean_stop_mark() {
+    let Env { dir, core, .. } = Env::with(|config| config.rate_limit_per_sec = 0);
+    let token = common::api::bearer(dir.path(), Role::Clinician, "dr-1", Some("h-1"));
+    let svc = actix_web::test::init_service(app(core.state.clone())).await;
+    let record = json!({"patient_id": "p-1", "hospital_id": "h-1",
+        "record_type": "lab_result", "created_at": "2026-11-23T10:00:00Z",
+        "metadata": {"title": "CBC"}});
+    let other_hospital = json!({"patient_id": "p-1", "hospital_id": "h-2",
+        "record_type": "lab_result", "created_at": "2026-11-23T10:00:00Z",
+        "metadata": {"title": "CBC"}, "payload": {"content_type": "text/plain", "data": "x"}});
+    let extra_part = "--medledgerRECONCILEboundary\r\nContent-Disposition: form-data; name=\"more\"\r\n\r\nx\r\n";
+    let cases: Vec<(&str, String, Vec<u8>, u16)> = vec![
+        (
+            "malformed JSON",
+            "application/json".into(),
+            b"{\"patient_id\":".to_vec(),
+            400,
+        ),
+        (
+            "another hospital, inline payload",
+            "application/json".into(),
+            other_hospital.to_string().into_bytes(),
+            403,
+        ),
+        {
+            let (ct, body) = multipart("{not json", b"note", "");
+            ("multipart, malformed record part", ct, body, 400)
+        },
+        {
+            let (ct, body) = multipart(&record.to_string(), b"note", extra_part);
+            (
+                "multipart, a part after the file (stored, then abandoned)",
+                ct,
+                body,
+                400,
+            )
+        },
+    ];
+    for (what, content_type, body, status) in cases {
+        let res = actix_web::test::call_service(
+            &svc,
+            actix_web::test::TestRequest::post()
+                .uri("/v1/records")
+                .insert_header(("Authorization", token.as_str()))
+                .insert_header(("Content-Type", content_type))
+                .set_payload(body)
+                .to_request(),
+        )
+        .await;
+        assert_eq!(res.status().as_u16(), status, "{what}");
+    }
+    assert!(!core.state.payloads_unresolved.any());
+    drop(svc);
+    core.close();
+    drop(core);
+    assert!(dir.path().join("payloads/clean-stop").exists());
 }

@@ -161,6 +161,8 @@ pub struct Payloads {
     /// A garbage collection runs in the background; and another was asked for meanwhile.
     gc_running: Arc<std::sync::atomic::AtomicBool>,
     gc_again: Arc<std::sync::atomic::AtomicBool>,
+    /// A failed `put` could not undo what it stored: an orphan may be left.
+    left_orphan: std::sync::atomic::AtomicBool,
     /// The ledger height of the clean stop found (and removed) at open
     /// ([`Payloads::clean_stop_height`]).
     clean_stop: Option<u64>,
@@ -259,6 +261,7 @@ impl Payloads {
             replicator,
             gc_running: Arc::default(),
             gc_again: Arc::default(),
+            left_orphan: Default::default(),
             clean_stop,
         })
     }
@@ -274,8 +277,12 @@ impl Payloads {
     /// Records, durably, that the store holds no orphan at ledger height `height`: call
     /// it last, once nothing can store a payload any more (the server stopped) and every
     /// payload stored is named by a committed record or was abandoned. The next open
-    /// finds it ([`Payloads::clean_stop_height`]) and removes it.
+    /// finds it ([`Payloads::clean_stop_height`]) and removes it. Writes nothing if a
+    /// failed `put` of this process could not undo what it stored.
     pub fn mark_clean_stop(&self, height: u64) -> Result<(), PayloadError> {
+        if self.left_orphan.load(std::sync::atomic::Ordering::Acquire) {
+            return Ok(());
+        }
         let dir = &self.config.data_dir;
         let tmp = dir.join(format!("{CLEAN_STOP_FILE}.tmp"));
         let mut file = std::fs::File::create(&tmp).map_err(storage_error)?;
@@ -379,6 +386,8 @@ impl Payloads {
                 .map_err(|e| e.to_string());
         }
         if destroyed.is_err() || unpinned.is_err() {
+            self.left_orphan
+                .store(true, std::sync::atomic::Ordering::Release);
             tracing::warn!(%root, "a failed put left an orphan; reconcile removes it");
         }
     }

@@ -166,14 +166,16 @@ async fn ensure_held(state: &AppState, stored: &StoredPayload) {
 pub async fn store_inline(
     state: &AppState,
     inline: InlinePayload,
+    in_flight: &mut InFlight<'_>,
 ) -> Result<StoredPayload, ApiError> {
     super::submit::disk_room(state, inline.bytes.len() as u64)?;
     let body = futures_util::stream::once(async move { Ok::<_, io::Error>(inline.bytes) });
-    state
-        .payloads
-        .put(body, &inline.content_type)
-        .await
-        .map_err(payload_error)
+    in_flight.storing();
+    let stored = state.payloads.put(body, &inline.content_type).await;
+    if stored.is_err() {
+        in_flight.not_stored();
+    }
+    stored.map_err(payload_error)
 }
 
 /// Sets the payload of a creation or an amendment.
@@ -209,12 +211,11 @@ pub async fn abandon(state: &AppState, stored: &StoredPayload) -> bool {
 pub struct Unresolved(AtomicBool);
 
 impl Unresolved {
-    /// A request's payload from before it is stored until it is named by a committed
-    /// record or abandoned.
+    /// A request that may store a payload; see [`InFlight`].
     pub fn begin(&self) -> InFlight<'_> {
         InFlight {
             unresolved: self,
-            resolved: false,
+            storing: false,
         }
     }
 
@@ -224,23 +225,36 @@ impl Unresolved {
     }
 }
 
-/// See [`Unresolved::begin`]: dropped without [`InFlight::resolve`], it marks the store
-/// as possibly holding an orphan.
+/// See [`Unresolved::begin`]. From [`InFlight::storing`] (a payload's `put` begins) until
+/// [`InFlight::resolve`] or [`InFlight::not_stored`], a drop (an error, a client gone)
+/// marks the store as possibly holding an orphan. A request refused before its payload is
+/// stored, or whose `put` failed (the pipeline undoes its own failed `put`s, and keeps
+/// the store from a clean stop if that fails), leaves nothing.
 pub struct InFlight<'a> {
     unresolved: &'a Unresolved,
-    resolved: bool,
+    storing: bool,
 }
 
 impl InFlight<'_> {
+    /// A payload's `put` begins: what it stores is unnamed until the record commits.
+    pub fn storing(&mut self) {
+        self.storing = true;
+    }
+
+    /// The `put` failed, or what it stored was abandoned: nothing is left unnamed.
+    pub fn not_stored(&mut self) {
+        self.storing = false;
+    }
+
     /// The payload is named by a committed record, abandoned, or was never stored.
     pub fn resolve(mut self) {
-        self.resolved = true;
+        self.storing = false;
     }
 }
 
 impl Drop for InFlight<'_> {
     fn drop(&mut self) {
-        if !self.resolved {
+        if self.storing {
             self.unresolved.0.store(true, Ordering::Release);
         }
     }
@@ -254,6 +268,7 @@ pub async fn read_multipart<T, F>(
     req: &HttpRequest,
     body: web::Payload,
     state: &AppState,
+    in_flight: &mut InFlight<'_>,
     check: F,
 ) -> Result<(T, StoredPayload), ApiError>
 where
@@ -326,12 +341,21 @@ where
     let stream = futures_util::stream::unfold(rx, |mut rx| async move {
         rx.recv().await.map(|item| (item, rx))
     });
+    in_flight.storing();
     let (stored, ()) = futures_util::join!(state.payloads.put(stream, &content_type), reader);
-    let stored = stored.map_err(payload_error)?;
+    let stored = match stored {
+        Ok(stored) => stored,
+        Err(e) => {
+            in_flight.not_stored();
+            return Err(payload_error(e));
+        }
+    };
     // Nothing may follow the file.
     if let Some(extra) = multipart.next().await {
         let _ = extra;
-        let _ = state.payloads.erase(&stored.key_id, &stored.cid).await;
+        if abandon(state, &stored).await {
+            in_flight.not_stored();
+        }
         return Err(bad("nothing may follow the `file` part".into()));
     }
     Ok((record, stored))

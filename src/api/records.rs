@@ -130,29 +130,25 @@ pub async fn create(
     caller: Caller,
     _query: web::Query<WriteQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    // From before a payload is stored until its record commits or it is abandoned.
-    let in_flight = state.payloads_unresolved.begin();
+    // From a payload's store until its record commits or it is abandoned.
+    let mut in_flight = state.payloads_unresolved.begin();
     let (env, stored) = if payloads::is_multipart(&req) {
-        let (record, stored) = payloads::read_multipart::<NewRecord, _>(&req, body, &state, |r| {
-            check_create(&caller, r)?;
-            if r.payload.is_some() {
-                return Err(ApiError::bad_request(
-                    "invalid_body",
-                    "with a multipart upload the payload is the `file` part, not `payload`",
-                ));
-            }
-            Ok(())
-        })
-        .await?;
+        let (record, stored) =
+            payloads::read_multipart::<NewRecord, _>(&req, body, &state, &mut in_flight, |r| {
+                check_create(&caller, r)?;
+                if r.payload.is_some() {
+                    return Err(ApiError::bad_request(
+                        "invalid_body",
+                        "with a multipart upload the payload is the `file` part, not `payload`",
+                    ));
+                }
+                Ok(())
+            })
+            .await?;
         match creation(&state, &caller, record) {
             Ok((env, _)) => (env, Some(stored)),
             Err(e) => {
-                if state
-                    .payloads
-                    .erase(&stored.key_id, &stored.cid)
-                    .await
-                    .is_ok()
-                {
+                if payloads::abandon(&state, &stored).await {
                     in_flight.resolve();
                 }
                 return Err(e);
@@ -167,7 +163,7 @@ pub async fn create(
             .map_err(super::json_error)?;
         let (env, inline) = creation(&state, &caller, record)?;
         let stored = match inline {
-            Some(inline) => Some(payloads::store_inline(&state, inline).await?),
+            Some(inline) => Some(payloads::store_inline(&state, inline, &mut in_flight).await?),
             None => None,
         };
         (env, stored)
@@ -313,9 +309,9 @@ pub async fn amend(
         }),
     );
     apply_record_event(Some(&current.state), &env.event).map_err(|e| contract_error(&e))?;
-    let in_flight = state.payloads_unresolved.begin();
+    let mut in_flight = state.payloads_unresolved.begin();
     let stored = match inline {
-        Some(inline) => Some(payloads::store_inline(&state, inline).await?),
+        Some(inline) => Some(payloads::store_inline(&state, inline, &mut in_flight).await?),
         None => None,
     };
     let (_, receipt) = payloads::commit_with_payload(&state, env, stored, in_flight).await?;
