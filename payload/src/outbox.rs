@@ -291,7 +291,7 @@ async fn copy_dag(
             })?;
             stack.extend(node.links.iter().rev());
         }
-        uploads.submit(Block { cid, data }).await?;
+        uploads.submit(Block::claimed(cid, data)).await?;
     }
     uploads.finish().await?;
     remote.pin(&root).await

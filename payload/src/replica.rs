@@ -57,7 +57,7 @@ impl Payloads {
                 .get_block(cid)
                 .await?
                 .ok_or_else(|| PayloadError::NotFound(format!("block {cid} is missing")))?;
-            out.push(Block { cid: *cid, data });
+            out.push(Block::claimed(*cid, data));
         }
         Ok(out)
     }

@@ -22,21 +22,50 @@ pub const LINKS_MAX: usize = 174;
 const LEVELS_MAX: usize = 8;
 
 /// One block of a DAG and its CID.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug)]
 pub struct Block {
     /// The block's CID (its bytes' sha2-256 under its codec).
     pub cid: Cid,
-    /// The block's bytes.
+    /// The block's bytes (never changed after the block is made: a block made here is
+    /// stored without hashing them again).
     pub data: Bytes,
+    /// The CID was computed from these bytes in this process (by [`FileBuilder`]), so a
+    /// store need not hash them again; a block from anywhere else is checked.
+    hashed_here: bool,
 }
 
+impl PartialEq for Block {
+    fn eq(&self, other: &Block) -> bool {
+        self.cid == other.cid && self.data == other.data
+    }
+}
+
+impl Eq for Block {}
+
 impl Block {
-    fn new(version: CidVersion, codec: Codec, data: Vec<u8>) -> Block {
+    /// A block read or received with the CID it claims: a store checks the bytes against
+    /// the CID before it keeps them.
+    pub fn claimed(cid: Cid, data: Bytes) -> Block {
+        Block {
+            cid,
+            data,
+            hashed_here: false,
+        }
+    }
+
+    /// A block made here: its CID is the hash of its bytes.
+    fn hashed(version: CidVersion, codec: Codec, data: Vec<u8>) -> Block {
         let cid = Cid::for_block(version, codec, &data);
         Block {
             cid,
             data: Bytes::from(data),
+            hashed_here: true,
         }
+    }
+
+    /// Whether the CID was computed from the bytes in this process.
+    pub(crate) fn hashed_here(&self) -> bool {
+        self.hashed_here
     }
 }
 
@@ -128,8 +157,10 @@ impl FileBuilder {
     fn cut_leaf(&mut self, blocks: &mut Vec<Block>) {
         let chunk_len = self.chunk.len() as u64;
         let block = match self.version {
-            CidVersion::V0 => Block::new(self.version, Codec::DagPb, encode_file_leaf(&self.chunk)),
-            CidVersion::V1 => Block::new(self.version, Codec::Raw, self.chunk.clone()),
+            CidVersion::V0 => {
+                Block::hashed(self.version, Codec::DagPb, encode_file_leaf(&self.chunk))
+            }
+            CidVersion::V1 => Block::hashed(self.version, Codec::Raw, self.chunk.clone()),
         };
         self.chunk.clear();
         self.file_bytes += chunk_len;
@@ -159,7 +190,7 @@ impl FileBuilder {
     fn emit_parent(&mut self, level: usize, children: &[ChildLink], blocks: &mut Vec<Block>) {
         assert!(children.len() <= LINKS_MAX);
         let data = encode_file_parent(children);
-        let block = Block::new(self.version, Codec::DagPb, data);
+        let block = Block::hashed(self.version, Codec::DagPb, data);
         let link = ChildLink {
             cid: block.cid,
             tsize: block.data.len() as u64 + children.iter().map(|c| c.tsize).sum::<u64>(),

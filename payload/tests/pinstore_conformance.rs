@@ -73,10 +73,10 @@ async fn conformance(store: &dyn PinStore, supports_gc: bool) {
     ));
 
     // Bytes that do not match the CID are refused.
-    let lie = Block {
-        cid: Cid::for_block(CidVersion::V1, Codec::Raw, b"one thing"),
-        data: Bytes::from_static(b"another thing"),
-    };
+    let lie = Block::claimed(
+        Cid::for_block(CidVersion::V1, Codec::Raw, b"one thing"),
+        Bytes::from_static(b"another thing"),
+    );
     assert!(matches!(
         store.put_block(lie).await,
         Err(PinStoreError::CidMismatch { .. })

@@ -221,10 +221,7 @@ impl WireBlock {
 
     fn block(self) -> Result<Block, String> {
         let cid = Cid::from_bytes(&self.cid).map_err(|e| format!("a block's CID: {e}"))?;
-        Ok(Block {
-            cid,
-            data: self.data.into(),
-        })
+        Ok(Block::claimed(cid, self.data.into()))
     }
 
     /// The blocks a message carries (an unreadable CID refuses them all).
