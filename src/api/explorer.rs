@@ -10,7 +10,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use medledger_chaincode::{tx_hash, Envelope, Timestamp, TxId};
-use medledger_storage::Block;
+use medledger_storage::{Block, StorageError};
 
 use super::auth::Caller;
 use super::error::ApiError;
@@ -38,6 +38,31 @@ pub(super) fn storage_error(e: impl std::fmt::Display) -> ApiError {
     tracing::error!(error = %e, "explorer: storage error");
     ApiError::internal("the ledger could not be read")
 }
+
+/// A failed read of a block: a block that does not read (an I/O error, EIO from a
+/// failing disk) or reads damaged is named, by number, with a code of its own; the log
+/// keeps the file and offset, the answer only the block.
+pub(super) fn block_read_error(e: StorageError) -> ApiError {
+    let (code, number, what) = match &e {
+        StorageError::BlockRead { number, .. } => {
+            (BLOCK_UNREADABLE, *number, "could not be read from disk")
+        }
+        StorageError::CorruptBlock { number, .. } => (BLOCK_CORRUPT, *number, "is damaged on disk"),
+        _ => return storage_error(e),
+    };
+    tracing::error!(error = %e, block = number, "a block of the ledger could not be read");
+    ApiError::new(
+        actix_web::http::StatusCode::INTERNAL_SERVER_ERROR,
+        code,
+        format!("block {number} {what}; the ledger's other blocks are unaffected"),
+    )
+    .with_details(json!({ "block": number }))
+}
+
+/// The code of a block that does not read (an I/O error).
+pub const BLOCK_UNREADABLE: &str = "block_unreadable";
+/// The code of a block found damaged.
+pub const BLOCK_CORRUPT: &str = "block_corrupt";
 
 fn hex32(h: &[u8; 32]) -> String {
     hex::encode(h)
@@ -95,7 +120,7 @@ pub fn block_json(block: &Block) -> Value {
 pub async fn chain(state: Data, caller: Caller) -> Result<HttpResponse, ApiError> {
     require_explorer(&caller)?;
     let tip = state.ledger.tip();
-    let genesis = state.ledger.block(0).map_err(storage_error)?;
+    let genesis = state.ledger.block(0).map_err(block_read_error)?;
     let prev_hash = if tip.height >= 2 {
         state
             .ledger
@@ -180,7 +205,7 @@ pub async fn blocks(
     };
     let mut items = Vec::with_capacity(numbers.len());
     for n in &numbers {
-        if let Some(block) = state.ledger.block(*n).map_err(storage_error)? {
+        if let Some(block) = state.ledger.block(*n).map_err(block_read_error)? {
             let mut v = block_json(&block);
             // The list is for browsing; a block's transactions are one more request away.
             v.as_object_mut().expect("object").remove("txs");
@@ -209,7 +234,7 @@ pub async fn block(
             "a block number is a decimal integer",
         )
     })?;
-    match state.ledger.block(number).map_err(storage_error)? {
+    match state.ledger.block(number).map_err(block_read_error)? {
         Some(b) => Ok(HttpResponse::Ok().json(block_json(&b))),
         None => Err(ApiError::not_found("block", &text)),
     }
@@ -235,7 +260,11 @@ pub async fn block_by_hash(
     require_explorer(&caller)?;
     let text = path.into_inner().to_ascii_lowercase();
     let hash = parse_hash(&text, "invalid_hash", "a block hash")?;
-    match state.ledger.block_by_hash(&hash).map_err(storage_error)? {
+    match state
+        .ledger
+        .block_by_hash(&hash)
+        .map_err(block_read_error)?
+    {
         Some(b) => Ok(HttpResponse::Ok().json(block_json(&b))),
         None => Err(ApiError::not_found("block", &text)),
     }
@@ -253,7 +282,7 @@ fn find_tx(
     state
         .ledger
         .tx_with_block(&id.0)
-        .map_err(storage_error)?
+        .map_err(block_read_error)?
         .ok_or_else(|| ApiError::not_found("transaction", text))
 }
 

@@ -24,6 +24,8 @@ pub fn run(data_dir: &Path, out: &mut dyn Write) -> i32 {
             let (code, block) = match &e {
                 StorageError::CorruptBlock { number, .. }
                 | StorageError::IndexMismatch { number, .. } => (1, Some(*number)),
+                // Not found wrong: it could not be read, so it was not checked.
+                StorageError::BlockRead { number, .. } => (2, Some(*number)),
                 _ => (2, None),
             };
             let _ = writeln!(

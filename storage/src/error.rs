@@ -17,6 +17,15 @@ pub enum StorageError {
         #[source]
         source: io::Error,
     },
+    /// Reading block `number` failed: an I/O error (EIO from a failing disk, say), not
+    /// bytes found wrong. The block may read again later; nothing was changed.
+    #[error("reading block {number} failed while {context}: {source}")]
+    BlockRead {
+        number: u64,
+        context: String,
+        #[source]
+        source: io::Error,
+    },
     /// An earlier write or fsync failed, so the state on disk is unknown; the ledger
     /// refuses every write until it is reopened (and recovered).
     #[error("the ledger is poisoned by an earlier failure ({0}); reopen it to recover")]

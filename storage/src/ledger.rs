@@ -410,8 +410,17 @@ impl Ledger {
 
     /// Reads the block at an indexed location, checking its frame and number.
     fn read_at(&self, number: u64, loc: BlockLocation) -> Result<BlockFrame, StorageError> {
-        let file = self.file(loc.segment)?;
-        recovery::read_block_at(self.dir.as_ref(), file.as_ref(), number, loc)
+        self.file(loc.segment)
+            .and_then(|file| recovery::read_block_at(self.dir.as_ref(), file.as_ref(), number, loc))
+            .map_err(|e| match e {
+                // Said of the block, so a reader can name it (the context keeps the file).
+                StorageError::Io { context, source } => StorageError::BlockRead {
+                    number,
+                    context,
+                    source,
+                },
+                e => e,
+            })
     }
 
     /// Block `number`, if it exists.

@@ -143,9 +143,10 @@ impl From<ViewError> for ProjectError {
 impl From<StorageError> for ProjectError {
     fn from(e: StorageError) -> Self {
         match e {
-            StorageError::Io { .. } | StorageError::Index(_) | StorageError::NoSpace { .. } => {
-                ProjectError::Transient(e.to_string())
-            }
+            StorageError::Io { .. }
+            | StorageError::BlockRead { .. }
+            | StorageError::Index(_)
+            | StorageError::NoSpace { .. } => ProjectError::Transient(e.to_string()),
             StorageError::Poisoned(_)
             | StorageError::CorruptBlock { .. }
             | StorageError::IndexMismatch { .. }

@@ -1,0 +1,140 @@
+//! A block of the ledger that the disk can no longer read (EIO) is named in a 500 with a
+//! code of its own, never crashes the server, never leaks a path, and reads again once
+//! the disk does (issue 27). The EIO comes from an `LD_PRELOAD` shim
+//! (tests/eio/eio_on_read.c) loaded into the real server: while a trigger file exists,
+//! every `pread` of a ledger segment fails.
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+mod common;
+use common::server::{free_port, request, token, wait_healthy, Running};
+
+/// Builds the shim with the C compiler every Rust build here links with.
+fn build_shim(dir: &Path) -> std::path::PathBuf {
+    let out = dir.join("eio_on_read.so");
+    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/eio/eio_on_read.c");
+    let status = Command::new("cc")
+        .args(["-O2", "-shared", "-fPIC", "-o"])
+        .arg(&out)
+        .arg(&source)
+        .arg("-ldl")
+        .status()
+        .expect("cc runs");
+    assert!(status.success(), "building the EIO shim failed");
+    out
+}
+
+#[test]
+fn a_block_the_disk_cannot_read_is_named_in_a_500_and_the_server_goes_on() {
+    let tmp = tempfile::tempdir().unwrap();
+    let shim = build_shim(tmp.path());
+    let data = tmp.path().join("data");
+    let trigger = tmp.path().join("eio-on");
+    let addr = free_port();
+    let child = Command::new(env!("CARGO_BIN_EXE_medledger"))
+        .args(["serve", "--data-dir"])
+        .arg(&data)
+        .args(["--listen", &addr.to_string(), "--workers", "2"])
+        .args(["--rate-limit-per-sec", "0"])
+        .env("LD_PRELOAD", &shim)
+        .env("EIO_PATH", "/blocks/seg-")
+        .env("EIO_TRIGGER", &trigger)
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(tmp.path().join("serve.log")).unwrap())
+        .spawn()
+        .unwrap();
+    let server = Running(wait_healthy(child, addr));
+    let admin = token(&data, "admin", "admin-1", None);
+    let mut receipts = Vec::new();
+    for i in 0..3 {
+        let body = format!(
+            r#"{{"patient_id":"p-1","hospital_id":"h-1","record_type":"lab_result","created_at":"2026-11-23T10:0{i}:00Z","metadata":{{"title":"CBC {i}"}}}}"#
+        );
+        let (status, receipt) =
+            request(addr, "POST", "/v1/records", Some(&admin), Some(&body)).unwrap();
+        assert_eq!(status, 201, "{receipt}");
+        receipts.push(receipt);
+    }
+    let block = receipts[0]["block_number"]
+        .as_u64()
+        .expect("a receipt names its block");
+    let tx_id = receipts[0]["tx_id"].as_str().unwrap().to_owned();
+    let record_id = receipts[0]["record_id"].as_str().unwrap().to_owned();
+    let (status, shown) = request(
+        addr,
+        "GET",
+        &format!("/v1/blocks/{block}"),
+        Some(&admin),
+        None,
+    )
+    .unwrap();
+    assert_eq!(status, 200);
+    let hash = shown["hash"].as_str().unwrap().to_owned();
+
+    std::fs::write(&trigger, b"").unwrap();
+    let unreadable = |path: &str| {
+        let (status, body) = request(addr, "GET", path, Some(&admin), None).unwrap();
+        assert_eq!(status, 500, "{path}: {body}");
+        assert_eq!(body["error"]["code"], "block_unreadable", "{path}: {body}");
+        assert_eq!(body["error"]["details"]["block"], block, "{path}: {body}");
+        let message = body["error"]["message"].as_str().unwrap();
+        assert!(message.contains(&format!("block {block}")), "{message}");
+        assert!(!message.contains('/'), "a path in the answer: {message}");
+    };
+    unreadable(&format!("/v1/blocks/{block}"));
+    unreadable(&format!("/v1/blocks/by-hash/{hash}"));
+    unreadable(&format!("/v1/tx/{tx_id}"));
+    unreadable(&format!("/v1/tx/{tx_id}/proof"));
+    // What the views hold is still served, and the server is up.
+    let (status, record) = request(
+        addr,
+        "GET",
+        &format!("/v1/records/{record_id}"),
+        Some(&admin),
+        None,
+    )
+    .unwrap();
+    assert_eq!(status, 200, "{record}");
+    assert_eq!(request(addr, "GET", "/healthz", None, None).unwrap().0, 200);
+
+    // The disk reads again: so does the block, without a restart.
+    std::fs::remove_file(&trigger).unwrap();
+    let (status, body) = request(
+        addr,
+        "GET",
+        &format!("/v1/blocks/{block}"),
+        Some(&admin),
+        None,
+    )
+    .unwrap();
+    assert_eq!(status, 200, "{body}");
+    // A write made after it is answered (its verdict needs the projector, which read
+    // blocks through the same disk).
+    let (status, receipt) = request(
+        addr,
+        "POST",
+        "/v1/records",
+        Some(&admin),
+        Some(r#"{"patient_id":"p-2","hospital_id":"h-1","record_type":"lab_result","created_at":"2026-11-23T11:00:00Z","metadata":{"title":"after"}}"#),
+    )
+    .unwrap();
+    assert_eq!(status, 201, "{receipt}");
+    let id = receipt["record_id"].as_str().unwrap();
+    let (status, _) = request(
+        addr,
+        "GET",
+        &format!("/v1/records/{id}"),
+        Some(&admin),
+        None,
+    )
+    .unwrap();
+    assert_eq!(status, 200);
+    server.stop();
+    let log = std::fs::read_to_string(tmp.path().join("serve.log")).unwrap();
+    assert!(!log.contains("panicked"), "{log}");
+    assert!(
+        log.contains("could not be read"),
+        "the EIO was not logged: {log}"
+    );
+}
