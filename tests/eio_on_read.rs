@@ -5,10 +5,10 @@
 //! every `pread` of a ledger segment fails.
 
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 mod common;
-use common::server::{free_port, request, token, wait_healthy, Running};
+use common::server::{free_port, request, start_logged, token, Running};
 
 /// Builds the shim with the C compiler every Rust build here links with.
 fn build_shim(dir: &Path) -> std::path::PathBuf {
@@ -32,20 +32,19 @@ fn a_block_the_disk_cannot_read_is_named_in_a_500_and_the_server_goes_on() {
     let data = tmp.path().join("data");
     let trigger = tmp.path().join("eio-on");
     let addr = free_port();
-    let child = Command::new(env!("CARGO_BIN_EXE_medledger"))
-        .args(["serve", "--data-dir"])
-        .arg(&data)
-        .args(["--listen", &addr.to_string(), "--workers", "2"])
-        .args(["--rate-limit-per-sec", "0"])
-        .env("LD_PRELOAD", &shim)
-        .env("EIO_PATH", "/blocks/seg-")
-        .env("EIO_TRIGGER", &trigger)
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(tmp.path().join("serve.log")).unwrap())
-        .spawn()
-        .unwrap();
-    let server = Running(wait_healthy(child, addr));
+    let server = Running(start_logged(
+        &data,
+        addr,
+        &[],
+        &[
+            ("LD_PRELOAD", shim.as_os_str()),
+            ("EIO_PATH", "/blocks/seg-".as_ref()),
+            ("EIO_TRIGGER", trigger.as_os_str()),
+        ],
+        &tmp.path().join("serve.log"),
+    ));
     let admin = token(&data, "admin", "admin-1", None);
+    let get = |path: &str| request(addr, "GET", path, Some(&admin), None).unwrap();
     let mut receipts = Vec::new();
     for i in 0..3 {
         let body = format!(
@@ -61,20 +60,13 @@ fn a_block_the_disk_cannot_read_is_named_in_a_500_and_the_server_goes_on() {
         .expect("a receipt names its block");
     let tx_id = receipts[0]["tx_id"].as_str().unwrap().to_owned();
     let record_id = receipts[0]["record_id"].as_str().unwrap().to_owned();
-    let (status, shown) = request(
-        addr,
-        "GET",
-        &format!("/v1/blocks/{block}"),
-        Some(&admin),
-        None,
-    )
-    .unwrap();
+    let (status, shown) = get(&format!("/v1/blocks/{block}"));
     assert_eq!(status, 200);
     let hash = shown["hash"].as_str().unwrap().to_owned();
 
     std::fs::write(&trigger, b"").unwrap();
     let unreadable = |path: &str| {
-        let (status, body) = request(addr, "GET", path, Some(&admin), None).unwrap();
+        let (status, body) = get(path);
         assert_eq!(status, 500, "{path}: {body}");
         assert_eq!(body["error"]["code"], "block_unreadable", "{path}: {body}");
         assert_eq!(body["error"]["details"]["block"], block, "{path}: {body}");
@@ -87,27 +79,13 @@ fn a_block_the_disk_cannot_read_is_named_in_a_500_and_the_server_goes_on() {
     unreadable(&format!("/v1/tx/{tx_id}"));
     unreadable(&format!("/v1/tx/{tx_id}/proof"));
     // What the views hold is still served, and the server is up.
-    let (status, record) = request(
-        addr,
-        "GET",
-        &format!("/v1/records/{record_id}"),
-        Some(&admin),
-        None,
-    )
-    .unwrap();
+    let (status, record) = get(&format!("/v1/records/{record_id}"));
     assert_eq!(status, 200, "{record}");
     assert_eq!(request(addr, "GET", "/healthz", None, None).unwrap().0, 200);
 
     // The disk reads again: so does the block, without a restart.
     std::fs::remove_file(&trigger).unwrap();
-    let (status, body) = request(
-        addr,
-        "GET",
-        &format!("/v1/blocks/{block}"),
-        Some(&admin),
-        None,
-    )
-    .unwrap();
+    let (status, body) = get(&format!("/v1/blocks/{block}"));
     assert_eq!(status, 200, "{body}");
     // A write made after it is answered (its verdict needs the projector, which read
     // blocks through the same disk).
@@ -121,14 +99,7 @@ fn a_block_the_disk_cannot_read_is_named_in_a_500_and_the_server_goes_on() {
     .unwrap();
     assert_eq!(status, 201, "{receipt}");
     let id = receipt["record_id"].as_str().unwrap();
-    let (status, _) = request(
-        addr,
-        "GET",
-        &format!("/v1/records/{id}"),
-        Some(&admin),
-        None,
-    )
-    .unwrap();
+    let (status, _) = get(&format!("/v1/records/{id}"));
     assert_eq!(status, 200);
     server.stop();
     let log = std::fs::read_to_string(tmp.path().join("serve.log")).unwrap();

@@ -9,14 +9,14 @@
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use medledger::storage::ledger::fs::free_bytes_at;
 use serde_json::Value;
 
 mod common;
-use common::server::{free_port, request, token, wait_healthy, Running};
+use common::server::{free_port, request, start_logged, token, Running};
 
 const MIB: u64 = 1 << 20;
 /// The file system, and the reserve the server keeps on it.
@@ -157,17 +157,14 @@ fn a_full_disk_refuses_writes_keeps_reads_and_recovers_without_a_restart() {
     let data = disk.mount.join("data");
     let log = tmp.path().join("server.log");
     let addr = free_port();
-    let child = Command::new(env!("CARGO_BIN_EXE_medledger"))
-        .args(["serve", "--data-dir"])
-        .arg(&data)
-        .args(["--listen", &addr.to_string(), "--workers", "2"])
-        .args(["--rate-limit-per-sec", "0"])
-        .args(["--disk-reserve-mib", &RESERVE_MIB.to_string()])
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
-    let mut server = Running(wait_healthy(child, addr));
+    let reserve = RESERVE_MIB.to_string();
+    let mut server = Running(start_logged(
+        &data,
+        addr,
+        &["--disk-reserve-mib", &reserve],
+        &[],
+        &log,
+    ));
     let tok = token(&data, "clinician", "dr-1", Some("h-1"));
 
     // Leave a few MiB above the reserve, then write until the disk says no.

@@ -35,6 +35,29 @@ pub fn start_with_env(dir: &Path, addr: SocketAddr, env: &[(&str, &str)]) -> Chi
     wait_healthy(child, addr)
 }
 
+/// [`start`] with `args` added to `serve`'s, `env` set, and its standard error written
+/// to `log` (to look for panics and errors after the test).
+pub fn start_logged(
+    dir: &Path,
+    addr: SocketAddr,
+    args: &[&str],
+    env: &[(&str, &std::ffi::OsStr)],
+    log: &Path,
+) -> Child {
+    let child = Command::new(env!("CARGO_BIN_EXE_medledger"))
+        .args(["serve", "--data-dir"])
+        .arg(dir)
+        .args(["--listen", &addr.to_string(), "--workers", "2"])
+        .args(["--rate-limit-per-sec", "0"])
+        .args(args)
+        .envs(env.iter().copied())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(log).unwrap())
+        .spawn()
+        .unwrap();
+    wait_healthy(child, addr)
+}
+
 /// Waits (30 s at most) until the server `child` answers `/healthz` at `addr`; kills and
 /// reaps it, and panics, if it does not.
 pub fn wait_healthy(mut child: Child, addr: SocketAddr) -> Child {

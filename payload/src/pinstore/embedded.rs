@@ -481,15 +481,15 @@ impl Inner {
         let mut data = Vec::new();
         for cid in plan.doomed.iter().filter(|cid| live.contains(cid)) {
             let entry = &self.index[cid];
-            data.resize(entry.data_len as usize, 0);
-            self.file.read_exact_at(&mut data, entry.data_offset)?;
-            if !cid.verifies(&data) {
-                return Err(PinStoreError::Corrupt(*cid));
-            }
-            let record = encode_record(KIND_BLOCK, cid, &data);
-            writer.write_all(&record)?;
-            offsets.insert(*cid, offset + (record.len() - data.len()) as u64);
-            offset += record.len() as u64;
+            let (data_offset, len) = copy_block(
+                &self.file,
+                (cid, entry.data_offset, entry.data_len),
+                &mut writer,
+                offset,
+                &mut data,
+            )?;
+            offsets.insert(*cid, data_offset);
+            offset += len;
         }
         let file = writer.into_inner().map_err(|e| e.into_error())?;
         file.sync_all()?;
@@ -542,6 +542,29 @@ impl Inner {
     }
 }
 
+/// Copies the block `(cid, data offset, data length)` of the pack `from` into `writer`,
+/// where its record begins at `offset`, checked against its CID on the way (`data` is
+/// the buffer). Returns the block's data offset in the new pack and the record's length.
+fn copy_block(
+    from: &File,
+    (cid, data_offset, data_len): (&Cid, u64, u32),
+    writer: &mut impl Write,
+    offset: u64,
+    data: &mut Vec<u8>,
+) -> Result<(u64, u64), PinStoreError> {
+    data.resize(data_len as usize, 0);
+    from.read_exact_at(data, data_offset)?;
+    if !cid.verifies(data) {
+        return Err(PinStoreError::Corrupt(*cid));
+    }
+    let record = encode_record(KIND_BLOCK, cid, data);
+    writer.write_all(&record)?;
+    Ok((
+        offset + (record.len() - data.len()) as u64,
+        record.len() as u64,
+    ))
+}
+
 /// What a GC copies, planned under the lock.
 struct GcPlan {
     dir: PathBuf,
@@ -569,16 +592,16 @@ impl GcPlan {
         let mut offsets = HashMap::with_capacity(self.kept.len());
         let mut offset = 0u64;
         let mut data = Vec::new();
-        for (cid, data_offset, data_len) in &self.kept {
-            data.resize(*data_len as usize, 0);
-            self.file.read_exact_at(&mut data, *data_offset)?;
-            if !cid.verifies(&data) {
-                return Err(PinStoreError::Corrupt(*cid));
-            }
-            let record = encode_record(KIND_BLOCK, cid, &data);
-            writer.write_all(&record)?;
-            offsets.insert(*cid, offset + (record.len() - data.len()) as u64);
-            offset += record.len() as u64;
+        for &(cid, data_offset, data_len) in &self.kept {
+            let (new_offset, len) = copy_block(
+                &self.file,
+                (&cid, data_offset, data_len),
+                &mut writer,
+                offset,
+                &mut data,
+            )?;
+            offsets.insert(cid, new_offset);
+            offset += len;
         }
         for pin in &self.pins {
             let record = encode_record(KIND_PIN, pin, &[]);
