@@ -6,7 +6,9 @@
 #      submissions, bench/http/mixed.lua) over 64 keep-alive connections for 20 s;
 #   2. the soak: the same mix at half that rate (each connection pauses SOAK_DELAY_MS
 #      before each request), one wrk run per minute so every minute reports its own
-#      requests/s, p50/p99/p99.9 and errors, with the server's RSS at its end;
+#      requests/s, p50/p99/p99.9 and errors, with the server's RSS at its end and what
+#      holds memory (the views' block cache, memtables and table readers, the key log's
+#      index: from /metrics);
 #   3. the verdict: RSS growth from the end of the warm-up (the first fifth of the
 #      minutes, at least one) to the end, the spread of the per-minute p99s, the errors
 #      (non-2xx answers and socket errors) and the server log's ERROR lines.
@@ -65,7 +67,15 @@ lines=()
 for m in $(seq 1 "$minutes"); do
   json=$(wrk_json 60 SOAK_DELAY_MS="$delay_ms")
   errors=$(grep -c 'ERROR' "$data/serve.log" || true)
-  line="{\"minute\":$m,\"rss_bytes\":$(rss_bytes),\"log_errors\":$errors,$(printf '%s' "$json" | cut -c2-)"
+  # What holds the memory: the views' block cache, memtables and table readers, and the
+  # key log's index (from /metrics).
+  held=$(curl -fsS "$url/metrics" | awk '
+    /^medledger_views_memory_bytes\{kind="block_cache"\}/ { c = $2 }
+    /^medledger_views_memory_bytes\{kind="memtables"\}/ { t = $2 }
+    /^medledger_views_memory_bytes\{kind="table_readers"\}/ { r = $2 }
+    $1 == "medledger_keys_indexed" { k = $2 }
+    END { printf "\"block_cache_bytes\":%d,\"memtable_bytes\":%d,\"table_reader_bytes\":%d,\"keys_indexed\":%d", c, t, r, k }')
+  line="{\"minute\":$m,\"rss_bytes\":$(rss_bytes),$held,\"log_errors\":$errors,$(printf '%s' "$json" | cut -c2-)"
   echo "SOAKJSON $line"
   lines+=("$line")
 done
@@ -79,13 +89,15 @@ minutes, max_rps, committed = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
 rows = [json.loads(l) for l in open(sys.argv[4]) if l.strip()]
 warm = max(1, minutes // 5)
 print()
-print("| minute | requests/s | p50 ms | p99 ms | p99.9 ms | errors | RSS MiB |")
-print("|---:|---:|---:|---:|---:|---:|---:|")
+print("| minute | requests/s | p50 ms | p99 ms | p99.9 ms | errors | RSS MiB | block cache MiB | memtables MiB | table readers MiB | keys indexed |")
+print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
 errors = 0
 for r in rows:
     e = r["errors_status"] + r["errors_connect"] + r["errors_read"] + r["errors_write"] + r["errors_timeout"]
     errors += e
-    print(f"| {r['minute']} | {r['rps']:,.0f} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} | {r['p999_ms']:.2f} | {e} | {r['rss_bytes'] / 2**20:,.0f} |")
+    mib = lambda k: f"{r[k] / 2**20:,.0f}"
+    print(f"| {r['minute']} | {r['rps']:,.0f} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} | {r['p999_ms']:.2f} | {e} | {mib('rss_bytes')} "
+          f"| {mib('block_cache_bytes')} | {mib('memtable_bytes')} | {mib('table_reader_bytes')} | {r['keys_indexed']:,} |")
 base = rows[warm - 1]["rss_bytes"]
 end = rows[-1]["rss_bytes"]
 growth = (end - base) / base * 100

@@ -494,6 +494,11 @@ impl KeyLog {
     pub(crate) fn fsyncs(&self) -> u64 {
         self.commit.fsyncs()
     }
+
+    /// Key ids in the in-memory index.
+    pub(crate) fn indexed(&self) -> usize {
+        self.lock().index.len()
+    }
 }
 
 struct Recovered {

@@ -474,6 +474,12 @@ impl KeyStore {
     pub fn fsyncs(&self) -> u64 {
         self.keys().log.fsyncs()
     }
+
+    /// Key ids the key log's in-memory index holds (live and erased), and the keys
+    /// cached unwrapped: what the store holds in memory grows with the first.
+    pub fn in_memory(&self) -> (usize, usize) {
+        (self.keys().log.indexed(), self.cache_lock().len())
+    }
 }
 
 /// The next key log a master key rotation writes, beside `keys.log`.

@@ -228,6 +228,14 @@ impl Metrics {
     }
 }
 
+/// The process's resident set (`VmRSS` of /proc/self/status).
+fn resident_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
 fn metric(out: &mut String, name: &str, kind: &str, help: &str, value: impl std::fmt::Display) {
     let _ = writeln!(out, "# HELP {name} {help}");
     let _ = writeln!(out, "# TYPE {name} {kind}");
@@ -306,6 +314,44 @@ pub async fn render(state: web::Data<AppState>) -> HttpResponse {
             out,
             "medledger_blocks_total{{reason=\"{}\"}} {n}",
             reason.as_str()
+        );
+    }
+    let memory = state.views.memory();
+    if !memory.is_empty() {
+        let _ = writeln!(
+            out,
+            "# HELP medledger_views_memory_bytes Bytes the views' store holds in memory, by what holds them (the block cache and memtables are bounded; table readers grow with the files)."
+        );
+        let _ = writeln!(out, "# TYPE medledger_views_memory_bytes gauge");
+        for (what, bytes) in memory {
+            let _ = writeln!(
+                out,
+                "medledger_views_memory_bytes{{kind=\"{what}\"}} {bytes}"
+            );
+        }
+    }
+    let (indexed, cached) = state.payloads.keys().in_memory();
+    metric(
+        &mut out,
+        "medledger_keys_indexed",
+        "gauge",
+        "Key ids in the key log's in-memory index (one per payload and per record, erased ones too).",
+        indexed,
+    );
+    metric(
+        &mut out,
+        "medledger_keys_cached",
+        "gauge",
+        "Data keys cached unwrapped (bounded).",
+        cached,
+    );
+    if let Some(rss) = resident_bytes() {
+        metric(
+            &mut out,
+            "medledger_resident_bytes",
+            "gauge",
+            "The server's resident memory (RSS).",
+            rss,
         );
     }
     if let Some(free) = state.disk.free_now() {

@@ -529,6 +529,12 @@ pub trait ViewStore: Send + Sync {
     fn flush_in_background(&self) -> Result<(), ViewError> {
         self.flush()
     }
+
+    /// Bytes the store holds in memory, by what holds them (`("block_cache", n)`, ...),
+    /// for `/metrics`; empty for a store that cannot tell.
+    fn memory(&self) -> Vec<(&'static str, u64)> {
+        Vec::new()
+    }
 }
 
 /// [`ViewStore::write_range`] for a store that gives ranges nothing of their own:
