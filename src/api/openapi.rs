@@ -489,7 +489,12 @@ pub fn document() -> Value {
     for (file, text) in SCHEMAS {
         let mut schema: Value = serde_json::from_str(text).expect("the embedded schemas are JSON");
         // Refer to sibling schemas by component, as OpenAPI resolves references.
-        rewrite_refs(&mut schema);
+        rewrite_refs(&mut schema, component(file));
+        // Its references now name places in this document: an `$id` would make a
+        // JSON Schema validator resolve them against the file instead.
+        if let Some(map) = schema.as_object_mut() {
+            map.remove("$id");
+        }
         schemas.insert(component(file).to_owned(), schema);
     }
     for (name, schema) in success_schemas() {
@@ -511,19 +516,23 @@ pub fn document() -> Value {
     })
 }
 
-fn rewrite_refs(v: &mut Value) {
+/// Points the references of component `name` into this document: a sibling file
+/// (`grant.json`) at its component, one of its own parts (`#/$defs/clinical`) below it.
+fn rewrite_refs(v: &mut Value, name: &str) {
     match v {
         Value::Object(map) => {
             if let Some(Value::String(r)) = map.get_mut("$ref") {
                 if let Some(file) = r.strip_suffix(".json") {
                     *r = format!("#/components/schemas/{file}");
+                } else if let Some(pointer) = r.strip_prefix('#') {
+                    *r = format!("#/components/schemas/{name}{pointer}");
                 }
             }
             for child in map.values_mut() {
-                rewrite_refs(child);
+                rewrite_refs(child, name);
             }
         }
-        Value::Array(items) => items.iter_mut().for_each(rewrite_refs),
+        Value::Array(items) => items.iter_mut().for_each(|item| rewrite_refs(item, name)),
         _ => {}
     }
 }
