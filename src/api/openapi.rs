@@ -226,7 +226,6 @@ fn error_response(description: &str, retry_after: bool) -> Value {
 
 /// What a successful answer of route `r` carries.
 fn success(r: &super::RouteDoc) -> (&'static str, Value) {
-    let json_object = json!({"application/json": {"schema": {"type": "object"}}});
     let creates = [
         "/v1/records",
         "/v1/records/{id}/amendments",
@@ -238,118 +237,473 @@ fn success(r: &super::RouteDoc) -> (&'static str, Value) {
     } else {
         "200"
     };
-    let of = |name: &str| json!({"application/json": {"schema": {"$ref": format!("#/components/schemas/{name}")}}});
-    let content = match (r.method, r.path) {
-        ("get", "/v1/records/{id}") => of("record"),
-        ("get", "/v1/records/{id}/history") => of("record_history"),
+    let (description, content) = content(r);
+    let mut body = json!({"description": description, "content": content});
+    if r.path == "/v1/records/{id}/payload" {
+        // What the record names, so a client checks the bytes it streamed against it.
+        body["headers"] = json!({
+            "X-Payload-Sha256": {"required": true, "description": "SHA-256 of the payload, as the record's `payload.sha256`.", "schema": hash()},
+            "X-Payload-Cid": {"required": true, "description": "The stored payload's CID, as the record's `payload.cid`.", "schema": {"type": "string", "minLength": 1}}
+        });
+    }
+    (status, body)
+}
+
+/// The content of route `r`'s success: a component of [`success_schemas`] for every JSON
+/// answer, the media type of the others. A route missing here falls back to a bare
+/// `{"type": "object"}`, which tests/openapi_success_schemas.rs refuses.
+fn content(r: &super::RouteDoc) -> (&'static str, Value) {
+    let name = match (r.method, r.path) {
+        ("get", "/healthz") => "health",
+        ("get", "/readyz") => "readiness",
+        ("get", "/v1/openapi.json") => "openapi_document",
+        ("get", "/v1/records/{id}") => "record",
+        ("get", "/v1/records/{id}/history") => "record_history",
         (
             "get",
             "/v1/patients/{id}/records"
             | "/v1/clinicians/{id}/records"
             | "/v1/hospitals/{id}/records",
-        ) => of("record_page"),
+        ) => "record_page",
         ("get", "/v1/patients/{id}/access-log" | "/v1/records/{id}/access-log") => {
-            of("access_log_page")
+            "access_log_page"
         }
         ("post", "/v1/records" | "/v1/records/{id}/amendments" | "/v1/records/{id}/status") => {
-            of("receipt")
+            "receipt"
         }
-        _ => content_of(r.path, json_object),
+        ("post", "/v1/records/batch") => "batch_outcome",
+        ("post", "/v1/records/{id}/erase") => "record_erasure_report",
+        ("post", "/v1/patients/{id}/erase") => "patient_erasure_report",
+        ("post", "/v1/patients/{id}/grants") | ("delete", "/v1/patients/{id}/grants/{grantee}") => {
+            "grant_receipt"
+        }
+        ("get", "/v1/patients/{id}/grants") => "grant_page",
+        ("get", "/v1/ipfs/status") => "payload_store",
+        ("post", "/v1/keys/rotate") => "master_key_rotated",
+        ("post", "/v1/keys/rotate-jwt") => "jwt_rotated",
+        ("get", "/v1/cluster")
+        | ("post", "/v1/cluster/learners" | "/v1/cluster/voters" | "/v1/cluster/leader") => {
+            "cluster"
+        }
+        ("get", "/v1/chain") => "chain",
+        ("get", "/v1/blocks") => "block_page",
+        ("get", "/v1/blocks/{number}" | "/v1/blocks/by-hash/{hash}") => "block",
+        ("get", "/v1/tx/{id}") => "tx",
+        ("get", "/v1/tx/{id}/proof") => "tx_proof",
+        ("get", "/v1/checkpoint") => "checkpoint",
+        ("get", "/v1/checkpoint/key") | ("post", "/v1/checkpoint/rotate") => "checkpoint_key",
+        ("get", "/v1/checkpoint/keys") => "checkpoint_keys",
+        ("get", "/v1/checkpoint/consistency") => "consistency_proof",
+        ("get", "/v1/activity") => "activity",
+        _ => return content_of(r.path),
     };
-    (
-        status,
-        json!({"description": "Success.", "content": content}),
-    )
+    ("Success.", json_of(name))
 }
 
-/// The success bodies described by schema (components `record`, `record_page`,
-/// `record_history`, `access_log_page`, `receipt`): schemathesis checks every answer
-/// against them. Closed objects (`additionalProperties: false`), so a field the server
-/// adds or drops fails the check until the document says so.
+/// A JSON body of component `name`.
+fn json_of(name: &str) -> Value {
+    json!({"application/json": {"schema": reference(name)}})
+}
+
+/// The success of a route whose body is not JSON: its media type.
+fn content_of(path: &str) -> (&'static str, Value) {
+    let text = json!({"type": "string"});
+    match path {
+        "/metrics" => (
+            "Prometheus metrics, text exposition format 0.0.4.",
+            json!({"text/plain": {"schema": text}}),
+        ),
+        "/explorer" => (
+            "The explorer page (HTML, scripts inline).",
+            json!({"text/html": {"schema": text}}),
+        ),
+        "/v1/records/{id}/payload" => (
+            "The payload's bytes, with the content type it was stored with.",
+            // Any bytes: OpenAPI 3.1 leaves binary content without a schema (a JSON
+            // payload is not a string).
+            json!({"*/*": {}}),
+        ),
+        "/v1/patients/{id}/export" => (
+            "A line a record: NDJSON (each line a `record`), or CSV after a header line.",
+            json!({"application/x-ndjson": {"schema": text}, "text/csv": {"schema": text}}),
+        ),
+        _ => (
+            "Success.",
+            json!({"application/json": {"schema": {"type": "object"}}}),
+        ),
+    }
+}
+
+// The pieces the success bodies are built of.
+
+fn id() -> Value {
+    json!({"type": "string", "minLength": 1, "maxLength": medledger_chaincode::limits::ID_LEN_MAX})
+}
+
+fn time() -> Value {
+    json!({"type": "string", "format": "date-time"})
+}
+
+/// Counts, heights, block numbers and positions.
+fn count() -> Value {
+    json!({"type": "integer", "minimum": 0})
+}
+
+/// A height or version that exists only from 1.
+fn positive() -> Value {
+    json!({"type": "integer", "minimum": 1})
+}
+
+fn tx_id() -> Value {
+    json!({"type": "string", "format": "uuid"})
+}
+
+/// Lowercase hex of `digits` digits.
+fn hex(digits: usize) -> Value {
+    json!({"type": "string", "pattern": format!("^[0-9a-f]{{{digits}}}$")})
+}
+
+/// A SHA-256 hash in hex.
+fn hash() -> Value {
+    hex(64)
+}
+
+fn reference(name: &str) -> Value {
+    json!({"$ref": format!("#/components/schemas/{name}")})
+}
+
+fn array(items: Value) -> Value {
+    json!({"type": "array", "items": items})
+}
+
+/// A closed object: every property required, no other allowed, so a field the server
+/// adds or drops fails schemathesis' check until the document says so.
+fn closed(properties: Value) -> Value {
+    closed_optional(properties, &[])
+}
+
+/// [`closed`], but the `optional` properties may be absent.
+fn closed_optional(properties: Value, optional: &[&str]) -> Value {
+    let required: Vec<&String> = properties
+        .as_object()
+        .expect("properties")
+        .keys()
+        .filter(|k| !optional.contains(&k.as_str()))
+        .collect();
+    json!({"type": "object", "additionalProperties": false, "required": required, "properties": properties})
+}
+
+/// The success bodies, by component name: schemathesis checks every answer against them.
 fn success_schemas() -> Vec<(&'static str, Value)> {
-    let id = json!({"type": "string", "minLength": 1, "maxLength": medledger_chaincode::limits::ID_LEN_MAX});
-    let time = json!({"type": "string", "format": "date-time"});
-    let count = json!({"type": "integer", "minimum": 0});
-    let closed = |properties: Value| {
-        let required: Vec<String> = properties
-            .as_object()
-            .expect("properties")
-            .keys()
-            .cloned()
-            .collect();
-        json!({"type": "object", "additionalProperties": false, "required": required, "properties": properties})
-    };
+    let mut schemas = record_schemas();
+    schemas.extend(write_schemas());
+    schemas.extend(explorer_schemas());
+    schemas.extend(ops_schemas());
+    schemas
+}
+
+/// A record, its pages and history, who read it, and a write's receipt.
+fn record_schemas() -> Vec<(&'static str, Value)> {
     let record = closed(json!({
-        "record_id": id, "patient_id": id, "hospital_id": id,
+        "record_id": id(), "patient_id": id(), "hospital_id": id(),
         "record_type": {"type": "string", "minLength": 1, "maxLength": medledger_chaincode::limits::RECORD_TYPE_LEN_MAX},
-        "author_id": id, "created_at": time, "version": {"type": "integer", "minimum": 1},
+        "author_id": id(), "created_at": time(), "version": positive(),
         "status": {"type": "string", "enum": ["active", "archived", "entered_in_error"]},
         "metadata": {"type": ["object", "null"]},
         "payload": {"oneOf": [{"type": "null"}, closed(json!({
-            "cid": {"type": "string"}, "size": count,
-            "sha256": {"type": "string", "pattern": "^[0-9a-f]{64}$"},
+            "cid": {"type": "string"}, "size": count(), "sha256": hash(),
             "content_type": {"type": "string"}
         }))]},
         "payload_erased": {"type": "boolean"}, "erased": {"type": "boolean"},
-        "updated_at": time, "updated_by": id,
+        "updated_at": time(), "updated_by": id(),
         "event": {"type": ["string", "null"]},
-        "tx_id": {"type": "string", "format": "uuid"}, "block_number": count, "position": count
+        "tx_id": tx_id(), "block_number": count(), "position": count()
     }));
-    let reference = json!({"$ref": "#/components/schemas/record"});
     let reader = closed(
-        json!({"id": id, "role": {"type": "string", "enum": ["patient", "clinician", "auditor", "admin"]}, "hospital": {"type": ["string", "null"]}}),
+        json!({"id": id(), "role": {"type": "string", "enum": ["patient", "clinician", "auditor", "admin"]}, "hospital": {"type": ["string", "null"]}}),
     );
     let read = closed(json!({
-        "block_number": count, "position": count, "tx_id": {"type": "string", "format": "uuid"},
-        "read_at": time, "reader": reader,
+        "block_number": count(), "position": count(), "tx_id": tx_id(),
+        "read_at": time(), "reader": reader,
         "what": {"type": "string", "enum": medledger_chaincode::READ_KINDS},
         "purpose": {"type": "string", "enum": medledger_chaincode::READ_PURPOSES},
         "break_glass": {"type": "boolean"}, "break_glass_reason": {"type": ["string", "null"]},
-        "patient_id": id, "record_ids": {"type": "array", "items": id}
+        "patient_id": id(), "record_ids": array(id())
     }));
+    let records = array(reference("record"));
     vec![
         ("record", record),
         (
             "record_page",
-            closed(
-                json!({"items": {"type": "array", "items": reference}, "next_cursor": {"type": ["string", "null"]}}),
-            ),
+            closed(json!({"items": records, "next_cursor": {"type": ["string", "null"]}})),
         ),
         (
             "record_history",
             closed(
-                json!({"items": {"type": "array", "items": reference}, "next_after_version": {"type": ["integer", "null"], "minimum": 1}}),
+                json!({"items": records, "next_after_version": {"type": ["integer", "null"], "minimum": 1}}),
             ),
         ),
         (
             "access_log_page",
-            closed(
-                json!({"items": {"type": "array", "items": read}, "next_cursor": {"type": ["string", "null"]}}),
-            ),
+            closed(json!({"items": array(read), "next_cursor": {"type": ["string", "null"]}})),
         ),
         (
             "receipt",
             closed(
-                json!({"tx_id": {"type": "string", "format": "uuid"}, "record_id": id, "version": {"type": "integer", "minimum": 1}, "block_number": count, "position": count, "height": {"type": "integer", "minimum": 1}}),
+                json!({"tx_id": tx_id(), "record_id": id(), "version": positive(), "block_number": count(), "position": count(), "height": positive()}),
             ),
         ),
     ]
 }
 
-/// The content of a success that has no schema of its own.
-fn content_of(path: &str, json_object: Value) -> Value {
-    match path {
-        "/metrics" => json!({"text/plain": {"schema": {"type": "string"}}}),
-        "/explorer" => json!({"text/html": {"schema": {"type": "string"}}}),
-        "/v1/records/{id}/payload" => {
-            json!({"*/*": {"schema": {"type": "string", "format": "binary"}}})
-        }
-        "/v1/patients/{id}/export" => json!({
-            "application/x-ndjson": {"schema": {"type": "string"}},
-            "text/csv": {"schema": {"type": "string"}}
+/// The answers of the other writes: batches, grants, erasures.
+fn write_schemas() -> Vec<(&'static str, Value)> {
+    // A batch item's error is the body of an error answer, with its status beside it.
+    let item_error = closed(json!({
+        "status": {"type": "integer", "minimum": 400, "maximum": 599},
+        "error": closed(json!({"code": {"type": "string", "pattern": "^[a-z_]+$"}, "message": {"type": "string"}, "details": {}}))
+    }));
+    let item_created = closed(json!({"status": {"const": 201}, "result": reference("receipt")}));
+    let grant = closed(json!({
+        "patient_id": id(), "grantee_id": id(), "granted_by": id(), "granted_at": time(),
+        "expires_at": {"type": ["string", "null"], "format": "date-time"},
+        "scope": array(json!({"type": "string"}))
+    }));
+    // A record erased before: what it was, without a transaction (none was made).
+    let already_erased = closed(
+        json!({"record_id": id(), "version": positive(), "already_erased": {"const": true}}),
+    );
+    vec![
+        (
+            "batch_outcome",
+            closed(json!({
+                "items": array(json!({"oneOf": [item_created, item_error]})),
+                "committed": count(), "failed": count()
+            })),
+        ),
+        (
+            "grant_receipt",
+            closed(json!({
+                "tx_id": tx_id(), "patient_id": id(), "grantee_id": id(),
+                "block_number": count(), "position": count(), "height": positive()
+            })),
+        ),
+        ("grant_page", closed(json!({"items": array(grant)}))),
+        (
+            "record_erasure_report",
+            json!({"oneOf": [reference("receipt"), already_erased]}),
+        ),
+        (
+            "patient_erasure_report",
+            // `patient_id` is the path's, echoed unchecked: an id above the limit (no
+            // patient has one) is "erased" with nothing found, not refused.
+            closed(json!({
+                "patient_id": {"type": "string", "minLength": 1}, "erased": count(), "already_erased": count(),
+                "failed": array(closed(json!({"record_id": id(), "code": {"type": "string", "pattern": "^[a-z_]+$"}})))
+            })),
+        ),
+    ]
+}
+
+/// Every event type (`EventKind::as_str`), as a block's transaction list names them.
+const EVENT_KINDS: [&str; 8] = [
+    "record_created",
+    "record_amended",
+    "record_status_changed",
+    "access_granted",
+    "access_revoked",
+    "payload_erased",
+    "access_logged",
+    "records_read",
+];
+
+/// The block explorer's answers and the proofs.
+fn explorer_schemas() -> Vec<(&'static str, Value)> {
+    let header = json!({
+        "number": count(), "hash": hash(), "prev_hash": hash(), "data_hash": hash(),
+        "timestamp": time(), "timestamp_ms": {"type": "integer"}, "tx_count": count(),
+        "cut_reason": {"type": "string", "enum": ["genesis", "count", "bytes", "oversize", "timeout", "idle", "drain"]},
+        "byte_size": count()
+    });
+    // A transaction the server cannot decode is still listed: no id (when even that is
+    // unreadable), type `undecodable`, no submitter.
+    let mut kinds = EVENT_KINDS.to_vec();
+    kinds.push("undecodable");
+    let listed_tx = closed(json!({
+        "position": count(), "tx_id": {"oneOf": [tx_id(), {"const": ""}]}, "tx_hash": hash(),
+        "type": {"type": "string", "enum": kinds}, "size": count(),
+        "submitter": {"type": ["string", "null"]}
+    }));
+    let mut block = header.clone();
+    block["txs"] = array(listed_tx);
+    let validation = json!({"oneOf": [
+        closed(json!({"status": {"const": "pending"}, "reason": {"type": "string"}})),
+        closed(json!({"status": {"const": "valid"}})),
+        closed(json!({"status": {"const": "rejected"}, "code": {"type": "string"}, "message": {"type": "string"}})),
+    ]});
+    let hashes = array(hash());
+    let nullable_hash = json!({"type": ["string", "null"], "pattern": "^[0-9a-f]{64}$"});
+    let key = json!({"key_id": hex(16), "public_key": hash(), "algorithm": {"const": medledger_proof::KEY_ALGORITHM}});
+    let mut retired_key = key.clone();
+    retired_key["retired_at_ms"] = json!({"type": "integer"});
+    vec![
+        (
+            "chain",
+            closed(json!({
+                "height": count(),
+                // Null before the first block (and `prev_hash` before the second).
+                "tip_hash": nullable_hash, "prev_hash": nullable_hash,
+                "genesis_hash": nullable_hash,
+                "tip_timestamp": {"type": ["string", "null"], "format": "date-time"},
+                "totals": closed(json!({
+                    "blocks": count(), "tx": count(), "records": count(), "patients": count(),
+                    "projected_events": count(), "rejected_tx": count()
+                })),
+                "cutter": closed(json!({
+                    "batch_timeout_ms": count(), "max_message_count": count(),
+                    "preferred_max_bytes": count(), "absolute_max_bytes": count(),
+                    "cut_policy": {"type": "string", "enum": ["strict", "eager"]}
+                }))
+            })),
+        ),
+        ("block_summary", closed(header)),
+        ("block", closed(block)),
+        (
+            "block_page",
+            closed(json!({
+                "height": count(), "blocks": array(reference("block_summary")),
+                "next_from": {"type": ["integer", "null"], "minimum": 0}
+            })),
+        ),
+        (
+            "tx",
+            closed(json!({
+                "tx_id": tx_id(), "tx_hash": hash(), "block_number": count(), "position": count(),
+                "size": count(), "type": {"type": "string", "enum": EVENT_KINDS},
+                "submitter": {"type": "string"}, "submitted_at": time(),
+                "event": reference("event"), "validation": validation
+            })),
+        ),
+        (
+            "checkpoint",
+            closed(json!({
+                "tree_size": positive(), "root": hash(), "tip_hash": hash(), "height": positive(),
+                "timestamp": {"type": "integer"}, "signature": hex(128), "key_id": hex(16)
+            })),
+        ),
+        (
+            "tx_proof",
+            closed(json!({
+                "tx_hash": hash(), "block_number": count(), "leaf_index": count(),
+                "tree_size": positive(), "audit_path": hashes, "data_hash": hash(),
+                "block_hash": hash(), "block_header": hex(2 * 88),
+                "chain": closed(json!({"leaf_index": count(), "tree_size": positive(), "audit_path": hashes, "root": hash()})),
+                "checkpoint": reference("checkpoint")
+            })),
+        ),
+        (
+            "consistency_proof",
+            closed(json!({
+                "from": positive(), "to": positive(), "from_root": hash(), "to_root": hash(),
+                "proof": hashes, "from_checkpoint": reference("checkpoint"),
+                "to_checkpoint": reference("checkpoint")
+            })),
+        ),
+        ("checkpoint_key", closed(key)),
+        (
+            "checkpoint_keys",
+            closed(
+                json!({"current": reference("checkpoint_key"), "retired": array(closed(retired_key))}),
+            ),
+        ),
+        (
+            "activity",
+            closed(json!({
+                "bucket": {"type": "string", "enum": ["minute", "hour"]},
+                "series": array(closed(json!({"start": time(), "blocks": count(), "tx": count()})))
+            })),
+        ),
+    ]
+}
+
+/// Health, readiness, this document, the payload store, key rotations and the cluster.
+fn ops_schemas() -> Vec<(&'static str, Value)> {
+    let nullable_count = json!({"type": ["integer", "null"], "minimum": 0});
+    let node = closed_optional(
+        json!({
+            "id": positive(), "role": {"type": "string", "enum": ["leader", "follower", "learner"]},
+            "http": {"type": "string"}, "raft": {"type": "string"},
+            "committed_height": count(), "applied_height": count(), "lag_blocks": count(),
+            "lag_entries": count()
         }),
-        _ => json_object,
-    }
+        // This node's heights; the others' lag only on the leader.
+        &[
+            "committed_height",
+            "applied_height",
+            "lag_blocks",
+            "lag_entries",
+        ],
+    );
+    // One node on its own: no cluster, this node's heights.
+    let alone = closed(json!({
+        "cluster_id": {"type": "null"}, "node_id": {"type": "null"},
+        "leader_id": {"type": "null"}, "term": {"type": "null"},
+        "nodes": {"type": "array", "maxItems": 0},
+        "committed_height": count(), "applied_height": count()
+    }));
+    let clustered = closed(json!({
+        "cluster_id": {"type": "string", "minLength": 1, "maxLength": 64},
+        "node_id": positive(), "leader_id": {"type": ["integer", "null"], "minimum": 1},
+        "term": count(),
+        "state": {"type": "string", "enum": ["Learner", "Follower", "Candidate", "Leader", "Shutdown"]},
+        "last_log_index": nullable_count, "last_applied_index": nullable_count,
+        "snapshot_index": nullable_count, "purged_index": nullable_count,
+        "nodes": array(node)
+    }));
+    vec![
+        ("health", closed(json!({"status": {"const": "ok"}}))),
+        (
+            "readiness",
+            closed(json!({
+                "ready": {"type": "boolean"}, "height": count(), "views_height": count(),
+                "projector_lag_blocks": count(),
+                "projector_lag_seconds": {"type": "number", "minimum": 0},
+                "views_caught_up_with_start": {"type": "boolean"}, "start_height": count(),
+                "ledger_error": {"type": ["string", "null"]},
+                "projector_error": {"type": ["string", "null"]}
+            })),
+        ),
+        (
+            "openapi_document",
+            closed(json!({
+                "openapi": {"const": "3.1.0"},
+                "info": closed(json!({"title": {"type": "string"}, "version": {"type": "string"}, "description": {"type": "string"}})),
+                "servers": array(closed(json!({"url": {"type": "string"}}))),
+                "paths": {"type": "object"}, "components": {"type": "object"}
+            })),
+        ),
+        (
+            "payload_store",
+            closed(json!({
+                "embedded": closed(json!({"bytes_stored": count(), "pinned_payloads": count()})),
+                // Without a Kubo node to replicate to: null.
+                "kubo": {"oneOf": [{"type": "null"}, closed(json!({"outbox_depth": count(), "failures": count(), "replicated": count()}))]}
+            })),
+        ),
+        (
+            "master_key_rotated",
+            closed(json!({
+                "keys_rewrapped": count(), "erased_kept": count(),
+                "seconds": {"type": "number", "minimum": 0}
+            })),
+        ),
+        (
+            "jwt_rotated",
+            // Unix seconds.
+            closed(json!({"previous_accepted_until": count()})),
+        ),
+        ("cluster", json!({"oneOf": [alone, clustered]})),
+    ]
 }
 
 /// Every answer route `r` can give: its success, and each error status with the codes
@@ -432,14 +786,14 @@ fn responses(r: &super::RouteDoc) -> Value {
         out.insert(
             "207".to_owned(),
             json!({"description": "Some records could not be erased: `failed` lists them with their codes.",
-                   "content": {"application/json": {"schema": {"type": "object"}}}}),
+                   "content": json_of("patient_erasure_report")}),
         );
     }
     if r.path == "/readyz" {
         out.insert(
             "503".to_owned(),
             json!({"description": "Not ready: the readiness report says why.",
-                   "content": {"application/json": {"schema": {"type": "object"}}}}),
+                   "content": json_of("readiness")}),
         );
     }
     let validated = ["/v1/records/{id}", "/v1/records/{id}/history"];
@@ -498,7 +852,9 @@ pub fn document() -> Value {
         schemas.insert(component(file).to_owned(), schema);
     }
     for (name, schema) in success_schemas() {
-        schemas.insert(name.to_owned(), schema);
+        // One name for a request body and an answer would describe one with the other.
+        let replaced = schemas.insert(name.to_owned(), schema);
+        assert!(replaced.is_none(), "two schemas are named `{name}`");
     }
     json!({
         "openapi": "3.1.0",
