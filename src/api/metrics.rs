@@ -330,6 +330,17 @@ pub async fn render(state: web::Data<AppState>) -> HttpResponse {
             );
         }
     }
+    let _ = writeln!(
+        out,
+        "# HELP medledger_ledger_index_memory_bytes Bytes the ledger's index (RocksDB) holds in memory, by what holds them."
+    );
+    let _ = writeln!(out, "# TYPE medledger_ledger_index_memory_bytes gauge");
+    for (what, bytes) in state.ledger.index_memory() {
+        let _ = writeln!(
+            out,
+            "medledger_ledger_index_memory_bytes{{kind=\"{what}\"}} {bytes}"
+        );
+    }
     let (indexed, cached) = state.payloads.keys().in_memory();
     metric(
         &mut out,

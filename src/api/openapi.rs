@@ -718,7 +718,7 @@ fn responses(r: &super::RouteDoc) -> Value {
         ("404", "not_found: the id names nothing (never said of what the ledger holds).", false),
         ("405", "method_not_allowed: `Allow` lists the methods the path takes.", false),
         ("429", "rate_limited: over the per-client rate.", true),
-        ("500", "internal, store_error, ledger_failed: the message names no path.", false),
+        ("500", "internal, store_error, ledger_failed; block_unreadable, block_corrupt (details.block: a block the disk cannot read, or reads damaged): the message names no path.", false),
         ("503", "busy, shutting_down, views_behind, projection_timeout, projector_stopped; in a cluster no_leader, not_committed, outcome_unknown.", true),
     ];
     if r.path.starts_with("/v1/records/{id}") {

@@ -235,6 +235,11 @@ impl Ledger {
         Ok((ledger, report))
     }
 
+    /// Bytes the ledger's index holds in memory, by what holds them (for `/metrics`).
+    pub fn index_memory(&self) -> Vec<(&'static str, u64)> {
+        self.index.memory()
+    }
+
     /// The current head of the chain.
     pub fn tip(&self) -> ChainTip {
         *self.tip.read().unwrap_or_else(|p| p.into_inner())

@@ -55,6 +55,25 @@ pub struct Index {
 }
 
 impl Index {
+    /// Bytes RocksDB holds in memory for the index, by what holds them (memtables and
+    /// table readers summed over the column families; the block cache is shared by
+    /// them).
+    pub fn memory(&self) -> Vec<(&'static str, u64)> {
+        let cfs = [CF_BLOCK_LOC, CF_BLOCK_HASH, CF_TX, CF_META];
+        let read = |name: &str, property: &str| {
+            self.db
+                .cf_handle(name)
+                .and_then(|cf| self.db.property_int_value_cf(cf, property).ok().flatten())
+                .unwrap_or(0)
+        };
+        let sum = |property: &str| cfs.iter().map(|name| read(name, property)).sum::<u64>();
+        vec![
+            ("block_cache", read(CF_TX, "rocksdb.block-cache-usage")),
+            ("memtables", sum("rocksdb.cur-size-all-mem-tables")),
+            ("table_readers", sum("rocksdb.estimate-table-readers-mem")),
+        ]
+    }
+
     /// Opens (or creates) the index at `path`.
     pub fn open(path: &Path) -> Result<Index, StorageError> {
         let mut opts = Options::default();
