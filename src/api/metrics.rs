@@ -236,6 +236,18 @@ fn resident_bytes() -> Option<u64> {
     Some(kib * 1024)
 }
 
+/// A gauge with a `kind` label, one line per kind (nothing for no kinds).
+fn by_kind(out: &mut String, name: &str, help: &str, rows: Vec<(&'static str, u64)>) {
+    if rows.is_empty() {
+        return;
+    }
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} gauge");
+    for (kind, value) in rows {
+        let _ = writeln!(out, "{name}{{kind=\"{kind}\"}} {value}");
+    }
+}
+
 fn metric(out: &mut String, name: &str, kind: &str, help: &str, value: impl std::fmt::Display) {
     let _ = writeln!(out, "# HELP {name} {help}");
     let _ = writeln!(out, "# TYPE {name} {kind}");
@@ -316,31 +328,18 @@ pub async fn render(state: web::Data<AppState>) -> HttpResponse {
             reason.as_str()
         );
     }
-    let memory = state.views.memory();
-    if !memory.is_empty() {
-        let _ = writeln!(
-            out,
-            "# HELP medledger_views_memory_bytes Bytes the views' store holds in memory, by what holds them (the block cache and memtables are bounded; table readers grow with the files)."
-        );
-        let _ = writeln!(out, "# TYPE medledger_views_memory_bytes gauge");
-        for (what, bytes) in memory {
-            let _ = writeln!(
-                out,
-                "medledger_views_memory_bytes{{kind=\"{what}\"}} {bytes}"
-            );
-        }
-    }
-    let _ = writeln!(
-        out,
-        "# HELP medledger_ledger_index_memory_bytes Bytes the ledger's index (RocksDB) holds in memory, by what holds them."
+    by_kind(
+        &mut out,
+        "medledger_views_memory_bytes",
+        "Bytes the views' store holds in memory, by what holds them (the block cache and memtables are bounded; table readers grow with the files).",
+        state.views.memory(),
     );
-    let _ = writeln!(out, "# TYPE medledger_ledger_index_memory_bytes gauge");
-    for (what, bytes) in state.ledger.index_memory() {
-        let _ = writeln!(
-            out,
-            "medledger_ledger_index_memory_bytes{{kind=\"{what}\"}} {bytes}"
-        );
-    }
+    by_kind(
+        &mut out,
+        "medledger_ledger_index_memory_bytes",
+        "Bytes the ledger's index (RocksDB) holds in memory, by what holds them.",
+        state.ledger.index_memory(),
+    );
     let (indexed, cached) = state.payloads.keys().in_memory();
     metric(
         &mut out,

@@ -127,29 +127,12 @@ impl RocksViewStore {
 
 impl ViewStore for RocksViewStore {
     fn memory(&self) -> Vec<(&'static str, u64)> {
-        let sum = |property: &str| {
-            column_families()
-                .filter_map(|name| {
-                    self.db
-                        .property_int_value_cf(self.cf(name), property)
-                        .ok()
-                        .flatten()
-                })
-                .sum::<u64>()
-        };
-        // The block cache is shared by every column family: read it once.
-        let block_cache = column_families().next().map_or(0, |name| {
-            self.db
-                .property_int_value_cf(self.cf(name), "rocksdb.block-cache-usage")
-                .ok()
-                .flatten()
-                .unwrap_or(0)
-        });
-        vec![
-            ("block_cache", block_cache),
-            ("memtables", sum("rocksdb.cur-size-all-mem-tables")),
-            ("table_readers", sum("rocksdb.estimate-table-readers-mem")),
-        ]
+        // Every view's column family uses the one live block cache.
+        medledger_storage::ledger::index::rocksdb_memory(
+            &self.db,
+            column_families(),
+            medledger_storage::ledger::index::BlockCache::Shared,
+        )
     }
 
     fn applied_height(&self) -> Result<u64, ViewError> {

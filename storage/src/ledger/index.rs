@@ -48,6 +48,47 @@ pub struct IndexEntry<'a> {
     pub tx_ids: &'a [[u8; 16]],
 }
 
+/// Whether a RocksDB's column families share one block cache.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BlockCache {
+    /// One cache for all (each family reports the whole cache's usage).
+    Shared,
+    /// A cache for each family.
+    PerFamily,
+}
+
+/// What RocksDB `db` holds in memory for the column families `cfs`, by what holds it
+/// (`block_cache`, `memtables`, `table_readers`: the index and filter blocks outside the
+/// cache), from its own properties; for `/metrics` (the ledger's index and the views).
+pub fn rocksdb_memory<'a>(
+    db: &DB,
+    cfs: impl IntoIterator<Item = &'a str>,
+    cache: BlockCache,
+) -> Vec<(&'static str, u64)> {
+    let cfs: Vec<_> = cfs
+        .into_iter()
+        .filter_map(|name| db.cf_handle(name))
+        .collect();
+    let read = |cf, property| {
+        db.property_int_value_cf(cf, property)
+            .ok()
+            .flatten()
+            .unwrap_or(0)
+    };
+    let sum = |property| cfs.iter().map(|cf| read(*cf, property)).sum::<u64>();
+    let block_cache = match cache {
+        BlockCache::Shared => cfs
+            .first()
+            .map_or(0, |cf| read(*cf, "rocksdb.block-cache-usage")),
+        BlockCache::PerFamily => sum("rocksdb.block-cache-usage"),
+    };
+    vec![
+        ("block_cache", block_cache),
+        ("memtables", sum("rocksdb.cur-size-all-mem-tables")),
+        ("table_readers", sum("rocksdb.estimate-table-readers-mem")),
+    ]
+}
+
 /// The RocksDB index of one ledger.
 pub struct Index {
     db: DB,
@@ -55,23 +96,14 @@ pub struct Index {
 }
 
 impl Index {
-    /// Bytes RocksDB holds in memory for the index, by what holds them (memtables and
-    /// table readers summed over the column families; the block cache is shared by
-    /// them).
+    /// Bytes RocksDB holds in memory for the index, by what holds them. Each column
+    /// family has RocksDB's default block cache of its own.
     pub fn memory(&self) -> Vec<(&'static str, u64)> {
-        let cfs = [CF_BLOCK_LOC, CF_BLOCK_HASH, CF_TX, CF_META];
-        let read = |name: &str, property: &str| {
-            self.db
-                .cf_handle(name)
-                .and_then(|cf| self.db.property_int_value_cf(cf, property).ok().flatten())
-                .unwrap_or(0)
-        };
-        let sum = |property: &str| cfs.iter().map(|name| read(name, property)).sum::<u64>();
-        vec![
-            ("block_cache", read(CF_TX, "rocksdb.block-cache-usage")),
-            ("memtables", sum("rocksdb.cur-size-all-mem-tables")),
-            ("table_readers", sum("rocksdb.estimate-table-readers-mem")),
-        ]
+        rocksdb_memory(
+            &self.db,
+            [CF_BLOCK_LOC, CF_BLOCK_HASH, CF_TX, CF_META],
+            BlockCache::PerFamily,
+        )
     }
 
     /// Opens (or creates) the index at `path`.
