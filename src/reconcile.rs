@@ -105,18 +105,29 @@ pub fn reconcile_payloads(
     ledger: &Ledger,
     payloads: &Payloads,
 ) -> Result<ReconcileReport, ReconcileError> {
+    on_own_runtime(|runtime| {
+        let mut scan = runtime.block_on(payloads.orphan_scan())?;
+        strike_referenced(ledger, &mut scan)?;
+        Ok(runtime.block_on(payloads.remove_orphans(scan))?)
+    })
+    .map_err(ReconcileError::Runtime)?
+}
+
+/// Runs `work` with a current-thread runtime of its own, on a thread of its own, so a
+/// caller inside another runtime (tests, `Core::open`) may block on the payload store's
+/// operations. Fails only if the runtime does not start.
+pub fn on_own_runtime<T: Send>(
+    work: impl FnOnce(&tokio::runtime::Runtime) -> T + Send,
+) -> std::io::Result<T> {
     std::thread::scope(|scope| {
         scope
             .spawn(|| {
                 let runtime = tokio::runtime::Builder::new_current_thread()
                     .enable_all()
-                    .build()
-                    .map_err(ReconcileError::Runtime)?;
-                let mut scan = runtime.block_on(payloads.orphan_scan())?;
-                strike_referenced(ledger, &mut scan)?;
-                Ok(runtime.block_on(payloads.remove_orphans(scan))?)
+                    .build()?;
+                Ok(work(&runtime))
             })
             .join()
-            .expect("the reconcile thread panicked")
+            .expect("a thread of the payload store's panicked")
     })
 }

@@ -14,7 +14,7 @@ use serde_json::json;
 use medledger_payload::{PayloadConfig, Payloads};
 use medledger_storage::{Ledger, LedgerOptions};
 
-use crate::reconcile::reconcile_payloads;
+use crate::reconcile::{on_own_runtime, reconcile_payloads};
 
 /// Where the payload store lives and how it replicates (as `serve` is given them).
 #[derive(Clone, Debug)]
@@ -58,21 +58,9 @@ fn reconcile(p: &ReconcileParams) -> Result<serde_json::Value, String> {
             .map_err(|e| e.to_string())
             .and_then(|report| {
                 // The orphans' blocks, and those of uploads a crash cut short.
-                // On a thread of its own, as the reconcile: this may run inside a runtime
-                // (tests).
-                let collected = std::thread::scope(|scope| {
-                    scope
-                        .spawn(|| {
-                            tokio::runtime::Builder::new_current_thread()
-                                .enable_all()
-                                .build()
-                                .map_err(|e| format!("starting a runtime: {e}"))?
-                                .block_on(payloads.gc())
-                                .map_err(|e| format!("collecting garbage: {e}"))
-                        })
-                        .join()
-                        .expect("the GC thread panicked")
-                })?;
+                let collected = on_own_runtime(|runtime| runtime.block_on(payloads.gc()))
+                    .map_err(|e| format!("starting a runtime: {e}"))?
+                    .map_err(|e| format!("collecting garbage: {e}"))?;
                 // Reconciled, and nothing else holds the store: the next `serve` at this
                 // height starts without a reconcile.
                 payloads
