@@ -425,11 +425,8 @@ impl Inner {
             .filter(|(cid, entry)| !live.contains(cid) && (entry.settled || released.contains(cid)))
             .map(|(cid, _)| *cid)
             .collect();
-        let unpinned: Vec<Cid> = self.unpinned.iter().copied().collect();
         if doomed.is_empty() {
-            for cid in &unpinned {
-                self.unpinned.remove(cid);
-            }
+            self.unpinned.clear();
             return Ok(None);
         }
         // Sorted by offset: the new pack keeps the old order (children before parents).
@@ -448,7 +445,7 @@ impl Inner {
             kept,
             pins: self.pins.iter().copied().collect(),
             doomed,
-            unpinned,
+            unpinned: self.unpinned.iter().copied().collect(),
         }))
     }
 
@@ -458,15 +455,11 @@ impl Inner {
     /// then the new pack replaces the old one.
     fn gc_finish(
         &mut self,
-        plan: GcPlan,
-        copy: GcCopy,
+        plan: &GcPlan,
+        mut copy: GcCopy,
         commit: &GroupCommit,
     ) -> Result<GcStats, PinStoreError> {
-        if let Err(error) = self.check_writable(commit) {
-            let _ = fs::remove_file(plan.temporary());
-            return Err(error);
-        }
-        let mut copy = copy;
+        self.check_writable(commit)?;
         // The rest of the old pack's tail, written since the copy caught up.
         copy.copy_tail(&self.file, self.write_offset)?;
         let GcCopy {
@@ -768,29 +761,26 @@ impl PinStore for EmbeddedStore {
                     ..GcStats::default()
                 });
             };
-            let copy = match plan.copy() {
-                Ok(copy) => copy,
-                Err(error) => {
-                    let _ = fs::remove_file(plan.temporary());
-                    return Err(error);
+            let result = plan.copy().and_then(|mut copy| {
+                #[cfg(test)]
+                {
+                    let pause = lock(&inner).gc_pause.take();
+                    if let Some(pause) = pause {
+                        pause();
+                    }
                 }
-            };
-            let mut copy = copy;
-            #[cfg(test)]
-            {
-                let pause = lock(&inner).gc_pause.take();
-                if let Some(pause) = pause {
-                    pause();
-                }
-            }
-            // Catch up with what was appended during the copy without the lock, so the
-            // last step copies only what comes meanwhile.
-            let written = lock(&inner).write_offset;
-            if let Err(error) = copy.copy_tail(&plan.file, written) {
+                // Catch up with what was appended during the copy without the lock, so
+                // the last step copies only what comes meanwhile.
+                let written = lock(&inner).write_offset;
+                copy.copy_tail(&plan.file, written)?;
+                lock(&inner).gc_finish(&plan, copy, &commit)
+            });
+            if result.is_err() {
+                // The new pack, unfinished (once renamed, there is no temporary to
+                // remove; the next open settles which pack is current).
                 let _ = fs::remove_file(plan.temporary());
-                return Err(error);
             }
-            lock(&inner).gc_finish(plan, copy, &commit)
+            result
         })
         .await
         .expect("a GC panicked")
