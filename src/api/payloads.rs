@@ -170,12 +170,10 @@ pub async fn store_inline(
 ) -> Result<StoredPayload, ApiError> {
     super::submit::disk_room(state, inline.bytes.len() as u64)?;
     let body = futures_util::stream::once(async move { Ok::<_, io::Error>(inline.bytes) });
-    in_flight.storing();
-    let stored = state.payloads.put(body, &inline.content_type).await;
-    if stored.is_err() {
-        in_flight.not_stored();
-    }
-    stored.map_err(payload_error)
+    in_flight
+        .put(state.payloads.put(body, &inline.content_type))
+        .await
+        .map_err(payload_error)
 }
 
 /// Sets the payload of a creation or an amendment.
@@ -236,6 +234,20 @@ pub struct InFlight<'a> {
 }
 
 impl InFlight<'_> {
+    /// Runs a payload's `put`: from its start what it stores is unnamed until the record
+    /// commits; a `put` that failed undid itself, so it leaves nothing.
+    pub async fn put(
+        &mut self,
+        put: impl std::future::Future<Output = Result<StoredPayload, PayloadError>>,
+    ) -> Result<StoredPayload, PayloadError> {
+        self.storing();
+        let stored = put.await;
+        if stored.is_err() {
+            self.not_stored();
+        }
+        stored
+    }
+
     /// A payload's `put` begins: what it stores is unnamed until the record commits.
     pub fn storing(&mut self) {
         self.storing = true;
@@ -341,15 +353,11 @@ where
     let stream = futures_util::stream::unfold(rx, |mut rx| async move {
         rx.recv().await.map(|item| (item, rx))
     });
-    in_flight.storing();
-    let (stored, ()) = futures_util::join!(state.payloads.put(stream, &content_type), reader);
-    let stored = match stored {
-        Ok(stored) => stored,
-        Err(e) => {
-            in_flight.not_stored();
-            return Err(payload_error(e));
-        }
-    };
+    let (stored, ()) = futures_util::join!(
+        in_flight.put(state.payloads.put(stream, &content_type)),
+        reader
+    );
+    let stored = stored.map_err(payload_error)?;
     // Nothing may follow the file.
     if let Some(extra) = multipart.next().await {
         let _ = extra;
