@@ -294,23 +294,18 @@ async fn no_plaintext_on_disk_and_erasure_erases_every_version() {
 /// erased. No marker of its clinical text may appear in what it printed.
 #[::core::prelude::v1::test]
 fn the_server_log_holds_no_clinical_text() {
-    use common::server::{free_port, request, token, wait_healthy, Running};
+    use common::server::{free_port, request, start_logged, token, Running};
     let dir = tempfile::tempdir().unwrap();
     let addr = free_port();
     let log_path = dir.path().join("server.log");
-    let log = std::fs::File::create(&log_path).unwrap();
-    let child = std::process::Command::new(env!("CARGO_BIN_EXE_medledger"))
-        .args(["serve", "--data-dir"])
-        .arg(dir.path().join("data"))
-        .args(["--listen", &addr.to_string(), "--workers", "2"])
-        .args(["--rate-limit-per-sec", "0"])
-        .env("RUST_LOG", "trace")
-        .stdout(std::process::Stdio::null())
-        .stderr(log)
-        .spawn()
-        .unwrap();
-    let mut server = Running(wait_healthy(child, addr));
     let data = dir.path().join("data");
+    let mut server = Running(start_logged(
+        &data,
+        addr,
+        &[],
+        &[("RUST_LOG", "trace".as_ref())],
+        &log_path,
+    ));
     let dr = token(&data, "clinician", "dr-1", Some("h-1"));
     let admin = token(&data, "admin", "admin-1", None);
     let markers = [
