@@ -591,6 +591,48 @@ fn rows() -> Vec<Row> {
             ],
         )
         .showing("\"r-1\""),
+        // A summary counts every record of the patient, whatever the hospital: a
+        // clinician needs a current grant (and sees the types it covers).
+        row(
+            "get",
+            "/v1/patients/{id}/summary",
+            "p-1",
+            |_, _| get("/v1/patients/p-1/summary"),
+            [
+                Ok,
+                Forbidden,
+                Forbidden,
+                Ok,
+                Forbidden,
+                OkWithout,
+                Forbidden,
+                Ok,
+                Ok,
+                Unauthorized,
+            ],
+        )
+        .showing("\"lab_result\""),
+        // Counts by hospital: every hospital for auditors and admins, its own for a
+        // clinician, none for a patient.
+        row(
+            "get",
+            "/v1/stats",
+            "h-1",
+            |_, _| get("/v1/stats?group_by=hospital"),
+            [
+                Forbidden,
+                Forbidden,
+                Ok,
+                OkWithout,
+                OkWithout,
+                OkWithout,
+                OkWithout,
+                Ok,
+                Ok,
+                Unauthorized,
+            ],
+        )
+        .showing("\"h-1\""),
         row(
             "get",
             "/v1/hospitals/{id}/records",

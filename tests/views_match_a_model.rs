@@ -253,6 +253,105 @@ fn check_against_model(store: &dyn ViewStore, model: &Model, height: u64) {
     }
     assert_eq!(views.record("r-never").unwrap(), None);
 
+    // The counts: every patient's by type and status, the newest record of each type,
+    // and the stats of every hospital by month, type and status (filtered too).
+    let mut patient_counts: BTreeMap<&str, BTreeMap<(&str, u8), u64>> = BTreeMap::new();
+    let mut stats: BTreeMap<(&str, i64, &str, u8), u64> = BTreeMap::new();
+    let code = medledger_views::keys::status_code;
+    for versions in model.records.values() {
+        let s = &versions.last().unwrap().2;
+        *patient_counts
+            .entry(&s.patient_id)
+            .or_default()
+            .entry((&s.record_type, code(s.status)))
+            .or_default() += 1;
+        let month = s.created_at.month_index();
+        *stats
+            .entry((&s.hospital_id, month, &s.record_type, code(s.status)))
+            .or_default() += 1;
+    }
+    assert!(
+        stats
+            .keys()
+            .map(|k| k.1)
+            .collect::<std::collections::BTreeSet<_>>()
+            .len()
+            > 1,
+        "the fixtures span months"
+    );
+    for (patient, want) in &patient_counts {
+        let got = views.patient_counts(patient).unwrap();
+        assert!(!got.truncated);
+        let got: BTreeMap<(&str, u8), u64> = got
+            .types
+            .iter()
+            .flat_map(|t| {
+                (0..3u8)
+                    .filter(|c| t.by_status[usize::from(*c)] > 0)
+                    .map(|c| ((t.record_type.as_str(), c), t.by_status[usize::from(c)]))
+            })
+            .collect();
+        assert_eq!(&got, want, "counts of {patient}");
+        let mut types: Vec<&str> = want.keys().map(|(t, _)| *t).collect();
+        types.dedup();
+        let latest = views
+            .latest_of_types(patient, types.iter().copied())
+            .unwrap();
+        let newest = |t: &str| {
+            model
+                .records
+                .values()
+                .map(|v| &v.last().unwrap().2)
+                .filter(|s| s.patient_id == *patient && s.record_type == t)
+                .max_by(|a, b| (a.created_at, &b.record_id).cmp(&(b.created_at, &a.record_id)))
+                .map(|s| s.record_id.clone())
+        };
+        let want_latest: Vec<String> = types.iter().filter_map(|t| newest(t)).collect();
+        let got_latest: Vec<String> = latest.iter().map(|e| e.state.record_id.clone()).collect();
+        assert_eq!(got_latest, want_latest, "latest of each type of {patient}");
+    }
+    assert_eq!(
+        views.patient_counts("p-never").unwrap(),
+        medledger_views::summary::PatientCounts::default()
+    );
+    let all = views
+        .stats(&medledger_views::summary::StatsFilter::default())
+        .unwrap();
+    let got: BTreeMap<(&str, i64, &str, u8), u64> = all
+        .iter()
+        .map(|r| {
+            (
+                (
+                    r.hospital_id.as_str(),
+                    r.month,
+                    r.record_type.as_str(),
+                    code(r.status),
+                ),
+                r.count,
+            )
+        })
+        .collect();
+    assert_eq!(got, stats, "stats");
+    let (hospital, month) = {
+        let k = stats.keys().nth(stats.len() / 2).unwrap();
+        (k.0, k.1)
+    };
+    let filter = medledger_views::summary::StatsFilter {
+        hospital_id: Some(hospital.to_owned()),
+        status: Some(RecordStatus::Active),
+        from_month: Some(month - 1),
+        to_month: Some(month + 1),
+        ..Default::default()
+    };
+    let got: u64 = views.stats(&filter).unwrap().iter().map(|r| r.count).sum();
+    let want: u64 = stats
+        .iter()
+        .filter(|(k, _)| k.0 == hospital && (month - 1..=month).contains(&k.1) && k.3 == 0)
+        .map(|(_, n)| n)
+        .sum();
+    assert!(want > 0);
+    assert_eq!(got, want, "stats of {hospital} around month {month}");
+
     // Rejections carry the contract's code.
     for (b, p, code) in &model.rejected {
         assert_eq!(views.rejection(*b, *p).unwrap().unwrap().code, *code);

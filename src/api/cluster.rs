@@ -193,7 +193,7 @@ pub fn write_elsewhere(
 }
 
 /// Whether a GET of `path_and_query` shows clinical content (and so is recorded on the
-/// ledger): a record, its history or payload, a timeline, an export.
+/// ledger): a record, its history or payload, a timeline, an export, a patient summary.
 pub fn reads_clinical_content(path_and_query: &str) -> bool {
     let path = path_and_query.split('?').next().unwrap_or("");
     let parts: Vec<&str> = path.trim_end_matches('/').split('/').collect();
@@ -202,7 +202,7 @@ pub fn reads_clinical_content(path_and_query: &str) -> bool {
         ["", "v1", "records", _] => true,
         ["", "v1", "records", _, "history" | "payload"] => true,
         ["", "v1", "patients" | "clinicians" | "hospitals", _, "records"] => true,
-        ["", "v1", "patients", _, "export"] => true,
+        ["", "v1", "patients", _, "export" | "summary"] => true,
         _ => false,
     }
 }
@@ -221,6 +221,7 @@ mod tests {
             "/v1/clinicians/dr-1/records?limit=5",
             "/v1/hospitals/h-1/records",
             "/v1/patients/p-1/export",
+            "/v1/patients/p-1/summary",
         ] {
             assert!(reads(path), "{path}");
         }
@@ -230,6 +231,7 @@ mod tests {
             "/v1/patients/p-1/access-log",
             "/v1/patients/p-1/grants",
             "/v1/chain",
+            "/v1/stats?group_by=month",
             "/v1/tx/abc",
             "/healthz",
         ] {

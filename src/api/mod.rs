@@ -25,6 +25,7 @@ pub mod payloads;
 pub mod records;
 pub mod slow_body;
 pub mod submit;
+pub mod summary;
 pub mod timelines;
 
 use std::sync::Arc;
@@ -133,6 +134,8 @@ routes! {
     post "/v1/records/{id}/amendments" => records::amend, "records", auth: true, body: Some("amendment.json"), "Amend a record (409 on a stale `expected_version`).";
     post "/v1/records/{id}/status" => records::change_status, "records", auth: true, body: Some("status_change.json"), "Change a record's status.";
     get "/v1/patients/{id}/records" => timelines::patient_timeline, "records", auth: true, body: None, "A patient's records, newest first, filtered and paged.";
+    get "/v1/patients/{id}/summary" => summary::patient_summary, "records", auth: true, body: None, "A patient's records at a glance: counts by type and status, the newest of each type, active records, open grants, the last read.";
+    get "/v1/stats" => summary::stats, "records", auth: true, body: None, "Counts of records by hospital, type, month and status (admins, auditors; a clinician its hospital's).";
     get "/v1/patients/{id}/export" => export::patient_export, "records", auth: true, body: None, "A patient's whole timeline as NDJSON, or CSV with `Accept: text/csv`.";
     post "/v1/patients/{id}/grants" => grants::grant, "grants", auth: true, body: Some("grant.json"), "Grant a clinician access to a patient's records.";
     get "/v1/patients/{id}/grants" => grants::list_grants, "grants", auth: true, body: None, "A patient's grants.";

@@ -50,10 +50,10 @@ fn component(file: &str) -> &str {
 }
 
 /// A query parameter: name, JSON Schema (with its range or values), description.
-type Param = (&'static str, Value, &'static str);
+pub(super) type Param = (&'static str, Value, &'static str);
 
 /// An integer from `min` to `max` (None: the largest a client's JSON integer holds).
-fn int(min: u64, max: Option<u64>) -> Value {
+pub(super) fn int(min: u64, max: Option<u64>) -> Value {
     json!({"type": "integer", "minimum": min, "maximum": max.unwrap_or(i64::MAX as u64)})
 }
 
@@ -170,7 +170,8 @@ fn query_params(path: &str) -> Vec<Param> {
             ],
             true,
         ),
-        "/v1/patients/{id}/export" => read(vec![min_height], true),
+        "/v1/patients/{id}/export" | "/v1/patients/{id}/summary" => read(vec![min_height], true),
+        "/v1/stats" => super::summary::query_params(min_height),
         "/v1/patients/{id}/grants" => vec![
             ("after", text(), "Grantees after this id."),
             ("limit", int(1, Some(1_000)), "Page size (default 50)."),
@@ -278,6 +279,8 @@ fn content(r: &super::RouteDoc) -> (&'static str, Value) {
             "grant_receipt"
         }
         ("get", "/v1/patients/{id}/grants") => "grant_page",
+        ("get", "/v1/patients/{id}/summary") => "patient_summary",
+        ("get", "/v1/stats") => "stats",
         ("get", "/v1/ipfs/status") => "payload_store",
         ("post", "/v1/keys/rotate") => "master_key_rotated",
         ("post", "/v1/keys/rotate-jwt") => "jwt_rotated",
@@ -336,16 +339,16 @@ fn content_of(path: &str) -> (&'static str, Value) {
 
 // The pieces the success bodies are built of.
 
-fn id() -> Value {
+pub(super) fn id() -> Value {
     json!({"type": "string", "minLength": 1, "maxLength": medledger_chaincode::limits::ID_LEN_MAX})
 }
 
-fn time() -> Value {
+pub(super) fn time() -> Value {
     json!({"type": "string", "format": "date-time"})
 }
 
 /// Counts, heights, block numbers and positions.
-fn count() -> Value {
+pub(super) fn count() -> Value {
     json!({"type": "integer", "minimum": 0})
 }
 
@@ -368,22 +371,22 @@ fn hash() -> Value {
     hex(64)
 }
 
-fn reference(name: &str) -> Value {
+pub(super) fn reference(name: &str) -> Value {
     json!({"$ref": format!("#/components/schemas/{name}")})
 }
 
-fn array(items: Value) -> Value {
+pub(super) fn array(items: Value) -> Value {
     json!({"type": "array", "items": items})
 }
 
 /// A closed object: every property required, no other allowed, so a field the server
 /// adds or drops fails schemathesis' check until the document says so.
-fn closed(properties: Value) -> Value {
+pub(super) fn closed(properties: Value) -> Value {
     closed_optional(properties, &[])
 }
 
 /// [`closed`], but the `optional` properties may be absent.
-fn closed_optional(properties: Value, optional: &[&str]) -> Value {
+pub(super) fn closed_optional(properties: Value, optional: &[&str]) -> Value {
     let required: Vec<&String> = properties
         .as_object()
         .expect("properties")
@@ -399,6 +402,7 @@ fn success_schemas() -> Vec<(&'static str, Value)> {
     schemas.extend(write_schemas());
     schemas.extend(explorer_schemas());
     schemas.extend(ops_schemas());
+    schemas.extend(super::summary::schemas());
     schemas
 }
 

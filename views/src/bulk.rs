@@ -29,9 +29,10 @@
 use std::fs::File;
 use std::io::{BufReader, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Mutex;
 
+use super::derive::Deriver;
 use super::{View, ViewBatch, ViewError, ViewOp};
 /// Buffer of each run file being read by a merge: a merge reads every run of a view at
 /// once (hundreds for a long ledger).
@@ -51,6 +52,9 @@ pub(crate) struct BulkLoader {
     /// Runs written so far: run `n` of view `v` is `run_path(n, v)` (absent when the
     /// batch had no row of `v`).
     runs: Mutex<u32>,
+    /// Whether the merge derives the count views from the timelines it merges
+    /// ([`BulkLoader::derive_counts`]).
+    derive_counts: AtomicBool,
 }
 
 fn io(what: &Path) -> impl FnOnce(std::io::Error) -> ViewError + '_ {
@@ -98,9 +102,17 @@ impl BulkLoader {
             dir,
             merge_runs_max,
             runs: Mutex::new(0),
+            derive_counts: AtomicBool::new(false),
         };
         loader.remove_runs()?;
         Ok(loader)
+    }
+
+    /// Makes [`BulkLoader::merge_views`] derive the count views from the timelines it
+    /// merges (views/src/derive.rs) instead of loading them from runs, which must hold
+    /// none of their rows.
+    pub(crate) fn derive_counts(&self) {
+        self.derive_counts.store(true, Ordering::Release);
     }
 
     /// The directory of the runs (it may not exist yet).
@@ -182,8 +194,20 @@ impl BulkLoader {
         sink: impl Fn(View) -> Result<S, ViewError> + Sync,
     ) -> Result<Vec<(View, S::Done)>, ViewError> {
         let runs = *self.runs.lock().expect("bulk loader lock");
+        let derive = self.derive_counts.load(Ordering::Acquire);
+        if derive {
+            for view in View::ALL.into_iter().filter(|v| Deriver::is_derived(*v)) {
+                if (0..runs).any(|run| self.run_path(run, view).exists()) {
+                    return Err(ViewError::Backend(format!(
+                        "the {} view is derived at the flush, and rows of it were loaded",
+                        view.name()
+                    )));
+                }
+            }
+        }
         let mut order: Vec<(u64, View)> = View::ALL
             .into_iter()
+            .filter(|view| !(derive && Deriver::is_derived(*view)))
             .map(|view| {
                 let bytes = (0..runs)
                     .filter_map(|run| std::fs::metadata(self.run_path(run, view)).ok())
@@ -203,7 +227,22 @@ impl BulkLoader {
                         while let Some(&(_, view)) = order.get(next.fetch_add(1, Ordering::Relaxed))
                         {
                             let mut out = sink(view)?;
-                            self.merge(view, runs, &mut |key, value| out.put(key, value))?;
+                            match Deriver::fed_by(view).filter(|_| derive) {
+                                None => {
+                                    self.merge(view, runs, &mut |key, value| out.put(key, value))?
+                                }
+                                Some(mut deriver) => {
+                                    let counts_view = deriver.view();
+                                    let mut counts = sink(counts_view)?;
+                                    let mut put = |k: &[u8], v: &[u8]| counts.put(k, v);
+                                    self.merge(view, runs, &mut |key, value| {
+                                        out.put(key, value)?;
+                                        deriver.row(key, value, &mut put)
+                                    })?;
+                                    deriver.finish(&mut put)?;
+                                    done.push((counts_view, counts.finish()?));
+                                }
+                            }
                             done.push((view, out.finish()?));
                         }
                         Ok::<_, ViewError>(done)

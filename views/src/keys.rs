@@ -14,11 +14,13 @@
 //! | grants | patient_id 0x00 grantee_id |
 //! | audit | record_id 0x00 block (u64 BE) position (u32 BE) |
 //! | rejected | block (u64 BE) position (u32 BE) |
+//! | patient_counts | patient_id 0x00 record_type 0x00 status (u8) |
+//! | stats | hospital_id 0x00 desc(month) record_type 0x00 status (u8) |
 //!
 //! `desc(t)` is the 8-byte big-endian complement of `t`'s order-preserving unsigned form
 //! (`!(t as u64 ^ 1 << 63)`), so a larger (later) timestamp sorts first, negative ones too.
 
-use medledger_chaincode::Timestamp;
+use medledger_chaincode::{RecordStatus, Timestamp};
 
 /// Ends an id component.
 pub const SEP: u8 = 0x00;
@@ -187,6 +189,108 @@ pub fn rejected(block: u64, position: u32) -> Vec<u8> {
     k
 }
 
+/// Every status, in the order of [`status_code`].
+pub const STATUSES: [RecordStatus; 3] = [
+    RecordStatus::Active,
+    RecordStatus::Archived,
+    RecordStatus::EnteredInError,
+];
+
+/// The byte that ends a count key: a record status.
+pub fn status_code(status: RecordStatus) -> u8 {
+    match status {
+        RecordStatus::Active => 0,
+        RecordStatus::Archived => 1,
+        RecordStatus::EnteredInError => 2,
+    }
+}
+
+/// The inverse of [`status_code`].
+pub fn status_from_code(code: u8) -> Option<RecordStatus> {
+    STATUSES.get(usize::from(code)).copied()
+}
+
+/// Appends a `patient_counts` key to `k`.
+pub fn write_patient_count(
+    k: &mut Vec<u8>,
+    patient_id: &str,
+    record_type: &str,
+    status: RecordStatus,
+) {
+    push_id(k, patient_id);
+    push_id(k, record_type);
+    k.push(status_code(status));
+}
+
+/// The prefix of one patient's `patient_counts` rows.
+pub fn patient_counts_prefix(patient_id: &str) -> Vec<u8> {
+    timeline_prefix(patient_id)
+}
+
+/// Splits a `patient_counts` key after its patient's prefix into (record type, status).
+pub fn parse_patient_count(prefix: &[u8], key: &[u8]) -> Option<(String, RecordStatus)> {
+    let rest = key.strip_prefix(prefix)?;
+    let (status, record_type) = rest.split_last()?;
+    let record_type = record_type.strip_suffix(&[SEP])?;
+    Some((
+        String::from_utf8(record_type.to_vec()).ok()?,
+        status_from_code(*status)?,
+    ))
+}
+
+/// A month index ([`Timestamp::month_index`]) encoded so byte order is newest first.
+pub fn desc_month(month: i64) -> [u8; 8] {
+    desc(Timestamp(month))
+}
+
+/// Appends a `stats` key to `k`: a hospital's counts, newest month first.
+pub fn write_stat(
+    k: &mut Vec<u8>,
+    hospital_id: &str,
+    month: i64,
+    record_type: &str,
+    status: RecordStatus,
+) {
+    push_id(k, hospital_id);
+    k.extend_from_slice(&desc_month(month));
+    push_id(k, record_type);
+    k.push(status_code(status));
+}
+
+/// One `stats` row's key, parsed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StatKey {
+    pub hospital_id: String,
+    pub month: i64,
+    pub record_type: String,
+    pub status: RecordStatus,
+}
+
+/// Parses a `stats` key.
+pub fn parse_stat(key: &[u8]) -> Option<StatKey> {
+    let end = key.iter().position(|&b| b == SEP)?;
+    let (hospital_id, rest) = (&key[..end], &key[end + 1..]);
+    let (month, rest) = rest.split_first_chunk::<8>()?;
+    let (status, record_type) = rest.split_last()?;
+    let record_type = record_type.strip_suffix(&[SEP])?;
+    Some(StatKey {
+        hospital_id: String::from_utf8(hospital_id.to_vec()).ok()?,
+        month: undesc(*month).0,
+        record_type: String::from_utf8(record_type.to_vec()).ok()?,
+        status: status_from_code(*status)?,
+    })
+}
+
+/// A count's value: `u64` little-endian, as bincode writes it for the other views.
+pub fn encode_count(count: u64) -> [u8; 8] {
+    count.to_le_bytes()
+}
+
+/// The inverse of [`encode_count`].
+pub fn decode_count(bytes: &[u8]) -> Option<u64> {
+    Some(u64::from_le_bytes(bytes.try_into().ok()?))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -236,5 +340,40 @@ mod tests {
         assert!(record_version("r-1", 999).starts_with(&record_versions_prefix("r-1")));
         assert!(audit("r-1", 1, 9) < audit("r-1", 2, 0));
         assert!(grant("p-1", "dr-1") < grant("p-1", "dr-2"));
+    }
+
+    #[test]
+    fn count_keys_sort_by_owner_then_parse_back() {
+        let mut a = Vec::new();
+        write_patient_count(&mut a, "p-1", "lab_result", RecordStatus::Archived);
+        let mut b = Vec::new();
+        write_patient_count(&mut b, "p-1", "lab_result", RecordStatus::EnteredInError);
+        let mut c = Vec::new();
+        write_patient_count(&mut c, "p-10", "allergy", RecordStatus::Active);
+        assert!(a < b && b < c);
+        let prefix = patient_counts_prefix("p-1");
+        assert!(!c.starts_with(&prefix));
+        assert_eq!(
+            parse_patient_count(&prefix, &b),
+            Some(("lab_result".into(), RecordStatus::EnteredInError))
+        );
+        let mut newer = Vec::new();
+        write_stat(&mut newer, "h-1", 24_323, "note", RecordStatus::Active);
+        let mut older = Vec::new();
+        write_stat(&mut older, "h-1", 24_322, "allergy", RecordStatus::Active);
+        assert!(newer < older, "newest month first");
+        assert_eq!(
+            parse_stat(&older),
+            Some(StatKey {
+                hospital_id: "h-1".into(),
+                month: 24_322,
+                record_type: "allergy".into(),
+                status: RecordStatus::Active,
+            })
+        );
+        for code in 0..3 {
+            assert_eq!(status_code(status_from_code(code).unwrap()), code);
+        }
+        assert_eq!(status_from_code(3), None);
     }
 }

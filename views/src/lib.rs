@@ -16,6 +16,7 @@
 
 pub(crate) mod bulk;
 pub mod changes;
+mod derive;
 pub mod keys;
 pub mod project;
 pub mod projector;
@@ -24,6 +25,7 @@ pub mod rebuild;
 pub mod rocks;
 #[cfg(feature = "sled")]
 pub mod sled;
+pub mod summary;
 pub mod values;
 
 use rayon::slice::ParallelSliceMut;
@@ -58,11 +60,17 @@ pub enum View {
     /// Reads of clinical content, newest first: (patient id, block descending, position
     /// descending) → the read. A record's reads are its patient's that name it.
     AccessLog = 11,
+    /// (patient id, record type, status) → how many of the patient's records have that
+    /// type and status (`u64`), never 0: the counts of a patient summary.
+    PatientCounts = 12,
+    /// (hospital id, month descending, record type, status) → how many of the hospital's
+    /// records created in that month have that type and status (`u64`), never 0.
+    Stats = 13,
 }
 
 impl View {
     /// Every view, in byte order.
-    pub const ALL: [View; 11] = [
+    pub const ALL: [View; 13] = [
         View::Records,
         View::RecordVersions,
         View::PatientTimeline,
@@ -74,6 +82,8 @@ impl View {
         View::Audit,
         View::Rejected,
         View::AccessLog,
+        View::PatientCounts,
+        View::Stats,
     ];
 
     /// The stable name (RocksDB column family, logs, digests).
@@ -90,6 +100,8 @@ impl View {
             View::Audit => "audit",
             View::Rejected => "rejected",
             View::AccessLog => "access_log",
+            View::PatientCounts => "patient_counts",
+            View::Stats => "stats",
         }
     }
 }
@@ -103,7 +115,9 @@ impl View {
 /// - 2: `record_versions` holds the superseded versions; the current one is only in
 ///   `records` (each record's state is stored once until it is amended).
 /// - 3: `access_log`, the reads of clinical content (`RecordsRead`) by patient.
-pub const LAYOUT: u32 = 3;
+/// - 4: `patient_counts` and `stats`, counts kept by the projector (a rebuild derives
+///   them from `patient_type_timeline` and `hospital_timeline`).
+pub const LAYOUT: u32 = 4;
 
 /// The stored applied height and layout: height (u64 LE) then layout (u32 LE).
 pub(crate) fn encode_meta(applied_height: u64) -> [u8; 12] {
@@ -513,6 +527,16 @@ pub trait ViewStore: Send + Sync {
         rows: &mut dyn Iterator<Item = (&[u8], &[u8])>,
     ) -> Result<(), ViewError> {
         write_range_as_batch(self, view, rows)
+    }
+
+    /// A bulk store only: at its flush, derive the count views (`patient_counts`,
+    /// `stats`) from the timeline rows it merges, instead of loading their rows
+    /// (views/src/derive.rs). A rebuild asks for it: its partitions, ranges of record
+    /// ids, cannot count a patient's or a hospital's records.
+    fn derive_counts_at_flush(&self) -> Result<(), ViewError> {
+        Err(ViewError::Backend(
+            "only a bulk store derives the count views at its flush".to_string(),
+        ))
     }
 
     /// Deletes every row of every view and resets the applied height to 0 (rebuild).

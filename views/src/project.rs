@@ -30,6 +30,7 @@ use medledger_chaincode::contract::{
 use medledger_chaincode::{Envelope, Event, RecordStatus, RecordsRead};
 
 use super::changes::Touched;
+use super::derive::count_keys;
 use super::keys;
 use super::values::{
     self, event_kind_code, AccessLogEntry, AuditEntry, Rejection, Summary, TxPosition, VersionEntry,
@@ -59,6 +60,10 @@ pub struct Projection<'s> {
     /// the event is done, and the next event's decoding reuses them.
     records: HashMap<String, Vec<u8>>,
     grants: HashMap<(String, String), Option<GrantState>>,
+    /// The count rows (`patient_counts`, `stats`) changed so far, as they now are: the
+    /// live projection's (a rebuild derives its counts from the timelines at its flush,
+    /// views/src/derive.rs).
+    counts: HashMap<(View, Vec<u8>), u64>,
     batch: ViewBatch,
     /// A partition's rows of `record_versions` and `audit`, keyed by record id first.
     /// Partitions are ranges of record ids (and of grant keys), so these rows, its
@@ -87,6 +92,7 @@ impl<'s> Projection<'s> {
             store: Some(store),
             records: HashMap::default(),
             grants: HashMap::default(),
+            counts: HashMap::default(),
             batch: ViewBatch::new(height),
             partition_rows: ViewBatch::new(0),
             row_scratch: Vec::new(),
@@ -113,6 +119,7 @@ impl<'s> Projection<'s> {
             store: None,
             records: HashMap::default(),
             grants: HashMap::default(),
+            counts: HashMap::default(),
             batch,
             partition_rows: ViewBatch::new(0),
             row_scratch: Vec::new(),
@@ -425,6 +432,10 @@ impl<'s> Projection<'s> {
                         .record(&s.patient_id, &s.author_id, &s.hospital_id);
                 }
                 write_summary(&mut self.batch, &entry.state, false);
+                if let Some(store) = self.store {
+                    let s = &entry.state;
+                    count(store, &mut self.counts, &mut self.batch, s, s.status, true)?;
+                }
                 let mut row = Vec::new();
                 let scratch = &mut self.row_scratch;
                 set_current(&mut self.batch, &mut row, scratch, &entry, !partition);
@@ -458,6 +469,11 @@ impl<'s> Projection<'s> {
         entry.event = code;
         if entry.state.status != status {
             write_summary(&mut self.batch, &entry.state, true);
+            if let Some(store) = self.store {
+                let (s, counts, batch) = (&entry.state, &mut self.counts, &mut self.batch);
+                count(store, counts, batch, s, status, false)?;
+                count(store, counts, batch, s, s.status, true)?;
+            }
         }
         set_current(
             &mut self.batch,
@@ -515,6 +531,52 @@ fn write_summary(batch: &mut ViewBatch, state: &RecordState, existed: bool) {
     } else if existed {
         batch.delete_with(View::Active, active_key);
     }
+}
+
+/// Counts the record `state` in (`add`) or out of its patient's count of its type and
+/// `status`, and its hospital's of its month, type and `status`: reads each count from
+/// `counts`, or `store` the first time, and writes it into `batch` (a count of 0 has no
+/// row).
+fn count(
+    store: &dyn ViewStore,
+    counts: &mut HashMap<(View, Vec<u8>), u64>,
+    batch: &mut ViewBatch,
+    state: &RecordState,
+    status: RecordStatus,
+    add: bool,
+) -> Result<(), ViewError> {
+    let rows = count_keys(
+        &state.patient_id,
+        &state.hospital_id,
+        &state.record_type,
+        state.created_at,
+        status,
+    );
+    for (view, key) in rows {
+        let n = match counts.get(&(view, key.clone())) {
+            Some(&n) => n,
+            None => match store.get(view, &key)? {
+                None => 0,
+                Some(bytes) => {
+                    keys::decode_count(&bytes).ok_or(ViewError::Malformed { what: "count" })?
+                }
+            },
+        };
+        let n = if add {
+            n + 1
+        } else {
+            n.checked_sub(1).ok_or(ViewError::Malformed {
+                what: "count (taken below 0)",
+            })?
+        };
+        if n == 0 {
+            batch.delete(view, &key);
+        } else {
+            batch.put(view, &key, keys::encode_count(n));
+        }
+        counts.insert((view, key), n);
+    }
+    Ok(())
 }
 
 /// Makes `entry` its record's current version: its `records` row in the overlay's `row`,

@@ -67,6 +67,9 @@ pub enum QueryError {
     /// `from` is not before `to`.
     #[error("`from` must be before `to`")]
     InvalidRange,
+    /// The query would read more than `rows` rows: narrow it.
+    #[error("the query reads more than {rows} rows: narrow it (a hospital, a range of months)")]
+    TooBroad { rows: usize },
     /// The store failed.
     #[error(transparent)]
     Store(#[from] ViewError),
@@ -79,6 +82,7 @@ impl QueryError {
             QueryError::InvalidCursor => "invalid_cursor",
             QueryError::InvalidLimit(_) => "invalid_limit",
             QueryError::InvalidRange => "invalid_range",
+            QueryError::TooBroad { .. } => "query_too_broad",
             QueryError::Store(_) => "store_error",
         }
     }
@@ -103,6 +107,11 @@ impl<'s> Views<'s> {
     /// Queries over `store`.
     pub fn new(store: &'s dyn ViewStore) -> Self {
         Views { store }
+    }
+
+    /// The store queried.
+    pub(crate) fn store(&self) -> &'s dyn ViewStore {
+        self.store
     }
 
     /// Blocks `0..height` are reflected.

@@ -176,6 +176,18 @@ impl ViewStore for RocksViewStore {
         self.db.write_opt(wb, &no_wal()).map_err(backend)
     }
 
+    fn derive_counts_at_flush(&self) -> Result<(), ViewError> {
+        match &self.bulk {
+            Some(loader) => {
+                loader.derive_counts();
+                Ok(())
+            }
+            None => Err(ViewError::Backend(
+                "only a bulk store derives the count views at its flush".to_string(),
+            )),
+        }
+    }
+
     fn write_range(
         &self,
         view: View,

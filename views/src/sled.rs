@@ -317,6 +317,18 @@ impl ViewStore for SledViewStore {
         tree.apply_batch(sled_batch).map_err(backend)
     }
 
+    fn derive_counts_at_flush(&self) -> Result<(), ViewError> {
+        match &self.bulk {
+            Some(loader) => {
+                loader.derive_counts();
+                Ok(())
+            }
+            None => Err(ViewError::Backend(
+                "only a bulk store derives the count views at its flush".to_string(),
+            )),
+        }
+    }
+
     fn get(&self, view: View, key: &[u8]) -> Result<Option<Vec<u8>>, ViewError> {
         self.readable(view)?;
         let row = row_key(view, key);

@@ -93,6 +93,9 @@ pub fn project_all(
         records,
         grants,
     };
+    // The count views are counts of timeline rows, which a patient's records spread
+    // over many partitions: the store counts them as it loads the timelines.
+    store.derive_counts_at_flush()?;
     remove_dir(parts.dir)?;
     std::fs::create_dir_all(parts.dir).map_err(io(format!("creating {}", parts.dir.display())))?;
     let result = parts

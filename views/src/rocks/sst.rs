@@ -61,6 +61,11 @@ impl SstLoader {
         self.runs.check_readable(view)
     }
 
+    /// Derives the count views at [`SstLoader::finish`] ([`BulkLoader::derive_counts`]).
+    pub(super) fn derive_counts(&self) {
+        self.runs.derive_counts();
+    }
+
     /// Writes one batch's rows as a run ([`BulkLoader::add_run`]).
     pub(super) fn add_run(&self, batch: &ViewBatch) -> Result<(), ViewError> {
         self.runs.add_run(batch)
