@@ -1,7 +1,8 @@
 //! The block explorer page in a real browser: headless Chromium (Debian's `chromium`)
 //! driven by playwright-core (`tests/browser/`, installed by scripts/test.sh), against a
 //! real `medledger serve` seeded with records. The page must load, show the right height,
-//! check a transaction's proof with WebCrypto, open its block, and take a screenshot
+//! draw its charts (blocks per minute, records per month), check a transaction's proof
+//! with WebCrypto, open its block, and take a screenshot
 //! (written to `target/explorer-browser/explorer.png`).
 
 use std::path::{Path, PathBuf};
@@ -57,6 +58,7 @@ fn the_explorer_page_checks_a_proof_in_chromium() {
         .arg(height.to_string())
         .arg(&last_tx)
         .arg(&out_dir)
+        .arg("6")
         .env("CHROMIUM", &chromium)
         .output()
         .expect("node runs");

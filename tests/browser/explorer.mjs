@@ -1,13 +1,14 @@
-// Drives /explorer in headless Chromium: the page loads, shows the right height, opens a
-// block, checks a transaction's proof in the browser, and writes a screenshot.
+// Drives /explorer in headless Chromium: the page loads, shows the right height, draws
+// its charts (blocks per minute, RECORDS records this month), opens a block, checks a
+// transaction's proof in the browser, and writes a screenshot.
 //
-//   node explorer.mjs URL TOKEN HEIGHT TX_ID OUT_DIR
+//   node explorer.mjs URL TOKEN HEIGHT TX_ID OUT_DIR RECORDS
 //
 // Exit 0 when every step passed; otherwise the failing step is printed and the exit is 1.
 import { chromium } from "playwright-core";
 
-const [url, token, height, txId, outDir] = process.argv.slice(2);
-if (!outDir) { console.error("usage: node explorer.mjs URL TOKEN HEIGHT TX_ID OUT_DIR"); process.exit(2); }
+const [url, token, height, txId, outDir, recordCount] = process.argv.slice(2);
+if (!recordCount) { console.error("usage: node explorer.mjs URL TOKEN HEIGHT TX_ID OUT_DIR RECORDS"); process.exit(2); }
 
 const browser = await chromium.launch({
   executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
@@ -32,6 +33,18 @@ try {
   await page.waitForSelector("#blocks tbody tr");
   const first = await page.textContent("#blocks tbody tr td");
   if (Number(first) !== Number(height) - 1) throw new Error(`newest block is ${first}, expected ${Number(height) - 1}`);
+
+  step("the charts draw the blocks of the last hour and the records of this month");
+  // The charts are redrawn every 10 s: wait for the views to have counted them all.
+  await page.waitForFunction((n) => {
+    const rects = [...document.querySelectorAll("#records-chart rect[data-count]")];
+    return rects.length === 24 && rects.reduce((sum, r) => sum + Number(r.dataset.count), 0) === n;
+  }, Number(recordCount), { timeout: 25000 }).catch(async () => {
+    const shown = await page.$$eval("#records-chart rect[data-count]", (rs) => rs.map((r) => r.dataset.count).join(","));
+    throw new Error(`the records chart shows [${shown}], not ${recordCount} records this month`);
+  });
+  const blocks = await page.$$eval("#activity-chart rect[data-count]", (rs) => rs.reduce((sum, r) => sum + Number(r.dataset.count), 0));
+  if (blocks < Number(height) - 1) throw new Error(`the activity chart shows ${blocks} blocks, expected at least ${Number(height) - 1}`);
 
   step("search for the transaction and check its proof in the browser");
   await page.fill("#search", txId);
