@@ -7,7 +7,8 @@
 #      then the same records through POST /v1/records/batch: 4 per request over 256
 #      connections, and 50 per request over 64 connections (the peers' batched runs);
 #   2. patient timeline pages (limit 50) of the peers' patients, 64 connections; then the
-#      same pages asked again with their validators (If-None-Match: 304s);
+#      same pages asked again with their validators (If-None-Match: 304s); then the same
+#      patients' summaries (GET /v1/patients/{id}/summary), 64 connections and one;
 #   3. the peers' mixed run: 80% timeline pages, 20% submissions, 64 connections;
 #   4. latency at low load (one connection): eager policy, then `--cut-policy strict`;
 #   5. `medledger rebuild` of the views from the ledger those runs wrote.
@@ -110,6 +111,8 @@ PY
 export ETAGS=$data/etags.txt
 run timeline-pages-304 64 2 "$read_s" read.lua
 unset ETAGS
+ROUTE=summary run patient-summary 64 2 "$read_s" read.lua
+ROUTE=summary run patient-summary-low-load 1 1 "$low_s" read.lua
 run mixed-80-20 64 2 "$mixed_s" mixed.lua
 run low-load-eager 1 1 "$low_s" submit.lua
 # Bytes on disk per committed record: the whole data dir (ledger, index, views, keys,

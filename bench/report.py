@@ -145,7 +145,7 @@ print("|---|---|---:|---:|---:|---:|")
 print(f"| medledger embedded | ingest, 1 per call | {fmt(embedded['events_per_sec'])} | "
       f"{embedded['p50_ms']:.2f} | {embedded['p99_ms']:.2f} | {embedded['p999_ms']:.2f} |")
 for name in ("submit-eager", "submit-batch-4", f"submit-batch-{params['batch']}", "timeline-pages",
-             "timeline-pages-304", "mixed-80-20", "low-load-eager", "low-load-strict"):
+             "timeline-pages-304", "patient-summary", "patient-summary-low-load", "mixed-80-20", "low-load-eager", "low-load-strict"):
     j = http.get(name)
     if j and not (name == "submit-batch-4" and params["batch"] == 4):
         per = j.get("records_per_request", 1)
@@ -165,3 +165,18 @@ if ht and h304:
     print(f"Repeated reads of unchanged timelines with If-None-Match: {fmt(h304['rps'])} pages/s, "
           f"{h304['rps'] / ht['rps']:.1f}× the uncached page rate in the same run "
           f"({h304.get('not_modified', 0):,} of {h304['requests']:,} answers 304).")
+hsum = http.get("patient-summary")
+if hsum:
+    print()
+    line = (f"Patient summaries (`GET /v1/patients/{{id}}/summary`: counts by type and status, the "
+            f"newest record of each type, 20 active records; a read on the ledger): "
+            f"{fmt(hsum['rps'])}/s, p50 {hsum['p50_ms']:.2f} ms, p99 {hsum['p99_ms']:.2f} ms, "
+            f"p99.9 {hsum['p999_ms']:.2f} ms")
+    low = http.get("patient-summary-low-load")
+    if low:
+        line += f" (one connection: p50 {low['p50_ms']:.2f} ms, p99 {low['p99_ms']:.2f} ms)"
+    peers_sum = [(n, find(n, "summary")) for n in peer_names if find(n, "summary")]
+    for n, r in peers_sum:
+        line += (f"; {n} {fmt(r['operations_per_second'])}/s, p99 {r['latency']['p99_us'] / 1000:.2f} ms "
+                 f"({hsum['rps'] / r['operations_per_second']:.1f}×)")
+    print(line + ".")

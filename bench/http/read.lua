@@ -1,6 +1,7 @@
 -- wrk script: patient timeline pages (GET /v1/patients/{id}/records?limit=50) of the
 -- patients the peers read (REQUESTS_DIR/patients.txt, drawn from the records' skewed
--- distribution). TOKEN is an admin's.
+-- distribution). TOKEN is an admin's. With ROUTE=summary, the patients' summaries
+-- (GET /v1/patients/{id}/summary) instead.
 --
 -- With ETAGS (a file of "patient<TAB>etag" lines, the validators of those pages), every
 -- request carries its page's `If-None-Match`: repeated reads of unchanged timelines. The
@@ -10,6 +11,7 @@ local common = require("common")
 local next_request
 local threads = {}
 local etags_path = os.getenv("ETAGS")
+local route = os.getenv("ROUTE") or "records?limit=50"
 
 function setup(thread)
   common.setup(thread)
@@ -28,7 +30,7 @@ function init(args)
   for i, p in ipairs(common.patients()) do
     local headers = { ["Authorization"] = "Bearer " .. os.getenv("TOKEN") }
     if etags_path then headers["If-None-Match"] = assert(etags[p], "no etag for " .. p) end
-    list[i] = wrk.format("GET", "/v1/patients/" .. p .. "/records?limit=50", headers)
+    list[i] = wrk.format("GET", "/v1/patients/" .. p .. "/" .. route, headers)
   end
   next_request = common.cycle(list)
   not_modified = 0

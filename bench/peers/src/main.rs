@@ -124,6 +124,9 @@ fn run_peer(kind: PeerKind, args: &Args, body_bytes: usize, base: &std::path::Pa
         seconds_max: args.read_seconds,
     };
     print(&peer.timeline_reads(&patients, &read)?);
+    if let Some(f) = peer.summary_reads(&patients, &read)? {
+        print(&f);
+    }
     let mixed = MixedOptions {
         clients: args.clients,
         operations: args.mixed_operations,

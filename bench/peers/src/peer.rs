@@ -29,6 +29,14 @@ pub trait Session: Send {
 
     /// The patient's newest `limit` records, newest first (by `created_at_micros`).
     fn timeline_page(&mut self, patient_id: &str, limit: usize) -> Result<Vec<PeerRecord>>;
+
+    /// The patient's summary, as medledger's `GET /v1/patients/{id}/summary` answers it:
+    /// counts by record type and status, the newest record of each type, the newest 20
+    /// active records, in one call. The rows it read (counts and records), or `None` for
+    /// a peer that does not answer it.
+    fn summary(&mut self, _patient_id: &str) -> Result<Option<usize>> {
+        Ok(None)
+    }
 }
 
 /// A running peer. Dropping it stops its server and deletes its data directory, also
@@ -93,6 +101,12 @@ pub trait Peer: Send + Sync {
     /// Timeline page reads by concurrent clients.
     fn timeline_reads(&self, patients: &[String], options: &ReadOptions) -> Result<Figures> {
         workload::timeline_reads(self, patients, options)
+    }
+
+    /// Patient summaries by concurrent clients ([`Session::summary`]); `None` when the
+    /// peer does not answer them.
+    fn summary_reads(&self, patients: &[String], options: &ReadOptions) -> Result<Option<Figures>> {
+        workload::summary_reads(self, patients, options)
     }
 
     /// 80% timeline reads / 20% single-record writes (`options` sets the mix); returns the

@@ -262,9 +262,54 @@ pub fn timeline_reads<P: Peer + ?Sized>(
     patients: &[String],
     options: &ReadOptions,
 ) -> Result<Figures> {
+    let note = format!(
+        "first pages of {} records, newest first, patients drawn from the records' \
+         skewed distribution; at most {} s",
+        options.limit, options.seconds_max
+    );
+    let read = |session: &mut Box<dyn Session + '_>, patient: &str| {
+        Ok(Some(session.timeline_page(patient, options.limit)?.len()))
+    };
+    Ok(reads(peer, patients, options, "timeline", note, read)?
+        .expect("every peer reads timelines"))
+}
+
+/// Patient summaries ([`Session::summary`]): clients read the summary of
+/// `patients[i % len]` for the i-th; latency is per summary. `None` for a peer that
+/// does not answer them.
+pub fn summary_reads<P: Peer + ?Sized>(
+    peer: &P,
+    patients: &[String],
+    options: &ReadOptions,
+) -> Result<Option<Figures>> {
+    let note = format!(
+        "patient summaries (counts by type and status, newest of each type, 20 newest \
+         active), patients drawn from the records' skewed distribution; at most {} s",
+        options.seconds_max
+    );
+    let read = |session: &mut Box<dyn Session + '_>, patient: &str| session.summary(patient);
+    reads(peer, patients, options, "summary", note, read)
+}
+
+/// `options.pages` reads by `options.clients` clients, the i-th of `patients[i % len]`;
+/// records counts what the reads returned. `None` when `read` answers `None` (the peer
+/// does not serve this read).
+fn reads<P: Peer + ?Sized>(
+    peer: &P,
+    patients: &[String],
+    options: &ReadOptions,
+    workload: &'static str,
+    note: String,
+    read: impl Fn(&mut Box<dyn Session + '_>, &str) -> Result<Option<usize>> + Sync,
+) -> Result<Option<Figures>> {
     if patients.is_empty() {
         return Err(PeerError::Invalid("no patients to read".into()));
     }
+    let mut probe = peer.session()?;
+    if read(&mut probe, &patients[0])?.is_none() {
+        return Ok(None);
+    }
+    drop(probe);
     let sessions = open_sessions(peer, options.clients)?;
     let next = AtomicUsize::new(0);
     let rows = AtomicU64::new(0);
@@ -275,7 +320,7 @@ pub fn timeline_reads<P: Peer + ?Sized>(
         let handles: Vec<_> = sessions
             .into_iter()
             .map(|mut session| {
-                let (next, rows) = (&next, &rows);
+                let (next, rows, read) = (&next, &rows, &read);
                 s.spawn(move || -> Result<(Histogram<u64>, u64)> {
                     let mut h = new_histogram();
                     loop {
@@ -284,10 +329,9 @@ pub fn timeline_reads<P: Peer + ?Sized>(
                             return Ok((h, 0));
                         }
                         let t = Instant::now();
-                        let page =
-                            session.timeline_page(&patients[i % patients.len()], options.limit)?;
+                        let n = read(&mut session, &patients[i % patients.len()])?.unwrap_or(0);
                         record(&mut h, t.elapsed());
-                        rows.fetch_add(page.len() as u64, Ordering::Relaxed);
+                        rows.fetch_add(n as u64, Ordering::Relaxed);
                     }
                 })
             })
@@ -302,7 +346,7 @@ pub fn timeline_reads<P: Peer + ?Sized>(
     figures(
         peer,
         Part {
-            workload: "timeline",
+            workload,
             clients: options.clients,
             batch: options.limit,
             body_bytes: 0,
@@ -311,13 +355,10 @@ pub fn timeline_reads<P: Peer + ?Sized>(
             latency: Latency::from_histogram(&h),
             metered,
             records_stored: 0,
-            notes: vec![format!(
-                "first pages of {} records, newest first, patients drawn from the records' \
-                 skewed distribution; at most {} s",
-                options.limit, options.seconds_max
-            )],
+            notes: vec![note],
         },
     )
+    .map(Some)
 }
 
 /// The mixed run: each client draws read or write per operation (`write_percent`);

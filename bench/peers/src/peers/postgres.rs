@@ -235,8 +235,25 @@ impl Peer for Postgres {
              created_at, body FROM records WHERE patient_id = $1 \
              ORDER BY created_at DESC LIMIT $2",
         )?;
+        // A summary in one round trip: the counts, the newest of each type, the newest
+        // active records (the indexes are the peer's seed ones: the counts and the newest
+        // of each type read the patient's rows through (patient_id, created_at DESC)).
+        let summary = client.prepare(
+            "(SELECT 'count' AS part, record_type, status, count(*) AS n, NULL::text AS record_id, \
+                     NULL::timestamptz AS created_at, NULL::bytea AS body \
+                FROM records WHERE patient_id = $1 GROUP BY record_type, status) \
+             UNION ALL \
+             (SELECT DISTINCT ON (record_type) 'latest', record_type, status, 0, record_id, \
+                     created_at, body \
+                FROM records WHERE patient_id = $1 ORDER BY record_type, created_at DESC) \
+             UNION ALL \
+             (SELECT 'active', record_type, status, 0, record_id, created_at, body \
+                FROM records WHERE patient_id = $1 AND status = 'active' \
+               ORDER BY created_at DESC LIMIT 20)",
+        )?;
         Ok(Box::new(PgSession {
             client,
+            summary,
             chain: self.chain,
             lock,
             advance,
@@ -323,6 +340,7 @@ impl Peer for Postgres {
             chain.into(),
             "a write call is one transaction: one multi-row INSERT of `batch` rows".into(),
             "timeline: ORDER BY created_at DESC LIMIT over (patient_id, created_at DESC)".into(),
+            "summary: one UNION ALL of GROUP BY record_type, status, DISTINCT ON (record_type) and the active LIMIT 20, over the patient's rows".into(),
             "bytes on disk: the whole data dir (heap, 7 indexes, WAL segments, catalog)".into(),
         ]
     }
@@ -342,6 +360,7 @@ struct PgSession {
     lock: Statement,
     advance: Statement,
     timeline: Statement,
+    summary: Statement,
     /// Prepared multi-row INSERTs, index = rows - 1.
     inserts: Vec<Option<Statement>>,
 }
@@ -436,6 +455,10 @@ impl Session for PgSession {
         }
         tx.commit()?;
         Ok(())
+    }
+
+    fn summary(&mut self, patient_id: &str) -> Result<Option<usize>> {
+        Ok(Some(self.client.query(&self.summary, &[&patient_id])?.len()))
     }
 
     fn timeline_page(&mut self, patient_id: &str, limit: usize) -> Result<Vec<PeerRecord>> {
