@@ -623,7 +623,14 @@ impl Core {
             cluster,
             payloads_unresolved: Default::default(),
             disk: crate::disk::DiskSpace::new(config.data_dir.clone(), config.disk_reserve_bytes),
+            exports: api::bulk_export::Exports::open(&config.data_dir).map_err(|source| {
+                ServeError::DataDir {
+                    path: config.data_dir.join(api::bulk_export::EXPORTS_DIR),
+                    source,
+                }
+            })?,
         });
+        api::bulk_export::Exports::resume(&state);
         let keeper = crate::keeper::Keeper::start(state.clone(), config.data_dir.clone())
             .map_err(ServeError::Runtime)?;
         Ok(Core {
@@ -639,6 +646,9 @@ impl Core {
         if let Some(mut keeper) = self.keeper.lock().unwrap_or_else(|e| e.into_inner()).take() {
             keeper.stop();
         }
+        // Exports stop after their step (to resume at the next start) before the
+        // orderer refuses their reads' events.
+        self.state.exports.stop();
         self.state.orderer.shutdown();
         if let Some(c) = &self.state.cluster {
             c.shutdown();

@@ -109,6 +109,8 @@ enum Cell {
     PayloadErased,
     /// 409 `not_a_cluster`: allowed, but this server runs as one node.
     NotACluster,
+    /// 202: a job started.
+    Accepted,
     /// 400 `break_glass_not_allowed`: break-glass is for clinicians only.
     NoBreakGlass,
     Forbidden,
@@ -205,6 +207,9 @@ struct Facts {
     block_1_hash: String,
     /// The chain's blocks at the latest checkpoint after the setup.
     tree_size: u64,
+    /// Bulk exports of au-1's, complete: the first is read, the others deleted (by au-1
+    /// and by an admin).
+    exports: Vec<String>,
 }
 
 fn get(uri: &str) -> test::TestRequest {
@@ -633,6 +638,82 @@ fn rows() -> Vec<Row> {
             ],
         )
         .showing("\"h-1\""),
+        // Bulk exports: admins and auditors; an auditor its own, an admin every one.
+        row(
+            "post",
+            "/v1/exports",
+            "lab results",
+            |_, _| post("/v1/exports", json!({"record_type": "lab_result"})),
+            [
+                Forbidden,
+                Forbidden,
+                Forbidden,
+                Forbidden,
+                Forbidden,
+                Forbidden,
+                Forbidden,
+                Accepted,
+                Accepted,
+                Unauthorized,
+            ],
+        ),
+        row(
+            "get",
+            "/v1/exports/{id}",
+            "au-1's",
+            |f, _| get(&format!("/v1/exports/{}", f.exports[0])),
+            [
+                Forbidden,
+                Forbidden,
+                Forbidden,
+                Forbidden,
+                Forbidden,
+                Forbidden,
+                Forbidden,
+                Ok,
+                Ok,
+                Unauthorized,
+            ],
+        ),
+        row(
+            "get",
+            "/v1/exports/{id}/files/{type}",
+            "au-1's",
+            |f, _| get(&format!("/v1/exports/{}/files/lab_result", f.exports[0])),
+            [
+                Forbidden,
+                Forbidden,
+                Forbidden,
+                Forbidden,
+                Forbidden,
+                Forbidden,
+                Forbidden,
+                Ok,
+                Ok,
+                Unauthorized,
+            ],
+        ),
+        row(
+            "delete",
+            "/v1/exports/{id}",
+            "au-1's",
+            |f, who| {
+                let id = &f.exports[if who == Who::Admin { 2 } else { 1 }];
+                test::TestRequest::delete().uri(&format!("/v1/exports/{id}"))
+            },
+            [
+                Forbidden,
+                Forbidden,
+                Forbidden,
+                Forbidden,
+                Forbidden,
+                Forbidden,
+                Forbidden,
+                Ok,
+                Ok,
+                Unauthorized,
+            ],
+        ),
         row(
             "get",
             "/v1/hospitals/{id}/records",
@@ -1035,6 +1116,7 @@ fn cell_of(row: &Row, label: &str, status: StatusCode, body: &str) -> Cell {
             _ => Ok,
         },
         (StatusCode::CREATED, _) => Created,
+        (StatusCode::ACCEPTED, _) => Accepted,
         (StatusCode::NOT_FOUND, "no_payload") => NoPayload,
         (StatusCode::GONE, "payload_erased") => PayloadErased,
         (StatusCode::CONFLICT, "not_a_cluster") => NotACluster,
@@ -1202,10 +1284,33 @@ async fn setup(call: &impl AsyncFn(Who, test::TestRequest) -> (StatusCode, Strin
     );
     assert_eq!(expired["expires_at"], json!(rfc3339(expiry)), "{expired}");
     assert!(now_ms() > expiry, "dr-x's grant has not run out yet");
+    // Three bulk exports of au-1's (the lab results), complete: one read, two deleted.
+    let mut exports = Vec::new();
+    for _ in 0..3 {
+        let req = post("/v1/exports", json!({"record_type": "lab_result"}));
+        let started = expect("an export", StatusCode::ACCEPTED, call(Auditor, req).await);
+        let url = started["status_url"].as_str().unwrap().to_owned();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            let (status, body) = call(Auditor, get(&url)).await;
+            if status == StatusCode::OK {
+                assert!(body.contains("\"complete\""), "setup, export: {body}");
+                break;
+            }
+            assert_eq!(status, StatusCode::ACCEPTED, "setup, export: {body}");
+            assert!(
+                std::time::Instant::now() < deadline,
+                "setup: the export did not end"
+            );
+            actix_web::rt::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        exports.push(started["export_id"].as_str().unwrap().to_owned());
+    }
     Facts {
         r1_tx,
         block_1_hash,
         tree_size,
+        exports,
     }
 }
 

@@ -9,6 +9,7 @@
 pub mod access_log;
 pub mod audit;
 pub mod auth;
+pub mod bulk_export;
 pub mod cluster;
 pub mod erasure;
 pub mod error;
@@ -75,6 +76,8 @@ pub struct AppState {
     pub payloads_unresolved: payloads::Unresolved,
     /// The data dir's free space against the reserve (507 `storage_full` below it).
     pub disk: crate::disk::DiskSpace,
+    /// Bulk exports (`POST /v1/exports`).
+    pub exports: bulk_export::Exports,
 }
 
 /// One route: how it is registered and how `/v1/openapi.json` describes it.
@@ -135,6 +138,10 @@ routes! {
     post "/v1/records/{id}/status" => records::change_status, "records", auth: true, body: Some("status_change.json"), "Change a record's status.";
     get "/v1/patients/{id}/records" => timelines::patient_timeline, "records", auth: true, body: None, "A patient's records, newest first, filtered and paged.";
     get "/v1/patients/{id}/summary" => summary::patient_summary, "records", auth: true, body: None, "A patient's records at a glance: counts by type and status, the newest of each type, active records, open grants, the last read.";
+    post "/v1/exports" => bulk_export::start, "records", auth: true, body: Some("new_export.json"), "Start a bulk export (admins, auditors): 202 with its status URL; one NDJSON file per record type.";
+    get "/v1/exports/{id}" => bulk_export::status, "records", auth: true, body: None, "A bulk export: 202 with X-Progress while it runs, 200 with its files and their SHA-256 once done.";
+    get "/v1/exports/{id}/files/{type}" => bulk_export::file, "records", auth: true, body: None, "One NDJSON file of a complete bulk export.";
+    delete "/v1/exports/{id}" => bulk_export::delete, "records", auth: true, body: None, "Delete a finished bulk export and its files.";
     get "/v1/stats" => summary::stats, "records", auth: true, body: None, "Counts of records by hospital, type, month and status (admins, auditors; a clinician its hospital's).";
     get "/v1/patients/{id}/export" => export::patient_export, "records", auth: true, body: None, "A patient's whole timeline as NDJSON, or CSV with `Accept: text/csv`.";
     post "/v1/patients/{id}/grants" => grants::grant, "grants", auth: true, body: Some("grant.json"), "Grant a clinician access to a patient's records.";

@@ -40,6 +40,10 @@ pub const SCHEMAS: &[(&str, &str)] = &[
     ("new_node.json", include_str!("../../schemas/new_node.json")),
     ("voters.json", include_str!("../../schemas/voters.json")),
     ("leader.json", include_str!("../../schemas/leader.json")),
+    (
+        "new_export.json",
+        include_str!("../../schemas/new_export.json"),
+    ),
     ("error.json", include_str!("../../schemas/error.json")),
     ("event.json", include_str!("../../schemas/event.json")),
 ];
@@ -235,6 +239,8 @@ fn success(r: &super::RouteDoc) -> (&'static str, Value) {
     ];
     let status = if r.method == "post" && creates.contains(&r.path) {
         "201"
+    } else if r.method == "post" && r.path == "/v1/exports" {
+        "202"
     } else {
         "200"
     };
@@ -281,6 +287,9 @@ fn content(r: &super::RouteDoc) -> (&'static str, Value) {
         ("get", "/v1/patients/{id}/grants") => "grant_page",
         ("get", "/v1/patients/{id}/summary") => "patient_summary",
         ("get", "/v1/stats") => "stats",
+        ("post", "/v1/exports") => "export_started",
+        ("get", "/v1/exports/{id}") => "export_status",
+        ("delete", "/v1/exports/{id}") => "export_deleted",
         ("get", "/v1/ipfs/status") => "payload_store",
         ("post", "/v1/keys/rotate") => "master_key_rotated",
         ("post", "/v1/keys/rotate-jwt") => "jwt_rotated",
@@ -325,6 +334,10 @@ fn content_of(path: &str) -> (&'static str, Value) {
             // Any bytes: OpenAPI 3.1 leaves binary content without a schema (a JSON
             // payload is not a string).
             json!({"*/*": {}}),
+        ),
+        "/v1/exports/{id}/files/{type}" => (
+            "The file's records, a line each (each line a `record`); X-Sha256 is the manifest's checksum.",
+            json!({"application/x-ndjson": {"schema": text}}),
         ),
         "/v1/patients/{id}/export" => (
             "A line a record: NDJSON (each line a `record`), or CSV after a header line.",
@@ -403,6 +416,7 @@ fn success_schemas() -> Vec<(&'static str, Value)> {
     schemas.extend(explorer_schemas());
     schemas.extend(ops_schemas());
     schemas.extend(super::summary::schemas());
+    schemas.extend(super::bulk_export::schemas());
     schemas
 }
 
@@ -791,6 +805,30 @@ fn responses(r: &super::RouteDoc) -> Value {
             "207".to_owned(),
             json!({"description": "Some records could not be erased: `failed` lists them with their codes.",
                    "content": json_of("patient_erasure_report")}),
+        );
+    }
+    if r.path == "/v1/exports/{id}" && r.method == "get" {
+        out.insert(
+            "202".to_owned(),
+            json!({"description": "Still running: X-Progress tells how far (the body is the same manifest, so far).",
+                   "headers": {"X-Progress": {"schema": {"type": "string"}},
+                               "Retry-After": {"schema": {"type": "integer", "minimum": 1}}},
+                   "content": json_of("export_status")}),
+        );
+    }
+    if r.path == "/v1/exports/{id}/files/{type}" {
+        out.insert(
+            "409".to_owned(),
+            error_response(
+                "export_not_complete: the files are read once the export is complete.",
+                false,
+            ),
+        );
+    }
+    if r.path == "/v1/exports" {
+        out.insert(
+            "409".to_owned(),
+            error_response("too_many_exports: delete finished exports first.", false),
         );
     }
     if r.path == "/readyz" {

@@ -270,8 +270,10 @@ pub fn timeline_reads<P: Peer + ?Sized>(
     let read = |session: &mut Box<dyn Session + '_>, patient: &str| {
         Ok(Some(session.timeline_page(patient, options.limit)?.len()))
     };
-    Ok(reads(peer, patients, options, "timeline", note, read)?
-        .expect("every peer reads timelines"))
+    Ok(
+        reads(peer, patients, options, "timeline", note, read)?
+            .expect("every peer reads timelines"),
+    )
 }
 
 /// Patient summaries ([`Session::summary`]): clients read the summary of

@@ -458,7 +458,9 @@ impl Session for PgSession {
     }
 
     fn summary(&mut self, patient_id: &str) -> Result<Option<usize>> {
-        Ok(Some(self.client.query(&self.summary, &[&patient_id])?.len()))
+        Ok(Some(
+            self.client.query(&self.summary, &[&patient_id])?.len(),
+        ))
     }
 
     fn timeline_page(&mut self, patient_id: &str, limit: usize) -> Result<Vec<PeerRecord>> {
