@@ -147,6 +147,34 @@ fn fixed_ids(addr: SocketAddr, dr: &str, admin: &str) -> String {
     let path = format!("/v1/blocks/{}", receipt["block_number"]);
     let (s, block) = request(addr, "GET", &path, Some(admin), None).unwrap();
     assert_eq!(s, 200, "{block}");
+    // A complete bulk export of the imaging records (r-pay's), made first: the role runs
+    // never learn its id (they may fill the exports kept, or delete the ones they made).
+    let (s, started) = request(
+        addr,
+        "POST",
+        "/v1/exports",
+        Some(admin),
+        Some(r#"{"record_type":"imaging"}"#),
+    )
+    .unwrap();
+    assert_eq!(s, 202, "{started}");
+    let status_url = started["status_url"].as_str().unwrap().to_owned();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while request(addr, "GET", &status_url, Some(admin), None)
+        .unwrap()
+        .0
+        != 200
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the export did not end"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let export = format!(
+        r#""path.id" = {}, "path.type" = "imaging""#,
+        started["export_id"]
+    );
     let tx = format!(r#""path.id" = {}"#, receipt["tx_id"]);
     let record = r#""path.id" = "r-pay""#.to_owned();
     let fixed = [
@@ -163,6 +191,7 @@ fn fixed_ids(addr: SocketAddr, dr: &str, admin: &str) -> String {
             "DELETE /v1/patients/{id}/grants/{grantee}",
             r#""path.id" = "p-2", "path.grantee" = "dr-9""#.to_owned(),
         ),
+        ("GET /v1/exports/{id}/files/{type}", export),
     ];
     fixed
         .iter()
@@ -184,6 +213,7 @@ fn server_made_ids_and_keys(reports: &Path, addr: SocketAddr, admin: &str, confi
         "GET /v1/records/{id}/history",
         "GET /v1/records/{id}/payload",
         "DELETE /v1/patients/{id}/grants/{grantee}",
+        "GET /v1/exports/{id}/files/{type}",
         "POST /v1/checkpoint/rotate",
         "POST /v1/keys/rotate",
     ] {
