@@ -158,6 +158,19 @@ async fn no_plaintext_on_disk_and_erasure_erases_every_version() {
             .set_json(json!({"reason": "r"}))
     );
     assert_eq!(s, StatusCode::FORBIDDEN, "admins only: {b}");
+    // An id the ledger could never hold is refused, not "forgotten" with nothing done.
+    let (s, b) = call!(
+        &svc,
+        test::TestRequest::post()
+            .uri(&format!("/v1/patients/{}/erase", "p".repeat(129)))
+            .insert_header(("Authorization", admin.as_str()))
+            .set_json(json!({"reason": "r"}))
+    );
+    assert_eq!(
+        (s, b["error"]["code"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("invalid_id")),
+        "{b}"
+    );
     let (s, b) = call!(
         &svc,
         test::TestRequest::post()

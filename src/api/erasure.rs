@@ -170,6 +170,7 @@ pub async fn erase_patient(
 ) -> Result<HttpResponse, ApiError> {
     caller.admin_only("erasing a patient")?;
     let patient_id = path.into_inner();
+    super::lookup::check_id("a patient id", &patient_id)?;
     let reason = body.into_inner().reason;
     let (mut erased, mut already, mut failed) = (0u64, 0u64, Vec::new());
     let mut cursor: Option<String> = None;

@@ -20,6 +20,18 @@ pub(crate) fn query_error(e: QueryError) -> ApiError {
     }
 }
 
+/// Refuses an id the ledger could never hold (400 `invalid_id`), rather than answer
+/// as if it named nothing: 1 to 128 characters of `[A-Za-z0-9._:@-]`.
+pub(crate) fn check_id(what: &str, id: &str) -> Result<(), ApiError> {
+    if medledger_chaincode::is_valid_id(id) {
+        return Ok(());
+    }
+    Err(ApiError::bad_request(
+        "invalid_id",
+        format!("{what} must be 1 to 128 characters of [A-Za-z0-9._:@-]"),
+    ))
+}
+
 /// The most a read waits for the views to reach its `min_height`, or for them to catch up
 /// with the ledger before it answers "does not exist".
 pub const READ_WAIT: std::time::Duration = std::time::Duration::from_secs(5);

@@ -10,7 +10,7 @@ use serde_json::{json, Value};
 
 use medledger_chaincode::contract::GrantState;
 use medledger_chaincode::time::{month_text, parse_month};
-use medledger_chaincode::{is_valid_id, RecordStatus};
+use medledger_chaincode::RecordStatus;
 use medledger_views::keys::STATUSES;
 use medledger_views::query::{Owner, TimelineFilter, Views};
 use medledger_views::summary::{PatientCounts, StatRow, StatsFilter, TypeCounts};
@@ -19,7 +19,7 @@ use medledger_views::values::VersionEntry;
 use super::audit::{self, Declared};
 use super::auth::{Caller, Role};
 use super::error::ApiError;
-use super::lookup::{honour_min_height, query_error};
+use super::lookup::{check_id, honour_min_height, query_error};
 use super::records::record_json;
 use super::submit::{ensure_key, now, store_error};
 use super::AppState;
@@ -32,16 +32,6 @@ pub const SUMMARY_ACTIVE_SHOWN: usize = 20;
 pub const SUMMARY_GRANTS_SHOWN: usize = 100;
 /// Groups a stats answer holds, at most.
 pub const STATS_GROUPS_MAX: usize = 10_000;
-
-fn check_id(what: &str, id: &str) -> Result<(), ApiError> {
-    if is_valid_id(id) {
-        return Ok(());
-    }
-    Err(ApiError::bad_request(
-        "invalid_id",
-        format!("{what} must be 1 to 128 characters of [A-Za-z0-9._:@-]"),
-    ))
-}
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
