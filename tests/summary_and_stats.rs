@@ -127,6 +127,41 @@ async fn a_summary_counts_shows_the_newest_and_is_a_read_on_the_ledger() {
         .map(|g| g["grantee_id"].as_str().unwrap())
         .collect();
     assert_eq!(grantees, ["dr-g", "dr-s"]);
+    // The grants list pages: a full page says where the next starts, the last says none.
+    let (status, page) = call!(
+        &svc,
+        patient,
+        test::TestRequest::get().uri("/v1/patients/p-1/grants?limit=1")
+    );
+    assert_eq!(
+        (
+            status,
+            page["items"][0]["grantee_id"].as_str(),
+            page["next_after"].as_str()
+        ),
+        (StatusCode::OK, Some("dr-g"), Some("dr-g")),
+        "{page}"
+    );
+    let (_, page) = call!(
+        &svc,
+        patient,
+        test::TestRequest::get().uri("/v1/patients/p-1/grants?limit=1&after=dr-g")
+    );
+    assert_eq!(
+        (page["items"][0]["grantee_id"].as_str(), &page["next_after"]),
+        (Some("dr-s"), &Value::Null),
+        "{page}"
+    );
+    let (_, page) = call!(
+        &svc,
+        patient,
+        test::TestRequest::get().uri("/v1/patients/p-1/grants?limit=2")
+    );
+    assert_eq!(
+        (page["items"].as_array().unwrap().len(), &page["next_after"]),
+        (2, &Value::Null),
+        "{page}"
+    );
     assert_eq!(s["last_read"], Value::Null, "nothing was read before");
 
     // The summary was a read: the next one names it, and the access log holds it with

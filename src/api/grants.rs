@@ -128,12 +128,21 @@ pub async fn list_grants(
             "you may not see the grants of `{patient_id}`"
         )));
     }
-    let grants = Views::new(state.views.as_ref())
-        .grants(
-            &patient_id,
-            query.after.as_deref(),
-            query.limit.unwrap_or(PAGE_LIMIT_DEFAULT),
-        )
+    let limit = query.limit.unwrap_or(PAGE_LIMIT_DEFAULT);
+    let views = Views::new(state.views.as_ref());
+    // The views refuse a limit out of range (400 invalid_limit).
+    let grants = views
+        .grants(&patient_id, query.after.as_deref(), limit)
         .map_err(query_error)?;
-    Ok(HttpResponse::Ok().json(json!({"items": grants})))
+    // A full page has a next one if one more grant follows its last.
+    let next_after = match grants.last() {
+        Some(last) if grants.len() == limit => {
+            let more = views
+                .grants(&patient_id, Some(&last.grantee_id), 1)
+                .map_err(query_error)?;
+            (!more.is_empty()).then(|| last.grantee_id.clone())
+        }
+        _ => None,
+    };
+    Ok(HttpResponse::Ok().json(json!({"items": grants, "next_after": next_after})))
 }

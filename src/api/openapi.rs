@@ -506,7 +506,10 @@ fn write_schemas() -> Vec<(&'static str, Value)> {
                 "block_number": count(), "position": count(), "height": positive()
             })),
         ),
-        ("grant_page", closed(json!({"items": array(grant)}))),
+        (
+            "grant_page",
+            closed(json!({"items": array(grant), "next_after": {"type": ["string", "null"]}})),
+        ),
         (
             "record_erasure_report",
             json!({"oneOf": [reference("receipt"), already_erased]}),
