@@ -186,7 +186,8 @@ async fn a_summary_counts_shows_the_newest_and_is_a_read_on_the_ledger() {
     assert_eq!(first["reader"]["id"], "au-1");
     assert_eq!(
         first["record_ids"],
-        json!(["r-3", "r-2", "r-3", "r-2", "r-4"])
+        json!(["r-3", "r-2", "r-4"]),
+        "each record shown once"
     );
 
     // A clinician with a grant sees what it covers, and no grants or reads.

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 
 use actix_web::{web, HttpResponse};
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 use serde_json::{json, Value};
 
 use medledger_chaincode::contract::GrantState;
@@ -39,14 +40,6 @@ pub struct SummaryQuery {
     min_height: Option<u64>,
     purpose: Option<String>,
     break_glass: Option<String>,
-}
-
-fn by_status(counts: impl Fn(RecordStatus) -> u64) -> Value {
-    json!({
-        "active": counts(RecordStatus::Active),
-        "archived": counts(RecordStatus::Archived),
-        "entered_in_error": counts(RecordStatus::EnteredInError),
-    })
 }
 
 /// What a summary's caller may see: every type, or those a clinician's grant covers.
@@ -128,41 +121,54 @@ pub async fn patient_summary(
         .iter()
         .filter(|e| scope.covers(&e.state.record_type))
         .collect();
-    let shown: Vec<(&str, &str)> = latest
-        .iter()
-        .chain(&active)
-        .map(|e| (e.state.patient_id.as_str(), e.state.record_id.as_str()))
-        .collect();
+    // Each record shown once in the read's event, and rendered once (the newest of a
+    // type is often among the active ones too).
+    let mut shown: Vec<(&str, &str)> = Vec::with_capacity(latest.len() + active.len());
+    for e in latest.iter().chain(&active) {
+        let read = (e.state.patient_id.as_str(), e.state.record_id.as_str());
+        if !shown.contains(&read) {
+            shown.push(read);
+        }
+    }
     audit::record(&state, &caller, &declared, "summary", &shown).await?;
 
+    let mut rendered: Vec<(&str, Box<RawValue>)> = Vec::with_capacity(shown.len());
+    for e in latest.iter().chain(&active) {
+        if rendered.iter().any(|(id, _)| *id == e.state.record_id) {
+            continue;
+        }
+        ensure_key(&state, &e.state).await;
+        let json = record_json(state.payloads.keys(), e)?;
+        let raw = serde_json::value::to_raw_value(&json)
+            .map_err(|e| ApiError::internal(format!("rendering a record: {e}")))?;
+        rendered.push((&e.state.record_id, raw));
+    }
+    let raw_of = |record_id: &str| -> &RawValue {
+        rendered
+            .iter()
+            .find(|(id, _)| *id == record_id)
+            .map(|(_, raw)| raw.as_ref())
+            .expect("every record shown is rendered")
+    };
     let total = |status: Option<RecordStatus>| -> u64 {
         types
             .iter()
             .map(|t| status.map_or_else(|| t.total(), |s| t.of(s)))
             .sum()
     };
-    let mut by_type = Vec::with_capacity(types.len());
-    for t in &types {
-        let newest = latest.iter().find(|e| e.state.record_type == t.record_type);
-        let newest = match newest {
-            Some(e) => {
-                ensure_key(&state, &e.state).await;
-                Some(record_json(state.payloads.keys(), e)?)
-            }
-            None => None,
-        };
-        by_type.push(json!({
-            "record_type": t.record_type,
-            "total": t.total(),
-            "by_status": by_status(|s| t.of(s)),
-            "latest": newest,
-        }));
-    }
-    let mut active_items = Vec::with_capacity(active.len());
-    for e in &active {
-        ensure_key(&state, &e.state).await;
-        active_items.push(record_json(state.payloads.keys(), e)?);
-    }
+    let by_type: Vec<TypeJson<'_>> = types
+        .iter()
+        .map(|t| TypeJson {
+            record_type: &t.record_type,
+            total: t.total(),
+            by_status: ByStatus::of(|s| t.of(s)),
+            latest: latest
+                .iter()
+                .find(|e| e.state.record_type == t.record_type)
+                .map(|e| raw_of(&e.state.record_id)),
+        })
+        .collect();
+    let active_items: Vec<&RawValue> = active.iter().map(|e| raw_of(&e.state.record_id)).collect();
     // Grants and reads are the patient's business (and auditors', admins').
     let grants = caller.may_manage_grants_of(&patient_id).then(|| {
         let now = now();
@@ -189,20 +195,66 @@ pub async fn patient_summary(
         })),
         _ => None,
     };
-    Ok(HttpResponse::Ok().json(json!({
-        "patient_id": patient_id,
-        "height": read.height,
-        "records": total(None),
-        "by_status": by_status(|s| total(Some(s))),
-        "by_type": by_type,
-        "types_truncated": read.counts.truncated,
-        "active": {
-            "count": total(Some(RecordStatus::Active)),
-            "items": active_items,
+    Ok(HttpResponse::Ok().json(SummaryJson {
+        patient_id: &patient_id,
+        height: read.height,
+        records: total(None),
+        by_status: ByStatus::of(|s| total(Some(s))),
+        by_type,
+        types_truncated: read.counts.truncated,
+        active: ActiveJson {
+            count: total(Some(RecordStatus::Active)),
+            items: active_items,
         },
-        "grants": grants,
-        "last_read": last_read,
-    })))
+        grants,
+        last_read,
+    }))
+}
+
+/// A summary's answer, written straight from the records' rendered JSON.
+#[derive(Serialize)]
+struct SummaryJson<'a> {
+    patient_id: &'a str,
+    height: u64,
+    records: u64,
+    by_status: ByStatus,
+    by_type: Vec<TypeJson<'a>>,
+    types_truncated: bool,
+    active: ActiveJson<'a>,
+    grants: Option<Vec<Value>>,
+    last_read: Option<Value>,
+}
+
+#[derive(Serialize)]
+struct TypeJson<'a> {
+    record_type: &'a str,
+    total: u64,
+    by_status: ByStatus,
+    latest: Option<&'a RawValue>,
+}
+
+#[derive(Serialize)]
+struct ActiveJson<'a> {
+    count: u64,
+    items: Vec<&'a RawValue>,
+}
+
+/// Counts by status.
+#[derive(Serialize)]
+struct ByStatus {
+    active: u64,
+    archived: u64,
+    entered_in_error: u64,
+}
+
+impl ByStatus {
+    fn of(count: impl Fn(RecordStatus) -> u64) -> ByStatus {
+        ByStatus {
+            active: count(RecordStatus::Active),
+            archived: count(RecordStatus::Archived),
+            entered_in_error: count(RecordStatus::EnteredInError),
+        }
+    }
 }
 
 /// What a summary reads from the views, in one blocking call.
