@@ -218,7 +218,7 @@ fn view_rows_from_disk_never_panic() {
             .apply_block(b.header.number, b.txs.iter().map(Vec::as_slice))
             .unwrap();
     }
-    let batch = projection.take_batch();
+    let batch = projection.take_batch().unwrap();
     let seeds: Vec<Vec<u8>> = batch
         .ops()
         .filter_map(|op| match op {

@@ -60,10 +60,11 @@ pub struct Projection<'s> {
     /// the event is done, and the next event's decoding reuses them.
     records: HashMap<String, Vec<u8>>,
     grants: HashMap<(String, String), Option<GrantState>>,
-    /// The count rows (`patient_counts`, `stats`) changed so far, as they now are: the
-    /// live projection's (a rebuild derives its counts from the timelines at its flush,
-    /// views/src/derive.rs).
-    counts: HashMap<(View, Vec<u8>), u64>,
+    /// What the events so far add to (or take from) each count row (`patient_counts`,
+    /// `stats`): the live projection's, applied to the stored counts when the batch is
+    /// taken, in one lookup per view (a rebuild derives its counts from the timelines at
+    /// its flush, views/src/derive.rs).
+    count_deltas: HashMap<(View, Vec<u8>), i64>,
     batch: ViewBatch,
     /// A partition's rows of `record_versions` and `audit`, keyed by record id first.
     /// Partitions are ranges of record ids (and of grant keys), so these rows, its
@@ -92,7 +93,7 @@ impl<'s> Projection<'s> {
             store: Some(store),
             records: HashMap::default(),
             grants: HashMap::default(),
-            counts: HashMap::default(),
+            count_deltas: HashMap::default(),
             batch: ViewBatch::new(height),
             partition_rows: ViewBatch::new(0),
             row_scratch: Vec::new(),
@@ -119,7 +120,7 @@ impl<'s> Projection<'s> {
             store: None,
             records: HashMap::default(),
             grants: HashMap::default(),
-            counts: HashMap::default(),
+            count_deltas: HashMap::default(),
             batch,
             partition_rows: ViewBatch::new(0),
             row_scratch: Vec::new(),
@@ -274,12 +275,45 @@ impl<'s> Projection<'s> {
         Ok(())
     }
 
-    /// The batch so far (ops and the new height), leaving an empty one at that height.
-    /// The overlay keeps its states: the batch taken must be in the store before the
-    /// projection's next read of it.
-    pub fn take_batch(&mut self) -> ViewBatch {
+    /// The batch so far (ops and the new height), leaving an empty one at that height;
+    /// the counts the events changed are read from the store (one lookup per view) and
+    /// written into it. The overlay keeps its states: the batch taken must be in the
+    /// store before the projection's next read of it.
+    pub fn take_batch(&mut self) -> Result<ViewBatch, ViewError> {
+        if let Some(store) = self.store {
+            let mut deltas: Vec<((View, Vec<u8>), i64)> = self
+                .count_deltas
+                .drain()
+                .filter(|(_, delta)| *delta != 0)
+                .collect();
+            deltas.sort_unstable();
+            for view in [View::PatientCounts, View::Stats] {
+                let rows: Vec<&((View, Vec<u8>), i64)> =
+                    deltas.iter().filter(|((v, _), _)| *v == view).collect();
+                let keys: Vec<Vec<u8>> = rows.iter().map(|((_, k), _)| k.clone()).collect();
+                for (stored, ((_, key), delta)) in
+                    store.get_many(view, &keys)?.into_iter().zip(rows)
+                {
+                    let stored = match stored {
+                        None => 0,
+                        Some(bytes) => keys::decode_count(&bytes)
+                            .ok_or(ViewError::Malformed { what: "count" })?,
+                    };
+                    let n = stored
+                        .checked_add_signed(*delta)
+                        .ok_or(ViewError::Malformed {
+                            what: "count (taken below 0)",
+                        })?;
+                    if n == 0 {
+                        self.batch.delete(view, key);
+                    } else {
+                        self.batch.put(view, key, keys::encode_count(n));
+                    }
+                }
+            }
+        }
         let height = self.batch.applied_height;
-        std::mem::replace(&mut self.batch, ViewBatch::new(height))
+        Ok(std::mem::replace(&mut self.batch, ViewBatch::new(height)))
     }
 
     /// The timelines the events projected since the last call changed.
@@ -432,9 +466,9 @@ impl<'s> Projection<'s> {
                         .record(&s.patient_id, &s.author_id, &s.hospital_id);
                 }
                 write_summary(&mut self.batch, &entry.state, false);
-                if let Some(store) = self.store {
+                if !partition {
                     let s = &entry.state;
-                    count(store, &mut self.counts, &mut self.batch, s, s.status, true)?;
+                    count(&mut self.count_deltas, s, s.status, 1);
                 }
                 let mut row = Vec::new();
                 let scratch = &mut self.row_scratch;
@@ -469,10 +503,9 @@ impl<'s> Projection<'s> {
         entry.event = code;
         if entry.state.status != status {
             write_summary(&mut self.batch, &entry.state, true);
-            if let Some(store) = self.store {
-                let (s, counts, batch) = (&entry.state, &mut self.counts, &mut self.batch);
-                count(store, counts, batch, s, status, false)?;
-                count(store, counts, batch, s, s.status, true)?;
+            if !partition {
+                count(&mut self.count_deltas, &entry.state, status, -1);
+                count(&mut self.count_deltas, &entry.state, entry.state.status, 1);
             }
         }
         set_current(
@@ -533,18 +566,14 @@ fn write_summary(batch: &mut ViewBatch, state: &RecordState, existed: bool) {
     }
 }
 
-/// Counts the record `state` in (`add`) or out of its patient's count of its type and
-/// `status`, and its hospital's of its month, type and `status`: reads each count from
-/// `counts`, or `store` the first time, and writes it into `batch` (a count of 0 has no
-/// row).
+/// Counts the record `state` in (`delta` 1) or out of (-1) its patient's count of its
+/// type and `status`, and its hospital's of its month, type and `status`.
 fn count(
-    store: &dyn ViewStore,
-    counts: &mut HashMap<(View, Vec<u8>), u64>,
-    batch: &mut ViewBatch,
+    deltas: &mut HashMap<(View, Vec<u8>), i64>,
     state: &RecordState,
     status: RecordStatus,
-    add: bool,
-) -> Result<(), ViewError> {
+    delta: i64,
+) {
     let rows = count_keys(
         &state.patient_id,
         &state.hospital_id,
@@ -552,31 +581,9 @@ fn count(
         state.created_at,
         status,
     );
-    for (view, key) in rows {
-        let n = match counts.get(&(view, key.clone())) {
-            Some(&n) => n,
-            None => match store.get(view, &key)? {
-                None => 0,
-                Some(bytes) => {
-                    keys::decode_count(&bytes).ok_or(ViewError::Malformed { what: "count" })?
-                }
-            },
-        };
-        let n = if add {
-            n + 1
-        } else {
-            n.checked_sub(1).ok_or(ViewError::Malformed {
-                what: "count (taken below 0)",
-            })?
-        };
-        if n == 0 {
-            batch.delete(view, &key);
-        } else {
-            batch.put(view, &key, keys::encode_count(n));
-        }
-        counts.insert((view, key), n);
+    for row in rows {
+        *deltas.entry(row).or_insert(0) += delta;
     }
-    Ok(())
 }
 
 /// Makes `entry` its record's current version: its `records` row in the overlay's `row`,

@@ -480,7 +480,7 @@ fn apply(
         )));
     }
     let outcome = projection.apply_block(number, frame.txs())?;
-    let mut batch = projection.take_batch();
+    let mut batch = projection.take_batch()?;
     batch.sort_by_key();
     store.write(&batch)?;
     let touched = projection.take_touched();
