@@ -50,6 +50,8 @@ pub const EXPORTS_RUNNING_MAX: usize = 2;
 pub const EXPORTS_KEPT_MAX: usize = 16;
 /// Record types one export writes files for, at most.
 pub const EXPORT_TYPES_MAX: usize = 256;
+/// Tries of a job after an outage the server answers 503 for (about a minute).
+const RETRIES_MAX: u32 = 20;
 /// The directory of the exports, under the data dir.
 pub const EXPORTS_DIR: &str = "exports";
 const STATE_FILE: &str = "state.json";
@@ -239,12 +241,27 @@ fn spawn(state: Data, id: String) {
             }
             std::thread::sleep(std::time::Duration::from_millis(50));
         }
-        let result = run(&state, &id);
+        // An outage the server answers 503 for (the orderer's queue full, say) is tried
+        // again from the last saved step, backing off, for about a minute.
+        let mut attempts = 0u32;
+        let result = loop {
+            let result = run(&state, &id);
+            let stopping = state.exports.stop.load(Ordering::Acquire);
+            match &result {
+                Err(e) if e.status.as_u16() == 503 && !stopping && attempts < RETRIES_MAX => {
+                    attempts += 1;
+                    tracing::warn!(export = %id, error = %e.message, attempts, "export: trying again");
+                    let wait = (100u64 << attempts.min(6)).min(5_000);
+                    std::thread::sleep(std::time::Duration::from_millis(wait));
+                }
+                _ => break result,
+            }
+        };
         state.exports.running.fetch_sub(1, Ordering::AcqRel);
         if let Err(e) = result {
-            // A stop, or an outage the server answers 503 for: the job resumes at the
-            // next start. Anything else fails it.
-            if e.status.as_u16() == 503 || state.exports.stop.load(Ordering::Acquire) {
+            // The server stopping: the job resumes at the next start. Anything else fails
+            // it (a 503 too, past the retries).
+            if state.exports.stop.load(Ordering::Acquire) {
                 tracing::warn!(export = %id, error = %e.message, "export: paused until the next start");
                 return;
             }
