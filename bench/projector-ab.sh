@@ -39,9 +39,13 @@ run() { # bin → prints seconds
   t0=$(date +%s.%N)
   "$bin" serve --data-dir "$dir" --listen "127.0.0.1:$port" --rate-limit-per-sec 0 2>"$scratch/serve.log" &
   pid=$!
+  local deadline=$((SECONDS + 600))
   while :; do
     lag=$(curl -fsS "$url/metrics" 2>/dev/null | awk '$1 == "medledger_projector_lag_blocks" { print $2 }') || true
     if [ "$lag" = 0 ]; then break; fi
+    if [ $SECONDS -gt $deadline ] || grep -q "projector: invariant broken" "$scratch/serve.log"; then
+      echo "bench/projector-ab.sh: $bin did not catch up (lag $lag):" >&2; tail -3 "$scratch/serve.log" >&2; exit 1
+    fi
     kill -0 "$pid" 2>/dev/null || { echo "bench/projector-ab.sh: $bin exited:" >&2; tail -5 "$scratch/serve.log" >&2; exit 1; }
     sleep 0.05
   done

@@ -339,9 +339,16 @@ fn cf_options(name: &str, live_cache: Option<&rocksdb::Cache>) -> Options {
         // ~20% less background CPU per record under sustained submissions.
         cf.set_write_buffer_size(256 << 20);
     }
-    if name == View::Records.name() || name == View::Grants.name() {
+    let looked_up = [
+        View::Records,
+        View::Grants,
+        View::PatientCounts,
+        View::Stats,
+    ];
+    if looked_up.iter().any(|v| v.name() == name) {
         // The projector looks up every record an event names, most often
-        // one that does not exist yet: a bloom filter answers those misses.
+        // one that does not exist yet, and the counts each block changes: a bloom
+        // filter answers those misses, and keeps a hit from searching every level.
         table.set_bloom_filter(10.0, false);
         // The same in the memtable, which a miss otherwise searches through.
         cf.set_memtable_whole_key_filtering(true);
