@@ -59,6 +59,27 @@ pub struct Declared {
     pub break_glass: Option<String>,
 }
 
+/// The purpose of a read named `text` (one of [`READ_PURPOSES`]), `default` when none is
+/// named; 400 `invalid_purpose` for another.
+pub(crate) fn read_purpose(
+    text: Option<&str>,
+    default: &'static str,
+) -> Result<&'static str, ApiError> {
+    let Some(text) = text else {
+        return Ok(default);
+    };
+    READ_PURPOSES
+        .iter()
+        .find(|known| **known == text)
+        .copied()
+        .ok_or_else(|| {
+            ApiError::bad_request(
+                "invalid_purpose",
+                format!("purpose must be one of {}", READ_PURPOSES.join(", ")),
+            )
+        })
+}
+
 impl Declared {
     /// The declaration of `?purpose=` and `?break_glass=`. Break-glass is for clinicians,
     /// on routes that read one patient's records (`one_patient`).
@@ -68,19 +89,7 @@ impl Declared {
         break_glass: Option<&str>,
         one_patient: bool,
     ) -> Result<Declared, ApiError> {
-        let purpose = match purpose {
-            None => "treatment",
-            Some(p) => READ_PURPOSES
-                .iter()
-                .find(|known| **known == p)
-                .copied()
-                .ok_or_else(|| {
-                    ApiError::bad_request(
-                        "invalid_purpose",
-                        format!("purpose must be one of {}", READ_PURPOSES.join(", ")),
-                    )
-                })?,
-        };
+        let purpose = read_purpose(purpose, "treatment")?;
         let break_glass = match break_glass {
             None => None,
             Some(reason) => {

@@ -483,11 +483,8 @@ fn write_steps(
 ) -> Result<(), ApiError> {
     let exports = &state.exports;
     let caller = Caller(job.owner.clone());
-    let purpose = READ_PURPOSES
-        .iter()
-        .find(|p| **p == job.purpose)
-        .copied()
-        .unwrap_or("operations");
+    // Checked when the job was made: a state file edited since reads as operations.
+    let purpose = audit::read_purpose(Some(&job.purpose), "operations").unwrap_or("operations");
     let declared = Declared {
         purpose,
         break_glass: None,
@@ -614,19 +611,7 @@ pub async fn start(
 ) -> Result<HttpResponse, ApiError> {
     may_export(&caller)?;
     let body = body.into_inner();
-    let purpose = match body.purpose.as_deref() {
-        None => "operations",
-        Some(p) => READ_PURPOSES
-            .iter()
-            .find(|known| **known == p)
-            .copied()
-            .ok_or_else(|| {
-                ApiError::bad_request(
-                    "invalid_purpose",
-                    format!("purpose must be one of {}", READ_PURPOSES.join(", ")),
-                )
-            })?,
-    };
+    let purpose = audit::read_purpose(body.purpose.as_deref(), "operations")?;
     let scope = Scope {
         hospital_id: body.hospital_id,
         record_type: body.record_type,
