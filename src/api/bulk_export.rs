@@ -280,6 +280,11 @@ fn spawn(state: Data, id: String) {
     }
 }
 
+/// The file of `record_type`'s records in an export's directory `dir`.
+fn file_path(dir: &Path, record_type: &str) -> PathBuf {
+    dir.join(format!("{record_type}.ndjson"))
+}
+
 /// Output files being appended to, by record type.
 struct Outputs {
     dir: PathBuf,
@@ -292,7 +297,7 @@ impl Outputs {
     fn open(dir: &Path, job: &Job) -> Result<Outputs, ApiError> {
         let mut files = BTreeMap::new();
         for (record_type, f) in &job.files {
-            let path = dir.join(format!("{record_type}.ndjson"));
+            let path = file_path(dir, record_type);
             let file = OpenOptions::new()
                 .write(true)
                 .create(true)
@@ -324,7 +329,7 @@ impl Outputs {
                     format!("an export writes at most {EXPORT_TYPES_MAX} record types: narrow it to one type"),
                 ));
             }
-            let path = self.dir.join(format!("{record_type}.ndjson"));
+            let path = file_path(&self.dir, record_type);
             let file = File::create(&path).map_err(io("creating a file", &path))?;
             self.files.insert(
                 record_type.to_owned(),
@@ -524,7 +529,7 @@ fn write_steps(
     let dir = exports.job_dir(&job.id);
     drop(outputs);
     for (record_type, f) in job.files.iter_mut() {
-        let path = dir.join(format!("{record_type}.ndjson"));
+        let path = file_path(&dir, record_type);
         let mut file = File::open(&path).map_err(io("reading a file back", &path))?;
         let mut hash = Sha256::new();
         let mut buf = vec![0u8; 1 << 20];
@@ -720,10 +725,7 @@ pub async fn file(
             "the export's files are read once it is complete",
         ));
     }
-    let path = state
-        .exports
-        .job_dir(&id)
-        .join(format!("{record_type}.ndjson"));
+    let path = file_path(&state.exports.job_dir(&id), &record_type);
     let mut file = File::open(&path).map_err(io("opening a file", &path))?;
     // Read on a thread of its own, sent through a bounded channel: constant memory.
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<web::Bytes, ApiError>>(8);

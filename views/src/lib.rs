@@ -534,9 +534,7 @@ pub trait ViewStore: Send + Sync {
     /// (views/src/derive.rs). A rebuild asks for it: its partitions, ranges of record
     /// ids, cannot count a patient's or a hospital's records.
     fn derive_counts_at_flush(&self) -> Result<(), ViewError> {
-        Err(ViewError::Backend(
-            "only a bulk store derives the count views at its flush".to_string(),
-        ))
+        Err(not_a_bulk_store())
     }
 
     /// Deletes every row of every view and resets the applied height to 0 (rebuild).
@@ -559,6 +557,11 @@ pub trait ViewStore: Send + Sync {
     fn memory(&self) -> Vec<(&'static str, u64)> {
         Vec::new()
     }
+}
+
+/// Why a store that is not a bulk store refuses [`ViewStore::derive_counts_at_flush`].
+pub(crate) fn not_a_bulk_store() -> ViewError {
+    ViewError::Backend("only a bulk store derives the count views at its flush".to_string())
 }
 
 /// [`ViewStore::write_range`] for a store that gives ranges nothing of their own:

@@ -182,9 +182,7 @@ impl ViewStore for RocksViewStore {
                 loader.derive_counts();
                 Ok(())
             }
-            None => Err(ViewError::Backend(
-                "only a bulk store derives the count views at its flush".to_string(),
-            )),
+            None => Err(crate::not_a_bulk_store()),
         }
     }
 

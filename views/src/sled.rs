@@ -323,9 +323,7 @@ impl ViewStore for SledViewStore {
                 loader.derive_counts();
                 Ok(())
             }
-            None => Err(ViewError::Backend(
-                "only a bulk store derives the count views at its flush".to_string(),
-            )),
+            None => Err(super::not_a_bulk_store()),
         }
     }
 
