@@ -26,6 +26,7 @@ pub mod fixtures;
 pub mod keeper;
 pub mod orderer;
 pub mod reconcile;
+pub mod search;
 pub mod serve;
 pub mod telemetry;
 pub mod workload;

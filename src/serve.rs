@@ -67,6 +67,8 @@ pub enum ServeError {
     },
     #[error("opening the payload store: {0}")]
     Payloads(PayloadError),
+    #[error("opening the search index: {0}")]
+    Search(String),
     #[error("starting the replication runtime: {0}")]
     Runtime(std::io::Error),
     /// Removing payloads no record names failed; nothing is served until it succeeds.
@@ -607,7 +609,20 @@ impl Core {
                 Some(files)
             }
         };
+        let search = Arc::new(
+            crate::search::Search::open(&config.data_dir, payloads.keys(), &ledger)
+                .map_err(ServeError::Search)?,
+        );
+        search
+            .start(
+                ledger.clone(),
+                views.clone(),
+                projector.clone(),
+                payloads.keys().clone(),
+            )
+            .map_err(ServeError::Runtime)?;
         let state = web::Data::new(AppState {
+            search,
             explorer: crate::explorer::Explorer::new(ledger.clone(), checkpoint_key, key_files),
             payloads,
             ledger,
@@ -659,6 +674,7 @@ impl Core {
             .state
             .projector
             .wait_for_height(height, Duration::from_secs(10));
+        self.state.search.stop();
         self.state.projector.shutdown();
         if let Err(e) = self.state.views.flush() {
             tracing::error!(error = %e, "flushing the views");

@@ -617,6 +617,32 @@ fn rows() -> Vec<Row> {
             ],
         )
         .showing("\"lab_result\""),
+        // A search answers everyone with a token, with only what each may read: r-1 as
+        // its readers read it, nothing of it for the others.
+        row(
+            "get",
+            "/v1/search",
+            "r-1's words",
+            |f, _| {
+                get(&format!(
+                    "/v1/search?q=cbc&limit=1000&min_height={}",
+                    f.tree_size
+                ))
+            },
+            [
+                Ok,
+                OkWithout,
+                Ok,
+                Ok,
+                OkWithout,
+                OkWithout,
+                OkWithout,
+                Ok,
+                Ok,
+                Unauthorized,
+            ],
+        )
+        .showing("\"r-1\""),
         // Counts by hospital: every hospital for auditors and admins, its own for a
         // clinician, none for a patient.
         row(

@@ -168,8 +168,8 @@ pub struct AccessLogged {
 }
 
 /// What a read of clinical content showed: the route it came through.
-pub const READ_KINDS: [&str; 7] = [
-    "record", "history", "as_of", "timeline", "export", "payload", "summary",
+pub const READ_KINDS: [&str; 8] = [
+    "record", "history", "as_of", "timeline", "export", "payload", "summary", "search",
 ];
 
 /// Why records were read: codes after HL7's PurposeOfUse (TREAT, ETREAT, HPAYMT, HOPERAT,

@@ -137,6 +137,13 @@ impl DataKey {
     fn cipher(&self) -> Aes256Gcm {
         Aes256Gcm::new(&self.0 .0.into())
     }
+
+    /// HMAC-SHA256 keyed with this key, ready for input: clone it for each message, so
+    /// the key's two blocks are hashed once.
+    pub fn hmac_sha256(&self) -> hmac::Hmac<sha2::Sha256> {
+        <hmac::Hmac<sha2::Sha256> as hmac::Mac>::new_from_slice(&self.0 .0)
+            .expect("HMAC takes a key of any length")
+    }
 }
 
 impl std::fmt::Debug for DataKey {

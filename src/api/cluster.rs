@@ -203,6 +203,7 @@ pub fn reads_clinical_content(path_and_query: &str) -> bool {
         ["", "v1", "records", _, "history" | "payload"] => true,
         ["", "v1", "patients" | "clinicians" | "hospitals", _, "records"] => true,
         ["", "v1", "patients", _, "export" | "summary"] => true,
+        ["", "v1", "search"] => true,
         _ => false,
     }
 }
@@ -214,6 +215,7 @@ mod tests {
         use super::reads_clinical_content as reads;
         for path in [
             "/v1/records/r-1",
+            "/v1/search?q=chest",
             "/v1/records/r-1?as_of_block=3",
             "/v1/records/r-1/history",
             "/v1/records/r-1/payload?purpose=treatment",

@@ -408,6 +408,20 @@ pub async fn render(state: web::Data<AppState>) -> HttpResponse {
         "fdatasync calls by the ledger.",
         state.ledger.fsyncs(),
     );
+    metric(
+        &mut out,
+        "medledger_search_indexed_height",
+        "gauge",
+        "Blocks the full-text search index covers.",
+        state.search.height(),
+    );
+    metric(
+        &mut out,
+        "medledger_search_index_failing",
+        "gauge",
+        "1 while the search indexer's passes fail (it retries, backing off).",
+        u64::from(state.search.error().is_some()),
+    );
     let lag = state.projector.lag();
     metric(
         &mut out,

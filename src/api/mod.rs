@@ -24,6 +24,7 @@ pub mod metrics;
 pub mod openapi;
 pub mod payloads;
 pub mod records;
+pub mod search;
 pub mod slow_body;
 pub mod submit;
 pub mod summary;
@@ -78,6 +79,8 @@ pub struct AppState {
     pub disk: crate::disk::DiskSpace,
     /// Bulk exports (`POST /v1/exports`).
     pub exports: bulk_export::Exports,
+    /// The full-text search index and its indexer (`GET /v1/search`).
+    pub search: Arc<crate::search::Search>,
 }
 
 /// One route: how it is registered and how `/v1/openapi.json` describes it.
@@ -142,6 +145,7 @@ routes! {
     get "/v1/exports/{id}" => bulk_export::status, "records", auth: true, body: None, "A bulk export: 202 with X-Progress while it runs, 200 with its files and their SHA-256 once done.";
     get "/v1/exports/{id}/files/{type}" => bulk_export::file, "records", auth: true, body: None, "One NDJSON file of a complete bulk export.";
     delete "/v1/exports/{id}" => bulk_export::delete, "records", auth: true, body: None, "Delete a finished bulk export and its files.";
+    get "/v1/search" => search::search, "records", auth: true, body: None, "Records whose metadata or reasons hold every word of q, newest first, only those the caller may read, with the words marked.";
     get "/v1/stats" => summary::stats, "records", auth: true, body: None, "Counts of records by hospital, type, month and status (admins, auditors; a clinician its hospital's).";
     get "/v1/patients/{id}/export" => export::patient_export, "records", auth: true, body: None, "A patient's whole timeline as NDJSON, or CSV with `Accept: text/csv`.";
     post "/v1/patients/{id}/grants" => grants::grant, "grants", auth: true, body: Some("grant.json"), "Grant a clinician access to a patient's records.";

@@ -176,6 +176,11 @@ fn query_params(path: &str) -> Vec<Param> {
         ),
         "/v1/patients/{id}/export" | "/v1/patients/{id}/summary" => read(vec![min_height], true),
         "/v1/stats" => super::summary::query_params(min_height),
+        "/v1/search" => {
+            let mut params = super::search::query_params(min_height);
+            params.push(purpose.clone());
+            params
+        }
         "/v1/patients/{id}/grants" => vec![
             ("after", text(), "Grantees after this id."),
             ("limit", int(1, Some(1_000)), "Page size (default 50)."),
@@ -287,6 +292,7 @@ fn content(r: &super::RouteDoc) -> (&'static str, Value) {
         ("get", "/v1/patients/{id}/grants") => "grant_page",
         ("get", "/v1/patients/{id}/summary") => "patient_summary",
         ("get", "/v1/stats") => "stats",
+        ("get", "/v1/search") => "search_page",
         ("post", "/v1/exports") => "export_started",
         ("get", "/v1/exports/{id}") => "export_status",
         ("delete", "/v1/exports/{id}") => "export_deleted",
@@ -417,6 +423,7 @@ fn success_schemas() -> Vec<(&'static str, Value)> {
     schemas.extend(ops_schemas());
     schemas.extend(super::summary::schemas());
     schemas.extend(super::bulk_export::schemas());
+    schemas.extend(super::search::schemas());
     schemas
 }
 
@@ -740,7 +747,7 @@ fn responses(r: &super::RouteDoc) -> Value {
         ("405", "method_not_allowed: `Allow` lists the methods the path takes.", false),
         ("429", "rate_limited: over the per-client rate.", true),
         ("500", "internal, store_error, ledger_failed; block_unreadable, block_corrupt (details.block: a block the disk cannot read, or reads damaged): the message names no path.", false),
-        ("503", "busy, shutting_down, views_behind, projection_timeout, projector_stopped; in a cluster no_leader, not_committed, outcome_unknown.", true),
+        ("503", "busy, shutting_down, views_behind, search_behind, projection_timeout, projector_stopped; in a cluster no_leader, not_committed, outcome_unknown.", true),
     ];
     if r.path.starts_with("/v1/records/{id}") {
         errors.push((
@@ -863,7 +870,7 @@ pub fn document() -> Value {
             .map(|name| json!({"name": name, "in": "path", "required": true, "schema": path_param(r.path, name)}))
             .collect();
         for (name, schema, description) in query_params(r.path) {
-            parameters.push(json!({"name": name, "in": "query", "required": r.path == "/v1/checkpoint/consistency" && name == "from", "description": description, "schema": schema}));
+            parameters.push(json!({"name": name, "in": "query", "required": matches!((r.path, name), ("/v1/checkpoint/consistency", "from") | ("/v1/search", "q")), "description": description, "schema": schema}));
         }
         let mut op = json!({
             "summary": r.summary,

@@ -370,7 +370,7 @@ pub struct RecordJson<'a> {
     version: u32,
     status: medledger_chaincode::RecordStatus,
     /// `null` once erased, or if the stored text is not JSON (no record the API wrote).
-    metadata: Option<Box<serde_json::value::RawValue>>,
+    pub(crate) metadata: Option<Box<serde_json::value::RawValue>>,
     payload: Option<PayloadJson<'a>>,
     payload_erased: bool,
     /// The record was erased: its clinical text and payloads are gone for good.

@@ -127,6 +127,17 @@ impl<'s> Views<'s> {
             .transpose()
     }
 
+    /// The current version of each of `record_ids` (in one multi-get), `None` for an id
+    /// the views do not hold.
+    pub fn records(&self, record_ids: &[&str]) -> Result<Vec<Option<VersionEntry>>, ViewError> {
+        let wanted: Vec<Vec<u8>> = record_ids.iter().map(|id| keys::record(id)).collect();
+        self.store
+            .get_many(View::Records, &wanted)?
+            .into_iter()
+            .map(|row| row.map(|b| values::decode(&b, "record")).transpose())
+            .collect()
+    }
+
     /// One version of a record.
     pub fn record_version(
         &self,

@@ -304,7 +304,7 @@ const LIVE_BLOCK_CACHE_BYTES: usize = 512 << 20;
 /// Whether files in `dir` (created if missing) can be opened with O_DIRECT: some
 /// filesystems refuse it (tmpfs before Linux 6.6), and RocksDB would then fail its first
 /// flush.
-fn direct_io_supported(dir: &Path) -> Result<bool, ViewError> {
+pub fn direct_io_supported(dir: &Path) -> Result<bool, ViewError> {
     use std::os::unix::fs::OpenOptionsExt;
     std::fs::create_dir_all(dir)
         .map_err(|e| ViewError::Backend(format!("{}: {e}", dir.display())))?;
