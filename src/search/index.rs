@@ -175,6 +175,9 @@ fn forward_key(record_id: &str, term: &Term) -> Vec<u8> {
     key
 }
 
+/// A row of the index: its column family, key and value.
+pub type Row = (&'static str, Vec<u8>, Vec<u8>);
+
 /// Where a scan of a term's postings starts: after this hit (a cursor), or at a time.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Start {
@@ -435,6 +438,35 @@ impl SearchStore {
             }
         }
         Ok(read)
+    }
+
+    /// Every row but the height, by column family: for tests that compare two indexes.
+    #[doc(hidden)]
+    pub fn rows(&self) -> Result<Vec<Row>, IndexError> {
+        let mut out = Vec::new();
+        for name in CFS {
+            for row in self
+                .db
+                .iterator_cf(self.cf(name), rocksdb::IteratorMode::Start)
+            {
+                let (key, value) = row?;
+                if name == CF_META && &*key == KEY_HEIGHT {
+                    continue;
+                }
+                out.push((name, key.to_vec(), value.to_vec()));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Sets the height indexed back to `height`, as a crash that lost the later passes'
+    /// batches but not their rows would (the WAL keeps batches whole; a test of the
+    /// replay needs this worse case).
+    #[doc(hidden)]
+    pub fn rewind(&self, height: u64) -> Result<(), IndexError> {
+        self.db
+            .put_cf(self.cf(CF_META), KEY_HEIGHT, height.to_le_bytes())?;
+        Ok(())
     }
 
     /// RocksDB's memory (block cache, memtables, table readers), bytes.
