@@ -2,16 +2,16 @@
 //!
 //! | column family | key | value |
 //! |---|---|---|
-//! | `postings` | term ‖ desc(created_at ms) ‖ record id | [`Posting`]: patient, hospital, type |
-//! | `forward` | record id ‖ 0x00 ‖ term | where the word is: 1 metadata, 2 a reason, 3 both |
-//! | `docs` | record id | [`Doc`]: created_at, the version indexed, whether erased, the ids |
+//! | `postings` | term ‖ desc(created_at ms) ‖ record id | (empty) |
+//! | `docs` | record id | [`Doc`]: created_at, the version indexed, whether erased, the ids; then its terms, each with where it is from (bits: 1 metadata, 2 a reason, 4 the record's patient or hospital) |
 //! | `df` | term | how many records hold it (u64 LE) |
 //! | `meta` | `height` | the ledger height indexed (u64 LE); `layout` (u32 LE) |
 //!
-//! A term's postings are its records newest first, so a query reads the rarest term's
-//! postings in order, from a date range's end or a cursor, and checks the other terms
-//! in `forward`. The forward rows also let a record's terms be removed when it is amended
-//! or erased without opening its old text (after an erasure nothing can open it).
+//! A term's postings are its records newest first, so a query walks the rarest term's
+//! postings in order, from a date range's end or a cursor, and seeks the other terms'
+//! to the same position (a leapfrog join). A record's doc lists its terms, so they are
+//! removed when it is amended or erased without opening its old text (after an erasure
+//! nothing can open it). Postings carry no value: a hit's ids are read from its doc.
 //!
 //! Everything an indexer pass changes and the height it reached are one write batch
 //! (through the WAL, not synced): after a crash the index is at some earlier pass's
@@ -28,19 +28,20 @@ use super::terms::{Term, TERM_BYTES};
 pub const LAYOUT: u32 = 1;
 
 const CF_POSTINGS: &str = "postings";
-const CF_FORWARD: &str = "forward";
 const CF_DOCS: &str = "docs";
 const CF_DF: &str = "df";
 const CF_META: &str = "meta";
-const CFS: [&str; 5] = [CF_POSTINGS, CF_FORWARD, CF_DOCS, CF_DF, CF_META];
+const CFS: [&str; 4] = [CF_POSTINGS, CF_DOCS, CF_DF, CF_META];
 const KEY_HEIGHT: &[u8] = b"height";
 const KEY_LAYOUT: &[u8] = b"layout";
 /// The block cache the index's reads share.
 const BLOCK_CACHE_BYTES: usize = 64 << 20;
 
-/// Where a word of a record was found (`forward`'s value bits).
+/// Where a term of a record is from (bits of its entry in the record's doc).
 pub const IN_METADATA: u8 = 1;
 pub const IN_REASON: u8 = 2;
+/// The record's patient or hospital (a term of its own: the filters walk it).
+pub const IN_IDS: u8 = 4;
 
 /// Why the search index failed.
 #[derive(Debug, thiserror::Error)]
@@ -107,40 +108,59 @@ impl Posting {
         put_text(&mut out, &self.record_type);
         out
     }
-
-    fn decode(mut bytes: &[u8]) -> Result<Posting, IndexError> {
-        let p = Posting {
-            patient_id: take_text(&mut bytes)?,
-            hospital_id: take_text(&mut bytes)?,
-            record_type: take_text(&mut bytes)?,
-        };
-        if !bytes.is_empty() {
-            return Err(IndexError::Corrupt("a posting"));
-        }
-        Ok(p)
-    }
 }
 
 impl Doc {
-    fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(13 + 32);
+    /// The doc row: the doc, then `terms` (count u16 LE, each term and its bits).
+    fn encode(&self, terms: &BTreeMap<Term, u8>) -> Vec<u8> {
+        let mut out = Vec::with_capacity(13 + 32 + 2 + terms.len() * (TERM_BYTES + 1));
         out.extend_from_slice(&self.created_ms.to_le_bytes());
         out.extend_from_slice(&self.version.to_le_bytes());
         out.push(u8::from(self.erased));
         out.extend_from_slice(&self.ids.encode());
+        out.extend_from_slice(&(terms.len() as u16).to_le_bytes());
+        for (term, found) in terms {
+            out.extend_from_slice(term);
+            out.push(*found);
+        }
         out
     }
 
-    fn decode(bytes: &[u8]) -> Result<Doc, IndexError> {
+    fn decode(bytes: &[u8]) -> Result<(Doc, Terms), IndexError> {
+        let bad = IndexError::Corrupt("a doc");
         if bytes.len() < 13 || bytes[12] > 1 {
-            return Err(IndexError::Corrupt("a doc"));
+            return Err(bad);
         }
-        Ok(Doc {
+        let mut rest = &bytes[13..];
+        let ids = Posting {
+            patient_id: take_text(&mut rest)?,
+            hospital_id: take_text(&mut rest)?,
+            record_type: take_text(&mut rest)?,
+        };
+        let doc = Doc {
             created_ms: i64::from_le_bytes(bytes[..8].try_into().expect("8 bytes")),
             version: u32::from_le_bytes(bytes[8..12].try_into().expect("4 bytes")),
             erased: bytes[12] == 1,
-            ids: Posting::decode(&bytes[13..])?,
-        })
+            ids,
+        };
+        if rest.len() < 2 {
+            return Err(bad);
+        }
+        let count = u16::from_le_bytes([rest[0], rest[1]]) as usize;
+        let rest = &rest[2..];
+        if rest.len() != count * (TERM_BYTES + 1) {
+            return Err(bad);
+        }
+        let terms = rest
+            .chunks_exact(TERM_BYTES + 1)
+            .map(|c| {
+                (
+                    c[..TERM_BYTES].try_into().expect("a term's bytes"),
+                    c[TERM_BYTES],
+                )
+            })
+            .collect();
+        Ok((doc, terms))
     }
 }
 
@@ -162,18 +182,47 @@ fn posting_key(term: &Term, created_ms: i64, record_id: &str) -> Vec<u8> {
     key
 }
 
-fn forward_prefix(record_id: &str) -> Vec<u8> {
-    let mut key = Vec::with_capacity(record_id.len() + 1 + TERM_BYTES);
-    key.extend_from_slice(record_id.as_bytes());
-    key.push(0);
-    key
+/// How an [`SearchStore::intersect`] went.
+#[derive(Debug, Default)]
+pub struct Walk {
+    /// Lead positions considered.
+    pub read: u64,
+    /// The budget ran out: the walk goes on after this position.
+    pub stopped_after: Option<(i64, String)>,
 }
 
-fn forward_key(record_id: &str, term: &Term) -> Vec<u8> {
-    let mut key = forward_prefix(record_id);
-    key.extend_from_slice(term);
-    key
+/// The position (after the term) of a valid iterator on `term`'s postings; `None` past
+/// them.
+fn suffix_at(
+    it: &rocksdb::DBRawIteratorWithThreadMode<'_, DB>,
+    term: &Term,
+) -> Result<Option<Vec<u8>>, IndexError> {
+    if !it.valid() {
+        it.status()?;
+        return Ok(None);
+    }
+    let key = it.key().unwrap_or_default();
+    if key.len() < TERM_BYTES + 8 || key[..TERM_BYTES] != term[..] {
+        return Ok(None);
+    }
+    Ok(Some(key[TERM_BYTES..].to_vec()))
 }
+
+/// A position's clinical time and record id.
+fn split_suffix(suffix: &[u8]) -> Result<(i64, &str), IndexError> {
+    let created_ms = undesc(
+        suffix[..8]
+            .try_into()
+            .expect("a position holds 8 bytes of time"),
+    );
+    let record_id = std::str::from_utf8(&suffix[8..])
+        .map_err(|_| IndexError::Corrupt("a posting's record id"))?;
+    Ok((created_ms, record_id))
+}
+
+/// A record's terms, each with where it is from ([`IN_METADATA`], [`IN_REASON`],
+/// [`IN_IDS`] bits).
+pub type Terms = BTreeMap<Term, u8>;
 
 /// A row of the index: its column family, key and value.
 pub type Row = (&'static str, Vec<u8>, Vec<u8>);
@@ -206,36 +255,29 @@ impl Changes {
         old: &BTreeMap<Term, u8>,
         new: &BTreeMap<Term, u8>,
     ) {
-        let (postings, forward) = (store.cf(CF_POSTINGS), store.cf(CF_FORWARD));
+        let postings = store.cf(CF_POSTINGS);
         // A record's created time and ids never change; its postings move only if the
         // doc said otherwise (a damaged earlier pass): remove the old ones then.
         let moved = old_doc.is_some_and(|d| d.created_ms != doc.created_ms || d.ids != doc.ids);
-        for (term, _) in old.iter().filter(|(t, _)| moved || !new.contains_key(*t)) {
+        for term in old.keys().filter(|t| moved || !new.contains_key(*t)) {
             let created = old_doc.map_or(doc.created_ms, |d| d.created_ms);
             self.batch
                 .delete_cf(postings, posting_key(term, created, record_id));
             if !new.contains_key(term) {
-                self.batch.delete_cf(forward, forward_key(record_id, term));
                 *self.df.entry(*term).or_default() -= 1;
             }
         }
-        let value = doc.ids.encode();
-        for (term, found) in new {
-            match old.get(term) {
-                Some(was) if was == found && !moved => continue,
-                Some(_) => {}
-                None => *self.df.entry(*term).or_default() += 1,
+        for term in new.keys() {
+            match old.contains_key(term) {
+                true if !moved => continue,
+                true => {}
+                false => *self.df.entry(*term).or_default() += 1,
             }
-            self.batch.put_cf(
-                postings,
-                posting_key(term, doc.created_ms, record_id),
-                &value,
-            );
             self.batch
-                .put_cf(forward, forward_key(record_id, term), [*found]);
+                .put_cf(postings, posting_key(term, doc.created_ms, record_id), []);
         }
         self.batch
-            .put_cf(store.cf(CF_DOCS), record_id.as_bytes(), doc.encode());
+            .put_cf(store.cf(CF_DOCS), record_id.as_bytes(), doc.encode(new));
     }
 }
 
@@ -296,7 +338,7 @@ impl SearchStore {
             let mut table = BlockBasedOptions::default();
             table.set_block_cache(&cache);
             if name != CF_POSTINGS {
-                // Point lookups: a record's other terms, a doc, a term's count.
+                // Point lookups: a hit's doc, a term's count.
                 table.set_bloom_filter(10.0, false);
             }
             cf.set_block_based_table_factory(&table);
@@ -323,41 +365,12 @@ impl SearchStore {
             .map(Option::unwrap_or_default)
     }
 
-    /// What the index knows of `record_id`.
-    pub fn doc(&self, record_id: &str) -> Result<Option<Doc>, IndexError> {
+    /// What the index knows of `record_id`, and its terms with where each is from.
+    pub fn doc(&self, record_id: &str) -> Result<Option<(Doc, Terms)>, IndexError> {
         self.db
-            .get_cf(self.cf(CF_DOCS), record_id.as_bytes())?
+            .get_pinned_cf(self.cf(CF_DOCS), record_id.as_bytes())?
             .map(|v| Doc::decode(&v))
             .transpose()
-    }
-
-    /// `record_id`'s terms, with where each was found.
-    pub fn terms_of(&self, record_id: &str) -> Result<BTreeMap<Term, u8>, IndexError> {
-        let prefix = forward_prefix(record_id);
-        let mut out = BTreeMap::new();
-        let iter = self.db.iterator_cf(
-            self.cf(CF_FORWARD),
-            rocksdb::IteratorMode::From(&prefix, rocksdb::Direction::Forward),
-        );
-        for row in iter {
-            let (key, value) = row?;
-            if !key.starts_with(&prefix) {
-                break;
-            }
-            let term: Term = key[prefix.len()..]
-                .try_into()
-                .map_err(|_| IndexError::Corrupt("a forward key"))?;
-            out.insert(term, value.first().copied().unwrap_or(0));
-        }
-        Ok(out)
-    }
-
-    /// Whether `record_id` holds `term`.
-    pub fn has_term(&self, record_id: &str, term: &Term) -> Result<bool, IndexError> {
-        Ok(self
-            .db
-            .get_pinned_cf(self.cf(CF_FORWARD), forward_key(record_id, term))?
-            .is_some())
     }
 
     /// How many records hold `term`.
@@ -392,52 +405,99 @@ impl SearchStore {
         Ok(())
     }
 
-    /// Calls `each` with `term`'s postings newest first from `start`, down to `oldest_ms`
-    /// (inclusive), until it returns false; the number of rows read.
-    pub fn scan(
+    /// Calls `each` with every posting that all of `terms` share (the records holding
+    /// every term), newest first from `start` down to `oldest_ms` (inclusive), until it
+    /// returns false. A leapfrog join: the first term's postings are walked (put the
+    /// rarest first), each other term's iterator is sought to the lead's position, and
+    /// where one lies past it the lead skips there. At most `budget` lead positions are
+    /// considered; past that the walk stops with [`Walk::stopped_after`].
+    pub fn intersect(
         &self,
-        term: &Term,
+        terms: &[Term],
         start: &Start,
         oldest_ms: Option<i64>,
+        budget: u64,
         mut each: impl FnMut(i64, &str, Posting) -> Result<bool, IndexError>,
-    ) -> Result<u64, IndexError> {
-        let from = match start {
-            Start::AtOrBefore(ms) => {
-                let mut key = term.to_vec();
-                key.extend_from_slice(&desc(*ms));
-                key
-            }
+    ) -> Result<Walk, IndexError> {
+        let key_of = |term: &Term, suffix: &[u8]| {
+            let mut key = Vec::with_capacity(TERM_BYTES + suffix.len());
+            key.extend_from_slice(term);
+            key.extend_from_slice(suffix);
+            key
+        };
+        let start = match start {
+            Start::AtOrBefore(ms) => desc(*ms).to_vec(),
             Start::After {
                 created_ms,
                 record_id,
             } => {
-                let mut key = posting_key(term, *created_ms, record_id);
-                key.push(0); // the next key after it
-                key
+                let mut suffix = desc(*created_ms).to_vec();
+                suffix.extend_from_slice(record_id.as_bytes());
+                suffix.push(0); // the next position after it
+                suffix
             }
         };
-        let mut read = 0;
-        let iter = self.db.iterator_cf(
-            self.cf(CF_POSTINGS),
-            rocksdb::IteratorMode::From(&from, rocksdb::Direction::Forward),
-        );
-        for row in iter {
-            let (key, value) = row?;
-            if key.len() < TERM_BYTES + 8 || key[..TERM_BYTES] != term[..] {
-                break;
-            }
-            read += 1;
-            let created_ms = undesc(key[TERM_BYTES..TERM_BYTES + 8].try_into().expect("8 bytes"));
+        let cf = self.cf(CF_POSTINGS);
+        let mut its: Vec<_> = terms.iter().map(|_| self.db.raw_iterator_cf(cf)).collect();
+        let mut positioned = vec![false; terms.len()];
+        let Some(lead_term) = terms.first() else {
+            return Ok(Walk::default());
+        };
+        its[0].seek(key_of(lead_term, &start));
+        let mut walk = Walk::default();
+        let mut last: Option<Vec<u8>> = None;
+        'walk: while let Some(lead) = suffix_at(&its[0], lead_term)? {
+            let (created_ms, record_id) = split_suffix(&lead)?;
             if oldest_ms.is_some_and(|oldest| created_ms < oldest) {
                 break;
             }
-            let record_id = std::str::from_utf8(&key[TERM_BYTES + 8..])
-                .map_err(|_| IndexError::Corrupt("a posting's record id"))?;
-            if !each(created_ms, record_id, Posting::decode(&value)?)? {
+            if walk.read >= budget {
+                walk.stopped_after = last
+                    .as_deref()
+                    .map(split_suffix)
+                    .transpose()?
+                    .map(|(ms, id)| (ms, id.to_owned()));
                 break;
             }
+            walk.read += 1;
+            let mut ahead: Option<Vec<u8>> = None;
+            for i in 1..terms.len() {
+                let behind =
+                    !positioned[i] || suffix_at(&its[i], &terms[i])?.is_some_and(|s| s < lead);
+                if behind {
+                    its[i].seek(key_of(&terms[i], &lead));
+                    positioned[i] = true;
+                }
+                match suffix_at(&its[i], &terms[i])? {
+                    // Nothing of this term at or past the lead: no more hits.
+                    None => break 'walk,
+                    Some(s) if s == lead => {}
+                    Some(s) => {
+                        if ahead.as_ref().is_none_or(|a| &s > a) {
+                            ahead = Some(s);
+                        }
+                    }
+                }
+            }
+            match ahead {
+                None => {
+                    let (doc, _) = self
+                        .doc(record_id)?
+                        .ok_or(IndexError::Corrupt("a posting of a record without a doc"))?;
+                    let go_on = each(created_ms, record_id, doc.ids)?;
+                    last = Some(lead);
+                    if !go_on {
+                        break;
+                    }
+                    its[0].next();
+                }
+                Some(skip_to) => {
+                    last = Some(lead);
+                    its[0].seek(key_of(lead_term, &skip_to));
+                }
+            }
         }
-        Ok(read)
+        Ok(walk)
     }
 
     /// Every row but the height, by column family: for tests that compare two indexes.
@@ -532,7 +592,7 @@ mod tests {
         assert_eq!((store.df(&a).unwrap(), store.df(&b).unwrap()), (3, 1));
         let mut seen = Vec::new();
         store
-            .scan(&a, &Start::AtOrBefore(i64::MAX), None, |t, r, _| {
+            .intersect(&[a], &Start::AtOrBefore(i64::MAX), None, 100, |t, r, _| {
                 seen.push((t, r.to_owned()));
                 Ok(true)
             })
@@ -547,7 +607,7 @@ mod tests {
             record_id: "r-3".into(),
         };
         store
-            .scan(&a, &start, Some(5), |_, r, _| {
+            .intersect(&[a], &start, Some(5), 100, |_, r, _| {
                 after.push(r.to_owned());
                 Ok(true)
             })
@@ -555,8 +615,7 @@ mod tests {
         assert_eq!(after, ["r-1"]);
 
         // r-3 loses `a` and keeps `b`: a's count and postings follow.
-        let old = store.terms_of("r-3").unwrap();
-        let doc = store.doc("r-3").unwrap().unwrap();
+        let (doc, old) = store.doc("r-3").unwrap().unwrap();
         let mut changes = Changes::default();
         let new = BTreeMap::from([(b, IN_REASON)]);
         changes.record(
@@ -572,11 +631,78 @@ mod tests {
         );
         store.commit(changes, 8).unwrap();
         assert_eq!((store.df(&a).unwrap(), store.df(&b).unwrap()), (2, 1));
-        assert!(!store.has_term("r-3", &a).unwrap());
-        assert!(store.has_term("r-3", &b).unwrap());
-        assert_eq!(store.doc("r-3").unwrap().unwrap().version, 2);
+        let (doc, terms) = store.doc("r-3").unwrap().unwrap();
+        assert_eq!((doc.version, terms), (2, new));
         drop(store);
         let store = SearchStore::open(dir.path()).unwrap();
         assert_eq!(store.height().unwrap(), 8);
+    }
+
+    #[test]
+    fn intersect_finds_exactly_the_records_holding_every_term_across_budgets() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SearchStore::open(dir.path()).unwrap();
+        let terms: Vec<Term> = (0..5u8).map(|t| [t + 1; 16]).collect();
+        // 300 records, each with a pseudo-random subset of the terms (term 0 in half,
+        // term 4 in a tenth), times with ties.
+        let mut seed = 0x9e37_79b9_u64;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        let mut model: Vec<(i64, String, Vec<usize>)> = Vec::new();
+        let mut changes = Changes::default();
+        for r in 0..300 {
+            let record_id = format!("r-{r}");
+            let created_ms = (next() % 100) as i64;
+            let held: Vec<usize> = (0..5)
+                .filter(|&t| next() % [2, 3, 4, 5, 10][t] == 0)
+                .collect();
+            let new: BTreeMap<Term, u8> = held.iter().map(|&t| (terms[t], IN_METADATA)).collect();
+            let doc = Doc {
+                created_ms,
+                version: 1,
+                erased: false,
+                ids: ids("p-1"),
+            };
+            changes.record(&store, &record_id, &doc, None, &BTreeMap::new(), &new);
+            model.push((created_ms, record_id, held));
+        }
+        store.commit(changes, 1).unwrap();
+        // Newest first; ties by record id ascending (the key's order).
+        model.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+        let queries: [&[usize]; 6] = [&[0], &[4], &[0, 1], &[4, 0], &[1, 2, 3], &[0, 1, 2, 3, 4]];
+        for query in queries {
+            let wanted: Vec<String> = model
+                .iter()
+                .filter(|(t, _, held)| *t >= 20 && query.iter().all(|q| held.contains(q)))
+                .map(|(_, r, _)| r.clone())
+                .collect();
+            let query_terms: Vec<Term> = query.iter().map(|&q| terms[q]).collect();
+            for budget in [1, 3, 1_000] {
+                let mut found = Vec::new();
+                let mut start = Start::AtOrBefore(i64::MAX);
+                loop {
+                    let walk = store
+                        .intersect(&query_terms, &start, Some(20), budget, |_, r, _| {
+                            found.push(r.to_owned());
+                            Ok(true)
+                        })
+                        .unwrap();
+                    match walk.stopped_after {
+                        Some((created_ms, record_id)) => {
+                            start = Start::After {
+                                created_ms,
+                                record_id,
+                            }
+                        }
+                        None => break,
+                    }
+                }
+                assert_eq!(found, wanted, "query {query:?}, budget {budget}");
+            }
+        }
     }
 }

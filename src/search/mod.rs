@@ -25,7 +25,7 @@ use medledger_views::query::Views;
 use medledger_views::ViewStore;
 
 use crate::clinical::{self, ClinicalError, Opened};
-use index::{Changes, IN_METADATA, IN_REASON};
+use index::{Changes, IN_IDS, IN_METADATA, IN_REASON};
 pub use index::{Doc, IndexError, Posting, SearchStore, Start};
 use terms::{Term, TermHasher, WORDS_PER_RECORD_MAX};
 
@@ -40,7 +40,8 @@ const BLOCKS_PER_PASS: u64 = 256;
 const POLL: Duration = Duration::from_millis(10);
 /// Words a query may have, at most.
 pub const QUERY_WORDS_MAX: usize = 8;
-/// Postings one query reads at most; past it the page is short and has a cursor.
+/// Positions of its rarest word a query considers at most; past it the page is short
+/// and has a cursor.
 pub const SCAN_ROWS_MAX: u64 = 20_000;
 
 /// Why a search failed.
@@ -310,11 +311,9 @@ impl Search {
             return Ok(());
         }
         if !touched.contains_key(record_id) {
-            let old_doc = self.store.doc(record_id)?;
-            let old = if old_doc.is_some() {
-                self.store.terms_of(record_id)?
-            } else {
-                BTreeMap::new()
+            let (old_doc, old) = match self.store.doc(record_id)? {
+                Some((doc, terms)) => (Some(doc), terms),
+                None => (None, BTreeMap::new()),
             };
             touched.insert(
                 record_id.to_owned(),
@@ -335,6 +334,16 @@ impl Search {
             return Ok(()); // accepted, so the views hold it; nothing to index otherwise
         };
         let s = &entry.state;
+        if t.doc.is_none() {
+            // The record's patient and hospital as terms of their own, so a search of one
+            // patient's (or hospital's) records walks only theirs.
+            for term in [
+                self.patient_term(&s.patient_id),
+                self.hospital_term(&s.hospital_id),
+            ] {
+                *t.new.entry(term).or_default() |= IN_IDS;
+            }
+        }
         let doc = t.doc.get_or_insert_with(|| Doc {
             created_ms: s.created_at.0,
             version: 0,
@@ -382,6 +391,16 @@ impl Search {
         Ok(())
     }
 
+    /// The term of a patient's records (no word has a NUL).
+    fn patient_term(&self, patient_id: &str) -> Term {
+        self.hasher.term(&format!("\0patient:{patient_id}"))
+    }
+
+    /// The term of a hospital's records.
+    fn hospital_term(&self, hospital_id: &str) -> Term {
+        self.hasher.term(&format!("\0hospital:{hospital_id}"))
+    }
+
     /// A page of `query`'s hits the caller may read (`readable`), newest first.
     pub fn search(
         &self,
@@ -393,14 +412,23 @@ impl Search {
             let term = self.hasher.term(word);
             terms.push((self.store.df(&term)?, term));
         }
+        if let Some(p) = &query.patient_id {
+            let term = self.patient_term(p);
+            terms.push((self.store.df(&term)?, term));
+        }
+        if let Some(h) = &query.hospital_id {
+            let term = self.hospital_term(h);
+            terms.push((self.store.df(&term)?, term));
+        }
+        // The rarest leads the walk.
         terms.sort();
-        let Some(&(lead_df, lead)) = terms.first() else {
+        let Some(&(lead_df, _)) = terms.first() else {
             return Ok(Found::default());
         };
         if lead_df == 0 {
             return Ok(Found::default());
         }
-        let others: Vec<Term> = terms[1..].iter().map(|(_, t)| *t).collect();
+        let terms: Vec<Term> = terms.iter().map(|(_, t)| *t).collect();
         let start = match &query.after {
             Some((created_ms, record_id)) => Start::After {
                 created_ms: *created_ms,
@@ -408,19 +436,14 @@ impl Search {
             },
             None => Start::AtOrBefore(query.to_ms.unwrap_or(i64::MAX)),
         };
-        let (mut hits, mut scanned) = (Vec::with_capacity(query.limit), 0u64);
-        let (mut error, mut last, mut full, mut exhausted) = (None, None, false, false);
-        self.store.scan(
-            &lead,
+        let mut hits = Vec::with_capacity(query.limit);
+        let (mut error, mut full) = (None, false);
+        let walk = self.store.intersect(
+            &terms,
             &start,
             query.from_ms,
+            SCAN_ROWS_MAX,
             |created_ms, record_id, posting| {
-                if scanned >= SCAN_ROWS_MAX {
-                    exhausted = true;
-                    return Ok(false);
-                }
-                scanned += 1;
-                last = Some((created_ms, record_id.to_owned()));
                 let wanted = query
                     .patient_id
                     .as_ref()
@@ -435,11 +458,6 @@ impl Search {
                         .is_none_or(|t| *t == posting.record_type);
                 if !wanted {
                     return Ok(true);
-                }
-                for term in &others {
-                    if !self.store.has_term(record_id, term)? {
-                        return Ok(true);
-                    }
                 }
                 match readable(&posting) {
                     Ok(true) => {}
@@ -465,12 +483,13 @@ impl Search {
         if let Some(e) = error {
             return Err(e);
         }
+        let scanned = walk.read;
         let next = if full {
             hits.last()
                 .map(|h: &Hit| (h.created_ms, h.record_id.clone()))
-        } else if exhausted {
-            // The budget ran out: the next page goes on after the last posting read.
-            last
+        } else if walk.stopped_after.is_some() {
+            // The budget ran out: the next page goes on where the walk stopped.
+            walk.stopped_after
         } else {
             None
         };
@@ -491,6 +510,8 @@ impl Drop for Search {
 /// Nothing of the record is indexed from now on.
 fn erase(doc: &mut Doc, new: &mut BTreeMap<Term, u8>) {
     doc.erased = true;
+    // Whatever version was indexed before: an index built after the erasure never saw one.
+    doc.version = 0;
     new.clear();
 }
 
