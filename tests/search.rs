@@ -438,4 +438,55 @@ async fn a_lost_index_is_built_again_from_the_ledger_and_holds_no_word() {
     std::fs::remove_dir_all(&search_dir).unwrap();
     assert_eq!(reopen().await, first);
     assert!(rows() == before, "a rebuilt index differs");
+
+    // `verify --views` checks the index against one built afresh: equal, then, with one
+    // posting deleted behind the index's back, the first difference named.
+    let verify = || {
+        let mut out = Vec::new();
+        let code = medledger::cli::rebuild::run_verify_views(
+            dir.path(),
+            medledger_views::Backend::RocksDb,
+            &mut out,
+        );
+        let answer: Value = serde_json::from_slice(&out).unwrap();
+        (code, answer)
+    };
+    let (code, answer) = verify();
+    assert_eq!(
+        (code, &answer["search"]["ok"]),
+        (0, &json!(true)),
+        "{answer}"
+    );
+    assert_eq!(
+        answer["search"]["rows"].as_u64().unwrap() as usize,
+        before.len()
+    );
+    {
+        let cfs = ["postings", "docs", "df", "meta"];
+        let db = rocksdb::DB::open_cf(&rocksdb::Options::default(), &search_dir, cfs).unwrap();
+        let postings = db.cf_handle("postings").unwrap();
+        let (key, _) = db
+            .iterator_cf(postings, rocksdb::IteratorMode::Start)
+            .next()
+            .unwrap()
+            .unwrap();
+        db.delete_cf(postings, &key).unwrap();
+    }
+    let (code, answer) = verify();
+    assert_eq!(
+        (code, &answer["search"]["ok"], &answer["ok"]),
+        (1, &json!(false), &json!(false)),
+        "{answer}"
+    );
+    assert!(
+        answer["search"]["first_difference"]
+            .as_str()
+            .unwrap()
+            .starts_with("postings "),
+        "{answer}"
+    );
+    assert!(
+        !dir.path().join("search.verify").exists(),
+        "the fresh index is removed"
+    );
 }

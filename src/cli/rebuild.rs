@@ -165,12 +165,48 @@ pub fn run_verify_views(data_dir: &Path, backend: Backend, out: &mut dyn Write) 
     let mut printer = ProgressPrinter::new("verify views");
     match rebuild::verify_views(data_dir, &ledger, backend, &mut |p| printer.update(p)) {
         Ok(report) => {
-            let _ = writeln!(out, "{}", json!(report));
-            i32::from(!report.ok)
+            let mut answer = json!(report);
+            let mut ok = report.ok;
+            if ok {
+                let search = verify_search(data_dir, &ledger, backend);
+                ok = search["ok"] != json!(false);
+                answer["search"] = search;
+                answer["ok"] = json!(ok);
+            }
+            let _ = writeln!(out, "{answer}");
+            i32::from(!ok)
         }
         Err(e) => {
             let _ = writeln!(out, "{}", json!({"ok": false, "error": e.to_string()}));
             2
         }
+    }
+}
+
+/// The search index against one built afresh (docs/SEARCH.md): `{"ok", "height", "rows",
+/// "first_difference"}`, or `{"checked": false, "reason"}` when it cannot be (no index
+/// yet, or the keys' master key is not a file here: a cluster node derives it from the
+/// cluster secret), or `{"ok": false, "error"}`.
+fn verify_search(
+    data_dir: &Path,
+    ledger: &medledger_storage::Ledger,
+    backend: Backend,
+) -> serde_json::Value {
+    let skipped = |reason: &str| json!({"checked": false, "reason": reason});
+    if !data_dir.join(crate::search::SEARCH_DIR).exists() {
+        return skipped("no search index (the server builds it at its start)");
+    }
+    if !data_dir.join("payloads").join("master.key").exists() {
+        return skipped("the master key is not a file in the data dir (a cluster node's derives from the cluster secret)");
+    }
+    let checked = (|| -> Result<Option<crate::search::SearchCheck>, String> {
+        let keys = crate::clinical::open_keys(data_dir)?;
+        let views = rebuild::open_views(data_dir, backend).map_err(|e| e.to_string())?;
+        crate::search::verify(data_dir, ledger, views.as_ref(), &keys)
+    })();
+    match checked {
+        Ok(Some(check)) => json!(check),
+        Ok(None) => skipped("no search index"),
+        Err(e) => json!({"ok": false, "error": e}),
     }
 }

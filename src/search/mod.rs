@@ -12,6 +12,7 @@ pub mod index;
 pub mod terms;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -113,16 +114,16 @@ struct Touched {
 impl Search {
     /// Opens the index at `<data_dir>/search` with this node's search key (made, durably,
     /// on first use). An index ahead of the ledger (the ledger was replaced) is dropped.
-    pub fn open(
-        data_dir: &std::path::Path,
-        keys: &KeyStore,
-        ledger: &Ledger,
-    ) -> Result<Search, String> {
+    pub fn open(data_dir: &Path, keys: &KeyStore, ledger: &Ledger) -> Result<Search, String> {
+        Self::open_at(&data_dir.join(SEARCH_DIR), keys, ledger)
+    }
+
+    /// [`Search::open`] of an index at `path`.
+    fn open_at(path: &Path, keys: &KeyStore, ledger: &Ledger) -> Result<Search, String> {
         let key = keys
             .record_key_blocking(SEARCH_KEY_NAME)
             .map_err(|e| format!("the search key: {e}"))?;
-        let path = data_dir.join(SEARCH_DIR);
-        let mut store = SearchStore::open(&path).map_err(|e| e.to_string())?;
+        let mut store = SearchStore::open(path).map_err(|e| e.to_string())?;
         let height = store.height().map_err(|e| e.to_string())?;
         if height > ledger.tip().height {
             tracing::warn!(
@@ -131,8 +132,8 @@ impl Search {
                 "the search index is ahead of the ledger: indexing again"
             );
             drop(store);
-            rocksdb::DB::destroy(&rocksdb::Options::default(), &path).map_err(|e| e.to_string())?;
-            store = SearchStore::open(&path).map_err(|e| e.to_string())?;
+            rocksdb::DB::destroy(&rocksdb::Options::default(), path).map_err(|e| e.to_string())?;
+            store = SearchStore::open(path).map_err(|e| e.to_string())?;
         }
         let height = store.height().map_err(|e| e.to_string())?;
         Ok(Search {
@@ -208,13 +209,8 @@ impl Search {
                 std::thread::sleep(POLL);
                 continue;
             }
-            let to = applied.min(done + BLOCKS_PER_PASS);
-            let outcome = self
-                .pass(ledger, views, keys, done, to)
-                .and_then(|(changes, reached)| Ok((self.store.commit(changes, reached)?, reached)));
-            match outcome {
-                Ok(((), reached)) => {
-                    self.height.send_replace(reached);
+            match self.step(ledger, views, keys, applied) {
+                Ok(reached) => {
                     if backoff > Duration::ZERO {
                         tracing::info!(height = reached, "the search indexer goes on");
                         *self.error.lock().unwrap_or_else(|e| e.into_inner()) = None;
@@ -232,6 +228,22 @@ impl Search {
                 }
             }
         }
+    }
+
+    /// One pass towards `applied` (the views' height), committed: the height reached.
+    fn step(
+        &self,
+        ledger: &Ledger,
+        views: &dyn ViewStore,
+        keys: &KeyStore,
+        applied: u64,
+    ) -> Result<u64, SearchError> {
+        let done = self.height();
+        let to = applied.min(done + BLOCKS_PER_PASS);
+        let (changes, reached) = self.pass(ledger, views, keys, done, to)?;
+        self.store.commit(changes, reached)?;
+        self.height.send_replace(reached);
+        Ok(reached)
     }
 
     /// Indexes blocks `from..to`: the changes and the height they reach.
@@ -547,4 +559,78 @@ fn open(
             Ok(Some(String::new()))
         }
     }
+}
+
+/// What [`verify`] found.
+#[derive(Debug, serde::Serialize)]
+pub struct SearchCheck {
+    /// The index equals one built afresh from the ledger.
+    pub ok: bool,
+    /// The height both were built to (the views').
+    pub height: u64,
+    /// Rows compared.
+    pub rows: usize,
+    /// The first row that differs: its column family and key (hex; terms are keyed
+    /// hashes, record ids are not clinical text).
+    pub first_difference: Option<String>,
+}
+
+/// Checks the search index of `data_dir` against one built afresh from the ledger in a
+/// temp dir beside it (both brought to the views' height first: the index catches up as
+/// the server would). `None` when there is no index.
+pub fn verify(
+    data_dir: &Path,
+    ledger: &Ledger,
+    views: &dyn ViewStore,
+    keys: &KeyStore,
+) -> Result<Option<SearchCheck>, String> {
+    if !data_dir.join(SEARCH_DIR).exists() {
+        return Ok(None);
+    }
+    let height = views.applied_height().map_err(|e| e.to_string())?;
+    let catch_up = |search: &Search| -> Result<(), String> {
+        while search.height() < height {
+            let before = search.height();
+            let reached = search
+                .step(ledger, views, keys, height)
+                .map_err(|e| e.to_string())?;
+            if reached == before {
+                return Err(format!(
+                    "the ledger has no block {before}, below the views' height {height}"
+                ));
+            }
+        }
+        Ok(())
+    };
+    let live = Search::open(data_dir, keys, ledger)?;
+    catch_up(&live)?;
+    let fresh_dir = data_dir.join(format!("{SEARCH_DIR}.verify"));
+    let _ = std::fs::remove_dir_all(&fresh_dir);
+    let fresh = Search::open_at(&fresh_dir, keys, ledger)?;
+    catch_up(&fresh)?;
+    let (a, b) = (
+        live.store.rows().map_err(|e| e.to_string())?,
+        fresh.store.rows().map_err(|e| e.to_string())?,
+    );
+    drop(fresh);
+    let _ = std::fs::remove_dir_all(&fresh_dir);
+    let first_difference = a
+        .iter()
+        .zip(&b)
+        .find(|(x, y)| x != y)
+        .map(|(x, _)| x)
+        .or_else(|| {
+            if a.len() > b.len() {
+                a.get(b.len())
+            } else {
+                b.get(a.len())
+            }
+        })
+        .map(|(cf, key, _)| format!("{cf} {}", hex::encode(key)));
+    Ok(Some(SearchCheck {
+        ok: first_difference.is_none(),
+        height,
+        rows: a.len(),
+        first_difference,
+    }))
 }
