@@ -378,6 +378,8 @@ impl Drop for Core {
         if let Some(rt) = self.replication.take() {
             rt.shutdown_background();
         }
+        // The indexer's thread holds the ledger: it ends with its pass (milliseconds).
+        self.state.search.stop();
     }
 }
 

@@ -446,6 +446,19 @@ impl MasterKey {
         Ok(wrapped)
     }
 
+    /// A key derived from this one for `purpose` (HMAC-SHA256 of the purpose under the
+    /// master key): the same master key gives the same key, any other an unrelated one.
+    pub fn derive(&self, purpose: &str) -> DataKey {
+        use hmac::Mac;
+        let mut mac = <hmac::Hmac<sha2::Sha256> as Mac>::new_from_slice(&self.0 .0)
+            .expect("HMAC takes a key of any length");
+        mac.update(b"medledger-derived-key-v1\0");
+        mac.update(purpose.as_bytes());
+        let mut key = SecretBytes([0u8; KEY_BYTES]);
+        key.0.copy_from_slice(&mac.finalize().into_bytes());
+        DataKey(key)
+    }
+
     /// Unwraps a key made by [`MasterKey::wrap`] for the same `key_id`.
     pub fn unwrap(&self, key_id: &str, wrapped: &[u8]) -> Result<DataKey, CryptoError> {
         let error = || CryptoError::Unwrap {

@@ -463,6 +463,12 @@ impl KeyStore {
         }
     }
 
+    /// A key derived from the current master key for `purpose` ([`MasterKey::derive`]):
+    /// stored nowhere, and another after a master key rotation.
+    pub fn derived_key(&self, purpose: &str) -> DataKey {
+        self.keys().master.derive(purpose)
+    }
+
     /// The key `key_id` wrapped anew, for sending to another node that shares the
     /// master key.
     pub fn wrapped(&self, key_id: &str) -> Result<Vec<u8>, KeyStoreError> {

@@ -5,7 +5,7 @@
 //! | `postings` | term ‖ desc(created_at ms) ‖ record id | (empty) |
 //! | `docs` | record id | [`Doc`]: created_at, the version indexed, whether erased, the ids; then its terms, each with where it is from (bits: 1 metadata, 2 a reason, 4 the record's patient or hospital) |
 //! | `df` | term | how many records hold it (u64 LE) |
-//! | `meta` | `height` | the ledger height indexed (u64 LE); `layout` (u32 LE) |
+//! | `meta` | `height` | the ledger height indexed (u64 LE); `layout` (u32 LE); `key`, the term of no word, which tells the key the terms are under |
 //!
 //! A term's postings are its records newest first, so a query walks the rarest term's
 //! postings in order, from a date range's end or a cursor, and seeks the other terms'
@@ -34,6 +34,7 @@ const CF_META: &str = "meta";
 const CFS: [&str; 4] = [CF_POSTINGS, CF_DOCS, CF_DF, CF_META];
 const KEY_HEIGHT: &[u8] = b"height";
 const KEY_LAYOUT: &[u8] = b"layout";
+const KEY_FINGERPRINT: &[u8] = b"key";
 /// The block cache the index's reads share.
 const BLOCK_CACHE_BYTES: usize = 64 << 20;
 
@@ -363,6 +364,29 @@ impl SearchStore {
             .transpose()
             .map_err(|_| IndexError::Corrupt("the height"))
             .map(Option::unwrap_or_default)
+    }
+
+    /// The fingerprint of the key the terms are under, if set.
+    pub fn key_fingerprint(&self) -> Result<Option<Term>, IndexError> {
+        self.db
+            .get_cf(self.cf(CF_META), KEY_FINGERPRINT)?
+            .map(|v| {
+                v.as_slice()
+                    .try_into()
+                    .map_err(|_| IndexError::Corrupt("the key's fingerprint"))
+            })
+            .transpose()
+    }
+
+    /// Sets it (durably: the terms written after it are under that key).
+    pub fn set_key_fingerprint(&self, fingerprint: &Term) -> Result<(), IndexError> {
+        if self.key_fingerprint()?.as_ref() == Some(fingerprint) {
+            return Ok(());
+        }
+        self.db
+            .put_cf(self.cf(CF_META), KEY_FINGERPRINT, fingerprint)?;
+        self.db.flush_cf(self.cf(CF_META))?;
+        Ok(())
     }
 
     /// What the index knows of `record_id`, and its terms with where each is from.

@@ -32,9 +32,8 @@ use terms::{Term, TermHasher, WORDS_PER_RECORD_MAX};
 
 /// The directory of the index in the data dir.
 pub const SEARCH_DIR: &str = "search";
-/// The key id's pseudo record id of the search key: no record can have it (ids have no
-/// spaces or slashes), so it is a record key no record names, never erased.
-const SEARCH_KEY_NAME: &str = "search index/v1";
+/// The purpose the search key is derived for from the master key.
+const SEARCH_KEY_PURPOSE: &str = "search-index-terms-v1";
 /// Blocks one indexer pass reads at most (one write batch).
 const BLOCKS_PER_PASS: u64 = 256;
 /// How often the indexer looks for new blocks when it has caught up.
@@ -112,33 +111,46 @@ struct Touched {
 }
 
 impl Search {
-    /// Opens the index at `<data_dir>/search` with this node's search key (made, durably,
-    /// on first use). An index ahead of the ledger (the ledger was replaced) is dropped.
+    /// Opens the index at `<data_dir>/search` with the search key derived from the master
+    /// key. An index ahead of the ledger (the ledger was replaced), or under another
+    /// master key (rotated), is dropped: the indexer builds it again.
     pub fn open(data_dir: &Path, keys: &KeyStore, ledger: &Ledger) -> Result<Search, String> {
         Self::open_at(&data_dir.join(SEARCH_DIR), keys, ledger)
     }
 
     /// [`Search::open`] of an index at `path`.
     fn open_at(path: &Path, keys: &KeyStore, ledger: &Ledger) -> Result<Search, String> {
-        let key = keys
-            .record_key_blocking(SEARCH_KEY_NAME)
-            .map_err(|e| format!("the search key: {e}"))?;
+        let hasher = TermHasher::new(keys.derived_key(SEARCH_KEY_PURPOSE).hmac_sha256());
+        // Which key the terms are under, without the key: a term of no word.
+        let fingerprint = hasher.term("\0the search key");
         let mut store = SearchStore::open(path).map_err(|e| e.to_string())?;
         let height = store.height().map_err(|e| e.to_string())?;
-        if height > ledger.tip().height {
-            tracing::warn!(
-                height,
-                tip = ledger.tip().height,
-                "the search index is ahead of the ledger: indexing again"
-            );
+        let stale = if height > ledger.tip().height {
+            Some(
+                "the search index is ahead of the ledger (the ledger was replaced): indexing again",
+            )
+        } else if store
+            .key_fingerprint()
+            .map_err(|e| e.to_string())?
+            .is_some_and(|f| f != fingerprint)
+        {
+            Some("the search index's terms are under another master key (it was rotated): indexing again")
+        } else {
+            None
+        };
+        if let Some(why) = stale {
+            tracing::warn!(height, tip = ledger.tip().height, "{why}");
             drop(store);
             rocksdb::DB::destroy(&rocksdb::Options::default(), path).map_err(|e| e.to_string())?;
             store = SearchStore::open(path).map_err(|e| e.to_string())?;
         }
+        store
+            .set_key_fingerprint(&fingerprint)
+            .map_err(|e| e.to_string())?;
         let height = store.height().map_err(|e| e.to_string())?;
         Ok(Search {
             store,
-            hasher: TermHasher::new(key.hmac_sha256()),
+            hasher,
             height: tokio::sync::watch::channel(height).0,
             stop: AtomicBool::new(false),
             thread: Mutex::new(None),

@@ -4,8 +4,8 @@
 //! the words `e11`, `9`, `type`, `2`. Metadata is a JSON object; its words are those of
 //! its string values (and numbers), not its keys (every record of a type has the same
 //! keys). The index never holds a word: it holds the first 16 bytes of
-//! HMAC-SHA256(search key, word), the search key a random key of this node's key store
-//! (wrapped under the master key like every data key), so the index on its own tells
+//! HMAC-SHA256(search key, word), the search key derived from the master key
+//! (stored nowhere), so the index on its own tells
 //! nothing of what the records say.
 
 use std::collections::BTreeSet;
