@@ -10,6 +10,8 @@
 //!
 //! This crate does not depend on medledger (or RocksDB): the bench runner converts
 //! medledger's fixtures into [`PeerRecord`]s and prints these figures beside its own.
+//! For full-text search, PostgreSQL is loaded with the records of a medledger bulk export
+//! instead ([`search`], `peers-bench search`).
 
 #![warn(missing_docs)]
 
@@ -20,6 +22,7 @@ pub mod peer;
 pub mod peers;
 pub mod process;
 pub mod record;
+pub mod search;
 pub mod workload;
 
 pub use error::{PeerError, Result};
@@ -27,4 +30,5 @@ pub use figures::{Figures, Latency, Machine};
 pub use machine::measure_machine;
 pub use peer::{Durability, Peer, PeerKind, Session};
 pub use record::{GenConfig, PeerRecord, RecordGen};
+pub use search::{QueryClass, SearchHit};
 pub use workload::{IngestOptions, MixedOptions, ReadOptions};

@@ -8,6 +8,7 @@ use crate::error::Result;
 use crate::figures::Figures;
 use crate::peers::postgres::{ChainMode, Postgres};
 use crate::record::PeerRecord;
+use crate::search::SearchHit;
 use crate::workload::{self, IngestOptions, MixedOptions, ReadOptions};
 
 /// A peer's durability setting as the running peer reports it.
@@ -35,6 +36,13 @@ pub trait Session: Send {
     /// active records, in one call. The rows it read (counts and records), or `None` for
     /// a peer that does not answer it.
     fn summary(&mut self, _patient_id: &str) -> Result<Option<usize>> {
+        Ok(None)
+    }
+
+    /// The newest `limit` records whose metadata holds every word of `words` (separated
+    /// by spaces), newest first, as medledger's `GET /v1/search` answers them; `None` for
+    /// a peer that does not search (or holds no searchable records).
+    fn search(&mut self, _words: &str, _limit: usize) -> Result<Option<Vec<SearchHit>>> {
         Ok(None)
     }
 }
@@ -107,6 +115,17 @@ pub trait Peer: Send + Sync {
     /// peer does not answer them.
     fn summary_reads(&self, patients: &[String], options: &ReadOptions) -> Result<Option<Figures>> {
         workload::summary_reads(self, patients, options)
+    }
+
+    /// Searches by concurrent clients ([`Session::search`]), cycling over one class's
+    /// queries; `None` when the peer does not search.
+    fn search_reads(
+        &self,
+        class: &str,
+        queries: &[String],
+        options: &ReadOptions,
+    ) -> Result<Option<Figures>> {
+        workload::search_reads(self, class, queries, options)
     }
 
     /// 80% timeline reads / 20% single-record writes (`options` sets the mix); returns the

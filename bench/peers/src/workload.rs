@@ -293,22 +293,54 @@ pub fn summary_reads<P: Peer + ?Sized>(
     reads(peer, patients, options, "summary", note, read)
 }
 
-/// `options.pages` reads by `options.clients` clients, the i-th of `patients[i % len]`;
-/// records counts what the reads returned. `None` when `read` answers `None` (the peer
-/// does not serve this read).
+/// Searches ([`Session::search`]) of one class of queries: clients run `queries[i % len]`
+/// for the i-th, each for the newest `options.limit` hits; latency is per search, and
+/// records counts the hits returned. The workload is `search_<class>`. `None` for a peer
+/// that does not search.
+pub fn search_reads<P: Peer + ?Sized>(
+    peer: &P,
+    class: &str,
+    queries: &[String],
+    options: &ReadOptions,
+) -> Result<Option<Figures>> {
+    let note = format!(
+        "full-text search, class {class}: {} queries cycled, every word of a query ANDed, \
+         the newest {} hits with every column; at most {} s",
+        queries.len(),
+        options.limit,
+        options.seconds_max
+    );
+    let read = |session: &mut Box<dyn Session + '_>, words: &str| {
+        Ok(session.search(words, options.limit)?.map(|hits| hits.len()))
+    };
+    reads(
+        peer,
+        queries,
+        options,
+        &format!("search_{class}"),
+        note,
+        read,
+    )
+}
+
+/// `options.pages` reads by `options.clients` clients, the i-th of `keys[i % len]` (a
+/// patient, a query); records counts what the reads returned. `None` when `read` answers
+/// `None` (the peer does not serve this read).
 fn reads<P: Peer + ?Sized>(
     peer: &P,
-    patients: &[String],
+    keys: &[String],
     options: &ReadOptions,
-    workload: &'static str,
+    workload: &str,
     note: String,
     read: impl Fn(&mut Box<dyn Session + '_>, &str) -> Result<Option<usize>> + Sync,
 ) -> Result<Option<Figures>> {
-    if patients.is_empty() {
-        return Err(PeerError::Invalid("no patients to read".into()));
+    if keys.is_empty() {
+        return Err(PeerError::Invalid(format!(
+            "nothing to read for {workload}"
+        )));
     }
     let mut probe = peer.session()?;
-    if read(&mut probe, &patients[0])?.is_none() {
+    if read(&mut probe, &keys[0])?.is_none() {
         return Ok(None);
     }
     drop(probe);
@@ -331,7 +363,7 @@ fn reads<P: Peer + ?Sized>(
                             return Ok((h, 0));
                         }
                         let t = Instant::now();
-                        let n = read(&mut session, &patients[i % patients.len()])?.unwrap_or(0);
+                        let n = read(&mut session, &keys[i % keys.len()])?.unwrap_or(0);
                         record(&mut h, t.elapsed());
                         rows.fetch_add(n as u64, Ordering::Relaxed);
                     }
@@ -468,9 +500,21 @@ pub fn mixed<P: Peer + ?Sized>(
 
 /// Times [`Peer::rebuild_secondary`] over the `records_stored` records the peer holds.
 pub fn reindex<P: Peer + ?Sized>(peer: &P, records_stored: u64) -> Result<Option<Figures>> {
+    build(peer, "reindex", records_stored, || peer.rebuild_secondary())
+}
+
+/// Times one build over the `records_stored` records the peer holds (an index, a
+/// rebuild) as the workload `workload`: one operation, its latency the build's time.
+/// `build` says what it built, for the notes; `None` when there was nothing to build.
+pub fn build<P: Peer + ?Sized>(
+    peer: &P,
+    workload: &str,
+    records_stored: u64,
+    build: impl FnOnce() -> Result<Option<String>>,
+) -> Result<Option<Figures>> {
     let meter = Meter::start(peer);
     let t = Instant::now();
-    let Some(what) = peer.rebuild_secondary()? else {
+    let Some(what) = build()? else {
         return Ok(None);
     };
     let took = t.elapsed();
@@ -480,7 +524,7 @@ pub fn reindex<P: Peer + ?Sized>(peer: &P, records_stored: u64) -> Result<Option
     figures(
         peer,
         Part {
-            workload: "reindex",
+            workload,
             clients: 1,
             batch: 0,
             body_bytes: 0,

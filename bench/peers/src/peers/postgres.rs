@@ -12,6 +12,9 @@
 //! empty, so concurrent commits share WAL flushes (group commit). It shows what the chain
 //! costs and PostgreSQL's ceiling on this disk; it is not a tamper-evident ledger.
 //!
+//! Full-text search over the records of a medledger bulk export (a table of their own
+//! with a GIN index over their metadata's words) is in `postgres/search.rs`.
+//!
 //! Client: the sync `postgres` crate, one OS thread and connection per benchmark client,
 //! as in a thread-per-request application server; it keeps the load generator simple and
 //! its CPU visible per thread. Connections go over TCP to 127.0.0.1.
@@ -27,6 +30,10 @@ use crate::error::{PeerError, Result};
 use crate::peer::{Durability, Peer, Session};
 use crate::process::{self, ServerProcess};
 use crate::record::{chain_hash, verify_chain_rows, PeerRecord};
+use crate::search::SearchHit;
+
+mod search;
+pub use search::SearchLoad;
 
 const SCHEMA: &str = "
 CREATE TABLE records (
@@ -254,6 +261,7 @@ impl Peer for Postgres {
         Ok(Box::new(PgSession {
             client,
             summary,
+            search: None,
             chain: self.chain,
             lock,
             advance,
@@ -287,6 +295,7 @@ impl Peer for Postgres {
             ("wal".to_string(), wal),
         ]
         .into_iter()
+        .chain(search::disk_breakdown(&mut client)?)
         .collect())
     }
 
@@ -361,6 +370,9 @@ struct PgSession {
     advance: Statement,
     timeline: Statement,
     summary: Statement,
+    /// The search query, prepared on the first search (its table exists only once an
+    /// export was loaded).
+    search: Option<Statement>,
     /// Prepared multi-row INSERTs, index = rows - 1.
     inserts: Vec<Option<Statement>>,
 }
@@ -461,6 +473,17 @@ impl Session for PgSession {
         Ok(Some(
             self.client.query(&self.summary, &[&patient_id])?.len(),
         ))
+    }
+
+    fn search(&mut self, words: &str, limit: usize) -> Result<Option<Vec<SearchHit>>> {
+        let statement = match &self.search {
+            Some(s) => s.clone(),
+            None => self
+                .search
+                .insert(search::prepare(&mut self.client)?)
+                .clone(),
+        };
+        search::run(&mut self.client, &statement, words, limit).map(Some)
     }
 
     fn timeline_page(&mut self, patient_id: &str, limit: usize) -> Result<Vec<PeerRecord>> {
