@@ -20,6 +20,7 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use actix_web::web;
+use medledger_chaincode::envelope::Subject;
 use medledger_chaincode::{Envelope, Event};
 use medledger_views::query::Views;
 
@@ -116,6 +117,11 @@ async fn pass(state: &AppState, from: u64, to: u64, stop: &AtomicBool) -> Result
             return Ok(number);
         };
         for (position, tx) in block.txs.iter().enumerate() {
+            // Only a record's events name keys or payloads; a read's is passed over
+            // without decoding it.
+            if !matches!(Envelope::subject_of(tx), Some(Subject::Record(_))) {
+                continue;
+            }
             let Ok(env) = Envelope::decode(tx) else {
                 continue; // the projector recorded it as undecodable
             };

@@ -18,6 +18,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+use medledger_chaincode::envelope::Subject;
 use medledger_chaincode::{Clinical, Envelope, Event};
 use medledger_payload::keystore::KeyStore;
 use medledger_storage::Ledger;
@@ -281,6 +282,11 @@ impl Search {
                 break;
             };
             for (position, tx) in block.txs.iter().enumerate() {
+                // Only a record's events have words; a read's (most blocks under reads)
+                // is passed over without decoding it.
+                if !matches!(Envelope::subject_of(tx), Some(Subject::Record(_))) {
+                    continue;
+                }
                 let Ok(env) = Envelope::decode(tx) else {
                     continue; // the projector recorded it as undecodable
                 };
