@@ -25,6 +25,20 @@ macro_rules! call {
     }};
 }
 
+/// Creates `records` in one batch as `token`; every one must be taken.
+macro_rules! create {
+    ($svc:expr, $token:expr, $records:expr) => {{
+        let (status, body) = call!(
+            $svc,
+            $token,
+            test::TestRequest::post()
+                .uri("/v1/records/batch")
+                .set_json(json!({ "records": $records }))
+        );
+        assert_eq!((status, &body["failed"]), (StatusCode::OK, &json!(0)), "{body}");
+    }};
+}
+
 fn record(id: &str, patient: &str, hospital: &str, kind: &str, at: &str, metadata: Value) -> Value {
     json!({"record_id": id, "patient_id": patient, "hospital_id": hospital,
         "record_type": kind, "created_at": at, "metadata": metadata})
@@ -88,18 +102,7 @@ async fn search_finds_every_word_newest_first_marks_them_and_follows_amendments_
             json!({"title": "Knee MRI", "department": "chest? no: orthopaedics"}),
         ),
     ];
-    let (status, body) = call!(
-        &svc,
-        admin,
-        test::TestRequest::post()
-            .uri("/v1/records/batch")
-            .set_json(json!({"records": records}))
-    );
-    assert_eq!(
-        (status, &body["failed"]),
-        (StatusCode::OK, &json!(0)),
-        "{body}"
-    );
+    create!(&svc, admin, records);
 
     // Every word, any case, newest by clinical time first; keys are not words.
     let (status, body) = search!(env, &svc, auditor, "q=CHEST");
@@ -281,18 +284,7 @@ async fn each_caller_finds_only_what_it_may_read_and_a_page_fills_past_hidden_hi
             json!({"note": "fever"}),
         ));
     }
-    let (status, body) = call!(
-        &svc,
-        admin,
-        test::TestRequest::post()
-            .uri("/v1/records/batch")
-            .set_json(json!({"records": records}))
-    );
-    assert_eq!(
-        (status, &body["failed"]),
-        (StatusCode::OK, &json!(0)),
-        "{body}"
-    );
+    create!(&svc, admin, records);
 
     let (status, body) = search!(env, &svc, clinician, "q=fever&limit=3");
     assert_eq!(status, StatusCode::OK, "{body}");
@@ -368,18 +360,7 @@ async fn a_lost_index_is_built_again_from_the_ledger_and_holds_no_word() {
                 )
             })
             .collect();
-        let (status, body) = call!(
-            &svc,
-            admin,
-            test::TestRequest::post()
-                .uri("/v1/records/batch")
-                .set_json(json!({"records": records}))
-        );
-        assert_eq!(
-            (status, &body["failed"]),
-            (StatusCode::OK, &json!(0)),
-            "{body}"
-        );
+        create!(&svc, admin, records);
         // An amendment and an erasure, so that a replay meets both.
         let (status, body) = call!(
             &svc,
