@@ -419,6 +419,13 @@ async fn a_lost_index_is_built_again_from_the_ledger_and_holds_no_word() {
     std::fs::remove_dir_all(&search_dir).unwrap();
     assert_eq!(reopen().await, first);
     assert!(rows() == before, "a rebuilt index differs");
+    // Damaged so that it does not open: the server starts all the same and builds it again.
+    std::fs::write(search_dir.join("CURRENT"), b"no such manifest\n").unwrap();
+    assert_eq!(reopen().await, first);
+    assert!(
+        rows() == before,
+        "an index built again after damage differs"
+    );
 
     // `verify --views` checks the index against one built afresh: equal, then, with one
     // posting deleted behind the index's back, the first difference named.

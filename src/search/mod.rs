@@ -124,7 +124,18 @@ impl Search {
         let hasher = TermHasher::new(keys.derived_key(SEARCH_KEY_PURPOSE).hmac_sha256());
         // Which key the terms are under, without the key: a term of no word.
         let fingerprint = hasher.term("\0the search key");
-        let mut store = SearchStore::open(path).map_err(|e| e.to_string())?;
+        let mut store = match SearchStore::open(path) {
+            Ok(store) => store,
+            Err(e) => {
+                // Derived from the ledger: an index that does not open is built again
+                // rather than keep the server from starting.
+                tracing::error!(error = %e, "the search index does not open: indexing again");
+                rocksdb::DB::destroy(&rocksdb::Options::default(), path)
+                    .map_err(|e| e.to_string())?;
+                let _ = std::fs::remove_dir_all(path);
+                SearchStore::open(path).map_err(|e| e.to_string())?
+            }
+        };
         let height = store.height().map_err(|e| e.to_string())?;
         let stale = if height > ledger.tip().height {
             Some(
