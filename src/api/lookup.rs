@@ -5,7 +5,7 @@
 use actix_web::http::StatusCode;
 use serde_json::json;
 
-use medledger_views::query::{QueryError, Views};
+use medledger_views::query::{QueryError, Views, PAGE_LIMIT_MAX};
 use medledger_views::values::VersionEntry;
 
 use super::auth::Caller;
@@ -30,6 +30,19 @@ pub(crate) fn check_id(what: &str, id: &str) -> Result<(), ApiError> {
         "invalid_id",
         format!("{what} must be 1 to 128 characters of [A-Za-z0-9._:@-]"),
     ))
+}
+
+/// A page's `limit` (default [`super::PAGE_LIMIT_DEFAULT`]), or 400 `invalid_limit`
+/// outside 1 to [`PAGE_LIMIT_MAX`].
+pub(crate) fn page_limit(limit: Option<usize>) -> Result<usize, ApiError> {
+    let limit = limit.unwrap_or(super::PAGE_LIMIT_DEFAULT);
+    if limit == 0 || limit > PAGE_LIMIT_MAX {
+        return Err(ApiError::bad_request(
+            "invalid_limit",
+            format!("limit must be between 1 and {PAGE_LIMIT_MAX}"),
+        ));
+    }
+    Ok(limit)
 }
 
 /// The most a read waits for the views to reach its `min_height`, or for them to catch up

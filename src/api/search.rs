@@ -16,10 +16,10 @@ use medledger_views::values::VersionEntry;
 use super::audit::{self, Declared};
 use super::auth::{Caller, Role};
 use super::error::ApiError;
-use super::lookup::{check_id, honour_min_height, READ_WAIT};
+use super::lookup::{check_id, honour_min_height, page_limit, READ_WAIT};
 use super::records::{record_json, RecordJson};
 use super::submit::{ensure_key, now, store_error};
-use super::{AppState, PAGE_LIMIT_DEFAULT};
+use super::AppState;
 use crate::search::terms::{self, Highlight};
 use crate::search::{Query, SearchError, QUERY_WORDS_MAX};
 
@@ -120,13 +120,7 @@ pub async fn search(
             return Err(ApiError::bad_request("invalid_range", "from is after to"));
         }
     }
-    let limit = params.limit.unwrap_or(PAGE_LIMIT_DEFAULT);
-    if limit == 0 || limit > PAGE_LIMIT_MAX {
-        return Err(ApiError::bad_request(
-            "invalid_limit",
-            format!("limit must be between 1 and {PAGE_LIMIT_MAX}"),
-        ));
-    }
+    let limit = page_limit(params.limit)?;
     let after = params.cursor.as_deref().map(parse_cursor).transpose()?;
     // A patient searches its own records only.
     let patient_id = match caller.role() {

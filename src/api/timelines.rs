@@ -7,16 +7,18 @@ use sha2::{Digest, Sha256};
 
 use medledger_chaincode::contract::GrantState;
 use medledger_chaincode::{RecordStatus, Timestamp};
-use medledger_views::query::{Owner, TimelineFilter, Views, PAGE_LIMIT_MAX};
+use medledger_views::query::{Owner, TimelineFilter, Views};
 
 use super::audit::{self, Declared};
 use super::auth::{Caller, Role};
 use super::error::ApiError;
-use super::lookup::{honour_min_height, may_read, not_modified, query_error, with_validator};
+use super::lookup::{
+    honour_min_height, may_read, not_modified, page_limit, query_error, with_validator,
+};
 use super::records::{record_json, RecordJson};
 use super::submit::ensure_key;
 use super::submit::{now, store_error};
-use super::{AppState, PAGE_LIMIT_DEFAULT};
+use super::AppState;
 
 type Data = web::Data<AppState>;
 
@@ -145,13 +147,7 @@ async fn timeline(
         query.break_glass.as_deref(),
         matches!(kind, OwnerKind::Patient),
     )?;
-    let limit = query.limit.unwrap_or(PAGE_LIMIT_DEFAULT);
-    if limit == 0 || limit > PAGE_LIMIT_MAX {
-        return Err(ApiError::bad_request(
-            "invalid_limit",
-            format!("limit must be between 1 and {PAGE_LIMIT_MAX}"),
-        ));
-    }
+    let limit = page_limit(query.limit)?;
     honour_min_height(&state, query.min_height).await?;
     // Taken first: the grant and the rows read after it are at least as new as it.
     let changed = state.projector.changes().of(kind.owner(&owner));
