@@ -452,6 +452,12 @@ pub fn is_valid_id(value: &str) -> bool {
     id("id", value).is_ok()
 }
 
+/// Whether `value` is a record type the ledger takes (see [`record_type`]): queries
+/// that filter by type refuse one no record can have.
+pub fn is_valid_record_type(value: &str) -> bool {
+    record_type("record_type", value).is_ok()
+}
+
 /// Identifiers: 1..=ID_LEN_MAX bytes of `[A-Za-z0-9._:@-]`, so they are safe in URLs,
 /// keys and logs.
 pub(crate) fn id(field: &'static str, value: &str) -> Result<(), EventError> {

@@ -25,8 +25,8 @@ pub use clinical::{Clinical, Sealed};
 pub use envelope::{tx_hash, Envelope, Subject, TxHash, TxId, FORMAT_PLAIN, FORMAT_SEALED};
 pub use error::{DecodeError, EventError};
 pub use event::{
-    is_valid_id, AccessGranted, AccessLogged, AccessRevoked, Event, EventKind, PayloadErased,
-    PayloadRef, RecordAmended, RecordCreated, RecordStatus, RecordStatusChanged, RecordsRead,
-    Sha256Digest, READ_KINDS, READ_PURPOSES,
+    is_valid_id, is_valid_record_type, AccessGranted, AccessLogged, AccessRevoked, Event,
+    EventKind, PayloadErased, PayloadRef, RecordAmended, RecordCreated, RecordStatus,
+    RecordStatusChanged, RecordsRead, Sha256Digest, READ_KINDS, READ_PURPOSES,
 };
 pub use time::Timestamp;

@@ -103,12 +103,7 @@ pub async fn search(
         }
     }
     if let Some(t) = &params.record_type {
-        if t.is_empty()
-            || t.len() > 64
-            || !t
-                .bytes()
-                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'_')
-        {
+        if !medledger_chaincode::is_valid_record_type(t) {
             return Err(ApiError::bad_request(
                 "invalid_type",
                 "type is a record type: lowercase letters, digits and _",
@@ -240,7 +235,7 @@ pub(super) fn query_params(min_height: super::openapi::Param) -> Vec<super::open
         ("hospital_id", id, "Only this hospital's records."),
         (
             "type",
-            json!({"type": "string", "pattern": "^[a-z0-9_]{1,64}$"}),
+            json!({"type": "string", "pattern": format!("^[a-z0-9_]{{1,{}}}$", medledger_chaincode::limits::RECORD_TYPE_LEN_MAX)}),
             "Only this record type.",
         ),
         ("from", time.clone(), "Created at or after (RFC 3339)."),
