@@ -552,17 +552,6 @@ impl SearchStore {
             .put_cf(self.cf(CF_META), KEY_HEIGHT, height.to_le_bytes())?;
         Ok(())
     }
-
-    /// RocksDB's memory (block cache, memtables, table readers), bytes.
-    pub fn memory(&self) -> u64 {
-        [
-            "rocksdb.cur-size-all-mem-tables",
-            "rocksdb.estimate-table-readers-mem",
-        ]
-        .iter()
-        .filter_map(|p| self.db.property_int_value(*p).ok().flatten())
-        .sum()
-    }
 }
 
 #[cfg(test)]

@@ -205,11 +205,6 @@ impl Search {
         self.error.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
-    /// RocksDB's memory of the index, bytes.
-    pub fn memory(&self) -> u64 {
-        self.store.memory()
-    }
-
     /// Waits until the index holds blocks `0..height`, at most `timeout`; the height
     /// reached otherwise.
     pub async fn reached(&self, height: u64, timeout: Duration) -> Result<(), u64> {
