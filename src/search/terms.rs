@@ -87,26 +87,51 @@ pub fn words(text: &str) -> BTreeSet<String> {
 pub fn metadata_words(metadata: &str) -> BTreeSet<String> {
     let mut out = BTreeSet::new();
     match serde_json::from_str::<serde_json::Value>(metadata) {
-        Ok(value) => value_words(&value, 0, &mut out),
+        Ok(value) => visit_values(&value, &mut String::new(), 0, &mut |_, text| {
+            for_each_word(text, |_, w| {
+                out.insert(w);
+            })
+        }),
         Err(_) => out = words(metadata),
     }
     out
 }
 
-fn value_words(value: &serde_json::Value, depth: usize, out: &mut BTreeSet<String>) {
+/// Calls `each` with the path (`title`, `codes[1]`, `vitals.bp`) and the text of every
+/// string value and number of `value`, in order, down to [`DEPTH_MAX`]; `path` is the
+/// buffer the paths are built in.
+fn visit_values(
+    value: &serde_json::Value,
+    path: &mut String,
+    depth: usize,
+    each: &mut dyn FnMut(&str, &str),
+) {
     use serde_json::Value;
+    use std::fmt::Write;
     if depth > DEPTH_MAX {
         return;
     }
+    let at = path.len();
     match value {
-        Value::String(s) => for_each_word(s, |_, w| {
-            out.insert(w);
-        }),
-        Value::Number(n) => for_each_word(&n.to_string(), |_, w| {
-            out.insert(w);
-        }),
-        Value::Array(items) => items.iter().for_each(|v| value_words(v, depth + 1, out)),
-        Value::Object(map) => map.values().for_each(|v| value_words(v, depth + 1, out)),
+        Value::String(s) => each(path, s),
+        Value::Number(n) => each(path, &n.to_string()),
+        Value::Array(items) => {
+            for (i, v) in items.iter().enumerate() {
+                let _ = write!(path, "[{i}]");
+                visit_values(v, path, depth + 1, each);
+                path.truncate(at);
+            }
+        }
+        Value::Object(map) => {
+            for (k, v) in map {
+                if !path.is_empty() {
+                    path.push('.');
+                }
+                path.push_str(k);
+                visit_values(v, path, depth + 1, each);
+                path.truncate(at);
+            }
+        }
         Value::Null | Value::Bool(_) => {}
     }
 }
@@ -127,56 +152,18 @@ pub const HIGHLIGHTS_MAX: usize = 8;
 pub fn highlights(metadata: &str, query: &BTreeSet<String>) -> Vec<Highlight> {
     let mut out = Vec::new();
     if let Ok(value) = serde_json::from_str::<serde_json::Value>(metadata) {
-        highlight_value(&value, String::new(), 0, query, &mut out);
+        visit_values(&value, &mut String::new(), 0, &mut |path, text| {
+            if out.len() < HIGHLIGHTS_MAX {
+                if let Some(fragment) = mark(text, query) {
+                    out.push(Highlight {
+                        field: path.to_owned(),
+                        fragment,
+                    });
+                }
+            }
+        });
     }
     out
-}
-
-fn highlight_value(
-    value: &serde_json::Value,
-    path: String,
-    depth: usize,
-    query: &BTreeSet<String>,
-    out: &mut Vec<Highlight>,
-) {
-    use serde_json::Value;
-    if depth > DEPTH_MAX || out.len() >= HIGHLIGHTS_MAX {
-        return;
-    }
-    match value {
-        Value::String(s) => {
-            if let Some(fragment) = mark(s, query) {
-                out.push(Highlight {
-                    field: path,
-                    fragment,
-                });
-            }
-        }
-        Value::Number(n) => {
-            if let Some(fragment) = mark(&n.to_string(), query) {
-                out.push(Highlight {
-                    field: path,
-                    fragment,
-                });
-            }
-        }
-        Value::Array(items) => {
-            for (i, v) in items.iter().enumerate() {
-                highlight_value(v, format!("{path}[{i}]"), depth + 1, query, out);
-            }
-        }
-        Value::Object(map) => {
-            for (k, v) in map {
-                let path = if path.is_empty() {
-                    k.clone()
-                } else {
-                    format!("{path}.{k}")
-                };
-                highlight_value(v, path, depth + 1, query, out);
-            }
-        }
-        Value::Null | Value::Bool(_) => {}
-    }
 }
 
 /// `text` HTML-escaped with the words of `query` in `<mark>`; `None` if none is there.
