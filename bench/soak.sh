@@ -74,8 +74,12 @@ for m in $(seq 1 "$minutes"); do
     /^medledger_views_memory_bytes\{kind="memtables"\}/ { t = $2 }
     /^medledger_views_memory_bytes\{kind="table_readers"\}/ { r = $2 }
     /^medledger_ledger_index_memory_bytes/ { i += $2 }
+    /^medledger_search_memory_bytes/ { s += $2 }
     $1 == "medledger_keys_indexed" { k = $2 }
-    END { printf "\"block_cache_bytes\":%d,\"memtable_bytes\":%d,\"table_reader_bytes\":%d,\"ledger_index_bytes\":%d,\"keys_indexed\":%d", c, t, r, i, k }')
+    /^medledger_heap_bytes\{kind="mimalloc_committed"\}/ { mi = $2 }
+    /^medledger_heap_bytes\{kind="malloc_in_use"\}/ { mu = $2 }
+    /^medledger_heap_bytes\{kind="malloc_free_held"\}/ { mf = $2 }
+    END { printf "\"block_cache_bytes\":%.0f,\"memtable_bytes\":%.0f,\"table_reader_bytes\":%.0f,\"ledger_index_bytes\":%.0f,\"keys_indexed\":%.0f,\"search_index_bytes\":%.0f,\"mimalloc_bytes\":%.0f,\"malloc_in_use_bytes\":%.0f,\"malloc_free_bytes\":%.0f", c, t, r, i, k, s, mi, mu, mf }')
   line="{\"minute\":$m,\"rss_bytes\":$(rss_bytes),$held,\"log_errors\":$errors,$(printf '%s' "$json" | cut -c2-)"
   echo "SOAKJSON $line"
   lines+=("$line")
@@ -90,15 +94,16 @@ minutes, max_rps, committed = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
 rows = [json.loads(l) for l in open(sys.argv[4]) if l.strip()]
 warm = max(1, minutes // 5)
 print()
-print("| minute | requests/s | p50 ms | p99 ms | p99.9 ms | errors | RSS MiB | views: block cache MiB | memtables MiB | table readers MiB | ledger index MiB | keys indexed |")
-print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+print("| minute | requests/s | p50 ms | p99 ms | p99.9 ms | errors | RSS MiB | views: block cache MiB | memtables MiB | table readers MiB | ledger index MiB | keys indexed | search index MiB | mimalloc MiB | malloc in use MiB | malloc free held MiB |")
+print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
 errors = 0
 for r in rows:
     e = r["errors_status"] + r["errors_connect"] + r["errors_read"] + r["errors_write"] + r["errors_timeout"]
     errors += e
     mib = lambda k: f"{r[k] / 2**20:,.0f}"
     print(f"| {r['minute']} | {r['rps']:,.0f} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} | {r['p999_ms']:.2f} | {e} | {mib('rss_bytes')} "
-          f"| {mib('block_cache_bytes')} | {mib('memtable_bytes')} | {mib('table_reader_bytes')} | {mib('ledger_index_bytes')} | {r['keys_indexed']:,} |")
+          f"| {mib('block_cache_bytes')} | {mib('memtable_bytes')} | {mib('table_reader_bytes')} | {mib('ledger_index_bytes')} | {r['keys_indexed']:,} "
+          f"| {mib('search_index_bytes')} | {mib('mimalloc_bytes')} | {mib('malloc_in_use_bytes')} | {mib('malloc_free_bytes')} |")
 base = rows[warm - 1]["rss_bytes"]
 end = rows[-1]["rss_bytes"]
 growth = (end - base) / base * 100

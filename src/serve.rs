@@ -821,6 +821,7 @@ pub fn run(config: ServeConfig) -> Result<(), ServeError> {
         },
         None => None,
     };
+    return_freed_memory_every(Duration::from_secs(10));
     let result = actix_web::rt::System::new().block_on(async move {
         let server = HttpServer::new(move || app(state.clone()))
             .workers(workers)
@@ -857,6 +858,32 @@ pub fn run(config: ServeConfig) -> Result<(), ServeError> {
     });
     core.close();
     result
+}
+
+/// Every `period`, gives the memory glibc's malloc holds freed back to the kernel, from a
+/// thread of its own for the process's life. RocksDB allocates through glibc (Rust through
+/// mimalloc), and its flushes and compactions free large buffers that malloc then kept: in
+/// an 8-minute soak the freed memory malloc held grew from 91 to 207 MiB, the largest part
+/// of RSS's growth (docs/RELIABILITY.md "Soak"). `malloc_trim(0)` returns the free pages
+/// of every arena, not only the top of the heap.
+fn return_freed_memory_every(period: Duration) {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        let spawned = std::thread::Builder::new()
+            .name("malloc-trim".into())
+            .spawn(move || loop {
+                std::thread::sleep(period);
+                // SAFETY: malloc_trim takes the arenas' own locks; any thread may call it.
+                unsafe {
+                    libc::malloc_trim(0);
+                }
+            });
+        if let Err(e) = spawned {
+            tracing::warn!("not returning freed memory to the kernel: {e}");
+        }
+    }
+    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+    let _ = period;
 }
 
 /// Re-reads the JWKS file on SIGHUP and every `every`: an identity provider rolls its keys

@@ -236,6 +236,38 @@ fn resident_bytes() -> Option<u64> {
     Some(kib * 1024)
 }
 
+/// What the two allocators hold, by kind: mimalloc (the binary's allocator, behind Rust's
+/// allocations) the memory it has committed; glibc's malloc (behind RocksDB's C++) what
+/// is in use and what it keeps freed without giving it back. Their sum against RSS says
+/// where memory grows (docs/RELIABILITY.md "Soak").
+fn heap_bytes() -> Vec<(&'static str, u64)> {
+    let mut rows = Vec::with_capacity(3);
+    let mut committed = 0usize;
+    let mut unused = 0usize;
+    // SAFETY: every out-pointer is a valid `usize` (or null where mimalloc allows it).
+    unsafe {
+        libmimalloc_sys::mi_process_info(
+            std::ptr::null_mut(),
+            std::ptr::null_mut(),
+            std::ptr::null_mut(),
+            &mut unused,
+            std::ptr::null_mut(),
+            &mut committed,
+            std::ptr::null_mut(),
+            std::ptr::null_mut(),
+        );
+    }
+    rows.push(("mimalloc_committed", committed as u64));
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        // SAFETY: mallinfo2 takes no arguments and returns a plain struct.
+        let info = unsafe { libc::mallinfo2() };
+        rows.push(("malloc_in_use", (info.uordblks + info.hblkhd) as u64));
+        rows.push(("malloc_free_held", info.fordblks as u64));
+    }
+    rows
+}
+
 /// A gauge with a `kind` label, one line per kind (nothing for no kinds).
 fn by_kind(out: &mut String, name: &str, help: &str, rows: Vec<(&'static str, u64)>) {
     if rows.is_empty() {
@@ -331,7 +363,7 @@ pub async fn render(state: web::Data<AppState>) -> HttpResponse {
     by_kind(
         &mut out,
         "medledger_views_memory_bytes",
-        "Bytes the views' store holds in memory, by what holds them (the block cache and memtables are bounded; table readers grow with the files).",
+        "Bytes the views' store holds in memory, by what holds them (bounded: the block cache, which holds the files' index and filter blocks too, and the memtables).",
         state.views.memory(),
     );
     by_kind(
@@ -339,6 +371,18 @@ pub async fn render(state: web::Data<AppState>) -> HttpResponse {
         "medledger_ledger_index_memory_bytes",
         "Bytes the ledger's index (RocksDB) holds in memory, by what holds them.",
         state.ledger.index_memory(),
+    );
+    by_kind(
+        &mut out,
+        "medledger_search_memory_bytes",
+        "Bytes the search index (RocksDB) holds in memory, by what holds them.",
+        state.search.memory(),
+    );
+    by_kind(
+        &mut out,
+        "medledger_heap_bytes",
+        "Bytes the allocators hold: mimalloc's committed memory (Rust), glibc malloc's in use and kept free (RocksDB).",
+        heap_bytes(),
     );
     let (indexed, cached) = state.payloads.keys().in_memory();
     metric(

@@ -338,6 +338,9 @@ impl SearchStore {
             cf.set_compression_type(rocksdb::DBCompressionType::Lz4);
             let mut table = BlockBasedOptions::default();
             table.set_block_cache(&cache);
+            // Index and filter blocks in the cache too (bounded), as the views'.
+            table.set_cache_index_and_filter_blocks(true);
+            table.set_pin_l0_filter_and_index_blocks_in_cache(true);
             if name != CF_POSTINGS {
                 // Point lookups: a hit's doc, a term's count.
                 table.set_bloom_filter(10.0, false);
@@ -354,6 +357,15 @@ impl SearchStore {
         self.db
             .cf_handle(name)
             .expect("every column family is opened")
+    }
+
+    /// Bytes RocksDB holds in memory for the index, by what holds them.
+    pub fn memory(&self) -> Vec<(&'static str, u64)> {
+        medledger_storage::ledger::index::rocksdb_memory(
+            &self.db,
+            CFS,
+            medledger_storage::ledger::index::BlockCache::Shared,
+        )
     }
 
     /// The ledger height indexed.

@@ -200,6 +200,11 @@ impl Search {
         *self.height.borrow()
     }
 
+    /// Bytes the index's RocksDB holds in memory, by what holds them (`/metrics`).
+    pub fn memory(&self) -> Vec<(&'static str, u64)> {
+        self.store.memory()
+    }
+
     /// The indexer's last error, if it is failing.
     pub fn error(&self) -> Option<String> {
         self.error.lock().unwrap_or_else(|e| e.into_inner()).clone()

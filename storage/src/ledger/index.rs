@@ -13,7 +13,9 @@
 
 use std::path::Path;
 
-use rocksdb::{ColumnFamilyDescriptor, Options, WriteBatch, WriteOptions, DB};
+use rocksdb::{
+    BlockBasedOptions, Cache, ColumnFamilyDescriptor, Options, WriteBatch, WriteOptions, DB,
+};
 
 use crate::error::StorageError;
 use crate::merkle::Hash;
@@ -89,6 +91,25 @@ pub fn rocksdb_memory<'a>(
     ]
 }
 
+/// The index's memtables, all column families together.
+const MEMTABLES_BYTES: usize = 64 << 20;
+
+/// The index's block cache, shared by its column families.
+const BLOCK_CACHE_BYTES: usize = 64 << 20;
+
+/// A column family's options: its memtable at most a quarter of MEMTABLES_BYTES, its
+/// blocks, index and filter blocks in `cache`.
+fn cf_options(cache: &Cache) -> Options {
+    let mut table = BlockBasedOptions::default();
+    table.set_block_cache(cache);
+    table.set_cache_index_and_filter_blocks(true);
+    table.set_pin_l0_filter_and_index_blocks_in_cache(true);
+    let mut cf = Options::default();
+    cf.set_write_buffer_size(MEMTABLES_BYTES / 4);
+    cf.set_block_based_table_factory(&table);
+    cf
+}
+
 /// The RocksDB index of one ledger.
 pub struct Index {
     db: DB,
@@ -96,13 +117,13 @@ pub struct Index {
 }
 
 impl Index {
-    /// Bytes RocksDB holds in memory for the index, by what holds them. Each column
-    /// family has RocksDB's default block cache of its own.
+    /// Bytes RocksDB holds in memory for the index, by what holds them (one block cache
+    /// for every column family).
     pub fn memory(&self) -> Vec<(&'static str, u64)> {
         rocksdb_memory(
             &self.db,
             [CF_BLOCK_LOC, CF_BLOCK_HASH, CF_TX, CF_META],
-            BlockCache::PerFamily,
+            BlockCache::Shared,
         )
     }
 
@@ -112,9 +133,16 @@ impl Index {
         opts.create_if_missing(true);
         opts.create_missing_column_families(true);
         opts.set_max_background_jobs(2);
+        // Bounded memory (a soak's RSS grew with RocksDB's defaults: 64 MiB of memtable and
+        // a 32 MiB block cache per column family, and the files' index and filter blocks
+        // outside any cache, growing with the ledger): the memtables together take at most
+        // MEMTABLES_BYTES, and one cache holds the data blocks and the index and filter
+        // blocks too (those of level 0 pinned: every lookup reads them).
+        opts.set_db_write_buffer_size(MEMTABLES_BYTES);
+        let cache = Cache::new_lru_cache(BLOCK_CACHE_BYTES);
         let cfs = [CF_BLOCK_LOC, CF_BLOCK_HASH, CF_TX, CF_META]
             .into_iter()
-            .map(|name| ColumnFamilyDescriptor::new(name, Options::default()));
+            .map(|name| ColumnFamilyDescriptor::new(name, cf_options(&cache)));
         let db = DB::open_cf_descriptors(&opts, path, cfs).map_err(|e| {
             // RocksDB takes a lock on its LOCK file before it reads anything; it says
             // "While lock file: …" when another process holds it and "lock hold by
