@@ -216,3 +216,109 @@ async fn a_body_that_stops_coming_is_answered_408() {
     let body: Value = serde_json::from_slice(&test::read_body(res).await).unwrap();
     assert_eq!(body["error"]["code"], "body_timeout", "{body}");
 }
+
+/// What a real server answers on a raw connection to which `send` wrote: the status,
+/// the headers (lowercased names), and the body, read until the server closes.
+fn raw_answer(
+    addr: std::net::SocketAddr,
+    send: impl FnOnce(&mut std::net::TcpStream),
+) -> (u16, String, Value) {
+    use std::io::Read;
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(std::time::Duration::from_secs(60)))
+        .unwrap();
+    send(&mut s);
+    let mut raw = Vec::new();
+    let mut buf = [0u8; 4096];
+    // Up to the close (or a reset after it: what arrived before counts).
+    while let Ok(n) = s.read(&mut buf) {
+        if n == 0 {
+            break;
+        }
+        raw.extend_from_slice(&buf[..n]);
+    }
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = serde_json::from_str(body).unwrap_or(Value::Null);
+    (status, head.to_ascii_lowercase(), body)
+}
+
+/// The answers actix's HTTP/1 layer gives before any route sees the request (a request
+/// that is not HTTP/1.1, a raw non-UTF-8 path, a head of 128 KiB or more, a head that
+/// never finishes) carry the one JSON error body with a stable code, like every other
+/// error (vendor/actix-http/MEDLEDGER.md). They had none.
+#[::core::prelude::v1::test]
+fn actix_own_answers_carry_the_json_error_body() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().unwrap();
+    let addr = common::server::free_port();
+    let mut server = common::server::start(dir.path(), addr);
+    let cases: [(&str, Vec<u8>, u16, &str); 4] = [
+        (
+            "a header line without a colon",
+            b"GET /healthz HTTP/1.1\r\nHost: x\r\nno colon here\r\n\r\n".to_vec(),
+            400,
+            "malformed_request",
+        ),
+        (
+            "a raw non-UTF-8 path",
+            b"GET /v1/records/\xff\xfe HTTP/1.1\r\nHost: x\r\n\r\n".to_vec(),
+            400,
+            "malformed_request",
+        ),
+        (
+            "a request line that is not HTTP",
+            b"HELLO THERE\r\n\r\n".to_vec(),
+            400,
+            "malformed_request",
+        ),
+        (
+            // Exactly the 128 KiB buffer and no end of the head: the server has read
+            // all of it when it answers (unread bytes would make its close a reset).
+            "a head of 128 KiB",
+            {
+                let mut head = b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: ".to_vec();
+                head.resize(128 << 10, b'a');
+                head
+            },
+            431,
+            "headers_too_large",
+        ),
+    ];
+    for (what, bytes, status, code) in cases {
+        let (got, head, body) = raw_answer(addr, |s| {
+            let _ = s.write_all(&bytes);
+        });
+        assert_eq!(got, status, "{what}: {head}");
+        assert!(
+            head.contains("content-type: application/json"),
+            "{what}: {head}"
+        );
+        assert_eq!(body["error"]["code"], code, "{what}: {body}");
+        assert!(body["error"]["message"].is_string(), "{what}: {body}");
+    }
+    // A head that never finishes: 408 after `serve`'s 30 s.
+    let started = std::time::Instant::now();
+    let (got, head, body) = raw_answer(addr, |s| {
+        s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+            .unwrap();
+    });
+    assert_eq!(got, 408, "{head}");
+    assert!(started.elapsed() >= std::time::Duration::from_secs(25));
+    assert!(head.contains("content-type: application/json"), "{head}");
+    assert_eq!(body["error"]["code"], "head_timeout", "{body}");
+    // The server is well after all of it.
+    assert_eq!(
+        common::server::request(addr, "GET", "/healthz", None, None)
+            .unwrap()
+            .0,
+        200
+    );
+    let _ = server.kill();
+    let _ = server.wait();
+}
