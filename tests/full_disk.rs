@@ -97,25 +97,12 @@ fn call(addr: SocketAddr, token: &str, body: &str) -> (u16, Option<String>, Valu
     .unwrap();
     let mut raw = Vec::new();
     s.read_to_end(&mut raw).unwrap();
-    let text = String::from_utf8_lossy(&raw);
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    let status = head
-        .split(' ')
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
+    let (status, head, body) = common::server::parse_answer(&raw);
     let retry_after = head
         .lines()
-        .find_map(|l| {
-            l.strip_prefix("retry-after: ")
-                .or(l.strip_prefix("Retry-After: "))
-        })
+        .find_map(|l| l.strip_prefix("retry-after: "))
         .map(str::to_owned);
-    (
-        status,
-        retry_after,
-        serde_json::from_str(body).unwrap_or(Value::Null),
-    )
+    (status, retry_after, body)
 }
 
 /// A record with a 24 KiB payload (random bytes: encrypted anyway, so incompressible).

@@ -237,15 +237,7 @@ fn raw_answer(
         }
         raw.extend_from_slice(&buf[..n]);
     }
-    let text = String::from_utf8_lossy(&raw).into_owned();
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    let status = head
-        .split(' ')
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let body = serde_json::from_str(body).unwrap_or(Value::Null);
-    (status, head.to_ascii_lowercase(), body)
+    common::server::parse_answer(&raw)
 }
 
 /// The answers actix's HTTP/1 layer gives before any route sees the request (a request

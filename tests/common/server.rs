@@ -128,18 +128,22 @@ pub fn request_with_headers(
     write!(s, "{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}", body.len())?;
     let mut raw = Vec::new();
     s.read_to_end(&mut raw)?;
-    let text = String::from_utf8_lossy(&raw);
-    let status: u16 = text
+    let (status, _, json) = parse_answer(&raw);
+    Ok((status, json))
+}
+
+/// An answer's status, its head lowercased (status line and headers), and its body as
+/// JSON (`Null` when it is not), from the raw bytes of an HTTP/1.1 answer.
+pub fn parse_answer(raw: &[u8]) -> (u16, String, Value) {
+    let text = String::from_utf8_lossy(raw);
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let status = head
         .split(' ')
         .nth(1)
         .and_then(|c| c.parse().ok())
         .unwrap_or(0);
-    let json = text
-        .split("\r\n\r\n")
-        .nth(1)
-        .and_then(|b| serde_json::from_str(b).ok())
-        .unwrap_or(Value::Null);
-    Ok((status, json))
+    let json = serde_json::from_str(body).unwrap_or(Value::Null);
+    (status, head.to_ascii_lowercase(), json)
 }
 
 /// A server child that is killed (and reaped) when dropped, also when a test panics.
