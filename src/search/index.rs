@@ -361,11 +361,7 @@ impl SearchStore {
 
     /// Bytes RocksDB holds in memory for the index, by what holds them.
     pub fn memory(&self) -> Vec<(&'static str, u64)> {
-        medledger_storage::ledger::index::rocksdb_memory(
-            &self.db,
-            CFS,
-            medledger_storage::ledger::index::BlockCache::Shared,
-        )
+        medledger_storage::ledger::index::rocksdb_memory(&self.db, CFS)
     }
 
     /// The ledger height indexed.

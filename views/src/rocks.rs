@@ -128,11 +128,7 @@ impl RocksViewStore {
 impl ViewStore for RocksViewStore {
     fn memory(&self) -> Vec<(&'static str, u64)> {
         // Every view's column family uses the one live block cache.
-        medledger_storage::ledger::index::rocksdb_memory(
-            &self.db,
-            column_families(),
-            medledger_storage::ledger::index::BlockCache::Shared,
-        )
+        medledger_storage::ledger::index::rocksdb_memory(&self.db, column_families())
     }
 
     fn applied_height(&self) -> Result<u64, ViewError> {

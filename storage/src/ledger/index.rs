@@ -50,22 +50,13 @@ pub struct IndexEntry<'a> {
     pub tx_ids: &'a [[u8; 16]],
 }
 
-/// Whether a RocksDB's column families share one block cache.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum BlockCache {
-    /// One cache for all (each family reports the whole cache's usage).
-    Shared,
-    /// A cache for each family.
-    PerFamily,
-}
-
-/// What RocksDB `db` holds in memory for the column families `cfs`, by what holds it
-/// (`block_cache`, `memtables`, `table_readers`: the index and filter blocks outside the
-/// cache), from its own properties; for `/metrics` (the ledger's index and the views).
+/// What RocksDB `db` holds in memory for the column families `cfs`, which share one block
+/// cache, by what holds it (`block_cache`, `memtables`, `table_readers`: index and filter
+/// blocks kept outside the cache), from its own properties; for `/metrics` (the ledger's
+/// index, the views, the search index).
 pub fn rocksdb_memory<'a>(
     db: &DB,
     cfs: impl IntoIterator<Item = &'a str>,
-    cache: BlockCache,
 ) -> Vec<(&'static str, u64)> {
     let cfs: Vec<_> = cfs
         .into_iter()
@@ -78,12 +69,10 @@ pub fn rocksdb_memory<'a>(
             .unwrap_or(0)
     };
     let sum = |property| cfs.iter().map(|cf| read(*cf, property)).sum::<u64>();
-    let block_cache = match cache {
-        BlockCache::Shared => cfs
-            .first()
-            .map_or(0, |cf| read(*cf, "rocksdb.block-cache-usage")),
-        BlockCache::PerFamily => sum("rocksdb.block-cache-usage"),
-    };
+    // Each family reports the whole shared cache's usage.
+    let block_cache = cfs
+        .first()
+        .map_or(0, |cf| read(*cf, "rocksdb.block-cache-usage"));
     vec![
         ("block_cache", block_cache),
         ("memtables", sum("rocksdb.cur-size-all-mem-tables")),
@@ -120,11 +109,7 @@ impl Index {
     /// Bytes RocksDB holds in memory for the index, by what holds them (one block cache
     /// for every column family).
     pub fn memory(&self) -> Vec<(&'static str, u64)> {
-        rocksdb_memory(
-            &self.db,
-            [CF_BLOCK_LOC, CF_BLOCK_HASH, CF_TX, CF_META],
-            BlockCache::Shared,
-        )
+        rocksdb_memory(&self.db, [CF_BLOCK_LOC, CF_BLOCK_HASH, CF_TX, CF_META])
     }
 
     /// Opens (or creates) the index at `path`.
