@@ -458,6 +458,24 @@ async fn records_flow_and_errors() {
     let text = String::from_utf8(test::read_body(res).await.to_vec()).unwrap();
     assert!(text.contains("medledger_committed_total"));
     assert!(text.contains("route=\"/v1/records\""));
+    // What holds memory: the allocators (this test binary's allocator is glibc's, so
+    // malloc's in-use bytes are the process's heap) and each RocksDB by kind.
+    let gauge = |line: &str| -> u64 {
+        let found = text.lines().find(|l| l.starts_with(line));
+        let value = found.and_then(|l| l.rsplit(' ').next()?.parse().ok());
+        value.unwrap_or_else(|| panic!("/metrics has no {line}"))
+    };
+    assert!(gauge("medledger_heap_bytes{kind=\"malloc_in_use\"}") > 1 << 20);
+    gauge("medledger_heap_bytes{kind=\"mimalloc_committed\"}");
+    gauge("medledger_heap_bytes{kind=\"malloc_free_held\"}");
+    for store in ["views", "ledger_index", "search"] {
+        gauge(&format!(
+            "medledger_{store}_memory_bytes{{kind=\"block_cache\"}}"
+        ));
+        gauge(&format!(
+            "medledger_{store}_memory_bytes{{kind=\"memtables\"}}"
+        ));
+    }
     env.core.close();
 }
 
