@@ -20,7 +20,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use rocksdb::{BlockBasedOptions, ColumnFamilyDescriptor, Options, WriteBatch, DB};
+use rocksdb::{ColumnFamilyDescriptor, Options, WriteBatch, DB};
 
 use super::terms::{Term, TERM_BYTES};
 
@@ -336,11 +336,7 @@ impl SearchStore {
         let cfs = CFS.map(|name| {
             let mut cf = Options::default();
             cf.set_compression_type(rocksdb::DBCompressionType::Lz4);
-            let mut table = BlockBasedOptions::default();
-            table.set_block_cache(&cache);
-            // Index and filter blocks in the cache too (bounded), as the views'.
-            table.set_cache_index_and_filter_blocks(true);
-            table.set_pin_l0_filter_and_index_blocks_in_cache(true);
+            let mut table = medledger_storage::ledger::index::cached_table(&cache);
             if name != CF_POSTINGS {
                 // Point lookups: a hit's doc, a term's count.
                 table.set_bloom_filter(10.0, false);

@@ -320,15 +320,10 @@ pub fn direct_io_supported(dir: &Path) -> Result<bool, ViewError> {
 fn cf_options(name: &str, live_cache: Option<&rocksdb::Cache>) -> Options {
     let mut cf = Options::default();
     cf.set_compression_type(rocksdb::DBCompressionType::Lz4);
-    let mut table = BlockBasedOptions::default();
-    if let Some(cache) = live_cache {
-        table.set_block_cache(cache);
-        // The files' index and filter blocks in the same cache, not beside it: outside,
-        // they grew with the data (~2 MiB a minute in a soak, docs/RELIABILITY.md); those
-        // of level 0 are pinned (every read and every projected event consults them).
-        table.set_cache_index_and_filter_blocks(true);
-        table.set_pin_l0_filter_and_index_blocks_in_cache(true);
-    }
+    let mut table = match live_cache {
+        Some(cache) => medledger_storage::ledger::index::cached_table(cache),
+        None => BlockBasedOptions::default(),
+    };
     if name == View::Records.name() {
         // A `records` row holds the record's whole state (metadata included), so
         // this memtable fills ~20 times faster than a timeline's, and

@@ -86,13 +86,22 @@ const MEMTABLES_BYTES: usize = 64 << 20;
 /// The index's block cache, shared by its column families.
 const BLOCK_CACHE_BYTES: usize = 64 << 20;
 
-/// A column family's options: its memtable at most a quarter of MEMTABLES_BYTES, its
-/// blocks, index and filter blocks in `cache`.
-fn cf_options(cache: &Cache) -> Options {
+/// Table options whose data, index and filter blocks all live in `cache`, those of level 0
+/// pinned there (every lookup reads them). Outside the cache, the files' index and filter
+/// blocks grow with the data (~2-3 MiB a minute in a soak, docs/RELIABILITY.md); inside,
+/// the cache bounds them. The ledger's index, the views and the search index use it.
+pub fn cached_table(cache: &Cache) -> BlockBasedOptions {
     let mut table = BlockBasedOptions::default();
     table.set_block_cache(cache);
     table.set_cache_index_and_filter_blocks(true);
     table.set_pin_l0_filter_and_index_blocks_in_cache(true);
+    table
+}
+
+/// A column family's options: its memtable at most a quarter of MEMTABLES_BYTES, its
+/// blocks in `cache`.
+fn cf_options(cache: &Cache) -> Options {
+    let table = cached_table(cache);
     let mut cf = Options::default();
     cf.set_write_buffer_size(MEMTABLES_BYTES / 4);
     cf.set_block_based_table_factory(&table);
@@ -121,8 +130,7 @@ impl Index {
         // Bounded memory (a soak's RSS grew with RocksDB's defaults: 64 MiB of memtable and
         // a 32 MiB block cache per column family, and the files' index and filter blocks
         // outside any cache, growing with the ledger): the memtables together take at most
-        // MEMTABLES_BYTES, and one cache holds the data blocks and the index and filter
-        // blocks too (those of level 0 pinned: every lookup reads them).
+        // MEMTABLES_BYTES, and one cache holds every block ([`cached_table`]).
         opts.set_db_write_buffer_size(MEMTABLES_BYTES);
         let cache = Cache::new_lru_cache(BLOCK_CACHE_BYTES);
         let cfs = [CF_BLOCK_LOC, CF_BLOCK_HASH, CF_TX, CF_META]
