@@ -243,14 +243,13 @@ fn resident_bytes() -> Option<u64> {
 fn heap_bytes() -> Vec<(&'static str, u64)> {
     let mut rows = Vec::with_capacity(3);
     let mut committed = 0usize;
-    let mut unused = 0usize;
-    // SAFETY: every out-pointer is a valid `usize` (or null where mimalloc allows it).
+    // SAFETY: `committed` is a valid `usize`; mimalloc skips every null out-pointer.
     unsafe {
         libmimalloc_sys::mi_process_info(
             std::ptr::null_mut(),
             std::ptr::null_mut(),
             std::ptr::null_mut(),
-            &mut unused,
+            std::ptr::null_mut(),
             std::ptr::null_mut(),
             &mut committed,
             std::ptr::null_mut(),
