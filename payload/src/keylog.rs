@@ -25,10 +25,8 @@
 //! - a key record whose key has a tombstone is overwritten again (the crash came between
 //!   the tombstone and the overwrite).
 
-use std::collections::hash_map::Entry;
-use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -76,20 +74,169 @@ pub enum KeyLogError {
     /// A failed write or fsync; the log refuses writes until reopened.
     #[error("key log is poisoned after a failed write; restart to recover")]
     Poisoned,
+    /// The log holds [`MAX_SLOTS`] records, the most its index addresses.
+    #[error("key log {path} holds {MAX_SLOTS} records, the most one log can address")]
+    Full {
+        /// The log file.
+        path: PathBuf,
+    },
 }
 
-/// What the log knows about a key id.
+/// Records one log addresses: slot numbers are `u32`s with the top bit for the kind
+/// (2^31 records of 82 bytes: 176 GB of key log).
+pub(crate) const MAX_SLOTS: u32 = 1 << 31;
+/// The top bit of an indexed slot number: a record's content key ([`KIND_RECORD_KEY`]).
+const RECORD_KEY_BIT: u32 = 1 << 31;
+
+/// A key being erased or erased: its tombstone ends at `tombstone_lsn`; `key_offset` is
+/// the key's own record, still to be overwritten (or overwritten again: harmless) by the
+/// next `erase` of it.
 #[derive(Clone, Copy, Debug)]
-enum Slot {
-    /// The key's record is at `offset`; `record`: a record's content key
-    /// ([`KIND_RECORD_KEY`]).
-    Live { offset: u64, record: bool },
-    /// A tombstone ends at `tombstone_lsn`; `key_offset` is the key's own record, still
-    /// to be overwritten (or overwritten again: harmless) by the next `erase` of it.
-    Erased {
-        tombstone_lsn: u64,
-        key_offset: Option<u64>,
-    },
+struct Erased {
+    tombstone_lsn: u64,
+    key_offset: Option<u64>,
+}
+
+/// A live key's slot: its number, and whether it is a record's content key.
+#[derive(Clone, Copy, Debug)]
+struct Live {
+    slot: u32,
+    record: bool,
+}
+
+impl Live {
+    fn packed(self) -> u32 {
+        self.slot | if self.record { RECORD_KEY_BIT } else { 0 }
+    }
+
+    fn unpacked(packed: u32) -> Live {
+        Live {
+            slot: packed & !RECORD_KEY_BIT,
+            record: packed & RECORD_KEY_BIT != 0,
+        }
+    }
+
+    fn offset(self) -> u64 {
+        offset_of(self.slot)
+    }
+}
+
+/// The first 8 bytes of a key id: the live index's key.
+type Prefix = [u8; 8];
+
+fn prefix(key_id: &KeyIdBytes) -> Prefix {
+    key_id[..8].try_into().expect("8 bytes")
+}
+
+/// What the log knows about its key ids, in memory: one entry per key the log holds, so
+/// kept small. Key ids are random or a hash of a record id, so 8 of their 16 bytes tell
+/// them apart but for about one pair in 2^64 / n: a live key is indexed by its first 8
+/// bytes and a `u32` slot number (13 bytes a key in the table, against 49 with the whole
+/// id and a `u64` offset); the full id is in the key's record, which every lookup reads
+/// anyway and compares. A key whose first 8 bytes another live key has is indexed by its
+/// whole id in `collided`. Erased keys (few) are indexed by their whole id.
+#[derive(Default)]
+struct Index {
+    live: foldhash::HashMap<Prefix, u32>,
+    collided: foldhash::HashMap<KeyIdBytes, u32>,
+    erased: foldhash::HashMap<KeyIdBytes, Erased>,
+}
+
+/// Where a live key is indexed.
+#[derive(Clone, Copy)]
+enum Found {
+    /// In [`Index::live`].
+    ByPrefix(Live),
+    /// In [`Index::collided`].
+    ByWholeId(Live),
+}
+
+impl Found {
+    fn live(self) -> Live {
+        match self {
+            Found::ByPrefix(live) | Found::ByWholeId(live) => live,
+        }
+    }
+}
+
+impl Index {
+    fn len(&self) -> usize {
+        self.live.len() + self.collided.len() + self.erased.len()
+    }
+
+    /// Every live key's slot, in slot order.
+    fn live_slots(&self) -> Vec<Live> {
+        let mut slots: Vec<Live> = self
+            .live
+            .values()
+            .chain(self.collided.values())
+            .map(|packed| Live::unpacked(*packed))
+            .collect();
+        slots.sort_unstable_by_key(|live| live.slot);
+        slots
+    }
+
+    /// The live key `key_id`, if indexed: a candidate by its prefix is read from `file`
+    /// and compared.
+    fn find(&self, file: &File, key_id: &KeyIdBytes) -> io::Result<Option<Found>> {
+        let Some(packed) = self.live.get(&prefix(key_id)) else {
+            return Ok(None);
+        };
+        let live = Live::unpacked(*packed);
+        if read_key_id(file, live.slot)? == *key_id {
+            return Ok(Some(Found::ByPrefix(live)));
+        }
+        Ok(self
+            .collided
+            .get(key_id)
+            .map(|packed| Found::ByWholeId(Live::unpacked(*packed))))
+    }
+
+    /// Indexes a live key not indexed yet (checked by the caller with [`Self::find`]).
+    fn insert_live(&mut self, key_id: &KeyIdBytes, live: Live) {
+        match self.live.entry(prefix(key_id)) {
+            std::collections::hash_map::Entry::Vacant(entry) => {
+                entry.insert(live.packed());
+            }
+            std::collections::hash_map::Entry::Occupied(_) => {
+                self.collided.insert(*key_id, live.packed());
+            }
+        }
+    }
+
+    /// Removes a live key found by [`Self::find`] (its prefix entry goes to a collided
+    /// key sharing the prefix, if one is left, so every collided key's prefix is taken).
+    fn remove_live(&mut self, key_id: &KeyIdBytes, found: Found) {
+        match found {
+            Found::ByWholeId(_) => {
+                self.collided.remove(key_id);
+            }
+            Found::ByPrefix(_) => {
+                let key = prefix(key_id);
+                let heir = self.collided.keys().find(|id| prefix(id) == key).copied();
+                match heir {
+                    Some(heir) => {
+                        let packed = self.collided.remove(&heir).expect("found above");
+                        self.live.insert(key, packed);
+                    }
+                    None => {
+                        self.live.remove(&key);
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn offset_of(slot: u32) -> u64 {
+    HEADER_BYTES + u64::from(slot) * RECORD_BYTES as u64
+}
+
+/// The key id bytes of the record in `slot`.
+fn read_key_id(file: &File, slot: u32) -> io::Result<KeyIdBytes> {
+    let mut id = [0u8; 16];
+    file.read_exact_at(&mut id, offset_of(slot) + 1)?;
+    Ok(id)
 }
 
 /// What [`KeyLog::get`] found.
@@ -108,7 +255,7 @@ struct Inner {
     len: u64,
     /// Bytes written (appended or overwritten) since open: the group commit's LSN.
     written_lsn: u64,
-    index: HashMap<KeyIdBytes, Slot>,
+    index: Index,
     poisoned: bool,
 }
 
@@ -210,25 +357,26 @@ impl KeyLog {
             .mode(0o600)
             .open(path)
             .map_err(io_error)?;
-        let mut bytes = Vec::new();
-        (&file).read_to_end(&mut bytes).map_err(io_error)?;
-        if bytes.len() < HEADER_BYTES as usize {
+        let mut file_len = file.metadata().map_err(io_error)?.len();
+        if file_len < HEADER_BYTES {
             // New, or created by a crash before its header was durable: no record can
-            // have been acknowledged before the header was (see `create_header`).
+            // have been acknowledged before the header was (it is synced before any).
             file.set_len(0).map_err(io_error)?;
             file.write_all_at(&header(), 0).map_err(io_error)?;
             file.sync_all().map_err(io_error)?;
             sync_parent_dir(path).map_err(io_error)?;
-            bytes = header().to_vec();
+            file_len = HEADER_BYTES;
         }
-        if bytes[..HEADER_BYTES as usize] != header() {
+        let mut found_header = [0u8; HEADER_BYTES as usize];
+        file.read_exact_at(&mut found_header, 0).map_err(io_error)?;
+        if found_header != header() {
             return Err(KeyLogError::Damaged {
                 path: path.to_path_buf(),
                 offset: 0,
                 reason: "not a key log of format version 1",
             });
         }
-        let recovered = recover(path, &file, &bytes)?;
+        let recovered = recover(path, &file, file_len)?;
         let inner = Arc::new(Mutex::new(Inner {
             file: Arc::new(file),
             len: recovered.len,
@@ -341,8 +489,20 @@ impl KeyLog {
     ) -> Result<Option<u64>, KeyLogError> {
         let mut inner = self.lock();
         self.check_writable(&inner)?;
-        if inner.index.contains_key(key_id) {
+        if inner.index.erased.contains_key(key_id)
+            || inner
+                .index
+                .find(&inner.file, key_id)
+                .map_err(|e| self.io_error(e))?
+                .is_some()
+        {
             return Ok(None);
+        }
+        let slot = slot_of(inner.len);
+        if slot >= MAX_SLOTS {
+            return Err(KeyLogError::Full {
+                path: self.path.clone(),
+            });
         }
         let offset = inner.len;
         let lsn = Self::write(
@@ -352,75 +512,115 @@ impl KeyLog {
         )
         .map_err(|e| self.io_error(e))?;
         inner.len += RECORD_BYTES as u64;
-        inner.index.insert(*key_id, Slot::Live { offset, record });
+        inner.index.insert_live(key_id, Live { slot, record });
         Ok(Some(lsn))
     }
 
     /// The wrapped key of `key_id`, or whether it was erased or is absent.
     pub(crate) fn get(&self, key_id: &KeyIdBytes) -> Result<Lookup, KeyLogError> {
-        let (file, offset) = {
+        let (file, candidate) = {
             let inner = self.lock();
-            match inner.index.get(key_id) {
+            if inner.index.erased.contains_key(key_id) {
+                return Ok(Lookup::Erased);
+            }
+            match inner.index.live.get(&prefix(key_id)) {
                 None => return Ok(Lookup::Absent),
-                Some(Slot::Erased { .. }) => return Ok(Lookup::Erased),
-                Some(Slot::Live { offset, .. }) => (Arc::clone(&inner.file), *offset),
+                Some(packed) => (Arc::clone(&inner.file), Live::unpacked(*packed)),
             }
         };
-        let mut record = [0u8; RECORD_BYTES];
-        file.read_exact_at(&mut record, offset)
-            .map_err(|e| self.io_error(e))?;
-        let damaged = |reason| KeyLogError::Damaged {
-            path: self.path.clone(),
-            offset,
-            reason,
-        };
-        if key_id_of(&record) != *key_id {
-            return Err(damaged("the record names another key id"));
+        // Read outside the lock: a slot, once written, only ever holds its key id (an
+        // erasure overwrites it in place with the same id).
+        let record = self.read_record(&file, candidate.slot)?;
+        if key_id_of(&record) == *key_id {
+            return self.decode_live(&record, candidate.slot);
         }
-        match decode_kind(&record) {
+        // Another key with the same first 8 bytes holds the prefix (or held it when
+        // read: an erasure may have handed it on since). Rare: looked up again whole,
+        // under the lock.
+        let found = {
+            let inner = self.lock();
+            inner
+                .index
+                .find(&inner.file, key_id)
+                .map_err(|e| self.io_error(e))?
+        };
+        let Some(found) = found else {
+            return Ok(if self.is_erased(key_id) {
+                Lookup::Erased
+            } else {
+                Lookup::Absent
+            });
+        };
+        let slot = found.live().slot;
+        let record = self.read_record(&file, slot)?;
+        if key_id_of(&record) != *key_id {
+            return Err(self.damaged(slot, "the record names another key id"));
+        }
+        self.decode_live(&record, slot)
+    }
+
+    fn read_record(&self, file: &File, slot: u32) -> Result<[u8; RECORD_BYTES], KeyLogError> {
+        let mut record = [0u8; RECORD_BYTES];
+        file.read_exact_at(&mut record, offset_of(slot))
+            .map_err(|e| self.io_error(e))?;
+        Ok(record)
+    }
+
+    fn damaged(&self, slot: u32, reason: &'static str) -> KeyLogError {
+        KeyLogError::Damaged {
+            path: self.path.clone(),
+            offset: offset_of(slot),
+            reason,
+        }
+    }
+
+    /// What an indexed live key's record (read from `slot`) holds now.
+    fn decode_live(&self, record: &[u8; RECORD_BYTES], slot: u32) -> Result<Lookup, KeyLogError> {
+        match decode_kind(record) {
             Some(KIND_KEY | KIND_RECORD_KEY) => Ok(Lookup::Wrapped(
                 record[17..CRC_OFFSET].try_into().expect("61 bytes"),
             )),
             // Erased in place after the index was read.
             Some(_) => Ok(Lookup::Erased),
-            None => Err(damaged("the key's record fails its CRC")),
+            None => Err(self.damaged(slot, "the key's record fails its CRC")),
         }
     }
 
     /// True if the log has a tombstone for `key_id`.
     pub(crate) fn is_erased(&self, key_id: &KeyIdBytes) -> bool {
-        matches!(self.lock().index.get(key_id), Some(Slot::Erased { .. }))
+        self.lock().index.erased.contains_key(key_id)
     }
 
     /// Erases `key_id`: a durable tombstone first, then the key's own record overwritten
     /// in place and made durable. Idempotent; also for ids the log never held (their
     /// tombstone records the erasure of a key kept in the old layout, or of none).
     pub(crate) fn erase(&self, key_id: &KeyIdBytes) -> Result<(), KeyLogError> {
-        let (tombstone_lsn, key_offset) = {
+        let Erased {
+            tombstone_lsn,
+            key_offset,
+        } = {
             let mut inner = self.lock();
             self.check_writable(&inner)?;
-            match inner.index.get(key_id).copied() {
-                Some(Slot::Erased {
-                    tombstone_lsn,
-                    key_offset,
-                }) => (tombstone_lsn, key_offset),
-                found => {
-                    let key_offset = match found {
-                        Some(Slot::Live { offset, .. }) => Some(offset),
-                        _ => None,
-                    };
+            match inner.index.erased.get(key_id).copied() {
+                Some(erased) => erased,
+                None => {
+                    let found = inner
+                        .index
+                        .find(&inner.file, key_id)
+                        .map_err(|e| self.io_error(e))?;
                     let offset = inner.len;
                     let tombstone_lsn = Self::write(&mut inner, &erased_record(key_id), offset)
                         .map_err(|e| self.io_error(e))?;
                     inner.len += RECORD_BYTES as u64;
-                    inner.index.insert(
-                        *key_id,
-                        Slot::Erased {
-                            tombstone_lsn,
-                            key_offset,
-                        },
-                    );
-                    (tombstone_lsn, key_offset)
+                    if let Some(found) = found {
+                        inner.index.remove_live(key_id, found);
+                    }
+                    let erased = Erased {
+                        tombstone_lsn,
+                        key_offset: found.map(|f| f.live().offset()),
+                    };
+                    inner.index.erased.insert(*key_id, erased);
+                    erased
                 }
             }
         };
@@ -439,52 +639,72 @@ impl KeyLog {
         self.wait_durable(overwrite_lsn)
     }
 
+    /// Live keys' records and kinds (`true`: a record's content key), in slot order, read
+    /// from the file a chunk at a time (a snapshot of the index).
+    fn live_records(&self) -> Result<Vec<(Live, [u8; RECORD_BYTES])>, KeyLogError> {
+        let (file, slots) = {
+            let inner = self.lock();
+            (Arc::clone(&inner.file), inner.index.live_slots())
+        };
+        let mut records = Vec::with_capacity(slots.len());
+        let mut chunk = vec![0u8; RECOVERY_CHUNK_SLOTS * RECORD_BYTES];
+        // The slots `chunk` holds: `first..first + held`.
+        let (mut first, mut held) = (0u32, 0u32);
+        let last = slots.last().map_or(0, |live| live.slot);
+        for live in slots {
+            if live.slot < first || live.slot >= first + held {
+                first = live.slot;
+                held = (last - first + 1).min(RECOVERY_CHUNK_SLOTS as u32);
+                file.read_exact_at(&mut chunk[..held as usize * RECORD_BYTES], offset_of(first))
+                    .map_err(|e| self.io_error(e))?;
+            }
+            let at = (live.slot - first) as usize * RECORD_BYTES;
+            let record: [u8; RECORD_BYTES] =
+                chunk[at..at + RECORD_BYTES].try_into().expect("82 bytes");
+            records.push((live, record));
+        }
+        Ok(records)
+    }
+
     /// Some live key's id, if the log holds one.
-    pub(crate) fn any_live_key_id(&self) -> Option<KeyIdBytes> {
-        self.lock()
-            .index
-            .iter()
-            .find(|(_, slot)| matches!(slot, Slot::Live { .. }))
-            .map(|(id, _)| *id)
+    pub(crate) fn any_live_key_id(&self) -> Result<Option<KeyIdBytes>, KeyLogError> {
+        let (file, slot) = {
+            let inner = self.lock();
+            let first = inner.index.live.values().next().copied();
+            (Arc::clone(&inner.file), first)
+        };
+        slot.map(|packed| read_key_id(&file, Live::unpacked(packed).slot))
+            .transpose()
+            .map_err(|e| self.io_error(e))
     }
 
     /// Key ids with a live key, records' content keys left out (the reconcile's
     /// candidates: a payload's key no record names is an orphan; a record's is not).
-    pub(crate) fn live_payload_key_ids(&self) -> Vec<KeyIdBytes> {
-        self.lock()
-            .index
+    pub(crate) fn live_payload_key_ids(&self) -> Result<Vec<KeyIdBytes>, KeyLogError> {
+        Ok(self
+            .live_records()?
             .iter()
-            .filter(|(_, slot)| matches!(slot, Slot::Live { record: false, .. }))
-            .map(|(id, _)| *id)
-            .collect()
+            .filter(|(live, _)| !live.record)
+            .map(|(_, bytes)| key_id_of(bytes))
+            .collect())
     }
 
     /// Every live key's wrapped bytes and every erased key id (for a master key
     /// rotation, which holds off every other use of the log meanwhile).
     pub(crate) fn contents(&self) -> Result<Contents, KeyLogError> {
-        let (live, erased): (Vec<(KeyIdBytes, bool)>, Vec<KeyIdBytes>) = {
-            let inner = self.lock();
-            let live = inner
-                .index
-                .iter()
-                .filter_map(|(id, s)| match s {
-                    Slot::Live { record, .. } => Some((*id, *record)),
-                    Slot::Erased { .. } => None,
-                })
-                .collect();
-            let erased = inner
-                .index
-                .iter()
-                .filter(|(_, s)| matches!(s, Slot::Erased { .. }))
-                .map(|(id, _)| *id)
-                .collect();
-            (live, erased)
-        };
+        let live = self.live_records()?;
+        let erased = self.lock().index.erased.keys().copied().collect();
         let mut keys = Vec::with_capacity(live.len());
-        for (id, record) in live {
-            match self.get(&id)? {
-                Lookup::Wrapped(w) => keys.push((id, w, record)),
-                Lookup::Erased | Lookup::Absent => {}
+        for (live, bytes) in live {
+            match decode_kind(&bytes) {
+                Some(KIND_KEY | KIND_RECORD_KEY) => keys.push((
+                    key_id_of(&bytes),
+                    bytes[17..CRC_OFFSET].try_into().expect("61 bytes"),
+                    live.record,
+                )),
+                // Erased in place after the index was read.
+                Some(_) => {}
+                None => return Err(self.damaged(live.slot, "the key's record fails its CRC")),
             }
         }
         Ok(Contents { keys, erased })
@@ -495,92 +715,115 @@ impl KeyLog {
         self.commit.fsyncs()
     }
 
-    /// Key ids in the in-memory index.
+    /// Key ids in the in-memory index (live and erased).
     pub(crate) fn indexed(&self) -> usize {
         self.lock().index.len()
     }
 }
 
-struct Recovered {
-    len: u64,
-    index: HashMap<KeyIdBytes, Slot>,
+/// The slot a record at `offset` (past the header) is in; `u64::MAX` slots clamp.
+fn slot_of(offset: u64) -> u32 {
+    u32::try_from((offset - HEADER_BYTES) / RECORD_BYTES as u64).unwrap_or(u32::MAX)
 }
 
-/// Rebuilds the index from the log's bytes, cutting a torn tail and finishing interrupted
-/// erasures (see the module documentation); fsyncs if it changed the file.
-fn recover(path: &Path, file: &File, bytes: &[u8]) -> Result<Recovered, KeyLogError> {
+struct Recovered {
+    len: u64,
+    index: Index,
+}
+
+/// Slots read at a time by recovery (~1 MiB): the log is never read whole into memory.
+const RECOVERY_CHUNK_SLOTS: usize = 12_800;
+
+/// Rebuilds the index from the log's `file_len` bytes in one pass, cutting a torn tail
+/// and finishing interrupted erasures (see the module documentation); fsyncs if it
+/// changed the file.
+fn recover(path: &Path, file: &File, file_len: u64) -> Result<Recovered, KeyLogError> {
     let io_error = |source| KeyLogError::Io {
         path: path.to_path_buf(),
         source,
     };
-    let body = &bytes[HEADER_BYTES as usize..];
-    let slots: Vec<&[u8]> = body.chunks_exact(RECORD_BYTES).collect();
-    let kinds: Vec<Option<u8>> = slots.iter().map(|s| decode_kind(s)).collect();
-    let valid_slots = kinds.iter().rposition(Option::is_some).map_or(0, |i| i + 1);
-    let offset_of = |i: usize| HEADER_BYTES + (i * RECORD_BYTES) as u64;
-    let tombstones: std::collections::HashSet<KeyIdBytes> = slots[..valid_slots]
-        .iter()
-        .zip(&kinds)
-        .filter(|(_, kind)| **kind == Some(KIND_ERASED))
-        .map(|(slot, _)| key_id_of(slot))
-        .collect();
-    let mut index = HashMap::new();
-    let mut overwrite = Vec::new();
-    for (i, (slot, kind)) in slots[..valid_slots].iter().zip(&kinds).enumerate() {
-        let key_id = key_id_of(slot);
-        let erased = Slot::Erased {
-            tombstone_lsn: 0,
-            key_offset: None,
-        };
-        match kind {
-            None if tombstones.contains(&key_id) => {
-                overwrite.push((i, key_id));
-                index.insert(key_id, erased);
-            }
-            None => {
-                return Err(KeyLogError::Damaged {
-                    path: path.to_path_buf(),
-                    offset: offset_of(i),
-                    reason: "a record fails its CRC and valid records follow it",
-                })
-            }
-            Some(KIND_KEY | KIND_RECORD_KEY) if tombstones.contains(&key_id) => {
-                overwrite.push((i, key_id));
-                index.insert(key_id, erased);
-            }
-            Some(kind @ (KIND_KEY | KIND_RECORD_KEY)) => match index.entry(key_id) {
-                Entry::Vacant(entry) => {
-                    entry.insert(Slot::Live {
-                        offset: offset_of(i),
-                        record: *kind == KIND_RECORD_KEY,
-                    });
+    let damaged = |slot: u32, reason| KeyLogError::Damaged {
+        path: path.to_path_buf(),
+        offset: offset_of(slot),
+        reason,
+    };
+    let slots = (file_len - HEADER_BYTES) / RECORD_BYTES as u64;
+    if slots > u64::from(MAX_SLOTS) {
+        return Err(damaged(MAX_SLOTS, "more records than one log can address"));
+    }
+    let slots = slots as u32;
+    let mut index = Index::default();
+    // Slots failing their CRC, and key records to overwrite as erased (their key has a
+    // tombstone): both few.
+    let mut bad: Vec<(u32, KeyIdBytes)> = Vec::new();
+    let mut overwrite: Vec<(u32, KeyIdBytes)> = Vec::new();
+    let mut valid_slots: u32 = 0;
+    let mut chunk = vec![0u8; RECOVERY_CHUNK_SLOTS * RECORD_BYTES];
+    let mut first: u32 = 0;
+    while first < slots {
+        let n = (slots - first).min(RECOVERY_CHUNK_SLOTS as u32);
+        let bytes = &mut chunk[..n as usize * RECORD_BYTES];
+        file.read_exact_at(bytes, offset_of(first))
+            .map_err(io_error)?;
+        for (i, record) in bytes.chunks_exact(RECORD_BYTES).enumerate() {
+            let slot = first + i as u32;
+            let key_id = key_id_of(record);
+            let Some(kind) = decode_kind(record) else {
+                bad.push((slot, key_id));
+                continue;
+            };
+            valid_slots = slot + 1;
+            match kind {
+                KIND_KEY | KIND_RECORD_KEY if index.erased.contains_key(&key_id) => {
+                    overwrite.push((slot, key_id));
                 }
-                Entry::Occupied(_) => {
-                    return Err(KeyLogError::Damaged {
-                        path: path.to_path_buf(),
-                        offset: offset_of(i),
-                        reason: "a key id is stored twice",
-                    })
+                KIND_KEY | KIND_RECORD_KEY => {
+                    if index.find(file, &key_id).map_err(io_error)?.is_some() {
+                        return Err(damaged(slot, "a key id is stored twice"));
+                    }
+                    let record = kind == KIND_RECORD_KEY;
+                    index.insert_live(&key_id, Live { slot, record });
                 }
-            },
-            Some(_) => {
-                index.insert(key_id, erased);
+                _ => {
+                    if let Some(found) = index.find(file, &key_id).map_err(io_error)? {
+                        index.remove_live(&key_id, found);
+                        overwrite.push((found.live().slot, key_id));
+                    }
+                    index.erased.insert(
+                        key_id,
+                        Erased {
+                            tombstone_lsn: 0,
+                            key_offset: None,
+                        },
+                    );
+                }
             }
         }
+        first += n;
+    }
+    // A bad slot before the last valid one is an in-place erasure cut short, or damage.
+    for (slot, key_id) in bad.iter().take_while(|(slot, _)| *slot < valid_slots) {
+        if !index.erased.contains_key(key_id) {
+            return Err(damaged(
+                *slot,
+                "a record fails its CRC and valid records follow it",
+            ));
+        }
+        overwrite.push((*slot, *key_id));
     }
     let len = offset_of(valid_slots);
     let mut changed = false;
-    if len < bytes.len() as u64 {
+    if len < file_len {
         tracing::warn!(
             log = %path.display(),
-            discarded_bytes = bytes.len() as u64 - len,
+            discarded_bytes = file_len - len,
             "key log: cut off a torn tail (never acknowledged)"
         );
         file.set_len(len).map_err(io_error)?;
         changed = true;
     }
-    for (i, key_id) in overwrite {
-        file.write_all_at(&erased_record(&key_id), offset_of(i))
+    for (slot, key_id) in overwrite {
+        file.write_all_at(&erased_record(&key_id), offset_of(slot))
             .map_err(io_error)?;
         changed = true;
     }
@@ -615,6 +858,128 @@ mod tests {
 
     fn slot_offset(i: usize) -> u64 {
         HEADER_BYTES + (i * RECORD_BYTES) as u64
+    }
+
+    /// Ids sharing their first 8 bytes (the live index's key) and no more.
+    fn sharing_prefix(n: u8) -> KeyIdBytes {
+        let mut id = [0xab; 16];
+        id[15] = n;
+        id
+    }
+
+    #[test]
+    fn ids_sharing_their_first_8_bytes_are_told_apart_across_erasure_and_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("keys.log");
+        let log = KeyLog::open(&path).unwrap();
+        let (a, b, c) = (sharing_prefix(1), sharing_prefix(2), sharing_prefix(3));
+        for (n, id) in [(1, a), (2, b), (3, c)] {
+            assert!(log.append(&id, &wrapped(n)).unwrap());
+            // Known whichever way it is indexed.
+            assert!(!log.append(&id, &wrapped(n)).unwrap());
+        }
+        assert!(matches!(
+            log.get(&sharing_prefix(4)).unwrap(),
+            Lookup::Absent
+        ));
+        let check = |log: &KeyLog, live: &[(u8, KeyIdBytes)], erased: &[KeyIdBytes]| {
+            for (n, id) in live {
+                assert!(matches!(log.get(id).unwrap(), Lookup::Wrapped(w) if w == wrapped(*n)));
+            }
+            for id in erased {
+                assert!(matches!(log.get(id).unwrap(), Lookup::Erased));
+                assert!(log.is_erased(id));
+            }
+            let mut ids = log.live_payload_key_ids().unwrap();
+            ids.sort();
+            assert_eq!(ids, live.iter().map(|(_, id)| *id).collect::<Vec<_>>());
+            assert_eq!(log.indexed(), live.len() + erased.len());
+        };
+        check(&log, &[(1, a), (2, b), (3, c)], &[]);
+        // The prefix's holder erased: a key sharing the prefix takes its place.
+        log.erase(&a).unwrap();
+        check(&log, &[(2, b), (3, c)], &[a]);
+        assert!(!log.append(&a, &wrapped(1)).unwrap());
+        drop(log);
+        let log = KeyLog::open(&path).unwrap();
+        check(&log, &[(2, b), (3, c)], &[a]);
+        log.erase(&c).unwrap();
+        check(&log, &[(2, b)], &[a, c]);
+        let rotated = dir.path().join("next.log");
+        write_new(&rotated, &log.contents().unwrap()).unwrap();
+        check(&KeyLog::open(&rotated).unwrap(), &[(2, b)], &[a, c]);
+        // A key id stored twice under a shared prefix is damage, named by its offset.
+        drop(log);
+        let mut bytes = std::fs::read(&path).unwrap();
+        bytes.extend_from_slice(&encode(KIND_KEY, &b, &wrapped(2)));
+        std::fs::write(&path, &bytes).unwrap();
+        match KeyLog::open(&path) {
+            Err(KeyLogError::Damaged { offset, .. }) => assert_eq!(offset, slot_offset(5)),
+            other => panic!("expected a twice-stored id, got {:?}", other.err()),
+        }
+    }
+
+    #[test]
+    fn recovery_reads_the_log_in_chunks_and_misses_nothing_at_their_edges() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("keys.log");
+        let many = |i: u32| {
+            let mut id = [0u8; 16];
+            id[..4].copy_from_slice(&i.to_le_bytes());
+            id[8] = 1;
+            id
+        };
+        let total = RECOVERY_CHUNK_SLOTS as u32 * 2 + 5;
+        {
+            let log = KeyLog::open(&path).unwrap();
+            for i in 0..total {
+                log.append_unsynced(&many(i), &wrapped(i as u8), i % 2 == 0)
+                    .unwrap()
+                    .unwrap();
+            }
+            log.wait_written_durable().unwrap();
+        }
+        // Key in the first slot of the second chunk: its erasure's tombstone durable, its
+        // in-place overwrite torn. Key in the last slot of the first chunk: tombstone only.
+        let edge = RECOVERY_CHUNK_SLOTS as u32;
+        let mut bytes = std::fs::read(&path).unwrap();
+        bytes.extend_from_slice(&erased_record(&many(edge)));
+        bytes.extend_from_slice(&erased_record(&many(edge - 1)));
+        let torn = slot_offset(edge as usize) as usize;
+        bytes[torn + 20..torn + 50].fill(0);
+        std::fs::write(&path, &bytes).unwrap();
+
+        let log = KeyLog::open(&path).unwrap();
+        for i in [0, 1, edge - 2, edge + 1, total - 1] {
+            assert!(
+                matches!(log.get(&many(i)).unwrap(), Lookup::Wrapped(w) if w == wrapped(i as u8)),
+                "key {i}"
+            );
+        }
+        for i in [edge - 1, edge] {
+            assert!(
+                matches!(log.get(&many(i)).unwrap(), Lookup::Erased),
+                "key {i}"
+            );
+        }
+        assert_eq!(log.indexed(), total as usize);
+        // Payload keys are the odd ones, less the erased one.
+        assert_eq!(
+            log.live_payload_key_ids().unwrap().len(),
+            (total as usize / 2) - 1
+        );
+        let bytes = std::fs::read(&path).unwrap();
+        for i in [edge - 1, edge] {
+            let at = slot_offset(i as usize) as usize;
+            assert_eq!(&bytes[at..at + RECORD_BYTES], &erased_record(&many(i)));
+        }
+    }
+
+    #[test]
+    fn an_indexed_key_costs_13_bytes_of_table() {
+        // The live table's entry (plus hashbrown's one control byte): what a key costs
+        // in memory, for every key the log holds.
+        assert_eq!(std::mem::size_of::<(Prefix, u32)>(), 12);
     }
 
     #[test]
@@ -681,7 +1046,7 @@ mod tests {
             let w = wrapped(n);
             assert!(!bytes.windows(20).any(|win| win == &w[..20]), "key {n}");
         }
-        assert_eq!(log.live_payload_key_ids(), vec![id(3)]);
+        assert_eq!(log.live_payload_key_ids().unwrap(), vec![id(3)]);
     }
 
     #[test]
@@ -699,13 +1064,13 @@ mod tests {
         let log = KeyLog::open(&path).unwrap();
         assert!(is_live(&log, 1) && is_live(&log, 2));
         // Only the payload key is a reconcile candidate.
-        assert_eq!(log.live_payload_key_ids(), vec![id(2)]);
+        assert_eq!(log.live_payload_key_ids().unwrap(), vec![id(2)]);
         // A rotation's new log keeps the kinds.
         let next = dir.path().join("next.log");
         write_new(&next, &log.contents().unwrap()).unwrap();
         let rotated = KeyLog::open(&next).unwrap();
         assert!(is_live(&rotated, 1));
-        assert_eq!(rotated.live_payload_key_ids(), vec![id(2)]);
+        assert_eq!(rotated.live_payload_key_ids().unwrap(), vec![id(2)]);
         // Erased like any key.
         rotated.erase(&id(1)).unwrap();
         assert!(matches!(rotated.get(&id(1)).unwrap(), Lookup::Erased));

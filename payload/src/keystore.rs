@@ -175,7 +175,7 @@ impl KeyStore {
             let name = name.to_string_lossy();
             old_layout |= name.ends_with(".key") || name.ends_with(".erased");
         }
-        let any_live = log.any_live_key_id();
+        let any_live = log.any_live_key_id()?;
         let store = KeyStore {
             dir: dir.to_path_buf(),
             current: RwLock::new(Arc::new(Keys { master, log })),
@@ -381,7 +381,7 @@ impl KeyStore {
         let mut ids: Vec<String> = self
             .keys()
             .log
-            .live_payload_key_ids()
+            .live_payload_key_ids()?
             .iter()
             .map(hex::encode)
             .collect();
@@ -570,7 +570,7 @@ pub fn recover_rotation(dir: &Path, master_path: &Path) -> Result<RotationRecove
         return Ok(RotationRecovery::None);
     }
     let log = KeyLog::open(&dir.join(KEY_LOG_FILE))?;
-    let probe = match log.any_live_key_id() {
+    let probe = match log.any_live_key_id()? {
         Some(id) => match log.get(&id)? {
             Lookup::Wrapped(wrapped) => Some((hex::encode(id), wrapped)),
             Lookup::Erased | Lookup::Absent => None,
