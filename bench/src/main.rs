@@ -257,9 +257,7 @@ fn run_keys(dir: &Path, keys: u64) -> Result<(), String> {
 /// allocator): what a structure built between two calls holds, freed memory malloc keeps
 /// left out.
 fn malloc_in_use() -> u64 {
-    // SAFETY: mallinfo2 takes no arguments and returns a plain struct.
-    let info = unsafe { libc::mallinfo2() };
-    (info.uordblks + info.hblkhd) as u64
+    medledger::api::metrics::malloc_bytes().map_or(0, |(in_use, _)| in_use)
 }
 
 fn run_ingest(

@@ -257,14 +257,24 @@ fn heap_bytes() -> Vec<(&'static str, u64)> {
         );
     }
     rows.push(("mimalloc_committed", committed as u64));
+    if let Some((in_use, free_held)) = malloc_bytes() {
+        rows.push(("malloc_in_use", in_use));
+        rows.push(("malloc_free_held", free_held));
+    }
+    rows
+}
+
+/// glibc malloc's bytes handed out and not had back (its heaps and its own mmaps), and
+/// the freed bytes it keeps; `None` off glibc.
+pub fn malloc_bytes() -> Option<(u64, u64)> {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     {
         // SAFETY: mallinfo2 takes no arguments and returns a plain struct.
         let info = unsafe { libc::mallinfo2() };
-        rows.push(("malloc_in_use", (info.uordblks + info.hblkhd) as u64));
-        rows.push(("malloc_free_held", info.fordblks as u64));
+        Some(((info.uordblks + info.hblkhd) as u64, info.fordblks as u64))
     }
-    rows
+    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+    None
 }
 
 /// A gauge with a `kind` label, one line per kind (nothing for no kinds).
