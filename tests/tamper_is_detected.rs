@@ -1,23 +1,12 @@
 //! Flipping any bit of any segment file makes `medledger verify` fail and name the block
 //! whose frame holds the flipped byte.
 
+mod common;
+
 use std::path::Path;
 
 use medledger::cli;
 use medledger_storage::{Block, CutReason, Ledger, LedgerOptions};
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        let target = to.join(e.file_name());
-        if e.file_type().unwrap().is_dir() {
-            copy_dir(&e.path(), &target);
-        } else {
-            std::fs::copy(e.path(), target).unwrap();
-        }
-    }
-}
 
 fn verify_json(dir: &Path) -> (i32, serde_json::Value) {
     let mut out = Vec::new();
@@ -67,7 +56,7 @@ fn every_flipped_bit_is_found_and_named() {
         let (segment, start, end, number) = frames[(next() % frames.len() as u64) as usize];
         let at = start + next() % (end - start);
         let work = tempfile::tempdir().unwrap();
-        copy_dir(original.path(), work.path());
+        common::copy_dir(original.path(), work.path());
         let path = work
             .path()
             .join("blocks")

@@ -30,19 +30,6 @@ use medledger_views::{Backend, ViewStore};
 const BLOCKS: usize = 60;
 const PER_BLOCK: usize = 25;
 
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), &target).unwrap();
-        }
-    }
-}
-
 fn open(path: &Path) -> Arc<dyn ViewStore> {
     Arc::from(Backend::RocksDb.open(path, false).unwrap())
 }
@@ -51,10 +38,16 @@ fn open(path: &Path) -> Arc<dyn ViewStore> {
 /// stops it (which flushes).
 fn catch_up(ledger: &Arc<Ledger>, store: &Arc<dyn ViewStore>) {
     let projector = Projector::start(Arc::clone(ledger), Arc::clone(store)).unwrap();
-    projector
-        .wait_for_height(ledger.tip().height, Duration::from_secs(60))
-        .unwrap();
-    assert_eq!(projector.halted(), None);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    // Waited for in steps, so a projector that stops on a broken invariant fails the
+    // test at once, with its reason.
+    while projector
+        .wait_for_height(ledger.tip().height, Duration::from_millis(200))
+        .is_err()
+    {
+        assert_eq!(projector.halted(), None, "the projector stopped");
+        assert!(Instant::now() < deadline, "caught up within 60 s");
+    }
     projector.shutdown();
 }
 
@@ -93,7 +86,7 @@ fn views_left_at_any_flush_catch_up_to_exactly_a_rebuild() {
         assert_eq!(height, ledger.tip().height);
         drop(store);
         let image = images.join(i.to_string());
-        copy_dir(&live, &image);
+        common::copy_dir(&live, &image);
         flushed.push((height, image));
     }
     let height = ledger.tip().height;
@@ -143,7 +136,7 @@ fn views_left_at_any_flush_catch_up_to_exactly_a_rebuild() {
         crash_points += 1;
         let after = dir.path().join("after-crash");
         if let Some(image) = image {
-            copy_dir(image, &after);
+            common::copy_dir(image, &after);
         }
         let store = open(&after);
         assert_eq!(

@@ -54,6 +54,20 @@ pub fn files_under(dir: &Path) -> Vec<std::path::PathBuf> {
     out
 }
 
+/// Copies a directory tree (a closed data dir, closed views).
+pub fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
+
 /// `n` fixture events (seed `seed`) in a new ledger in `dir`, `per_block` per block.
 /// Returns the ledger's height.
 pub fn fixture_ledger(dir: &Path, seed: u64, n: usize, per_block: usize) -> u64 {
