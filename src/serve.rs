@@ -802,7 +802,11 @@ pub fn app(
 
 /// Runs the server until SIGTERM or SIGINT.
 pub fn run(config: ServeConfig) -> Result<(), ServeError> {
-    limit_malloc_arenas(MALLOC_ARENAS);
+    limit_malloc_arenas(
+        std::thread::available_parallelism()
+            .map_or(2, |n| n.get())
+            .max(2),
+    );
     let core = Core::open(&config)?;
     let state = core.state.clone();
     let workers = if config.workers == 0 {
@@ -861,21 +865,20 @@ pub fn run(config: ServeConfig) -> Result<(), ServeError> {
     result
 }
 
-/// glibc malloc arenas the server allocates from (RocksDB's memory; Rust's is mimalloc's).
-const MALLOC_ARENAS: i32 = 2;
-
-/// Caps the arenas glibc's malloc spreads allocations over, before the server's threads
-/// start. By default it makes up to 8 per core as threads contend, each a 64 MiB heap; the
-/// block caches' blocks, freed and allocated again by every thread that reads, left holes
-/// in all of them that `malloc_trim` cannot return (smaller than a page, or between blocks
-/// in use): in a 30-minute soak ~15 arenas held ~220 MiB of free memory resident, and RSS
-/// grew 13.5% after the warm-up while mimalloc's memory and malloc's bytes in use stayed
-/// flat (docs/RELIABILITY.md "Soak"). Two arenas for two cores' worth of contention keep the holes few and reused.
-fn limit_malloc_arenas(arenas: i32) {
+/// Caps the arenas glibc's malloc spreads allocations over (RocksDB's memory; Rust's is
+/// mimalloc's) at one per core, before the server's threads start. By default it makes up
+/// to 8 per core as threads contend, each a 64 MiB heap; the block caches' blocks, freed
+/// and allocated again by every thread that reads, left holes in all of them that
+/// `malloc_trim` cannot return (smaller than a page, or between blocks in use): in a
+/// 30-minute soak on 2 cores ~15 arenas held ~220 MiB of free memory resident, and RSS grew
+/// 13.5% after the warm-up while mimalloc's memory and malloc's bytes in use stayed flat
+/// (docs/RELIABILITY.md "Soak"). One arena per core keeps the holes few and reused.
+fn limit_malloc_arenas(arenas: usize) {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     {
         // SAFETY: mallopt only sets malloc's parameters; called before the threads it
         // concerns exist.
+        let arenas = i32::try_from(arenas).unwrap_or(i32::MAX);
         if unsafe { libc::mallopt(libc::M_ARENA_MAX, arenas) } != 1 {
             tracing::warn!(arenas, "malloc did not take the arena limit");
         }
