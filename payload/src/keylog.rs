@@ -130,9 +130,10 @@ fn prefix(key_id: &KeyIdBytes) -> Prefix {
 
 /// What the log knows about its key ids, in memory: one entry per key the log holds, so
 /// kept small. Key ids are random or a hash of a record id, so 8 of their 16 bytes tell
-/// them apart but for about one pair in 2^64 / n: a live key is indexed by its first 8
-/// bytes and a `u32` slot number (13 bytes a key in the table, against 49 with the whole
-/// id and a `u64` offset); the full id is in the key's record, which every lookup reads
+/// n keys apart but for about n^2 / 2^65 pairs (under one pair up to the log's 2^31 keys):
+/// a live key is indexed by its first 8 bytes and a `u32` slot number (13 bytes a key in
+/// the table, against 41 with the whole id and a slot enum); the full id is in the key's
+/// record, which every lookup reads
 /// anyway and compares. A key whose first 8 bytes another live key has is indexed by its
 /// whole id in `collided`. Erased keys (few) are indexed by their whole id.
 #[derive(Default)]
