@@ -802,15 +802,12 @@ pub fn app(
 
 /// Runs the server until SIGTERM or SIGINT.
 pub fn run(config: ServeConfig) -> Result<(), ServeError> {
-    limit_malloc_arenas(
-        std::thread::available_parallelism()
-            .map_or(2, |n| n.get())
-            .max(2),
-    );
+    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+    limit_malloc_arenas(cores.max(2));
     let core = Core::open(&config)?;
     let state = core.state.clone();
     let workers = if config.workers == 0 {
-        std::thread::available_parallelism().map_or(2, |n| n.get())
+        cores
     } else {
         config.workers
     };
