@@ -19,7 +19,8 @@ use medledger_payload::keystore::{record_key_bytes, record_key_id, KeyStore, Key
 /// under `<data_dir>/payloads/master.key`), for tools that write the ledger themselves.
 pub fn open_keys(data_dir: &Path) -> Result<KeyStore, String> {
     let dir = data_dir.join("payloads");
-    std::fs::create_dir_all(&dir).map_err(|e| format!("creating the payload directory: {e}"))?;
+    medledger_storage::ledger::fs::create_dir_durably(&dir)
+        .map_err(|e| format!("creating the payload directory: {e}"))?;
     let master = MasterKey::load_or_create(&dir.join("master.key")).map_err(|e| e.to_string())?;
     KeyStore::open(&dir.join("keys"), master).map_err(|e| e.to_string())
 }

@@ -447,9 +447,11 @@ impl Core {
     /// authentication key. Prints how to mint a token when it creates the secret.
     pub fn open(config: &ServeConfig) -> Result<Core, ServeError> {
         config.orderer.validate()?;
-        std::fs::create_dir_all(&config.data_dir).map_err(|source| ServeError::DataDir {
-            path: config.data_dir.clone(),
-            source,
+        medledger_storage::ledger::fs::create_dir_durably(&config.data_dir).map_err(|source| {
+            ServeError::DataDir {
+                path: config.data_dir.clone(),
+                source,
+            }
         })?;
         let raft_dir = config.data_dir.join(crate::cluster::RAFT_DIR);
         if config.cluster.is_none() && raft_dir.exists() {

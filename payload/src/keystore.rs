@@ -167,7 +167,7 @@ impl KeyStore {
     /// Opens (creating if needed) the key directory `dir`, wrapping keys with `master`,
     /// and recovers its key log.
     pub fn open(dir: &Path, master: MasterKey) -> Result<KeyStore, KeyStoreError> {
-        fs::create_dir_all(dir).map_err(io_error(dir))?;
+        crate::fsutil::create_dir_durably(dir).map_err(io_error(dir))?;
         let log = KeyLog::open(&dir.join(KEY_LOG_FILE))?;
         let mut old_layout = false;
         for entry in fs::read_dir(dir).map_err(io_error(dir))? {

@@ -9,7 +9,7 @@ pub mod cid;
 pub mod crypto;
 pub mod dagpb;
 mod error;
-mod fsutil;
+pub mod fsutil;
 mod groupcommit;
 mod keylog;
 pub mod keystore;

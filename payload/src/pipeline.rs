@@ -212,7 +212,7 @@ impl Payloads {
         store: Arc<dyn PinStore>,
     ) -> Result<Payloads, PayloadError> {
         assert!(config.upload_concurrency > 0 && config.download_concurrency > 0);
-        std::fs::create_dir_all(&config.data_dir).map_err(storage_error)?;
+        crate::fsutil::create_dir_durably(&config.data_dir).map_err(storage_error)?;
         let clean_stop = take_clean_stop(&config.data_dir)?;
         let master_path = config
             .master_key_path

@@ -595,7 +595,7 @@ pub fn install_secret(data_dir: &Path, secret: &[u8]) -> Result<(Vec<u8>, bool),
             .map(|s| (s, false))
             .ok_or_else(|| format!("{} is not a hex secret of 32 bytes or more", path.display())),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            std::fs::create_dir_all(data_dir)
+            medledger_storage::ledger::fs::create_dir_durably(data_dir)
                 .map_err(|e| format!("creating {}: {e}", data_dir.display()))?;
             let mut opts = std::fs::OpenOptions::new();
             opts.write(true).create_new(true);
@@ -609,6 +609,7 @@ pub fn install_secret(data_dir: &Path, secret: &[u8]) -> Result<(Vec<u8>, bool),
                 .map_err(|e| format!("creating {}: {e}", path.display()))?;
             file.write_all(hex::encode(secret).as_bytes())
                 .and_then(|()| file.sync_all())
+                .and_then(|()| medledger_payload::fsutil::sync_parent_dir(&path))
                 .map_err(|e| format!("writing {}: {e}", path.display()))?;
             Ok((secret.to_vec(), true))
         }

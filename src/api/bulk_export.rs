@@ -143,7 +143,7 @@ impl Exports {
     /// [`Exports::resume`]).
     pub fn open(data_dir: &Path) -> std::io::Result<Exports> {
         let dir = data_dir.join(EXPORTS_DIR);
-        std::fs::create_dir_all(&dir)?;
+        medledger_storage::ledger::fs::create_dir_durably(&dir)?;
         let mut jobs = BTreeMap::new();
         for entry in std::fs::read_dir(&dir)? {
             let path = entry?.path().join(STATE_FILE);
@@ -674,7 +674,8 @@ pub async fn start(
         jobs.insert(id.clone(), job.clone());
     }
     let dir = state.exports.job_dir(&id);
-    let saved = std::fs::create_dir_all(&dir)
+    // Durable in `exports/` before the job is answered 202: a power cut keeps it.
+    let saved = medledger_storage::ledger::fs::create_dir_durably(&dir)
         .map_err(io("creating its directory", &dir))
         .and_then(|()| state.exports.save(&job));
     if let Err(e) = saved {

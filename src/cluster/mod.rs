@@ -204,6 +204,9 @@ impl Cluster {
             path: raft_dir.clone(),
             message,
         };
+        // The Raft log's directory durable before a vote is written in it.
+        medledger_storage::ledger::fs::create_dir_durably(&raft_dir)
+            .map_err(|e| store_err(e.to_string()))?;
         let db = store::open_db(&raft_dir).map_err(|e| store_err(e.to_string()))?;
         let log = LogStore::new(db.clone());
         let fresh = log.is_empty().map_err(store_err)?;

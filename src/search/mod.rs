@@ -156,6 +156,8 @@ impl Search {
             rocksdb::DB::destroy(&rocksdb::Options::default(), path).map_err(|e| e.to_string())?;
             store = SearchStore::open(path).map_err(|e| e.to_string())?;
         }
+        // The directory's name durable (created or made again above).
+        medledger_storage::ledger::fs::create_dir_durably(path).map_err(|e| e.to_string())?;
         store
             .set_key_fingerprint(&fingerprint)
             .map_err(|e| e.to_string())?;

@@ -190,7 +190,7 @@ impl EmbeddedStore {
     /// Opens the store in `dir` (created if missing), replaying its log and cutting off a
     /// torn tail.
     pub fn open(dir: &Path) -> Result<EmbeddedStore, PinStoreError> {
-        fs::create_dir_all(dir)?;
+        crate::fsutil::create_dir_durably(dir)?;
         let mut generations = Vec::new();
         for entry in fs::read_dir(dir)? {
             let name = entry?.file_name();

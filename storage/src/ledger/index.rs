@@ -123,6 +123,8 @@ impl Index {
 
     /// Opens (or creates) the index at `path`.
     pub fn open(path: &Path) -> Result<Index, StorageError> {
+        super::fs::create_dir_durably(path)
+            .map_err(|e| StorageError::io(format!("creating {}", path.display()), e))?;
         let mut opts = Options::default();
         opts.create_if_missing(true);
         opts.create_missing_column_families(true);

@@ -42,6 +42,10 @@ pub fn open_views(data_dir: &Path, backend: Backend) -> Result<Arc<dyn ViewStore
     for suffix in ["old", "rebuild", "rebuild-parts", "verify", "verify-parts"] {
         remove_dir(&sibling(data_dir, backend, suffix))?;
     }
+    // Its name durable before anything is written in it (a power cut would otherwise
+    // leave no views, and a rebuild of the whole ledger to make).
+    medledger_storage::ledger::fs::create_dir_durably(&live)
+        .map_err(io(format!("creating {}", live.display())))?;
     Ok(Arc::from(backend.open(&live, false)?))
 }
 
