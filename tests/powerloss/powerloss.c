@@ -167,26 +167,6 @@ static void dir_names(int fd, char tag) {
     free(lines);
 }
 
-static void dir_point(int fd) { dir_names(fd, 'D'); }
-
-/* The names of every directory under `fd` as they are now, synced or not (L lines). */
-static void listing(int fd) {
-    dir_names(fd, 'L');
-    int rd = dup(fd);
-    if (rd < 0) die("dup");
-    DIR *d = fdopendir(rd);
-    if (!d) die("fdopendir");
-    struct dirent *e;
-    while ((e = readdir(d)) != NULL) {
-        if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
-        int child = openat(dirfd(d), e->d_name, O_RDONLY | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW);
-        if (child < 0) continue; /* not a directory, or gone */
-        listing(child);
-        close(child);
-    }
-    closedir(d);
-}
-
 static void published(void) {
     uint64_t p = point;
     if (pwrite(points_fd, &p, sizeof p, 0) != sizeof p) die("points write");
@@ -201,9 +181,11 @@ static int under_root(int fd) {
     return strncmp(path, root, root_len) == 0 && (path[root_len] == '/' || path[root_len] == 0);
 }
 
-/* Point 0: every directory and file under `fd` (a directory) as it is now. */
-static void walk(int fd) {
-    dir_point(fd);
+/* Every directory under `fd` as it is now: for the baseline (`files`) as synced, D lines,
+ * with every file's bytes (each file its own copy, all of them point 0 to the test);
+ * after each point the names alone, synced or not, as L lines. */
+static void walk(int fd, int files) {
+    dir_names(fd, files ? 'D' : 'L');
     int rd = dup(fd);
     if (rd < 0) die("dup");
     DIR *d = fdopendir(rd);
@@ -212,14 +194,14 @@ static void walk(int fd) {
     while ((e = readdir(d)) != NULL) {
         if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
         int child = openat(dirfd(d), e->d_name, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
-        if (child < 0) continue;
+        if (child < 0) continue; /* gone */
         struct stat st;
         if (fstat(child, &st) == 0) {
             if (S_ISDIR(st.st_mode)) {
-                walk(child);
-            } else if (S_ISREG(st.st_mode)) {
+                walk(child, files);
+            } else if (files && S_ISREG(st.st_mode)) {
                 file_point(child);
-                point++; /* each file its own copy; all of them are point 0 below */
+                point++;
             }
         }
         close(child);
@@ -250,7 +232,7 @@ __attribute__((constructor)) static void start(void) {
     /* The baseline's copies are numbered from 1 so that no two share a file; the test
      * takes every line before the first point after them as point 0. */
     point = 1;
-    walk(fd);
+    walk(fd, 1);
     close(fd);
     putf("B\t%llu\n", (unsigned long long)point);
     published();
@@ -264,13 +246,13 @@ static void after_sync(int fd) {
     pthread_mutex_lock(&lock);
     point++;
     if (S_ISDIR(st.st_mode)) {
-        dir_point(fd);
+        dir_names(fd, 'D');
     } else if (S_ISREG(st.st_mode)) {
         file_point(fd);
     }
     int r = open(root, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (r < 0) die("open root");
-    listing(r);
+    walk(r, 0);
     close(r);
     published();
     pthread_mutex_unlock(&lock);
