@@ -24,14 +24,14 @@
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
 mod common;
-use common::server::{free_port, request, token, wait_healthy, Running};
+use common::server::{free_port, request, start_logged_with, token, Running};
 
 /// What one acknowledged write promised, and the sync point it was answered after.
 #[derive(Clone, Debug)]
@@ -270,18 +270,7 @@ fn start_on(
     env: &[(&str, &std::ffi::OsStr)],
     log: &Path,
 ) -> Running {
-    let child = Command::new(bin())
-        .args(["serve", "--data-dir"])
-        .arg(dir)
-        .args(["--listen", &addr.to_string(), "--workers", "2"])
-        .args(["--rate-limit-per-sec", "0"])
-        .args(args)
-        .envs(env.iter().copied())
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(log).unwrap())
-        .spawn()
-        .unwrap();
-    Running(wait_healthy(child, addr))
+    Running(start_logged_with(&bin(), dir, addr, args, env, log))
 }
 
 /// Every acknowledged write before point `k` is on image `dir`, and both verifies pass.
@@ -306,16 +295,16 @@ fn check_image(
     }
     // The last acknowledgement of each record at or before k.
     let mut promised: HashMap<&str, &Ack> = HashMap::new();
-    let mut erased: HashMap<&str, bool> = HashMap::new();
-    let mut payload: HashMap<&str, bool> = HashMap::new();
+    let mut erased: HashSet<&str> = HashSet::new();
+    let mut payload: HashSet<&str> = HashSet::new();
     for a in told.acks.iter().filter(|a| a.point <= k) {
         if a.erased {
-            erased.insert(&a.id, true);
+            erased.insert(&a.id);
         } else {
             promised.insert(&a.id, a);
         }
         if a.payload {
-            payload.insert(&a.id, true);
+            payload.insert(&a.id);
         }
     }
     // Four readers (the check's time is mostly these requests).
@@ -327,8 +316,8 @@ fn check_image(
                 for (id, a) in part {
                     let expect = Expect {
                         ack: a,
-                        erased: erased.contains_key(id),
-                        payload: payload.contains_key(id),
+                        erased: erased.contains(id),
+                        payload: payload.contains(id),
                         erasing: told.erasing.contains(*id),
                     };
                     read_back(addr, admin, id, &expect, k, tear);

@@ -44,7 +44,26 @@ pub fn start_logged(
     env: &[(&str, &std::ffi::OsStr)],
     log: &Path,
 ) -> Child {
-    let child = Command::new(env!("CARGO_BIN_EXE_medledger"))
+    start_logged_with(
+        Path::new(env!("CARGO_BIN_EXE_medledger")),
+        dir,
+        addr,
+        args,
+        env,
+        log,
+    )
+}
+
+/// [`start_logged`] of another server binary `bin` (a release build, say).
+pub fn start_logged_with(
+    bin: &Path,
+    dir: &Path,
+    addr: SocketAddr,
+    args: &[&str],
+    env: &[(&str, &std::ffi::OsStr)],
+    log: &Path,
+) -> Child {
+    let child = Command::new(bin)
         .args(["serve", "--data-dir"])
         .arg(dir)
         .args(["--listen", &addr.to_string(), "--workers", "2"])
